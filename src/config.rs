@@ -1,0 +1,361 @@
+//! Configuration: the TOML file and the command line, merged into one validated [`Config`].
+//!
+//! Two stages, as in ripgrep: [`FileConfig`] is what serde reads (unknown keys rejected), the CLI
+//! flags override it, and [`Config::resolve`] turns both into typed values before any socket binds.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration problem: reported as one line, exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// The config file as written by a user. Every key is documented in `config.toml.example`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub proxy: ProxySection,
+    #[serde(default)]
+    pub ca: CaSection,
+    #[serde(default)]
+    pub cache: CacheSection,
+    #[serde(default)]
+    pub intercept: InterceptSection,
+    #[serde(default)]
+    pub upstream: UpstreamSection,
+}
+
+/// `[proxy]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySection {
+    pub listen: Option<String>,
+}
+
+/// `[ca]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaSection {
+    pub dir: Option<PathBuf>,
+}
+
+/// `[cache]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    pub dir: Option<PathBuf>,
+    pub max_size: Option<String>,
+    pub tag_ttl: Option<String>,
+}
+
+/// `[intercept]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterceptSection {
+    pub hosts: Option<Vec<String>>,
+}
+
+/// `[upstream]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    #[serde(default)]
+    pub extra_ca_files: Vec<PathBuf>,
+    #[serde(default)]
+    pub resolve: HashMap<String, String>,
+    pub connect_timeout: Option<String>,
+}
+
+/// Command-line values that override the file (all optional).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub ca_dir: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    pub tag_ttl: Option<String>,
+}
+
+/// The validated configuration hoard runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address of the proxy listener.
+    pub listen: SocketAddr,
+    /// Folder holding `ca.crt` and `ca.key`.
+    pub ca_dir: PathBuf,
+    /// Folder of the content store and tag map.
+    pub cache_dir: PathBuf,
+    /// Size limit of the store in bytes (enforced by the store's eviction).
+    pub max_size: u64,
+    /// How long a tag → digest mapping is served without asking the upstream.
+    pub tag_ttl: Duration,
+    /// Hosts whose TLS is terminated and whose registry traffic is cached.
+    pub intercept: HostPatterns,
+    /// PEM files trusted for upstream TLS in addition to the system and webpki roots.
+    pub extra_ca_files: Vec<PathBuf>,
+    /// Fixed upstream addresses by host name, instead of DNS.
+    pub resolve: HashMap<String, SocketAddr>,
+    /// Time allowed for an upstream TCP connect.
+    pub connect_timeout: Duration,
+}
+
+/// Default intercepted registries.
+pub const DEFAULT_INTERCEPT: [&str; 2] = ["gcr.io", "registry-1.docker.io"];
+
+impl Config {
+    /// Reads `path` if given and merges the overrides into a validated config.
+    pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
+        let file = match path {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Config::resolve(file, overrides)
+    }
+
+    /// Validates and types a parsed file plus command-line overrides.
+    pub fn resolve(file: FileConfig, cli: Overrides) -> Result<Config, ConfigError> {
+        let listen = cli
+            .listen
+            .or(file.proxy.listen)
+            .unwrap_or_else(|| "127.0.0.1:3128".to_owned());
+        let listen = listen.parse().map_err(|_| ConfigError::Invalid {
+            key: "proxy.listen",
+            message: format!("{listen:?} is not an address like 127.0.0.1:3128"),
+        })?;
+
+        let max_size = match file.cache.max_size {
+            Some(text) => parse_size(&text).map_err(|message| ConfigError::Invalid {
+                key: "cache.max_size",
+                message,
+            })?,
+            None => 20 << 30,
+        };
+        let tag_ttl = match cli.tag_ttl.or(file.cache.tag_ttl) {
+            Some(text) => parse_duration(&text).map_err(|message| ConfigError::Invalid {
+                key: "cache.tag_ttl",
+                message,
+            })?,
+            None => Duration::from_secs(600),
+        };
+        let connect_timeout = match file.upstream.connect_timeout {
+            Some(text) => parse_duration(&text).map_err(|message| ConfigError::Invalid {
+                key: "upstream.connect_timeout",
+                message,
+            })?,
+            None => Duration::from_secs(10),
+        };
+
+        let hosts = file
+            .intercept
+            .hosts
+            .unwrap_or_else(|| DEFAULT_INTERCEPT.iter().map(|h| (*h).to_owned()).collect());
+        let intercept = HostPatterns::new(&hosts).map_err(|message| ConfigError::Invalid {
+            key: "intercept.hosts",
+            message,
+        })?;
+
+        let mut resolve = HashMap::new();
+        for (host, addr) in file.upstream.resolve {
+            let parsed = addr.parse().map_err(|_| ConfigError::Invalid {
+                key: "upstream.resolve",
+                message: format!("{addr:?} for {host:?} is not an address like 10.1.2.3:443"),
+            })?;
+            resolve.insert(host.to_ascii_lowercase(), parsed);
+        }
+
+        Ok(Config {
+            listen,
+            ca_dir: cli.ca_dir.or(file.ca.dir).unwrap_or_else(|| "ca".into()),
+            cache_dir: cli
+                .cache_dir
+                .or(file.cache.dir)
+                .unwrap_or_else(|| "cache".into()),
+            max_size,
+            tag_ttl,
+            intercept,
+            extra_ca_files: file.upstream.extra_ca_files,
+            resolve,
+            connect_timeout,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|err| ConfigError::Parse {
+        path: path.to_owned(),
+        // toml's message spans several lines with a source excerpt; keep the one line that says why.
+        message: err.message().replace('\n', " "),
+    })
+}
+
+/// Host names to intercept: exact names and `*.suffix` wildcards, compared case-insensitively.
+#[derive(Debug, Clone, Default)]
+pub struct HostPatterns {
+    exact: Vec<String>,
+    suffixes: Vec<String>,
+}
+
+impl HostPatterns {
+    /// Parses patterns; a wildcard is only allowed as the whole first label.
+    pub fn new(patterns: &[String]) -> Result<HostPatterns, String> {
+        let mut out = HostPatterns::default();
+        for pattern in patterns {
+            let pattern = pattern.trim().to_ascii_lowercase();
+            if let Some(suffix) = pattern.strip_prefix("*.") {
+                if !is_dns_name(suffix) {
+                    return Err(format!(
+                        "{pattern:?} is not a host name or *.domain pattern"
+                    ));
+                }
+                out.suffixes.push(format!(".{suffix}"));
+            } else if is_dns_name(&pattern) {
+                out.exact.push(pattern);
+            } else {
+                return Err(format!(
+                    "{pattern:?} is not a host name or *.domain pattern"
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether `host` (no port) is intercepted.
+    pub fn matches(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.exact.contains(&host)
+            || self
+                .suffixes
+                .iter()
+                .any(|s| host.ends_with(s.as_str()) && host.len() > s.len())
+    }
+
+    /// The patterns as configured, for the CA's name constraints and logs.
+    pub fn names(&self) -> impl Iterator<Item = String> + '_ {
+        self.exact
+            .iter()
+            .cloned()
+            .chain(self.suffixes.iter().map(|s| format!("*{s}")))
+    }
+}
+
+/// A DNS name of letters, digits, hyphens and dots (no empty labels).
+pub fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Parses sizes such as `20GiB`, `500MB`, `1024` (bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 20GiB"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        other => return Err(format!("unknown size unit {other:?} in {text:?}")),
+    };
+    let bytes = number * factor as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Parses durations such as `10m`, `30s`, `1h`, `7d`, `250ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10m"))?;
+    let millis: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{text:?} needs a unit: ms, s, m, h or d")),
+    };
+    number
+        .checked_mul(millis)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("20GiB"), Ok(20 << 30));
+        assert_eq!(parse_size("1.5KiB"), Ok(1536));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert!(parse_size("20 parsecs").is_err());
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("99999999999999999d").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let err = toml::from_str::<FileConfig>("[cache]\nmax_sise = \"1GiB\"\n")
+            .err()
+            .map(|e| e.message().to_owned())
+            .unwrap_or_default();
+        assert!(err.contains("max_sise"), "{err}");
+    }
+
+    #[test]
+    fn wildcard_hosts_match_subdomains_only() {
+        let p = HostPatterns::new(&["*.pkg.dev".into(), "gcr.io".into()]).unwrap_or_default();
+        assert!(p.matches("europe-docker.pkg.dev"));
+        assert!(p.matches("GCR.IO"));
+        assert!(!p.matches("pkg.dev"));
+        assert!(!p.matches("evilgcr.io"));
+        assert!(HostPatterns::new(&["a/b".into()]).is_err());
+    }
+}

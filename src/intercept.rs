@@ -1,0 +1,85 @@
+//! Intercepted CONNECTs: TLS terminated with a leaf minted for the host, then HTTP/1.1 or h2 (by
+//! ALPN) served to the registry cache.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+
+use crate::Hoard;
+use crate::log::{RequestInfo, logged};
+
+/// Time allowed for the client's TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// h2 flow-control windows. A stream runs at most at window / RTT; hyper's defaults are small
+/// for multi-GiB blobs. 8 MiB per stream and 32 MiB per connection keep a blob at disk speed
+/// while the memory one connection can pin stays bounded.
+const H2_STREAM_WINDOW: u32 = 8 << 20;
+const H2_CONNECTION_WINDOW: u32 = 32 << 20;
+
+/// Terminates TLS on an upgraded CONNECT to `host:port` and serves registry requests on it.
+pub async fn serve(upgraded: Upgraded, host: String, port: u16, hoard: Arc<Hoard>) {
+    let config = match hoard.ca.server_config(&host) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!(%host, %error, "cannot mint a certificate");
+            return;
+        }
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(TokioIo::new(upgraded)))
+        .await
+    {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            // Typically a client that does not trust hoard's CA: say so where an operator looks.
+            tracing::warn!(%host, %error, "TLS handshake with client failed (does it trust hoard's CA?)");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%host, "TLS handshake timed out");
+            return;
+        }
+    };
+
+    let target = crate::cache::Target::new(&host, port);
+    let Some(target) = target else {
+        tracing::warn!(%host, "not a usable registry host name");
+        return;
+    };
+    let target = Arc::new(target);
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let hoard = hoard.clone();
+            let target = target.clone();
+            async move {
+                let info = RequestInfo {
+                    host: target.authority().to_owned(),
+                    method: request.method().clone(),
+                    path: request.uri().path().to_owned(),
+                    start: Instant::now(),
+                };
+                let response = crate::cache::handle(request, &target, &hoard).await;
+                Ok::<_, Infallible>(logged(info, response))
+            }
+        });
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .keep_alive_interval(Duration::from_secs(30));
+    if let Err(error) = builder.serve_connection(TokioIo::new(tls), service).await {
+        tracing::debug!(%host, %error, "intercepted connection ended");
+    }
+}

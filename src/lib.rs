@@ -1,0 +1,122 @@
+//! hoard: a caching HTTPS forward proxy for container registries.
+//!
+//! A request travels `front` (the proxy listener) → `tunnel` (CONNECT to hosts not intercepted),
+//! `forward` (plain `http://`), or `intercept` (TLS with a minted leaf) → `cache` (the registry
+//! rules) → `store` (disk) or `upstream` (the registry).
+
+pub mod ca;
+pub mod cache;
+pub mod config;
+pub mod forward;
+pub mod front;
+pub mod intercept;
+pub mod log;
+pub mod registry;
+pub mod store;
+pub mod tunnel;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+
+pub use config::Config;
+
+/// The error type carried by bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every response hoard sends and every request it forwards.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// An empty body.
+pub fn empty_body() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// A body holding `bytes`.
+pub fn full_body(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Everything a connection needs, shared by all of them.
+#[derive(Debug)]
+pub struct Hoard {
+    pub config: Config,
+    pub ca: ca::CertificateAuthority,
+    pub store: store::Store,
+    pub upstream: upstream::Upstream,
+}
+
+/// The crypto provider: aws-lc-rs, the only one in the tree.
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+impl Hoard {
+    /// Loads the CA, opens the store and builds the upstream client.
+    pub fn new(config: Config) -> anyhow::Result<Hoard> {
+        use anyhow::Context as _;
+        let provider = crypto_provider();
+        let ca = ca::CertificateAuthority::load_or_create(&config.ca_dir, provider.clone())
+            .context("loading the CA")?;
+        let store = store::Store::open(&config.cache_dir).context("opening the cache")?;
+        let upstream =
+            upstream::Upstream::new(&config, provider).context("setting up the upstream client")?;
+        Ok(Hoard {
+            config,
+            ca,
+            store,
+            upstream,
+        })
+    }
+}
+
+/// A running proxy: the listener's address and the task serving it. Dropping it stops serving.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds `config.listen` and serves in the background.
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        use anyhow::Context as _;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let hoard = Arc::new(Hoard::new(config)?);
+        let task = tokio::spawn(front::serve(listener, hoard));
+        Ok(Server {
+            addr,
+            task: Some(task),
+        })
+    }
+
+    /// Where the proxy listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until the task ends (it does not, unless the listener fails).
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        if let Some(task) = self.task.take() {
+            task.await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}

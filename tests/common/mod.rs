@@ -1,0 +1,548 @@
+//! Test fixtures: a small registry over real TLS (certificate from a CA minted at test time),
+//! a plain HTTP echo server, hoard started in-process, and reqwest clients through it.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use sha2::Digest as _;
+use tokio::net::TcpListener;
+
+pub const REGISTRY: &str = "registry.test";
+pub const CDN: &str = "cdn.test";
+pub const DOCKER_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+pub fn init() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("hoard=debug")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", const_hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so tests need no rand crate.
+pub fn random_bytes(len: usize, seed: u64) -> Bytes {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out.into()
+}
+
+/// A CA made for one test, and server certificates signed by it.
+pub struct TestCa {
+    pub pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        TestCa {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    pub fn server_config(&self, names: &[&str]) -> rustls::ServerConfig {
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config
+    }
+}
+
+/// One request as the fixture registry saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub authorization: Option<String>,
+    pub headers: http::HeaderMap,
+}
+
+/// How blob GETs are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// 200 with the bytes.
+    Direct,
+    /// 307 to an absolute CDN URL, then 302 path-absolute, then 301 relative, then the bytes.
+    Redirect,
+    /// 503 for everything.
+    Down,
+    /// 429 for everything.
+    RateLimited,
+}
+
+#[derive(Default)]
+struct State {
+    blobs: HashMap<String, Bytes>,
+    /// (repo, reference) → (media type, bytes); references are tags and digests.
+    manifests: HashMap<(String, String), (String, Bytes)>,
+    corrupt: HashSet<String>,
+    private_repos: HashSet<String>,
+    seen: Vec<Seen>,
+}
+
+/// A small OCI registry over TLS that counts what it is asked.
+pub struct Registry {
+    pub addr: SocketAddr,
+    pub ca: TestCa,
+    state: Arc<Mutex<State>>,
+    mode: Arc<Mutex<Mode>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Registry {
+    pub async fn start() -> Registry {
+        let ca = TestCa::new();
+        let config = Arc::new(ca.server_config(&[REGISTRY, CDN, "127.0.0.1"]));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state: Arc<Mutex<State>> = Arc::default();
+        let mode = Arc::new(Mutex::new(Mode::Direct));
+        let (s, m) = (state.clone(), mode.clone());
+        let task = tokio::spawn(async move {
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            // Connections live in this set, so stopping the fixture closes them all.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, s, m) = (acceptor.clone(), s.clone(), m.clone());
+                connections.spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |req| {
+                        let (s, m) = (s.clone(), m.clone());
+                        async move { Ok::<_, Infallible>(answer(req, &s, &m)) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Registry {
+            addr,
+            ca,
+            state,
+            mode,
+            task,
+        }
+    }
+
+    /// Stops listening and closes every connection: the registry is gone.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    /// Adds a blob and returns its digest.
+    pub fn add_blob(&self, bytes: Bytes) -> String {
+        let digest = sha256(&bytes);
+        self.state
+            .lock()
+            .unwrap()
+            .blobs
+            .insert(digest.clone(), bytes);
+        digest
+    }
+
+    /// Serves other bytes than the digest says for this blob.
+    pub fn corrupt(&self, digest: &str) {
+        self.state.lock().unwrap().corrupt.insert(digest.to_owned());
+    }
+
+    /// Answers 401 for this repository unless a request carries `Authorization`.
+    pub fn make_private(&self, repo: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .private_repos
+            .insert(repo.to_owned());
+    }
+
+    /// Adds a manifest under its digest and `tag`; returns the digest.
+    pub fn add_manifest(&self, repo: &str, tag: &str, media_type: &str, bytes: Bytes) -> String {
+        let digest = sha256(&bytes);
+        let mut state = self.state.lock().unwrap();
+        for reference in [tag, digest.as_str()] {
+            state.manifests.insert(
+                (repo.to_owned(), reference.to_owned()),
+                (media_type.to_owned(), bytes.clone()),
+            );
+        }
+        digest
+    }
+
+    /// A manifest JSON naming `layers`, with a marker to make digests differ.
+    pub fn manifest_json(layers: &[(&str, usize)], marker: &str) -> Bytes {
+        let layers: Vec<String> = layers
+            .iter()
+            .map(|(d, size)| {
+                format!(
+                    r#"{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":{size},"digest":"{d}"}}"#
+                )
+            })
+            .collect();
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_V2}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":2,"digest":"{}"}},"layers":[{}],"annotations":{{"marker":"{marker}"}}}}"#,
+            sha256(b"{}"),
+            layers.join(",")
+        )
+        .into()
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().seen.clone()
+    }
+
+    /// How many requests with `method` had a path containing `fragment`.
+    pub fn count(&self, method: &str, fragment: &str) -> usize {
+        self.seen()
+            .iter()
+            .filter(|s| s.method == method && s.path.contains(fragment))
+            .count()
+    }
+
+    pub fn forget(&self) {
+        self.state.lock().unwrap().seen.clear();
+    }
+}
+
+fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response<Full<Bytes>> {
+    let mut response = respond(status, "");
+    response
+        .headers_mut()
+        .insert("location", location.parse().unwrap());
+    response
+}
+
+fn answer(
+    req: Request<Incoming>,
+    state: &Mutex<State>,
+    mode: &Mutex<Mode>,
+) -> Response<Full<Bytes>> {
+    let host = req
+        .uri()
+        .host()
+        .map(str::to_owned)
+        .or_else(|| {
+            req.headers()
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .map(|h| h.split(':').next().unwrap_or(h).to_owned())
+        })
+        .unwrap_or_default();
+    let path = req.uri().path().to_owned();
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut state = state.lock().unwrap();
+    state.seen.push(Seen {
+        method: req.method().to_string(),
+        host: host.clone(),
+        path: path.clone(),
+        authorization: authorization.clone(),
+        headers: req.headers().clone(),
+    });
+    let mode = *mode.lock().unwrap();
+    match mode {
+        Mode::Down => return respond(StatusCode::SERVICE_UNAVAILABLE, "down"),
+        Mode::RateLimited => return respond(StatusCode::TOO_MANY_REQUESTS, "slow down"),
+        _ => {}
+    }
+    let head = req.method() == http::Method::HEAD;
+
+    if host == CDN {
+        // Hops 2 and 3 of a redirect chain, then the bytes.
+        if let Some(digest) = path.strip_prefix("/cdn/a/") {
+            return redirect(StatusCode::FOUND, &format!("/cdn/b/{digest}"));
+        }
+        if let Some(digest) = path.strip_prefix("/cdn/b/final-") {
+            return blob_bytes(&state, digest, head);
+        }
+        if let Some(digest) = path.strip_prefix("/cdn/b/") {
+            return redirect(StatusCode::MOVED_PERMANENTLY, &format!("final-{digest}"));
+        }
+        return respond(StatusCode::NOT_FOUND, "no such CDN object");
+    }
+
+    if path == "/v2/" {
+        let mut response = respond(StatusCode::OK, "{}");
+        response.headers_mut().insert(
+            "docker-distribution-api-version",
+            "registry/2.0".parse().unwrap(),
+        );
+        return response;
+    }
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return respond(StatusCode::NOT_FOUND, "not a registry path");
+    };
+    if let Some((repo, _)) = rest.split_once("/blobs/uploads") {
+        // Uploads: echo how many body bytes arrived (the body is read by hyper before we see
+        // it only if we ask; the length header is what the client announced).
+        let len = req
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("0")
+            .to_owned();
+        return respond(StatusCode::ACCEPTED, format!("upload to {repo}: {len}"));
+    }
+    if let Some((repo, digest)) = rest.rsplit_once("/blobs/") {
+        if state.private_repos.contains(repo) && authorization.is_none() {
+            return unauthorized();
+        }
+        if mode == Mode::Redirect {
+            return redirect(
+                StatusCode::TEMPORARY_REDIRECT,
+                &format!("https://{CDN}/cdn/a/{digest}?sig=abc"),
+            );
+        }
+        return blob_bytes(&state, digest, head);
+    }
+    if let Some((repo, reference)) = rest.rsplit_once("/manifests/") {
+        if state.private_repos.contains(repo) && authorization.is_none() {
+            return unauthorized();
+        }
+        let Some((media_type, bytes)) = state
+            .manifests
+            .get(&(repo.to_owned(), reference.to_owned()))
+            .cloned()
+        else {
+            return respond(
+                StatusCode::NOT_FOUND,
+                r#"{"errors":[{"code":"MANIFEST_UNKNOWN"}]}"#,
+            );
+        };
+        let len = bytes.len();
+        let mut response = respond(
+            StatusCode::OK,
+            if head { Bytes::new() } else { bytes.clone() },
+        );
+        let headers = response.headers_mut();
+        headers.insert("content-type", media_type.parse().unwrap());
+        headers.insert("docker-content-digest", sha256(&bytes).parse().unwrap());
+        headers.insert("content-length", len.into());
+        return response;
+    }
+    if rest.ends_with("/tags/list") {
+        return respond(StatusCode::OK, r#"{"tags":["latest"]}"#);
+    }
+    respond(StatusCode::NOT_FOUND, "unknown path")
+}
+
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut response = respond(
+        StatusCode::UNAUTHORIZED,
+        r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#,
+    );
+    response.headers_mut().insert(
+        "www-authenticate",
+        format!(r#"Bearer realm="https://{REGISTRY}/token",service="{REGISTRY}""#)
+            .parse()
+            .unwrap(),
+    );
+    response
+}
+
+fn blob_bytes(state: &State, digest: &str, head: bool) -> Response<Full<Bytes>> {
+    let Some(bytes) = state.blobs.get(digest) else {
+        return respond(
+            StatusCode::NOT_FOUND,
+            r#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#,
+        );
+    };
+    let mut bytes = bytes.to_vec();
+    if state.corrupt.contains(digest)
+        && let Some(b) = bytes.last_mut()
+    {
+        *b ^= 0xff;
+    }
+    let len = bytes.len();
+    let mut response = respond(StatusCode::OK, if head { Vec::new() } else { bytes });
+    response.headers_mut().insert("content-length", len.into());
+    response
+}
+
+/// A plain HTTP server that answers with the request headers it got, as JSON-ish text.
+pub async fn echo_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let mut text = format!("{} {}\n", req.method(), req.uri());
+                    for (name, value) in req.headers() {
+                        text.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
+                    }
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                    text.push_str(&format!("body: {}\n", body.map(|b| b.len()).unwrap_or(0)));
+                    let mut response = Response::new(Full::new(Bytes::from(text)));
+                    response
+                        .headers_mut()
+                        .insert("connection", "x-secret".parse().unwrap());
+                    response
+                        .headers_mut()
+                        .insert("x-secret", "hop".parse().unwrap());
+                    Ok::<_, Infallible>(response)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// hoard started in-process against a fixture registry.
+pub struct Proxy {
+    pub server: hoard::Server,
+    pub dir: tempfile::TempDir,
+    pub ca_pem: String,
+}
+
+impl Proxy {
+    /// Starts hoard intercepting `registry.test` (resolved to the fixture) with `extra` TOML
+    /// appended to the `[cache]` section (e.g. `tag_ttl = "1s"`).
+    pub async fn start(registry: &Registry, cache_extra: &str) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        Proxy::start_in(dir, registry, cache_extra).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, registry: &Registry, cache_extra: &str) -> Proxy {
+        let upstream_ca = dir.path().join("upstream-ca.crt");
+        std::fs::write(&upstream_ca, &registry.ca.pem).unwrap();
+        let text = format!(
+            r#"
+[proxy]
+listen = "127.0.0.1:0"
+[ca]
+dir = "{ca}"
+[cache]
+dir = "{cache}"
+{cache_extra}
+[intercept]
+hosts = ["{REGISTRY}"]
+[upstream]
+extra_ca_files = ["{upstream_ca}"]
+resolve = {{ "{REGISTRY}" = "{addr}", "{CDN}" = "{addr}" }}
+connect_timeout = "2s"
+"#,
+            ca = dir.path().join("ca").display(),
+            cache = dir.path().join("cache").display(),
+            upstream_ca = upstream_ca.display(),
+            addr = registry.addr,
+        );
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = hoard::Config::load(Some(&path), Default::default()).unwrap();
+        let server = hoard::Server::start(config).await.unwrap();
+        let ca_pem = std::fs::read_to_string(dir.path().join("ca/ca.crt")).unwrap();
+        Proxy {
+            server,
+            dir,
+            ca_pem,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.server.local_addr())
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    /// Path of a stored blob.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.cache_dir()
+            .join("blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    /// A client through hoard trusting only hoard's CA; `h2` picks the protocol by ALPN.
+    pub fn client(&self, h2: bool) -> reqwest::Client {
+        let builder = reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(self.url()).unwrap())
+            .tls_certs_only([reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap()]);
+        let builder = if h2 { builder } else { builder.http1_only() };
+        builder.build().unwrap()
+    }
+}
+
+pub fn url(path: &str) -> String {
+    format!("https://{REGISTRY}{path}")
+}
+
+static SEED: AtomicU16 = AtomicU16::new(1);
+
+/// Random bytes that differ between calls.
+pub fn fresh_blob(len: usize) -> Bytes {
+    random_bytes(len, u64::from(SEED.fetch_add(1, Ordering::Relaxed)) * 7919)
+}

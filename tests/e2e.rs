@@ -1,0 +1,158 @@
+//! End-to-end tests with real programs on loopback: the Distribution registry (`docker-registry`)
+//! over TLS as the upstream for `gcr.io`, hoard as a binary in front of it, and skopeo and dockerd
+//! as clients that only reach `gcr.io` through hoard and verify hoard's certificate.
+//!
+//! Each test has its own folder, ports and processes, so they run in parallel. A missing program
+//! (or, for dockerd, not being root) skips a test with a `skipped:` line, or fails it when
+//! `CI=true`. See `tests/e2e/README.md`.
+
+#[path = "e2e/harness.rs"]
+mod harness;
+
+use std::path::Path;
+use std::time::Duration;
+
+use harness::{
+    HOARD_PROC, REGISTRY_HOST, REGISTRY_PROC, REPOSITORY, Result, TAG_TTL, fail, sha256_digest,
+};
+
+const HOARD: &str = env!("CARGO_BIN_EXE_hoard");
+
+/// Waits long enough after stopping the registry for hoard's cached tag to be stale, so the next
+/// pull has to try the upstream, find it down and serve from the cache.
+fn stop_registry_and_let_tags_expire(
+    scene: &mut harness::Scene,
+    registry: &harness::Registry,
+) -> Result {
+    scene.stop(REGISTRY_PROC)?;
+    if registry.is_up() {
+        return fail("the registry still accepts connections after being stopped");
+    }
+    std::thread::sleep(TAG_TTL + Duration::from_millis(1500));
+    Ok(())
+}
+
+#[test]
+fn skopeo_copies_through_hoard_byte_for_byte_and_from_cache_when_registry_is_down() -> Result {
+    let tools = ["openssl", "tar", "gzip", "docker-registry", "skopeo"];
+    harness::run("skopeo", &tools, false, |scene, tools| {
+        let pki = harness::make_pki(scene, tools)?;
+        let registry = harness::start_registry(scene, tools, &pki)?;
+        let pushed = harness::build_and_push(scene, tools, &pki, &registry, "v1")?;
+        let hoard = harness::start_hoard(scene, Path::new(HOARD), &pki, &registry)?;
+
+        let cold = harness::skopeo_copy_via_hoard(scene, tools, &hoard, &pushed.tag, "cold")?;
+        assert_eq!(
+            cold.digest, pushed.manifest_digest,
+            "digest of the cold copy"
+        );
+        assert_eq!(
+            sha256_digest(&cold.manifest),
+            pushed.manifest_digest,
+            "manifest.json must be the registry's bytes"
+        );
+        assert_eq!(cold.manifest, pushed.manifest);
+        for digest in pushed.layer_digests.iter().chain([&pushed.config_digest]) {
+            let hex = digest.trim_start_matches("sha256:");
+            let blob = std::fs::read(cold.dir.join(hex))?;
+            assert_eq!(
+                &sha256_digest(&blob),
+                digest,
+                "blob {digest} in the cold copy"
+            );
+        }
+
+        stop_registry_and_let_tags_expire(scene, &registry)?;
+        let warm = harness::skopeo_copy_via_hoard(scene, tools, &hoard, &pushed.tag, "warm")?;
+        assert_eq!(
+            warm.digest, pushed.manifest_digest,
+            "digest of the copy from cache"
+        );
+        assert_eq!(warm.manifest, pushed.manifest);
+        Ok(())
+    })
+}
+
+#[test]
+fn dockerd_pulls_through_hoard_and_again_from_cache_when_registry_is_down() -> Result {
+    let tools = [
+        "openssl",
+        "tar",
+        "gzip",
+        "docker-registry",
+        "skopeo",
+        "containerd",
+        "dockerd",
+        "docker",
+    ];
+    harness::run("dockerd", &tools, true, |scene, tools| {
+        harness::ensure_not_loopback(REGISTRY_HOST)?;
+        let pki = harness::make_pki(scene, tools)?;
+        let registry = harness::start_registry(scene, tools, &pki)?;
+        let pushed = harness::build_and_push(scene, tools, &pki, &registry, "v1")?;
+        let hoard = harness::start_hoard(scene, Path::new(HOARD), &pki, &registry)?;
+        let docker = harness::start_docker(scene, tools, &hoard)?;
+
+        let by_tag = format!("{REGISTRY_HOST}/{REPOSITORY}:{}", pushed.tag);
+        let by_digest = format!("{REGISTRY_HOST}/{REPOSITORY}@{}", pushed.manifest_digest);
+        let expect_image = |scene: &mut harness::Scene, reference: &str| -> Result {
+            let Some((id, repo_digests)) = docker.inspect(scene, tools, reference)? else {
+                return fail(format!("docker has no image {reference} after pulling it"));
+            };
+            assert_eq!(id, pushed.config_digest, "image ID of {reference}");
+            assert!(
+                repo_digests.contains(&by_digest),
+                "RepoDigests of {reference} are {repo_digests:?}, expected {by_digest}"
+            );
+            Ok(())
+        };
+
+        docker.pull(scene, tools, &by_tag)?;
+        expect_image(scene, &by_tag)?;
+        let cold = requests(scene);
+        assert!(
+            cold.iter().filter(|l| l.contains("cache=MISS")).count() >= 3,
+            "the cold pull filled the cache:\n{}",
+            cold.join("\n")
+        );
+
+        stop_registry_and_let_tags_expire(scene, &registry)?;
+        docker.rmi(scene, tools, &by_tag)?;
+        if docker.inspect(scene, tools, &by_tag)?.is_some() {
+            return fail("the image is still there after docker rmi");
+        }
+        docker.pull(scene, tools, &by_tag)?;
+        expect_image(scene, &by_tag)?;
+
+        docker.rmi(scene, tools, &by_tag)?;
+        docker.pull(scene, tools, &by_digest)?;
+        expect_image(scene, &by_digest)?;
+
+        // Everything after the registry went away came from hoard's disk.
+        let warm = &requests(scene)[cold.len()..];
+        eprintln!("e2e: hoard's log of the cold pull:\n{}", cold.join("\n"));
+        eprintln!("e2e: hoard's log of the warm pulls:\n{}", warm.join("\n"));
+        let blob_hits = warm
+            .iter()
+            .filter(|l| l.contains("/blobs/") && l.contains("cache=HIT"))
+            .count();
+        assert_eq!(blob_hits, 2 * 4, "config + 3 layers, twice, from the store");
+        assert!(
+            warm.iter()
+                .all(|l| l.contains("cache=HIT") || l.contains("cache=STALE")),
+            "warm pulls only hit the cache:\n{}",
+            warm.join("\n")
+        );
+        Ok(())
+    })
+}
+
+/// hoard's access-log lines so far.
+fn requests(scene: &harness::Scene) -> Vec<String> {
+    scene
+        .log(HOARD_PROC)
+        .lines()
+        .filter(|l| l.contains("hoard::log: request "))
+        .map(str::to_owned)
+        .collect()
+}
