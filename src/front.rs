@@ -60,6 +60,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, hoard: Arc<Hoard>
 
 async fn handle(request: Request<Incoming>, hoard: Arc<Hoard>) -> Response<Body> {
     let info = RequestInfo {
+        stats: hoard.stats.clone(),
         host: request
             .uri()
             .authority()
@@ -91,6 +92,10 @@ fn local(request: &Request<Incoming>, hoard: &Hoard) -> Response<Body> {
             .body(full_body(hoard.ca.ca_pem().to_owned()))
             .unwrap_or_else(|_| internal()),
         (&Method::GET | &Method::HEAD, "/healthz") => Response::new(full_body("ok\n")),
+        (&Method::GET, "/stats") => Response::builder()
+            .header(CONTENT_TYPE, "application/json")
+            .body(full_body(hoard.stats.to_json()))
+            .unwrap_or_else(|_| internal()),
         _ => error(
             StatusCode::BAD_REQUEST,
             "hoard is a proxy: send CONNECT host:port or an absolute http:// URL \

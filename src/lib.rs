@@ -11,6 +11,7 @@ pub mod forward;
 pub mod front;
 pub mod intercept;
 pub mod log;
+pub mod ops;
 pub mod registry;
 pub mod store;
 pub mod tunnel;
@@ -50,6 +51,7 @@ pub struct Hoard {
     pub ca: ca::CertificateAuthority,
     pub store: store::Store,
     pub upstream: upstream::Upstream,
+    pub stats: Arc<log::Stats>,
 }
 
 /// The crypto provider: aws-lc-rs, the only one in the tree.
@@ -72,6 +74,7 @@ impl Hoard {
             ca,
             store,
             upstream,
+            stats: Arc::default(),
         })
     }
 }

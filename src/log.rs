@@ -2,6 +2,8 @@
 //! so the byte count and duration are what the client really got.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -32,6 +34,21 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
+    /// Every status, in the order of [`CacheStatus::index`].
+    pub const ALL: [CacheStatus; 7] = [
+        CacheStatus::Hit,
+        CacheStatus::Miss,
+        CacheStatus::Revalidated,
+        CacheStatus::Stale,
+        CacheStatus::Bypass,
+        CacheStatus::Tunnel,
+        CacheStatus::Local,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
     /// The label used in logs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -46,9 +63,47 @@ impl CacheStatus {
     }
 }
 
+/// Counters since start, by cache status: served at `GET /stats` on the proxy port and read by
+/// `hoard cache stats`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    requests: [AtomicU64; 7],
+    bytes: [AtomicU64; 7],
+}
+
+impl Stats {
+    fn record(&self, status: CacheStatus, bytes: u64) {
+        self.requests[status.index()].fetch_add(1, Ordering::Relaxed);
+        self.bytes[status.index()].fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// `{"requests":{"HIT":n,…},"bytes":{"HIT":n,…}}`
+    pub fn to_json(&self) -> String {
+        let map = |counters: &[AtomicU64; 7]| {
+            CacheStatus::ALL
+                .iter()
+                .map(|s| {
+                    format!(
+                        "\"{}\":{}",
+                        s.as_str(),
+                        counters[s.index()].load(Ordering::Relaxed)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        format!(
+            "{{\"requests\":{{{}}},\"bytes\":{{{}}}}}",
+            map(&self.requests),
+            map(&self.bytes)
+        )
+    }
+}
+
 /// What a log line says about the request, captured before the handler runs.
 #[derive(Debug, Clone)]
 pub struct RequestInfo {
+    pub stats: Arc<Stats>,
     pub host: String,
     pub method: Method,
     pub path: String,
@@ -97,6 +152,7 @@ struct Line {
 
 impl Line {
     fn write(self, complete: bool) {
+        self.info.stats.record(self.cache, self.bytes);
         let ms = self.info.start.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(
             host = %self.info.host,

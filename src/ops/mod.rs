@@ -1,0 +1,1 @@
+//! Operator commands that work on a cache folder: `hoard cache …` and `hoard warm`.
