@@ -6,38 +6,80 @@
 //! - the `/v2/` ping: forwarded, or answered locally when the upstream is unusable;
 //! - everything else: forwarded unchanged.
 
-use std::io::SeekFrom;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use bytes::Bytes;
-use futures_util::TryStreamExt;
-use http::header::{
-    ACCEPT, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderValue, RANGE,
-};
+use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderValue, RANGE};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
-use http_body::Frame;
-use http_body_util::{BodyExt, Limited, StreamBody};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::sync::mpsc;
+use tokio::sync::OwnedMutexGuard;
 
 use crate::forward::{pass_through, strip_hop_by_hop, upstream_error};
 use crate::front::error;
 use crate::log::CacheStatus;
 use crate::registry::{DOCKER_MANIFEST_V2, Digest, Reference, Route, accepts};
-use crate::store::{BlobHit, HostKey, MAX_MANIFEST_SIZE, StoredManifest, TagEntry};
-use crate::{Body, BoxError, Hoard, empty_body, full_body};
-
-/// Read size for serving blobs from disk: 256 KiB keeps syscalls few and TLS records full.
-const FILE_CHUNK: usize = 256 << 10;
-
-/// Chunks buffered between a fill and its client (~16 × 16 KiB frames).
-const FILL_CHANNEL: usize = 16;
+use crate::store::{HostKey, MAX_MANIFEST_SIZE, StoredManifest, TagEntry};
+use crate::{Body, Hoard, empty_body, full_body};
 
 const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
+
+/// Requests that would ask the upstream the same question (a manifest by digest, a tag) wait for
+/// the first one to finish and then find its answer in the store: one upstream call, not one
+/// per client, when a thousand nodes pull the same image at once.
+#[derive(Debug, Default)]
+pub struct Flights {
+    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Held while a request asks the upstream on behalf of everyone waiting on the same key.
+pub struct FlightGuard<'a> {
+    flights: &'a Flights,
+    key: String,
+    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl Flights {
+    /// Waits until no other request holds `key`, then holds it.
+    pub async fn enter(&self, key: String) -> FlightGuard<'_> {
+        let lock = {
+            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(key.clone()).or_default().clone()
+        };
+        let guard = lock.lock_owned().await;
+        FlightGuard {
+            flights: self,
+            key,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.flights.map.lock().unwrap_or_else(|e| e.into_inner());
+        self.guard.take();
+        // Only the map's own reference left: nobody waits, forget the key.
+        if map
+            .get(&self.key)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+pub(crate) fn insert_digest_headers(headers: &mut HeaderMap, digest: &Digest) {
+    if let Ok(value) = HeaderValue::from_str(&digest.to_string()) {
+        headers.insert(DOCKER_CONTENT_DIGEST, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{digest}\"")) {
+        headers.insert(ETAG, value);
+    }
+    headers.insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
+}
 
 /// The intercepted registry a connection talks to.
 #[derive(Debug)]
@@ -73,7 +115,7 @@ impl Target {
         &self.authority
     }
 
-    fn uri(&self, path_and_query: &str) -> Option<Uri> {
+    pub(crate) fn uri(&self, path_and_query: &str) -> Option<Uri> {
         format!("{}{path_and_query}", self.base).parse().ok()
     }
 }
@@ -86,7 +128,7 @@ pub async fn handle(request: Request<Incoming>, target: &Target, hoard: &Hoard) 
     }
     match Route::parse(request.uri().path()) {
         Route::Ping => ping(request, target, hoard).await,
-        Route::Blob { digest, .. } => blob(request, target, hoard, digest).await,
+        Route::Blob { digest, .. } => crate::blobs::blob(request, target, hoard, digest).await,
         Route::Manifest {
             reference: Reference::Digest(digest),
             ..
@@ -104,18 +146,22 @@ fn unusable(status: StatusCode) -> bool {
     status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
 }
 
-fn path_and_query(request: &Request<Incoming>) -> &str {
+pub(crate) fn path_and_query(request: &Request<Incoming>) -> &str {
     request.uri().path_and_query().map_or("/", |p| p.as_str())
 }
 
-fn upstream_headers(client: &HeaderMap) -> HeaderMap {
+pub(crate) fn upstream_headers(client: &HeaderMap) -> HeaderMap {
     let mut headers = client.clone();
     strip_hop_by_hop(&mut headers);
     headers
 }
 
 /// Forwards a request unchanged, body streamed both ways, nothing cached.
-async fn forward(request: Request<Incoming>, target: &Target, hoard: &Hoard) -> Response<Body> {
+pub(crate) async fn forward(
+    request: Request<Incoming>,
+    target: &Target,
+    hoard: &Hoard,
+) -> Response<Body> {
     let Some(uri) = target.uri(path_and_query(&request)) else {
         return error(StatusCode::BAD_REQUEST, "request path is not a valid URI");
     };
@@ -158,267 +204,6 @@ fn local_ping() -> Response<Body> {
     headers.insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
     response.extensions_mut().insert(CacheStatus::Stale);
     response
-}
-
-// ---------------------------------------------------------------------------------------------
-// Blobs
-
-async fn blob(
-    request: Request<Incoming>,
-    target: &Target,
-    hoard: &Hoard,
-    digest: Digest,
-) -> Response<Body> {
-    let head = request.method() == Method::HEAD;
-    let range = request.headers().get(RANGE).cloned();
-    if let Some(hit) = hoard.store.blob(&digest).await {
-        return serve_blob(hit, &digest, range.as_ref(), head, CacheStatus::Hit).await;
-    }
-    let Some(uri) = target.uri(path_and_query(&request)) else {
-        return error(StatusCode::BAD_REQUEST, "request path is not a valid URI");
-    };
-    let method = request.method().clone();
-    let headers = upstream_headers(request.headers());
-    let result = hoard.upstream.send_following(method, uri, headers).await;
-    let response = match result {
-        Ok(response) => response,
-        Err(err) => return upstream_error(&err),
-    };
-    // Only a whole GET is worth keeping; a HEAD or a Range miss is relayed as it is.
-    if head || range.is_some() || response.status() != StatusCode::OK {
-        return pass_through(response, CacheStatus::Bypass);
-    }
-    fill_blob(response, digest, hoard).await
-}
-
-/// Serves a stored blob, whole or one byte range of it.
-async fn serve_blob(
-    hit: BlobHit,
-    digest: &Digest,
-    range: Option<&HeaderValue>,
-    head: bool,
-    cache: CacheStatus,
-) -> Response<Body> {
-    let BlobHit { mut file, len } = hit;
-    let (status, start, end) = match range.map(|r| parse_range(r, len)) {
-        None => (StatusCode::OK, 0, len),
-        Some(Ok((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end + 1),
-        Some(Err(reason)) => {
-            let mut response = error(StatusCode::RANGE_NOT_SATISFIABLE, reason);
-            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                response.headers_mut().insert(CONTENT_RANGE, value);
-            }
-            return response;
-        }
-    };
-    let body = if head {
-        empty_body()
-    } else {
-        if start > 0
-            && let Err(err) = file.seek(SeekFrom::Start(start)).await
-        {
-            tracing::warn!(%digest, error = %err, "cannot seek in stored blob");
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot read stored blob");
-        }
-        let stream =
-            tokio_util::io::ReaderStream::with_capacity(file.take(end - start), FILE_CHUNK);
-        StreamBody::new(stream.map_ok(Frame::data).map_err(BoxError::from)).boxed()
-    };
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    headers.insert(CONTENT_LENGTH, HeaderValue::from(end - start));
-    headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if status == StatusCode::PARTIAL_CONTENT
-        && let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end - 1))
-    {
-        headers.insert(CONTENT_RANGE, value);
-    }
-    insert_digest_headers(headers, digest);
-    response.extensions_mut().insert(cache);
-    response
-}
-
-fn insert_digest_headers(headers: &mut HeaderMap, digest: &Digest) {
-    if let Ok(value) = HeaderValue::from_str(&digest.to_string()) {
-        headers.insert(DOCKER_CONTENT_DIGEST, value);
-    }
-    if let Ok(value) = HeaderValue::from_str(&format!("\"{digest}\"")) {
-        headers.insert(ETAG, value);
-    }
-    headers.insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
-}
-
-/// Parses a single `bytes=` range into an inclusive `(first, last)` within `len`.
-pub fn parse_range(value: &HeaderValue, len: u64) -> Result<(u64, u64), &'static str> {
-    let text = value.to_str().map_err(|_| "Range header is not text")?;
-    let spec = text
-        .trim()
-        .strip_prefix("bytes=")
-        .ok_or("Range must be bytes=first-last")?;
-    if spec.contains(',') {
-        return Err("only a single byte range is supported");
-    }
-    let (first, last) = spec
-        .split_once('-')
-        .ok_or("Range must be bytes=first-last")?;
-    let number = |s: &str| {
-        s.trim()
-            .parse::<u64>()
-            .map_err(|_| "Range bounds must be numbers")
-    };
-    let (first, last) = match (first.trim().is_empty(), last.trim().is_empty()) {
-        (true, true) => return Err("Range must be bytes=first-last"),
-        (true, false) => {
-            let suffix = number(last)?;
-            if suffix == 0 || len == 0 {
-                return Err("Range is not satisfiable");
-            }
-            (len - suffix.min(len), len - 1)
-        }
-        (false, true) => (number(first)?, len.saturating_sub(1)),
-        (false, false) => {
-            let (first, last) = (number(first)?, number(last)?);
-            if last < first {
-                return Err("Range ends before it starts");
-            }
-            (first, last.min(len.saturating_sub(1)))
-        }
-    };
-    if first >= len {
-        return Err("Range is not satisfiable");
-    }
-    Ok((first, last))
-}
-
-/// Streams an upstream blob to the client while writing and hashing it. The last chunk is held
-/// back until the digest is checked, so a client of a corrupt blob never sees a complete body.
-async fn fill_blob(response: Response<Incoming>, digest: Digest, hoard: &Hoard) -> Response<Body> {
-    let length = response
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let writer = match hoard.store.begin_blob(&digest).await {
-        Ok(writer) => Some(writer),
-        Err(err) => {
-            tracing::warn!(%digest, error = %err, "cannot cache blob; serving it uncached");
-            None
-        }
-    };
-    let (tx, rx) = mpsc::channel(FILL_CHANNEL);
-    tokio::spawn(run_fill(response.into_body(), digest.clone(), writer, tx));
-
-    let mut out = Response::new(ChannelBody { rx, length }.boxed());
-    let headers = out.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    if let Some(length) = length {
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
-    }
-    insert_digest_headers(headers, &digest);
-    out.extensions_mut().insert(CacheStatus::Miss);
-    out
-}
-
-type Chunk = Result<Bytes, BoxError>;
-
-/// The fill itself, in its own task: it goes on to the end (and into the store) even when the
-/// client goes away.
-async fn run_fill(
-    mut body: Incoming,
-    digest: Digest,
-    mut writer: Option<crate::store::BlobWriter>,
-    tx: mpsc::Sender<Chunk>,
-) {
-    let mut client = Some(tx);
-    let mut hasher = digest.hasher();
-    let mut held: Option<Bytes> = None;
-    loop {
-        let frame = match body.frame().await {
-            Some(Ok(frame)) => frame,
-            Some(Err(err)) => {
-                tracing::warn!(%digest, error = %err, "upstream body failed during fill");
-                send(&mut client, Err(format!("upstream failed: {err}").into())).await;
-                return;
-            }
-            None => break,
-        };
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers carry nothing we keep
-        };
-        hasher.update(&data);
-        if let Some(w) = writer.as_mut()
-            && let Err(err) = w.write(&data).await
-        {
-            tracing::warn!(%digest, error = %err, "cannot write blob; finishing uncached");
-            writer = None;
-        }
-        if let Some(previous) = held.replace(data) {
-            send(&mut client, Ok(previous)).await;
-        }
-    }
-    if !hasher.matches(&digest) {
-        tracing::warn!(%digest, "upstream blob does not match its digest; discarded");
-        send(
-            &mut client,
-            Err("upstream content does not match its digest".into()),
-        )
-        .await;
-        return;
-    }
-    if let Some(writer) = writer {
-        let written = writer.written();
-        match writer.commit().await {
-            Ok(()) => tracing::debug!(%digest, bytes = written, "blob stored"),
-            Err(err) => tracing::warn!(%digest, error = %err, "cannot store blob"),
-        }
-    }
-    if let Some(last) = held {
-        send(&mut client, Ok(last)).await;
-    }
-}
-
-/// Sends to the client unless it has gone; a gone client is forgotten, the fill goes on.
-async fn send(client: &mut Option<mpsc::Sender<Chunk>>, chunk: Chunk) {
-    if let Some(tx) = client
-        && tx.send(chunk).await.is_err()
-    {
-        *client = None;
-    }
-}
-
-/// A response body fed by a fill task.
-struct ChannelBody {
-    rx: mpsc::Receiver<Chunk>,
-    length: Option<u64>,
-}
-
-impl http_body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|c| c.map(Frame::data)))
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        match self.length {
-            Some(length) => http_body::SizeHint::with_exact(length),
-            None => http_body::SizeHint::default(),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -472,6 +257,10 @@ async fn manifest_by_digest(
     }
     if head {
         return forward(request, target, hoard).await;
+    }
+    let _flight = hoard.flights.enter(format!("manifest {digest}")).await;
+    if let Some(manifest) = hoard.store.manifest(&digest).await {
+        return serve_manifest(manifest, &digest, head, CacheStatus::Hit);
     }
     let Some(uri) = target.uri(path_and_query(&request)) else {
         return error(StatusCode::BAD_REQUEST, "request path is not a valid URI");
@@ -565,29 +354,50 @@ async fn manifest_by_tag(
         .iter()
         .filter_map(|v| v.to_str().ok().map(str::to_owned))
         .collect();
-    let known = store
-        .tag(&target.key, repo, tag)
-        .await
-        .into_iter()
-        .filter(|e| accepts(accept.iter().map(String::as_str), &e.media_type))
-        .max_by_key(|e| e.fetched);
-    let stored = match &known {
-        Some(entry) if !head => store.manifest(&entry.digest).await,
-        _ => None,
+    let lookup = || async {
+        let known = store
+            .tag(&target.key, repo, tag)
+            .await
+            .into_iter()
+            .filter(|e| accepts(accept.iter().map(String::as_str), &e.media_type))
+            .max_by_key(|e| e.fetched);
+        let stored = match &known {
+            Some(entry) if !head => store.manifest(&entry.digest).await,
+            _ => None,
+        };
+        (known, stored)
     };
-    let headers = upstream_headers(request.headers());
-
     // Fresh: no upstream call at all.
-    if let Some(entry) = &known
-        && entry.is_fresh(hoard.config.tag_ttl)
-    {
-        if head {
-            return serve_tag_head(entry, CacheStatus::Hit);
+    let fresh = |known: &Option<TagEntry>, stored: &Option<StoredManifest>| {
+        let entry = known.as_ref()?;
+        if !entry.is_fresh(hoard.config.tag_ttl) {
+            return None;
         }
-        if let Some(manifest) = stored.clone() {
-            return serve_manifest(manifest, &entry.digest, false, CacheStatus::Hit);
+        match (head, stored) {
+            (true, _) => Some(serve_tag_head(entry, CacheStatus::Hit)),
+            (false, Some(manifest)) => Some(serve_manifest(
+                manifest.clone(),
+                &entry.digest,
+                false,
+                CacheStatus::Hit,
+            )),
+            (false, None) => None,
         }
+    };
+    let (known, stored) = lookup().await;
+    if let Some(response) = fresh(&known, &stored) {
+        return response;
     }
+    // One request asks the upstream; the others wait and find its answer fresh.
+    let _flight = hoard
+        .flights
+        .enter(format!("tag {}/{repo}:{tag}", target.authority))
+        .await;
+    let (known, stored) = lookup().await;
+    if let Some(response) = fresh(&known, &stored) {
+        return response;
+    }
+    let headers = upstream_headers(request.headers());
 
     // Never seen (for this Accept) and a GET: one upstream GET does it all.
     let Some(entry) = known else {
@@ -745,25 +555,4 @@ fn tag_entry_from(headers: &HeaderMap) -> Option<TagEntry> {
 fn without_range(mut headers: HeaderMap) -> HeaderMap {
     headers.remove(RANGE);
     headers
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges_parse_within_the_length() {
-        let r = |s: &'static str, len| parse_range(&HeaderValue::from_static(s), len);
-        assert_eq!(r("bytes=0-9", 100), Ok((0, 9)));
-        assert_eq!(r("bytes=90-", 100), Ok((90, 99)));
-        assert_eq!(r("bytes=-10", 100), Ok((90, 99)));
-        assert_eq!(r("bytes=-1000", 100), Ok((0, 99)));
-        assert_eq!(r("bytes=50-1000", 100), Ok((50, 99)));
-        assert!(r("bytes=100-", 100).is_err());
-        assert!(r("bytes=9-0", 100).is_err());
-        assert!(r("bytes=0-1,5-6", 100).is_err());
-        assert!(r("items=0-1", 100).is_err());
-        assert!(r("bytes=-0", 100).is_err());
-        assert!(r("bytes=x-y", 100).is_err());
-    }
 }

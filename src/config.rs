@@ -60,6 +60,7 @@ pub struct CaSection {
 pub struct CacheSection {
     pub dir: Option<PathBuf>,
     pub max_size: Option<String>,
+    pub min_free: Option<String>,
     pub tag_ttl: Option<String>,
 }
 
@@ -79,6 +80,7 @@ pub struct UpstreamSection {
     #[serde(default)]
     pub resolve: HashMap<String, String>,
     pub connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
 }
 
 /// Command-line values that override the file (all optional).
@@ -99,8 +101,10 @@ pub struct Config {
     pub ca_dir: PathBuf,
     /// Folder of the content store and tag map.
     pub cache_dir: PathBuf,
-    /// Size limit of the store in bytes (enforced by the store's eviction).
+    /// Size limit of the store in bytes, fills in progress included.
     pub max_size: u64,
+    /// Free space the store leaves on its file system, in bytes.
+    pub min_free: u64,
     /// How long a tag → digest mapping is served without asking the upstream.
     pub tag_ttl: Duration,
     /// Hosts whose TLS is terminated and whose registry traffic is cached.
@@ -111,6 +115,8 @@ pub struct Config {
     pub resolve: HashMap<String, SocketAddr>,
     /// Time allowed for an upstream TCP connect.
     pub connect_timeout: Duration,
+    /// Longest silence allowed while reading an upstream body.
+    pub read_timeout: Duration,
 }
 
 /// Default intercepted registries.
@@ -137,27 +143,15 @@ impl Config {
             message: format!("{listen:?} is not an address like 127.0.0.1:3128"),
         })?;
 
-        let max_size = match file.cache.max_size {
-            Some(text) => parse_size(&text).map_err(|message| ConfigError::Invalid {
-                key: "cache.max_size",
-                message,
-            })?,
-            None => 20 << 30,
-        };
-        let tag_ttl = match cli.tag_ttl.or(file.cache.tag_ttl) {
-            Some(text) => parse_duration(&text).map_err(|message| ConfigError::Invalid {
-                key: "cache.tag_ttl",
-                message,
-            })?,
-            None => Duration::from_secs(600),
-        };
-        let connect_timeout = match file.upstream.connect_timeout {
-            Some(text) => parse_duration(&text).map_err(|message| ConfigError::Invalid {
-                key: "upstream.connect_timeout",
-                message,
-            })?,
-            None => Duration::from_secs(10),
-        };
+        let max_size = size_key("cache.max_size", file.cache.max_size, 20 << 30)?;
+        let min_free = size_key("cache.min_free", file.cache.min_free, 1 << 30)?;
+        let tag_ttl = duration_key("cache.tag_ttl", cli.tag_ttl.or(file.cache.tag_ttl), 600)?;
+        let connect_timeout = duration_key(
+            "upstream.connect_timeout",
+            file.upstream.connect_timeout,
+            10,
+        )?;
+        let read_timeout = duration_key("upstream.read_timeout", file.upstream.read_timeout, 30)?;
 
         let hosts = file
             .intercept
@@ -185,13 +179,31 @@ impl Config {
                 .or(file.cache.dir)
                 .unwrap_or_else(|| "cache".into()),
             max_size,
+            min_free,
             tag_ttl,
             intercept,
             extra_ca_files: file.upstream.extra_ca_files,
             resolve,
             connect_timeout,
+            read_timeout,
         })
     }
+}
+
+fn size_key(key: &'static str, text: Option<String>, default: u64) -> Result<u64, ConfigError> {
+    text.map_or(Ok(default), |text| {
+        parse_size(&text).map_err(|message| ConfigError::Invalid { key, message })
+    })
+}
+
+fn duration_key(
+    key: &'static str,
+    text: Option<String>,
+    default_secs: u64,
+) -> Result<Duration, ConfigError> {
+    text.map_or(Ok(Duration::from_secs(default_secs)), |text| {
+        parse_duration(&text).map_err(|message| ConfigError::Invalid { key, message })
+    })
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

@@ -4,6 +4,7 @@
 //! `forward` (plain `http://`), or `intercept` (TLS with a minted leaf) → `cache` (the registry
 //! rules) → `store` (disk) or `upstream` (the registry).
 
+pub mod blobs;
 pub mod ca;
 pub mod cache;
 pub mod config;
@@ -52,6 +53,7 @@ pub struct Hoard {
     pub store: store::Store,
     pub upstream: upstream::Upstream,
     pub stats: Arc<log::Stats>,
+    pub flights: cache::Flights,
 }
 
 /// The crypto provider: aws-lc-rs, the only one in the tree.
@@ -66,7 +68,11 @@ impl Hoard {
         let provider = crypto_provider();
         let ca = ca::CertificateAuthority::load_or_create(&config.ca_dir, provider.clone())
             .context("loading the CA")?;
-        let store = store::Store::open(&config.cache_dir).context("opening the cache")?;
+        let limits = store::Limits {
+            max_size: config.max_size,
+            min_free: config.min_free,
+        };
+        let store = store::Store::open(&config.cache_dir, limits).context("opening the cache")?;
         let upstream =
             upstream::Upstream::new(&config, provider).context("setting up the upstream client")?;
         Ok(Hoard {
@@ -75,6 +81,7 @@ impl Hoard {
             store,
             upstream,
             stats: Arc::default(),
+            flights: cache::Flights::default(),
         })
     }
 }
@@ -95,7 +102,8 @@ impl Server {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let hoard = Arc::new(Hoard::new(config)?);
-        let task = tokio::spawn(front::serve(listener, hoard));
+        let task = tokio::spawn(front::serve(listener, hoard.clone()));
+        tokio::spawn(reconcile_now_and_then(hoard));
         Ok(Server {
             addr,
             task: Some(task),
@@ -113,6 +121,23 @@ impl Server {
             task.await?;
         }
         Ok(())
+    }
+}
+
+/// How often the store's index is checked against the disk, so that entries removed by
+/// `hoard cache prune`/`rm` while hoard runs stop counting against the limit. One scan of 100,000
+/// entries takes well under a second of one core's time.
+const RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn reconcile_now_and_then(hoard: Arc<Hoard>) {
+    let weak = Arc::downgrade(&hoard);
+    drop(hoard);
+    loop {
+        tokio::time::sleep(RECONCILE_INTERVAL).await;
+        let Some(hoard) = weak.upgrade() else {
+            return;
+        };
+        hoard.store.reconcile().await;
     }
 }
 

@@ -1,0 +1,509 @@
+//! Blobs by digest: served from the store (whole or by range), or filled from the upstream once
+//! for everyone who asks. The first client is streamed the upstream's bytes as they arrive;
+//! every request that comes while the fill runs reads the growing temp file. Nothing is kept
+//! unless its digest matches, and no client of a corrupt fill sees a complete body.
+
+use std::io::SeekFrom;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http::header::{
+    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderValue, RANGE,
+};
+use http::{Method, Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Incoming;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::{mpsc, watch};
+
+use crate::cache::{Target, insert_digest_headers, path_and_query, upstream_headers};
+use crate::forward::{pass_through, upstream_error};
+use crate::front::error;
+use crate::log::CacheStatus;
+use crate::registry::Digest;
+use crate::store::{BlobHit, BlobLookup, BlobWriter, FillState, Joined, Progress, Store};
+use crate::{Body, BoxError, Hoard, empty_body};
+
+/// Read size for serving blobs from disk: 256 KiB keeps syscalls few and TLS records full.
+const FILE_CHUNK: usize = 256 << 10;
+
+/// Chunks buffered between a fill and its first client (~16 × 16 KiB frames).
+const FILL_CHANNEL: usize = 16;
+
+/// A range further than this beyond what a fill has written is fetched from the upstream
+/// instead of waiting: at a typical 50 MiB/s, 64 MiB is over a second of waiting.
+const RANGE_WAIT_AHEAD: u64 = 64 << 20;
+
+/// Answers `GET` or `HEAD` for `/v2/<name>/blobs/<digest>`.
+pub async fn blob(
+    request: Request<Incoming>,
+    target: &Target,
+    hoard: &Hoard,
+    digest: Digest,
+) -> Response<Body> {
+    let range = request.headers().get(RANGE).cloned();
+    if request.method() == Method::HEAD {
+        return match hoard.store.blob_length(&digest) {
+            Some(len) => head_response(&digest, len),
+            None => crate::cache::forward(request, target, hoard).await,
+        };
+    }
+    // A fill can end between looking and joining; a few rounds always settle it.
+    for _ in 0..3 {
+        match hoard.store.lookup_blob(&digest).await {
+            BlobLookup::Hit(hit) => {
+                return serve_stored(hit, &digest, range.as_ref(), CacheStatus::Hit).await;
+            }
+            BlobLookup::Filling(follower) => match follower.join().await {
+                Joined::Reading {
+                    file,
+                    progress,
+                    length,
+                } => {
+                    if let Some(response) =
+                        serve_growing(file, progress, length, range.as_ref(), &digest).await
+                    {
+                        return response;
+                    }
+                    break; // too far ahead: fetch the range from the upstream
+                }
+                Joined::LookAgain => continue,
+                Joined::Failed => {
+                    return error(
+                        StatusCode::BAD_GATEWAY,
+                        "the upstream download of this blob failed; try again",
+                    );
+                }
+            },
+            BlobLookup::Miss(permit) => {
+                return fill(request, target, hoard, digest, permit).await;
+            }
+        }
+    }
+    crate::cache::forward(request, target, hoard).await
+}
+
+fn head_response(digest: &Digest, len: u64) -> Response<Body> {
+    let mut response = Response::new(empty_body());
+    blob_headers(&mut response, digest, len);
+    response.extensions_mut().insert(CacheStatus::Hit);
+    response
+}
+
+fn blob_headers(response: &mut Response<Body>, digest: &Digest, len: u64) {
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    insert_digest_headers(headers, digest);
+}
+
+/// The status and byte span `[start, end)` a request asks of a blob of `len` bytes.
+fn span(range: Option<&HeaderValue>, len: u64) -> Result<(StatusCode, u64, u64), &'static str> {
+    match range.map(|r| parse_range(r, len)) {
+        None => Ok((StatusCode::OK, 0, len)),
+        Some(Ok((first, last))) => Ok((StatusCode::PARTIAL_CONTENT, first, last + 1)),
+        Some(Err(reason)) => Err(reason),
+    }
+}
+
+fn unsatisfiable(reason: &str, len: u64) -> Response<Body> {
+    let mut response = error(StatusCode::RANGE_NOT_SATISFIABLE, reason);
+    if let Ok(value) = HeaderValue::from_str(&format!("bytes */{len}")) {
+        response.headers_mut().insert(CONTENT_RANGE, value);
+    }
+    response
+}
+
+fn span_response(
+    body: Body,
+    digest: &Digest,
+    status: StatusCode,
+    (start, end, len): (u64, u64, u64),
+    cache: CacheStatus,
+) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    blob_headers(&mut response, digest, end - start);
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end - 1))
+    {
+        response.headers_mut().insert(CONTENT_RANGE, value);
+    }
+    response.extensions_mut().insert(cache);
+    response
+}
+
+/// Serves a stored blob, whole or one byte range of it.
+async fn serve_stored(
+    hit: BlobHit,
+    digest: &Digest,
+    range: Option<&HeaderValue>,
+    cache: CacheStatus,
+) -> Response<Body> {
+    let BlobHit { mut file, len, pin } = hit;
+    let (status, start, end) = match span(range, len) {
+        Ok(span) => span,
+        Err(reason) => return unsatisfiable(reason, len),
+    };
+    if start > 0
+        && let Err(err) = file.seek(SeekFrom::Start(start)).await
+    {
+        tracing::warn!(%digest, error = %err, "cannot seek in stored blob");
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot read stored blob");
+    }
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(end - start), FILE_CHUNK)
+        // The pin keeps the entry from eviction until the body is done.
+        .map_ok(move |bytes| {
+            let _ = &pin;
+            Frame::data(bytes)
+        })
+        .map_err(BoxError::from);
+    let body = StreamBody::new(stream).boxed();
+    span_response(body, digest, status, (start, end, len), cache)
+}
+
+/// Serves a blob from a fill in progress. `None` when the range is too far ahead to wait for,
+/// or the blob's length is unknown (so a range cannot be answered).
+async fn serve_growing(
+    mut file: tokio::fs::File,
+    progress: watch::Receiver<Progress>,
+    length: Option<u64>,
+    range: Option<&HeaderValue>,
+    digest: &Digest,
+) -> Option<Response<Body>> {
+    let visible = progress.borrow().visible;
+    let (status, start, end) = match length {
+        Some(len) => match span(range, len) {
+            Ok(span) => span,
+            Err(reason) => return Some(unsatisfiable(reason, len)),
+        },
+        None if range.is_none() => (StatusCode::OK, 0, u64::MAX),
+        None => return None,
+    };
+    if start > visible + RANGE_WAIT_AHEAD {
+        return None;
+    }
+    if start > 0 && file.seek(SeekFrom::Start(start)).await.is_err() {
+        return Some(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot read the blob being filled",
+        ));
+    }
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(follow(file, progress, start, end, tx));
+    let known = length.map(|_| end - start);
+    let body = ChannelBody { rx, length: known }.boxed();
+    let len = length.unwrap_or(0);
+    let mut response = span_response(body, digest, status, (start, end, len), CacheStatus::Hit);
+    if length.is_none() {
+        response.headers_mut().remove(CONTENT_LENGTH);
+    }
+    Some(response)
+}
+
+/// Reads `[start, end)` of a growing file as the fill makes it visible.
+async fn follow(
+    mut file: tokio::fs::File,
+    mut progress: watch::Receiver<Progress>,
+    start: u64,
+    end: u64,
+    tx: mpsc::Sender<Chunk>,
+) {
+    let mut pos = start;
+    let mut buf = vec![0u8; FILE_CHUNK];
+    loop {
+        let (state, visible) = {
+            let p = progress.borrow_and_update();
+            (p.state, p.visible)
+        };
+        if state == FillState::Failed {
+            let _ = tx
+                .send(Err("the upstream download of this blob failed".into()))
+                .await;
+            return;
+        }
+        let limit = visible.min(end);
+        while pos < limit {
+            let want = usize::try_from(limit - pos).map_or(FILE_CHUNK, |n| n.min(FILE_CHUNK));
+            let n = match file.read(&mut buf[..want]).await {
+                Ok(0) | Err(_) => {
+                    let _ = tx
+                        .send(Err("cannot read the blob being filled".into()))
+                        .await;
+                    return;
+                }
+                Ok(n) => n,
+            };
+            pos += n as u64;
+            if tx
+                .send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                .await
+                .is_err()
+            {
+                return; // the client went away
+            }
+        }
+        if pos >= end || (state == FillState::Done && pos >= visible) {
+            return;
+        }
+        if progress.changed().await.is_err() {
+            let _ = tx
+                .send(Err("the blob's fill ended unexpectedly".into()))
+                .await;
+            return;
+        }
+    }
+}
+
+/// Parses a single `bytes=` range into an inclusive `(first, last)` within `len`.
+pub fn parse_range(value: &HeaderValue, len: u64) -> Result<(u64, u64), &'static str> {
+    let text = value.to_str().map_err(|_| "Range header is not text")?;
+    let spec = text
+        .trim()
+        .strip_prefix("bytes=")
+        .ok_or("Range must be bytes=first-last")?;
+    if spec.contains(',') {
+        return Err("only a single byte range is supported");
+    }
+    let (first, last) = spec
+        .split_once('-')
+        .ok_or("Range must be bytes=first-last")?;
+    let number = |s: &str| {
+        s.trim()
+            .parse::<u64>()
+            .map_err(|_| "Range bounds must be numbers")
+    };
+    let (first, last) = match (first.trim().is_empty(), last.trim().is_empty()) {
+        (true, true) => return Err("Range must be bytes=first-last"),
+        (true, false) => {
+            let suffix = number(last)?;
+            if suffix == 0 || len == 0 {
+                return Err("Range is not satisfiable");
+            }
+            (len - suffix.min(len), len - 1)
+        }
+        (false, true) => (number(first)?, len.saturating_sub(1)),
+        (false, false) => {
+            let (first, last) = (number(first)?, number(last)?);
+            if last < first {
+                return Err("Range ends before it starts");
+            }
+            (first, last.min(len.saturating_sub(1)))
+        }
+    };
+    if first >= len {
+        return Err("Range is not satisfiable");
+    }
+    Ok((first, last))
+}
+
+/// This request fills the blob: one upstream GET for the whole blob, streamed to this client
+/// (unless it asked for a range) while everyone else follows the temp file.
+async fn fill(
+    request: Request<Incoming>,
+    target: &Target,
+    hoard: &Hoard,
+    digest: Digest,
+    permit: crate::store::FillPermit,
+) -> Response<Body> {
+    let Some(uri) = target.uri(path_and_query(&request)) else {
+        return error(StatusCode::BAD_REQUEST, "request path is not a valid URI");
+    };
+    let range = request.headers().get(RANGE).cloned();
+    let mut headers = upstream_headers(request.headers());
+    headers.remove(RANGE);
+    let response = match hoard
+        .upstream
+        .send_following(Method::GET, uri, headers)
+        .await
+    {
+        Ok(response) => response,
+        Err(err) => return upstream_error(&err), // the permit drops: followers ask again
+    };
+    if response.status() != StatusCode::OK {
+        return pass_through(response, CacheStatus::Bypass);
+    }
+    let length = response
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let writer = match permit.start(length).await {
+        Ok(writer) => Some(writer),
+        Err(err) => {
+            hoard.store.disk_warning("cannot cache a blob", &err);
+            None
+        }
+    };
+
+    if range.is_some() {
+        // The fill runs for the store; this client reads its range from the growing file.
+        if writer.is_none() {
+            return crate::cache::forward(request, target, hoard).await;
+        }
+        tokio::spawn(run_fill(
+            response.into_body(),
+            digest.clone(),
+            writer,
+            None,
+            hoard.store.clone(),
+            hoard.config.read_timeout,
+        ));
+        return Box::pin(blob(request, target, hoard, digest)).await;
+    }
+
+    let (tx, rx) = mpsc::channel(FILL_CHANNEL);
+    tokio::spawn(run_fill(
+        response.into_body(),
+        digest.clone(),
+        writer,
+        Some(tx),
+        hoard.store.clone(),
+        hoard.config.read_timeout,
+    ));
+    let mut out = Response::new(ChannelBody { rx, length }.boxed());
+    let headers = out.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(length) = length {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    insert_digest_headers(headers, &digest);
+    out.extensions_mut().insert(CacheStatus::Miss);
+    out
+}
+
+type Chunk = Result<Bytes, BoxError>;
+
+/// The fill itself, in its own task: it goes on to the end (and into the store) even when the
+/// client goes away, so the others following it get their bytes. The first client's last chunk
+/// is held back until the digest is checked.
+async fn run_fill(
+    mut body: Incoming,
+    digest: Digest,
+    mut writer: Option<BlobWriter>,
+    tx: Option<mpsc::Sender<Chunk>>,
+    store: Store,
+    read_timeout: Duration,
+) {
+    let mut client = tx;
+    let mut hasher = digest.hasher();
+    let mut held: Option<Bytes> = None;
+    loop {
+        let frame = match tokio::time::timeout(read_timeout, body.frame()).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(err))) => {
+                tracing::warn!(%digest, error = %err, "upstream body failed during fill");
+                send(&mut client, Err(format!("upstream failed: {err}").into())).await;
+                return;
+            }
+            Ok(None) => break,
+            Err(_) => {
+                tracing::warn!(%digest, ?read_timeout, "upstream went silent during fill");
+                send(&mut client, Err("upstream went silent".into())).await;
+                return;
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers carry nothing we keep
+        };
+        hasher.update(&data);
+        if let Some(w) = writer.as_mut()
+            && let Err(err) = w.write(&data).await
+        {
+            store.disk_warning("cannot write a blob", &err);
+            writer = None;
+        }
+        if let Some(previous) = held.replace(data) {
+            send(&mut client, Ok(previous)).await;
+        }
+        if client.is_none() && writer.is_none() {
+            return; // nobody left to serve
+        }
+    }
+    if !hasher.matches(&digest) {
+        tracing::warn!(%digest, "upstream blob does not match its digest; discarded");
+        send(
+            &mut client,
+            Err("upstream content does not match its digest".into()),
+        )
+        .await;
+        return;
+    }
+    if let Some(writer) = writer {
+        match writer.commit().await {
+            Ok(bytes) => tracing::debug!(%digest, bytes, "blob stored"),
+            Err(err) => store.disk_warning("cannot store a blob", &err),
+        }
+    }
+    if let Some(last) = held {
+        send(&mut client, Ok(last)).await;
+    }
+}
+
+/// Sends to the client unless it has gone; a gone client is forgotten, the fill goes on.
+async fn send(client: &mut Option<mpsc::Sender<Chunk>>, chunk: Chunk) {
+    if let Some(tx) = client
+        && tx.send(chunk).await.is_err()
+    {
+        *client = None;
+    }
+}
+
+/// A response body fed by a task.
+struct ChannelBody {
+    rx: mpsc::Receiver<Chunk>,
+    length: Option<u64>,
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| c.map(Frame::data)))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self.length {
+            Some(length) => http_body::SizeHint::with_exact(length),
+            None => http_body::SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_within_the_length() {
+        let r = |s: &'static str, len| parse_range(&HeaderValue::from_static(s), len);
+        assert_eq!(r("bytes=0-9", 100), Ok((0, 9)));
+        assert_eq!(r("bytes=90-", 100), Ok((90, 99)));
+        assert_eq!(r("bytes=-10", 100), Ok((90, 99)));
+        assert_eq!(r("bytes=-1000", 100), Ok((0, 99)));
+        assert_eq!(r("bytes=50-1000", 100), Ok((50, 99)));
+        assert!(r("bytes=100-", 100).is_err());
+        assert!(r("bytes=9-0", 100).is_err());
+        assert!(r("bytes=0-1,5-6", 100).is_err());
+        assert!(r("items=0-1", 100).is_err());
+        assert!(r("bytes=-0", 100).is_err());
+        assert!(r("bytes=x-y", 100).is_err());
+    }
+}
