@@ -8,10 +8,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
@@ -109,6 +110,12 @@ pub enum Mode {
     Down,
     /// 429 for everything.
     RateLimited,
+    /// Blobs come in `chunk`-byte pieces with `delay` between them.
+    Slow { chunk: usize, delay: Duration },
+    /// Blobs stop after `after` bytes; the connection stays open, silent.
+    Stall { after: usize },
+    /// Blobs stop after `after` bytes and the connection is cut.
+    Truncate { after: usize },
 }
 
 #[derive(Default)]
@@ -259,13 +266,15 @@ impl Registry {
     }
 }
 
-fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body.into()));
+type FixtureBody = BoxBody<Bytes, std::io::Error>;
+
+fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<FixtureBody> {
+    let mut response = Response::new(Full::new(body.into()).map_err(|never| match never {}).boxed());
     *response.status_mut() = status;
     response
 }
 
-fn redirect(status: StatusCode, location: &str) -> Response<Full<Bytes>> {
+fn redirect(status: StatusCode, location: &str) -> Response<FixtureBody> {
     let mut response = respond(status, "");
     response
         .headers_mut()
@@ -277,7 +286,7 @@ fn answer(
     req: Request<Incoming>,
     state: &Mutex<State>,
     mode: &Mutex<Mode>,
-) -> Response<Full<Bytes>> {
+) -> Response<FixtureBody> {
     let host = req
         .uri()
         .host()
@@ -357,7 +366,12 @@ fn answer(
                 &format!("https://{CDN}/cdn/a/{digest}?sig=abc"),
             );
         }
-        return blob_bytes(&state, digest, head);
+        return match mode {
+            Mode::Slow { chunk, delay } => streamed(&state, digest, chunk, delay, None),
+            Mode::Stall { after } => streamed(&state, digest, after, Duration::ZERO, Some(false)),
+            Mode::Truncate { after } => streamed(&state, digest, after, Duration::ZERO, Some(true)),
+            _ => blob_bytes(&state, digest, head),
+        };
     }
     if let Some((repo, reference)) = rest.rsplit_once("/manifests/") {
         if state.private_repos.contains(repo) && authorization.is_none() {
@@ -390,7 +404,7 @@ fn answer(
     respond(StatusCode::NOT_FOUND, "unknown path")
 }
 
-fn unauthorized() -> Response<Full<Bytes>> {
+fn unauthorized() -> Response<FixtureBody> {
     let mut response = respond(
         StatusCode::UNAUTHORIZED,
         r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#,
@@ -404,7 +418,7 @@ fn unauthorized() -> Response<Full<Bytes>> {
     response
 }
 
-fn blob_bytes(state: &State, digest: &str, head: bool) -> Response<Full<Bytes>> {
+fn blob_bytes(state: &State, digest: &str, head: bool) -> Response<FixtureBody> {
     let Some(bytes) = state.blobs.get(digest) else {
         return respond(
             StatusCode::NOT_FOUND,
@@ -419,6 +433,50 @@ fn blob_bytes(state: &State, digest: &str, head: bool) -> Response<Full<Bytes>> 
     }
     let len = bytes.len();
     let mut response = respond(StatusCode::OK, if head { Vec::new() } else { bytes });
+    response.headers_mut().insert("content-length", len.into());
+    response
+}
+
+/// A blob sent in pieces of `chunk` bytes with `delay` between them. With `end`, only the first
+/// piece is sent, then the body stalls (`Some(false)`) or fails (`Some(true)`).
+fn streamed(
+    state: &State,
+    digest: &str,
+    chunk: usize,
+    delay: Duration,
+    end: Option<bool>,
+) -> Response<FixtureBody> {
+    let Some(bytes) = state.blobs.get(digest).cloned() else {
+        return respond(StatusCode::NOT_FOUND, r#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#);
+    };
+    let len = bytes.len();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(1);
+    tokio::spawn(async move {
+        let mut offset = 0;
+        while offset < len {
+            let next = (offset + chunk.max(1)).min(len);
+            if tx.send(Ok(http_body::Frame::data(bytes.slice(offset..next)))).await.is_err() {
+                return;
+            }
+            offset = next;
+            match end {
+                Some(false) => {
+                    // Hold the connection open and say nothing more.
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    return;
+                }
+                Some(true) => {
+                    let _ = tx.send(Err(std::io::Error::other("cut"))).await;
+                    return;
+                }
+                None => tokio::time::sleep(delay).await,
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut response = Response::new(StreamBody::new(stream).boxed());
     response.headers_mut().insert("content-length", len.into());
     response
 }
@@ -474,12 +532,23 @@ impl Proxy {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, registry: &Registry, cache_extra: &str) -> Proxy {
-        let upstream_ca = dir.path().join("upstream-ca.crt");
+        Proxy::start_with(dir, registry, cache_extra, "").await
+    }
+
+    /// Writes the config hoard would run with (see [`Proxy::start_with`]) and returns its path.
+    pub fn write_config(
+        dir: &std::path::Path,
+        registry: &Registry,
+        listen: &str,
+        cache_extra: &str,
+        upstream_extra: &str,
+    ) -> PathBuf {
+        let upstream_ca = dir.join("upstream-ca.crt");
         std::fs::write(&upstream_ca, &registry.ca.pem).unwrap();
         let text = format!(
             r#"
 [proxy]
-listen = "127.0.0.1:0"
+listen = "{listen}"
 [ca]
 dir = "{ca}"
 [cache]
@@ -491,14 +560,26 @@ hosts = ["{REGISTRY}"]
 extra_ca_files = ["{upstream_ca}"]
 resolve = {{ "{REGISTRY}" = "{addr}", "{CDN}" = "{addr}" }}
 connect_timeout = "2s"
+{upstream_extra}
 "#,
-            ca = dir.path().join("ca").display(),
-            cache = dir.path().join("cache").display(),
+            ca = dir.join("ca").display(),
+            cache = dir.join("cache").display(),
             upstream_ca = upstream_ca.display(),
             addr = registry.addr,
         );
-        let path = dir.path().join("config.toml");
+        let path = dir.join("config.toml");
         std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Starts hoard with extra TOML lines in its `[cache]` and `[upstream]` sections.
+    pub async fn start_with(
+        dir: tempfile::TempDir,
+        registry: &Registry,
+        cache_extra: &str,
+        upstream_extra: &str,
+    ) -> Proxy {
+        let path = Proxy::write_config(dir.path(), registry, "127.0.0.1:0", cache_extra, upstream_extra);
         let config = hoard::Config::load(Some(&path), Default::default()).unwrap();
         let server = hoard::Server::start(config).await.unwrap();
         let ca_pem = std::fs::read_to_string(dir.path().join("ca/ca.crt")).unwrap();
@@ -528,12 +609,32 @@ connect_timeout = "2s"
 
     /// A client through hoard trusting only hoard's CA; `h2` picks the protocol by ALPN.
     pub fn client(&self, h2: bool) -> reqwest::Client {
-        let builder = reqwest::Client::builder()
-            .proxy(reqwest::Proxy::all(self.url()).unwrap())
-            .tls_certs_only([reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap()]);
-        let builder = if h2 { builder } else { builder.http1_only() };
-        builder.build().unwrap()
+        client_via(&self.url(), &self.ca_pem, h2)
     }
+}
+
+/// A client through the proxy at `proxy_url`, trusting only `ca_pem`.
+pub fn client_via(proxy_url: &str, ca_pem: &str, h2: bool) -> reqwest::Client {
+    let builder = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(proxy_url).unwrap())
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()]);
+    let builder = if h2 { builder } else { builder.http1_only() };
+    builder.build().unwrap()
+}
+
+/// Total size of the files under `dir`, recursively.
+pub fn disk_usage(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => disk_usage(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 pub fn url(path: &str) -> String {
