@@ -1103,6 +1103,141 @@ mod tests {
         assert_eq!(parse_tag_line("garbage"), None);
     }
 
+    fn limits(max_size: u64) -> Limits {
+        Limits {
+            max_size,
+            min_free: 0,
+        }
+    }
+
+    /// A manifest of `size` bytes on disk (media type line included) and its digest.
+    fn manifest_of(size: usize, fill: u8) -> (Digest, Vec<u8>) {
+        let bytes = vec![fill; size - "t\n".len()];
+        (Digest::sha256_of(&bytes), bytes)
+    }
+
+    async fn put(store: &Store, size: usize, fill: u8) -> Digest {
+        let (digest, bytes) = manifest_of(size, fill);
+        store
+            .put_manifest(&digest, "t", &bytes)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        digest
+    }
+
+    fn stored(store: &Store, digest: &Digest) -> bool {
+        store.path(&Key::Manifest(digest.clone())).exists()
+    }
+
+    #[tokio::test]
+    async fn eviction_is_least_recently_used_first_and_spares_entries_being_read() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path(), limits(1000)).unwrap_or_else(|e| panic!("{e}"));
+        let a = put(&store, 300, b'a').await;
+        let b = put(&store, 300, b'b').await;
+        let c = put(&store, 300, b'c').await;
+        assert_eq!(store.usage().bytes, 900);
+        let pin = store.pin(&Key::Manifest(a.clone())); // a is being read…
+        assert!(store.manifest(&b).await.is_some());
+        assert!(store.manifest(&c).await.is_some()); // …and is the least recently used
+        let d = put(&store, 300, b'd').await;
+        assert!(stored(&store, &a), "a is being read");
+        assert!(
+            !stored(&store, &b),
+            "b was the least recently used entry not being read"
+        );
+        assert!(stored(&store, &c) && stored(&store, &d));
+        assert_eq!(store.usage().bytes, 900);
+        drop(pin);
+        let e = put(&store, 300, b'e').await;
+        assert!(!stored(&store, &a), "a went once nobody read it");
+        assert!(stored(&store, &c) && stored(&store, &d) && stored(&store, &e));
+    }
+
+    #[tokio::test]
+    async fn a_reservation_that_cannot_fit_deletes_nothing() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path(), limits(1000)).unwrap_or_else(|e| panic!("{e}"));
+        let a = put(&store, 400, b'a').await;
+        let b = put(&store, 400, b'b').await;
+        let _pin = store.pin(&Key::Manifest(a.clone()));
+        assert!(matches!(
+            store.reserve(700).await,
+            Err(StoreError::Full(700))
+        ));
+        assert!(stored(&store, &a) && stored(&store, &b));
+        // Fills in progress count: with 500 reserved, 200 more need b to go.
+        let held = store.reserve(500).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(!stored(&store, &b));
+        assert_eq!(store.usage().reserved, 500);
+        assert!(matches!(
+            store.reserve(200).await,
+            Err(StoreError::Full(200))
+        ));
+        drop(held);
+        assert_eq!(store.usage().reserved, 0);
+    }
+
+    #[tokio::test]
+    async fn a_restart_rebuilds_the_index_in_mtime_order_and_clears_tmp() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (old, new) = {
+            let store = Store::open(dir.path(), limits(1000)).unwrap_or_else(|e| panic!("{e}"));
+            let new = put(&store, 300, b'n').await;
+            let old = put(&store, 300, b'o').await;
+            let path = store.path(&Key::Manifest(old.clone()));
+            let file = std::fs::File::options().write(true).open(path);
+            let past = SystemTime::now() - Duration::from_secs(86_400);
+            file.and_then(|f| f.set_modified(past))
+                .unwrap_or_else(|e| panic!("{e}"));
+            (old, new)
+        };
+        std::fs::write(dir.path().join("tmp/fill-leftover"), b"half a blob")
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("blobs/not-a-digest"), b"junk")
+            .unwrap_or_else(|e| panic!("{e}"));
+
+        let store = Store::open(dir.path(), limits(1000)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.usage().entries, 2);
+        assert_eq!(store.usage().bytes, 600);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp"))
+                .map(|d| d.count())
+                .ok(),
+            Some(0)
+        );
+        let _third = put(&store, 600, b't').await;
+        assert!(
+            !stored(&store, &old),
+            "the entry unused for a day went first"
+        );
+        assert!(stored(&store, &new));
+    }
+
+    #[tokio::test]
+    async fn entries_removed_behind_the_stores_back_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path(), limits(1000)).unwrap_or_else(|e| panic!("{e}"));
+        let a = put(&store, 300, b'a').await;
+        let b = put(&store, 300, b'b').await;
+        std::fs::remove_file(store.path(&Key::Manifest(a.clone())))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(store.manifest(&a).await.is_none());
+        assert_eq!(store.usage().bytes, 300);
+        std::fs::remove_file(store.path(&Key::Manifest(b.clone())))
+            .unwrap_or_else(|e| panic!("{e}"));
+        store.reconcile().await;
+        assert_eq!(
+            store.usage(),
+            Usage {
+                entries: 0,
+                bytes: 0,
+                reserved: 0,
+                fills: 0
+            }
+        );
+    }
+
     #[test]
     fn host_keys_reject_paths() {
         assert!(HostKey::new("gcr.io", 443).is_some());
