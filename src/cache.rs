@@ -331,7 +331,7 @@ async fn fetch_manifest(
         ));
     }
     if let Err(err) = hoard.store.put_manifest(&digest, &media_type, &bytes).await {
-        tracing::warn!(%digest, error = %err, "cannot store manifest");
+        hoard.store.disk_warning("cannot store a manifest", &err);
     }
     Ok((StoredManifest { media_type, bytes }, digest))
 }
@@ -460,7 +460,7 @@ async fn manifest_by_tag(
         return pass_through(response, CacheStatus::Bypass);
     };
     if let Err(err) = store.put_tag(&target.key, repo, tag, fresh.clone()).await {
-        tracing::warn!(error = %err, "cannot record tag");
+        hoard.store.disk_warning("cannot record a tag", &err);
     }
     if head {
         let cache = if fresh.digest == entry.digest {
@@ -503,7 +503,7 @@ async fn head_unknown_tag(
         && let Some(entry) = tag_entry_from(response.headers())
     {
         if let Err(err) = hoard.store.put_tag(&target.key, repo, tag, entry).await {
-            tracing::warn!(error = %err, "cannot record tag");
+            hoard.store.disk_warning("cannot record a tag", &err);
         }
         return pass_through(response, CacheStatus::Miss);
     }
@@ -525,7 +525,7 @@ async fn record_tag(
         fetched: SystemTime::now(),
     };
     if let Err(err) = hoard.store.put_tag(&target.key, repo, tag, entry).await {
-        tracing::warn!(error = %err, "cannot record tag");
+        hoard.store.disk_warning("cannot record a tag", &err);
     }
 }
 
