@@ -565,15 +565,17 @@ impl Store {
     /// dropped, files that appeared are added. Run now and then; costs one directory scan.
     pub async fn reconcile(&self) {
         let root = self.inner.root.clone();
+        let scan_started = Instant::now();
         let Ok(found) = tokio::task::spawn_blocking(move || scan(&root)).await else {
             return;
         };
         let on_disk: HashMap<Key, u64> = found.into_iter().map(|f| (f.key, f.size)).collect();
         let mut state = self.lock();
+        // Entries admitted while the scan ran may have been missed by it: they stay.
         let gone: Vec<Key> = state
             .lru
             .iter()
-            .filter(|(k, _)| !on_disk.contains_key(*k))
+            .filter(|(k, e)| !on_disk.contains_key(*k) && e.touched < scan_started)
             .map(|(k, _)| k.clone())
             .collect();
         for key in gone {
