@@ -140,7 +140,10 @@ async fn connect(request: Request<Incoming>, hoard: Arc<Hoard>) -> Response<Body
     };
     tokio::spawn(async move {
         match hyper::upgrade::on(request).await {
-            Ok(upgraded) => crate::tunnel::run(upgraded, server, authority.to_string()).await,
+            Ok(upgraded) => {
+                let stats = hoard.stats.clone();
+                crate::tunnel::run(upgraded, server, authority.to_string(), stats).await
+            }
             Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
         }
     });

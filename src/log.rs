@@ -72,7 +72,8 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn record(&self, status: CacheStatus, bytes: u64) {
+    /// Counts one answered request and the bytes it sent.
+    pub fn record(&self, status: CacheStatus, bytes: u64) {
         self.requests[status.index()].fetch_add(1, Ordering::Relaxed);
         self.bytes[status.index()].fetch_add(bytes, Ordering::Relaxed);
     }

@@ -1,6 +1,7 @@
 //! Tunnels for CONNECT to hosts hoard does not intercept: the destination's bytes, untouched.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use hyper::upgrade::Upgraded;
@@ -8,6 +9,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::Hoard;
+use crate::log::{CacheStatus, Stats};
 
 /// Connects to `host:port` (config overrides first, then DNS), trying each address in turn.
 pub async fn connect(hoard: &Hoard, host: &str, port: u16) -> std::io::Result<TcpStream> {
@@ -31,11 +33,13 @@ async fn connect_one(addr: SocketAddr, timeout: std::time::Duration) -> std::io:
 }
 
 /// Copies bytes both ways until either side closes, then logs one line.
-pub async fn run(client: Upgraded, mut server: TcpStream, authority: String) {
+pub async fn run(client: Upgraded, mut server: TcpStream, authority: String, stats: Arc<Stats>) {
     let start = Instant::now();
     let mut client = TokioIo::new(client);
     let result = tokio::io::copy_bidirectional(&mut client, &mut server).await;
     let ms = start.elapsed().as_secs_f64() * 1000.0;
+    let down = result.as_ref().map_or(0, |(_, down)| *down);
+    stats.record(CacheStatus::Tunnel, down);
     match result {
         Ok((up, down)) => tracing::info!(
             host = %authority,
