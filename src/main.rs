@@ -2,9 +2,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use hoard::config::{Config, Overrides};
+use clap::{Args, Parser, Subcommand};
+use hoard::config::{Config, Overrides, parse_duration, parse_size};
+use hoard::ops::disk::CacheDir;
+use hoard::ops::imageref::ImageRef;
+use hoard::ops::prune::PruneOptions;
+use hoard::ops::{self, Outcome};
 
 /// A caching HTTPS proxy for container registries.
 #[derive(Debug, Parser)]
@@ -18,9 +23,8 @@ struct Cli {
 enum Command {
     /// Run the proxy.
     Serve {
-        /// TOML config file (see config.toml.example); flags below override it.
-        #[arg(long, short, env = "HOARD_CONFIG")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Address to listen on [default: 127.0.0.1:3128].
         #[arg(long)]
         listen: Option<String>,
@@ -34,6 +38,64 @@ enum Command {
         #[arg(long)]
         tag_ttl: Option<String>,
     },
+    /// Look after the cache folder of a config (safe while hoard serves).
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// List the tagged images: registry/repository:tag, digest, size, last used.
+    Ls {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A JSON array instead of a table (last_used in RFC 3339, UTC; size in bytes).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Entries and bytes in the cache, and the hit ratio if hoard is running.
+    Stats {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-hash every entry; corrupt ones are removed and listed (exit status 1).
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Remove entries not used for a while, or the least recently used beyond a size.
+    #[command(group = clap::ArgGroup::new("limit").required(true).multiple(true))]
+    Prune {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Remove entries not used for this long, e.g. 30d.
+        #[arg(long, value_parser = parse_duration, group = "limit")]
+        older_than: Option<Duration>,
+        /// Remove least recently used entries until the cache is at most this big, e.g. 100GiB.
+        #[arg(long, value_parser = parse_size, group = "limit")]
+        max_size: Option<u64>,
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove images: their tags, manifests and the blobs no other image uses.
+    Rm {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Images, e.g. alpine:3.20, gcr.io/project/app@sha256:…
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<ImageRef>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// TOML config file (see config.toml.example).
+    #[arg(long, short, env = "HOARD_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -58,31 +120,95 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let Command::Serve {
-        config,
-        listen,
-        ca_dir,
-        cache_dir,
-        tag_ttl,
-    } = cli.command;
-    let overrides = Overrides {
-        listen,
-        ca_dir,
-        cache_dir,
-        tag_ttl,
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            ca_dir,
+            cache_dir,
+            tag_ttl,
+        } => {
+            let overrides = Overrides {
+                listen,
+                ca_dir,
+                cache_dir,
+                tag_ttl,
+            };
+            let Some(config) = load_config(&config, overrides) else {
+                return Ok(ExitCode::from(2));
+            };
+            serve(config)
+        }
+        Command::Cache(command) => cache(command),
+    }
+}
+
+fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
+    let config = match &command {
+        CacheCommand::Ls { config, .. }
+        | CacheCommand::Stats { config, .. }
+        | CacheCommand::Verify { config }
+        | CacheCommand::Prune { config, .. }
+        | CacheCommand::Rm { config, .. } => config,
     };
-    let config = match Config::load(config.as_deref(), overrides) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("hoard: {err}");
-            return Ok(ExitCode::from(2));
+    let Some(config) = load_config(config, Overrides::default()) else {
+        return Ok(ExitCode::from(2));
+    };
+    let dir = CacheDir::open(&config.cache_dir)?;
+    let mut out = std::io::stdout();
+    let outcome = match command {
+        CacheCommand::Ls { json, .. } => ops::ls::run(&dir, json, &mut out)?,
+        CacheCommand::Stats { json, .. } => {
+            runtime()?.block_on(ops::stats::run(&dir, config.listen, json, &mut out))?
+        }
+        CacheCommand::Verify { .. } => ops::verify::run(&dir, &mut out)?,
+        CacheCommand::Prune {
+            older_than,
+            max_size,
+            dry_run,
+            ..
+        } => {
+            let options = PruneOptions {
+                older_than,
+                max_size,
+                dry_run,
+            };
+            ops::prune::run(&dir, &options, &mut out)?
+        }
+        CacheCommand::Rm { images, .. } => {
+            ops::rm::run(&dir, &images, &mut out, &mut std::io::stderr())?
         }
     };
-    init_logging();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    Ok(exit_code(outcome))
+}
+
+/// Loads and validates the config; a problem is printed as one line (the caller exits 2).
+fn load_config(arg: &ConfigArg, overrides: Overrides) -> Option<Config> {
+    match Config::load(arg.config.as_deref(), overrides) {
+        Ok(config) => Some(config),
+        Err(err) => {
+            eprintln!("hoard: {err}");
+            None
+        }
+    }
+}
+
+fn exit_code(outcome: Outcome) -> ExitCode {
+    match outcome {
+        Outcome::Done => ExitCode::SUCCESS,
+        Outcome::Trouble => ExitCode::FAILURE,
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
-    runtime.block_on(async {
+        .build()
+}
+
+fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    init_logging();
+    runtime()?.block_on(async {
         let server = hoard::Server::start(config).await?;
         tokio::select! {
             result = server.wait() => result,

@@ -1,0 +1,175 @@
+//! `hoard cache prune`: removes entries not used for a while, and the least recently used ones
+//! until the cache fits a size. "Used" is the file's mtime, which hoard sets when it serves an
+//! entry. Tag files whose manifests are all gone afterwards go too (hoard would refetch the tag
+//! anyway), so `hoard cache ls` lists only what can be served.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+use indicatif::HumanBytes;
+
+use crate::ops::disk::{CacheDir, Entry, Guard, Kind, Removal, remove_if_unchanged};
+use crate::ops::{OpsError, Outcome, rfc3339};
+use crate::registry::Digest;
+
+/// What to prune.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PruneOptions {
+    /// Remove entries not used for this long.
+    pub older_than: Option<Duration>,
+    /// Then remove the least recently used entries until blobs and manifests take at most this
+    /// many bytes.
+    pub max_size: Option<u64>,
+    /// Report what would go, remove nothing.
+    pub dry_run: bool,
+}
+
+/// The entries to remove, least recently used first: all older than the cutoff, then the
+/// oldest until the rest fits `max_size`.
+pub fn select(mut entries: Vec<Entry>, now: SystemTime, options: &PruneOptions) -> Vec<Entry> {
+    entries.sort_by(|a, b| a.modified().cmp(&b.modified()).then(a.path.cmp(&b.path)));
+    let cutoff = options.older_than.and_then(|age| now.checked_sub(age));
+    let mut total: u64 = entries.iter().map(Entry::size).sum();
+    let mut chosen = Vec::new();
+    for entry in entries {
+        let old = cutoff.is_some_and(|cutoff| entry.modified() < cutoff);
+        let over = options.max_size.is_some_and(|max| total > max);
+        // Sorted oldest first: once an entry is neither old nor needed to fit, none after is.
+        if !old && !over {
+            break;
+        }
+        total -= entry.size();
+        chosen.push(entry);
+    }
+    chosen
+}
+
+/// Prunes (or with `dry_run`, lists what would be pruned), one line per file and a summary.
+pub fn run(
+    dir: &CacheDir,
+    options: &PruneOptions,
+    out: &mut dyn Write,
+) -> Result<Outcome, OpsError> {
+    let verb = if options.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    let chosen = select(dir.all_entries()?, SystemTime::now(), options);
+    let mut removed_manifests: HashSet<Digest> = HashSet::new();
+    let (mut files, mut freed) = (0u64, 0u64);
+    for entry in &chosen {
+        if !options.dry_run {
+            match remove_if_unchanged(&entry.path, &entry.meta, Guard::Unchanged)? {
+                Removal::Removed => {}
+                Removal::Gone => continue,
+                Removal::Changed => {
+                    writeln!(
+                        out,
+                        "kept {} {} (used meanwhile)",
+                        entry.kind.as_str(),
+                        entry.digest
+                    )?;
+                    continue;
+                }
+            }
+        }
+        if entry.kind == Kind::Manifest {
+            removed_manifests.insert(entry.digest.clone());
+        }
+        files += 1;
+        freed += entry.size();
+        writeln!(
+            out,
+            "{verb} {} {} ({}, last used {})",
+            entry.kind.as_str(),
+            entry.digest,
+            HumanBytes(entry.size()),
+            rfc3339(entry.modified())
+        )?;
+    }
+    let stored = |digest: &Digest| {
+        !removed_manifests.contains(digest) && dir.entry(Kind::Manifest, digest).is_some()
+    };
+    let mut tags = 0u64;
+    for tag in dir.tags()? {
+        if tag.lines.iter().any(|line| stored(&line.digest)) {
+            continue;
+        }
+        if !options.dry_run
+            && remove_if_unchanged(&tag.path, &tag.meta, Guard::Unchanged)? != Removal::Removed
+        {
+            continue;
+        }
+        tags += 1;
+        freed += tag.meta.len();
+        writeln!(out, "{verb} tag {} (no manifest left)", tag.name())?;
+    }
+    writeln!(
+        out,
+        "{verb} {files} entries and {tags} tags, {} {}",
+        HumanBytes(freed),
+        if options.dry_run { "to free" } else { "freed" }
+    )?;
+    Ok(Outcome::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Entries of `sizes` whose mtimes are `ages` seconds ago, made as real files.
+    fn entries(dir: &std::path::Path, files: &[(u64, u64)], now: SystemTime) -> Vec<Entry> {
+        files
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (size, age))| {
+                let path = dir.join(i.to_string());
+                let file = std::fs::File::create(&path).ok()?;
+                file.set_len(*size).ok()?;
+                file.set_modified(now - Duration::from_secs(*age)).ok()?;
+                Some(Entry {
+                    kind: Kind::Blob,
+                    digest: Digest::sha256_of(i.to_string().as_bytes()),
+                    meta: std::fs::metadata(&path).ok()?,
+                    path,
+                })
+            })
+            .collect()
+    }
+
+    fn names(chosen: &[Entry]) -> Vec<String> {
+        chosen
+            .iter()
+            .filter_map(|e| e.path.file_name()?.to_str().map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn oldest_go_first_until_the_rest_fits() {
+        let Ok(dir) = tempfile::tempdir() else {
+            return;
+        };
+        let now = SystemTime::now();
+        // 0: 100 B, used 10 s ago; 1: 200 B, 1000 s ago; 2: 300 B, 500 s ago.
+        let all = entries(dir.path(), &[(100, 10), (200, 1000), (300, 500)], now);
+        assert_eq!(all.len(), 3);
+        let prune = |older_than: Option<u64>, max_size: Option<u64>| {
+            let options = PruneOptions {
+                older_than: older_than.map(Duration::from_secs),
+                max_size,
+                dry_run: false,
+            };
+            names(&select(all.clone(), now, &options))
+        };
+        assert_eq!(prune(None, Some(600)), Vec::<String>::new());
+        assert_eq!(prune(None, Some(599)), ["1"]);
+        assert_eq!(prune(None, Some(400)), ["1"]);
+        assert_eq!(prune(None, Some(399)), ["1", "2"]);
+        assert_eq!(prune(None, Some(0)), ["1", "2", "0"]);
+        assert_eq!(prune(Some(600), None), ["1"]);
+        assert_eq!(prune(Some(100), None), ["1", "2"]);
+        assert_eq!(prune(Some(600), Some(350)), ["1", "2"]);
+    }
+}
