@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use hoard::config::{Config, Overrides, parse_duration, parse_size};
 use hoard::ops::disk::CacheDir;
 use hoard::ops::imageref::ImageRef;
+use hoard::ops::manifest::Platform;
 use hoard::ops::prune::PruneOptions;
+use hoard::ops::warm::WarmOptions;
 use hoard::ops::{self, Outcome};
 
 /// A caching HTTPS proxy for container registries.
@@ -41,6 +43,20 @@ enum Command {
     /// Look after the cache folder of a config (safe while hoard serves).
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Pull images through a running hoard, so that later pulls are served from its cache.
+    Warm {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Images, e.g. alpine, gcr.io/project/app:1.2, localhost:5000/x@sha256:…
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<ImageRef>,
+        /// The platform picked from multi-platform images: os/arch[/variant].
+        #[arg(long, default_value = "linux/amd64")]
+        platform: Platform,
+        /// The proxy to pull through [default: http://<proxy.listen of the config>].
+        #[arg(long, value_name = "URL")]
+        proxy: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,6 +156,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve(config)
         }
         Command::Cache(command) => cache(command),
+        Command::Warm {
+            config,
+            images,
+            platform,
+            proxy,
+        } => {
+            let Some(config) = load_config(&config, Overrides::default()) else {
+                return Ok(ExitCode::from(2));
+            };
+            let options = WarmOptions { proxy, platform };
+            let outcome = runtime()?.block_on(ops::warm::run(&config, &images, &options));
+            Ok(exit_code(outcome))
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Operator commands that work on a cache folder: `hoard cache …`.
+//! Operator commands that work on a cache folder: `hoard cache …` and `hoard warm`.
 //!
 //! They run beside a serving hoard, so they never write into the store: they read entry files
 //! and delete whole files (hoard checks for a file before it serves it, and refetches what is
@@ -13,6 +13,7 @@ pub mod prune;
 pub mod rm;
 pub mod stats;
 pub mod verify;
+pub mod warm;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
