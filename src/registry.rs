@@ -7,14 +7,14 @@ use std::fmt;
 use sha2::Digest as _;
 
 /// A content digest: `sha256:` + 64 lowercase hex, or `sha512:` + 128 lowercase hex.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Digest {
     algorithm: Algorithm,
     hex: String,
 }
 
 /// The hash functions a digest may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Algorithm {
     Sha256,
     Sha512,

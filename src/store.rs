@@ -181,6 +181,11 @@ impl TagEntry {
 pub struct HostKey(String);
 
 impl HostKey {
+    /// The folder name under `tags/`: `host`, or `host:port` unless the port is 443.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// Builds the key from a CONNECT authority's parts; `None` for anything not a plain host.
     pub fn new(host: &str, port: u16) -> Option<HostKey> {
         let host = host.to_ascii_lowercase();
@@ -633,7 +638,7 @@ fn available_space(path: &Path) -> Option<u64> {
 }
 
 /// `dir/<algorithm>/<first two hex>/<hex>`
-fn content_path(dir: &Path, digest: &Digest) -> PathBuf {
+pub fn content_path(dir: &Path, digest: &Digest) -> PathBuf {
     let hex = digest.hex();
     dir.join(digest.algorithm().as_str())
         .join(&hex[..2])
@@ -698,7 +703,8 @@ pub fn scan(root: &Path) -> Vec<Found> {
     found
 }
 
-fn parse_tag_line(line: &str) -> Option<TagEntry> {
+/// Parses one line of a tag file: `<fetched unix ms> <digest> <size> <media type>`.
+pub fn parse_tag_line(line: &str) -> Option<TagEntry> {
     let mut parts = line.split(' ');
     let fetched: u64 = parts.next()?.parse().ok()?;
     let digest = Digest::parse(parts.next()?)?;
@@ -1103,6 +1109,7 @@ mod tests {
             Some(entry)
         );
         assert_eq!(parse_tag_line("garbage"), None);
+        assert_eq!(parse_tag_line("1 sha256:../../x 1 a/b"), None);
     }
 
     fn limits(max_size: u64) -> Limits {

@@ -180,7 +180,8 @@ impl tower_service::Service<Name> for Resolver {
     }
 }
 
-fn root_store(extra: &[std::path::PathBuf]) -> Result<RootCertStore, SetupError> {
+/// The roots hoard trusts: the compiled-in Mozilla roots, the system store, and `extra` PEM files.
+pub fn root_store(extra: &[std::path::PathBuf]) -> Result<RootCertStore, SetupError> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let native = rustls_native_certs::load_native_certs();

@@ -69,13 +69,8 @@ impl Entry {
     }
 }
 
-/// One `<fetched millis> <digest> <size> <media type>` line of a tag file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TagLine {
-    pub digest: Digest,
-    pub size: u64,
-    pub media_type: String,
-}
+/// One line of a tag file.
+pub type TagLine = crate::store::TagEntry;
 
 /// A tag file: which manifests `registry/repository:tag` pointed at, one per media type.
 #[derive(Debug, Clone)]
@@ -161,12 +156,7 @@ impl CacheDir {
 
     /// `<root>/<blobs|manifests>/<algorithm>/<first two hex>/<hex>`
     pub fn path_of(&self, kind: Kind, digest: &Digest) -> PathBuf {
-        let hex = digest.hex();
-        self.root
-            .join(kind.folder())
-            .join(digest.algorithm().as_str())
-            .join(&hex[..2])
-            .join(hex)
+        crate::store::content_path(&self.root.join(kind.folder()), digest)
     }
 
     /// The entry of `digest`, if stored.
@@ -266,7 +256,7 @@ fn collect_tags(
             };
             let lines = String::from_utf8_lossy(&text)
                 .lines()
-                .filter_map(parse_tag_line)
+                .filter_map(crate::store::parse_tag_line)
                 .collect();
             out.push(TagFile {
                 registry: registry.to_owned(),
@@ -279,20 +269,6 @@ fn collect_tags(
         }
     }
     Ok(())
-}
-
-/// Parses `<fetched unix millis> <digest> <size> <media type>`.
-fn parse_tag_line(line: &str) -> Option<TagLine> {
-    let mut parts = line.split(' ');
-    let _fetched: u64 = parts.next()?.parse().ok()?;
-    let digest = Digest::parse(parts.next()?)?;
-    let size = parts.next()?.parse().ok()?;
-    let media_type = parts.next()?.to_owned();
-    Some(TagLine {
-        digest,
-        size,
-        media_type,
-    })
 }
 
 /// The folders (`dirs`) or plain files in `dir` with UTF-8 names, as (name, path, metadata of
@@ -352,26 +328,5 @@ pub fn remove_if_unchanged(
         Ok(()) => Ok(Removal::Removed),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Removal::Gone),
         Err(e) => Err(io_error("remove", path)(e)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tag_lines_parse() {
-        let digest = Digest::sha256_of(b"x");
-        let line = format!("1700000000123 {digest} 42 application/vnd.oci.image.index.v1+json");
-        assert_eq!(
-            parse_tag_line(&line),
-            Some(TagLine {
-                digest,
-                size: 42,
-                media_type: "application/vnd.oci.image.index.v1+json".to_owned(),
-            })
-        );
-        assert_eq!(parse_tag_line("garbage"), None);
-        assert_eq!(parse_tag_line("1 sha256:../../x 1 a/b"), None);
     }
 }

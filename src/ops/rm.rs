@@ -77,7 +77,7 @@ fn remove_image(dir: &CacheDir, image: &ImageRef, out: &mut dyn Write) -> Result
         }
     }
     let mut kept: Vec<(&Digest, &String)> = plan.kept.iter().collect();
-    kept.sort_by_key(|(digest, _)| digest.to_string());
+    kept.sort_by(|a, b| a.0.cmp(b.0));
     for (digest, why) in kept {
         writeln!(out, "kept manifest {digest} ({why})")?;
     }
@@ -95,7 +95,7 @@ fn remove_image(dir: &CacheDir, image: &ImageRef, out: &mut dyn Write) -> Result
 /// Digests in a stable order for the report.
 fn sorted<'a>(digests: impl Iterator<Item = &'a Digest>) -> Vec<&'a Digest> {
     let mut digests: Vec<&Digest> = digests.collect();
-    digests.sort_by_key(|d| d.to_string());
+    digests.sort();
     digests
 }
 

@@ -10,9 +10,6 @@ use std::time::Duration;
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
-use rustls::RootCertStore;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject as _;
 
 use crate::config::Config;
 use crate::ops::imageref::ImageRef;
@@ -144,18 +141,9 @@ fn client(config: &Config, proxy: Option<&str>) -> Result<reqwest::Client, WarmE
         Some(url) => url.to_owned(),
         None => format!("http://{}", reachable(config.listen)),
     };
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    let hoard_ca = config.ca_dir.join("ca.crt");
-    for path in std::iter::once(&hoard_ca).chain(&config.extra_ca_files) {
-        let certs = CertificateDer::pem_file_iter(path)
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| WarmError::Setup(format!("cannot read {}: {e}", path.display())))?;
-        for cert in certs {
-            roots.add(cert).map_err(|e| setup(&e))?;
-        }
-    }
+    let mut trusted = vec![config.ca_dir.join("ca.crt")];
+    trusted.extend(config.extra_ca_files.iter().cloned());
+    let roots = crate::upstream::root_store(&trusted).map_err(|e| setup(&e))?;
     let mut tls = rustls::ClientConfig::builder_with_provider(crate::crypto_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| setup(&e))?
