@@ -6,9 +6,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::access::{Cidr, Htpasswd, ProxyAuth};
 
 /// A configuration problem: reported as one line, exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,18 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct ProxySection {
     pub listen: Option<String>,
+    pub auth_file: Option<PathBuf>,
+    #[serde(default)]
+    pub allow_clients: Vec<String>,
+    #[serde(default)]
+    pub open: bool,
+    pub connect_ports: Option<Vec<u16>>,
+    #[serde(default)]
+    pub allow_private_destinations: bool,
+    pub max_connections: Option<usize>,
+    pub max_header_size: Option<String>,
+    pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
 }
 
 /// `[ca]`
@@ -52,6 +67,8 @@ pub struct ProxySection {
 #[serde(deny_unknown_fields)]
 pub struct CaSection {
     pub dir: Option<PathBuf>,
+    #[serde(default)]
+    pub name_constraints: bool,
 }
 
 /// `[cache]`
@@ -62,6 +79,7 @@ pub struct CacheSection {
     pub max_size: Option<String>,
     pub min_free: Option<String>,
     pub tag_ttl: Option<String>,
+    pub auth_on_hit: Option<String>,
 }
 
 /// `[intercept]`
@@ -81,6 +99,46 @@ pub struct UpstreamSection {
     pub resolve: HashMap<String, String>,
     pub connect_timeout: Option<String>,
     pub read_timeout: Option<String>,
+    #[serde(default)]
+    pub credentials: Vec<CredentialSection>,
+}
+
+/// `[[upstream.credentials]]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSection {
+    pub host: String,
+    pub username: String,
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// Credentials hoard uses for a registry when the client sends none.
+#[derive(Clone)]
+pub struct Credential {
+    /// `host`, or `host:port` unless the port is 443, lowercase.
+    pub host: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Credential({}@{}, password redacted)",
+            self.username, self.host
+        )
+    }
+}
+
+/// Whether a cached object is served to any client, or only to clients the upstream accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthOnHit {
+    /// Anyone who can reach hoard gets what is cached.
+    None,
+    /// A client gets a cached object only after the upstream accepted its credentials for it.
+    Upstream,
 }
 
 /// Command-line values that override the file (all optional).
@@ -117,6 +175,28 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Longest silence allowed while reading an upstream body.
     pub read_timeout: Duration,
+    /// Users who may use the proxy (`proxy.auth_file`); `None`: no proxy authentication.
+    pub users: Option<Arc<crate::access::ProxyAuth>>,
+    /// Client address blocks allowed (`proxy.allow_clients`); empty: everyone.
+    pub allow_clients: Vec<Cidr>,
+    /// Ports CONNECT may reach.
+    pub connect_ports: Vec<u16>,
+    /// Whether tunnels and plain forwards may reach private and loopback addresses.
+    pub allow_private_destinations: bool,
+    /// Client connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// Largest request head accepted, in bytes.
+    pub max_header_size: usize,
+    /// Time a client has to send a request head.
+    pub header_read_timeout: Duration,
+    /// Time a client connection may stay silent both ways.
+    pub idle_timeout: Duration,
+    /// Whether a new CA is limited to signing the intercepted domains.
+    pub name_constraints: bool,
+    /// Who gets cached objects.
+    pub auth_on_hit: AuthOnHit,
+    /// hoard's own credentials per registry host.
+    pub credentials: Vec<Credential>,
 }
 
 /// Default intercepted registries.
@@ -136,7 +216,7 @@ impl Config {
     pub fn resolve(file: FileConfig, cli: Overrides) -> Result<Config, ConfigError> {
         let listen = cli
             .listen
-            .or(file.proxy.listen)
+            .or(file.proxy.listen.clone())
             .unwrap_or_else(|| "127.0.0.1:3128".to_owned());
         let listen = listen.parse().map_err(|_| ConfigError::Invalid {
             key: "proxy.listen",
@@ -171,6 +251,75 @@ impl Config {
             resolve.insert(host.to_ascii_lowercase(), parsed);
         }
 
+        let proxy = file.proxy;
+        let users = match &proxy.auth_file {
+            Some(path) => Some(Arc::new(ProxyAuth::new(Htpasswd::load(path).map_err(
+                |message| ConfigError::Invalid {
+                    key: "proxy.auth_file",
+                    message,
+                },
+            )?))),
+            None => None,
+        };
+        let allow_clients = proxy
+            .allow_clients
+            .iter()
+            .map(|c| Cidr::parse(c))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|message| ConfigError::Invalid {
+                key: "proxy.allow_clients",
+                message,
+            })?;
+        let listen_ip: std::net::IpAddr = match listen {
+            SocketAddr::V4(a) => (*a.ip()).into(),
+            SocketAddr::V6(a) => (*a.ip()).into(),
+        };
+        if !listen_ip.is_loopback() && users.is_none() && allow_clients.is_empty() && !proxy.open {
+            return Err(ConfigError::Invalid {
+                key: "proxy.listen",
+                message: format!(
+                    "listening on {listen} without proxy.auth_file or proxy.allow_clients would \
+                     make hoard an open proxy; set one of them (or proxy.open = true)"
+                ),
+            });
+        }
+        let connect_ports = proxy.connect_ports.unwrap_or_else(|| vec![443]);
+        let max_header_size = size_key("proxy.max_header_size", proxy.max_header_size, 64 << 10)?;
+        let max_header_size = usize::try_from(max_header_size)
+            .ok()
+            .filter(|n| (8192..=16 << 20).contains(n))
+            .ok_or_else(|| ConfigError::Invalid {
+                key: "proxy.max_header_size",
+                message: "must be between 8KiB and 16MiB".into(),
+            })?;
+        let max_connections = proxy.max_connections.unwrap_or(1024);
+        if max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                key: "proxy.max_connections",
+                message: "must be at least 1".into(),
+            });
+        }
+        let header_read_timeout =
+            duration_key("proxy.header_read_timeout", proxy.header_read_timeout, 30)?;
+        let idle_timeout = duration_key("proxy.idle_timeout", proxy.idle_timeout, 300)?;
+
+        let auth_on_hit = match file.cache.auth_on_hit.as_deref() {
+            None | Some("none") => AuthOnHit::None,
+            Some("upstream") => AuthOnHit::Upstream,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "cache.auth_on_hit",
+                    message: format!("{other:?} is not \"none\" or \"upstream\""),
+                });
+            }
+        };
+        let credentials = file
+            .upstream
+            .credentials
+            .into_iter()
+            .map(credential)
+            .collect::<Result<Vec<_>, _>>()?;
+
         Ok(Config {
             listen,
             ca_dir: cli.ca_dir.or(file.ca.dir).unwrap_or_else(|| "ca".into()),
@@ -186,8 +335,57 @@ impl Config {
             resolve,
             connect_timeout,
             read_timeout,
+            users,
+            allow_clients,
+            connect_ports,
+            allow_private_destinations: proxy.allow_private_destinations,
+            max_connections,
+            max_header_size,
+            header_read_timeout,
+            idle_timeout,
+            name_constraints: file.ca.name_constraints,
+            auth_on_hit,
+            credentials,
         })
     }
+
+    /// hoard's credentials for `host_key` (`host` or `host:port`), if configured.
+    pub fn credential_for(&self, host_key: &str) -> Option<&Credential> {
+        self.credentials.iter().find(|c| c.host == host_key)
+    }
+}
+
+fn credential(section: CredentialSection) -> Result<Credential, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        key: "upstream.credentials",
+        message,
+    };
+    let host = section.host.trim().to_ascii_lowercase();
+    let bare = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+    if !is_dns_name(bare) && bare.parse::<std::net::IpAddr>().is_err() {
+        return Err(invalid(format!(
+            "{:?} is not a registry host",
+            section.host
+        )));
+    }
+    let host = host.strip_suffix(":443").unwrap_or(&host).to_owned();
+    let password = match (section.password, section.password_file) {
+        (Some(password), None) => password,
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?
+            .trim_end_matches(['\n', '\r'])
+            .to_owned(),
+        _ => {
+            return Err(invalid(format!(
+                "{host}: give exactly one of password and password_file"
+            )));
+        }
+    };
+    Ok(Credential {
+        host,
+        username: section.username,
+        password,
+    })
 }
 
 fn size_key(key: &'static str, text: Option<String>, default: u64) -> Result<u64, ConfigError> {

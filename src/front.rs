@@ -6,27 +6,30 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::CONTENT_TYPE;
+use http::header::{CONTENT_TYPE, PROXY_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::access::AuthVerdict;
+use crate::idle::Idle;
 
 use crate::log::{CacheStatus, RequestInfo, logged};
 use crate::{Body, Hoard, full_body};
 
-/// Time a client has to send a complete request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Largest request head accepted on the proxy port (64 KiB; Docker's biggest are ~4 KiB).
-const MAX_HEAD_BYTES: usize = 64 << 10;
-
-/// Accepts connections until the listener fails.
+/// Accepts connections until the listener fails, at most `proxy.max_connections` at a time:
+/// beyond that, new connections wait in the kernel's backlog.
 pub async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
     tracing::info!(addr = %hoard.config.listen, "hoard listening");
+    let slots = Arc::new(Semaphore::new(hoard.config.max_connections));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
@@ -36,29 +39,37 @@ pub async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
                 continue;
             }
         };
-        tokio::spawn(serve_connection(stream, peer, hoard.clone()));
+        let hoard = hoard.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, peer, hoard).await;
+            drop(slot);
+        });
     }
 }
 
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, hoard: Arc<Hoard>) {
     let _ = stream.set_nodelay(true);
-    let service = service_fn(move |request| {
-        let hoard = hoard.clone();
-        async move { Ok::<_, Infallible>(handle(request, hoard).await) }
-    });
-    let result = http1::Builder::new()
+    let config = &hoard.config;
+    let io = TokioIo::new(Idle::new(stream, config.idle_timeout));
+    let mut builder = http1::Builder::new();
+    builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades()
-        .await;
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_size);
+    let service = service_fn({
+        let hoard = hoard.clone();
+        move |request| {
+            let hoard = hoard.clone();
+            async move { Ok::<_, Infallible>(handle(request, hoard, peer).await) }
+        }
+    });
+    let result = builder.serve_connection(io, service).with_upgrades().await;
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "client connection ended");
     }
 }
 
-async fn handle(request: Request<Incoming>, hoard: Arc<Hoard>) -> Response<Body> {
+async fn handle(request: Request<Incoming>, hoard: Arc<Hoard>, peer: SocketAddr) -> Response<Body> {
     let info = RequestInfo {
         stats: hoard.stats.clone(),
         host: request
@@ -70,6 +81,12 @@ async fn handle(request: Request<Incoming>, hoard: Arc<Hoard>) -> Response<Body>
         path: request.uri().path().to_owned(),
         start: Instant::now(),
     };
+    if let Some(refusal) = admit(&request, &hoard, peer).await {
+        if request.method() == Method::CONNECT {
+            tracing::info!(host = %info.host, method = %"CONNECT", %peer, status = refusal.status().as_u16(), "refused");
+        }
+        return logged(info, refusal);
+    }
     if request.method() == Method::CONNECT {
         return connect(request, hoard).await;
     }
@@ -82,6 +99,40 @@ async fn handle(request: Request<Incoming>, hoard: Arc<Hoard>) -> Response<Body>
         None => local(&request, &hoard),
     };
     logged(info, response)
+}
+
+/// The client allow-list and proxy authentication. `/ca.crt` and `/healthz` are open to every
+/// allowed client, so a host can fetch the CA before it has credentials.
+async fn admit(
+    request: &Request<Incoming>,
+    hoard: &Hoard,
+    peer: SocketAddr,
+) -> Option<Response<Body>> {
+    let config = &hoard.config;
+    if !config.allow_clients.is_empty()
+        && !config.allow_clients.iter().any(|c| c.contains(peer.ip()))
+    {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            &format!("client address {} is not in proxy.allow_clients", peer.ip()),
+        ));
+    }
+    let users = config.users.as_ref()?;
+    let public = request.uri().scheme().is_none()
+        && request.method() != Method::CONNECT
+        && matches!(request.uri().path(), "/ca.crt" | "/healthz");
+    if public || users.check(request.headers()).await == AuthVerdict::Allowed {
+        return None;
+    }
+    let mut response = error(
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        "proxy authentication required (user:password in the proxy URL)",
+    );
+    response.headers_mut().insert(
+        PROXY_AUTHENTICATE,
+        http::HeaderValue::from_static("Basic realm=\"hoard\""),
+    );
+    Some(response)
 }
 
 /// Requests addressed to hoard itself.
@@ -117,6 +168,12 @@ async fn connect(request: Request<Incoming>, hoard: Arc<Hoard>) -> Response<Body
         .trim_end_matches(']')
         .to_owned();
 
+    if !hoard.config.connect_ports.contains(&port) {
+        return error(
+            StatusCode::FORBIDDEN,
+            &format!("CONNECT to port {port} is not allowed (proxy.connect_ports)"),
+        );
+    }
     if hoard.config.intercept.matches(&host) {
         tokio::spawn(async move {
             match hyper::upgrade::on(request).await {
@@ -130,6 +187,9 @@ async fn connect(request: Request<Incoming>, hoard: Arc<Hoard>) -> Response<Body
     // Connect first, so a destination that cannot be reached is a 502 and not a dead tunnel.
     let server = match crate::tunnel::connect(&hoard, &host, port).await {
         Ok(server) => server,
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+            return error(StatusCode::FORBIDDEN, &err.to_string());
+        }
         Err(err) => {
             tracing::info!(host = %authority, method = %"CONNECT", status = 502, cache = %"TUNNEL", error = %err, "request");
             return error(

@@ -4,12 +4,14 @@
 //! `forward` (plain `http://`), or `intercept` (TLS with a minted leaf) → `cache` (the registry
 //! rules) → `store` (disk) or `upstream` (the registry).
 
+pub mod access;
 pub mod blobs;
 pub mod ca;
 pub mod cache;
 pub mod config;
 pub mod forward;
 pub mod front;
+pub mod idle;
 pub mod intercept;
 pub mod log;
 pub mod ops;

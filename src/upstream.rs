@@ -55,11 +55,17 @@ pub enum UpstreamError {
     BadRedirect(String),
 }
 
-/// The pooled upstream client.
+type HttpsClient = Client<HttpsConnector<HttpConnector<Resolver>>, Body>;
+
+/// The pooled upstream clients: one for the intercepted registries (configured by the operator,
+/// so they may live on private addresses), one guarded for everything a client or a registry
+/// names (plain forwards, redirect targets, tunnels), which must not reach private addresses
+/// unless `proxy.allow_private_destinations` is set.
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector<Resolver>>, Body>,
-    resolver: Resolver,
+    client: HttpsClient,
+    guarded: HttpsClient,
+    guarded_resolver: Resolver,
 }
 
 impl Upstream {
@@ -70,39 +76,33 @@ impl Upstream {
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_no_client_auth();
+        let overrides = Arc::new(config.resolve.clone());
         let resolver = Resolver {
-            overrides: Arc::new(config.resolve.clone()),
+            overrides: overrides.clone(),
+            guard: false,
         };
-        let mut http = HttpConnector::new_with_resolver(resolver.clone());
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(config.connect_timeout));
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .http2_adaptive_window(true)
-            .build(https);
-        Ok(Upstream { client, resolver })
+        let guarded_resolver = Resolver {
+            overrides,
+            guard: !config.allow_private_destinations,
+        };
+        Ok(Upstream {
+            client: https_client(config, tls.clone(), resolver),
+            guarded: https_client(config, tls, guarded_resolver.clone()),
+            guarded_resolver,
+        })
     }
 
-    /// Sends one request and waits for its response headers.
-    pub async fn send(
+    /// Sends one request to an intercepted registry and waits for its response headers.
+    pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+        send_on(&self.client, request).await
+    }
+
+    /// Sends one request to a host a client named (plain forwarding), guarded.
+    pub async fn send_guarded(
         &self,
-        mut request: Request<Body>,
+        request: Request<Body>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        // hyper sets Host (h1) or :authority (h2) from the URI, and picks the version per
-        // connection; an h2 client's request may well go out over h1.
-        request.headers_mut().remove(HOST);
-        *request.version_mut() = http::Version::HTTP_11;
-        match tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(request)).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(UpstreamError::Timeout(RESPONSE_TIMEOUT)),
-        }
+        send_on(&self.guarded, request).await
     }
 
     /// Sends a body-less request (GET or HEAD), following redirects itself. `Authorization` is
@@ -120,7 +120,13 @@ impl Upstream {
             *request.method_mut() = method.clone();
             *request.uri_mut() = uri.clone();
             *request.headers_mut() = headers.clone();
-            let response = self.send(request).await?;
+            // The registry itself is trusted; where it redirects to is guarded.
+            let client = if uri.authority() == origin.as_ref() {
+                &self.client
+            } else {
+                &self.guarded
+            };
+            let response = send_on(client, request).await?;
             if !response.status().is_redirection() || response.status().as_u16() == 304 {
                 return Ok(response);
             }
@@ -136,22 +142,58 @@ impl Upstream {
             if next.authority() != origin.as_ref() {
                 headers.remove(AUTHORIZATION);
             }
-            tracing::debug!(from = %uri, to = %next, "following upstream redirect");
+            // Redirect URLs carry signatures in their query: log the path only.
+            tracing::debug!(from = %uri.path(), to_host = ?next.host(), "following upstream redirect");
             uri = next;
         }
         Err(UpstreamError::TooManyRedirects)
     }
 
-    /// Resolves `host:port` for a tunnel, honouring the configured overrides.
+    /// Resolves `host:port` for a tunnel or a plain forward, honouring the configured overrides
+    /// and the private-destination guard (refusals are `PermissionDenied`).
     pub async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-        self.resolver.lookup(host, port).await
+        self.guarded_resolver.lookup(host, port).await
     }
 }
 
-/// DNS with the config's `upstream.resolve` overrides in front.
+async fn send_on(
+    client: &HttpsClient,
+    mut request: Request<Body>,
+) -> Result<Response<Incoming>, UpstreamError> {
+    // hyper sets Host (h1) or :authority (h2) from the URI, and picks the version per
+    // connection; an h2 client's request may well go out over h1.
+    request.headers_mut().remove(HOST);
+    *request.version_mut() = http::Version::HTTP_11;
+    match tokio::time::timeout(RESPONSE_TIMEOUT, client.request(request)).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(UpstreamError::Timeout(RESPONSE_TIMEOUT)),
+    }
+}
+
+fn https_client(config: &Config, tls: ClientConfig, resolver: Resolver) -> HttpsClient {
+    let mut http = HttpConnector::new_with_resolver(resolver);
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(config.connect_timeout));
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .http2_adaptive_window(true)
+        .build(https)
+}
+
+/// DNS with the config's `upstream.resolve` overrides in front and, when `guard` is set, no
+/// private addresses behind (checked on the resolved addresses, so a public name that resolves
+/// to 127.0.0.1 is refused too). Overrides are the operator's own and pass unguarded.
 #[derive(Clone, Debug)]
 struct Resolver {
     overrides: Arc<HashMap<String, SocketAddr>>,
+    guard: bool,
 }
 
 impl Resolver {
@@ -159,7 +201,25 @@ impl Resolver {
         if let Some(addr) = self.overrides.get(&host.to_ascii_lowercase()) {
             return Ok(vec![*addr]);
         }
-        Ok(tokio::net::lookup_host((host, port)).await?.collect())
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+        if !self.guard {
+            return Ok(addrs);
+        }
+        let public: Vec<SocketAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|a| !crate::access::is_private(a.ip()))
+            .collect();
+        if public.is_empty() && !addrs.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{host} is a private or loopback address, which \
+                     proxy.allow_private_destinations does not allow"
+                ),
+            ));
+        }
+        Ok(public)
     }
 }
 

@@ -505,7 +505,15 @@ async fn other_registry_calls_are_forwarded_with_their_bodies() {
 async fn connect_to_other_hosts_is_a_byte_for_byte_tunnel() {
     init();
     let registry = Registry::start().await;
-    let proxy = Proxy::start(&registry, "").await;
+    let ports = format!(
+        "connect_ports = [443, {}]\nallow_private_destinations = true",
+        registry.addr.port()
+    );
+    let extra = Extra {
+        proxy: &ports,
+        ..Extra::default()
+    };
+    let proxy = Proxy::start_extra(&registry, extra).await;
     // Trusting only the fixture's CA: this works only if hoard did not intercept.
     let client = reqwest::Client::builder()
         .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
@@ -529,7 +537,11 @@ async fn connect_to_other_hosts_is_a_byte_for_byte_tunnel() {
 async fn plain_http_is_forwarded_without_hop_by_hop_headers() {
     init();
     let registry = Registry::start().await;
-    let proxy = Proxy::start(&registry, "").await;
+    let extra = Extra {
+        proxy: "allow_private_destinations = true",
+        ..Extra::default()
+    };
+    let proxy = Proxy::start_extra(&registry, extra).await;
     let (addr, _server) = echo_server().await;
     let client = reqwest::Client::builder()
         .proxy(reqwest::Proxy::all(proxy.url()).unwrap())

@@ -269,7 +269,11 @@ impl Registry {
 type FixtureBody = BoxBody<Bytes, std::io::Error>;
 
 fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<FixtureBody> {
-    let mut response = Response::new(Full::new(body.into()).map_err(|never| match never {}).boxed());
+    let mut response = Response::new(
+        Full::new(body.into())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *response.status_mut() = status;
     response
 }
@@ -447,7 +451,10 @@ fn streamed(
     end: Option<bool>,
 ) -> Response<FixtureBody> {
     let Some(bytes) = state.blobs.get(digest).cloned() else {
-        return respond(StatusCode::NOT_FOUND, r#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#);
+        return respond(
+            StatusCode::NOT_FOUND,
+            r#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#,
+        );
     };
     let len = bytes.len();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(1);
@@ -455,7 +462,11 @@ fn streamed(
         let mut offset = 0;
         while offset < len {
             let next = (offset + chunk.max(1)).min(len);
-            if tx.send(Ok(http_body::Frame::data(bytes.slice(offset..next)))).await.is_err() {
+            if tx
+                .send(Ok(http_body::Frame::data(bytes.slice(offset..next))))
+                .await
+                .is_err()
+            {
                 return;
             }
             offset = next;
@@ -516,6 +527,15 @@ pub async fn echo_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     (addr, task)
 }
 
+/// Extra TOML lines for each section of a test config.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Extra<'a> {
+    pub proxy: &'a str,
+    pub ca: &'a str,
+    pub cache: &'a str,
+    pub upstream: &'a str,
+}
+
 /// hoard started in-process against a fixture registry.
 pub struct Proxy {
     pub server: hoard::Server,
@@ -543,14 +563,31 @@ impl Proxy {
         cache_extra: &str,
         upstream_extra: &str,
     ) -> PathBuf {
+        let extra = Extra {
+            cache: cache_extra,
+            upstream: upstream_extra,
+            ..Extra::default()
+        };
+        Proxy::write_config_with(dir, registry, listen, &extra)
+    }
+
+    /// Writes a config with extra TOML lines in each section and returns its path.
+    pub fn write_config_with(
+        dir: &std::path::Path,
+        registry: &Registry,
+        listen: &str,
+        extra: &Extra,
+    ) -> PathBuf {
         let upstream_ca = dir.join("upstream-ca.crt");
         std::fs::write(&upstream_ca, &registry.ca.pem).unwrap();
         let text = format!(
             r#"
 [proxy]
 listen = "{listen}"
+{proxy_extra}
 [ca]
 dir = "{ca}"
+{ca_extra}
 [cache]
 dir = "{cache}"
 {cache_extra}
@@ -562,6 +599,10 @@ resolve = {{ "{REGISTRY}" = "{addr}", "{CDN}" = "{addr}" }}
 connect_timeout = "2s"
 {upstream_extra}
 "#,
+            proxy_extra = extra.proxy,
+            ca_extra = extra.ca,
+            cache_extra = extra.cache,
+            upstream_extra = extra.upstream,
             ca = dir.join("ca").display(),
             cache = dir.join("cache").display(),
             upstream_ca = upstream_ca.display(),
@@ -572,15 +613,15 @@ connect_timeout = "2s"
         path
     }
 
-    /// Starts hoard with extra TOML lines in its `[cache]` and `[upstream]` sections.
-    pub async fn start_with(
-        dir: tempfile::TempDir,
-        registry: &Registry,
-        cache_extra: &str,
-        upstream_extra: &str,
-    ) -> Proxy {
-        let path = Proxy::write_config(dir.path(), registry, "127.0.0.1:0", cache_extra, upstream_extra);
-        let config = hoard::Config::load(Some(&path), Default::default()).unwrap();
+    /// Starts hoard with extra TOML lines in any section.
+    pub async fn start_extra(registry: &Registry, extra: Extra<'_>) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Proxy::write_config_with(dir.path(), registry, "127.0.0.1:0", &extra);
+        Proxy::start_from(dir, &path).await
+    }
+
+    async fn start_from(dir: tempfile::TempDir, path: &std::path::Path) -> Proxy {
+        let config = hoard::Config::load(Some(path), Default::default()).unwrap();
         let server = hoard::Server::start(config).await.unwrap();
         let ca_pem = std::fs::read_to_string(dir.path().join("ca/ca.crt")).unwrap();
         Proxy {
@@ -588,6 +629,23 @@ connect_timeout = "2s"
             dir,
             ca_pem,
         }
+    }
+
+    /// Starts hoard with extra TOML lines in its `[cache]` and `[upstream]` sections.
+    pub async fn start_with(
+        dir: tempfile::TempDir,
+        registry: &Registry,
+        cache_extra: &str,
+        upstream_extra: &str,
+    ) -> Proxy {
+        let path = Proxy::write_config(
+            dir.path(),
+            registry,
+            "127.0.0.1:0",
+            cache_extra,
+            upstream_extra,
+        );
+        Proxy::start_from(dir, &path).await
     }
 
     pub fn url(&self) -> String {

@@ -1,0 +1,346 @@
+//! Who may use hoard, and where hoard may connect for them: proxy authentication (htpasswd with
+//! bcrypt), the client allow-list, and the destination guard that keeps tunnels and plain
+//! forwards away from loopback, private and link-local addresses (no SSRF through the proxy).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use http::HeaderMap;
+use http::header::PROXY_AUTHORIZATION;
+use sha2::Digest as _;
+
+/// How long a verified `Proxy-Authorization` is trusted without running bcrypt again
+/// (~80 ms of CPU per check at cost 10). Short enough that a removed user is out within minutes.
+const AUTH_CACHE_TTL: Duration = Duration::from_secs(300);
+
+/// Verified credentials remembered at most (by SHA-256 of the header, never the header itself).
+const AUTH_CACHE_SIZE: usize = 4096;
+
+/// Users allowed to use the proxy, from an htpasswd file with bcrypt hashes (`htpasswd -B`).
+pub struct Htpasswd {
+    users: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Htpasswd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Htpasswd({} users)", self.users.len())
+    }
+}
+
+impl Htpasswd {
+    /// Reads the file; every line must be `user:$2y$…` (or `$2b$`, `$2a$`). Comments (`#`) and
+    /// blank lines are skipped. Errors name the line, never its hash.
+    pub fn load(path: &Path) -> Result<Htpasswd, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Htpasswd::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses htpasswd text.
+    pub fn parse(text: &str) -> Result<Htpasswd, String> {
+        let mut users = HashMap::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((user, hash)) = line.split_once(':') else {
+                return Err(format!("line {} is not user:hash", number + 1));
+            };
+            if !["$2y$", "$2b$", "$2a$"].iter().any(|p| hash.starts_with(p)) {
+                return Err(format!(
+                    "line {} ({user}) is not a bcrypt hash; make it with htpasswd -B",
+                    number + 1
+                ));
+            }
+            users.insert(user.to_owned(), hash.to_owned());
+        }
+        if users.is_empty() {
+            return Err("no users in it".into());
+        }
+        Ok(Htpasswd { users })
+    }
+}
+
+/// Checks `Proxy-Authorization` against the htpasswd users, remembering successes for a while.
+#[derive(Debug)]
+pub struct ProxyAuth {
+    users: Htpasswd,
+    verified: Mutex<HashMap<[u8; 32], Instant>>,
+}
+
+/// The result of a proxy authentication check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthVerdict {
+    Allowed,
+    /// No credentials, or wrong ones: answer 407.
+    Denied,
+}
+
+impl ProxyAuth {
+    /// A checker for these users.
+    pub fn new(users: Htpasswd) -> ProxyAuth {
+        ProxyAuth {
+            users,
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Checks a request's `Proxy-Authorization: Basic …`. bcrypt runs on the blocking pool.
+    pub async fn check(&self, headers: &HeaderMap) -> AuthVerdict {
+        let Some(value) = headers.get(PROXY_AUTHORIZATION) else {
+            return AuthVerdict::Denied;
+        };
+        let key: [u8; 32] = sha2::Sha256::digest(value.as_bytes()).into();
+        if self.recently_verified(&key) {
+            return AuthVerdict::Allowed;
+        }
+        let Some((user, password)) = basic_credentials(value.as_bytes()) else {
+            return AuthVerdict::Denied;
+        };
+        let Some(hash) = self.users.users.get(&user).cloned() else {
+            return AuthVerdict::Denied;
+        };
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
+            .await
+            .is_ok_and(|r| r.unwrap_or(false));
+        if !ok {
+            return AuthVerdict::Denied;
+        }
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= AUTH_CACHE_SIZE {
+            verified.retain(|_, at| at.elapsed() < AUTH_CACHE_TTL);
+            if verified.len() >= AUTH_CACHE_SIZE {
+                verified.clear();
+            }
+        }
+        verified.insert(key, Instant::now());
+        AuthVerdict::Allowed
+    }
+
+    fn recently_verified(&self, key: &[u8; 32]) -> bool {
+        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        verified
+            .get(key)
+            .is_some_and(|at| at.elapsed() < AUTH_CACHE_TTL)
+    }
+}
+
+/// Decodes `Basic base64(user:password)`.
+pub fn basic_credentials(value: &[u8]) -> Option<(String, String)> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    let (scheme, encoded) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+/// `Basic base64(user:password)`
+pub fn basic_header(user: &str, password: &str) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {encoded}")
+}
+
+/// An address block such as `10.0.0.0/8` or `fd00::/8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `address/prefix` (a lone address is a /32 or /128).
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let text = text.trim();
+        let (address, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let network: IpAddr = address
+            .parse()
+            .map_err(|_| format!("{text:?} is not an address block like 10.0.0.0/8"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?} has a prefix length outside 0..={max}"))?,
+            None => max,
+        };
+        Ok(Cidr { network, prefix })
+    }
+
+    /// Whether `ip` is in the block (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Whether a destination is off limits unless `proxy.allow_private_destinations` is set:
+/// unspecified, loopback, private (RFC 1918, unique local), shared (CGNAT), link-local,
+/// multicast, broadcast and reserved addresses.
+pub fn is_private(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(v4) => is_private_v4(v4),
+        IpAddr::V6(v6) => is_private_v6(v6),
+    }
+}
+
+fn is_private_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_multicast()
+        || ip.is_broadcast()
+        || a == 0 // "this network"
+        || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
+        || a >= 240 // reserved
+}
+
+fn is_private_v6(ip: Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
+        || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
+        // NAT64 64:ff9b::/96 embeds an IPv4 address: judge that one.
+        || (ip.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+            && is_private_v4(Ipv4Addr::from(
+                u32::try_from(u128::from(ip) & 0xffff_ffff).unwrap_or(0),
+            )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    }
+
+    #[test]
+    fn private_destinations_are_recognised() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+        ] {
+            assert!(is_private(ip(private)), "{private}");
+        }
+        for public in [
+            "8.8.8.8",
+            "142.250.0.1",
+            "2001:4860::8888",
+            "64:ff9b::808:808",
+        ] {
+            assert!(!is_private(ip(public)), "{public}");
+        }
+    }
+
+    #[test]
+    fn cidrs_parse_and_match() {
+        let block = Cidr::parse("10.0.0.0/8").unwrap_or(Cidr {
+            network: ip("255.255.255.255"),
+            prefix: 32,
+        });
+        assert!(block.contains(ip("10.200.0.1")));
+        assert!(block.contains(ip("::ffff:10.0.0.1")));
+        assert!(!block.contains(ip("11.0.0.1")));
+        assert!(Cidr::parse("0.0.0.0/0").is_ok_and(|c| c.contains(ip("1.2.3.4"))));
+        assert!(Cidr::parse("fd00::/8").is_ok_and(|c| c.contains(ip("fd12::1"))));
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("ten/8").is_err());
+        assert!(Cidr::parse("127.0.0.1").is_ok_and(|c| c.contains(ip("127.0.0.1"))));
+    }
+
+    #[test]
+    fn htpasswd_accepts_only_bcrypt() {
+        assert!(Htpasswd::parse("alice:$2y$05$abcdefghijklmnopqrstuu\n# comment\n").is_ok());
+        let err = Htpasswd::parse("bob:{SHA}secret").err().unwrap_or_default();
+        assert!(err.contains("bob") && !err.contains("secret"), "{err}");
+        assert!(Htpasswd::parse("").is_err());
+    }
+
+    #[tokio::test]
+    async fn proxy_auth_checks_basic_credentials() {
+        let hash = bcrypt::hash("pw", 4).unwrap_or_default();
+        let auth = ProxyAuth::new(
+            Htpasswd::parse(&format!("alice:{hash}")).unwrap_or(Htpasswd {
+                users: HashMap::new(),
+            }),
+        );
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = value.parse() {
+                headers.insert(PROXY_AUTHORIZATION, v);
+            }
+            headers
+        };
+        assert_eq!(
+            auth.check(&with(&basic_header("alice", "pw"))).await,
+            AuthVerdict::Allowed
+        );
+        assert_eq!(
+            auth.check(&with(&basic_header("alice", "pw"))).await,
+            AuthVerdict::Allowed
+        );
+        assert_eq!(
+            auth.check(&with(&basic_header("alice", "no"))).await,
+            AuthVerdict::Denied
+        );
+        assert_eq!(
+            auth.check(&with(&basic_header("eve", "pw"))).await,
+            AuthVerdict::Denied
+        );
+        assert_eq!(auth.check(&with("Bearer x")).await, AuthVerdict::Denied);
+        assert_eq!(auth.check(&HeaderMap::new()).await, AuthVerdict::Denied);
+    }
+}
