@@ -62,7 +62,11 @@ async fn blob_fill_is_shared_by_concurrent_clients() {
             "headers at {headers_at:?}, before the fill ended at {first_done:?}"
         );
     }
-    assert_eq!(registry.count("GET", "/blobs/"), 1, "one upstream GET for 20 clients");
+    assert_eq!(
+        registry.count("GET", "/blobs/"),
+        1,
+        "one upstream GET for 20 clients"
+    );
     assert!(proxy.blob_path(&digest).exists());
     assert_eq!(temp_files(&proxy), 0);
 }
@@ -95,7 +99,11 @@ async fn ranges_are_answered_from_a_fill_in_progress() {
             .await
             .unwrap();
         assert_eq!(response.status(), 206, "{range}");
-        assert_eq!(response.bytes().await.unwrap(), bytes.slice(span), "{range}");
+        assert_eq!(
+            response.bytes().await.unwrap(),
+            bytes.slice(span),
+            "{range}"
+        );
     }
     assert_eq!(leader.await.unwrap(), bytes);
     assert_eq!(registry.count("GET", "/blobs/"), 1);
@@ -117,10 +125,7 @@ async fn a_range_miss_starts_a_whole_fill_and_is_answered_from_it() {
         .await
         .unwrap();
     assert_eq!(response.status(), 206);
-    assert_eq!(
-        response.headers()["content-range"],
-        "bytes 100-199/500000"
-    );
+    assert_eq!(response.headers()["content-range"], "bytes 100-199/500000");
     assert_eq!(response.bytes().await.unwrap(), bytes.slice(100..200));
     // The whole blob was fetched (without the client's Range) and kept.
     assert!(registry.seen()[0].headers.get("range").is_none());
@@ -151,11 +156,19 @@ async fn a_fill_goes_on_when_its_client_leaves() {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while !proxy.blob_path(&digest).exists() {
-        assert!(Instant::now() < deadline, "the fill did not finish into the store");
+        assert!(
+            Instant::now() < deadline,
+            "the fill did not finish into the store"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     registry.set_mode(Mode::Direct);
-    let again = proxy.client(true).get(blob_url(&digest)).send().await.unwrap();
+    let again = proxy
+        .client(true)
+        .get(blob_url(&digest))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.bytes().await.unwrap(), bytes);
     assert_eq!(registry.count("GET", "/blobs/"), 1);
 }
@@ -163,7 +176,10 @@ async fn a_fill_goes_on_when_its_client_leaves() {
 #[tokio::test]
 async fn stalled_or_cut_upstreams_fail_cleanly_and_the_next_request_fills_anew() {
     init();
-    for mode in [Mode::Stall { after: 100_000 }, Mode::Truncate { after: 100_000 }] {
+    for mode in [
+        Mode::Stall { after: 100_000 },
+        Mode::Truncate { after: 100_000 },
+    ] {
         let registry = Registry::start().await;
         registry.set_mode(mode);
         let dir = tempfile::tempdir().unwrap();
@@ -204,7 +220,11 @@ async fn stalled_or_cut_upstreams_fail_cleanly_and_the_next_request_fills_anew()
         registry.set_mode(Mode::Direct);
         let again = client.get(blob_url(&digest)).send().await.unwrap();
         assert_eq!(again.bytes().await.unwrap(), bytes, "{mode:?}");
-        assert_eq!(registry.count("GET", "/blobs/"), failed_fills + 1, "{mode:?}");
+        assert_eq!(
+            registry.count("GET", "/blobs/"),
+            failed_fills + 1,
+            "{mode:?}"
+        );
         assert!(proxy.blob_path(&digest).exists());
     }
 }
@@ -218,7 +238,12 @@ async fn no_room_on_disk_turns_caching_off_not_the_response() {
     let bytes = fresh_blob(300_000);
     let digest = registry.add_blob(bytes.clone());
     for h2 in [false, true] {
-        let response = proxy.client(h2).get(blob_url(&digest)).send().await.unwrap();
+        let response = proxy
+            .client(h2)
+            .get(blob_url(&digest))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.bytes().await.unwrap(), bytes);
     }
@@ -275,7 +300,10 @@ async fn the_store_stays_under_max_size_and_keeps_what_is_used() {
 
     assert!(proxy.blob_path(&hot).exists(), "the hot blob survived");
     assert_eq!(registry.count("GET", &hot), 1, "and was fetched once");
-    assert!(!proxy.blob_path(&cold[0]).exists(), "the oldest cold blob went");
+    assert!(
+        !proxy.blob_path(&cold[0]).exists(),
+        "the oldest cold blob went"
+    );
     assert!(proxy.blob_path(&cold[15]).exists(), "the newest stayed");
 }
 
@@ -286,7 +314,12 @@ async fn a_blob_larger_than_the_limit_is_served_uncached() {
     let proxy = Proxy::start(&registry, "max_size = \"100KiB\"\nmin_free = \"0\"").await;
     let bytes = fresh_blob(300_000);
     let digest = registry.add_blob(bytes.clone());
-    let got = proxy.client(false).get(blob_url(&digest)).send().await.unwrap();
+    let got = proxy
+        .client(false)
+        .get(blob_url(&digest))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(got.bytes().await.unwrap(), bytes);
     assert!(!proxy.blob_path(&digest).exists());
     assert!(disk_usage(&proxy.cache_dir().join("blobs")) <= 100 << 10);
