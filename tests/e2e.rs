@@ -34,8 +34,7 @@ fn stop_registry_and_let_tags_expire(
 
 #[test]
 fn skopeo_copies_through_hoard_byte_for_byte_and_from_cache_when_registry_is_down() -> Result {
-    let tools = ["openssl", "tar", "gzip", "docker-registry", "skopeo"];
-    harness::run("skopeo", &tools, false, |scene, tools| {
+    harness::run("skopeo", &harness::SKOPEO_TOOLS, false, |scene, tools| {
         let pki = harness::make_pki(scene, tools)?;
         let registry = harness::start_registry(scene, tools, &pki)?;
         let pushed = harness::build_and_push(scene, tools, &pki, &registry, "v1")?;
@@ -75,17 +74,7 @@ fn skopeo_copies_through_hoard_byte_for_byte_and_from_cache_when_registry_is_dow
 
 #[test]
 fn dockerd_pulls_through_hoard_and_again_from_cache_when_registry_is_down() -> Result {
-    let tools = [
-        "openssl",
-        "tar",
-        "gzip",
-        "docker-registry",
-        "skopeo",
-        "containerd",
-        "dockerd",
-        "docker",
-    ];
-    harness::run("dockerd", &tools, true, |scene, tools| {
+    harness::run("dockerd", &harness::DOCKERD_TOOLS, true, |scene, tools| {
         harness::ensure_not_loopback(REGISTRY_HOST)?;
         let pki = harness::make_pki(scene, tools)?;
         let registry = harness::start_registry(scene, tools, &pki)?;

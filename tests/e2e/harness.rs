@@ -5,6 +5,11 @@
 //! Nothing here writes outside the test's folder except what dockerd 20.10 insists on
 //! (`/run/docker/plugins`, an empty folder).
 
+#![allow(
+    dead_code,
+    reason = "each test binary that loads this file uses a different part of it"
+)]
+
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File};
@@ -24,6 +29,20 @@ pub const REPOSITORY: &str = "project/image";
 /// hoard's `cache.tag_ttl` in the tests; the "registry down" steps wait longer than this so the
 /// tag is stale and hoard has to fall back to its cache.
 pub const TAG_TTL: Duration = Duration::from_secs(1);
+
+/// The programs a test with skopeo as the client needs.
+pub const SKOPEO_TOOLS: [&str; 5] = ["openssl", "tar", "gzip", "docker-registry", "skopeo"];
+/// The programs a test with dockerd as the client needs (skopeo still pushes the image).
+pub const DOCKERD_TOOLS: [&str; 8] = [
+    "openssl",
+    "tar",
+    "gzip",
+    "docker-registry",
+    "skopeo",
+    "containerd",
+    "dockerd",
+    "docker",
+];
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const PULL_TIMEOUT: Duration = Duration::from_secs(180);
@@ -226,11 +245,16 @@ impl Scene {
         Ok(dir)
     }
 
-    /// Starts a long-running process with stdout and stderr in `logs/<name>.log`. `grace` is how
-    /// long [`Scene::stop`] waits after SIGTERM before SIGKILL (zero: SIGKILL at once).
+    /// Starts a long-running process with stdout and stderr in `logs/<name>.log` (appended to, so
+    /// a process restarted under the same name keeps the earlier log). `grace` is how long
+    /// [`Scene::stop`] waits after SIGTERM before SIGKILL (zero: SIGKILL at once).
     pub fn spawn(&mut self, name: &str, mut command: Command, grace: Duration) -> Result<()> {
         let log = self.logs.join(format!("{name}.log"));
-        let out = File::create(&log).context(format!("creating {}", log.display()))?;
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .context(format!("opening {}", log.display()))?;
         let err = out.try_clone().context("cloning a log file handle")?;
         let child = command
             .stdin(Stdio::null())
@@ -503,12 +527,13 @@ pub fn ensure_not_loopback(host: &str) -> Result<()> {
     }
 }
 
-fn json_string(text: &str) -> String {
-    // A JSON string literal is also a valid TOML basic string.
+/// `text` as a JSON string literal, which is also a TOML basic string and a YAML double-quoted one.
+pub fn json_string(text: &str) -> String {
     serde_json::Value::String(text.to_owned()).to_string()
 }
 
-fn path_str(path: &Path) -> Result<&str> {
+/// `path` as UTF-8, or a failure naming it.
+pub fn path_str(path: &Path) -> Result<&str> {
     path.to_str()
         .context(format!("path is not UTF-8: {}", path.display()))
 }
@@ -520,6 +545,8 @@ fn path_str(path: &Path) -> Result<&str> {
 pub struct Pki {
     /// The test CA certificate (PEM); hoard trusts it through `upstream.extra_ca_files`.
     pub ca_crt: PathBuf,
+    /// The test CA's private key, for [`make_server_cert`].
+    pub ca_key: PathBuf,
     /// A folder holding only `ca.crt`, for skopeo's `--cert-dir` when talking to the registry.
     pub ca_cert_dir: PathBuf,
     /// The registry's certificate and key.
@@ -533,21 +560,6 @@ pub fn make_pki(scene: &mut Scene, tools: &Tools) -> Result<Pki> {
     let dir = scene.dir("pki")?;
     let ca_key = dir.join("test-ca.key");
     let ca_crt = dir.join("test-ca.crt");
-    let server_key = dir.join("server.key");
-    let server_csr = dir.join("server.csr");
-    let server_crt = dir.join("server.crt");
-    let ext = dir.join("server.ext");
-    fs::write(
-        &ext,
-        format!(
-            "basicConstraints=critical,CA:FALSE\n\
-             keyUsage=critical,digitalSignature\n\
-             extendedKeyUsage=serverAuth\n\
-             subjectAltName=DNS:{REGISTRY_HOST},IP:127.0.0.1\n"
-        ),
-    )
-    .context("writing the extensions file")?;
-
     scene.exec_text(
         "openssl make test CA",
         tools
@@ -568,8 +580,56 @@ pub fn make_pki(scene: &mut Scene, tools: &Tools) -> Result<Pki> {
             .arg("-out")
             .arg(&ca_crt),
     )?;
+
+    // skopeo's cert dirs take *.crt as CAs, and a *.key without a matching *.cert is an error:
+    // give it a folder holding nothing but the CA certificate.
+    let ca_cert_dir = scene.dir("pki/test-ca-certs")?;
+    fs::copy(&ca_crt, ca_cert_dir.join("ca.crt")).context("copying the test CA")?;
+    let mut pki = Pki {
+        ca_crt,
+        ca_key,
+        ca_cert_dir,
+        server_crt: PathBuf::new(),
+        server_key: PathBuf::new(),
+    };
+    let (server_crt, server_key) = make_server_cert(
+        scene,
+        tools,
+        &pki,
+        "server",
+        &format!("DNS:{REGISTRY_HOST},IP:127.0.0.1"),
+    )?;
+    pki.server_crt = server_crt;
+    pki.server_key = server_key;
+    Ok(pki)
+}
+
+/// A P-256 server certificate signed by the test CA for `subject_alt_names` (openssl syntax,
+/// `DNS:a,IP:b`), as `pki/<stem>.crt` and `pki/<stem>.key`.
+pub fn make_server_cert(
+    scene: &mut Scene,
+    tools: &Tools,
+    pki: &Pki,
+    stem: &str,
+    subject_alt_names: &str,
+) -> Result<(PathBuf, PathBuf)> {
+    let dir = scene.dir("pki")?;
+    let key = dir.join(format!("{stem}.key"));
+    let csr = dir.join(format!("{stem}.csr"));
+    let crt = dir.join(format!("{stem}.crt"));
+    let ext = dir.join(format!("{stem}.ext"));
+    fs::write(
+        &ext,
+        format!(
+            "basicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=serverAuth\n\
+             subjectAltName={subject_alt_names}\n"
+        ),
+    )
+    .context("writing the extensions file")?;
     scene.exec_text(
-        "openssl make server key",
+        &format!("openssl make {stem} key"),
         tools
             .command("openssl")
             .args([
@@ -579,41 +639,31 @@ pub fn make_pki(scene: &mut Scene, tools: &Tools) -> Result<Pki> {
                 "-pkeyopt",
                 "ec_paramgen_curve:prime256v1",
             ])
-            .args(["-nodes", "-subj", &format!("/CN={REGISTRY_HOST}")])
+            .args(["-nodes", "-subj", &format!("/CN={stem}")])
             .arg("-keyout")
-            .arg(&server_key)
+            .arg(&key)
             .arg("-out")
-            .arg(&server_csr),
+            .arg(&csr),
     )?;
     scene.exec_text(
-        "openssl sign server cert",
+        &format!("openssl sign {stem} cert"),
         tools
             .command("openssl")
             .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
             .arg("-in")
-            .arg(&server_csr)
+            .arg(&csr)
             .arg("-CA")
-            .arg(&ca_crt)
+            .arg(&pki.ca_crt)
             .arg("-CAkey")
-            .arg(&ca_key)
+            .arg(&pki.ca_key)
             .arg("-CAserial")
             .arg(dir.join("test-ca.srl"))
             .arg("-extfile")
             .arg(&ext)
             .arg("-out")
-            .arg(&server_crt),
+            .arg(&crt),
     )?;
-
-    // skopeo's cert dirs take *.crt as CAs, and a *.key without a matching *.cert is an error:
-    // give it a folder holding nothing but the CA certificate.
-    let ca_cert_dir = scene.dir("pki/test-ca-certs")?;
-    fs::copy(&ca_crt, ca_cert_dir.join("ca.crt")).context("copying the test CA")?;
-    Ok(Pki {
-        ca_crt,
-        ca_cert_dir,
-        server_crt,
-        server_key,
-    })
+    Ok((crt, key))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -623,6 +673,32 @@ pub fn make_pki(scene: &mut Scene, tools: &Tools) -> Result<Pki> {
 pub struct Registry {
     /// Its loopback port.
     pub port: u16,
+    /// `user:password` for skopeo's `--creds` when the registry checks an htpasswd file.
+    pub creds: Option<String>,
+}
+
+/// How the registry authenticates its clients.
+pub enum RegistryAuth {
+    /// Everyone may pull and push.
+    None,
+    /// HTTP Basic against an htpasswd file holding one bcrypt line for `user`.
+    Htpasswd {
+        /// The user name.
+        user: String,
+        /// The password.
+        password: String,
+    },
+    /// Bearer tokens (JWTs) issued by a token server, verified against `rootcertbundle`.
+    Token {
+        /// The token server's URL, sent in the registry's challenge.
+        realm: String,
+        /// The registry's service name: the `service` in the challenge and the tokens' `aud`.
+        service: String,
+        /// The tokens' `iss`.
+        issuer: String,
+        /// PEM certificates the tokens' signing certificate (`x5c`) must chain to.
+        rootcertbundle: PathBuf,
+    },
 }
 
 /// Process name of the registry in the scene (for [`Scene::stop`]).
@@ -630,8 +706,51 @@ pub const REGISTRY_PROC: &str = "registry";
 
 /// Starts `docker-registry serve` with TLS, no auth, storage in the scene.
 pub fn start_registry(scene: &mut Scene, tools: &Tools, pki: &Pki) -> Result<Registry> {
+    start_registry_with(scene, tools, pki, &RegistryAuth::None)
+}
+
+/// Starts `docker-registry serve` with TLS and `auth`, storage in the scene (the same folder every
+/// time, so a registry restarted with other settings serves what was pushed before).
+pub fn start_registry_with(
+    scene: &mut Scene,
+    tools: &Tools,
+    pki: &Pki,
+    auth: &RegistryAuth,
+) -> Result<Registry> {
     let port = free_port()?;
     let storage = scene.dir("registry")?;
+    let (auth_yaml, creds) = match auth {
+        RegistryAuth::None => (String::new(), None),
+        RegistryAuth::Htpasswd { user, password } => {
+            // Distribution checks it with Go's bcrypt, which takes $2b$ and $2y$ alike; cost 4 is
+            // the minimum, enough for a test and fast.
+            let hash = bcrypt::hash(password, 4).context("bcrypt")?;
+            let htpasswd = scene.path("registry.htpasswd");
+            fs::write(&htpasswd, format!("{user}:{hash}\n"))
+                .context("writing the htpasswd file")?;
+            let yaml = format!(
+                "auth:\n  htpasswd:\n    realm: hoard-e2e\n    path: {}\n",
+                json_string(path_str(&htpasswd)?)
+            );
+            (yaml, Some(format!("{user}:{password}")))
+        }
+        RegistryAuth::Token {
+            realm,
+            service,
+            issuer,
+            rootcertbundle,
+        } => {
+            let yaml = format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    \
+                 rootcertbundle: {}\n",
+                json_string(realm),
+                json_string(service),
+                json_string(issuer),
+                json_string(path_str(rootcertbundle)?),
+            );
+            (yaml, None)
+        }
+    };
     let config = scene.path("registry.yml");
     fs::write(
         &config,
@@ -639,7 +758,8 @@ pub fn start_registry(scene: &mut Scene, tools: &Tools, pki: &Pki) -> Result<Reg
             "version: 0.1\n\
              log:\n  level: info\n\
              storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {crt}\n    key: {key}\n",
+             http:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {crt}\n    key: {key}\n\
+             {auth_yaml}",
             storage = path_str(&storage)?,
             crt = path_str(&pki.server_crt)?,
             key = path_str(&pki.server_key)?,
@@ -659,7 +779,7 @@ pub fn start_registry(scene: &mut Scene, tools: &Tools, pki: &Pki) -> Result<Reg
         scene.check_running(REGISTRY_PROC)?;
         Ok(accepts(port))
     })?;
-    Ok(Registry { port })
+    Ok(Registry { port, creds })
 }
 
 impl Registry {
@@ -702,7 +822,8 @@ fn docker_arch() -> &'static str {
     }
 }
 
-fn random_bytes(len: usize) -> Result<Vec<u8>> {
+/// `len` bytes from /dev/urandom.
+pub fn random_bytes(len: usize) -> Result<Vec<u8>> {
     let mut bytes = vec![0; len];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
@@ -832,8 +953,11 @@ pub fn build_and_push(
     push.args(["copy", "--format", "v2s2", "--dest-cert-dir"])
         .arg(&pki.ca_cert_dir)
         .arg("--digestfile")
-        .arg(&digest_file)
-        .arg(format!("oci:{}:{tag}", path_str(&layout)?))
+        .arg(&digest_file);
+    if let Some(creds) = &registry.creds {
+        push.arg("--dest-creds").arg(creds);
+    }
+    push.arg(format!("oci:{}:{tag}", path_str(&layout)?))
         .arg(registry.reference(tag));
     scene.exec("skopeo push to the registry", &mut push, PULL_TIMEOUT)?;
     let manifest_digest = fs::read_to_string(&digest_file)
@@ -844,8 +968,11 @@ pub fn build_and_push(
     let mut inspect = skopeo(scene, tools)?;
     inspect
         .args(["inspect", "--raw", "--cert-dir"])
-        .arg(&pki.ca_cert_dir)
-        .arg(registry.reference(tag));
+        .arg(&pki.ca_cert_dir);
+    if let Some(creds) = &registry.creds {
+        inspect.arg("--creds").arg(creds);
+    }
+    inspect.arg(registry.reference(tag));
     let stored = scene.exec(
         "skopeo inspect --raw on the registry",
         &mut inspect,
@@ -867,17 +994,26 @@ pub fn build_and_push(
     })
 }
 
-/// skopeo with the machine's policy and registries.conf replaced by the scene's own.
+/// skopeo with the machine's policy, registries.conf and credentials replaced by the scene's own:
+/// no registry credentials at all unless a command passes `--creds`.
 pub fn skopeo(scene: &Scene, tools: &Tools) -> Result<Command> {
     let conf = scene.path("registries.conf");
     if !conf.exists() {
         fs::write(&conf, "").context("writing an empty registries.conf")?;
     }
+    let auth = scene.path("auth.json");
+    if !auth.exists() {
+        fs::write(&auth, "{}\n").context("writing an empty auth.json")?;
+    }
     let tmp = scene.dir("skopeo-tmp")?;
+    let home = scene.dir("skopeo-home")?;
     let mut command = tools.command("skopeo");
     command
         .env("CONTAINERS_REGISTRIES_CONF", conf)
-        .env("REGISTRY_AUTH_FILE", scene.path("auth.json"))
+        .env("REGISTRY_AUTH_FILE", auth)
+        // No ~/.docker/config.json or $XDG_RUNTIME_DIR/containers/auth.json of the machine's.
+        .env("HOME", &home)
+        .env("XDG_RUNTIME_DIR", &home)
         .arg("--insecure-policy")
         .arg("--tmpdir")
         .arg(tmp);
@@ -889,6 +1025,8 @@ pub fn skopeo(scene: &Scene, tools: &Tools) -> Result<Command> {
 
 /// A running hoard.
 pub struct Hoard {
+    /// Its process name in the scene (for [`Scene::log`]).
+    pub name: String,
     /// `http://127.0.0.1:<port>`, the value for `HTTPS_PROXY`.
     pub proxy_url: String,
     /// hoard's CA certificate (written by hoard at start).
@@ -900,6 +1038,27 @@ pub struct Hoard {
 /// Process name of hoard in the scene.
 pub const HOARD_PROC: &str = "hoard";
 
+/// What varies between the hoards of the tests.
+pub struct HoardOptions {
+    /// Process name, also the name of its folder in the scene (so one scene can run several).
+    pub name: String,
+    /// More `upstream.resolve` entries: host name to a loopback port.
+    pub resolve: Vec<(String, u16)>,
+    /// TOML appended to the config file (after the `[upstream]` table, so `[[upstream.credentials]]`
+    /// entries fit here).
+    pub extra_toml: String,
+}
+
+impl Default for HoardOptions {
+    fn default() -> Self {
+        HoardOptions {
+            name: HOARD_PROC.to_owned(),
+            resolve: Vec::new(),
+            extra_toml: String::new(),
+        }
+    }
+}
+
 /// Starts `hoard serve --config FILE` intercepting [`REGISTRY_HOST`], resolved to the registry.
 pub fn start_hoard(
     scene: &mut Scene,
@@ -907,10 +1066,29 @@ pub fn start_hoard(
     pki: &Pki,
     registry: &Registry,
 ) -> Result<Hoard> {
+    start_hoard_with(scene, binary, pki, registry, &HoardOptions::default())
+}
+
+/// Like [`start_hoard`], with the [`HoardOptions`].
+pub fn start_hoard_with(
+    scene: &mut Scene,
+    binary: &Path,
+    pki: &Pki,
+    registry: &Registry,
+    options: &HoardOptions,
+) -> Result<Hoard> {
+    let name = options.name.as_str();
     let port = free_port()?;
-    let ca_dir = scene.path("hoard/ca");
-    let cache_dir = scene.path("hoard/cache");
-    let config = scene.dir("hoard")?.join("hoard.toml");
+    let ca_dir = scene.path(&format!("{name}/ca"));
+    let cache_dir = scene.path(&format!("{name}/cache"));
+    let config = scene.dir(name)?.join("hoard.toml");
+    let mut resolve = vec![format!(
+        "\"{REGISTRY_HOST}\" = \"127.0.0.1:{}\"",
+        registry.port
+    )];
+    for (host, port) in &options.resolve {
+        resolve.push(format!("{} = \"127.0.0.1:{port}\"", json_string(host)));
+    }
     fs::write(
         &config,
         format!(
@@ -919,12 +1097,14 @@ pub fn start_hoard(
              [cache]\ndir = {cache}\ntag_ttl = \"{ttl}s\"\n\
              [intercept]\nhosts = [\"{REGISTRY_HOST}\"]\n\
              [upstream]\nextra_ca_files = [{extra}]\n\
-             resolve = {{ \"{REGISTRY_HOST}\" = \"127.0.0.1:{upstream}\" }}\n",
+             resolve = {{ {resolve} }}\n\
+             {extra_toml}",
             ca = json_string(path_str(&ca_dir)?),
             cache = json_string(path_str(&cache_dir)?),
             ttl = TAG_TTL.as_secs(),
             extra = json_string(path_str(&pki.ca_crt)?),
-            upstream = registry.port,
+            resolve = resolve.join(", "),
+            extra_toml = options.extra_toml,
         ),
     )
     .context("writing hoard.toml")?;
@@ -940,17 +1120,18 @@ pub fn start_hoard(
         .env_remove("https_proxy")
         .env_remove("ALL_PROXY")
         .env_remove("all_proxy");
-    scene.spawn(HOARD_PROC, command, Duration::from_secs(5))?;
+    scene.spawn(name, command, Duration::from_secs(5))?;
     let ca_crt = ca_dir.join("ca.crt");
     wait_for("hoard to listen and write ca/ca.crt", START_TIMEOUT, || {
-        scene.check_running(HOARD_PROC)?;
+        scene.check_running(name)?;
         Ok(accepts(port) && fs::metadata(&ca_crt).is_ok_and(|m| m.len() > 0))
     })?;
 
-    let ca_cert_dir = scene.dir("hoard-ca-certs")?;
+    let ca_cert_dir = scene.dir(&format!("{name}-ca-certs"))?;
     fs::copy(&ca_crt, ca_cert_dir.join("ca.crt")).context("copying hoard's CA")?;
-    eprintln!("e2e: hoard listening on 127.0.0.1:{port}");
+    eprintln!("e2e: {name} listening on 127.0.0.1:{port}");
     Ok(Hoard {
+        name: name.to_owned(),
         proxy_url: format!("http://127.0.0.1:{port}"),
         ca_crt,
         ca_cert_dir,
@@ -979,6 +1160,24 @@ pub fn skopeo_copy_via_hoard(
     tag: &str,
     name: &str,
 ) -> Result<Copied> {
+    match try_skopeo_copy_via_hoard(scene, tools, hoard, tag, name)? {
+        Ok(copied) => Ok(copied),
+        Err(stderr) => fail(format!(
+            "skopeo copy via {} ({name}) failed:\n{stderr}",
+            hoard.name
+        )),
+    }
+}
+
+/// Like [`skopeo_copy_via_hoard`], but a failing skopeo is an outcome (`Err` with its stderr),
+/// not a failed step.
+pub fn try_skopeo_copy_via_hoard(
+    scene: &mut Scene,
+    tools: &Tools,
+    hoard: &Hoard,
+    tag: &str,
+    name: &str,
+) -> Result<std::result::Result<Copied, String>> {
     let dir = scene.path(name);
     let digest_file = scene.path(&format!("{name}.digest"));
     let mut copy = skopeo(scene, tools)?;
@@ -989,19 +1188,22 @@ pub fn skopeo_copy_via_hoard(
         .arg(&digest_file)
         .arg(format!("docker://{REGISTRY_HOST}/{REPOSITORY}:{tag}"))
         .arg(format!("dir:{}", path_str(&dir)?));
-    scene.exec(
-        &format!("skopeo copy via hoard ({name})"),
+    let (status, _, stderr) = scene.exec_status(
+        &format!("skopeo copy via {} ({name})", hoard.name),
         &mut copy,
         PULL_TIMEOUT,
     )?;
-    Ok(Copied {
+    if !status.success() {
+        return Ok(Err(format!("{status}\n{stderr}")));
+    }
+    Ok(Ok(Copied {
         digest: fs::read_to_string(&digest_file)
             .context("reading the digest file")?
             .trim()
             .to_owned(),
         manifest: fs::read(dir.join("manifest.json")).context("reading manifest.json")?,
         dir,
-    })
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
