@@ -20,7 +20,9 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{mpsc, watch};
 
-use crate::cache::{Target, insert_digest_headers, path_and_query, upstream_headers};
+use crate::cache::{
+    Target, insert_digest_headers, path_and_query, registry_send, upstream_headers,
+};
 use crate::forward::{pass_through, upstream_error};
 use crate::front::error;
 use crate::log::CacheStatus;
@@ -320,11 +322,7 @@ async fn fill(
     let range = request.headers().get(RANGE).cloned();
     let mut headers = upstream_headers(request.headers());
     headers.remove(RANGE);
-    let response = match hoard
-        .upstream
-        .send_following(Method::GET, uri, headers)
-        .await
-    {
+    let response = match registry_send(hoard, target, Method::GET, uri, headers).await {
         Ok(response) => response,
         Err(err) => return upstream_error(&err), // the permit drops: followers ask again
     };

@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::sync::OwnedMutexGuard;
 
+use crate::config::AuthOnHit;
 use crate::forward::{pass_through, strip_hop_by_hop, upstream_error};
 use crate::front::error;
 use crate::log::CacheStatus;
@@ -122,11 +123,19 @@ impl Target {
 
 /// Answers one request on an intercepted connection.
 pub async fn handle(request: Request<Incoming>, target: &Target, hoard: &Hoard) -> Response<Body> {
-    let is_read = matches!(*request.method(), Method::GET | Method::HEAD);
-    if !is_read {
+    let route = Route::parse(request.uri().path());
+    if let Route::Invalid(reason) = route {
+        return error(StatusCode::BAD_REQUEST, reason);
+    }
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
         return forward(request, target, hoard).await;
     }
-    match Route::parse(request.uri().path()) {
+    if matches!(route, Route::Blob { .. } | Route::Manifest { .. })
+        && let Some(refusal) = access_refused(&request, target, hoard).await
+    {
+        return refusal;
+    }
+    match route {
         Route::Ping => ping(request, target, hoard).await,
         Route::Blob { digest, .. } => crate::blobs::blob(request, target, hoard, digest).await,
         Route::Manifest {
@@ -138,7 +147,50 @@ pub async fn handle(request: Request<Incoming>, target: &Target, hoard: &Hoard) 
             reference: Reference::Tag(tag),
         } => manifest_by_tag(request, target, hoard, &repo, &tag).await,
         Route::Other => forward(request, target, hoard).await,
+        Route::Invalid(reason) => error(StatusCode::BAD_REQUEST, reason),
     }
+}
+
+/// Sends a body-less request to the intercepted registry, with hoard's own credentials for it
+/// when the client sent none.
+pub(crate) async fn registry_send(
+    hoard: &Hoard,
+    target: &Target,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response<Incoming>, crate::upstream::UpstreamError> {
+    let credential = hoard.config.credential_for(target.key.as_str());
+    hoard
+        .registry_auth
+        .send_following(&hoard.upstream, credential, method, uri, headers)
+        .await
+}
+
+/// With `cache.auth_on_hit = "upstream"`, the registry's word on whether this client may have
+/// this object; `None` when it may (or when the check is off).
+async fn access_refused(
+    request: &Request<Incoming>,
+    target: &Target,
+    hoard: &Hoard,
+) -> Option<Response<Body>> {
+    if hoard.config.auth_on_hit != AuthOnHit::Upstream {
+        return None;
+    }
+    let uri = target.uri(request.uri().path())?;
+    let credential = hoard.config.credential_for(target.key.as_str());
+    let mut refusal = hoard
+        .registry_auth
+        .check_access(
+            &hoard.upstream,
+            credential,
+            target.key.as_str(),
+            uri,
+            request.headers(),
+        )
+        .await?;
+    refusal.extensions_mut().insert(CacheStatus::Local);
+    Some(refusal)
 }
 
 /// Whether an upstream answer means "use the cache instead": overloaded, rate-limited, broken.
@@ -167,6 +219,10 @@ pub(crate) async fn forward(
     };
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    let credential = hoard.config.credential_for(target.key.as_str());
+    hoard
+        .registry_auth
+        .preauthorize(credential, parts.uri.path(), &mut parts.headers);
     parts.uri = uri;
     let upstream = Request::from_parts(parts, body.map_err(Into::into).boxed());
     match hoard.upstream.send(upstream).await {
@@ -183,7 +239,7 @@ async fn ping(request: Request<Incoming>, target: &Target, hoard: &Hoard) -> Res
     };
     let method = request.method().clone();
     let headers = upstream_headers(request.headers());
-    let result = hoard.upstream.send_following(method, uri, headers).await;
+    let result = registry_send(hoard, target, method, uri, headers).await;
     match result {
         Ok(response) if !unusable(response.status()) => pass_through(response, CacheStatus::Bypass),
         Ok(response) => {
@@ -267,6 +323,7 @@ async fn manifest_by_digest(
     };
     fetch_manifest(
         hoard,
+        target,
         uri,
         upstream_headers(request.headers()),
         Some(digest),
@@ -283,13 +340,12 @@ async fn manifest_by_digest(
 /// the response to give the client.
 async fn fetch_manifest(
     hoard: &Hoard,
+    target: &Target,
     uri: Uri,
     headers: HeaderMap,
     expected: Option<Digest>,
 ) -> Result<(StoredManifest, Digest), Response<Body>> {
-    let response = hoard
-        .upstream
-        .send_following(Method::GET, uri, headers)
+    let response = registry_send(hoard, target, Method::GET, uri, headers)
         .await
         .map_err(|err| upstream_error(&err))?;
     if response.status() != StatusCode::OK {
@@ -404,7 +460,7 @@ async fn manifest_by_tag(
         if head {
             return head_unknown_tag(hoard, target, repo, tag, tag_uri, headers).await;
         }
-        return match fetch_manifest(hoard, tag_uri, headers, None).await {
+        return match fetch_manifest(hoard, target, tag_uri, headers, None).await {
             Ok((manifest, digest)) => {
                 record_tag(hoard, target, repo, tag, &digest, &manifest).await;
                 serve_manifest(manifest, &digest, false, CacheStatus::Miss)
@@ -434,14 +490,14 @@ async fn manifest_by_tag(
             (false, None) => None,
         }
     };
-    let response = match hoard
-        .upstream
-        .send_following(
-            Method::HEAD,
-            tag_uri.clone(),
-            without_range(headers.clone()),
-        )
-        .await
+    let response = match registry_send(
+        hoard,
+        target,
+        Method::HEAD,
+        tag_uri.clone(),
+        without_range(headers.clone()),
+    )
+    .await
     {
         Ok(response) => response,
         Err(err) => return serve_stale(&err.to_string()).unwrap_or_else(|| upstream_error(&err)),
@@ -476,7 +532,15 @@ async fn manifest_by_tag(
     let Some(digest_uri) = target.uri(&format!("/v2/{repo}/manifests/{}", fresh.digest)) else {
         return error(StatusCode::BAD_REQUEST, "request path is not a valid URI");
     };
-    match fetch_manifest(hoard, digest_uri, headers, Some(fresh.digest.clone())).await {
+    match fetch_manifest(
+        hoard,
+        target,
+        digest_uri,
+        headers,
+        Some(fresh.digest.clone()),
+    )
+    .await
+    {
         Ok((manifest, digest)) => serve_manifest(manifest, &digest, false, CacheStatus::Miss),
         Err(response) => response,
     }
@@ -491,11 +555,7 @@ async fn head_unknown_tag(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response<Body> {
-    let response = match hoard
-        .upstream
-        .send_following(Method::HEAD, uri, headers)
-        .await
-    {
+    let response = match registry_send(hoard, target, Method::HEAD, uri, headers).await {
         Ok(response) => response,
         Err(err) => return upstream_error(&err),
     };

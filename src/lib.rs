@@ -16,6 +16,7 @@ pub mod intercept;
 pub mod log;
 pub mod ops;
 pub mod registry;
+pub mod registry_auth;
 pub mod store;
 pub mod tunnel;
 pub mod upstream;
@@ -56,6 +57,7 @@ pub struct Hoard {
     pub upstream: upstream::Upstream,
     pub stats: Arc<log::Stats>,
     pub flights: cache::Flights,
+    pub registry_auth: registry_auth::RegistryAuth,
 }
 
 /// The crypto provider: aws-lc-rs, the only one in the tree.
@@ -84,6 +86,7 @@ impl Hoard {
             upstream,
             stats: Arc::default(),
             flights: cache::Flights::default(),
+            registry_auth: registry_auth::RegistryAuth::default(),
         })
     }
 }

@@ -131,8 +131,10 @@ pub enum Route {
     Blob { repo: String, digest: Digest },
     /// `/v2/<name>/manifests/<reference>`
     Manifest { repo: String, reference: Reference },
-    /// Anything else: tag lists, catalog, uploads, unknown or malformed paths.
+    /// Anything else: tag lists, catalog, uploads, referrers: forwarded.
     Other,
+    /// A blob or manifest path that is not valid: answered 400 with the reason.
+    Invalid(&'static str),
 }
 
 impl Route {
@@ -144,25 +146,39 @@ impl Route {
         let Some(rest) = path.strip_prefix("/v2/") else {
             return Route::Other;
         };
+        // No registry name, digest or tag has these; they only ever try to escape.
+        if rest.contains('%') || rest.split('/').any(|s| s == "." || s == "..") {
+            return Route::Invalid(
+                "dot segments and percent-encoding are not allowed in registry paths",
+            );
+        }
         if let Some((repo, digest)) = rest.rsplit_once("/blobs/") {
-            return match (valid_repository(repo), Digest::parse(digest)) {
-                (true, Some(digest)) => Route::Blob {
+            if digest.starts_with("uploads") {
+                return Route::Other;
+            }
+            if !valid_repository(repo) {
+                return Route::Invalid("invalid repository name");
+            }
+            return match Digest::parse(digest) {
+                Some(digest) => Route::Blob {
                     repo: repo.to_owned(),
                     digest,
                 },
-                _ => Route::Other,
+                None => {
+                    Route::Invalid("invalid digest: expected sha256:<64 hex> or sha512:<128 hex>")
+                }
             };
         }
         if let Some((repo, reference)) = rest.rsplit_once("/manifests/") {
             if !valid_repository(repo) {
-                return Route::Other;
+                return Route::Invalid("invalid repository name");
             }
             let reference = if let Some(digest) = Digest::parse(reference) {
                 Reference::Digest(digest)
             } else if valid_tag(reference) {
                 Reference::Tag(reference.to_owned())
             } else {
-                return Route::Other;
+                return Route::Invalid("invalid tag or digest");
             };
             return Route::Manifest {
                 repo: repo.to_owned(),
@@ -275,10 +291,18 @@ mod tests {
             Route::Manifest { reference: Reference::Tag(t), .. } if t == "v1.2"
         ));
         assert_eq!(Route::parse("/v2/a/blobs/uploads/1234"), Route::Other);
-        assert_eq!(Route::parse("/v2/../x/manifests/latest"), Route::Other);
-        assert_eq!(Route::parse("/v2/a/%2e%2e/manifests/latest"), Route::Other);
-        assert_eq!(Route::parse("/v2/a/manifests/.hidden"), Route::Other);
+        assert_eq!(Route::parse("/v2/a/tags/list"), Route::Other);
         assert_eq!(Route::parse("/v2/_catalog"), Route::Other);
+        for bad in [
+            "/v2/../x/manifests/latest",
+            "/v2/a/%2e%2e/manifests/latest",
+            "/v2/a/manifests/.hidden",
+            "/v2/a/blobs/sha256:1234",
+            "/v2/A/blobs/sha256:1234",
+            "/v2/a/./b/tags/list",
+        ] {
+            assert!(matches!(Route::parse(bad), Route::Invalid(_)), "{bad}");
+        }
     }
 
     #[test]

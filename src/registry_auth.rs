@@ -1,0 +1,455 @@
+//! Authentication against registries, on two fronts:
+//! - hoard's own credentials (`[[upstream.credentials]]`), used when a client sends no
+//!   `Authorization`: hoard answers the registry's challenge itself, Basic or the Bearer token
+//!   flow, and keeps tokens until they expire;
+//! - `cache.auth_on_hit = "upstream"`: a client gets a cached manifest or blob only after the
+//!   registry accepted the client's own credentials for it (a HEAD), remembered for a while.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use sha2::Digest as _;
+
+use crate::config::Credential;
+use crate::upstream::{Upstream, UpstreamError};
+
+/// Used when a token response says nothing of its lifetime (the spec's default).
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Basic credentials need no refresh; an hour bounds how long a changed password goes unnoticed.
+const BASIC_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// How long the registry's verdict on a client's credentials for an object is reused.
+const VERDICT_TTL: Duration = Duration::from_secs(300);
+
+/// Bound on remembered tokens and verdicts; past it the oldest half is dropped.
+const MAX_REMEMBERED: usize = 10_000;
+
+/// A token response larger than this is not a token response.
+const MAX_TOKEN_RESPONSE: usize = 64 << 10;
+
+/// A registry's `WWW-Authenticate` challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        scope: Option<String>,
+    },
+}
+
+impl Challenge {
+    /// Parses `Basic realm="…"` or `Bearer realm="…",service="…",scope="…"`.
+    pub fn parse(value: &str) -> Option<Challenge> {
+        let value = value.trim();
+        let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            return Some(Challenge::Basic);
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let params = auth_params(rest);
+        let get = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        Some(Challenge::Bearer {
+            realm: get("realm")?,
+            service: get("service"),
+            scope: get("scope"),
+        })
+    }
+}
+
+/// `key="quoted, value",key=token` pairs; commas inside quotes belong to the value.
+fn auth_params(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            return out;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != ',') {
+                value.push(c);
+            }
+        }
+        out.push((key.trim().to_owned(), value.trim().to_owned()));
+    }
+}
+
+/// `repository:<name>:pull` for a registry API path, or `None` (the `/v2/` ping, the catalog).
+fn pull_scope(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/v2/")?;
+    let end = ["/manifests/", "/blobs/", "/tags/", "/referrers/"]
+        .iter()
+        .filter_map(|m| rest.find(m))
+        .min()?;
+    Some(format!("repository:{}:pull", &rest[..end]))
+}
+
+#[derive(Debug)]
+struct Remembered {
+    header: HeaderValue,
+    until: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct Verdict {
+    /// `None`: allowed; else the registry's refusal to pass on.
+    refusal: Option<(StatusCode, Option<HeaderValue>)>,
+    at: Instant,
+}
+
+/// Tokens and verdicts, shared by all connections.
+#[derive(Debug, Default)]
+pub struct RegistryAuth {
+    /// (registry host, scope) → `Authorization` value hoard uses.
+    tokens: Mutex<HashMap<(String, String), Remembered>>,
+    /// sha256(client credential, host, path) → the registry's answer.
+    verdicts: Mutex<HashMap<[u8; 32], Verdict>>,
+    /// sha256(client credential, host, repository) → when last allowed, for offline serving.
+    allowed_repos: Mutex<HashMap<[u8; 32], Instant>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn bounded<K, V>(map: &mut HashMap<K, V>, age: impl Fn(&V) -> Instant) {
+    if map.len() >= MAX_REMEMBERED {
+        let mut ages: Vec<Instant> = map.values().map(&age).collect();
+        ages.sort();
+        let cutoff = ages[ages.len() / 2];
+        map.retain(|_, v| age(v) > cutoff);
+    }
+}
+
+impl RegistryAuth {
+    /// Sends a body-less request to a registry. When the client sent no `Authorization` and
+    /// hoard has `credential` for the registry, hoard authenticates: with a remembered token
+    /// first, else by answering the registry's 401 challenge and sending again.
+    pub async fn send_following(
+        &self,
+        upstream: &Upstream,
+        credential: Option<&Credential>,
+        method: Method,
+        uri: Uri,
+        mut headers: HeaderMap,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let Some(credential) = credential.filter(|_| !headers.contains_key(AUTHORIZATION)) else {
+            return upstream.send_following(method, uri, headers).await;
+        };
+        let scope = pull_scope(uri.path()).unwrap_or_default();
+        let key = (credential.host.clone(), scope.clone());
+        if let Some(header) = self.remembered(&key) {
+            headers.insert(AUTHORIZATION, header);
+        }
+        let response = upstream
+            .send_following(method.clone(), uri.clone(), headers.clone())
+            .await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let Some(challenge) = response
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Challenge::parse)
+        else {
+            return Ok(response);
+        };
+        let answer = match challenge {
+            Challenge::Basic => basic(credential).map(|h| (h, BASIC_LIFETIME)),
+            Challenge::Bearer {
+                realm,
+                service,
+                scope: asked,
+            } => {
+                let scope = asked.unwrap_or(scope);
+                self.fetch_token(upstream, credential, &realm, service.as_deref(), &scope)
+                    .await
+            }
+        };
+        let Some((header, lifetime)) = answer else {
+            return Ok(response); // the client sees the registry's 401
+        };
+        {
+            let mut tokens = lock(&self.tokens);
+            bounded(&mut tokens, |r| r.until);
+            tokens.insert(
+                key,
+                Remembered {
+                    header: header.clone(),
+                    until: Instant::now() + lifetime,
+                },
+            );
+        }
+        headers.insert(AUTHORIZATION, header);
+        upstream.send_following(method, uri, headers).await
+    }
+
+    /// The remembered `Authorization` for a streamed request (pushes): no retry is possible.
+    pub fn preauthorize(
+        &self,
+        credential: Option<&Credential>,
+        path: &str,
+        headers: &mut HeaderMap,
+    ) {
+        let Some(credential) = credential.filter(|_| !headers.contains_key(AUTHORIZATION)) else {
+            return;
+        };
+        let key = (
+            credential.host.clone(),
+            pull_scope(path).unwrap_or_default(),
+        );
+        if let Some(header) = self.remembered(&key) {
+            headers.insert(AUTHORIZATION, header);
+        }
+    }
+
+    fn remembered(&self, key: &(String, String)) -> Option<HeaderValue> {
+        let tokens = lock(&self.tokens);
+        let remembered = tokens.get(key)?;
+        (remembered.until > Instant::now()).then(|| remembered.header.clone())
+    }
+
+    async fn fetch_token(
+        &self,
+        upstream: &Upstream,
+        credential: &Credential,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Option<(HeaderValue, Duration)> {
+        let mut query = Vec::new();
+        if let Some(service) = service {
+            query.push(format!("service={}", encode(service)));
+        }
+        if !scope.is_empty() {
+            query.push(format!("scope={}", encode(scope)));
+        }
+        let separator = if realm.contains('?') { '&' } else { '?' };
+        let url = format!("{realm}{separator}{}", query.join("&"));
+        let Ok(uri) = url.parse::<Uri>() else {
+            tracing::warn!(host = %credential.host, "registry named an unusable token realm");
+            return None;
+        };
+        let mut request = Request::new(crate::empty_body());
+        *request.uri_mut() = uri;
+        request
+            .headers_mut()
+            .insert(AUTHORIZATION, basic(credential)?);
+        let response = match upstream.send_guarded(request).await {
+            Ok(response) => response,
+            Err(err) => {
+                tracing::warn!(host = %credential.host, error = %err, "cannot reach the token service");
+                return None;
+            }
+        };
+        if response.status() != StatusCode::OK {
+            tracing::warn!(host = %credential.host, status = %response.status(), "the token service refused hoard's credentials");
+            return None;
+        }
+        let body = Limited::new(response.into_body(), MAX_TOKEN_RESPONSE)
+            .collect()
+            .await
+            .ok()?
+            .to_bytes();
+        let parsed: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        let token = parsed
+            .get("token")
+            .or_else(|| parsed.get("access_token"))?
+            .as_str()?;
+        let lifetime = parsed
+            .get("expires_in")
+            .and_then(serde_json::Value::as_u64)
+            .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
+        // Renew a little early, so a token does not expire between check and use.
+        let lifetime = lifetime.saturating_sub(lifetime / 10);
+        tracing::debug!(host = %credential.host, scope, ?lifetime, "token obtained");
+        Some((
+            HeaderValue::from_str(&format!("Bearer {token}")).ok()?,
+            lifetime,
+        ))
+    }
+
+    /// With `auth_on_hit = "upstream"`: whether this client may have the object at `path` of
+    /// `host`. `None` means yes; otherwise the response to give. The registry is asked with a
+    /// HEAD carrying the client's own credentials (or hoard's, when the client has none); its
+    /// answer is reused for [`VERDICT_TTL`]. When the registry cannot be asked, a client whose
+    /// credentials it accepted for the repository before is served.
+    pub async fn check_access(
+        &self,
+        upstream: &Upstream,
+        credential: Option<&Credential>,
+        host: &str,
+        uri: Uri,
+        client_headers: &HeaderMap,
+    ) -> Option<Response<crate::Body>> {
+        let presented = client_headers
+            .get(AUTHORIZATION)
+            .map_or(&b""[..], HeaderValue::as_bytes);
+        let key = fingerprint(&[presented, host.as_bytes(), uri.path().as_bytes()]);
+        let repo = pull_scope(uri.path()).unwrap_or_default();
+        let repo_key = fingerprint(&[presented, host.as_bytes(), repo.as_bytes()]);
+        if let Some(verdict) = lock(&self.verdicts).get(&key).cloned()
+            && verdict.at.elapsed() < VERDICT_TTL
+        {
+            return verdict.refusal.map(refusal_response);
+        }
+        let mut headers = crate::cache::upstream_headers(client_headers);
+        headers.remove(http::header::RANGE);
+        let result = self
+            .send_following(upstream, credential, Method::HEAD, uri, headers)
+            .await;
+        let status = match &result {
+            Ok(response) => response.status(),
+            Err(_) => StatusCode::BAD_GATEWAY,
+        };
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            let known = lock(&self.allowed_repos).contains_key(&repo_key);
+            return (!known).then(|| {
+                crate::front::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the registry cannot confirm access to this cached object right now",
+                )
+            });
+        }
+        let refusal = (!status.is_success() && !status.is_redirection()).then(|| {
+            let challenge = result
+                .as_ref()
+                .ok()
+                .and_then(|r| r.headers().get(WWW_AUTHENTICATE).cloned());
+            (status, challenge)
+        });
+        if refusal.is_none() {
+            let mut allowed = lock(&self.allowed_repos);
+            bounded(&mut allowed, |at| *at);
+            allowed.insert(repo_key, Instant::now());
+        }
+        let mut verdicts = lock(&self.verdicts);
+        bounded(&mut verdicts, |v| v.at);
+        verdicts.insert(
+            key,
+            Verdict {
+                refusal: refusal.clone(),
+                at: Instant::now(),
+            },
+        );
+        refusal.map(refusal_response)
+    }
+}
+
+fn refusal_response(
+    (status, challenge): (StatusCode, Option<HeaderValue>),
+) -> Response<crate::Body> {
+    let mut response =
+        crate::front::error(status, "the registry did not grant access to this object");
+    if let Some(challenge) = challenge {
+        response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+    }
+    response
+}
+
+fn fingerprint(parts: &[&[u8]]) -> [u8; 32] {
+    let mut hasher = sha2::Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    hasher.finalize().into()
+}
+
+fn basic(credential: &Credential) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(&crate::access::basic_header(
+        &credential.username,
+        &credential.password,
+    ))
+    .ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// Percent-encodes a query value.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_parse() {
+        assert_eq!(
+            Challenge::parse(
+                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull,push""#
+            ),
+            Some(Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into()),
+                scope: Some("repository:library/alpine:pull,push".into()),
+            })
+        );
+        assert_eq!(
+            Challenge::parse(r#"Basic realm="Registry""#),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(Challenge::parse("Bearer service=x"), None);
+        assert_eq!(Challenge::parse("Negotiate"), None);
+        assert_eq!(
+            Challenge::parse("Bearer realm=https://gcr.io/v2/token"),
+            Some(Challenge::Bearer {
+                realm: "https://gcr.io/v2/token".into(),
+                service: None,
+                scope: None,
+            })
+        );
+    }
+
+    #[test]
+    fn scopes_come_from_registry_paths() {
+        assert_eq!(
+            pull_scope("/v2/library/alpine/manifests/latest").as_deref(),
+            Some("repository:library/alpine:pull")
+        );
+        assert_eq!(
+            pull_scope("/v2/a/b/blobs/sha256:00").as_deref(),
+            Some("repository:a/b:pull")
+        );
+        assert_eq!(pull_scope("/v2/"), None);
+        assert_eq!(encode("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
+    }
+}
