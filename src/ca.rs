@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    NameConstraints, SanType, SerialNumber,
 };
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
@@ -57,12 +58,17 @@ impl std::fmt::Debug for CertificateAuthority {
 
 impl CertificateAuthority {
     /// Loads `dir/ca.crt` and `dir/ca.key`, creating both (ECDSA P-256, 10 years, key mode 0600)
-    /// when neither exists.
-    pub fn load_or_create(dir: &Path, provider: Arc<CryptoProvider>) -> Result<Self, CaError> {
+    /// when neither exists. A new CA is limited to signing `constrain_to` (host names, `*.domain`
+    /// patterns, IP addresses) when that is given.
+    pub fn load_or_create(
+        dir: &Path,
+        provider: Arc<CryptoProvider>,
+        constrain_to: Option<Vec<String>>,
+    ) -> Result<Self, CaError> {
         let cert_path = dir.join("ca.crt");
         let key_path = dir.join("ca.key");
         if !cert_path.exists() && !key_path.exists() {
-            create(dir, &cert_path, &key_path)?;
+            create(dir, &cert_path, &key_path, constrain_to)?;
         }
         let ca_pem = read(&cert_path)?;
         let key_pem = read(&key_path)?;
@@ -153,6 +159,47 @@ impl CertificateAuthority {
     }
 }
 
+/// Constraints that let the CA sign only the given names: a DNS subtree per host (which covers
+/// its subdomains, so `*.pkg.dev` becomes `pkg.dev`), exactly the given IP addresses, and no
+/// other IP address at all (IP names are unconstrained unless an IP subtree is present).
+fn name_constraints(names: &[String]) -> NameConstraints {
+    let mut permitted = Vec::new();
+    let mut ips = false;
+    for name in names {
+        match name.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(ip)) => {
+                ips = true;
+                permitted.push(GeneralSubtree::IpAddress(CidrSubnet::V4(
+                    ip.octets(),
+                    [255; 4],
+                )));
+            }
+            Ok(std::net::IpAddr::V6(ip)) => {
+                ips = true;
+                permitted.push(GeneralSubtree::IpAddress(CidrSubnet::V6(
+                    ip.octets(),
+                    [255; 16],
+                )));
+            }
+            Err(_) => permitted.push(GeneralSubtree::DnsName(
+                name.trim_start_matches("*.").to_owned(),
+            )),
+        }
+    }
+    let excluded = if ips {
+        Vec::new()
+    } else {
+        vec![
+            GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4])),
+            GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16])),
+        ]
+    };
+    NameConstraints {
+        permitted_subtrees: permitted,
+        excluded_subtrees: excluded,
+    }
+}
+
 fn read(path: &Path) -> Result<String, CaError> {
     std::fs::read_to_string(path).map_err(|source| CaError::Io {
         action: "read",
@@ -161,7 +208,12 @@ fn read(path: &Path) -> Result<String, CaError> {
     })
 }
 
-fn create(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), CaError> {
+fn create(
+    dir: &Path,
+    cert_path: &Path,
+    key_path: &Path,
+    constrain_to: Option<Vec<String>>,
+) -> Result<(), CaError> {
     let io = |action, path: &Path| {
         let path = path.to_owned();
         move |source| CaError::Io {
@@ -182,6 +234,7 @@ fn create(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), CaError> 
         .push(DnType::OrganizationName, "hoard");
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.name_constraints = constrain_to.map(|names| name_constraints(&names));
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::days(1);
     params.not_after = now + Duration::days(3652);

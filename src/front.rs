@@ -109,6 +109,9 @@ async fn admit(
     peer: SocketAddr,
 ) -> Option<Response<Body>> {
     let config = &hoard.config;
+    if let Some(too_big) = head_too_large(request, config.max_header_size) {
+        return Some(too_big);
+    }
     if !config.allow_clients.is_empty()
         && !config.allow_clients.iter().any(|c| c.contains(peer.ip()))
     {
@@ -208,6 +211,23 @@ async fn connect(request: Request<Incoming>, hoard: Arc<Hoard>) -> Response<Body
         }
     });
     Response::new(crate::empty_body())
+}
+
+/// hyper bounds the buffer a request head is read into, but not exactly at the limit: the head
+/// itself is measured here. `None` when it is within `limit` bytes.
+pub fn head_too_large<B>(request: &Request<B>, limit: usize) -> Option<Response<Body>> {
+    let size: usize = request.uri().to_string().len()
+        + request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    (size > limit).then(|| {
+        error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            &format!("request head of {size} bytes is over the {limit}-byte limit"),
+        )
+    })
 }
 
 /// A response made by hoard itself, with a one-line reason in the body.

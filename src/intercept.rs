@@ -52,6 +52,10 @@ pub async fn serve(upgraded: Upgraded, host: String, port: u16, hoard: Arc<Hoard
         return;
     };
     let target = Arc::new(target);
+    let (header_read_timeout, max_header_size) = (
+        hoard.config.header_read_timeout,
+        hoard.config.max_header_size,
+    );
     let service =
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             let hoard = hoard.clone();
@@ -64,7 +68,11 @@ pub async fn serve(upgraded: Upgraded, host: String, port: u16, hoard: Arc<Hoard
                     path: request.uri().path().to_owned(),
                     start: Instant::now(),
                 };
-                let response = crate::cache::handle(request, &target, &hoard).await;
+                let limit = hoard.config.max_header_size;
+                let response = match crate::front::head_too_large(&request, limit) {
+                    Some(too_big) => too_big,
+                    None => crate::cache::handle(request, &target, &hoard).await,
+                };
                 Ok::<_, Infallible>(logged(info, response))
             }
         });
@@ -73,12 +81,14 @@ pub async fn serve(upgraded: Upgraded, host: String, port: u16, hoard: Arc<Hoard
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HANDSHAKE_TIMEOUT);
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(max_header_size);
     builder
         .http2()
         .timer(TokioTimer::new())
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX))
         .keep_alive_interval(Duration::from_secs(30));
     if let Err(error) = builder.serve_connection(TokioIo::new(tls), service).await {
         tracing::debug!(%host, %error, "intercepted connection ended");

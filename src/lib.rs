@@ -70,8 +70,15 @@ impl Hoard {
     pub fn new(config: Config) -> anyhow::Result<Hoard> {
         use anyhow::Context as _;
         let provider = crypto_provider();
-        let ca = ca::CertificateAuthority::load_or_create(&config.ca_dir, provider.clone())
-            .context("loading the CA")?;
+        let constrain_to = config
+            .name_constraints
+            .then(|| config.intercept.names().collect());
+        let ca = ca::CertificateAuthority::load_or_create(
+            &config.ca_dir,
+            provider.clone(),
+            constrain_to,
+        )
+        .context("loading the CA")?;
         let limits = store::Limits {
             max_size: config.max_size,
             min_free: config.min_free,

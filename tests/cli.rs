@@ -81,3 +81,63 @@ fn the_example_config_is_valid_and_complete() {
     assert_eq!(config.tag_ttl, std::time::Duration::from_secs(600));
     assert!(config.intercept.matches("registry-1.docker.io"));
 }
+
+#[test]
+fn a_wide_listener_without_auth_or_allow_list_refuses_to_start() {
+    let output = serve_with("[proxy]\nlisten = \"0.0.0.0:0\"\n");
+    assert_config_error(&output, "open proxy");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("proxy.auth_file") && stderr.contains("proxy.allow_clients"));
+}
+
+#[test]
+fn a_wide_listener_starts_when_opened_on_purpose_or_guarded() {
+    use std::io::{BufRead, BufReader};
+    for proxy in ["open = true", "allow_clients = [\"10.0.0.0/8\"]"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, format!("[proxy]\nlisten = \"0.0.0.0:0\"\n{proxy}\n")).unwrap();
+        let mut child = Command::new(HOARD)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .current_dir(dir.path())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let first = BufReader::new(stderr).lines().next().unwrap().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(first.contains("hoard listening"), "{proxy}: {first}");
+    }
+}
+
+#[test]
+fn bad_access_settings_say_which_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let weak = dir.path().join("htpasswd");
+    std::fs::write(&weak, "alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n").unwrap();
+    let output = serve_with(&format!("[proxy]\nauth_file = \"{}\"\n", weak.display()));
+    assert_config_error(&output, "proxy.auth_file");
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains("W6ph5"),
+        "no hash in the message"
+    );
+    assert_config_error(
+        &serve_with("[proxy]\nallow_clients = [\"10.0.0.0/40\"]\n"),
+        "proxy.allow_clients",
+    );
+    assert_config_error(
+        &serve_with("[cache]\nauth_on_hit = \"maybe\"\n"),
+        "cache.auth_on_hit",
+    );
+    assert_config_error(
+        &serve_with("[[upstream.credentials]]\nhost = \"gcr.io\"\nusername = \"u\"\n"),
+        "password",
+    );
+    let secret = serve_with(
+        "[[upstream.credentials]]\nhost = \"gcr.io\"\nusername = \"u\"\npassword = \"hunter2\"\npassword_file = \"/x\"\n",
+    );
+    assert_config_error(&secret, "upstream.credentials");
+    assert!(!String::from_utf8_lossy(&secret.stderr).contains("hunter2"));
+}

@@ -125,6 +125,8 @@ struct State {
     manifests: HashMap<(String, String), (String, Bytes)>,
     corrupt: HashSet<String>,
     private_repos: HashSet<String>,
+    /// Repositories that need exactly this `Authorization` value.
+    tokens: HashMap<String, String>,
     seen: Vec<Seen>,
 }
 
@@ -207,6 +209,15 @@ impl Registry {
     /// Serves other bytes than the digest says for this blob.
     pub fn corrupt(&self, digest: &str) {
         self.state.lock().unwrap().corrupt.insert(digest.to_owned());
+    }
+
+    /// Answers 401 for this repository unless a request carries exactly `authorization`.
+    pub fn require(&self, repo: &str, authorization: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .tokens
+            .insert(repo.to_owned(), authorization.to_owned());
     }
 
     /// Answers 401 for this repository unless a request carries `Authorization`.
@@ -361,7 +372,7 @@ fn answer(
         return respond(StatusCode::ACCEPTED, format!("upload to {repo}: {len}"));
     }
     if let Some((repo, digest)) = rest.rsplit_once("/blobs/") {
-        if state.private_repos.contains(repo) && authorization.is_none() {
+        if denied(&state, repo, authorization.as_deref()) {
             return unauthorized();
         }
         if mode == Mode::Redirect {
@@ -378,7 +389,7 @@ fn answer(
         };
     }
     if let Some((repo, reference)) = rest.rsplit_once("/manifests/") {
-        if state.private_repos.contains(repo) && authorization.is_none() {
+        if denied(&state, repo, authorization.as_deref()) {
             return unauthorized();
         }
         let Some((media_type, bytes)) = state
@@ -406,6 +417,13 @@ fn answer(
         return respond(StatusCode::OK, r#"{"tags":["latest"]}"#);
     }
     respond(StatusCode::NOT_FOUND, "unknown path")
+}
+
+fn denied(state: &State, repo: &str, authorization: Option<&str>) -> bool {
+    if let Some(required) = state.tokens.get(repo) {
+        return authorization != Some(required.as_str());
+    }
+    state.private_repos.contains(repo) && authorization.is_none()
 }
 
 fn unauthorized() -> Response<FixtureBody> {
