@@ -34,6 +34,11 @@ impl<T> Idle<T> {
         &self.inner
     }
 
+    /// Unwraps the stream (for a tunnel that moves to splice(2)).
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+
     fn progress(&mut self) {
         let next = Instant::now() + self.timeout;
         // Resetting costs a timer-wheel update; skip it while the deadline is still far ahead.

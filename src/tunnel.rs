@@ -6,9 +6,11 @@ use std::time::Instant;
 
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::Hoard;
+use crate::idle::Idle;
 use crate::log::{CacheStatus, Stats};
 
 /// Connects to `host:port` (config overrides first, then DNS), trying each address in turn.
@@ -32,32 +34,62 @@ async fn connect_one(addr: SocketAddr, timeout: std::time::Duration) -> std::io:
     Ok(stream)
 }
 
-/// Copies bytes both ways until either side closes, then logs one line.
-pub async fn run(client: Upgraded, mut server: TcpStream, authority: String, stats: Arc<Stats>) {
+/// Copies bytes both ways until either side closes, then logs one line. The client's TCP
+/// stream is taken back from hyper so the kernel can move the bytes with splice(2): ~0.25 s of
+/// CPU per GiB instead of ~1 s through 8 KiB user-space buffers.
+pub async fn run(client: Upgraded, server: TcpStream, authority: String, stats: Arc<Stats>) {
     let start = Instant::now();
-    let mut client = TokioIo::new(client);
-    let result = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    let result = match client.downcast::<TokioIo<Idle<TcpStream>>>() {
+        Ok(parts) => splice(parts.io.into_inner().into_inner(), parts.read_buf, server).await,
+        Err(client) => {
+            tracing::debug!(host = %authority, "tunnel copies in user space");
+            copy(client, server).await
+        }
+    };
     let ms = start.elapsed().as_secs_f64() * 1000.0;
-    let down = result.as_ref().map_or(0, |(_, down)| *down);
+    let (up, down, error) = result;
     stats.record(CacheStatus::Tunnel, down);
-    match result {
-        Ok((up, down)) => tracing::info!(
-            host = %authority,
-            method = %"CONNECT",
-            status = 200,
-            bytes = down,
-            bytes_up = up,
-            ms = format_args!("{ms:.1}"),
-            cache = %"TUNNEL",
-            "tunnel closed"
+    tracing::info!(
+        host = %authority,
+        method = %"CONNECT",
+        status = 200,
+        bytes = down,
+        bytes_up = up,
+        ms = format_args!("{ms:.1}"),
+        cache = %"TUNNEL",
+        error = error.map(|e| e.to_string()).unwrap_or_default(),
+        "tunnel closed"
+    );
+}
+
+/// Bytes up, bytes down, and the error that ended the tunnel, if any.
+type Traffic = (u64, u64, Option<std::io::Error>);
+
+async fn splice(mut client: TcpStream, early: bytes::Bytes, mut server: TcpStream) -> Traffic {
+    // Bytes the client sent right after CONNECT, which hyper had already read.
+    if !early.is_empty()
+        && let Err(err) = server.write_all(&early).await
+    {
+        return (0, 0, Some(err));
+    }
+    // splice(2) has no idle timer: let the kernel notice peers that vanished.
+    for stream in [&client, &server] {
+        let _ = rustix::net::sockopt::set_socket_keepalive(stream, true);
+    }
+    match tokio_splice2::copy_bidirectional(&mut client, &mut server).await {
+        Ok(traffic) => (
+            early.len() as u64 + traffic.tx as u64,
+            traffic.rx as u64,
+            traffic.error,
         ),
-        Err(error) => tracing::info!(
-            host = %authority,
-            method = %"CONNECT",
-            ms = format_args!("{ms:.1}"),
-            cache = %"TUNNEL",
-            error = %error,
-            "tunnel ended with an error"
-        ),
+        Err(err) => (early.len() as u64, 0, Some(err)),
+    }
+}
+
+async fn copy(client: Upgraded, mut server: TcpStream) -> Traffic {
+    let mut client = TokioIo::new(client);
+    match tokio::io::copy_bidirectional(&mut client, &mut server).await {
+        Ok((up, down)) => (up, down, None),
+        Err(err) => (0, 0, Some(err)),
     }
 }
