@@ -26,7 +26,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use lru::LruCache;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use crate::registry::{Digest, valid_repository, valid_tag};
@@ -846,9 +845,10 @@ impl FillPermit {
         Ok(BlobWriter {
             store: self.store.clone(),
             shared: self.shared.clone(),
-            file: tokio::fs::File::from_std(file),
+            file: Arc::new(file),
             temp: Some(temp),
             batch: Vec::with_capacity(WRITE_BATCH),
+            in_flight: None,
             written: 0,
             reservation,
             finished: false,
@@ -885,9 +885,12 @@ fn end_fill(store: &Store, shared: &Arc<FillShared>, state: FillState) {
 pub struct BlobWriter {
     store: Store,
     shared: Arc<FillShared>,
-    file: tokio::fs::File,
+    file: Arc<std::fs::File>,
     temp: Option<tempfile::TempPath>,
     batch: Vec<u8>,
+    /// The previous batch, being written on the blocking pool while the next one fills.
+    in_flight: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Bytes handed to writes (done or in flight).
     written: u64,
     reservation: Reservation,
     finished: bool,
@@ -898,7 +901,7 @@ impl BlobWriter {
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         self.batch.extend_from_slice(bytes);
         if self.batch.len() >= WRITE_BATCH {
-            self.flush_batch(false).await?;
+            self.flush_batch().await?;
         }
         Ok(())
     }
@@ -913,28 +916,39 @@ impl BlobWriter {
         self.len() == 0
     }
 
-    /// Writes the batch. Followers are shown everything but the batch itself until `last`:
-    /// the final bytes become readable only once the whole blob is verified, so a follower of
-    /// a corrupt fill never reads a complete body.
-    async fn flush_batch(&mut self, last: bool) -> Result<(), StoreError> {
+    /// Starts writing the batch on the blocking pool, after the previous write finished: the
+    /// disk works while the next batch arrives and is hashed. Followers are shown what is
+    /// written except the batch in flight, and the final bytes only once the whole blob is
+    /// verified ([`commit`](BlobWriter::commit)), so a follower of a corrupt fill never reads a
+    /// complete body.
+    async fn flush_batch(&mut self) -> Result<(), StoreError> {
+        let confirmed = self.written;
+        self.wait_in_flight().await?;
+        self.shared.publish(|p| p.visible = confirmed);
         let len = self.batch.len() as u64;
         if self.written + len > self.reservation.amount {
             let more = self.written + len - self.reservation.amount;
             self.reservation.grow(more).await?;
         }
-        let path = self.temp_path();
-        self.file
-            .write_all(&self.batch)
-            .await
-            .map_err(io_error("write", &path))?;
-        self.file.flush().await.map_err(io_error("write", &path))?;
-        let before = self.written;
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(WRITE_BATCH));
+        let file = self.file.clone();
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            std::io::Write::write_all(&mut &*file, &batch)
+        }));
         self.written += len;
-        self.batch.clear();
-        if !last {
-            self.shared.publish(|p| p.visible = before);
-        }
         Ok(())
+    }
+
+    async fn wait_in_flight(&mut self) -> Result<(), StoreError> {
+        let Some(write) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let path = self.temp_path();
+        write
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(io_error("write", &path))
     }
 
     fn temp_path(&self) -> PathBuf {
@@ -946,21 +960,26 @@ impl BlobWriter {
 
     /// Syncs and renames the blob into the store. The caller has verified the digest.
     pub async fn commit(mut self) -> Result<u64, StoreError> {
-        self.flush_batch(true).await?;
+        // The last batch is written without publishing it: nothing is visible beyond what was
+        // shown until the blob is in the store.
+        self.wait_in_flight().await?;
+        let len = self.batch.len() as u64;
+        if self.written + len > self.reservation.amount {
+            let more = self.written + len - self.reservation.amount;
+            self.reservation.grow(more).await?;
+        }
+        self.written += len;
         let key = Key::Blob(self.shared.digest.clone());
         let dest = self.store.path(&key);
         let parent = dest.parent().unwrap_or(Path::new(".")).to_owned();
         let temp_path = self.temp_path();
-        let file = self
-            .file
-            .try_clone()
-            .await
-            .map_err(io_error("sync", &temp_path))?
-            .into_std()
-            .await;
+        let file = self.file.clone();
+        let batch = std::mem::take(&mut self.batch);
         let folder = parent.clone();
         blocking(move || {
-            file.sync_all().map_err(io_error("sync", &temp_path))?;
+            std::io::Write::write_all(&mut &*file, &batch)
+                .and_then(|()| file.sync_all())
+                .map_err(io_error("write", &temp_path))?;
             std::fs::create_dir_all(&folder).map_err(io_error("create", &folder))
         })
         .await?;
