@@ -1,0 +1,309 @@
+//! hoard as a real process, killed and starved: `kill -9` in the middle of a fill and right
+//! after one, then a restart on the same store; and a disk that refuses writes (a file-size
+//! limit), which must turn caching off and leave every response whole.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A hoard process that is killed and reaped when dropped, whatever the test's outcome.
+struct Hoard {
+    child: Child,
+    port: u16,
+    stderr: PathBuf,
+}
+
+impl Hoard {
+    /// Starts `serve --config <config>` (through `sh -c script` when given, with the binary and
+    /// the config as `$0` and `$1`) and waits until it answers `/healthz`, which it does only
+    /// after the store is open.
+    async fn start(dir: &Path, port: u16, script: Option<&str>) -> Hoard {
+        let config = dir.join("config.toml");
+        let binary = env!("CARGO_BIN_EXE_hoard");
+        let mut command = match script {
+            Some(script) => {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(script).arg(binary).arg(&config);
+                c
+            }
+            None => {
+                let mut c = Command::new(binary);
+                c.arg("serve").arg("--config").arg(&config);
+                c
+            }
+        };
+        // A new log per start, so each can be read on its own.
+        let stderr = (0..)
+            .map(|n| dir.join(format!("hoard-{n}.log")))
+            .find(|p| !p.exists())
+            .unwrap();
+        let child = command
+            .env_remove("HOARD_CONFIG")
+            .env("RUST_LOG", "hoard=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let mut hoard = Hoard {
+            child,
+            port,
+            stderr,
+        };
+        hoard.wait_ready().await;
+        hoard
+    }
+
+    async fn wait_ready(&mut self) {
+        let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+        let health = format!("{}/healthz", self.url());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("hoard exited at start ({status}):\n{}", self.log());
+            }
+            if let Ok(response) = plain.get(&health).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hoard did not start:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A client through this hoard, trusting the CA it wrote.
+    fn client(&self, dir: &Path) -> reqwest::Client {
+        let ca = std::fs::read_to_string(dir.join("ca/ca.crt")).unwrap();
+        client_via(&self.url(), &ca, false)
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix), then reap.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Hoard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port that was free a moment ago (hoard binds it with SO_REUSEADDR, so a restart can take
+/// it again right after a kill).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// 64 KiB pieces 30 ms apart: a 2 MiB blob takes about a second to fill, 1 MiB half that.
+const SLOW: Mode = Mode::Slow {
+    chunk: 64 << 10,
+    delay: Duration::from_millis(30),
+};
+
+/// A fixture registry in `mode`, and a folder with a config for hoard on a free port.
+async fn setup(mode: Mode) -> (Registry, tempfile::TempDir, u16) {
+    init();
+    let registry = Registry::start().await;
+    registry.set_mode(mode);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    Proxy::write_config(dir.path(), &registry, &listen, "min_free = \"0\"", "");
+    (registry, dir, port)
+}
+
+fn blob_url(digest: &str) -> String {
+    url(&format!("/v2/p/app/blobs/{digest}"))
+}
+
+fn blob_path(dir: &Path, digest: &str) -> PathBuf {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    dir.join("cache/blobs/sha256").join(&hex[..2]).join(hex)
+}
+
+/// The files in the store's temp folder, with their sizes.
+fn temp_files(dir: &Path) -> Vec<(PathBuf, u64)> {
+    std::fs::read_dir(dir.join("cache/tmp"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.path(), e.metadata().unwrap().len())
+        })
+        .collect()
+}
+
+async fn pull(client: &reqwest::Client, digest: &str) -> bytes::Bytes {
+    let response = client.get(blob_url(digest)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_fill_leaves_nothing_wrong() {
+    let (registry, dir, port) = setup(SLOW).await;
+    let dir = dir.path();
+    let total = 2 << 20;
+    let bytes = fresh_blob(total);
+    let digest = registry.add_blob(bytes.clone());
+
+    let mut hoard = Hoard::start(dir, port, None).await;
+    let mut response = hoard
+        .client(dir)
+        .get(blob_url(&digest))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut received = 0;
+    // Past two 256 KiB write batches, so the temp file holds some of the blob.
+    while received < 600 << 10 {
+        received += response.chunk().await.unwrap().unwrap().len();
+    }
+    let partial = temp_files(dir);
+    assert_eq!(partial.len(), 1, "one fill in progress: {partial:?}");
+    hoard.kill();
+    assert!(received < total, "the kill came before the end of the fill");
+    let rest = async {
+        while response.chunk().await?.is_some() {}
+        Ok::<_, reqwest::Error>(())
+    };
+    assert!(rest.await.is_err(), "the client sees the body cut short");
+    assert!(!blob_path(dir, &digest).exists(), "nothing is stored");
+    let partial = temp_files(dir);
+    assert_eq!(
+        partial.len(),
+        1,
+        "the unfinished temp file is left: {partial:?}"
+    );
+    assert!(
+        partial[0].1 > 0 && partial[0].1 < total as u64,
+        "and it is partial: {partial:?}"
+    );
+
+    let hoard = Hoard::start(dir, port, None).await;
+    assert_eq!(temp_files(dir), vec![], "leftovers are removed at start");
+    let got = pull(&hoard.client(dir), &digest).await;
+    assert_eq!(
+        sha256(&got),
+        digest,
+        "the pull after the restart is correct"
+    );
+    let stored = std::fs::read(blob_path(dir, &digest)).unwrap();
+    assert_eq!(sha256(&stored), digest, "and stored whole");
+    assert_eq!(registry.count("GET", &digest), 2, "one fill per start");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_right_after_a_fill_leaves_the_blob_whole() {
+    let (registry, dir, port) = setup(SLOW).await;
+    let dir = dir.path();
+    let bytes = fresh_blob(1 << 20);
+    let digest = registry.add_blob(bytes.clone());
+
+    // The blob is synced and renamed before its last bytes are released to the client, so once
+    // the client has them all it is whole on disk, and a restart serves it without asking.
+    let mut hoard = Hoard::start(dir, port, None).await;
+    let got = pull(&hoard.client(dir), &digest).await;
+    hoard.kill();
+    assert_eq!(got, bytes);
+    let Ok(stored) = std::fs::read(blob_path(dir, &digest)) else {
+        panic!(
+            "the client had every byte before the blob was stored; temp files: {:?}",
+            temp_files(dir)
+        );
+    };
+    assert_eq!(sha256(&stored), digest, "the stored file is complete");
+    assert_eq!(temp_files(dir), vec![]);
+
+    let hoard = Hoard::start(dir, port, None).await;
+    let got = pull(&hoard.client(dir), &digest).await;
+    assert_eq!(sha256(&got), digest);
+    assert_eq!(
+        registry.count("GET", &digest),
+        1,
+        "served from the store after the restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_disk_turns_caching_off_not_the_response() {
+    let (registry, dir, port) = setup(Mode::Direct).await;
+    let dir = dir.path();
+    // No file hoard writes may pass 200 KiB (dash counts `ulimit -f` in 512-byte blocks, bash
+    // in 1024-byte ones: 200 KiB or 400 KiB, either between the two blob sizes below). With
+    // SIGXFSZ ignored, a write past the limit fails with EFBIG instead of killing the process.
+    let script = "trap '' XFSZ; ulimit -f 400; exec \"$0\" serve --config \"$1\"";
+    let hoard = Hoard::start(dir, port, Some(script)).await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", hoard.child.id())).unwrap();
+    let file_size = limits
+        .lines()
+        .find(|l| l.starts_with("Max file size"))
+        .unwrap();
+    assert!(
+        file_size.contains(" 204800 ") || file_size.contains(" 409600 "),
+        "{file_size}"
+    );
+    let client = hoard.client(dir);
+
+    let big = fresh_blob(1 << 20);
+    let big_digest = registry.add_blob(big.clone());
+    for _ in 0..3 {
+        assert_eq!(
+            pull(&client, &big_digest).await,
+            big,
+            "every response is whole"
+        );
+        assert!(!blob_path(dir, &big_digest).exists(), "nothing is stored");
+        assert_eq!(temp_files(dir), vec![], "no temp file is left");
+    }
+    assert_eq!(registry.count("GET", &big_digest), 3);
+
+    let small = fresh_blob(100 << 10);
+    let small_digest = registry.add_blob(small.clone());
+    assert_eq!(pull(&client, &small_digest).await, small);
+    assert_eq!(pull(&client, &small_digest).await, small);
+    assert_eq!(
+        registry.count("GET", &small_digest),
+        1,
+        "a small blob is still cached"
+    );
+    let stored = std::fs::read(blob_path(dir, &small_digest)).unwrap();
+    assert_eq!(sha256(&stored), small_digest);
+
+    let mut hoard = hoard;
+    hoard.kill();
+    let log = hoard.log();
+    let warnings = log
+        .matches("caching is off for the affected responses")
+        .count();
+    assert_eq!(
+        warnings, 1,
+        "one warning for three failures (throttled):\n{log}"
+    );
+    assert!(log.contains("File too large"), "the cause is named:\n{log}");
+}
