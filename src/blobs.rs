@@ -415,6 +415,11 @@ async fn run_fill(
         let Ok(data) = frame.into_data() else {
             continue; // trailers carry nothing we keep
         };
+        if data.is_empty() {
+            // h2 ends streams with an empty DATA frame: holding it back as "the last chunk"
+            // would release the real last bytes before the digest is checked.
+            continue;
+        }
         hasher.update(&data);
         if let Some(w) = writer.as_mut()
             && let Err(err) = w.write(&data).await
