@@ -1,0 +1,713 @@
+#!/usr/bin/env bash
+# hoard benchmark (issue 5): hoard side by side with nginx, the Docker Distribution registry and the
+# Distribution registry in proxy (pull-through) mode, all started here on 127.0.0.1, in one run.
+#
+#   bench/run.sh            full run: 1 GiB blob, 16 x 100 MiB, 4 GiB blob, 5 runs per case
+#   bench/run.sh --quick    smaller sizes, 3 runs (a fast check that everything works)
+#   options: --runs N  --no-big  --big  --keep (keep the work folder)  --workdir DIR
+#   BENCH_REGISTRY_LOG=info: the registries log every request (in the work folder's logs/)
+#
+# The report goes to stdout; progress and errors go to stderr. See BENCHMARKS.md.
+set -uo pipefail
+
+MODE=full
+RUNS=
+BIG=
+KEEP=0
+BASE=${TMPDIR:-/tmp}
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) MODE=quick ;;
+        --full) MODE=full ;;
+        --runs) RUNS=$2; shift ;;
+        --big) BIG=1 ;;
+        --no-big) BIG=0 ;;
+        --keep) KEEP=1 ;;
+        --workdir) BASE=$2; shift ;;
+        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+MIB=1048576
+if [ "$MODE" = full ]; then
+    MAIN_MIB=1024; PAR_MIB=100; BIG_MIB=4096; HS_NAMES=50; : "${RUNS:=5}"; : "${BIG:=1}"
+else
+    MAIN_MIB=256; PAR_MIB=16; BIG_MIB=1024; HS_NAMES=10; : "${RUNS:=3}"; : "${BIG:=0}"
+fi
+PAR_N=16
+MAIN_BYTES=$((MAIN_MIB * MIB)); PAR_BYTES=$((PAR_MIB * MIB)); BIG_BYTES=$((BIG_MIB * MIB))
+REPO=bench
+HOST=registry.bench
+# TLS 1.3 everywhere, one cipher for every client-side fetch (AES-128-GCM: what Go clients such as
+# dockerd and containerd pick on AES-NI hardware), so no server wins by a cheaper cipher.
+CURL_TLS=(--tlsv1.3 --tls13-ciphers TLS_AES_128_GCM_SHA256)
+CURL_MAX=900
+TICK=$(getconf CLK_TCK)
+
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
+export LC_ALL=C
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+size_label() { # MiB -> "1 GiB" / "100 MiB"
+    if [ $(($1 % 1024)) -eq 0 ]; then echo "$(($1 / 1024)) GiB"; else echo "$1 MiB"; fi
+}
+MAIN_L=$(size_label $MAIN_MIB); PAR_L="${PAR_N}x$(size_label $PAR_MIB | tr -d ' ')"; BIG_L=$(size_label $BIG_MIB)
+
+# ---------------------------------------------------------------------------------------------
+# Processes and clean-up: every server is a background job of this shell; on exit (normal, error,
+# Ctrl-C, TERM) all of them are stopped by PID and the work folder is removed.
+
+WORK=
+cleanup() {
+    local rc=$? pids pid i
+    trap - EXIT INT TERM
+    pids=$(jobs -p)
+    if [ -n "$pids" ]; then
+        kill -TERM $pids 2>/dev/null
+        for i in $(seq 50); do
+            local alive=0
+            for pid in $pids; do kill -0 "$pid" 2>/dev/null && alive=1; done
+            [ $alive = 0 ] && break
+            sleep 0.1
+        done
+        kill -KILL $pids 2>/dev/null
+        wait 2>/dev/null
+    fi
+    if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+        if [ "$KEEP" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'log interrupted; exit 130' INT
+trap 'log terminated; exit 143' TERM
+
+stop_pid() { # stop one server we started, by PID
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    return 0
+}
+
+tree_pids() { # a PID and its descendants (nginx: master and workers)
+    local c
+    echo "$1"
+    for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do tree_pids "$c"; done
+}
+cpu_ticks() { # utime+stime of a process tree, in clock ticks
+    local t=0 p v
+    for p in $(tree_pids "$1"); do
+        v=$(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$p/stat" 2>/dev/null) || continue
+        t=$((t + ${v:-0}))
+    done
+    echo $t
+}
+hwm_kib() { # VmHWM summed over a process tree, KiB
+    local t=0 p v
+    for p in $(tree_pids "$1"); do
+        v=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null) || continue
+        t=$((t + ${v:-0}))
+    done
+    echo $t
+}
+
+PORTS_TAKEN=" "
+free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 40000))
+        case "$PORTS_TAKEN" in *" $p "*) continue ;; esac
+        if ! ss -Hltn "sport = :$p" | grep -q .; then PORTS_TAKEN="$PORTS_TAKEN$p "; echo $p; return; fi
+    done
+}
+wait_port() { # pid port what logfile
+    local i
+    for i in $(seq 600); do
+        if ! kill -0 "$1" 2>/dev/null; then
+            log "$3 exited while starting; its log:"; tail -n 30 "$4" >&2; return 1
+        fi
+        if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    log "$3 did not listen on $2 within 60 s; its log:"; tail -n 30 "$4" >&2
+    return 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx; then
+    need apt-get || die "nginx is missing and there is no apt-get"
+    log "installing nginx-light"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >&2; then
+        apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >&2 \
+            || die "cannot install nginx-light"
+    fi
+fi
+for t in docker-registry curl openssl ss awk sha256sum cargo git; do
+    need "$t" || die "missing tool: $t (Debian: docker-registry curl openssl iproute2 gawk coreutils)"
+done
+REPO_DIR=$(cd "$(dirname "$0")/.." && pwd)
+
+log "building hoard (cargo build --release)"
+(cd "$REPO_DIR" && cargo build --release -q >&2) || die "cargo build --release failed"
+HOARD="$REPO_DIR/target/release/hoard"
+[ -x "$HOARD" ] || die "no $HOARD"
+
+mkdir -p "$BASE"
+WORK=$(mktemp -d "$BASE/hoard-bench.XXXXXX") || die "mktemp"
+chmod 755 "$WORK"
+mkdir -p "$WORK/logs" "$WORK/files" "$WORK/pki"
+need_kib=$(( (MAIN_MIB + PAR_MIB + (BIG ? BIG_MIB : 0)) * 1024 * 6 ))
+free_kib=$(df -Pk "$WORK" | awk 'NR==2 {print $4}')
+[ "$free_kib" -gt "$need_kib" ] || die "need about $((need_kib / 1048576)) GiB free in $BASE, have $((free_kib / 1048576)) GiB"
+
+# ---------------------------------------------------------------------------------------------
+# PKI: a test CA and one server certificate for every server here (nginx and both registries).
+
+HS_LIST=""
+for i in $(seq "$HS_NAMES"); do HS_LIST="$HS_LIST h$i.bench"; done
+NAMES="$HOST w.bench$HS_LIST"
+log "making the test CA and server certificate"
+(
+    cd "$WORK/pki" || exit 1
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=hoard-bench-ca -keyout ca.key -out ca.crt \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+        -keyout server.key -out server.csr
+    san="DNS:localhost,IP:127.0.0.1"
+    for n in $NAMES; do san="$san,DNS:$n"; done
+    printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=%s\n' \
+        "$san" >server.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+        -extfile server.ext -out server.crt
+) >"$WORK/logs/pki.log" 2>&1 || { cat "$WORK/logs/pki.log" >&2; die "openssl failed"; }
+CA="$WORK/pki/ca.crt"
+chmod 644 "$WORK"/pki/*
+
+# ---------------------------------------------------------------------------------------------
+# The blobs: random files, served as they are by nginx and pushed into the upstream registry.
+
+make_blob() { # name MiB -> sets the global <name>_DIGEST
+    local f="$WORK/files/$1" d
+    head -c $(($2 * MIB)) /dev/urandom >"$f" || die "cannot write $f"
+    d=$(sha256sum "$f" | awk '{print $1}')
+    printf -v "${1}_DIGEST" 'sha256:%s' "$d"
+    chmod 644 "$f"
+}
+log "writing random blobs: $MAIN_L, $(size_label $PAR_MIB)$( [ "$BIG" = 1 ] && echo ", $BIG_L")"
+make_blob main $MAIN_MIB
+make_blob par $PAR_MIB
+[ "$BIG" = 1 ] && make_blob big $BIG_MIB
+
+# ---------------------------------------------------------------------------------------------
+# Servers
+
+UP_PORT=$(free_port)
+UP_STORAGE="$WORK/upstream-storage"
+
+registry_yml() { # file port storage [remoteurl]
+    {
+        if [ -n "${BENCH_REGISTRY_LOG:-}" ]; then # e.g. info: registries log every request
+            printf 'version: 0.1\nlog:\n  level: %s\n' "$BENCH_REGISTRY_LOG"
+        else
+            printf 'version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n'
+        fi
+        printf 'storage:\n  filesystem:\n    rootdirectory: %s\n  cache:\n    blobdescriptor: inmemory\n' "$3"
+        printf 'http:\n  addr: 127.0.0.1:%s\n  tls:\n    certificate: %s\n    key: %s\n' \
+            "$2" "$WORK/pki/server.crt" "$WORK/pki/server.key"
+        [ -n "${4:-}" ] && printf 'proxy:\n  remoteurl: %s\n' "$4"
+    } >"$1"
+}
+start_registry() { # name port storage [remoteurl] -> PID
+    local yml="$WORK/$1.yml" lg="$WORK/logs/$1.log"
+    registry_yml "$yml" "$2" "$3" "${4:-}"
+    # Distribution's proxy mode verifies the remote's TLS with the system roots: SSL_CERT_FILE.
+    env $(env | awk -F= '/^REGISTRY_/ {printf "-u %s ", $1}') SSL_CERT_FILE="$CA" \
+        docker-registry serve "$yml" >"$lg" 2>&1 &
+    PID=$!
+    wait_port $PID "$2" "$1" "$lg" || die "$1 did not start"
+}
+
+start_nginx() { # name port -> PID
+    local d="$WORK/$1" u=""
+    mkdir -p "$d/tmp"
+    [ "$(id -u)" = 0 ] && u="user root;"
+    cat >"$d/nginx.conf" <<EOF
+$u
+worker_processes auto;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+daemon off;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 65;
+    default_type application/octet-stream;
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    fastcgi_temp_path $d/tmp/fastcgi;
+    server {
+        listen 127.0.0.1:$2 ssl http2;
+        ssl_certificate $WORK/pki/server.crt;
+        ssl_certificate_key $WORK/pki/server.key;
+        ssl_protocols TLSv1.3;
+        root $WORK/files;
+    }
+}
+EOF
+    nginx -e "$d/error.log" -p "$d" -c "$d/nginx.conf" >"$WORK/logs/$1.log" 2>&1 &
+    PID=$!
+    wait_port $PID "$2" "$1" "$WORK/logs/$1.log" || { cat "$d/error.log" >&2; die "$1 did not start"; }
+}
+
+NGINX_TUNNEL_PORT=$(free_port)
+HOARD_CA_DIR="$WORK/hoard-ca"
+start_hoard() { # name cachedir -> PID, PORT
+    local cfg="$WORK/$1.toml" lg="$WORK/logs/$1.log" n resolve
+    PORT=$(free_port)
+    resolve=""
+    for n in $NAMES; do resolve="$resolve\"$n\" = \"127.0.0.1:$UP_PORT\", "; done
+    cat >"$cfg" <<EOF
+[proxy]
+listen = "127.0.0.1:$PORT"
+connect_ports = [443, $NGINX_TUNNEL_PORT]
+allow_private_destinations = true
+[ca]
+dir = "$HOARD_CA_DIR"
+[cache]
+dir = "$2"
+max_size = "50GiB"
+min_free = "0"
+[intercept]
+hosts = ["*.bench"]
+[upstream]
+extra_ca_files = ["$CA"]
+resolve = { ${resolve%, } }
+EOF
+    RUST_LOG=hoard=warn "$HOARD" serve --config "$cfg" >"$lg" 2>&1 &
+    PID=$!
+    wait_port $PID "$PORT" "$1" "$lg" || die "$1 did not start"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Fetching
+
+# fetch <log-name> <expected bytes> <curl args...>: one transfer to /dev/null; sets SPEED (MiB/s)
+# or returns 1 with FETCH_ERR.
+fetch() {
+    local name=$1 want=$2 out rc code size speed err="$WORK/logs/curl-$1.err"
+    shift 2
+    out=$(curl -sS -o /dev/null --max-time $CURL_MAX "${CURL_TLS[@]}" \
+        -w '%{http_code} %{size_download} %{speed_download}' "$@" 2>"$err")
+    rc=$?
+    read -r code size speed <<<"$out"
+    if [ $rc != 0 ] || [ "$code" != 200 ] || [ "$size" != "$want" ]; then
+        FETCH_ERR="curl exit $rc, HTTP ${code:-?}, $size of $want bytes: $(tr '\n' ' ' <"$err")"
+        return 1
+    fi
+    SPEED=$(awk -v s="$speed" -v m=$MIB 'BEGIN {printf "%.1f", s / m}')
+}
+
+# par_fetch <log-name> <expected bytes each> <curl args...>: PAR_N clients at once; sets SPEED
+# to the aggregate (total bytes / wall time), MiB/s.
+par_fetch() {
+    local name=$1 want=$2 i t0 t1 bad=0 code size pids=()
+    shift 2
+    t0=$(date +%s%N)
+    for i in $(seq $PAR_N); do
+        curl -sS -o /dev/null --max-time $CURL_MAX "${CURL_TLS[@]}" -w '%{http_code} %{size_download}' \
+            "$@" >"$WORK/logs/par-$name.$i" 2>"$WORK/logs/par-$name.$i.err" &
+        pids+=($!)
+    done
+    for i in "${!pids[@]}"; do wait "${pids[$i]}" || bad=1; done
+    t1=$(date +%s%N)
+    for i in $(seq $PAR_N); do
+        read -r code size <"$WORK/logs/par-$name.$i"
+        if [ "$code" != 200 ] || [ "$size" != "$want" ]; then
+            bad=1
+            FETCH_ERR="client $i: HTTP ${code:-?}, $size of $want bytes: $(tr '\n' ' ' <"$WORK/logs/par-$name.$i.err")"
+        fi
+    done
+    [ $bad = 0 ] || { FETCH_ERR=${FETCH_ERR:-"a client failed"}; return 1; }
+    SPEED=$(awk -v b=$((PAR_N * want)) -v ns=$((t1 - t0)) -v m=$MIB 'BEGIN {printf "%.1f", b / m / (ns / 1e9)}')
+}
+
+# ---------------------------------------------------------------------------------------------
+# Results: per case its speeds, peak RSS (KiB, max over its processes' lives), CPU ticks and
+# bytes served while measured.
+
+declare -A VALS RSS TICKS BYTES ERR TITLE UPTICKS
+EXTRA_PID= # when set: the upstream registry, whose CPU is also counted (UPTICKS) during a transfer
+ORDER=()
+add_case() { ORDER+=("$1"); TITLE[$1]=$2; VALS[$1]=""; RSS[$1]=0; TICKS[$1]=0; BYTES[$1]=0; }
+note_rss() { local k; k=$(hwm_kib "$2"); [ "$k" -gt "${RSS[$1]}" ] && RSS[$1]=$k; }
+fail_case() {
+    ERR[$1]="${ERR[$1]:-$2}"
+    log "FAILED $1: $2"
+    [ -n "${3:-}" ] && [ -f "$3" ] && { log "last lines of $(basename "$3"):"; tail -n 15 "$3" >&2; }
+}
+
+# measure <case> <server pid> <server log> <bytes> <fetcher> <args...>: one measured transfer.
+measure() {
+    local c=$1 pid=$2 lg=$3 bytes=$4 t0 t1
+    shift 4
+    [ -n "${ERR[$c]:-}" ] && return 1
+    local u0=0 u1=0
+    [ -n "$EXTRA_PID" ] && u0=$(cpu_ticks "$EXTRA_PID")
+    t0=$(cpu_ticks "$pid")
+    if "$@"; then
+        t1=$(cpu_ticks "$pid")
+        [ -n "$EXTRA_PID" ] && u1=$(cpu_ticks "$EXTRA_PID")
+        UPTICKS[$c]=$(( ${UPTICKS[$c]:-0} + u1 - u0 ))
+        VALS[$c]="${VALS[$c]} $SPEED"
+        TICKS[$c]=$((TICKS[$c] + t1 - t0))
+        BYTES[$c]=$((BYTES[$c] + bytes))
+    else
+        fail_case "$c" "$FETCH_ERR" "$lg"
+        return 1
+    fi
+}
+
+hs() { # url [curl args] -> HS (ms)
+    local out rc u=$1
+    shift
+    out=$(curl -sS -o /dev/null --max-time 30 "${CURL_TLS[@]}" --http1.1 "$@" \
+        -w '%{http_code} %{time_connect} %{time_appconnect}' "$u" 2>"$WORK/logs/curl-hs.err")
+    rc=$?
+    set -- $out
+    if [ $rc != 0 ] || [ "${3:-0}" = "0.000000" ]; then
+        HS_ERR="curl exit $rc: $(tr '\n' ' ' <"$WORK/logs/curl-hs.err")"; return 1
+    fi
+    HS=$(awk -v a="$2" -v b="$3" 'BEGIN {printf "%.3f", (b - a) * 1000}')
+}
+HS_NEW=""; HS_MINTED=""; HS_DIFF=""; HS_ERR=""
+VIA=() # curl args to go through a hoard
+via() { VIA=(-x "http://127.0.0.1:$1" --cacert "$HOARD_CA_DIR/ca.crt"); }
+blob_url() { echo "https://$1/v2/$REPO/blobs/$2"; }
+
+# ---------------------------------------------------------------------------------------------
+START=$(date +%s)
+
+log "upstream registry: pushing the blobs"
+start_registry upstream-push "$UP_PORT" "$UP_STORAGE"
+UP_PID=$PID
+push_blob() { # file digest
+    local loc code
+    loc=$(curl -sS --cacert "$CA" -X POST -D - -o /dev/null \
+        "https://127.0.0.1:$UP_PORT/v2/$REPO/blobs/uploads/" | awk -F': ' 'tolower($1) == "location" {print $2}' | tr -d '\r')
+    [ -n "$loc" ] || die "registry gave no upload location"
+    case "$loc" in /*) loc="https://127.0.0.1:$UP_PORT$loc" ;; esac
+    case "$loc" in *\?*) loc="$loc&digest=$2" ;; *) loc="$loc?digest=$2" ;; esac
+    code=$(curl -sS --cacert "$CA" -o /dev/null -w '%{http_code}' -T "$1" \
+        -H 'Content-Type: application/octet-stream' "$loc") || die "push of $1 failed"
+    [ "$code" = 201 ] || die "push of $1: HTTP $code"
+}
+push_blob "$WORK/files/main" "$main_DIGEST"
+push_blob "$WORK/files/par" "$par_DIGEST"
+[ "$BIG" = 1 ] && push_blob "$WORK/files/big" "$big_DIGEST"
+stop_pid $UP_PID
+# A fresh upstream process for the measurements (its peak memory is that of serving only).
+start_registry upstream "$UP_PORT" "$UP_STORAGE"
+UP_PID=$PID
+UP_LOG="$WORK/logs/upstream.log"
+
+add_case nginx "nginx TLS, $MAIN_L, http/1.1"
+add_case nginx_h2 "nginx TLS, $MAIN_L, h2"
+add_case nginx_par "nginx TLS, $PAR_L parallel"
+add_case direct "Distribution (upstream) direct, $MAIN_L, http/1.1"
+add_case direct_h2 "Distribution (upstream) direct, $MAIN_L, h2"
+add_case dist_cold "Distribution proxy cold, $MAIN_L"
+add_case dist_warm "Distribution proxy warm, $MAIN_L"
+add_case dist_par "Distribution proxy warm, $PAR_L parallel"
+add_case hit "hoard hit, $MAIN_L, http/1.1"
+add_case hit_h2 "hoard hit, $MAIN_L, h2"
+add_case cold "hoard cold (fill), $MAIN_L, http/1.1"
+add_case cold_h2 "hoard cold (fill), $MAIN_L, h2"
+add_case par "hoard hit, $PAR_L parallel"
+add_case tunnel "hoard CONNECT tunnel to nginx, $MAIN_L"
+[ "$BIG" = 1 ] && add_case big "hoard hit, $BIG_L, http/1.1"
+
+MAIN_PATH="/v2/$REPO/blobs/$main_DIGEST"
+PAR_PATH="/v2/$REPO/blobs/$par_DIGEST"
+
+# --- Cold: every run on a fresh process with empty storage, interleaved with a direct fetch from
+# the upstream (their reference). The last filled storage is kept for the warm cases.
+log "cold fills: $RUNS runs each of direct h1 and h2, Distribution proxy, hoard http/1.1, hoard h2"
+DIST_KEEP="$WORK/dist-storage"; HOARD_KEEP="$WORK/hoard-cache"
+fetch warmup-direct $MAIN_BYTES --http1.1 --cacert "$CA" "https://127.0.0.1:$UP_PORT$MAIN_PATH" \
+    || fail_case direct "warm-up: $FETCH_ERR" "$UP_LOG"
+EXTRA_PID=$UP_PID
+for r in $(seq "$RUNS"); do
+    log "  run $r/$RUNS"
+    rm -rf "$WORK/dist-cold" "$WORK/hoard-cold"
+    measure direct $UP_PID "$UP_LOG" $MAIN_BYTES fetch direct $MAIN_BYTES \
+        --http1.1 --cacert "$CA" "https://127.0.0.1:$UP_PORT$MAIN_PATH"
+    measure direct_h2 $UP_PID "$UP_LOG" $MAIN_BYTES fetch direct_h2 $MAIN_BYTES \
+        --http2 --cacert "$CA" "https://127.0.0.1:$UP_PORT$MAIN_PATH"
+    # Distribution proxy
+    DP=$(free_port)
+    start_registry dist-cold "$DP" "$WORK/dist-cold" "https://127.0.0.1:$UP_PORT"
+    measure dist_cold $PID "$WORK/logs/dist-cold.log" $MAIN_BYTES fetch dist_cold $MAIN_BYTES \
+        --http1.1 --cacert "$CA" "https://127.0.0.1:$DP$MAIN_PATH"
+    note_rss dist_cold $PID; stop_pid $PID
+    if [ "$r" = "$RUNS" ]; then mv "$WORK/dist-cold" "$DIST_KEEP"; fi
+    # hoard, http/1.1 and h2
+    for c in cold cold_h2; do
+        rm -rf "$WORK/hoard-cold"
+        start_hoard "hoard-$c" "$WORK/hoard-cold"; via $PORT
+        v=--http1.1; [ $c = cold_h2 ] && v=--http2
+        measure $c $PID "$WORK/logs/hoard-$c.log" $MAIN_BYTES fetch $c $MAIN_BYTES $v "${VIA[@]}" \
+            "https://$HOST$MAIN_PATH"
+        note_rss $c $PID; stop_pid $PID
+    done
+    if [ "$r" = "$RUNS" ]; then mv "$WORK/hoard-cold" "$HOARD_KEEP"; fi
+done
+EXTRA_PID=
+rm -rf "$WORK/dist-cold" "$WORK/hoard-cold"
+if [ ! -d "$HOARD_KEEP" ]; then mkdir -p "$HOARD_KEEP"; fi
+if [ ! -d "$DIST_KEEP" ]; then mkdir -p "$DIST_KEEP"; fi
+
+# --- Preparation (not measured): the parallel blob into both caches (and the main blob if a cold
+# run failed), then a copy of hoard's cache for the second hit process.
+log "filling the caches for the warm cases"
+DP=$(free_port)
+start_registry dist-prep "$DP" "$DIST_KEEP" "https://127.0.0.1:$UP_PORT"
+for p in "$MAIN_PATH|$MAIN_BYTES" "$PAR_PATH|$PAR_BYTES"; do
+    fetch prep-dist "${p#*|}" --http1.1 --cacert "$CA" "https://127.0.0.1:$DP${p%|*}" \
+        || log "warning: filling the Distribution proxy: $FETCH_ERR"
+done
+stop_pid $PID
+start_hoard hoard-prep "$HOARD_KEEP"; via $PORT
+for p in "$MAIN_PATH|$MAIN_BYTES" "$PAR_PATH|$PAR_BYTES"; do
+    fetch prep-hoard "${p#*|}" --http1.1 "${VIA[@]}" "https://$HOST${p%|*}" \
+        || log "warning: filling hoard: $FETCH_ERR"
+done
+stop_pid $PID
+rm -rf "$WORK/hoard-cache-h2"; cp -a "$HOARD_KEEP" "$WORK/hoard-cache-h2"
+BIG_PATH=
+if [ "$BIG" = 1 ]; then
+    # The big blob in a cache of its own, filled by a process of its own.
+    BIG_PATH="/v2/$REPO/blobs/$big_DIGEST"
+    start_hoard hoard-big-prep "$WORK/hoard-cache-big"; via $PORT
+    fetch prep-big $BIG_BYTES --http1.1 "${VIA[@]}" "https://$HOST$BIG_PATH" \
+        || fail_case big "fill: $FETCH_ERR" "$WORK/logs/hoard-big-prep.log"
+    stop_pid $PID
+fi
+
+# --- Warm single-client cases: all servers up at once, runs interleaved (so background load
+# hits every case alike), one unmeasured warm-up transfer each.
+log "warm cases: $RUNS interleaved runs"
+NP=$(free_port); start_nginx nginx "$NP"; NGINX_PID=$PID
+NP2=$(free_port); start_nginx nginx-h2 "$NP2"; NGINX2_PID=$PID
+start_nginx nginx-tunnel "$NGINX_TUNNEL_PORT"; NGINXT_PID=$PID
+DP=$(free_port); start_registry dist-warm "$DP" "$DIST_KEEP" "https://127.0.0.1:$UP_PORT"; DISTW_PID=$PID
+start_hoard hoard-hit "$HOARD_KEEP"; HIT_PID=$PID; HIT_PORT=$PORT
+start_hoard hoard-hit-h2 "$WORK/hoard-cache-h2"; HIT2_PID=$PID; HIT2_PORT=$PORT
+start_hoard hoard-tunnel "$WORK/hoard-tunnel-cache"; TUN_PID=$PID; TUN_PORT=$PORT
+WARM=(nginx hit nginx_h2 hit_h2 dist_warm tunnel)
+if [ "$BIG" = 1 ]; then
+    start_hoard hoard-big "$WORK/hoard-cache-big"; BIG_PID=$PID; BIG_PORT=$PORT
+    WARM+=(big)
+fi
+
+run_warm() { # case -> one transfer (measured unless $1 is prefixed by "-")
+    local c=${1#-} bytes=$MAIN_BYTES
+    local a=()
+    case $c in
+        nginx) a=($NGINX_PID "$WORK/nginx/error.log" --http1.1 --cacert "$CA" "https://127.0.0.1:$NP/main") ;;
+        nginx_h2) a=($NGINX2_PID "$WORK/nginx-h2/error.log" --http2 --cacert "$CA" "https://127.0.0.1:$NP2/main") ;;
+        direct) a=($UP_PID "$UP_LOG" --http1.1 --cacert "$CA" "https://127.0.0.1:$UP_PORT$MAIN_PATH") ;;
+        dist_warm) a=($DISTW_PID "$WORK/logs/dist-warm.log" --http1.1 --cacert "$CA" "https://127.0.0.1:$DP$MAIN_PATH") ;;
+        hit) via $HIT_PORT; a=($HIT_PID "$WORK/logs/hoard-hit.log" --http1.1 "${VIA[@]}" "https://$HOST$MAIN_PATH") ;;
+        hit_h2) via $HIT2_PORT; a=($HIT2_PID "$WORK/logs/hoard-hit-h2.log" --http2 "${VIA[@]}" "https://$HOST$MAIN_PATH") ;;
+        tunnel) via $TUN_PORT; a=($TUN_PID "$WORK/logs/hoard-tunnel.log" --http1.1 "${VIA[@]}" --cacert "$CA" "https://127.0.0.1:$NGINX_TUNNEL_PORT/main") ;;
+        big) via $BIG_PORT; bytes=$BIG_BYTES; a=($BIG_PID "$WORK/logs/hoard-big.log" --http1.1 "${VIA[@]}" "https://$HOST$BIG_PATH") ;;
+    esac
+    if [ "$c" != "$1" ]; then
+        fetch "warmup-$c" $bytes "${a[@]:2}" || fail_case "$c" "warm-up: $FETCH_ERR" "${a[1]}"
+    else
+        measure "$c" "${a[0]}" "${a[1]}" $bytes fetch "$c" $bytes "${a[@]:2}"
+    fi
+}
+for c in "${WARM[@]}"; do [ "$c" = big ] || run_warm "-$c"; done
+for r in $(seq "$RUNS"); do
+    log "  run $r/$RUNS"
+    for c in "${WARM[@]}"; do run_warm "$c"; done
+done
+# For scale: TLS handshakes with nginx, direct and through hoard's tunnel.
+HS_NGINX=""; HS_NGINX_TUN=""
+for i in $(seq "$HS_NAMES"); do
+    hs "https://127.0.0.1:$NGINX_TUNNEL_PORT/" --cacert "$CA" && HS_NGINX="$HS_NGINX $HS"
+    via $TUN_PORT
+    hs "https://127.0.0.1:$NGINX_TUNNEL_PORT/" "${VIA[@]}" --cacert "$CA" && HS_NGINX_TUN="$HS_NGINX_TUN $HS"
+done
+note_rss nginx $NGINX_PID; note_rss nginx_h2 $NGINX2_PID
+note_rss dist_warm $DISTW_PID; note_rss hit $HIT_PID; note_rss hit_h2 $HIT2_PID; note_rss tunnel $TUN_PID
+for p in $NGINX_PID $NGINX2_PID $NGINXT_PID $DISTW_PID $HIT_PID $HIT2_PID $TUN_PID; do stop_pid $p; done
+if [ "$BIG" = 1 ]; then note_rss big $BIG_PID; stop_pid $BIG_PID; fi
+rm -rf "$WORK/hoard-cache-h2" "$WORK/hoard-cache-big"
+
+# --- Parallel hits, interleaved.
+log "parallel cases, $PAR_L: $RUNS interleaved runs"
+NP=$(free_port); start_nginx nginx-par "$NP"; NGINX_PID=$PID
+DP=$(free_port); start_registry dist-par "$DP" "$DIST_KEEP" "https://127.0.0.1:$UP_PORT"; DISTW_PID=$PID
+start_hoard hoard-par "$HOARD_KEEP"; PAR_PID=$PID; via $PORT
+PAR_VIA=("${VIA[@]}")
+fetch warmup-nginx-par $PAR_BYTES --http1.1 --cacert "$CA" "https://127.0.0.1:$NP/par" || fail_case nginx_par "warm-up: $FETCH_ERR"
+fetch warmup-dist-par $PAR_BYTES --http1.1 --cacert "$CA" "https://127.0.0.1:$DP$PAR_PATH" || fail_case dist_par "warm-up: $FETCH_ERR" "$WORK/logs/dist-par.log"
+fetch warmup-par $PAR_BYTES --http1.1 "${PAR_VIA[@]}" "https://$HOST$PAR_PATH" || fail_case par "warm-up: $FETCH_ERR" "$WORK/logs/hoard-par.log"
+for r in $(seq "$RUNS"); do
+    log "  run $r/$RUNS"
+    measure nginx_par $NGINX_PID "$WORK/nginx-par/error.log" $((PAR_N * PAR_BYTES)) par_fetch nginx_par $PAR_BYTES \
+        --http1.1 --cacert "$CA" "https://127.0.0.1:$NP/par"
+    measure par $PAR_PID "$WORK/logs/hoard-par.log" $((PAR_N * PAR_BYTES)) par_fetch par $PAR_BYTES \
+        --http1.1 "${PAR_VIA[@]}" "https://$HOST$PAR_PATH"
+    measure dist_par $DISTW_PID "$WORK/logs/dist-par.log" $((PAR_N * PAR_BYTES)) par_fetch dist_par $PAR_BYTES \
+        --http1.1 --cacert "$CA" "https://127.0.0.1:$DP$PAR_PATH"
+done
+note_rss nginx_par $NGINX_PID; note_rss dist_par $DISTW_PID; note_rss par $PAR_PID
+for p in $NGINX_PID $DISTW_PID $PAR_PID; do stop_pid $p; done
+
+# --- First TLS handshake to a name hoard has not minted a certificate for, then the same name
+# again (minted): CONNECT + TLS handshake time as curl sees it (time_appconnect - time_connect).
+log "TLS handshakes through hoard: $HS_NAMES new names, each then again"
+start_hoard hoard-handshake "$WORK/hoard-hs-cache"; HS_PID=$PID; via $PORT
+HS_ERR=""
+hs https://w.bench/v2/ "${VIA[@]}" && hs https://w.bench/v2/ "${VIA[@]}" # warm-up: the process's first connection
+for n in $HS_LIST; do
+    hs "https://$n/v2/" "${VIA[@]}" && HS_NEW="$HS_NEW $HS" || break
+    hs "https://$n/v2/" "${VIA[@]}" && HS_MINTED="$HS_MINTED $HS" || break
+    HS_DIFF="$HS_DIFF $(awk -v a="${HS_NEW##* }" -v b="$HS" 'BEGIN {printf "%.3f", a - b}')"
+done
+[ -n "$HS_ERR" ] && { log "FAILED handshake: $HS_ERR"; tail -n 15 "$WORK/logs/hoard-handshake.log" >&2; }
+stop_pid $HS_PID
+
+note_rss direct $UP_PID; RSS[direct_h2]=${RSS[direct]}
+stop_pid $UP_PID
+ELAPSED=$(( $(date +%s) - START ))
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+stats() { # values... -> "median min max"
+    printf '%s\n' "$@" | sort -g | awk -v p="${PREC:-1}" '{v[NR] = $1} END {
+        if (NR == 0) { print "- - -"; exit }
+        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        f = "%." p "f"; printf f " " f " " f "\n", m, v[1], v[NR] }'
+}
+median() { set -- $(stats "$@"); echo "$1"; }
+med() { [ -n "${ERR[$1]:-}" ] && { echo -; return; }; median ${VALS[$1]}; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
+declare -A REF=([nginx_h2]=nginx [direct_h2]=direct [dist_cold]=direct [dist_warm]=nginx [dist_par]=nginx_par
+    [hit]=nginx [hit_h2]=hit [cold]=direct [cold_h2]=direct [par]=nginx_par [tunnel]=nginx [big]=hit)
+declare -A SHORTUP=([direct]="curl h1" [direct_h2]="curl h2" [dist_cold]="Distribution proxy" [cold]="hoard h1" [cold_h2]="hoard h2")
+declare -A SHORT=([nginx]="nginx h1" [nginx_h2]="nginx h2" [nginx_par]="nginx par" [direct]=direct
+    [hit]="hoard hit h1" [nginx_par]="nginx par")
+
+desc_machine() {
+    echo "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)," \
+        "$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, kernel $(uname -r)," \
+        "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "versions: $(nginx -v 2>&1 | sed 's/^nginx version: //'), docker-registry $(docker-registry --version 2>/dev/null | awk '{print $NF}')," \
+        "$(curl --version | head -1 | awk '{print "curl " $2 ", " $5}'), hoard $(git -C "$REPO_DIR" describe --always --dirty 2>/dev/null)" \
+        "($(rustc --version 2>/dev/null | awk '{print $1, $2}'))"
+    echo "mode: $MODE, $RUNS runs per case, TLS 1.3 TLS_AES_128_GCM_SHA256 on every client connection, $(date -u +%Y-%m-%dT%H:%MZ), took ${ELAPSED}s"
+}
+
+echo "# hoard benchmark"
+echo
+desc_machine
+echo
+fmt='%-50s %10s %17s %18s %9s %9s\n'
+printf "$fmt" case "MiB/s" "min-max" "ratio (vs)" "peak MiB" "CPU s/GiB"
+printf "$fmt" "$(printf '%.0s-' $(seq 50))" ---------- ----------------- ------------------ --------- ---------
+for c in "${ORDER[@]}"; do
+    if [ -n "${ERR[$c]:-}" ] && [ -z "${VALS[$c]// /}" ]; then
+        printf "$fmt" "${TITLE[$c]}" FAILED - - - -
+        continue
+    fi
+    set -- $(stats ${VALS[$c]})
+    m=$1; range="$2-$3"
+    [ -n "${ERR[$c]:-}" ] && m="$m!"
+    rat=reference
+    if [ -n "${REF[$c]:-}" ]; then r=${REF[$c]}; rat="$(ratio "$(med $c)" "$(med $r)")x ${SHORT[$r]:-$r}"; fi
+    rss=$(awk -v k="${RSS[$c]}" 'BEGIN {printf "%.1f", k / 1024}')
+    cpu=$(awk -v t="${TICKS[$c]}" -v b="${BYTES[$c]}" -v hz=$TICK 'BEGIN { if (b == 0) print "-"; else printf "%.2f", t / hz / (b / 1073741824) }')
+    printf "$fmt" "${TITLE[$c]}" "$m" "$range" "$rat" "$rss" "$cpu"
+done
+echo
+echo "peak MiB: VmHWM of the server's processes (nginx: master + workers summed; cold rows: the largest"
+echo "of the fresh processes). CPU s/GiB: utime+stime of the server's processes during the measured"
+echo "transfers / GiB served. Parallel rows: $PAR_N curl clients at once, total bytes / wall time."
+echo "Cold rows: a fresh process with empty storage per run, interleaved run by run with the direct row."
+echo "Warm rows (and, apart, the parallel rows): one process each, all up at once, one unmeasured warm-up"
+echo "transfer each (not the $BIG_L row: its fill just wrote it), then interleaved run by run."
+up=""
+for c in direct direct_h2 dist_cold cold cold_h2; do
+    [ "${BYTES[$c]}" -gt 0 ] && up="$up, ${SHORTUP[$c]} $(awk -v t="${UPTICKS[$c]:-0}" -v b="${BYTES[$c]}" -v hz=$TICK 'BEGIN {printf "%.2f", t / hz / (b / 1073741824)}')"
+done
+[ -n "$up" ] && echo "Upstream registry CPU s/GiB while it fed:${up#,}."
+echo
+if [ -n "$HS_NEW" ]; then
+    set -- $(PREC=2 stats $HS_NEW); hn=$1; hnr="$2-$3"
+    set -- $(PREC=2 stats $HS_MINTED); hm=$1; hmr="$2-$3"
+    echo "TLS handshake through hoard (CONNECT + handshake, curl time_appconnect - time_connect), ms:"
+    printf '  %-40s %8s  (%s, %d names)\n' "new name (certificate minted now)" "$hn" "$hnr" $(wc -w <<<"$HS_NEW")
+    printf '  %-40s %8s  (%s)\n' "same name again (certificate minted)" "$hm" "$hmr"
+    set -- $(PREC=2 stats $HS_DIFF); hd=$1
+    printf '  %-40s %8s  (%s)\n' "new - same, per name" "$hd" "$2-$3"
+    [ -n "$HS_NGINX" ] && { set -- $(PREC=2 stats $HS_NGINX); printf '  %-40s %8s  (%s)\n' "for scale: nginx direct (no CONNECT)" "$1" "$2-$3"; }
+    [ -n "$HS_NGINX_TUN" ] && { set -- $(PREC=2 stats $HS_NGINX_TUN); printf '  %-40s %8s  (%s)\n' "for scale: nginx through hoard's tunnel" "$1" "$2-$3"; }
+else
+    echo "TLS handshake through hoard: FAILED ($HS_ERR)"
+fi
+echo
+
+# Targets of issue 5, from this run.
+check() { # label value op limit
+    local ok
+    if [ "$2" = - ] || [ -z "$2" ]; then printf '  %-62s %-8s %s\n' "$1" "-" "NOT MEASURED"; return; fi
+    ok=$(awk -v v="$2" -v l="$4" -v op="$3" 'BEGIN { if (op == ">=") print (v >= l) ? "PASS" : "FAIL"; else print (v <= l) ? "PASS" : "FAIL" }')
+    printf '  %-62s %-8s %s\n' "$1" "$2" "$ok"
+}
+echo "targets (issue 5):"
+check "hit h1 >= 1.0x nginx TLS h1" "$(ratio "$(med hit)" "$(med nginx)")" ">=" 1.0
+check "hit h2 >= 0.9x hit h1" "$(ratio "$(med hit_h2)" "$(med hit)")" ">=" 0.9
+check "16 parallel hits >= 1.0x nginx 16 parallel" "$(ratio "$(med par)" "$(med nginx_par)")" ">=" 1.0
+check "cold fill h1 >= 0.9x direct upstream" "$(ratio "$(med cold)" "$(med direct)")" ">=" 0.9
+check "cold fill h2 >= 0.9x direct upstream" "$(ratio "$(med cold_h2)" "$(med direct)")" ">=" 0.9
+check "tunnel >= 0.97x nginx direct" "$(ratio "$(med tunnel)" "$(med nginx)")" ">=" 0.97
+maxrss=0
+for c in hit hit_h2 cold cold_h2 par tunnel big; do
+    [ -n "${RSS[$c]:-}" ] && [ "${RSS[$c]}" -gt $maxrss ] && maxrss=${RSS[$c]}
+done
+check "hoard peak memory (all cases) <= 64 MiB" "$(awk -v k=$maxrss 'BEGIN {printf "%.1f", k / 1024}')" "<=" 64
+if [ "$BIG" = 1 ] && [ "${RSS[big]:-0}" -gt 0 ] && [ "${RSS[hit]:-0}" -gt 0 ]; then
+    check "peak memory $BIG_L hit - $MAIN_L hit <= 4 MiB" \
+        "$(awk -v a="${RSS[big]}" -v b="${RSS[hit]}" 'BEGIN {printf "%.1f", (a - b) / 1024}')" "<=" 4
+else
+    check "peak memory $BIG_L hit - $MAIN_L hit <= 4 MiB" - "<=" 4
+fi
+if [ -n "$HS_NEW" ]; then
+    check "first handshake - minted handshake <= 2 ms (median per name)" "$hd" "<=" 2
+else
+    check "first handshake - minted handshake <= 2 ms (median per name)" - "<=" 2
+fi
+check "hoard hit h1 / Distribution proxy warm > 1" "$(ratio "$(med hit)" "$(med dist_warm)")" ">=" 1.0
+check "hoard cold h1 / Distribution proxy cold > 1" "$(ratio "$(med cold)" "$(med dist_cold)")" ">=" 1.0
+check "hoard parallel / Distribution proxy parallel > 1" "$(ratio "$(med par)" "$(med dist_par)")" ">=" 1.0
+for c in "${ORDER[@]}"; do
+    [ -n "${ERR[$c]:-}" ] && echo "error in '${TITLE[$c]}': ${ERR[$c]}"
+done
+exit 0
