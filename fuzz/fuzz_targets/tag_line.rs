@@ -1,0 +1,31 @@
+//! Text hoard reads back from disk or from an upstream: a tag file line
+//! (`store::parse_tag_line`) and a `Location` header resolved against the request's URI
+//! (`upstream::join_location`).
+#![no_main]
+
+use hoard::registry::Digest;
+use hoard::store::parse_tag_line;
+use hoard::upstream::join_location;
+use http::Uri;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Some(entry) = parse_tag_line(text) {
+        assert_eq!(
+            Digest::parse(&entry.digest.to_string()).as_ref(),
+            Some(&entry.digest)
+        );
+        assert!(!entry.media_type.contains(' '), "{text:?}: {entry:?}");
+    }
+    let base = Uri::from_static("https://registry.example:5000/v2/library/alpine/blobs/x?y=1");
+    if let Some(uri) = join_location(&base, text) {
+        assert!(uri.authority().is_some(), "{text:?} -> {uri}");
+        assert!(
+            matches!(uri.scheme_str(), Some("https" | "http")),
+            "{text:?} -> {uri}"
+        );
+    }
+});
