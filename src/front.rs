@@ -150,6 +150,9 @@ fn local(request: &Request<Incoming>, hoard: &Hoard) -> Response<Body> {
             .header(CONTENT_TYPE, "application/json")
             .body(full_body(hoard.stats.to_json()))
             .unwrap_or_else(|_| internal()),
+        (&Method::GET, path) if path.starts_with("/setup/") => {
+            crate::setup::respond(request, hoard)
+        }
         _ => error(
             StatusCode::BAD_REQUEST,
             "hoard is a proxy: send CONNECT host:port or an absolute http:// URL \

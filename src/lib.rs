@@ -17,6 +17,7 @@ pub mod log;
 pub mod ops;
 pub mod registry;
 pub mod registry_auth;
+pub mod setup;
 pub mod store;
 pub mod tunnel;
 pub mod upstream;

@@ -1,0 +1,343 @@
+//! The host setup scripts served at `/setup/<engine>`: fetched from hoard in-process and run with
+//! `sh` against a scratch root (`--root`), twice, and as a dry run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use common::{Extra, Proxy, REGISTRY, Registry, init};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A client that talks to hoard directly, as `curl http://hoard:3128/setup/docker` does.
+fn direct() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+async fn fetch(proxy: &Proxy, engine: &str, auth: Option<&str>) -> String {
+    let mut request = direct().get(format!("{}/setup/{engine}", proxy.url()));
+    if let Some(auth) = auth {
+        let basic = base64::engine::general_purpose::STANDARD.encode(auth);
+        request = request.header("proxy-authorization", format!("Basic {basic}"));
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200, "/setup/{engine}");
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/x-shellscript",
+        "/setup/{engine}"
+    );
+    response.text().await.unwrap()
+}
+
+/// Writes a fetched script into `dir` and returns its path.
+fn save(dir: &Path, engine: &str, script: String) -> PathBuf {
+    let path = dir.join(format!("{engine}.sh"));
+    std::fs::write(&path, script).unwrap();
+    path
+}
+
+/// Runs `script` with `sh` and `args`; `env` adds to the environment.
+fn run(script: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let output = Command::new("sh")
+        .arg(script)
+        .args(args)
+        .env_remove("HOARD_SETUP_ROOT")
+        .env_remove("HOARD_PROXY_USER")
+        .env_remove("HOARD_NO_PROXY")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "sh {} {args:?}: {}\n{}",
+        script.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn read(root: &Path, path: &str) -> String {
+    let full = root.join(path.trim_start_matches('/'));
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// Every file under `dir` with its bytes and modification time.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>, SystemTime)> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+                let name = path.strip_prefix(dir).unwrap().display().to_string();
+                files.push((name, std::fs::read(&path).unwrap(), modified));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// What one engine's script must write, besides the CA in the system store.
+struct Expected {
+    engine: &'static str,
+    certs_d: &'static str,
+    proxy_file: &'static str,
+    /// The proxy file's lines that carry the settings, with `{proxy}` for hoard's address.
+    proxy_lines: &'static [&'static str],
+}
+
+const ENGINES: [Expected; 3] = [
+    Expected {
+        engine: "docker",
+        certs_d: "/etc/docker/certs.d",
+        proxy_file: "/etc/systemd/system/docker.service.d/http-proxy.conf",
+        proxy_lines: &[
+            "[Service]",
+            "Environment=\"HTTPS_PROXY=http://{proxy}\"",
+            "Environment=\"NO_PROXY=localhost,127.0.0.0/8,::1,127.0.0.1\"",
+        ],
+    },
+    Expected {
+        engine: "containerd",
+        certs_d: "/etc/containerd/certs.d",
+        proxy_file: "/etc/systemd/system/containerd.service.d/http-proxy.conf",
+        proxy_lines: &[
+            "[Service]",
+            "Environment=\"HTTPS_PROXY=http://{proxy}\"",
+            "Environment=\"NO_PROXY=localhost,127.0.0.0/8,::1,127.0.0.1\"",
+        ],
+    },
+    Expected {
+        engine: "podman",
+        certs_d: "/etc/containers/certs.d",
+        proxy_file: "/etc/containers/containers.conf.d/hoard.conf",
+        proxy_lines: &[
+            "[engine]",
+            "env = [\"HTTPS_PROXY=http://{proxy}\", \"NO_PROXY=localhost,127.0.0.0/8,::1,127.0.0.1\"]",
+        ],
+    },
+];
+
+#[tokio::test]
+async fn setup_scripts_install_the_ca_and_proxy_and_change_nothing_the_second_time() {
+    init();
+    let registry = Registry::start().await;
+    let proxy = Proxy::start(&registry, "").await;
+    let authority = proxy.server.local_addr().to_string();
+    let ca = std::fs::read_to_string(proxy.dir.path().join("ca/ca.crt")).unwrap();
+    let work = tempfile::tempdir().unwrap();
+
+    for expected in &ENGINES {
+        let engine = expected.engine;
+        let script = save(work.path(), engine, fetch(&proxy, engine, None).await);
+        let root = work.path().join(format!("root-{engine}"));
+        let root_arg = root.to_str().unwrap();
+
+        let first = stdout(&run(&script, &["--root", root_arg], &[]));
+        assert!(first.contains("created "), "{engine}: {first}");
+        assert_eq!(
+            read(&root, "/usr/local/share/ca-certificates/hoard.crt"),
+            ca
+        );
+        let host_ca = format!("{}/{REGISTRY}/ca.crt", expected.certs_d);
+        assert_eq!(read(&root, &host_ca), ca, "{engine}: {host_ca}");
+        let written = read(&root, expected.proxy_file);
+        let lines: Vec<&str> = written.lines().filter(|l| !l.starts_with('#')).collect();
+        let want: Vec<String> = expected
+            .proxy_lines
+            .iter()
+            .map(|l| l.replace("{proxy}", &authority))
+            .collect();
+        assert_eq!(lines, want, "{engine}: {written}");
+        let files: Vec<String> = snapshot(&root).into_iter().map(|f| f.0).collect();
+        assert_eq!(
+            files.len(),
+            3,
+            "{engine}: only what was asked for: {files:?}"
+        );
+
+        let before = snapshot(&root);
+        let second = stdout(&run(&script, &["--root", root_arg], &[]));
+        assert_eq!(
+            snapshot(&root),
+            before,
+            "{engine}: the second run changed files"
+        );
+        assert_eq!(
+            second.matches("unchanged ").count(),
+            3,
+            "{engine}: {second}"
+        );
+        for verb in ["created", "updated", "skipped"] {
+            assert!(
+                !second.contains(verb),
+                "{engine}: {verb} on the second run: {second}"
+            );
+        }
+
+        // The same through the environment instead of the flag.
+        let third = stdout(&run(&script, &[], &[("HOARD_SETUP_ROOT", root_arg)]));
+        assert_eq!(third.matches("unchanged ").count(), 3, "{engine}: {third}");
+    }
+}
+
+#[tokio::test]
+async fn dry_runs_create_nothing() {
+    init();
+    let registry = Registry::start().await;
+    let proxy = Proxy::start(&registry, "").await;
+    let work = tempfile::tempdir().unwrap();
+    for expected in &ENGINES {
+        let engine = expected.engine;
+        let script = save(work.path(), engine, fetch(&proxy, engine, None).await);
+        let root = work.path().join(format!("empty-{engine}"));
+        let out = stdout(&run(
+            &script,
+            &["--dry-run", "--root", root.to_str().unwrap()],
+            &[],
+        ));
+        assert!(
+            !root.exists(),
+            "{engine}: the dry run created {}",
+            root.display()
+        );
+        assert!(
+            out.contains(&format!("would create {}", root.join("etc").display())),
+            "{engine}: {out}"
+        );
+        assert!(!out.contains("created "), "{engine}: {out}");
+    }
+}
+
+#[tokio::test]
+async fn proxy_credentials_come_from_the_user_never_from_hoard() {
+    init();
+    let registry = Registry::start().await;
+    let users = tempfile::tempdir().unwrap();
+    let htpasswd = users.path().join("htpasswd");
+    let hash = bcrypt::hash("wonderland", 4).unwrap();
+    std::fs::write(&htpasswd, format!("alice:{hash}\n")).unwrap();
+    let proxy_extra = format!("auth_file = \"{}\"", htpasswd.display());
+    let extra = Extra {
+        proxy: &proxy_extra,
+        ..Extra::default()
+    };
+    let proxy = Proxy::start_extra(&registry, extra).await;
+    let authority = proxy.server.local_addr().to_string();
+    let work = tempfile::tempdir().unwrap();
+    let text = fetch(&proxy, "docker", Some("alice:wonderland")).await;
+    assert!(!text.contains("wonderland") && !text.contains(&hash));
+    let script = save(work.path(), "docker", text);
+    let root = work.path().join("root");
+    let root_arg = root.to_str().unwrap();
+    let drop_in = "/etc/systemd/system/docker.service.d/http-proxy.conf";
+
+    let without = run(&script, &["--root", root_arg], &[]);
+    let warning = String::from_utf8_lossy(&without.stderr);
+    assert!(warning.contains("--proxy-user"), "{warning}");
+    assert!(read(&root, drop_in).contains(&format!("HTTPS_PROXY=http://{authority}\"")));
+
+    // Reserved characters are percent-encoded, and the % doubled for systemd.
+    let with = stdout(&run(
+        &script,
+        &["--root", root_arg, "--proxy-user", "alice:won@der:land"],
+        &[],
+    ));
+    assert!(with.contains("updated "), "{with}");
+    assert!(
+        !with.contains("won@der"),
+        "no password in the output: {with}"
+    );
+    let written = read(&root, drop_in);
+    assert!(
+        written.contains(&format!(
+            "HTTPS_PROXY=http://alice:won%%40der%%3Aland@{authority}\""
+        )),
+        "{written}"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(root.join(drop_in.trim_start_matches('/')))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "a drop-in with a password is root's only"
+    );
+
+    let again = run(
+        &script,
+        &["--root", root_arg],
+        &[("HOARD_PROXY_USER", "alice:won@der:land")],
+    );
+    assert!(!stdout(&again).contains("updated "), "{}", stdout(&again));
+}
+
+/// Sends one raw request to hoard and returns what it answered.
+async fn raw(proxy: &Proxy, request: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(proxy.server.local_addr())
+        .await
+        .unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn the_host_header_names_the_proxy_and_must_be_a_host() {
+    init();
+    let registry = Registry::start().await;
+    let proxy = Proxy::start(&registry, "").await;
+
+    let named = raw(
+        &proxy,
+        "GET /setup/podman HTTP/1.1\r\nHost: hoard.example:3128\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(named.starts_with("HTTP/1.1 200"), "{named}");
+    assert!(named.contains("\nPROXY_HOSTPORT='hoard.example:3128'\n"));
+    assert!(
+        named.contains(",hoard.example'\n"),
+        "the proxy host is in NO_PROXY"
+    );
+
+    for bad in [
+        "x;reboot",
+        "$(reboot):3128",
+        "hoard:99999",
+        "a'b",
+        "hoard example",
+    ] {
+        let answer = raw(
+            &proxy,
+            &format!("GET /setup/docker HTTP/1.1\r\nHost: {bad}\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{bad:?}: {answer}");
+        assert!(answer.contains("Host header"), "{bad:?}: {answer}");
+        assert!(!answer.contains("#!/bin/sh"), "{bad:?}");
+    }
+
+    let unknown = direct()
+        .get(format!("{}/setup/windows", proxy.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert!(unknown.text().await.unwrap().contains("/setup/docker"));
+}
