@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use hoard::config::{Config, Overrides, parse_duration, parse_size};
 use hoard::ops::disk::CacheDir;
 use hoard::ops::imageref::ImageRef;
@@ -56,6 +56,22 @@ enum Command {
         /// The proxy to pull through [default: http://<proxy.listen of the config>].
         #[arg(long, value_name = "URL")]
         proxy: Option<String>,
+    },
+    /// Print a shell completion script.
+    ///
+    /// For example: hoard completions bash > /usr/share/bash-completion/completions/hoard
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    ///
+    /// For example: hoard man | man -l -
+    Man {
+        /// Write hoard.1 and a page per subcommand (hoard-serve.1, …) into this folder instead.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
     },
 }
 
@@ -169,6 +185,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let outcome = runtime()?.block_on(ops::warm::run(&config, &images, &options));
             Ok(exit_code(outcome))
         }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "hoard", &mut script);
+            print_bytes(&script)
+        }
+        Command::Man { out_dir } => {
+            let command = Cli::command();
+            if let Some(dir) = out_dir {
+                std::fs::create_dir_all(&dir)?;
+                clap_mangen::generate_to(command, &dir)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut page = Vec::new();
+            clap_mangen::Man::new(command).render(&mut page)?;
+            print_bytes(&page)
+        }
     }
 }
 
@@ -209,6 +241,16 @@ fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
         }
     };
     Ok(exit_code(outcome))
+}
+
+/// Writes generated text to stdout; a reader that stops early (`| head`) is not an error.
+fn print_bytes(bytes: &[u8]) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// Loads and validates the config; a problem is printed as one line (the caller exits 2).
