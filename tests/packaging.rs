@@ -1,0 +1,195 @@
+//! Packaging: the shipped configs (container image, systemd, Kubernetes) are valid hoard configs
+//! that are not open proxies, the packaging files agree with them, and the completions and man
+//! page come out of the binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use hoard::config::{Config, FileConfig, Overrides};
+
+const HOARD: &str = env!("CARGO_BIN_EXE_hoard");
+
+fn read(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+fn hoard(args: &[&str]) -> String {
+    let output = Command::new(HOARD).args(args).output().unwrap();
+    assert!(output.status.success(), "hoard {args:?}: {output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Asserts that the file at `path` contains each of `needles`.
+fn assert_contains(path: &str, needles: &[&str]) -> String {
+    let text = read(path);
+    for needle in needles {
+        assert!(text.contains(needle), "{needle:?} not in {path}");
+    }
+    text
+}
+
+fn parse(text: &str) -> FileConfig {
+    toml::from_str(text).unwrap_or_else(|e| panic!("not a hoard config: {e}\n{text}"))
+}
+
+/// Resolves a shipped config: it listens on every interface on 3128, keeps its state under
+/// /var/lib/hoard, and would be refused as an open proxy without its allow-list.
+fn check_shipped_config(text: &str) -> Config {
+    let config = Config::resolve(parse(text), Overrides::default()).unwrap();
+    assert_eq!(config.listen, "0.0.0.0:3128".parse().unwrap());
+    assert_eq!(config.ca_dir, Path::new("/var/lib/hoard/ca"));
+    assert_eq!(config.cache_dir, Path::new("/var/lib/hoard/cache"));
+    for client in [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.17.0.1",
+        "192.168.1.10",
+        "fd00::1",
+    ] {
+        let ip = client.parse().unwrap();
+        assert!(
+            config.allow_clients.iter().any(|c| c.contains(ip)),
+            "{client} not in allow_clients"
+        );
+    }
+    let public = "8.8.8.8".parse().unwrap();
+    assert!(!config.allow_clients.iter().any(|c| c.contains(public)));
+
+    let mut open = parse(text);
+    open.proxy.allow_clients.clear();
+    let err = Config::resolve(open, Overrides::default()).unwrap_err();
+    assert!(err.to_string().contains("open proxy"), "{err}");
+    config
+}
+
+/// The block scalar under `key: |` in a YAML file, without its indentation.
+fn yaml_block(yaml: &str, key: &str) -> String {
+    let mut lines = yaml.lines();
+    let header = lines
+        .by_ref()
+        .find(|line| line.trim() == format!("{key}: |"))
+        .unwrap_or_else(|| panic!("no `{key}: |` block"));
+    let body_indent = header.len() - header.trim_start().len() + 2;
+    let mut block = String::new();
+    for line in lines {
+        if !line.trim().is_empty() && line.len() - line.trim_start().len() < body_indent {
+            break;
+        }
+        block.push_str(line.get(body_indent..).unwrap_or(""));
+        block.push('\n');
+    }
+    block
+}
+
+#[test]
+fn bash_completions_name_the_subcommands() {
+    let script = hoard(&["completions", "bash"]);
+    for word in ["hoard", "serve", "cache", "warm", "prune", "--config"] {
+        assert!(
+            script.contains(word),
+            "{word:?} not in the bash completions"
+        );
+    }
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        assert!(hoard(&["completions", shell]).contains("serve"), "{shell}");
+    }
+}
+
+#[test]
+fn man_page_is_roff_about_hoard() {
+    let page = hoard(&["man"]);
+    // clap_mangen opens with two lines defining the apostrophe string, then the title.
+    let first_macro = page
+        .lines()
+        .find(|line| !line.starts_with(".ie") && !line.starts_with(".el"))
+        .unwrap();
+    assert!(first_macro.starts_with(".TH hoard 1"), "{first_macro}");
+    assert!(page.contains(".SH SUBCOMMANDS"));
+    assert!(page.contains("serve"));
+
+    let dir = tempfile::tempdir().unwrap();
+    hoard(&["man", "--out-dir", dir.path().to_str().unwrap()]);
+    for page in ["hoard.1", "hoard-serve.1", "hoard-cache-prune.1"] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(text.contains(".TH"), "{page}");
+    }
+}
+
+#[test]
+fn packaged_config_is_valid_and_not_an_open_proxy() {
+    check_shipped_config(&read("contrib/config.toml"));
+}
+
+#[test]
+fn dockerfile_ships_the_packaged_config_and_its_folders_as_volumes() {
+    assert_contains(
+        "Dockerfile",
+        &[
+            "COPY contrib/config.toml /etc/hoard/config.toml",
+            "ENV HOARD_CONFIG=/etc/hoard/config.toml",
+            r#"VOLUME ["/var/lib/hoard/ca", "/var/lib/hoard/cache"]"#,
+            "EXPOSE 3128",
+            "http://127.0.0.1:3128/healthz",
+            "USER 10001:10001",
+            "FROM debian:bookworm-slim",
+        ],
+    );
+    // Everything the build copies gets past .dockerignore.
+    assert_contains(
+        ".dockerignore",
+        &[
+            "!Cargo.toml",
+            "!Cargo.lock",
+            "!src/",
+            "!benches/",
+            "!contrib/config.toml",
+        ],
+    );
+}
+
+#[test]
+fn systemd_unit_runs_the_packaged_config_hardened() {
+    assert_contains(
+        "contrib/hoard.service",
+        &[
+            "ExecStart=/usr/local/bin/hoard serve --config /etc/hoard/config.toml",
+            "ExecReload=/bin/kill -HUP $MAINPID",
+            "StateDirectory=hoard hoard/ca hoard/cache",
+            "ProtectSystem=strict",
+            "ReadWritePaths=/var/lib/hoard",
+            "NoNewPrivileges=yes",
+            "CapabilityBoundingSet=\n",
+            "SystemCallFilter=@system-service",
+        ],
+    );
+}
+
+#[test]
+fn kubernetes_configmap_is_a_valid_config_matching_the_volumes() {
+    let path = "contrib/kubernetes/hoard.yaml";
+    let manifest = assert_contains(
+        path,
+        &[
+            "readOnlyRootFilesystem: true",
+            "path: /healthz",
+            "runAsNonRoot: true",
+        ],
+    );
+    let config = check_shipped_config(&yaml_block(&manifest, "config.toml"));
+    let ca = format!("mountPath: {}", config.ca_dir.display());
+    let cache = format!("mountPath: {}", config.cache_dir.display());
+    assert_contains(path, &[&ca, &cache]);
+}
+
+#[test]
+fn compose_publishes_the_port_on_loopback_only() {
+    assert_contains("docker-compose.yml", &[r#"- "127.0.0.1:3128:3128""#]);
+}
+
+#[test]
+fn yaml_block_reads_an_indented_literal() {
+    let yaml = "data:\n  a: |\n    x = 1\n\n    [s]\n    y = \"z\"\n  b: 2\n";
+    assert_eq!(yaml_block(yaml, "a"), "x = 1\n\n[s]\ny = \"z\"\n");
+}
