@@ -47,6 +47,7 @@ pub struct CertificateAuthority {
     leaf_key: KeyPair,
     provider: Arc<CryptoProvider>,
     leaves: Mutex<LruCache<String, Arc<ServerConfig>>>,
+    minted: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for CertificateAuthority {
@@ -94,7 +95,13 @@ impl CertificateAuthority {
             leaves: Mutex::new(LruCache::new(
                 NonZeroUsize::new(LEAF_CACHE_SIZE).unwrap_or(NonZeroUsize::MIN),
             )),
+            minted: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Leaf certificates minted since start.
+    pub fn minted(&self) -> u64 {
+        self.minted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The CA certificate in PEM, for `/ca.crt`.
@@ -109,6 +116,8 @@ impl CertificateAuthority {
             return Ok(config.clone());
         }
         let config = Arc::new(self.mint(&host)?);
+        self.minted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.lock().put(host, config.clone());
         Ok(config)
     }

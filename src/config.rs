@@ -41,6 +41,26 @@ pub struct FileConfig {
     pub intercept: InterceptSection,
     #[serde(default)]
     pub upstream: UpstreamSection,
+    #[serde(default)]
+    pub admin: AdminSection,
+}
+
+/// `[admin]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    pub listen: Option<String>,
+}
+
+/// Where the admin listener (metrics, health, status page) binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminListen {
+    /// Not started.
+    Off,
+    /// The default address: if it is taken, hoard says so and runs without it.
+    Default(SocketAddr),
+    /// Configured: failing to bind it stops hoard.
+    Configured(SocketAddr),
 }
 
 /// `[proxy]`
@@ -197,6 +217,8 @@ pub struct Config {
     pub auth_on_hit: AuthOnHit,
     /// hoard's own credentials per registry host.
     pub credentials: Vec<Credential>,
+    /// The admin listener.
+    pub admin: AdminListen,
 }
 
 /// Default intercepted registries.
@@ -320,6 +342,17 @@ impl Config {
             .map(credential)
             .collect::<Result<Vec<_>, _>>()?;
 
+        let admin = match file.admin.listen.as_deref().map(str::trim) {
+            None => AdminListen::Default(SocketAddr::from(([127, 0, 0, 1], 9128))),
+            Some("" | "off") => AdminListen::Off,
+            Some(text) => {
+                AdminListen::Configured(text.parse().map_err(|_| ConfigError::Invalid {
+                    key: "admin.listen",
+                    message: format!("{text:?} is not an address like 127.0.0.1:9128 (or \"off\")"),
+                })?)
+            }
+        };
+
         Ok(Config {
             listen,
             ca_dir: cli.ca_dir.or(file.ca.dir).unwrap_or_else(|| "ca".into()),
@@ -346,6 +379,7 @@ impl Config {
             name_constraints: file.ca.name_constraints,
             auth_on_hit,
             credentials,
+            admin,
         })
     }
 

@@ -48,6 +48,7 @@ pub async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
 }
 
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, hoard: Arc<Hoard>) {
+    let _open = hoard.metrics.connection();
     let _ = stream.set_nodelay(true);
     let config = &hoard.config;
     let io = TokioIo::new(Idle::new(stream, config.idle_timeout));
@@ -71,7 +72,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, hoard: Arc<Hoard>
 
 async fn handle(request: Request<Incoming>, hoard: Arc<Hoard>, peer: SocketAddr) -> Response<Body> {
     let info = RequestInfo {
-        stats: hoard.stats.clone(),
+        metrics: hoard.metrics.clone(),
         host: request
             .uri()
             .authority()
@@ -115,6 +116,7 @@ async fn admit(
     if !config.allow_clients.is_empty()
         && !config.allow_clients.iter().any(|c| c.contains(peer.ip()))
     {
+        hoard.metrics.auth_failure("allow_list");
         return Some(error(
             StatusCode::FORBIDDEN,
             &format!("client address {} is not in proxy.allow_clients", peer.ip()),
@@ -127,6 +129,7 @@ async fn admit(
     if public || users.check(request.headers()).await == AuthVerdict::Allowed {
         return None;
     }
+    hoard.metrics.auth_failure("proxy_auth");
     let mut response = error(
         StatusCode::PROXY_AUTHENTICATION_REQUIRED,
         "proxy authentication required (user:password in the proxy URL)",
@@ -148,7 +151,7 @@ fn local(request: &Request<Incoming>, hoard: &Hoard) -> Response<Body> {
         (&Method::GET | &Method::HEAD, "/healthz") => Response::new(full_body("ok\n")),
         (&Method::GET, "/stats") => Response::builder()
             .header(CONTENT_TYPE, "application/json")
-            .body(full_body(hoard.stats.to_json()))
+            .body(full_body(hoard.metrics.to_json()))
             .unwrap_or_else(|_| internal()),
         (&Method::GET, path) if path.starts_with("/setup/") => {
             crate::setup::respond(request, hoard)
@@ -207,8 +210,8 @@ async fn connect(request: Request<Incoming>, hoard: Arc<Hoard>) -> Response<Body
     tokio::spawn(async move {
         match hyper::upgrade::on(request).await {
             Ok(upgraded) => {
-                let stats = hoard.stats.clone();
-                crate::tunnel::run(upgraded, server, authority.to_string(), stats).await
+                let metrics = hoard.metrics.clone();
+                crate::tunnel::run(upgraded, server, authority.to_string(), metrics).await
             }
             Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
         }

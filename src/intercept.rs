@@ -62,7 +62,7 @@ pub async fn serve(upgraded: Upgraded, host: String, port: u16, hoard: Arc<Hoard
             let target = target.clone();
             async move {
                 let info = RequestInfo {
-                    stats: hoard.stats.clone(),
+                    metrics: hoard.metrics.clone(),
                     host: target.authority().to_owned(),
                     method: request.method().clone(),
                     path: request.uri().path().to_owned(),

@@ -5,6 +5,7 @@
 //! rules) → `store` (disk) or `upstream` (the registry).
 
 pub mod access;
+pub mod admin;
 pub mod blobs;
 pub mod ca;
 pub mod cache;
@@ -14,6 +15,7 @@ pub mod front;
 pub mod idle;
 pub mod intercept;
 pub mod log;
+pub mod metrics;
 pub mod ops;
 pub mod registry;
 pub mod registry_auth;
@@ -56,7 +58,7 @@ pub struct Hoard {
     pub ca: ca::CertificateAuthority,
     pub store: store::Store,
     pub upstream: upstream::Upstream,
-    pub stats: Arc<log::Stats>,
+    pub metrics: Arc<metrics::Metrics>,
     pub flights: cache::Flights,
     pub registry_auth: registry_auth::RegistryAuth,
 }
@@ -85,14 +87,15 @@ impl Hoard {
             min_free: config.min_free,
         };
         let store = store::Store::open(&config.cache_dir, limits).context("opening the cache")?;
-        let upstream =
-            upstream::Upstream::new(&config, provider).context("setting up the upstream client")?;
+        let metrics: Arc<metrics::Metrics> = Arc::default();
+        let upstream = upstream::Upstream::new(&config, provider, metrics.clone())
+            .context("setting up the upstream client")?;
         Ok(Hoard {
             config,
             ca,
             store,
             upstream,
-            stats: Arc::default(),
+            metrics,
             flights: cache::Flights::default(),
             registry_auth: registry_auth::RegistryAuth::default(),
         })
@@ -103,6 +106,7 @@ impl Hoard {
 #[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -114,13 +118,28 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let admin = bind_admin(config.admin).await?;
         let hoard = Arc::new(Hoard::new(config)?);
+        let admin_addr = match admin {
+            Some(admin) => {
+                let admin_addr = admin.local_addr().ok();
+                tokio::spawn(admin::serve(admin, hoard.clone()));
+                admin_addr
+            }
+            None => None,
+        };
         let task = tokio::spawn(front::serve(listener, hoard.clone()));
         tokio::spawn(reconcile_now_and_then(hoard));
         Ok(Server {
             addr,
+            admin_addr,
             task: Some(task),
         })
+    }
+
+    /// Where the admin listener is, if it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Where the proxy listens.
@@ -134,6 +153,27 @@ impl Server {
             task.await?;
         }
         Ok(())
+    }
+}
+
+/// Binds the admin listener. The default address may be taken (a second hoard on the host):
+/// then hoard runs without it and says so; a configured address must bind.
+async fn bind_admin(admin: config::AdminListen) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    use anyhow::Context as _;
+    match admin {
+        config::AdminListen::Off => Ok(None),
+        config::AdminListen::Configured(addr) => Ok(Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (admin.listen)"))?,
+        )),
+        config::AdminListen::Default(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => Ok(Some(listener)),
+            Err(err) => {
+                tracing::warn!(%addr, error = %err, "admin listener not started (set admin.listen to choose another address)");
+                Ok(None)
+            }
+        },
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -12,6 +11,7 @@ use http::{Method, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 
+use crate::metrics::Metrics;
 use crate::{Body, BoxError};
 
 /// How a request was answered, for the log and (later) metric labels.
@@ -45,10 +45,6 @@ impl CacheStatus {
         CacheStatus::Local,
     ];
 
-    fn index(self) -> usize {
-        self as usize
-    }
-
     /// The label used in logs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -63,48 +59,10 @@ impl CacheStatus {
     }
 }
 
-/// Counters since start, by cache status: served at `GET /stats` on the proxy port and read by
-/// `hoard cache stats`.
-#[derive(Debug, Default)]
-pub struct Stats {
-    requests: [AtomicU64; 7],
-    bytes: [AtomicU64; 7],
-}
-
-impl Stats {
-    /// Counts one answered request and the bytes it sent.
-    pub fn record(&self, status: CacheStatus, bytes: u64) {
-        self.requests[status.index()].fetch_add(1, Ordering::Relaxed);
-        self.bytes[status.index()].fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    /// `{"requests":{"HIT":n,…},"bytes":{"HIT":n,…}}`
-    pub fn to_json(&self) -> String {
-        let map = |counters: &[AtomicU64; 7]| {
-            CacheStatus::ALL
-                .iter()
-                .map(|s| {
-                    format!(
-                        "\"{}\":{}",
-                        s.as_str(),
-                        counters[s.index()].load(Ordering::Relaxed)
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        format!(
-            "{{\"requests\":{{{}}},\"bytes\":{{{}}}}}",
-            map(&self.requests),
-            map(&self.bytes)
-        )
-    }
-}
-
 /// What a log line says about the request, captured before the handler runs.
 #[derive(Debug, Clone)]
 pub struct RequestInfo {
-    pub stats: Arc<Stats>,
+    pub metrics: Arc<Metrics>,
     pub host: String,
     pub method: Method,
     pub path: String,
@@ -153,7 +111,14 @@ struct Line {
 
 impl Line {
     fn write(self, complete: bool) {
-        self.info.stats.record(self.cache, self.bytes);
+        let metrics = &self.info.metrics;
+        metrics.record(self.cache, self.bytes);
+        metrics.note_request(
+            &self.info.host,
+            &self.info.path,
+            self.status.as_u16(),
+            self.cache,
+        );
         let ms = self.info.start.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(
             host = %self.info.host,

@@ -114,6 +114,7 @@ struct Inner {
     limits: Limits,
     state: Mutex<State>,
     disk_warnings: Throttle,
+    evictions: AtomicU64,
 }
 
 /// The on-disk store. Cloning gives another handle to the same store.
@@ -129,6 +130,21 @@ pub struct Usage {
     pub bytes: u64,
     pub reserved: u64,
     pub fills: usize,
+}
+
+impl Store {
+    /// Entries evicted since start.
+    pub fn evictions(&self) -> u64 {
+        self.inner.evictions.load(Ordering::Relaxed)
+    }
+
+    /// Whether a file can be created in the store's temp folder right now (for `/healthz`).
+    pub fn writable(&self) -> bool {
+        tempfile::Builder::new()
+            .prefix("health-")
+            .tempfile_in(&self.inner.tmp)
+            .is_ok()
+    }
 }
 
 /// A stored blob, open for reading. The entry is not evicted while this (or the [`ReadPin`]
@@ -249,6 +265,7 @@ impl Store {
                     fills: HashMap::new(),
                 }),
                 disk_warnings: Throttle::default(),
+                evictions: AtomicU64::new(0),
             }),
         };
         // A lowered limit applies at once.
@@ -548,6 +565,7 @@ impl Store {
                 state.bytes -= entry.size;
                 to_free = to_free.saturating_sub(entry.size);
                 victims.push(self.path(&key));
+                self.inner.evictions.fetch_add(1, Ordering::Relaxed);
             }
         }
         state.reserved += need;

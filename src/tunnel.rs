@@ -11,7 +11,8 @@ use tokio::net::TcpStream;
 
 use crate::Hoard;
 use crate::idle::Idle;
-use crate::log::{CacheStatus, Stats};
+use crate::log::CacheStatus;
+use crate::metrics::Metrics;
 
 /// Connects to `host:port` (config overrides first, then DNS), trying each address in turn.
 pub async fn connect(hoard: &Hoard, host: &str, port: u16) -> std::io::Result<TcpStream> {
@@ -37,7 +38,7 @@ async fn connect_one(addr: SocketAddr, timeout: std::time::Duration) -> std::io:
 /// Copies bytes both ways until either side closes, then logs one line. The client's TCP
 /// stream is taken back from hyper so the kernel can move the bytes with splice(2): ~0.25 s of
 /// CPU per GiB instead of ~1 s through 8 KiB user-space buffers.
-pub async fn run(client: Upgraded, server: TcpStream, authority: String, stats: Arc<Stats>) {
+pub async fn run(client: Upgraded, server: TcpStream, authority: String, metrics: Arc<Metrics>) {
     let start = Instant::now();
     let result = match client.downcast::<TokioIo<Idle<TcpStream>>>() {
         Ok(parts) => splice(parts.io.into_inner().into_inner(), parts.read_buf, server).await,
@@ -48,7 +49,7 @@ pub async fn run(client: Upgraded, server: TcpStream, authority: String, stats: 
     };
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     let (up, down, error) = result;
-    stats.record(CacheStatus::Tunnel, down);
+    metrics.record(CacheStatus::Tunnel, down);
     tracing::info!(
         host = %authority,
         method = %"CONNECT",
@@ -61,6 +62,10 @@ pub async fn run(client: Upgraded, server: TcpStream, authority: String, stats: 
         "tunnel closed"
     );
 }
+
+/// Pipe buffer per direction: 1 MiB (the default unprivileged maximum) moves a fast stream in 16
+/// splice calls per MiB instead of 64 with the default 64 KiB pipe.
+const PIPE_SIZE: usize = 1 << 20;
 
 /// Bytes up, bytes down, and the error that ended the tunnel, if any.
 type Traffic = (u64, u64, Option<std::io::Error>);
@@ -76,7 +81,22 @@ async fn splice(mut client: TcpStream, early: bytes::Bytes, mut server: TcpStrea
     for stream in [&client, &server] {
         let _ = rustix::net::sockopt::set_socket_keepalive(stream, true);
     }
-    match tokio_splice2::copy_bidirectional(&mut client, &mut server).await {
+    let pipes = (|| {
+        Ok::<_, std::io::Error>(tokio_splice2::SpliceBidiIo {
+            io_sl2sr: tokio_splice2::SpliceIoCtx::prepare()?
+                .set_pipe_size(PIPE_SIZE)?
+                .into_io(),
+            io_sr2sl: tokio_splice2::SpliceIoCtx::prepare()?
+                .set_pipe_size(PIPE_SIZE)?
+                .into_io(),
+        })
+    })();
+    let spliced = match pipes {
+        Ok(pipes) => Ok(pipes.execute(&mut client, &mut server).await),
+        // No pipes (or no room to grow them): the default-sized ones.
+        Err(_) => tokio_splice2::copy_bidirectional(&mut client, &mut server).await,
+    };
+    match spliced {
         Ok(traffic) => (
             early.len() as u64 + traffic.tx as u64,
             traffic.rx as u64,

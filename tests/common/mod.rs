@@ -616,6 +616,8 @@ extra_ca_files = ["{upstream_ca}"]
 resolve = {{ "{REGISTRY}" = "{addr}", "{CDN}" = "{addr}" }}
 connect_timeout = "2s"
 {upstream_extra}
+[admin]
+listen = "127.0.0.1:0"
 "#,
             proxy_extra = extra.proxy,
             ca_extra = extra.ca,

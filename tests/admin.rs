@@ -1,0 +1,268 @@
+//! The admin listener: metrics that move with a hit, a miss and a tunnel; `/healthz` that fails
+//! when the store cannot be written; the status page, rendered by headless Chromium.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn admin_url(proxy: &Proxy, path: &str) -> String {
+    format!("http://{}{path}", proxy.server.admin_addr().unwrap())
+}
+
+async fn metrics(proxy: &Proxy) -> String {
+    reqwest::get(admin_url(proxy, "/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of a sample line `name{labels} value`, 0 if absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_move_with_a_miss_a_hit_and_a_tunnel() {
+    init();
+    let registry = Registry::start().await;
+    let ports = format!(
+        "connect_ports = [443, {}]\nallow_private_destinations = true",
+        registry.addr.port()
+    );
+    let proxy = Proxy::start_extra(
+        &registry,
+        Extra {
+            proxy: &ports,
+            ..Extra::default()
+        },
+    )
+    .await;
+    let bytes = fresh_blob(100_000);
+    let digest = registry.add_blob(bytes.clone());
+    let blob = url(&format!("/v2/p/app/blobs/{digest}"));
+    let manifest = Registry::manifest_json(&[(&digest, 100_000)], "metrics");
+    registry.add_manifest("p/app", "v1", DOCKER_V2, manifest);
+    let client = proxy.client(false);
+
+    let before = metrics(&proxy).await;
+    assert_eq!(sample(&before, "hoard_requests_total{cache=\"MISS\"}"), 0.0);
+
+    client
+        .get(&blob)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let after_miss = metrics(&proxy).await;
+    assert_eq!(
+        sample(&after_miss, "hoard_requests_total{cache=\"MISS\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &after_miss,
+            "hoard_response_bytes_total{source=\"upstream\"}"
+        ),
+        100_000.0
+    );
+    assert_eq!(sample(&after_miss, "hoard_store_entries"), 1.0);
+    assert_eq!(
+        sample(
+            &after_miss,
+            "hoard_upstream_requests_total{host=\"registry.test\",status=\"200\"}"
+        ),
+        1.0
+    );
+    assert_eq!(sample(&after_miss, "hoard_leaf_certificates_minted"), 1.0);
+
+    client
+        .get(&blob)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    client
+        .get(url("/v2/p/app/manifests/v1"))
+        .header("accept", DOCKER_V2)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let after_hit = metrics(&proxy).await;
+    assert_eq!(
+        sample(&after_hit, "hoard_requests_total{cache=\"HIT\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&after_hit, "hoard_response_bytes_total{source=\"cache\"}"),
+        100_000.0
+    );
+    assert_eq!(
+        sample(
+            &after_hit,
+            "hoard_registry_manifest_gets_total{host=\"registry.test\"}"
+        ),
+        1.0
+    );
+
+    // A tunnel: a fresh client that trusts the fixture, so it is not intercepted.
+    let tunnel_client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
+        .tls_certs_only([reqwest::Certificate::from_pem(registry.ca.pem.as_bytes()).unwrap()])
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let tunnelled = tunnel_client
+        .get(format!("https://127.0.0.1:{}/v2/", registry.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tunnelled.text().await.unwrap(), "{}");
+    drop(tunnel_client);
+    let mut tunnels = 0.0;
+    for _ in 0..50 {
+        tunnels = sample(
+            &metrics(&proxy).await,
+            "hoard_requests_total{cache=\"TUNNEL\"}",
+        );
+        if tunnels > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(tunnels, 1.0, "the tunnel is counted when it closes");
+    let last = metrics(&proxy).await;
+    assert!(sample(&last, "hoard_connections_total") >= 2.0);
+}
+
+#[tokio::test]
+async fn healthz_fails_when_the_store_cannot_be_written() {
+    init();
+    let registry = Registry::start().await;
+    let proxy = Proxy::start(&registry, "").await;
+    let healthy = reqwest::get(admin_url(&proxy, "/healthz")).await.unwrap();
+    assert_eq!(healthy.status(), 200);
+
+    // Root ignores permissions, so take the temp folder away and put a file in its place.
+    let tmp = proxy.cache_dir().join("tmp");
+    std::fs::remove_dir_all(&tmp).unwrap();
+    std::fs::write(&tmp, b"not a folder").unwrap();
+    let sick = reqwest::get(admin_url(&proxy, "/healthz")).await.unwrap();
+    assert_eq!(sick.status(), 503);
+    assert!(sick.text().await.unwrap().contains("not writable"));
+
+    std::fs::remove_file(&tmp).unwrap();
+    std::fs::create_dir(&tmp).unwrap();
+    let again = reqwest::get(admin_url(&proxy, "/healthz")).await.unwrap();
+    assert_eq!(again.status(), 200);
+}
+
+fn chromium() -> Option<&'static str> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_renders_in_a_browser() {
+    init();
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "chromium is required in CI (apt-get install chromium)"
+        );
+        eprintln!("skipped: chromium is not installed");
+        return;
+    };
+    let registry = Registry::start().await;
+    let proxy = Proxy::start(&registry, "").await;
+    let bytes = fresh_blob(50_000);
+    let digest = registry.add_blob(bytes);
+    let manifest = Registry::manifest_json(&[(&digest, 50_000)], "page");
+    registry.add_manifest("team/web", "v7", DOCKER_V2, manifest);
+    let client = proxy.client(false);
+    for _ in 0..2 {
+        client
+            .get(url("/v2/team/web/manifests/v7"))
+            .header("accept", DOCKER_V2)
+            .send()
+            .await
+            .unwrap();
+        client
+            .get(url(&format!("/v2/team/web/blobs/{digest}")))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+    }
+
+    let profile = tempfile::tempdir().unwrap();
+    let shot = profile.path().join("status.png");
+    let page = admin_url(&proxy, "/");
+    let user_data = profile.path().join("profile");
+    // Chromium runs on the blocking pool: hoard answers it from this test's runtime.
+    let run = move |extra: Vec<String>| {
+        let (page, user_data) = (page.clone(), user_data.clone());
+        tokio::task::spawn_blocking(move || {
+            Command::new(browser)
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--window-size=1200,900",
+                ])
+                .arg(format!("--user-data-dir={}", user_data.display()))
+                .args(extra)
+                .arg(page)
+                .output()
+                .unwrap()
+        })
+    };
+    let dom = run(vec!["--dump-dom".into()]).await.unwrap();
+    let page_dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+    assert!(page_dom.contains("id=\"hit-ratio\""), "{page_dom}");
+    assert!(page_dom.contains("registry.test/team/web:v7"), "{page_dom}");
+    assert!(page_dom.contains("<svg"), "the chart is drawn");
+    assert!(
+        page_dom.contains("50.0%") || page_dom.contains("hit ratio"),
+        "{page_dom}"
+    );
+
+    let screenshot = run(vec![format!("--screenshot={}", shot.display())])
+        .await
+        .unwrap();
+    assert!(
+        screenshot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&screenshot.stderr)
+    );
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a real screenshot"
+    );
+    if let Ok(keep) = std::env::var("HOARD_KEEP_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+}
