@@ -102,8 +102,9 @@ async fn handle(request: Request<Incoming>, hoard: Arc<Hoard>, peer: SocketAddr)
     logged(info, response)
 }
 
-/// The client allow-list and proxy authentication. `/ca.crt` and `/healthz` are open to every
-/// allowed client, so a host can fetch the CA before it has credentials.
+/// The client allow-list and proxy authentication. `/ca.crt`, `/healthz` and the `/setup/`
+/// scripts are open to every allowed client, so a host can be set up before it has credentials:
+/// they hold nothing secret (the scripts take proxy credentials as an argument).
 async fn admit(
     request: &Request<Incoming>,
     hoard: &Hoard,
@@ -125,7 +126,8 @@ async fn admit(
     let users = config.users.as_ref()?;
     let public = request.uri().scheme().is_none()
         && request.method() != Method::CONNECT
-        && matches!(request.uri().path(), "/ca.crt" | "/healthz");
+        && (matches!(request.uri().path(), "/ca.crt" | "/healthz")
+            || request.uri().path().starts_with("/setup/"));
     if public || users.check(request.headers()).await == AuthVerdict::Allowed {
         return None;
     }

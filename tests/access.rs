@@ -119,6 +119,9 @@ async fn proxy_authentication_guards_connect_and_plain_requests() {
     // The CA certificate stays reachable without credentials.
     let ca = raw(&proxy, b"GET /ca.crt HTTP/1.1\r\nHost: hoard\r\n\r\n").await;
     assert!(ca.starts_with("HTTP/1.1 200"), "{ca}");
+    let setup = raw(&proxy, b"GET /setup/docker HTTP/1.1\r\nHost: hoard\r\n\r\n").await;
+    assert!(setup.starts_with("HTTP/1.1 200"), "{setup}");
+    assert!(!setup.contains("wonderland"), "no secret in the script");
 
     let with_user = |url: &str| {
         reqwest::Proxy::all(url)

@@ -118,7 +118,14 @@ impl FromStr for ImageRef {
 
 impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.registry, self.repository)?;
+        // A dotless host on port 443 ("myhost:443/x") prints its port: without it the text
+        // would name a Docker Hub repository when parsed again (found by fuzz/reference).
+        let registry = &self.registry;
+        if registry.contains(['.', ':']) || registry == "localhost" {
+            write!(f, "{registry}/{}", self.repository)?;
+        } else {
+            write!(f, "{registry}:443/{}", self.repository)?;
+        }
         if let Some(tag) = &self.tag {
             write!(f, ":{tag}")?;
         }
@@ -163,6 +170,18 @@ mod tests {
 
     fn parsed(text: &str) -> String {
         ImageRef::parse(text).map_or_else(|e| format!("error: {e}"), |r| r.to_string())
+    }
+
+    #[test]
+    fn dotless_hosts_on_443_print_back_to_themselves() {
+        for text in ["10:443/x/y", "myhost:443/repo:1"] {
+            let printed = parsed(text);
+            assert_eq!(parsed(&printed), printed, "{text}");
+            assert!(
+                printed.starts_with(text.split('/').next().unwrap_or_default()),
+                "{printed}"
+            );
+        }
     }
 
     #[test]
