@@ -96,7 +96,12 @@ fn a_wide_listener_starts_when_opened_on_purpose_or_guarded() {
     for proxy in ["open = true", "allow_clients = [\"10.0.0.0/8\"]"] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
-        std::fs::write(&path, format!("[proxy]\nlisten = \"0.0.0.0:0\"\n{proxy}\n")).unwrap();
+        // No admin listener: its default port may be held by another hoard on this machine.
+        std::fs::write(
+            &path,
+            format!("[proxy]\nlisten = \"0.0.0.0:0\"\n{proxy}\n[admin]\nlisten = \"off\"\n"),
+        )
+        .unwrap();
         let mut child = Command::new(HOARD)
             .args(["serve", "--config"])
             .arg(&path)
