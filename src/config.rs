@@ -43,6 +43,23 @@ pub struct FileConfig {
     pub upstream: UpstreamSection,
     #[serde(default)]
     pub admin: AdminSection,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[log]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// `[admin]`
@@ -219,6 +236,10 @@ pub struct Config {
     pub credentials: Vec<Credential>,
     /// The admin listener.
     pub admin: AdminListen,
+    /// Text or JSON log lines.
+    pub log_format: LogFormat,
+    /// The tracing filter when `RUST_LOG` is not set, e.g. `hoard=info`.
+    pub log_filter: String,
 }
 
 /// Default intercepted registries.
@@ -353,6 +374,29 @@ impl Config {
             }
         };
 
+        let log_format = match file.log.format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "log.format",
+                    message: format!("{other:?} is not \"text\" or \"json\""),
+                });
+            }
+        };
+        let log_filter = match file.log.level.as_deref() {
+            None => "hoard=info".to_owned(),
+            Some(level @ ("error" | "warn" | "info" | "debug" | "trace")) => {
+                format!("hoard={level}")
+            }
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "log.level",
+                    message: format!("{other:?} is not one of error, warn, info, debug, trace"),
+                });
+            }
+        };
+
         Ok(Config {
             listen,
             ca_dir: cli.ca_dir.or(file.ca.dir).unwrap_or_else(|| "ca".into()),
@@ -380,6 +424,8 @@ impl Config {
             auth_on_hit,
             credentials,
             admin,
+            log_format,
+            log_filter,
         })
     }
 
