@@ -190,7 +190,7 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; 
 <div class="card" id="store-use"><b>{used}</b>of {limit} in {entries} entries</div>
 </div>
 "#,
-        listen = hoard.config.listen,
+        listen = hoard.config().listen,
         req_ratio = ratio(hits, misses),
         byte_ratio = ratio(hit_bytes, miss_bytes),
         saved = human(hit_bytes),

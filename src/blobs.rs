@@ -353,7 +353,7 @@ async fn fill(
             writer,
             None,
             hoard.store.clone(),
-            hoard.config.read_timeout,
+            hoard.config().read_timeout,
         ));
         return Box::pin(blob(request, target, hoard, digest)).await;
     }
@@ -365,7 +365,7 @@ async fn fill(
         writer,
         Some(tx),
         hoard.store.clone(),
-        hoard.config.read_timeout,
+        hoard.config().read_timeout,
     ));
     let mut out = Response::new(ChannelBody { rx, length }.boxed());
     let headers = out.headers_mut();

@@ -160,7 +160,8 @@ pub(crate) async fn registry_send(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response<Incoming>, crate::upstream::UpstreamError> {
-    let credential = hoard.config.credential_for(target.key.as_str());
+    let config = hoard.config();
+    let credential = config.credential_for(target.key.as_str());
     hoard
         .registry_auth
         .send_following(&hoard.upstream, credential, method, uri, headers)
@@ -174,11 +175,12 @@ async fn access_refused(
     target: &Target,
     hoard: &Hoard,
 ) -> Option<Response<Body>> {
-    if hoard.config.auth_on_hit != AuthOnHit::Upstream {
+    if hoard.config().auth_on_hit != AuthOnHit::Upstream {
         return None;
     }
     let uri = target.uri(request.uri().path())?;
-    let credential = hoard.config.credential_for(target.key.as_str());
+    let config = hoard.config();
+    let credential = config.credential_for(target.key.as_str());
     let mut refusal = hoard
         .registry_auth
         .check_access(
@@ -219,7 +221,8 @@ pub(crate) async fn forward(
     };
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let credential = hoard.config.credential_for(target.key.as_str());
+    let config = hoard.config();
+    let credential = config.credential_for(target.key.as_str());
     hoard
         .registry_auth
         .preauthorize(credential, parts.uri.path(), &mut parts.headers);
@@ -426,7 +429,7 @@ async fn manifest_by_tag(
     // Fresh: no upstream call at all.
     let fresh = |known: &Option<TagEntry>, stored: &Option<StoredManifest>| {
         let entry = known.as_ref()?;
-        if !entry.is_fresh(hoard.config.tag_ttl) {
+        if !entry.is_fresh(hoard.config().tag_ttl) {
             return None;
         }
         match (head, stored) {

@@ -97,6 +97,7 @@ pub struct ProxySection {
     pub max_header_size: Option<String>,
     pub header_read_timeout: Option<String>,
     pub idle_timeout: Option<String>,
+    pub shutdown_grace: Option<String>,
 }
 
 /// `[ca]`
@@ -228,6 +229,8 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// Time a client connection may stay silent both ways.
     pub idle_timeout: Duration,
+    /// How long transfers in progress may go on after SIGTERM or SIGINT.
+    pub shutdown_grace: Duration,
     /// Whether a new CA is limited to signing the intercepted domains.
     pub name_constraints: bool,
     /// Who gets cached objects.
@@ -345,6 +348,7 @@ impl Config {
         let header_read_timeout =
             duration_key("proxy.header_read_timeout", proxy.header_read_timeout, 30)?;
         let idle_timeout = duration_key("proxy.idle_timeout", proxy.idle_timeout, 300)?;
+        let shutdown_grace = duration_key("proxy.shutdown_grace", proxy.shutdown_grace, 30)?;
 
         let auth_on_hit = match file.cache.auth_on_hit.as_deref() {
             None | Some("none") => AuthOnHit::None,
@@ -420,6 +424,7 @@ impl Config {
             max_header_size,
             header_read_timeout,
             idle_timeout,
+            shutdown_grace,
             name_constraints: file.ca.name_constraints,
             auth_on_hit,
             credentials,

@@ -24,8 +24,8 @@ use crate::{Body, Hoard, full_body};
 /// Accepts connections until the listener fails, at most `proxy.max_connections` at a time:
 /// beyond that, new connections wait in the kernel's backlog.
 pub async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
-    tracing::info!(addr = %hoard.config.listen, "hoard listening");
-    let slots = Arc::new(Semaphore::new(hoard.config.max_connections));
+    tracing::info!(addr = %hoard.config().listen, "hoard listening");
+    let slots = Arc::new(Semaphore::new(hoard.config().max_connections));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
@@ -50,7 +50,7 @@ pub async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, hoard: Arc<Hoard>) {
     let _open = hoard.metrics.connection();
     let _ = stream.set_nodelay(true);
-    let config = &hoard.config;
+    let config = hoard.config();
     let io = TokioIo::new(Idle::new(stream, config.idle_timeout));
     let mut builder = http1::Builder::new();
     builder
@@ -110,7 +110,7 @@ async fn admit(
     hoard: &Hoard,
     peer: SocketAddr,
 ) -> Option<Response<Body>> {
-    let config = &hoard.config;
+    let config = hoard.config();
     if let Some(too_big) = head_too_large(request, config.max_header_size) {
         return Some(too_big);
     }
@@ -179,16 +179,17 @@ async fn connect(request: Request<Incoming>, hoard: Arc<Hoard>) -> Response<Body
         .trim_end_matches(']')
         .to_owned();
 
-    if !hoard.config.connect_ports.contains(&port) {
+    if !hoard.config().connect_ports.contains(&port) {
         return error(
             StatusCode::FORBIDDEN,
             &format!("CONNECT to port {port} is not allowed (proxy.connect_ports)"),
         );
     }
-    if hoard.config.intercept.matches(&host) {
+    if hoard.config().intercept.matches(&host) {
         tokio::spawn(async move {
+            let _open = hoard.metrics.upgraded();
             match hyper::upgrade::on(request).await {
-                Ok(upgraded) => crate::intercept::serve(upgraded, host, port, hoard).await,
+                Ok(upgraded) => crate::intercept::serve(upgraded, host, port, hoard.clone()).await,
                 Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
             }
         });
@@ -210,6 +211,7 @@ async fn connect(request: Request<Incoming>, hoard: Arc<Hoard>) -> Response<Body
         }
     };
     tokio::spawn(async move {
+        let _open = hoard.metrics.upgraded();
         match hyper::upgrade::on(request).await {
             Ok(upgraded) => {
                 let metrics = hoard.metrics.clone();

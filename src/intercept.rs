@@ -53,8 +53,8 @@ pub async fn serve(upgraded: Upgraded, host: String, port: u16, hoard: Arc<Hoard
     };
     let target = Arc::new(target);
     let (header_read_timeout, max_header_size) = (
-        hoard.config.header_read_timeout,
-        hoard.config.max_header_size,
+        hoard.config().header_read_timeout,
+        hoard.config().max_header_size,
     );
     let service =
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
@@ -68,7 +68,7 @@ pub async fn serve(upgraded: Upgraded, host: String, port: u16, hoard: Arc<Hoard
                     path: request.uri().path().to_owned(),
                     start: Instant::now(),
                 };
-                let limit = hoard.config.max_header_size;
+                let limit = hoard.config().max_header_size;
                 let response = match crate::front::head_too_large(&request, limit) {
                     Some(too_big) => too_big,
                     None => crate::cache::handle(request, &target, &hoard).await,

@@ -54,7 +54,7 @@ pub fn full_body(bytes: impl Into<Bytes>) -> Body {
 /// Everything a connection needs, shared by all of them.
 #[derive(Debug)]
 pub struct Hoard {
-    pub config: Config,
+    config: std::sync::RwLock<Arc<Config>>,
     pub ca: ca::CertificateAuthority,
     pub store: store::Store,
     pub upstream: upstream::Upstream,
@@ -69,6 +69,21 @@ pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 impl Hoard {
+    /// The configuration in force (replaced as a whole by a reload).
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Puts a reloaded configuration in force for the requests that follow. What is bound or
+    /// opened at start (listeners, the CA, the store, upstream TLS and resolve overrides) keeps
+    /// its start-up settings until a restart.
+    pub fn reload(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+
     /// Loads the CA, opens the store and builds the upstream client.
     pub fn new(config: Config) -> anyhow::Result<Hoard> {
         use anyhow::Context as _;
@@ -91,7 +106,7 @@ impl Hoard {
         let upstream = upstream::Upstream::new(&config, provider, metrics.clone())
             .context("setting up the upstream client")?;
         Ok(Hoard {
-            config,
+            config: std::sync::RwLock::new(Arc::new(config)),
             ca,
             store,
             upstream,
@@ -105,6 +120,7 @@ impl Hoard {
 /// A running proxy: the listener's address and the task serving it. Dropping it stops serving.
 #[derive(Debug)]
 pub struct Server {
+    hoard: Arc<Hoard>,
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -114,12 +130,14 @@ impl Server {
     /// Binds `config.listen` and serves in the background.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
         use anyhow::Context as _;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let addr = listener.local_addr()?;
-        let admin = bind_admin(config.admin).await?;
+        // The CA and the store first: a client that can connect gets a working proxy.
+        let (listen, admin) = (config.listen, config.admin);
         let hoard = Arc::new(Hoard::new(config)?);
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let admin = bind_admin(admin).await?;
         let admin_addr = match admin {
             Some(admin) => {
                 let admin_addr = admin.local_addr().ok();
@@ -129,12 +147,55 @@ impl Server {
             None => None,
         };
         let task = tokio::spawn(front::serve(listener, hoard.clone()));
-        tokio::spawn(reconcile_now_and_then(hoard));
+        tokio::spawn(reconcile_now_and_then(hoard.clone()));
         Ok(Server {
+            hoard,
             addr,
             admin_addr,
             task: Some(task),
         })
+    }
+
+    /// Puts a new configuration in force without dropping a connection (SIGHUP). The intercept
+    /// list, credentials, proxy users, allow-list, ports, tag TTL and auth_on_hit take effect
+    /// for the next requests; addresses, the CA, the store and upstream TLS need a restart.
+    pub fn reload(&self, config: Config) {
+        let old = self.hoard.config();
+        let fixed = [
+            ("proxy.listen", old.listen != config.listen),
+            ("ca.dir", old.ca_dir != config.ca_dir),
+            ("cache.dir", old.cache_dir != config.cache_dir),
+            ("admin.listen", old.admin != config.admin),
+            (
+                "upstream.extra_ca_files",
+                old.extra_ca_files != config.extra_ca_files,
+            ),
+            ("upstream.resolve", old.resolve != config.resolve),
+        ];
+        for (key, changed) in fixed {
+            if changed {
+                tracing::warn!(key, "changed, but takes effect only after a restart");
+            }
+        }
+        self.hoard.reload(config);
+        tracing::info!("configuration reloaded");
+    }
+
+    /// Stops accepting connections and lets the ones open finish, for at most `grace`.
+    pub async fn shutdown(mut self, grace: std::time::Duration) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.hoard.metrics.open_connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let left = self.hoard.metrics.open_connections();
+        if left > 0 {
+            tracing::warn!(connections = left, "grace period over; closing the rest");
+        } else {
+            tracing::info!("all connections finished");
+        }
     }
 
     /// Where the admin listener is, if it runs.

@@ -166,10 +166,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cache_dir,
                 tag_ttl,
             };
-            let Some(config) = load_config(&config, overrides) else {
+            let Some(loaded) = load_config(&config, overrides.clone()) else {
                 return Ok(ExitCode::from(2));
             };
-            serve(config)
+            serve(loaded, config.config, overrides)
         }
         Command::Cache(command) => cache(command),
         Command::Warm {
@@ -277,17 +277,33 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-fn serve(config: Config) -> anyhow::Result<ExitCode> {
+/// Runs until SIGTERM or SIGINT, then lets transfers in progress finish (`proxy.shutdown_grace`).
+/// SIGHUP reloads the config file; a config that does not load is refused and the old one stays.
+fn serve(config: Config, path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
     init_logging(&config);
     runtime()?.block_on(async {
+        // Handlers first: a signal that arrives while hoard starts must not kill it.
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut grace = config.shutdown_grace;
         let server = hoard::Server::start(config).await?;
-        tokio::select! {
-            result = server.wait() => result,
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("interrupted; stopping");
-                Ok(())
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = terminate.recv() => break,
+                _ = hangup.recv() => match Config::load(path.as_deref(), overrides.clone()) {
+                    Ok(config) => {
+                        grace = config.shutdown_grace;
+                        server.reload(config);
+                    }
+                    Err(err) => tracing::error!(error = %err, "reload refused; the running configuration stays"),
+                },
             }
         }
+        tracing::info!(?grace, "stopping: no new connections, waiting for transfers in progress");
+        server.shutdown(grace).await;
+        anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
 }

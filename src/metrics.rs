@@ -267,6 +267,18 @@ impl Metrics {
         ConnectionGuard(self)
     }
 
+    /// Counts a connection handed over from the proxy port (an intercepted or tunnelled
+    /// CONNECT) as open while the guard lives; it was counted as accepted already.
+    pub fn upgraded(&self) -> ConnectionGuard<'_> {
+        self.connections_open.inc();
+        ConnectionGuard(self)
+    }
+
+    /// Client connections open now.
+    pub fn open_connections(&self) -> i64 {
+        self.connections_open.get()
+    }
+
     /// Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -202,7 +202,7 @@ pub fn respond<B>(request: &Request<B>, hoard: &Hoard) -> Response<Body> {
     };
     let proxy = match request.headers().get(HOST) {
         Some(value) => value.to_str().ok().and_then(ProxyAddr::parse),
-        None => ProxyAddr::from_listen(hoard.config.listen),
+        None => ProxyAddr::from_listen(hoard.config().listen),
     };
     let Some(proxy) = proxy else {
         return error(
@@ -211,7 +211,7 @@ pub fn respond<B>(request: &Request<B>, hoard: &Hoard) -> Response<Body> {
              proxy address in the setup script",
         );
     };
-    let script = Script::new(engine, proxy, hoard.ca.ca_pem(), &hoard.config).render();
+    let script = Script::new(engine, proxy, hoard.ca.ca_pem(), &hoard.config()).render();
     let mut response = Response::new(full_body(script));
     let headers = response.headers_mut();
     headers.insert(

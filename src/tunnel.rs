@@ -19,7 +19,7 @@ pub async fn connect(hoard: &Hoard, host: &str, port: u16) -> std::io::Result<Tc
     let addrs = hoard.upstream.resolve(host, port).await?;
     let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address found");
     for addr in addrs {
-        match connect_one(addr, hoard.config.connect_timeout).await {
+        match connect_one(addr, hoard.config().connect_timeout).await {
             Ok(stream) => return Ok(stream),
             Err(error) => last = error,
         }

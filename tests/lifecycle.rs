@@ -1,0 +1,187 @@
+//! hoard as a process under signals: SIGHUP reloads the config without dropping a transfer,
+//! a bad reload is refused, SIGTERM lets transfers in progress finish.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Hoard {
+    child: Child,
+    port: u16,
+    config: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Hoard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Hoard {
+    async fn start(registry: &Registry) -> Hoard {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = Proxy::write_config_with(
+            dir.path(),
+            registry,
+            &format!("127.0.0.1:{port}"),
+            &Extra {
+                proxy: "shutdown_grace = \"10s\"",
+                ..Extra::default()
+            },
+        );
+        let log = dir.path().join("hoard.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_hoard"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "hoard=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "hoard did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Hoard {
+            child,
+            port,
+            config,
+            dir,
+            log,
+        }
+    }
+
+    fn client(&self) -> reqwest::Client {
+        let ca = std::fs::read_to_string(self.dir.path().join("ca/ca.crt")).unwrap();
+        client_via(&format!("http://127.0.0.1:{}", self.port), &ca, false)
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+const SLOW: Mode = Mode::Slow {
+    chunk: 64 << 10,
+    delay: Duration::from_millis(40),
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_an_intercepted_host_without_dropping_a_transfer() {
+    init();
+    let registry = Registry::start().await;
+    registry.set_mode(SLOW);
+    let hoard = Hoard::start(&registry).await;
+    let client = hoard.client();
+    let bytes = fresh_blob(1 << 20); // 16 pieces × 40 ms
+    let digest = registry.add_blob(bytes.clone());
+
+    // cdn.test is reachable (upstream.resolve) but not intercepted: hoard's CA does not fit.
+    let other = format!("https://{CDN}/v2/");
+    assert!(client.get(&other).send().await.is_err());
+
+    let transfer = tokio::spawn({
+        let request = client.get(url(&format!("/v2/p/app/blobs/{digest}")));
+        async move { request.send().await.unwrap().bytes().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let text = std::fs::read_to_string(&hoard.config).unwrap();
+    let wider = text.replace(
+        &format!("hosts = [\"{REGISTRY}\"]"),
+        &format!("hosts = [\"{REGISTRY}\", \"{CDN}\"]"),
+    );
+    assert_ne!(text, wider);
+    std::fs::write(&hoard.config, wider).unwrap();
+    hoard.signal("HUP");
+
+    assert_eq!(
+        transfer.await.unwrap(),
+        bytes,
+        "the transfer in progress survived"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !hoard.log().contains("configuration reloaded") {
+        assert!(Instant::now() < deadline, "{}", hoard.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Now intercepted: TLS with hoard's leaf works (the fixture's CDN has no /v2/: 404).
+    let fresh = hoard.client();
+    let response = fresh.get(&other).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_reload_is_refused_and_the_old_config_stays() {
+    init();
+    let registry = Registry::start().await;
+    let hoard = Hoard::start(&registry).await;
+    let good = std::fs::read_to_string(&hoard.config).unwrap();
+    std::fs::write(&hoard.config, format!("{good}\n[cache]\nmax_sise = 1\n")).unwrap();
+    hoard.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !hoard.log().contains("reload refused") {
+        assert!(Instant::now() < deadline, "{}", hoard.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ping = hoard.client().get(url("/v2/")).send().await.unwrap();
+    assert_eq!(ping.status(), 200, "still serving with the old config");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_transfers_in_progress_finish() {
+    init();
+    let registry = Registry::start().await;
+    registry.set_mode(SLOW);
+    let mut hoard = Hoard::start(&registry).await;
+    let bytes = fresh_blob(1 << 20);
+    let digest = registry.add_blob(bytes.clone());
+    let transfer = tokio::spawn({
+        let request = hoard
+            .client()
+            .get(url(&format!("/v2/p/app/blobs/{digest}")));
+        async move { request.send().await.unwrap().bytes().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    hoard.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", hoard.port)).is_err(),
+        "no new connections once stopping"
+    );
+    assert_eq!(transfer.await.unwrap(), bytes, "the transfer finished");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = hoard.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "hoard did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        hoard.log().contains("all connections finished"),
+        "{}",
+        hoard.log()
+    );
+}
