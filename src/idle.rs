@@ -29,11 +29,6 @@ impl<T> Idle<T> {
         }
     }
 
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &T {
-        &self.inner
-    }
-
     /// Unwraps the stream (for a tunnel that moves to splice(2)).
     pub fn into_inner(self) -> T {
         self.inner

@@ -954,16 +954,6 @@ impl BlobWriter {
         Ok(())
     }
 
-    /// Bytes accepted so far.
-    pub fn len(&self) -> u64 {
-        self.written + self.batch.len() as u64
-    }
-
-    /// Whether nothing was written.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Starts writing the batch on the blocking pool, after the previous write finished: the
     /// disk works while the next batch arrives and is hashed. Followers are shown what is
     /// written except the batch in flight, and the final bytes only once the whole blob is
