@@ -205,7 +205,7 @@ async fn serve_growing(
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(follow(file, progress, start, end, tx));
     let known = length.map(|_| end - start);
-    let body = ChannelBody { rx, length: known }.boxed();
+    let body = ChannelBody::new(rx, known).boxed();
     let len = length.unwrap_or(0);
     let mut response = span_response(body, digest, status, (start, end, len), CacheStatus::Hit);
     if length.is_none() {
@@ -223,7 +223,6 @@ async fn follow(
     tx: mpsc::Sender<Chunk>,
 ) {
     let mut pos = start;
-    let mut buf = vec![0u8; FILE_CHUNK];
     loop {
         let (state, visible) = {
             let p = progress.borrow_and_update();
@@ -238,7 +237,8 @@ async fn follow(
         let limit = visible.min(end);
         while pos < limit {
             let want = usize::try_from(limit - pos).map_or(FILE_CHUNK, |n| n.min(FILE_CHUNK));
-            let n = match file.read(&mut buf[..want]).await {
+            let mut buf = bytes::BytesMut::with_capacity(want);
+            let n = match (&mut file).take(want as u64).read_buf(&mut buf).await {
                 Ok(0) | Err(_) => {
                     let _ = tx
                         .send(Err("cannot read the blob being filled".into()))
@@ -248,11 +248,7 @@ async fn follow(
                 Ok(n) => n,
             };
             pos += n as u64;
-            if tx
-                .send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                .await
-                .is_err()
-            {
+            if tx.send(Ok(vec![buf.freeze()])).await.is_err() {
                 return; // the client went away
             }
         }
@@ -370,7 +366,7 @@ async fn fill(
         hoard.store.clone(),
         hoard.config().read_timeout,
     ));
-    let mut out = Response::new(ChannelBody { rx, length }.boxed());
+    let mut out = Response::new(ChannelBody::new(rx, length).boxed());
     let headers = out.headers_mut();
     headers.insert(
         CONTENT_TYPE,
@@ -384,7 +380,10 @@ async fn fill(
     out
 }
 
-type Chunk = Result<Bytes, BoxError>;
+/// Buffers handed to a client together.
+type Piece = Vec<Bytes>;
+
+type Chunk = Result<Piece, BoxError>;
 
 /// The fill itself, in its own task: it goes on to the end (and into the store) even when the
 /// client goes away, so the others following it get their bytes. The first client's last chunk
@@ -399,8 +398,11 @@ async fn run_fill(
 ) {
     let mut client = tx;
     let mut hasher = digest.hasher();
-    let mut held: Option<Bytes> = None;
-    let mut pending = bytes::BytesMut::new();
+    // The client is sent pieces of about CLIENT_CHUNK bytes, each a list of the upstream's
+    // own buffers (shared with the writer, never copied).
+    let mut held: Option<Piece> = None;
+    let mut pending = Piece::new();
+    let mut pending_len = 0;
     loop {
         let frame = match tokio::time::timeout(read_timeout, body.frame()).await {
             Ok(Some(Ok(frame))) => frame,
@@ -425,28 +427,30 @@ async fn run_fill(
             continue;
         }
         hasher.update(&data);
+        if client.is_some() {
+            // Upstream frames are about one TLS record (16 KiB); handing them over in pieces
+            // of 128 KiB saves seven in eight channel hand-offs and wake-ups.
+            pending_len += data.len();
+            pending.push(data.clone());
+            if pending_len >= CLIENT_CHUNK {
+                pending_len = 0;
+                if let Some(previous) = held.replace(std::mem::take(&mut pending)) {
+                    send(&mut client, Ok(previous)).await;
+                }
+            }
+        }
         if let Some(w) = writer.as_mut()
-            && let Err(err) = w.write(&data).await
+            && let Err(err) = w.write(data).await
         {
             store.disk_warning("cannot write a blob", &err);
             writer = None;
-        }
-        if client.is_some() {
-            // Upstream frames are about one TLS record (16 KiB); the client gets them in
-            // 128 KiB pieces: an eighth of the channel hand-offs, writes and wake-ups.
-            pending.extend_from_slice(&data);
-            if pending.len() >= CLIENT_CHUNK
-                && let Some(previous) = held.replace(pending.split().freeze())
-            {
-                send(&mut client, Ok(previous)).await;
-            }
         }
         if client.is_none() && writer.is_none() {
             return; // nobody left to serve
         }
     }
     if !pending.is_empty()
-        && let Some(previous) = held.replace(pending.split().freeze())
+        && let Some(previous) = held.replace(pending)
     {
         send(&mut client, Ok(previous)).await;
     }
@@ -479,10 +483,21 @@ async fn send(client: &mut Option<mpsc::Sender<Chunk>>, chunk: Chunk) {
     }
 }
 
-/// A response body fed by a task.
+/// A response body fed by a task, piece by piece.
 struct ChannelBody {
     rx: mpsc::Receiver<Chunk>,
+    piece: std::vec::IntoIter<Bytes>,
     length: Option<u64>,
+}
+
+impl ChannelBody {
+    fn new(rx: mpsc::Receiver<Chunk>, length: Option<u64>) -> ChannelBody {
+        ChannelBody {
+            rx,
+            piece: Vec::new().into_iter(),
+            length,
+        }
+    }
 }
 
 impl http_body::Body for ChannelBody {
@@ -493,9 +508,16 @@ impl http_body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|c| c.map(Frame::data)))
+        loop {
+            if let Some(bytes) = self.piece.next() {
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            }
+            match std::task::ready!(self.rx.poll_recv(cx)) {
+                Some(Ok(piece)) => self.piece = piece.into_iter(),
+                Some(Err(err)) => return Poll::Ready(Some(Err(err))),
+                None => return Poll::Ready(None),
+            }
+        }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {

@@ -37,6 +37,10 @@ pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
 /// syscalls few (4 per MiB) while a follower lags the upstream by at most ~1 ms at 250 MiB/s.
 const WRITE_BATCH: usize = 256 << 10;
 
+/// Buffers per `writev` (Linux's IOV_MAX). An upstream sending tiny frames gets its batch
+/// written early rather than refused.
+const MAX_SLICES: usize = 1024;
+
 /// How often the modification time of an entry that is being served is refreshed. The mtime is
 /// the "last used" time that survives restarts (LRU order at start, `cache prune --older-than`);
 /// refreshing it at most every 10 minutes keeps hits free of metadata writes.
@@ -636,6 +640,23 @@ async fn blocking<T: Send + 'static>(
         })?
 }
 
+/// Writes every buffer, in order, with as few `writev` calls as the kernel allows.
+fn write_all_vectored(mut file: &std::fs::File, buffers: &[Bytes]) -> std::io::Result<()> {
+    let mut slices: Vec<std::io::IoSlice<'_>> =
+        buffers.iter().map(|b| std::io::IoSlice::new(b)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let some = rest.len().min(MAX_SLICES);
+        match std::io::Write::write_vectored(&mut file, &rest[..some]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => std::io::IoSlice::advance_slices(&mut rest, n),
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
 async fn open_sized(path: &Path) -> std::io::Result<(tokio::fs::File, u64)> {
     let file = tokio::fs::File::open(path).await?;
     let len = file.metadata().await?.len();
@@ -895,7 +916,8 @@ impl FillPermit {
             shared: self.shared.clone(),
             file: Arc::new(file),
             temp: Some(temp),
-            batch: Vec::with_capacity(WRITE_BATCH),
+            batch: Vec::new(),
+            batch_len: 0,
             in_flight: None,
             written: 0,
             reservation,
@@ -935,7 +957,9 @@ pub struct BlobWriter {
     shared: Arc<FillShared>,
     file: Arc<std::fs::File>,
     temp: Option<tempfile::TempPath>,
-    batch: Vec<u8>,
+    /// The upstream's buffers themselves, not copies: written with one `writev`.
+    batch: Vec<Bytes>,
+    batch_len: usize,
     /// The previous batch, being written on the blocking pool while the next one fills.
     in_flight: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// Bytes handed to writes (done or in flight).
@@ -945,10 +969,11 @@ pub struct BlobWriter {
 }
 
 impl BlobWriter {
-    /// Appends bytes (written to disk in batches).
-    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
-        self.batch.extend_from_slice(bytes);
-        if self.batch.len() >= WRITE_BATCH {
+    /// Appends bytes (written to disk in batches). The buffer is kept, not copied.
+    pub async fn write(&mut self, bytes: Bytes) -> Result<(), StoreError> {
+        self.batch_len += bytes.len();
+        self.batch.push(bytes);
+        if self.batch_len >= WRITE_BATCH || self.batch.len() >= MAX_SLICES {
             self.flush_batch().await?;
         }
         Ok(())
@@ -963,15 +988,15 @@ impl BlobWriter {
         let confirmed = self.written;
         self.wait_in_flight().await?;
         self.shared.publish(|p| p.visible = confirmed);
-        let len = self.batch.len() as u64;
+        let len = std::mem::take(&mut self.batch_len) as u64;
         if self.written + len > self.reservation.amount {
             let more = self.written + len - self.reservation.amount;
             self.reservation.grow(more).await?;
         }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(WRITE_BATCH));
+        let batch = std::mem::take(&mut self.batch);
         let file = self.file.clone();
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            std::io::Write::write_all(&mut &*file, &batch)
+            write_all_vectored(&file, &batch)
         }));
         self.written += len;
         Ok(())
@@ -1001,7 +1026,7 @@ impl BlobWriter {
         // The last batch is written without publishing it: nothing is visible beyond what was
         // shown until the blob is in the store.
         self.wait_in_flight().await?;
-        let len = self.batch.len() as u64;
+        let len = std::mem::take(&mut self.batch_len) as u64;
         if self.written + len > self.reservation.amount {
             let more = self.written + len - self.reservation.amount;
             self.reservation.grow(more).await?;
@@ -1015,7 +1040,7 @@ impl BlobWriter {
         let batch = std::mem::take(&mut self.batch);
         let folder = parent.clone();
         blocking(move || {
-            std::io::Write::write_all(&mut &*file, &batch)
+            write_all_vectored(&file, &batch)
                 .and_then(|()| file.sync_all())
                 .map_err(io_error("write", &temp_path))?;
             std::fs::create_dir_all(&folder).map_err(io_error("create", &folder))
