@@ -139,6 +139,9 @@ pub struct UpstreamSection {
     pub read_timeout: Option<String>,
     #[serde(default)]
     pub credentials: Vec<CredentialSection>,
+    pub proxy: Option<String>,
+    #[serde(default)]
+    pub no_proxy: Vec<String>,
 }
 
 /// `[[upstream.credentials]]`
@@ -213,6 +216,10 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Longest silence allowed while reading an upstream body.
     pub read_timeout: Duration,
+    /// The proxy upstream connections go through (`upstream.proxy`); `None`: straight.
+    pub parent: Option<crate::parent::Parent>,
+    /// Destinations reached straight even with a parent (`upstream.no_proxy`).
+    pub no_proxy: crate::parent::NoProxy,
     /// Users who may use the proxy (`proxy.auth_file`); `None`: no proxy authentication.
     pub users: Option<Arc<crate::access::ProxyAuth>>,
     /// Client address blocks allowed (`proxy.allow_clients`); empty: everyone.
@@ -296,6 +303,24 @@ impl Config {
             })?;
             resolve.insert(host.to_ascii_lowercase(), parsed);
         }
+
+        let parent = file
+            .upstream
+            .proxy
+            .as_deref()
+            .map(crate::parent::Parent::parse)
+            .transpose()
+            .map_err(|message| ConfigError::Invalid {
+                key: "upstream.proxy",
+                message,
+            })?;
+        let no_proxy =
+            crate::parent::NoProxy::parse(&file.upstream.no_proxy).map_err(|message| {
+                ConfigError::Invalid {
+                    key: "upstream.no_proxy",
+                    message,
+                }
+            })?;
 
         let proxy = file.proxy;
         let users = match &proxy.auth_file {
@@ -416,6 +441,8 @@ impl Config {
             resolve,
             connect_timeout,
             read_timeout,
+            parent,
+            no_proxy,
             users,
             allow_clients,
             connect_ports,

@@ -17,6 +17,7 @@ pub mod intercept;
 pub mod log;
 pub mod metrics;
 pub mod ops;
+pub mod parent;
 pub mod registry;
 pub mod registry_auth;
 pub mod setup;
