@@ -164,7 +164,7 @@ pub(crate) async fn registry_send(
     let credential = config.credential_for(target.key.as_str());
     hoard
         .registry_auth
-        .send_following(&hoard.upstream, credential, method, uri, headers)
+        .send_following(&hoard.upstream(), credential, method, uri, headers)
         .await
 }
 
@@ -184,7 +184,7 @@ async fn access_refused(
     let mut refusal = hoard
         .registry_auth
         .check_access(
-            &hoard.upstream,
+            &hoard.upstream(),
             credential,
             target.key.as_str(),
             uri,
@@ -228,7 +228,7 @@ pub(crate) async fn forward(
         .preauthorize(credential, parts.uri.path(), &mut parts.headers);
     parts.uri = uri;
     let upstream = Request::from_parts(parts, body.map_err(Into::into).boxed());
-    match hoard.upstream.send(upstream).await {
+    match hoard.upstream().send(upstream).await {
         Ok(response) => pass_through(response, CacheStatus::Bypass),
         Err(err) => upstream_error(&err),
     }

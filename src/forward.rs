@@ -50,7 +50,7 @@ pub async fn forward(request: Request<Incoming>, hoard: &Hoard) -> Response<Body
     let port = request.uri().port_u16().unwrap_or(80);
     // Refused here with a clear 403; the guarded client re-checks what it connects to.
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    if let Err(err) = hoard.upstream.resolve(host, port).await
+    if let Err(err) = hoard.upstream().check_destination(host, port).await
         && err.kind() == std::io::ErrorKind::PermissionDenied
     {
         return error(StatusCode::FORBIDDEN, &err.to_string());
@@ -58,7 +58,7 @@ pub async fn forward(request: Request<Incoming>, hoard: &Hoard) -> Response<Body
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let request = Request::from_parts(parts, body.map_err(Into::into).boxed());
-    match hoard.upstream.send_guarded(request).await {
+    match hoard.upstream().send_guarded(request).await {
         Ok(response) => pass_through(response, CacheStatus::Bypass),
         Err(err) => upstream_error(&err),
     }

@@ -58,7 +58,7 @@ pub struct Hoard {
     config: std::sync::RwLock<Arc<Config>>,
     pub ca: ca::CertificateAuthority,
     pub store: store::Store,
-    pub upstream: upstream::Upstream,
+    upstream: std::sync::RwLock<Arc<upstream::Upstream>>,
     pub metrics: Arc<metrics::Metrics>,
     pub flights: cache::Flights,
     pub registry_auth: registry_auth::RegistryAuth,
@@ -78,11 +78,30 @@ impl Hoard {
             .clone()
     }
 
-    /// Puts a reloaded configuration in force for the requests that follow. What is bound or
-    /// opened at start (listeners, the CA, the store, upstream TLS and resolve overrides) keeps
-    /// its start-up settings until a restart.
-    pub fn reload(&self, config: Config) {
+    /// The upstream clients in force (replaced as a whole by a reload that changes them).
+    pub fn upstream(&self) -> Arc<upstream::Upstream> {
+        self.upstream
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Puts a reloaded configuration in force for the requests that follow. When the upstream
+    /// settings changed (trust, resolve overrides, parent proxy, timeouts, the guard), new
+    /// upstream clients with fresh connection pools take over; requests in flight finish on the
+    /// old ones. What is bound or opened at start (listeners, the CA, the store) keeps its
+    /// start-up settings until a restart. If the new clients cannot be built, nothing changes.
+    pub fn reload(&self, config: Config) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        if upstream_changed(&self.config(), &config) {
+            let upstream =
+                upstream::Upstream::new(&config, crypto_provider(), self.metrics.clone())
+                    .context("setting up the upstream client")?;
+            *self.upstream.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(upstream);
+            tracing::info!(parent = ?config.parent, "upstream settings changed; new upstream connections use them");
+        }
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        Ok(())
     }
 
     /// Loads the CA, opens the store and builds the upstream client.
@@ -110,7 +129,7 @@ impl Hoard {
             config: std::sync::RwLock::new(Arc::new(config)),
             ca,
             store,
-            upstream,
+            upstream: std::sync::RwLock::new(Arc::new(upstream)),
             metrics,
             flights: cache::Flights::default(),
             registry_auth: registry_auth::RegistryAuth::default(),
@@ -158,28 +177,25 @@ impl Server {
     }
 
     /// Puts a new configuration in force without dropping a connection (SIGHUP). The intercept
-    /// list, credentials, proxy users, allow-list, ports, tag TTL and auth_on_hit take effect
-    /// for the next requests; addresses, the CA, the store and upstream TLS need a restart.
-    pub fn reload(&self, config: Config) {
+    /// list, credentials, proxy users, allow-list, ports, tag TTL, auth_on_hit and the
+    /// `[upstream]` settings take effect for the next requests; addresses, the CA and the store
+    /// need a restart. A configuration whose upstream clients cannot be built is refused whole.
+    pub fn reload(&self, config: Config) -> anyhow::Result<()> {
         let old = self.hoard.config();
         let fixed = [
             ("proxy.listen", old.listen != config.listen),
             ("ca.dir", old.ca_dir != config.ca_dir),
             ("cache.dir", old.cache_dir != config.cache_dir),
             ("admin.listen", old.admin != config.admin),
-            (
-                "upstream.extra_ca_files",
-                old.extra_ca_files != config.extra_ca_files,
-            ),
-            ("upstream.resolve", old.resolve != config.resolve),
         ];
+        self.hoard.reload(config)?;
         for (key, changed) in fixed {
             if changed {
                 tracing::warn!(key, "changed, but takes effect only after a restart");
             }
         }
-        self.hoard.reload(config);
         tracing::info!("configuration reloaded");
+        Ok(())
     }
 
     /// Stops accepting connections and lets the ones open finish, for at most `grace`.
@@ -216,6 +232,16 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Whether the settings the upstream clients are built from differ.
+fn upstream_changed(old: &Config, new: &Config) -> bool {
+    old.extra_ca_files != new.extra_ca_files
+        || old.resolve != new.resolve
+        || old.connect_timeout != new.connect_timeout
+        || old.allow_private_destinations != new.allow_private_destinations
+        || old.parent != new.parent
+        || old.no_proxy != new.no_proxy
 }
 
 /// Binds the admin listener. The default address may be taken (a second hoard on the host):

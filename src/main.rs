@@ -1,6 +1,6 @@
 //! The `hoard` command: parse the command line, load the config, run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -292,12 +292,9 @@ fn serve(config: Config, path: Option<PathBuf>, overrides: Overrides) -> anyhow:
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = terminate.recv() => break,
-                _ = hangup.recv() => match Config::load(path.as_deref(), overrides.clone()) {
-                    Ok(config) => {
-                        grace = config.shutdown_grace;
-                        server.reload(config);
-                    }
-                    Err(err) => tracing::error!(error = %err, "reload refused; the running configuration stays"),
+                _ = hangup.recv() => match reload(&server, path.as_deref(), &overrides) {
+                    Ok(new_grace) => grace = new_grace,
+                    Err(err) => tracing::error!(error = format!("{err:#}"), "reload refused; the running configuration stays"),
                 },
             }
         }
@@ -306,6 +303,18 @@ fn serve(config: Config, path: Option<PathBuf>, overrides: Overrides) -> anyhow:
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the config file again and puts it in force; returns its shutdown grace.
+fn reload(
+    server: &hoard::Server,
+    path: Option<&Path>,
+    overrides: &Overrides,
+) -> anyhow::Result<Duration> {
+    let config = Config::load(path, overrides.clone())?;
+    let grace = config.shutdown_grace;
+    server.reload(config)?;
+    Ok(grace)
 }
 
 /// Text or JSON lines on stderr; the level from `RUST_LOG` if set, else `log.level`.

@@ -83,7 +83,7 @@ impl Parent {
         let protocol = match scheme.to_ascii_lowercase().as_str() {
             "http" => Protocol::HttpConnect,
             "socks5" | "socks5h" => Protocol::Socks5,
-            _ => return Err(bad("has a scheme hoard cannot use")),
+            _ => return Err(bad(&format!("has the unsupported scheme {scheme:?}"))),
         };
         // A trailing slash is how many write proxy URLs (`HTTPS_PROXY=http://proxy:3128/`).
         let rest = rest.strip_suffix('/').unwrap_or(rest);

@@ -1,6 +1,5 @@
 //! Tunnels for CONNECT to hosts hoard does not intercept: the destination's bytes, untouched.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,25 +13,11 @@ use crate::idle::Idle;
 use crate::log::CacheStatus;
 use crate::metrics::Metrics;
 
-/// Connects to `host:port` (config overrides first, then DNS), trying each address in turn.
+/// Connects to `host:port` as every upstream connection is made: through the parent proxy, or
+/// straight (config overrides first, then DNS, each address in turn). A private destination the
+/// guard refuses is a `PermissionDenied` error.
 pub async fn connect(hoard: &Hoard, host: &str, port: u16) -> std::io::Result<TcpStream> {
-    let addrs = hoard.upstream.resolve(host, port).await?;
-    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address found");
-    for addr in addrs {
-        match connect_one(addr, hoard.config().connect_timeout).await {
-            Ok(stream) => return Ok(stream),
-            Err(error) => last = error,
-        }
-    }
-    Err(last)
-}
-
-async fn connect_one(addr: SocketAddr, timeout: std::time::Duration) -> std::io::Result<TcpStream> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+    hoard.upstream().connect(host, port).await
 }
 
 /// Copies bytes both ways until either side closes, then logs one line. The client's TCP

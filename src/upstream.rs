@@ -1,5 +1,7 @@
 //! The upstream side: one pooled HTTPS client (h1 and h2) verifying against webpki roots, the system
 //! store and configured extra CAs, with name overrides, timeouts, and redirect following for blobs.
+//! Every upstream connection, the clients' and the tunnels', is opened here: straight, or through
+//! the parent proxy (`crate::parent`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,14 +18,16 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+use tokio::net::TcpStream;
 
-use crate::Body;
 use crate::config::Config;
+use crate::parent::Routes;
+use crate::{Body, BoxError};
 
 /// How long hoard waits for an upstream's response headers before calling it unreachable.
 /// containerd gives up after 30 s without headers, so hoard must decide well before that.
@@ -55,7 +59,7 @@ pub enum UpstreamError {
     BadRedirect(String),
 }
 
-type HttpsClient = Client<HttpsConnector<HttpConnector<Resolver>>, Body>;
+type HttpsClient = Client<HttpsConnector<Connector>, Body>;
 
 /// The pooled upstream clients: one for the intercepted registries (configured by the operator,
 /// so they may live on private addresses), one guarded for everything a client or a registry
@@ -65,7 +69,8 @@ type HttpsClient = Client<HttpsConnector<HttpConnector<Resolver>>, Body>;
 pub struct Upstream {
     client: HttpsClient,
     guarded: HttpsClient,
-    guarded_resolver: Resolver,
+    /// How tunnels connect: the guarded client's way, without HTTP on top.
+    tunnels: Connector,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -82,18 +87,19 @@ impl Upstream {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let overrides = Arc::new(config.resolve.clone());
-        let resolver = Resolver {
-            overrides: overrides.clone(),
-            guard: false,
+        let routes = Arc::new(Routes::new(config));
+        let connector = |guard| {
+            let resolver = Resolver {
+                overrides: overrides.clone(),
+                guard,
+            };
+            Connector::new(resolver, routes.clone(), config.connect_timeout)
         };
-        let guarded_resolver = Resolver {
-            overrides,
-            guard: !config.allow_private_destinations,
-        };
+        let tunnels = connector(!config.allow_private_destinations);
         Ok(Upstream {
-            client: https_client(config, tls.clone(), resolver),
-            guarded: https_client(config, tls, guarded_resolver.clone()),
-            guarded_resolver,
+            client: https_client(tls.clone(), connector(false)),
+            guarded: https_client(tls, tunnels.clone()),
+            tunnels,
             metrics,
         })
     }
@@ -155,10 +161,20 @@ impl Upstream {
         Err(UpstreamError::TooManyRedirects)
     }
 
-    /// Resolves `host:port` for a tunnel or a plain forward, honouring the configured overrides
-    /// and the private-destination guard (refusals are `PermissionDenied`).
-    pub async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-        self.guarded_resolver.lookup(host, port).await
+    /// Connects to `host:port` for a tunnel, through the parent or straight (overrides first,
+    /// then DNS, each address in turn), guarded against private destinations.
+    pub async fn connect(&self, host: &str, port: u16) -> std::io::Result<TcpStream> {
+        self.tunnels.connect(host, port).await
+    }
+
+    /// Refuses (`PermissionDenied`) a destination that the private-destination guard keeps out,
+    /// before a plain forward is sent: judged by the addresses its name resolves to when hoard
+    /// connects straight, by the address itself when the parent resolves the name.
+    pub async fn check_destination(&self, host: &str, port: u16) -> std::io::Result<()> {
+        if self.tunnels.routes.parent_for(host).is_some() {
+            return self.tunnels.resolver.refuse_literal(host);
+        }
+        self.tunnels.resolver.lookup(host, port).await.map(drop)
     }
 }
 
@@ -184,11 +200,7 @@ impl Upstream {
     }
 }
 
-fn https_client(config: &Config, tls: ClientConfig, resolver: Resolver) -> HttpsClient {
-    let mut http = HttpConnector::new_with_resolver(resolver);
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(config.connect_timeout));
-    http.set_nodelay(true);
+fn https_client(tls: ClientConfig, connector: Connector) -> HttpsClient {
     // HTTP/1.1 only: every registry and CDN speaks it, dockerd and containerd use nothing
     // else, and a blob streams over it with no flow-control round trips. Over h2 the
     // Distribution registry fed hoard at a third of its h1 speed (bench/run.sh, cold fill).
@@ -197,10 +209,112 @@ fn https_client(config: &Config, tls: ClientConfig, resolver: Resolver) -> Https
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
+        .wrap_connector(connector);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .build(https)
+}
+
+/// Opens the TCP connections under the upstream clients (hyper-rustls does TLS on top, so TLS
+/// to a registry is end to end through a parent too) and the tunnels: through the parent when
+/// the routes say so, else straight as hyper's own connector does it.
+#[derive(Clone, Debug)]
+struct Connector {
+    /// hyper's connector for the straight way: happy eyeballs across the resolved addresses,
+    /// the connect timeout shared among them, and the port of an override kept when the URI
+    /// names none.
+    direct: HttpConnector<Resolver>,
+    resolver: Resolver,
+    routes: Arc<Routes>,
+    connect_timeout: Duration,
+}
+
+impl Connector {
+    fn new(resolver: Resolver, routes: Arc<Routes>, connect_timeout: Duration) -> Connector {
+        let mut direct = HttpConnector::new_with_resolver(resolver.clone());
+        direct.enforce_http(false);
+        direct.set_connect_timeout(Some(connect_timeout));
+        direct.set_nodelay(true);
+        Connector {
+            direct,
+            resolver,
+            routes,
+            connect_timeout,
+        }
+    }
+
+    /// Through the parent. The parent resolves the name, so the guard can judge only a
+    /// destination given as an address.
+    async fn via_parent(
+        &self,
+        parent: &crate::parent::Parent,
+        host: &str,
+        port: u16,
+    ) -> std::io::Result<TcpStream> {
+        self.resolver.refuse_literal(host)?;
+        tracing::debug!(host, port, %parent, "upstream connection through the parent proxy");
+        parent.dial(host, port, self.connect_timeout).await
+    }
+
+    /// A tunnel's connection. Straight, an override's address is taken whole (its port wins
+    /// over the requested one) and the addresses are tried in turn.
+    async fn connect(&self, host: &str, port: u16) -> std::io::Result<TcpStream> {
+        if let Some(parent) = self.routes.parent_for(host) {
+            return self.via_parent(parent, host, port).await;
+        }
+        tracing::debug!(host, port, "upstream connection straight");
+        let addrs = self.resolver.lookup(host, port).await?;
+        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address found");
+        for addr in addrs {
+            match connect_one(addr, self.connect_timeout).await {
+                Ok(stream) => return Ok(stream),
+                Err(error) => last = error,
+            }
+        }
+        Err(last)
+    }
+}
+
+async fn connect_one(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<TcpStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.direct.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let host = uri.host().unwrap_or_default();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let Some(parent) = self.routes.parent_for(&host).cloned() else {
+            tracing::debug!(%host, "upstream connection straight");
+            let connecting = self.direct.call(uri);
+            return Box::pin(async move { connecting.await.map_err(Into::into) });
+        };
+        let default_port = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+            443
+        } else {
+            80
+        };
+        let port = uri.port_u16().unwrap_or(default_port);
+        let connector = self.clone();
+        Box::pin(async move {
+            let stream = connector.via_parent(&parent, &host, port).await?;
+            Ok(TokioIo::new(stream))
+        })
+    }
 }
 
 /// DNS with the config's `upstream.resolve` overrides in front and, when `guard` is set, no
@@ -227,16 +341,29 @@ impl Resolver {
             .filter(|a| !crate::access::is_private(a.ip()))
             .collect();
         if public.is_empty() && !addrs.is_empty() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                format!(
-                    "{host} is a private or loopback address, which \
-                     proxy.allow_private_destinations does not allow"
-                ),
-            ));
+            return Err(private_destination(host));
         }
         Ok(public)
     }
+
+    /// With the guard on, refuses `host` when it is itself a private address. For connections
+    /// whose name someone else resolves.
+    fn refuse_literal(&self, host: &str) -> std::io::Result<()> {
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) if self.guard && crate::access::is_private(ip) => Err(private_destination(host)),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn private_destination(host: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        format!(
+            "{host} is a private or loopback address, which \
+             proxy.allow_private_destinations does not allow"
+        ),
+    )
 }
 
 impl tower_service::Service<Name> for Resolver {
