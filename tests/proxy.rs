@@ -7,7 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BLOB_SIZE: usize = 300 << 10;
 
@@ -568,19 +567,6 @@ async fn plain_http_is_forwarded_without_hop_by_hop_headers() {
     assert!(text.contains("body: 5"), "{text}");
     assert!(!text.contains("x-private"), "{text}");
     assert!(!text.contains("proxy-authorization"), "{text}");
-}
-
-async fn raw(proxy: &Proxy, request: &str) -> String {
-    let mut tcp = tokio::net::TcpStream::connect(proxy.server.local_addr())
-        .await
-        .unwrap();
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
 #[tokio::test]

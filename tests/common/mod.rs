@@ -552,6 +552,11 @@ pub struct Extra<'a> {
     pub ca: &'a str,
     pub cache: &'a str,
     pub upstream: &'a str,
+    /// `intercept.hosts` instead of `["registry.test"]`.
+    pub intercept: Option<&'a str>,
+    /// `upstream.resolve` instead of the registry and CDN names pinned to the fixture; `"{}"`
+    /// leaves hoard no way to the fixture but a parent proxy.
+    pub resolve: Option<&'a str>,
 }
 
 /// hoard started in-process against a fixture registry.
@@ -598,6 +603,10 @@ impl Proxy {
     ) -> PathBuf {
         let upstream_ca = dir.join("upstream-ca.crt");
         std::fs::write(&upstream_ca, &registry.ca.pem).unwrap();
+        let pinned = format!(
+            r#"{{ "{REGISTRY}" = "{addr}", "{CDN}" = "{addr}" }}"#,
+            addr = registry.addr
+        );
         let text = format!(
             r#"
 [proxy]
@@ -610,10 +619,10 @@ dir = "{ca}"
 dir = "{cache}"
 {cache_extra}
 [intercept]
-hosts = ["{REGISTRY}"]
+hosts = {intercept}
 [upstream]
 extra_ca_files = ["{upstream_ca}"]
-resolve = {{ "{REGISTRY}" = "{addr}", "{CDN}" = "{addr}" }}
+resolve = {resolve}
 connect_timeout = "2s"
 {upstream_extra}
 [admin]
@@ -623,10 +632,11 @@ listen = "127.0.0.1:0"
             ca_extra = extra.ca,
             cache_extra = extra.cache,
             upstream_extra = extra.upstream,
+            intercept = extra.intercept.unwrap_or(&format!(r#"["{REGISTRY}"]"#)),
+            resolve = extra.resolve.unwrap_or(&pinned),
             ca = dir.join("ca").display(),
             cache = dir.join("cache").display(),
             upstream_ca = upstream_ca.display(),
-            addr = registry.addr,
         );
         let path = dir.join("config.toml");
         std::fs::write(&path, text).unwrap();
@@ -724,4 +734,19 @@ static SEED: AtomicU16 = AtomicU16::new(1);
 /// Random bytes that differ between calls.
 pub fn fresh_blob(len: usize) -> Bytes {
     random_bytes(len, u64::from(SEED.fetch_add(1, Ordering::Relaxed)) * 7919)
+}
+
+/// Sends `request` to hoard as raw bytes and returns the start of the answer.
+pub async fn raw(proxy: &Proxy, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(proxy.server.local_addr())
+        .await
+        .unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
