@@ -13,7 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use harness::{
-    HOARD_PROC, REGISTRY_HOST, REGISTRY_PROC, REPOSITORY, Result, TAG_TTL, fail, sha256_digest,
+    HOARD_PROC, HoardOptions, REGISTRY_HOST, REGISTRY_PROC, REPOSITORY, Result, TAG_TTL, fail,
+    sha256_digest,
 };
 
 const HOARD: &str = env!("CARGO_BIN_EXE_hoard");
@@ -70,6 +71,83 @@ fn skopeo_copies_through_hoard_byte_for_byte_and_from_cache_when_registry_is_dow
         assert_eq!(warm.manifest, pushed.manifest);
         Ok(())
     })
+}
+
+#[test]
+fn skopeo_copies_through_a_hoard_whose_parent_proxy_is_another_hoard() -> Result {
+    harness::run(
+        "skopeo-parent",
+        &harness::SKOPEO_TOOLS,
+        false,
+        |scene, tools| {
+            let pki = harness::make_pki(scene, tools)?;
+            let registry = harness::start_registry(scene, tools, &pki)?;
+            let pushed = harness::build_and_push(scene, tools, &pki, &registry, "v1")?;
+            // The parent only tunnels, to the registry by its resolve entry; the child intercepts
+            // gcr.io and has no way there but the parent.
+            let parent = harness::start_hoard_with(
+                scene,
+                Path::new(HOARD),
+                &pki,
+                &registry,
+                &HoardOptions {
+                    name: "parent".to_owned(),
+                    intercept: false,
+                    ..HoardOptions::default()
+                },
+            )?;
+            let child = harness::start_hoard_with(
+                scene,
+                Path::new(HOARD),
+                &pki,
+                &registry,
+                &HoardOptions {
+                    pin_registry: false,
+                    extra_toml: format!("proxy = \"{}\"\n", parent.proxy_url),
+                    ..HoardOptions::default()
+                },
+            )?;
+
+            let copied = harness::skopeo_copy_via_hoard(scene, tools, &child, &pushed.tag, "copy")?;
+            assert_eq!(copied.digest, pushed.manifest_digest, "digest of the copy");
+            assert_eq!(copied.manifest, pushed.manifest);
+            let mut blob_bytes = 0;
+            for digest in pushed.layer_digests.iter().chain([&pushed.config_digest]) {
+                let blob = std::fs::read(copied.dir.join(digest.trim_start_matches("sha256:")))?;
+                assert_eq!(&sha256_digest(&blob), digest, "blob {digest} in the copy");
+                blob_bytes += blob.len();
+            }
+            let cold = requests(scene);
+            assert!(
+                cold.iter().filter(|l| l.contains("cache=MISS")).count() >= 4,
+                "the child filled its cache:\n{}",
+                cold.join("\n")
+            );
+
+            // The child's connections close when it stops; the parent then logs each tunnel.
+            scene.stop(HOARD_PROC)?;
+            let tunnelled = |scene: &harness::Scene| -> usize {
+                scene
+                    .log(&parent.name)
+                    .lines()
+                    .filter(|l| l.contains("tunnel closed") && l.contains("gcr.io:443"))
+                    .filter_map(|l| {
+                        l.split("bytes=")
+                            .nth(1)?
+                            .split(' ')
+                            .next()?
+                            .parse::<usize>()
+                            .ok()
+                    })
+                    .sum()
+            };
+            harness::wait_for(
+                "the parent to log its tunnels",
+                Duration::from_secs(10),
+                || Ok(tunnelled(scene) >= blob_bytes),
+            )
+        },
+    )
 }
 
 #[test]

@@ -1044,6 +1044,11 @@ pub struct HoardOptions {
     pub name: String,
     /// More `upstream.resolve` entries: host name to a loopback port.
     pub resolve: Vec<(String, u16)>,
+    /// Whether hoard intercepts [`REGISTRY_HOST`]; a parent proxy that only tunnels does not.
+    pub intercept: bool,
+    /// Whether `upstream.resolve` sends [`REGISTRY_HOST`] to the registry; without it, hoard's
+    /// only way there is a parent proxy (`upstream.proxy` in `extra_toml`).
+    pub pin_registry: bool,
     /// TOML appended to the config file (after the `[upstream]` table, so `[[upstream.credentials]]`
     /// entries fit here).
     pub extra_toml: String,
@@ -1054,6 +1059,8 @@ impl Default for HoardOptions {
         HoardOptions {
             name: HOARD_PROC.to_owned(),
             resolve: Vec::new(),
+            intercept: true,
+            pin_registry: true,
             extra_toml: String::new(),
         }
     }
@@ -1082,10 +1089,18 @@ pub fn start_hoard_with(
     let ca_dir = scene.path(&format!("{name}/ca"));
     let cache_dir = scene.path(&format!("{name}/cache"));
     let config = scene.dir(name)?.join("hoard.toml");
-    let mut resolve = vec![format!(
-        "\"{REGISTRY_HOST}\" = \"127.0.0.1:{}\"",
-        registry.port
-    )];
+    let mut resolve = Vec::new();
+    if options.pin_registry {
+        resolve.push(format!(
+            "\"{REGISTRY_HOST}\" = \"127.0.0.1:{}\"",
+            registry.port
+        ));
+    }
+    let intercept = if options.intercept {
+        format!("\"{REGISTRY_HOST}\"")
+    } else {
+        String::new()
+    };
     for (host, port) in &options.resolve {
         resolve.push(format!("{} = \"127.0.0.1:{port}\"", json_string(host)));
     }
@@ -1095,7 +1110,7 @@ pub fn start_hoard_with(
             "[proxy]\nlisten = \"127.0.0.1:{port}\"\n\
              [ca]\ndir = {ca}\n\
              [cache]\ndir = {cache}\ntag_ttl = \"{ttl}s\"\n\
-             [intercept]\nhosts = [\"{REGISTRY_HOST}\"]\n\
+             [intercept]\nhosts = [{intercept}]\n\
              [upstream]\nextra_ca_files = [{extra}]\n\
              resolve = {{ {resolve} }}\n\
              {extra_toml}",
