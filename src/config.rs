@@ -139,7 +139,7 @@ pub struct UpstreamSection {
     pub read_timeout: Option<String>,
     #[serde(default)]
     pub credentials: Vec<CredentialSection>,
-    pub proxy: Option<String>,
+    pub proxy: Option<crate::parent::ParentUrl>,
     #[serde(default)]
     pub no_proxy: Vec<String>,
 }
@@ -307,8 +307,8 @@ impl Config {
         let parent = file
             .upstream
             .proxy
-            .as_deref()
-            .map(crate::parent::Parent::parse)
+            .as_ref()
+            .map(|url| crate::parent::Parent::parse(&url.0))
             .transpose()
             .map_err(|message| ConfigError::Invalid {
                 key: "upstream.proxy",

@@ -38,6 +38,17 @@ impl Protocol {
     }
 }
 
+/// `upstream.proxy` as written, which may hold a password: `Debug` shows it redacted.
+#[derive(Clone, Default, serde::Deserialize)]
+#[serde(transparent)]
+pub struct ParentUrl(pub String);
+
+impl fmt::Debug for ParentUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", redact(&self.0))
+    }
+}
+
 /// A parent proxy: `http://[user:password@]host:port` or `socks5://…`. Shown (`Display`) without
 /// its credentials, and `Debug` redacts the password, so it can be logged.
 #[derive(Clone, PartialEq, Eq)]
@@ -468,10 +479,18 @@ mod tests {
 
     #[test]
     fn debug_redacts_the_password() {
-        let parent = parse("http://alice:hunter2@proxy:3128").map(|p| format!("{p:?}"));
+        let text = "http://alice:hunter2@proxy:3128";
+        let parent = parse(text).map(|p| format!("{p:?}"));
         let shown = parent.unwrap_or_default();
         assert!(
             shown.contains("alice") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        let file: Result<crate::config::FileConfig, _> =
+            toml::from_str(&format!("[upstream]\nproxy = \"{text}\"\n"));
+        let shown = format!("{file:?}");
+        assert!(
+            shown.contains("proxy:3128") && !shown.contains("hunter2"),
             "{shown}"
         );
     }
