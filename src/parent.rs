@@ -162,7 +162,8 @@ impl Parent {
         }
     }
 
-    /// The TCP connection to the parent itself, its name resolved off the runtime's threads.
+    /// The TCP connection to the parent itself. Made here rather than by tokio-socks, which
+    /// would resolve the parent's name with a blocking call on a runtime thread.
     async fn connect(&self) -> io::Result<TcpStream> {
         let stream = TcpStream::connect((self.host.as_str(), self.port))
             .await
