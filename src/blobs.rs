@@ -26,7 +26,7 @@ use crate::cache::{
 use crate::forward::{pass_through, upstream_error};
 use crate::front::error;
 use crate::log::CacheStatus;
-use crate::registry::Digest;
+use crate::registry::{Digest, Hasher};
 use crate::store::{BlobHit, BlobLookup, BlobWriter, FillState, Joined, Progress, Store};
 use crate::{Body, BoxError, Hoard, empty_body};
 
@@ -386,18 +386,22 @@ type Piece = Vec<Bytes>;
 type Chunk = Result<Piece, BoxError>;
 
 /// The fill itself, in its own task: it goes on to the end (and into the store) even when the
-/// client goes away, so the others following it get their bytes. The first client's last chunk
-/// is held back until the digest is checked.
+/// client goes away, so the others following it get their bytes. The first client's last piece
+/// is held back until the digest is checked (by the store's writer, next to the disk writes, or
+/// here when the blob is not kept); the sync into the store comes after it.
 async fn run_fill(
     mut body: Incoming,
     digest: Digest,
-    mut writer: Option<BlobWriter>,
+    writer: Option<BlobWriter>,
     tx: Option<mpsc::Sender<Chunk>>,
     store: Store,
     read_timeout: Duration,
 ) {
     let mut client = tx;
-    let mut hasher = digest.hasher();
+    let mut check = match writer {
+        Some(writer) => Check::Store(writer),
+        None => Check::Inline(digest.hasher()),
+    };
     // The client is sent pieces of about CLIENT_CHUNK bytes, each a list of the upstream's
     // own buffers (shared with the writer, never copied).
     let mut held: Option<Piece> = None;
@@ -426,7 +430,9 @@ async fn run_fill(
             // would release the real last bytes before the digest is checked.
             continue;
         }
-        hasher.update(&data);
+        if let Check::Inline(hasher) = &mut check {
+            hasher.update(&data);
+        }
         if client.is_some() {
             // Upstream frames are about one TLS record (16 KiB); handing them over in pieces
             // of 128 KiB saves seven in eight channel hand-offs and wake-ups.
@@ -439,13 +445,23 @@ async fn run_fill(
                 }
             }
         }
-        if let Some(w) = writer.as_mut()
-            && let Err(err) = w.write(data).await
-        {
+        let failed = match &mut check {
+            Check::Store(writer) => writer.write(data).await.err(),
+            Check::Inline(_) => None,
+        };
+        if let Some(err) = failed {
+            // The blob goes on to the client uncached, still checked.
             store.disk_warning("cannot write a blob", &err);
-            writer = None;
+            let stopped = std::mem::replace(&mut check, Check::Inline(digest.hasher()));
+            if let Check::Store(writer) = stopped {
+                let Some(hasher) = writer.into_hasher().await else {
+                    send(&mut client, Err("the blob's hash was lost".into())).await;
+                    return;
+                };
+                check = Check::Inline(hasher);
+            }
         }
-        if client.is_none() && writer.is_none() {
+        if client.is_none() && matches!(check, Check::Inline(_)) {
             return; // nobody left to serve
         }
     }
@@ -454,7 +470,14 @@ async fn run_fill(
     {
         send(&mut client, Ok(previous)).await;
     }
-    if !hasher.matches(&digest) {
+    let (verified, stored) = match check {
+        Check::Store(writer) => match writer.verify().await {
+            Ok(blob) => (true, Some(blob)),
+            Err(_) => (false, None),
+        },
+        Check::Inline(hasher) => (hasher.matches(&digest), None),
+    };
+    if !verified {
         tracing::warn!(%digest, "upstream blob does not match its digest; discarded");
         send(
             &mut client,
@@ -463,15 +486,24 @@ async fn run_fill(
         .await;
         return;
     }
-    if let Some(writer) = writer {
-        match writer.commit().await {
+    if let Some(last) = held {
+        send(&mut client, Ok(last)).await;
+    }
+    // The client's body ends here; syncing a large blob to disk can take a while.
+    drop(client);
+    if let Some(blob) = stored {
+        match blob.commit().await {
             Ok(bytes) => tracing::debug!(%digest, bytes, "blob stored"),
             Err(err) => store.disk_warning("cannot store a blob", &err),
         }
     }
-    if let Some(last) = held {
-        send(&mut client, Ok(last)).await;
-    }
+}
+
+/// Who checks a fill's digest: the store's writer, on the blocking pool next to the disk writes,
+/// or the fill's own task when the blob is not being kept.
+enum Check {
+    Store(BlobWriter),
+    Inline(Hasher),
 }
 
 /// Sends to the client unless it has gone; a gone client is forgotten, the fill goes on.

@@ -198,21 +198,35 @@ impl Server {
         Ok(())
     }
 
-    /// Stops accepting connections and lets the ones open finish, for at most `grace`.
+    /// Stops accepting connections and lets the ones open finish, and the fills they started
+    /// reach the store, for at most `grace`.
     pub async fn shutdown(mut self, grace: std::time::Duration) {
         if let Some(task) = self.task.take() {
             task.abort();
         }
         let deadline = tokio::time::Instant::now() + grace;
-        while self.hoard.metrics.open_connections() > 0 && tokio::time::Instant::now() < deadline {
+        let busy = || {
+            (
+                self.hoard.metrics.open_connections(),
+                self.fills_in_progress(),
+            )
+        };
+        while busy() != (0, 0) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        let left = self.hoard.metrics.open_connections();
-        if left > 0 {
-            tracing::warn!(connections = left, "grace period over; closing the rest");
-        } else {
-            tracing::info!("all connections finished");
+        match busy() {
+            (0, 0) => tracing::info!("all connections and fills finished"),
+            (connections, fills) => {
+                tracing::warn!(connections, fills, "grace period over; closing the rest")
+            }
         }
+    }
+
+    /// Blobs being fetched into the store. A fill outlives its first client's response: the
+    /// client has its last bytes once they are verified, while the blob is still being synced
+    /// to disk.
+    pub fn fills_in_progress(&self) -> usize {
+        self.hoard.store.usage().fills
     }
 
     /// Where the admin listener is, if it runs.

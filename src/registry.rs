@@ -90,7 +90,7 @@ impl fmt::Display for Digest {
 }
 
 /// Incremental hashing of content whose digest is known in advance.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub enum Hasher {
     Sha256(sha2::Sha256),
     Sha512(sha2::Sha512),

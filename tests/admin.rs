@@ -63,6 +63,7 @@ async fn metrics_move_with_a_miss_a_hit_and_a_tunnel() {
         .bytes()
         .await
         .unwrap();
+    proxy.settled().await;
     let after_miss = metrics(&proxy).await;
     assert_eq!(
         sample(&after_miss, "hoard_requests_total{cache=\"MISS\"}"),

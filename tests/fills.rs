@@ -67,6 +67,7 @@ async fn blob_fill_is_shared_by_concurrent_clients() {
         1,
         "one upstream GET for 20 clients"
     );
+    proxy.settled().await;
     assert!(proxy.blob_path(&digest).exists());
     assert_eq!(temp_files(&proxy), 0);
 }
@@ -225,6 +226,7 @@ async fn stalled_or_cut_upstreams_fail_cleanly_and_the_next_request_fills_anew()
             failed_fills + 1,
             "{mode:?}"
         );
+        proxy.settled().await;
         assert!(proxy.blob_path(&digest).exists());
     }
 }
@@ -289,6 +291,7 @@ async fn the_store_stays_under_max_size_and_keeps_what_is_used() {
         let digest = registry.add_blob(bytes.clone());
         let got = client.get(blob_url(&digest)).send().await.unwrap();
         assert_eq!(got.bytes().await.unwrap(), bytes);
+        proxy.settled().await;
         let got = client.get(blob_url(&hot)).send().await.unwrap();
         assert_eq!(got.bytes().await.unwrap().len(), 150_000);
         cold.push(digest);

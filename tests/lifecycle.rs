@@ -180,7 +180,7 @@ async fn sigterm_lets_transfers_in_progress_finish() {
     };
     assert!(status.success(), "{status}");
     assert!(
-        hoard.log().contains("all connections finished"),
+        hoard.log().contains("all connections and fills finished"),
         "{}",
         hoard.log()
     );

@@ -106,6 +106,7 @@ impl Setup {
             assert_eq!(blob.status(), 200);
             assert_eq!(sha256(&blob.bytes().await.unwrap()), *digest);
         }
+        self.proxy.settled().await;
     }
 
     /// Runs `hoard <args> --config <config>`.

@@ -297,6 +297,7 @@ async fn a_second_hoard_as_parent_tunnels_and_the_child_keeps_the_blob() {
 
     let (status, body) = get(&client, &blob_url(&digest)).await;
     assert_eq!((status, body), (200, blob.clone()));
+    hoard.settled().await;
     assert_eq!(std::fs::read(hoard.blob_path(&digest)).unwrap(), blob);
     let metrics = reqwest::get(format!(
         "http://{}/metrics",

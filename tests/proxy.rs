@@ -53,6 +53,7 @@ async fn blob_is_filled_once_then_served_from_disk_over_h1_and_h2() {
         assert_eq!(other.bytes().await.unwrap(), bytes);
 
         assert_eq!(registry.count("GET", "/blobs/"), 1, "h2={h2}");
+        proxy.settled().await;
         assert_eq!(std::fs::read(proxy.blob_path(&digest)).unwrap(), bytes);
     }
 }
@@ -167,6 +168,7 @@ async fn redirects_are_followed_without_sending_authorization_elsewhere() {
             );
         }
         assert!(hops[3].1.ends_with(&format!("/cdn/b/final-{digest}")));
+        proxy.settled().await;
         assert!(proxy.blob_path(&digest).exists());
     }
 }

@@ -686,6 +686,19 @@ listen = "127.0.0.1:0"
         self.dir.path().join("cache")
     }
 
+    /// Waits until no fill is in progress: a client has a blob's last bytes a moment before the
+    /// blob is synced and in the store.
+    pub async fn settled(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.server.fills_in_progress() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fills still in progress after 10 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// Path of a stored blob.
     pub fn blob_path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap();
