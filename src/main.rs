@@ -13,6 +13,9 @@ use hoard::ops::prune::PruneOptions;
 use hoard::ops::warm::WarmOptions;
 use hoard::ops::{self, Outcome};
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A caching HTTPS proxy for container registries.
 #[derive(Debug, Parser)]
 #[command(name = "hoard", version, about)]
