@@ -143,12 +143,13 @@ wait_port() { # pid port what logfile
 # Tools
 
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx; then
-    need apt-get || die "nginx is missing and there is no apt-get"
-    log "installing nginx-light"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >&2; then
-        apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >&2 \
-            || die "cannot install nginx-light"
+if ! need nginx || [ ! -f /usr/lib/nginx/modules/ngx_stream_module.so ]; then
+    need apt-get || die "nginx (with its stream module) is missing and there is no apt-get"
+    log "installing nginx-light and libnginx-mod-stream"
+    pkgs=(nginx-light libnginx-mod-stream)
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${pkgs[@]}" >&2; then
+        apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${pkgs[@]}" >&2 \
+            || die "cannot install ${pkgs[*]}"
     fi
 fi
 for t in docker-registry curl openssl ss awk sha256sum cargo git; do
@@ -271,13 +272,41 @@ EOF
     wait_port $PID "$2" "$1" "$WORK/logs/$1.log" || { cat "$d/error.log" >&2; die "$1 did not start"; }
 }
 
+STREAM_MODULE=/usr/lib/nginx/modules/ngx_stream_module.so
+start_link() { # name port MiB/s -> PID: a TCP relay (nginx stream) reading the upstream at that speed
+    local d="$WORK/$1" u=""
+    mkdir -p "$d"
+    [ "$(id -u)" = 0 ] && u="user root;"
+    # TLS stays end to end: the relay spends almost no CPU, so the link, not this machine, is the
+    # limit.
+    cat >"$d/nginx.conf" <<EOF
+load_module $STREAM_MODULE;
+$u
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+daemon off;
+events { worker_connections 64; }
+stream {
+    server {
+        listen 127.0.0.1:$2;
+        proxy_pass 127.0.0.1:$UP_PORT;
+        proxy_download_rate ${3}m;
+    }
+}
+EOF
+    nginx -e "$d/error.log" -p "$d" -c "$d/nginx.conf" >"$WORK/logs/$1.log" 2>&1 &
+    PID=$!
+    wait_port $PID "$2" "$1" "$WORK/logs/$1.log" || { cat "$d/error.log" >&2; die "$1 did not start"; }
+}
+
 NGINX_TUNNEL_PORT=$(free_port)
 HOARD_CA_DIR="$WORK/hoard-ca"
-start_hoard() { # name cachedir -> PID, PORT
-    local cfg="$WORK/$1.toml" lg="$WORK/logs/$1.log" n resolve
+start_hoard() { # name cachedir [upstream port] -> PID, PORT
+    local cfg="$WORK/$1.toml" lg="$WORK/logs/$1.log" n resolve up=${3:-$UP_PORT}
     PORT=$(free_port)
     resolve=""
-    for n in $NAMES; do resolve="$resolve\"$n\" = \"127.0.0.1:$UP_PORT\", "; done
+    for n in $NAMES; do resolve="$resolve\"$n\" = \"127.0.0.1:$up\", "; done
     cat >"$cfg" <<EOF
 [proxy]
 listen = "127.0.0.1:$PORT"
@@ -347,10 +376,15 @@ par_fetch() {
 # Results: per case its speeds, peak RSS (KiB, max over its processes' lives), CPU ticks and
 # bytes served while measured.
 
-declare -A VALS RSS TICKS BYTES ERR TITLE UPTICKS
-EXTRA_PID= # when set: the upstream registry, whose CPU is also counted (UPTICKS) during a transfer
+declare -A VALS RSS TICKS BYTES ERR TITLE UPTICKS CLIENT_MS WALL_MS
+EXTRA_PID= # when set: a second server (the upstream registry, the tunnel's nginx), whose CPU is
+           # also counted (UPTICKS) during a transfer
 ORDER=()
-add_case() { ORDER+=("$1"); TITLE[$1]=$2; VALS[$1]=""; RSS[$1]=0; TICKS[$1]=0; BYTES[$1]=0; }
+add_case() { ORDER+=("$1"); TITLE[$1]=$2; VALS[$1]=""; RSS[$1]=0; TICKS[$1]=0; BYTES[$1]=0; CLIENT_MS[$1]=0; WALL_MS[$1]=0; }
+children_ms() { # -> CHILD_MS: CPU (user + system) of this shell's finished children (the curls)
+    times >"$WORK/times.txt"
+    CHILD_MS=$(awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } printf "%d", t * 1000 }' "$WORK/times.txt")
+}
 note_rss() { local k; k=$(hwm_kib "$2"); [ "$k" -gt "${RSS[$1]}" ] && RSS[$1]=$k; }
 fail_case() {
     ERR[$1]="${ERR[$1]:-$2}"
@@ -363,12 +397,18 @@ measure() {
     local c=$1 pid=$2 lg=$3 bytes=$4 t0 t1
     shift 4
     [ -n "${ERR[$c]:-}" ] && return 1
-    local u0=0 u1=0
+    local u0=0 u1=0 c0 c1 w0 w1
     [ -n "$EXTRA_PID" ] && u0=$(cpu_ticks "$EXTRA_PID")
     t0=$(cpu_ticks "$pid")
+    children_ms; c0=$CHILD_MS
+    w0=$(date +%s%N)
     if "$@"; then
+        w1=$(date +%s%N)
+        children_ms; c1=$CHILD_MS
         t1=$(cpu_ticks "$pid")
         [ -n "$EXTRA_PID" ] && u1=$(cpu_ticks "$EXTRA_PID")
+        CLIENT_MS[$c]=$(( CLIENT_MS[$c] + c1 - c0 ))
+        WALL_MS[$c]=$(( WALL_MS[$c] + (w1 - w0) / 1000000 ))
         UPTICKS[$c]=$(( ${UPTICKS[$c]:-0} + u1 - u0 ))
         VALS[$c]="${VALS[$c]} $SPEED"
         TICKS[$c]=$((TICKS[$c] + t1 - t0))
@@ -434,6 +474,13 @@ add_case hit "hoard hit, $MAIN_L, http/1.1"
 add_case hit_h2 "hoard hit, $MAIN_L, h2"
 add_case cold "hoard cold (fill), $MAIN_L, http/1.1"
 add_case cold_h2 "hoard cold (fill), $MAIN_L, h2"
+# Links of a fixed speed in front of the upstream (MiB/s): 1 Gbit/s and 2.5 Gbit/s.
+LINKS=(119 238)
+declare -A LINK_L=([119]="1 Gbit/s" [238]="2 Gbit/s")
+for l in "${LINKS[@]}"; do
+    add_case "link${l}_direct" "upstream over a ${LINK_L[$l]} link, direct, $MAIN_L"
+    add_case "link${l}_cold" "upstream over a ${LINK_L[$l]} link, hoard cold"
+done
 add_case par "hoard hit, $PAR_L parallel"
 add_case tunnel "hoard CONNECT tunnel to nginx, $MAIN_L"
 [ "$BIG" = 1 ] && add_case big "hoard hit, $BIG_L, http/1.1"
@@ -473,8 +520,30 @@ for r in $(seq "$RUNS"); do
     done
     if [ "$r" = "$RUNS" ]; then mv "$WORK/hoard-cold" "$HOARD_KEEP"; fi
 done
+
+# --- Cold fills from an upstream behind a link of a fixed speed (nginx with limit_rate in front of
+# the upstream registry), as pulls are in use: the link, not this machine's CPUs, is the limit,
+# and hoard's hashing, writing and sending may not slow the stream. Interleaved with a direct
+# fetch over the same link.
+for l in "${LINKS[@]}"; do
+    log "cold fills over a ${LINK_L[$l]} link: $RUNS runs each of direct and hoard"
+    LP=$(free_port); start_link "link-$l" "$LP" "$l"; LINK_PID=$PID
+    fetch "warmup-link-$l" $MAIN_BYTES --http1.1 --cacert "$CA" "https://127.0.0.1:$LP$MAIN_PATH" \
+        || fail_case "link${l}_direct" "warm-up: $FETCH_ERR" "$WORK/link-$l/error.log"
+    for r in $(seq "$RUNS"); do
+        log "  run $r/$RUNS"
+        measure "link${l}_direct" $LINK_PID "$WORK/link-$l/error.log" $MAIN_BYTES fetch "link${l}_direct" \
+            $MAIN_BYTES --http1.1 --cacert "$CA" "https://127.0.0.1:$LP$MAIN_PATH"
+        rm -rf "$WORK/hoard-link"
+        start_hoard "hoard-link-$l" "$WORK/hoard-link" "$LP"; via $PORT
+        measure "link${l}_cold" $PID "$WORK/logs/hoard-link-$l.log" $MAIN_BYTES fetch "link${l}_cold" \
+            $MAIN_BYTES --http1.1 "${VIA[@]}" "https://$HOST$MAIN_PATH"
+        note_rss "link${l}_cold" $PID; stop_pid $PID
+    done
+    note_rss "link${l}_direct" $LINK_PID; stop_pid $LINK_PID
+done
 EXTRA_PID=
-rm -rf "$WORK/dist-cold" "$WORK/hoard-cold"
+rm -rf "$WORK/dist-cold" "$WORK/hoard-cold" "$WORK/hoard-link"
 if [ ! -d "$HOARD_KEEP" ]; then mkdir -p "$HOARD_KEEP"; fi
 if [ ! -d "$DIST_KEEP" ]; then mkdir -p "$DIST_KEEP"; fi
 
@@ -531,7 +600,7 @@ run_warm() { # case -> one transfer (measured unless $1 is prefixed by "-")
         dist_warm) a=($DISTW_PID "$WORK/logs/dist-warm.log" --http1.1 --cacert "$CA" "https://127.0.0.1:$DP$MAIN_PATH") ;;
         hit) via $HIT_PORT; a=($HIT_PID "$WORK/logs/hoard-hit.log" --http1.1 "${VIA[@]}" "https://$HOST$MAIN_PATH") ;;
         hit_h2) via $HIT2_PORT; a=($HIT2_PID "$WORK/logs/hoard-hit-h2.log" --http2 "${VIA[@]}" "https://$HOST$MAIN_PATH") ;;
-        tunnel) via $TUN_PORT; a=($TUN_PID "$WORK/logs/hoard-tunnel.log" --http1.1 "${VIA[@]}" --cacert "$CA" "https://127.0.0.1:$NGINX_TUNNEL_PORT/main") ;;
+        tunnel) via $TUN_PORT; EXTRA_PID=$NGINXT_PID; a=($TUN_PID "$WORK/logs/hoard-tunnel.log" --http1.1 "${VIA[@]}" --cacert "$CA" "https://127.0.0.1:$NGINX_TUNNEL_PORT/main") ;;
         big) via $BIG_PORT; bytes=$BIG_BYTES; a=($BIG_PID "$WORK/logs/hoard-big.log" --http1.1 "${VIA[@]}" "https://$HOST$BIG_PATH") ;;
     esac
     if [ "$c" != "$1" ]; then
@@ -539,6 +608,7 @@ run_warm() { # case -> one transfer (measured unless $1 is prefixed by "-")
     else
         measure "$c" "${a[0]}" "${a[1]}" $bytes fetch "$c" $bytes "${a[@]:2}"
     fi
+    EXTRA_PID=
 }
 for c in "${WARM[@]}"; do [ "$c" = big ] || run_warm "-$c"; done
 for r in $(seq "$RUNS"); do
@@ -614,6 +684,7 @@ declare -A REF=([nginx_h2]=nginx [direct_h2]=direct [dist_cold]=direct [dist_war
 declare -A SHORTUP=([direct]="curl h1" [direct_h2]="curl h2" [dist_cold]="Distribution proxy" [cold]="hoard h1" [cold_h2]="hoard h2")
 declare -A SHORT=([nginx]="nginx h1" [nginx_h2]="nginx h2" [nginx_par]="nginx par" [direct]=direct
     [hit]="hoard hit h1" [nginx_par]="nginx par")
+for l in "${LINKS[@]}"; do REF[link${l}_cold]=link${l}_direct; SHORT[link${l}_direct]="link direct"; done
 
 desc_machine() {
     echo "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)," \
@@ -629,12 +700,12 @@ echo "# hoard benchmark"
 echo
 desc_machine
 echo
-fmt='%-50s %10s %17s %18s %9s %9s\n'
-printf "$fmt" case "MiB/s" "min-max" "ratio (vs)" "peak MiB" "CPU s/GiB"
-printf "$fmt" "$(printf '%.0s-' $(seq 50))" ---------- ----------------- ------------------ --------- ---------
+fmt='%-50s %8s %15s %18s %8s %9s %9s %5s\n'
+printf "$fmt" case "MiB/s" "min-max" "ratio (vs)" "peak MiB" "CPU s/GiB" "client" "cores"
+printf "$fmt" "$(printf '%.0s-' $(seq 50))" -------- --------------- ------------------ -------- --------- --------- -----
 for c in "${ORDER[@]}"; do
     if [ -n "${ERR[$c]:-}" ] && [ -z "${VALS[$c]// /}" ]; then
-        printf "$fmt" "${TITLE[$c]}" FAILED - - - -
+        printf "$fmt" "${TITLE[$c]}" FAILED - - - - - -
         continue
     fi
     set -- $(stats ${VALS[$c]})
@@ -644,12 +715,17 @@ for c in "${ORDER[@]}"; do
     if [ -n "${REF[$c]:-}" ]; then r=${REF[$c]}; rat="$(ratio "$(med $c)" "$(med $r)")x ${SHORT[$r]:-$r}"; fi
     rss=$(awk -v k="${RSS[$c]}" 'BEGIN {printf "%.1f", k / 1024}')
     cpu=$(awk -v t="${TICKS[$c]}" -v b="${BYTES[$c]}" -v hz=$TICK 'BEGIN { if (b == 0) print "-"; else printf "%.2f", t / hz / (b / 1073741824) }')
-    printf "$fmt" "${TITLE[$c]}" "$m" "$range" "$rat" "$rss" "$cpu"
+    client=$(awk -v t="${CLIENT_MS[$c]}" -v b="${BYTES[$c]}" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", t / 1000 / (b / 1073741824) }')
+    cores=$(awk -v s="${TICKS[$c]}" -v u="${UPTICKS[$c]:-0}" -v c="${CLIENT_MS[$c]}" -v w="${WALL_MS[$c]}" -v hz=$TICK \
+        'BEGIN { if (w == 0) print "-"; else printf "%.2f", ((s + u) / hz + c / 1000) / (w / 1000) }')
+    printf "$fmt" "${TITLE[$c]}" "$m" "$range" "$rat" "$rss" "$cpu" "$client" "$cores"
 done
 echo
 echo "peak MiB: VmHWM of the server's processes (nginx: master + workers summed; cold rows: the largest"
 echo "of the fresh processes). CPU s/GiB: utime+stime of the server's processes during the measured"
-echo "transfers / GiB served. Parallel rows: $PAR_N curl clients at once, total bytes / wall time."
+echo "transfers / GiB served. client: the same for the curl client(s). cores: CPU seconds of every"
+echo "process taking part (client, server, and the upstream registry or the tunnel's nginx) per second"
+echo "of transfer, out of $(nproc) CPUs. Parallel rows: $PAR_N curl clients at once, total bytes / wall time."
 echo "Cold rows: a fresh process with empty storage per run, interleaved run by run with the direct row."
 echo "Warm rows (and, apart, the parallel rows): one process each, all up at once, one unmeasured warm-up"
 echo "transfer each (not the $BIG_L row: its fill just wrote it), then interleaved run by run."
@@ -688,8 +764,12 @@ check "16 parallel hits >= 1.0x nginx 16 parallel" "$(ratio "$(med par)" "$(med 
 check "cold fill h1 >= 0.9x direct upstream" "$(ratio "$(med cold)" "$(med direct)")" ">=" 0.9
 check "cold fill h2 >= 0.9x direct upstream" "$(ratio "$(med cold_h2)" "$(med direct)")" ">=" 0.9
 check "tunnel >= 0.97x nginx direct" "$(ratio "$(med tunnel)" "$(med nginx)")" ">=" 0.97
+for l in "${LINKS[@]}"; do
+    check "cold fill over a ${LINK_L[$l]} link >= 0.9x direct over it" \
+        "$(ratio "$(med link${l}_cold)" "$(med link${l}_direct)")" ">=" 0.9
+done
 maxrss=0
-for c in hit hit_h2 cold cold_h2 par tunnel big; do
+for c in hit hit_h2 cold cold_h2 par tunnel big $(printf 'link%s_cold ' "${LINKS[@]}"); do
     [ -n "${RSS[$c]:-}" ] && [ "${RSS[$c]}" -gt $maxrss ] && maxrss=${RSS[$c]}
 done
 check "hoard peak memory (all cases) <= 64 MiB" "$(awk -v k=$maxrss 'BEGIN {printf "%.1f", k / 1024}')" "<=" 64
