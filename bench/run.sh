@@ -86,6 +86,10 @@ trap cleanup EXIT
 trap 'log interrupted; exit 130' INT
 trap 'log terminated; exit 143' TERM
 
+settle() { # before a cold fill: the previous case's writes on disk, not in the kernel's flusher
+    sync
+}
+
 stop_pid() { # stop one server we started, by PID
     local pid=$1 i
     kill -TERM "$pid" 2>/dev/null || return 0
@@ -504,6 +508,7 @@ for r in $(seq "$RUNS"); do
         --http2 --cacert "$CA" "https://127.0.0.1:$UP_PORT$MAIN_PATH"
     # Distribution proxy
     DP=$(free_port)
+    settle
     start_registry dist-cold "$DP" "$WORK/dist-cold" "https://127.0.0.1:$UP_PORT"
     measure dist_cold $PID "$WORK/logs/dist-cold.log" $MAIN_BYTES fetch dist_cold $MAIN_BYTES \
         --http1.1 --cacert "$CA" "https://127.0.0.1:$DP$MAIN_PATH"
@@ -512,6 +517,7 @@ for r in $(seq "$RUNS"); do
     # hoard, http/1.1 and h2
     for c in cold cold_h2; do
         rm -rf "$WORK/hoard-cold"
+        settle
         start_hoard "hoard-$c" "$WORK/hoard-cold"; via $PORT
         v=--http1.1; [ $c = cold_h2 ] && v=--http2
         measure $c $PID "$WORK/logs/hoard-$c.log" $MAIN_BYTES fetch $c $MAIN_BYTES $v "${VIA[@]}" \
@@ -535,6 +541,7 @@ for l in "${LINKS[@]}"; do
         measure "link${l}_direct" $LINK_PID "$WORK/link-$l/error.log" $MAIN_BYTES fetch "link${l}_direct" \
             $MAIN_BYTES --http1.1 --cacert "$CA" "https://127.0.0.1:$LP$MAIN_PATH"
         rm -rf "$WORK/hoard-link"
+        settle
         start_hoard "hoard-link-$l" "$WORK/hoard-link" "$LP"; via $PORT
         measure "link${l}_cold" $PID "$WORK/logs/hoard-link-$l.log" $MAIN_BYTES fetch "link${l}_cold" \
             $MAIN_BYTES --http1.1 "${VIA[@]}" "https://$HOST$MAIN_PATH"
