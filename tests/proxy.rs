@@ -629,7 +629,8 @@ async fn the_store_survives_a_restart() {
     )
     .await;
     let Proxy { server, dir, .. } = proxy;
-    drop(server);
+    // A stop as on SIGTERM: the fills the pull started reach the store first.
+    server.shutdown(std::time::Duration::from_secs(10)).await;
 
     registry.stop();
     let proxy = Proxy::start_in(dir, &registry, "").await;
