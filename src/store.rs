@@ -1005,7 +1005,9 @@ impl BlobWriter {
             self.reservation.grow(more).await?;
         }
         let Some(mut hasher) = self.hasher.take() else {
-            return Err(StoreError::BadKey("a fill lost its hasher".into()));
+            // Only a write that failed before can have taken it; the writer is done.
+            let lost = std::io::Error::other("a fill's earlier write task was lost");
+            return Err(io_error("hash", &self.temp_path())(lost));
         };
         self.batch_len = 0;
         let batch = std::mem::take(&mut self.batch);

@@ -109,16 +109,6 @@ impl Drop for Hoard {
     }
 }
 
-/// A port that was free a moment ago (hoard binds it with SO_REUSEADDR, so a restart can take
-/// it again right after a kill).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// 64 KiB pieces 30 ms apart: a 2 MiB blob takes about a second to fill, 1 MiB half that.
 const SLOW: Mode = Mode::Slow {
     chunk: 64 << 10,

@@ -27,11 +27,7 @@ impl Drop for Hoard {
 impl Hoard {
     async fn start(registry: &Registry) -> Hoard {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let config = Proxy::write_config_with(
             dir.path(),
             registry,

@@ -53,6 +53,16 @@ pub fn random_bytes(len: usize, seed: u64) -> Bytes {
     out.into()
 }
 
+/// A port that was free a moment ago (hoard binds it with SO_REUSEADDR, so a restart can take
+/// it again right after a kill).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A CA made for one test, and server certificates signed by it.
 pub struct TestCa {
     pub pem: String,
