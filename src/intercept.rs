@@ -10,6 +10,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 
 use crate::Hoard;
+use crate::coalesce::Coalesce;
 use crate::log::{RequestInfo, logged};
 
 /// Time allowed for the client's TLS handshake.
@@ -90,7 +91,15 @@ pub async fn serve(upgraded: Upgraded, host: String, port: u16, hoard: Arc<Hoard
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
         .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX))
         .keep_alive_interval(Duration::from_secs(30));
-    if let Err(error) = builder.serve_connection(TokioIo::new(tls), service).await {
+    // h2 writes a frame at a time; gathering them gives TLS full records and the socket large
+    // writes. HTTP/1.1 already writes whole body chunks.
+    let served = if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let io = TokioIo::new(Coalesce::new(tls));
+        builder.serve_connection(io, service).await
+    } else {
+        builder.serve_connection(TokioIo::new(tls), service).await
+    };
+    if let Err(error) = served {
         tracing::debug!(%host, %error, "intercepted connection ended");
     }
 }

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod blobs;
 pub mod ca;
 pub mod cache;
+pub mod coalesce;
 pub mod config;
 pub mod forward;
 pub mod front;
