@@ -3,13 +3,12 @@
 //! every request that comes while the fill runs reads the growing temp file. Nothing is kept
 //! unless its digest matches, and no client of a corrupt fill sees a complete body.
 
-use std::io::SeekFrom;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::TryStreamExt;
 use http::header::{
     ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderValue, RANGE,
 };
@@ -17,7 +16,6 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::cache::{
@@ -27,7 +25,7 @@ use crate::forward::{pass_through, upstream_error};
 use crate::front::error;
 use crate::log::CacheStatus;
 use crate::registry::{Digest, Hasher};
-use crate::store::{BlobHit, BlobLookup, BlobWriter, FillState, Joined, Progress, Store};
+use crate::store::{BlobHit, BlobLookup, BlobWriter, FillState, Joined, Progress, Store, read_at};
 use crate::{Body, BoxError, Hoard, empty_body};
 
 /// Read size for serving blobs from disk: 256 KiB keeps syscalls few and TLS records full.
@@ -153,24 +151,29 @@ async fn serve_stored(
     range: Option<&HeaderValue>,
     cache: CacheStatus,
 ) -> Response<Body> {
-    let BlobHit { mut file, len, pin } = hit;
+    let BlobHit { file, len, pin } = hit;
     let (status, start, end) = match span(range, len) {
         Ok(span) => span,
         Err(reason) => return unsatisfiable(reason, len),
     };
-    if start > 0
-        && let Err(err) = file.seek(SeekFrom::Start(start)).await
-    {
-        tracing::warn!(%digest, error = %err, "cannot seek in stored blob");
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot read stored blob");
-    }
-    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(end - start), FILE_CHUNK)
+    let file = Arc::new(file);
+    let stream = futures_util::stream::try_unfold(start, move |pos| {
+        let file = file.clone();
         // The pin keeps the entry from eviction until the body is done.
-        .map_ok(move |bytes| {
-            let _ = &pin;
-            Frame::data(bytes)
-        })
-        .map_err(BoxError::from);
+        let _ = &pin;
+        async move {
+            if pos >= end {
+                return Ok(None);
+            }
+            let want = usize::try_from(end - pos).map_or(FILE_CHUNK, |n| n.min(FILE_CHUNK));
+            let bytes = read_at(file, pos, want).await?;
+            if bytes.is_empty() {
+                return Err(BoxError::from("the stored blob is shorter than its entry"));
+            }
+            let next = pos + bytes.len() as u64;
+            Ok(Some((Frame::data(bytes), next)))
+        }
+    });
     let body = StreamBody::new(stream).boxed();
     span_response(body, digest, status, (start, end, len), cache)
 }
@@ -178,7 +181,7 @@ async fn serve_stored(
 /// Serves a blob from a fill in progress. `None` when the range is too far ahead to wait for,
 /// or the blob's length is unknown (so a range cannot be answered).
 async fn serve_growing(
-    mut file: tokio::fs::File,
+    file: std::fs::File,
     progress: watch::Receiver<Progress>,
     length: Option<u64>,
     range: Option<&HeaderValue>,
@@ -196,12 +199,6 @@ async fn serve_growing(
     if start > visible + RANGE_WAIT_AHEAD {
         return None;
     }
-    if start > 0 && file.seek(SeekFrom::Start(start)).await.is_err() {
-        return Some(error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot read the blob being filled",
-        ));
-    }
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(follow(file, progress, start, end, tx));
     let known = length.map(|_| end - start);
@@ -216,12 +213,13 @@ async fn serve_growing(
 
 /// Reads `[start, end)` of a growing file as the fill makes it visible.
 async fn follow(
-    mut file: tokio::fs::File,
+    file: std::fs::File,
     mut progress: watch::Receiver<Progress>,
     start: u64,
     end: u64,
     tx: mpsc::Sender<Chunk>,
 ) {
+    let file = Arc::new(file);
     let mut pos = start;
     loop {
         let (state, visible) = {
@@ -237,18 +235,17 @@ async fn follow(
         let limit = visible.min(end);
         while pos < limit {
             let want = usize::try_from(limit - pos).map_or(FILE_CHUNK, |n| n.min(FILE_CHUNK));
-            let mut buf = bytes::BytesMut::with_capacity(want);
-            let n = match (&mut file).take(want as u64).read_buf(&mut buf).await {
-                Ok(0) | Err(_) => {
+            let bytes = match read_at(file.clone(), pos, want).await {
+                Ok(bytes) if !bytes.is_empty() => bytes,
+                _ => {
                     let _ = tx
                         .send(Err("cannot read the blob being filled".into()))
                         .await;
                     return;
                 }
-                Ok(n) => n,
             };
-            pos += n as u64;
-            if tx.send(Ok(vec![buf.freeze()])).await.is_err() {
+            pos += bytes.len() as u64;
+            if tx.send(Ok(vec![bytes])).await.is_err() {
                 return; // the client went away
             }
         }

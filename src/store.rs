@@ -155,7 +155,7 @@ impl Store {
 /// taken from it) lives.
 #[derive(Debug)]
 pub struct BlobHit {
-    pub file: tokio::fs::File,
+    pub file: std::fs::File,
     pub len: u64,
     pub pin: ReadPin,
 }
@@ -657,10 +657,35 @@ fn write_all_vectored(mut file: &std::fs::File, buffers: &[Bytes]) -> std::io::R
     Ok(())
 }
 
-async fn open_sized(path: &Path) -> std::io::Result<(tokio::fs::File, u64)> {
-    let file = tokio::fs::File::open(path).await?;
-    let len = file.metadata().await?.len();
-    Ok((file, len))
+async fn open_sized(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
+    let path = path.to_owned();
+    let opened = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        Ok((file, len))
+    });
+    opened.await.map_err(std::io::Error::other)?
+}
+
+/// Reads up to `len` bytes of `file` at `offset` on the blocking pool, straight into the buffer
+/// it returns: no zeroing, and no copy through a second buffer as `tokio::fs::File` makes.
+/// Shorter than `len` only at the end of the file.
+pub async fn read_at(file: Arc<std::fs::File>, offset: u64, len: usize) -> std::io::Result<Bytes> {
+    let read = tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::with_capacity(len);
+        while buf.len() < len {
+            let at = offset + buf.len() as u64;
+            match rustix::io::pread(&*file, rustix::buffer::spare_capacity(&mut buf), at) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        buf.truncate(len);
+        Ok(Bytes::from(buf))
+    });
+    read.await.map_err(std::io::Error::other)?
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -1190,7 +1215,7 @@ pub struct Follower {
 pub enum Joined {
     /// Read the growing file; `progress` says how far it may be read.
     Reading {
-        file: tokio::fs::File,
+        file: std::fs::File,
         progress: watch::Receiver<Progress>,
         length: Option<u64>,
     },
@@ -1232,7 +1257,7 @@ impl Follower {
         };
         let length = self.shared.progress.borrow().length;
         Joined::Reading {
-            file: tokio::fs::File::from_std(file),
+            file,
             progress,
             length,
         }
