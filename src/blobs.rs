@@ -25,7 +25,9 @@ use crate::forward::{pass_through, upstream_error};
 use crate::front::error;
 use crate::log::CacheStatus;
 use crate::registry::{Digest, Hasher};
-use crate::store::{BlobHit, BlobLookup, BlobWriter, FillState, Joined, Progress, Store, read_at};
+use crate::store::{
+    BlobHit, BlobLookup, BlobWriter, FileChunks, FillState, Joined, Progress, Store, read_at,
+};
 use crate::{Body, BoxError, Hoard, empty_body};
 
 /// Read size for serving blobs from disk: 256 KiB keeps syscalls few and TLS records full.
@@ -156,24 +158,12 @@ async fn serve_stored(
         Ok(span) => span,
         Err(reason) => return unsatisfiable(reason, len),
     };
-    let file = Arc::new(file);
-    let stream = futures_util::stream::try_unfold(start, move |pos| {
-        let file = file.clone();
-        // The pin keeps the entry from eviction until the body is done.
-        let _ = &pin;
-        async move {
-            if pos >= end {
-                return Ok(None);
-            }
-            let want = usize::try_from(end - pos).map_or(FILE_CHUNK, |n| n.min(FILE_CHUNK));
-            let bytes = read_at(file, pos, want).await?;
-            if bytes.is_empty() {
-                return Err(BoxError::from("the stored blob is shorter than its entry"));
-            }
-            let next = pos + bytes.len() as u64;
-            Ok(Some((Frame::data(bytes), next)))
-        }
-    });
+    let stream =
+        futures_util::StreamExt::map(FileChunks::new(file, start, end, FILE_CHUNK), move |read| {
+            // The pin keeps the entry from eviction until the body is done.
+            let _ = &pin;
+            read.map(Frame::data).map_err(BoxError::from)
+        });
     let body = StreamBody::new(stream).boxed();
     span_response(body, digest, status, (start, end, len), cache)
 }

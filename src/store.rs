@@ -20,8 +20,10 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -667,25 +669,96 @@ async fn open_sized(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
     opened.await.map_err(std::io::Error::other)?
 }
 
-/// Reads up to `len` bytes of `file` at `offset` on the blocking pool, straight into the buffer
-/// it returns: no zeroing, and no copy through a second buffer as `tokio::fs::File` makes.
-/// Shorter than `len` only at the end of the file.
-pub async fn read_at(file: Arc<std::fs::File>, offset: u64, len: usize) -> std::io::Result<Bytes> {
-    let read = tokio::task::spawn_blocking(move || {
-        let mut buf = Vec::with_capacity(len);
-        while buf.len() < len {
-            let at = offset + buf.len() as u64;
-            match rustix::io::pread(&*file, rustix::buffer::spare_capacity(&mut buf), at) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => {}
-                Err(err) => return Err(err.into()),
-            }
+/// Reads up to `len` bytes of `file` at `offset`, straight into the buffer it returns: no
+/// zeroing, and no copy through a second buffer as `tokio::fs::File` makes. Shorter than `len`
+/// only at the end of the file. Blocking: run it on the blocking pool.
+fn pread_exact(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<Bytes> {
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        let at = offset + buf.len() as u64;
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(err) => return Err(err.into()),
         }
-        buf.truncate(len);
-        Ok(Bytes::from(buf))
-    });
+    }
+    buf.truncate(len);
+    Ok(Bytes::from(buf))
+}
+
+/// [`pread_exact`] on the blocking pool.
+pub async fn read_at(file: Arc<std::fs::File>, offset: u64, len: usize) -> std::io::Result<Bytes> {
+    let read = tokio::task::spawn_blocking(move || pread_exact(&file, offset, len));
     read.await.map_err(std::io::Error::other)?
+}
+
+/// `[start, end)` of a file as chunks of at most `chunk` bytes, the next read already under way
+/// on the blocking pool while the caller sends the one before.
+pub struct FileChunks {
+    file: Arc<std::fs::File>,
+    /// Where the next read starts.
+    next: u64,
+    end: u64,
+    chunk: usize,
+    reading: Option<tokio::task::JoinHandle<std::io::Result<Bytes>>>,
+}
+
+impl FileChunks {
+    pub fn new(file: std::fs::File, start: u64, end: u64, chunk: usize) -> FileChunks {
+        let mut chunks = FileChunks {
+            file: Arc::new(file),
+            next: start,
+            end,
+            chunk,
+            reading: None,
+        };
+        chunks.read_next();
+        chunks
+    }
+
+    fn read_next(&mut self) {
+        if self.next >= self.end {
+            return;
+        }
+        let len = usize::try_from(self.end - self.next).map_or(self.chunk, |n| n.min(self.chunk));
+        let (file, offset) = (self.file.clone(), self.next);
+        self.reading = Some(tokio::task::spawn_blocking(move || {
+            pread_exact(&file, offset, len)
+        }));
+        self.next += len as u64;
+    }
+}
+
+impl futures_util::Stream for FileChunks {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let Some(reading) = self.reading.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let read = ready!(Pin::new(reading).poll(cx));
+        self.reading = None;
+        let bytes = match read.map_err(std::io::Error::other).and_then(|r| r) {
+            Ok(bytes) if bytes.is_empty() => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file is shorter than its entry",
+            )),
+            other => other,
+        };
+        if bytes.is_ok() {
+            self.read_next();
+        }
+        Poll::Ready(Some(bytes))
+    }
+}
+
+impl Drop for FileChunks {
+    fn drop(&mut self) {
+        if let Some(reading) = self.reading.take() {
+            reading.abort();
+        }
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -1293,6 +1366,39 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::StreamExt;
+
+    #[tokio::test]
+    async fn file_chunks_read_the_span_in_order_and_fail_on_a_short_file() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("blob");
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&path, &data)?;
+
+        let mut chunks = FileChunks::new(std::fs::File::open(&path)?, 3, 997, 64);
+        let mut read = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            assert!(chunk.len() <= 64);
+            read.extend_from_slice(&chunk);
+        }
+        assert_eq!(read, &data[3..997]);
+
+        // An entry that says 2000 bytes for a file of 1000.
+        let mut chunks = FileChunks::new(std::fs::File::open(&path)?, 900, 2000, 64);
+        let mut got = 0;
+        let error = loop {
+            match chunks.next().await {
+                Some(Ok(chunk)) => got += chunk.len(),
+                Some(Err(error)) => break error,
+                None => panic!("a short file must end in an error, not quietly"),
+            }
+        };
+        assert_eq!(got, 100);
+        assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert!(chunks.next().await.is_none(), "nothing after the error");
+        Ok(())
+    }
 
     #[test]
     fn tag_lines_round_trip() {
