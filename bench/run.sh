@@ -277,7 +277,8 @@ EOF
 }
 
 STREAM_MODULE=/usr/lib/nginx/modules/ngx_stream_module.so
-start_link() { # name port MiB/s -> PID: a TCP relay (nginx stream) reading the upstream at that speed
+start_link() { # name port MiB/s [target port] -> PID: a TCP relay (nginx stream) reading the
+               # upstream (or the target) at that speed
     local d="$WORK/$1" u=""
     mkdir -p "$d"
     [ "$(id -u)" = 0 ] && u="user root;"
@@ -294,7 +295,7 @@ events { worker_connections 64; }
 stream {
     server {
         listen 127.0.0.1:$2;
-        proxy_pass 127.0.0.1:$UP_PORT;
+        proxy_pass 127.0.0.1:${4:-$UP_PORT};
         proxy_download_rate ${3}m;
     }
 }
@@ -305,6 +306,7 @@ EOF
 }
 
 NGINX_TUNNEL_PORT=$(free_port)
+LINK_TUNNEL_PORT=$(free_port) # a relay in front of that nginx, for the tunnel over a link
 HOARD_CA_DIR="$WORK/hoard-ca"
 start_hoard() { # name cachedir [upstream port] -> PID, PORT
     local cfg="$WORK/$1.toml" lg="$WORK/logs/$1.log" n resolve up=${3:-$UP_PORT}
@@ -314,7 +316,7 @@ start_hoard() { # name cachedir [upstream port] -> PID, PORT
     cat >"$cfg" <<EOF
 [proxy]
 listen = "127.0.0.1:$PORT"
-connect_ports = [443, $NGINX_TUNNEL_PORT]
+connect_ports = [443, $NGINX_TUNNEL_PORT, $LINK_TUNNEL_PORT]
 allow_private_destinations = true
 [ca]
 dir = "$HOARD_CA_DIR"
@@ -487,6 +489,10 @@ for l in "${LINKS[@]}"; do
 done
 add_case par "hoard hit, $PAR_L parallel"
 add_case tunnel "hoard CONNECT tunnel to nginx, $MAIN_L"
+# The tunnel when the link, not this machine, is the limit: nginx behind a 2 Gbit/s relay.
+TUNNEL_LINK=238
+add_case link_tunnel_direct "nginx over a ${LINK_L[$TUNNEL_LINK]} link, direct, $MAIN_L"
+add_case link_tunnel "nginx over a ${LINK_L[$TUNNEL_LINK]} link, hoard tunnel"
 [ "$BIG" = 1 ] && add_case big "hoard hit, $BIG_L, http/1.1"
 
 MAIN_PATH="/v2/$REPO/blobs/$main_DIGEST"
@@ -629,8 +635,27 @@ for i in $(seq "$HS_NAMES"); do
     via $TUN_PORT
     hs "https://127.0.0.1:$NGINX_TUNNEL_PORT/" "${VIA[@]}" --cacert "$CA" && HS_NGINX_TUN="$HS_NGINX_TUN $HS"
 done
+# The tunnel over a link: nginx behind a relay, fetched through the relay directly and through
+# hoard's tunnel, interleaved.
+log "tunnel over a ${LINK_L[$TUNNEL_LINK]} link: $RUNS runs each of direct and hoard"
+start_link link-tunnel "$LINK_TUNNEL_PORT" "$TUNNEL_LINK" "$NGINX_TUNNEL_PORT"; LT_PID=$PID
+LT_URL="https://127.0.0.1:$LINK_TUNNEL_PORT/main"
+fetch warmup-link-tunnel $MAIN_BYTES --http1.1 --cacert "$CA" "$LT_URL" \
+    || fail_case link_tunnel_direct "warm-up: $FETCH_ERR" "$WORK/link-tunnel/error.log"
+EXTRA_PID=$NGINXT_PID
+for r in $(seq "$RUNS"); do
+    log "  run $r/$RUNS"
+    measure link_tunnel_direct $LT_PID "$WORK/link-tunnel/error.log" $MAIN_BYTES \
+        fetch link_tunnel_direct $MAIN_BYTES --http1.1 --cacert "$CA" "$LT_URL"
+    via $TUN_PORT
+    measure link_tunnel $TUN_PID "$WORK/logs/hoard-tunnel.log" $MAIN_BYTES \
+        fetch link_tunnel $MAIN_BYTES --http1.1 "${VIA[@]}" --cacert "$CA" "$LT_URL"
+done
+EXTRA_PID=
+note_rss link_tunnel_direct $LT_PID; stop_pid $LT_PID
 note_rss nginx $NGINX_PID; note_rss nginx_h2 $NGINX2_PID
 note_rss dist_warm $DISTW_PID; note_rss hit $HIT_PID; note_rss hit_h2 $HIT2_PID; note_rss tunnel $TUN_PID
+note_rss link_tunnel $TUN_PID
 for p in $NGINX_PID $NGINX2_PID $NGINXT_PID $DISTW_PID $HIT_PID $HIT2_PID $TUN_PID; do stop_pid $p; done
 if [ "$BIG" = 1 ]; then note_rss big $BIG_PID; stop_pid $BIG_PID; fi
 rm -rf "$WORK/hoard-cache-h2" "$WORK/hoard-cache-big"
@@ -692,6 +717,7 @@ declare -A SHORTUP=([direct]="curl h1" [direct_h2]="curl h2" [dist_cold]="Distri
 declare -A SHORT=([nginx]="nginx h1" [nginx_h2]="nginx h2" [nginx_par]="nginx par" [direct]=direct
     [hit]="hoard hit h1" [nginx_par]="nginx par")
 for l in "${LINKS[@]}"; do REF[link${l}_cold]=link${l}_direct; SHORT[link${l}_direct]="link direct"; done
+REF[link_tunnel]=link_tunnel_direct; SHORT[link_tunnel_direct]="link direct"
 
 desc_machine() {
     echo "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)," \
@@ -771,12 +797,14 @@ check "16 parallel hits >= 1.0x nginx 16 parallel" "$(ratio "$(med par)" "$(med 
 check "cold fill h1 >= 0.9x direct upstream" "$(ratio "$(med cold)" "$(med direct)")" ">=" 0.9
 check "cold fill h2 >= 0.9x direct upstream" "$(ratio "$(med cold_h2)" "$(med direct)")" ">=" 0.9
 check "tunnel >= 0.97x nginx direct" "$(ratio "$(med tunnel)" "$(med nginx)")" ">=" 0.97
+check "tunnel over a ${LINK_L[$TUNNEL_LINK]} link >= 0.97x direct over it" \
+    "$(ratio "$(med link_tunnel)" "$(med link_tunnel_direct)")" ">=" 0.97
 for l in "${LINKS[@]}"; do
     check "cold fill over a ${LINK_L[$l]} link >= 0.9x direct over it" \
         "$(ratio "$(med link${l}_cold)" "$(med link${l}_direct)")" ">=" 0.9
 done
 maxrss=0
-for c in hit hit_h2 cold cold_h2 par tunnel big $(printf 'link%s_cold ' "${LINKS[@]}"); do
+for c in hit hit_h2 cold cold_h2 par tunnel link_tunnel big $(printf 'link%s_cold ' "${LINKS[@]}"); do
     [ -n "${RSS[$c]:-}" ] && [ "${RSS[$c]}" -gt $maxrss ] && maxrss=${RSS[$c]}
 done
 check "hoard peak memory (all cases) <= 64 MiB" "$(awk -v k=$maxrss 'BEGIN {printf "%.1f", k / 1024}')" "<=" 64
