@@ -103,6 +103,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
                 return Poll::Ready(Ok(()));
             }
             ready!(this.poll_drain(cx))?;
+            // The connection has nothing more to send for now: an idle connection keeps no batch.
+            this.buf = Vec::new();
         }
         this.deferred = false;
         Pin::new(&mut this.io).poll_flush(cx)
@@ -208,6 +210,7 @@ mod tests {
         assert!(Pin::new(&mut batch).poll_flush(&mut cx).is_ready());
         assert_eq!(batch.io.data, b"HEADERS");
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(batch.buf.capacity(), 0, "an idle connection keeps no batch");
     }
 
     #[tokio::test]
