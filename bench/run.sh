@@ -62,9 +62,15 @@ MAIN_L=$(size_label $MAIN_MIB); PAR_L="${PAR_N}x$(size_label $PAR_MIB | tr -d ' 
 # Ctrl-C, TERM) all of them are stopped by PID and the work folder is removed.
 
 WORK=
+PAGE_REPORTING_WAS= # see "Free page reporting" below
+restore_page_reporting() {
+    if [ -n "$PAGE_REPORTING_WAS" ]; then echo "$PAGE_REPORTING_WAS" >"$PAGE_REPORTING" 2>/dev/null; fi
+    PAGE_REPORTING_WAS=
+}
 cleanup() {
     local rc=$? pids pid i
     trap - EXIT INT TERM
+    restore_page_reporting
     pids=$(jobs -p)
     if [ -n "$pids" ]; then
         kill -TERM $pids 2>/dev/null
@@ -85,6 +91,22 @@ cleanup() {
 trap cleanup EXIT
 trap 'log interrupted; exit 130' INT
 trap 'log terminated; exit 143' TERM
+
+# Free page reporting (virtio-balloon, on VMs such as this one): memory the guest frees goes back
+# to the host a few seconds later, and the first write to it afterwards waits for the host to
+# back it again. Writing 1 GiB into the page cache then costs ~2 s of system time instead of 0.3
+# on this machine, charged to whichever cold case the kernel happens to hand such pages: noise of
+# the VM, not work of the server under test. The run turns it off where it can (root) and puts
+# it back on exit; the report says which.
+PAGE_REPORTING=/sys/module/page_reporting/parameters/page_reporting_order
+PAGE_REPORTING_NOTE="not present"
+if [ -e "$PAGE_REPORTING" ]; then
+    PAGE_REPORTING_NOTE="on (cannot change it: not root)"
+    if [ -w "$PAGE_REPORTING" ] && was=$(cat "$PAGE_REPORTING") && echo 11 >"$PAGE_REPORTING" 2>/dev/null; then
+        PAGE_REPORTING_WAS=$was
+        PAGE_REPORTING_NOTE="off during the run (page_reporting_order $was -> 11, restored at exit)"
+    fi
+fi
 
 settle() { # before a cold fill: the previous case's writes on disk, not in the kernel's flusher
     sync
@@ -727,6 +749,7 @@ desc_machine() {
         "$(curl --version | head -1 | awk '{print "curl " $2 ", " $5}'), hoard $(git -C "$REPO_DIR" describe --always --dirty 2>/dev/null)" \
         "($(rustc --version 2>/dev/null | awk '{print $1, $2}'))"
     echo "mode: $MODE, $RUNS runs per case, TLS 1.3 TLS_AES_128_GCM_SHA256 on every client connection, $(date -u +%Y-%m-%dT%H:%MZ), took ${ELAPSED}s"
+    echo "free page reporting: $PAGE_REPORTING_NOTE"
 }
 
 echo "# hoard benchmark"
