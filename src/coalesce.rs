@@ -103,7 +103,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
                 return Poll::Ready(Ok(()));
             }
             ready!(this.poll_drain(cx))?;
-            // The connection has nothing more to send for now: an idle connection keeps no batch.
+            // The batch's memory goes with it, so an idle connection keeps none.
             this.buf = Vec::new();
         }
         this.deferred = false;
