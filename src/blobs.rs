@@ -26,7 +26,8 @@ use crate::front::error;
 use crate::log::CacheStatus;
 use crate::registry::{Digest, Hasher};
 use crate::store::{
-    BlobHit, BlobLookup, BlobWriter, FileChunks, FillState, Joined, Progress, Store, read_at,
+    BlobHit, BlobLookup, BlobWriter, FileChunks, FillState, Joined, Progress, Store, chunk_len,
+    read_at,
 };
 use crate::{Body, BoxError, Hoard, empty_body};
 
@@ -224,7 +225,7 @@ async fn follow(
         }
         let limit = visible.min(end);
         while pos < limit {
-            let want = usize::try_from(limit - pos).map_or(FILE_CHUNK, |n| n.min(FILE_CHUNK));
+            let want = chunk_len(limit - pos, FILE_CHUNK);
             let bytes = match read_at(file.clone(), pos, want).await {
                 Ok(bytes) if !bytes.is_empty() => bytes,
                 _ => {

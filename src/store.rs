@@ -687,10 +687,25 @@ fn pread_exact(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result
     Ok(Bytes::from(buf))
 }
 
+/// [`pread_exact`] started on the blocking pool.
+fn spawn_pread(
+    file: Arc<std::fs::File>,
+    offset: u64,
+    len: usize,
+) -> tokio::task::JoinHandle<std::io::Result<Bytes>> {
+    tokio::task::spawn_blocking(move || pread_exact(&file, offset, len))
+}
+
 /// [`pread_exact`] on the blocking pool.
 pub async fn read_at(file: Arc<std::fs::File>, offset: u64, len: usize) -> std::io::Result<Bytes> {
-    let read = tokio::task::spawn_blocking(move || pread_exact(&file, offset, len));
-    read.await.map_err(std::io::Error::other)?
+    spawn_pread(file, offset, len)
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// The size of the next read when `remaining` bytes are left: at most `chunk`.
+pub fn chunk_len(remaining: u64, chunk: usize) -> usize {
+    usize::try_from(remaining).map_or(chunk, |n| n.min(chunk))
 }
 
 /// `[start, end)` of a file as chunks of at most `chunk` bytes, the next read already under way
@@ -721,11 +736,8 @@ impl FileChunks {
         if self.next >= self.end {
             return;
         }
-        let len = usize::try_from(self.end - self.next).map_or(self.chunk, |n| n.min(self.chunk));
-        let (file, offset) = (self.file.clone(), self.next);
-        self.reading = Some(tokio::task::spawn_blocking(move || {
-            pread_exact(&file, offset, len)
-        }));
+        let len = chunk_len(self.end - self.next, self.chunk);
+        self.reading = Some(spawn_pread(self.file.clone(), self.next, len));
         self.next += len as u64;
     }
 }
