@@ -703,13 +703,28 @@ pub async fn read_at(file: Arc<std::fs::File>, offset: u64, len: usize) -> std::
         .map_err(std::io::Error::other)?
 }
 
+/// Whether the page cache holds the last byte of `[offset, offset + len)`, asked with a
+/// one-byte `RWF_NOWAIT` read (false too where the kernel or file system cannot say). A file read
+/// in order is then cached up to there, but for pages evicted one by one, which are rare.
+fn in_page_cache(file: &std::fs::File, offset: u64, len: usize) -> bool {
+    let Some(last) = (offset + len as u64).checked_sub(1) else {
+        return false;
+    };
+    let mut byte = [0u8; 1];
+    let mut slices = [std::io::IoSliceMut::new(&mut byte)];
+    let flags = rustix::io::ReadWriteFlags::NOWAIT;
+    matches!(rustix::io::preadv2(file, &mut slices, last, flags), Ok(1))
+}
+
 /// The size of the next read when `remaining` bytes are left: at most `chunk`.
 pub fn chunk_len(remaining: u64, chunk: usize) -> usize {
     usize::try_from(remaining).map_or(chunk, |n| n.min(chunk))
 }
 
-/// `[start, end)` of a file as chunks of at most `chunk` bytes, the next read already under way
-/// on the blocking pool while the caller sends the one before.
+/// `[start, end)` of a file as chunks of at most `chunk` bytes. A chunk in the page cache is
+/// read at once on the task's thread: a copy from memory, with no hand-off to another thread
+/// and back (on a hit over h1 that saved a tenth of hoard's CPU time per GiB, and 16 parallel
+/// hits a sixth). Any other chunk is read on the blocking pool.
 pub struct FileChunks {
     file: Arc<std::fs::File>,
     /// Where the next read starts.
@@ -721,24 +736,29 @@ pub struct FileChunks {
 
 impl FileChunks {
     pub fn new(file: std::fs::File, start: u64, end: u64, chunk: usize) -> FileChunks {
-        let mut chunks = FileChunks {
+        FileChunks {
             file: Arc::new(file),
             next: start,
             end,
             chunk,
             reading: None,
-        };
-        chunks.read_next();
-        chunks
+        }
     }
 
-    fn read_next(&mut self) {
-        if self.next >= self.end {
-            return;
+    /// A chunk as read: an empty one means the file ended before `end`. After an error the
+    /// stream ends.
+    fn checked(&mut self, read: std::io::Result<Bytes>) -> std::io::Result<Bytes> {
+        let read = match read {
+            Ok(bytes) if bytes.is_empty() => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file is shorter than its entry",
+            )),
+            other => other,
+        };
+        if read.is_err() {
+            self.next = self.end;
         }
-        let len = chunk_len(self.end - self.next, self.chunk);
-        self.reading = Some(spawn_pread(self.file.clone(), self.next, len));
-        self.next += len as u64;
+        read
     }
 }
 
@@ -746,22 +766,26 @@ impl futures_util::Stream for FileChunks {
     type Item = std::io::Result<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let Some(reading) = self.reading.as_mut() else {
-            return Poll::Ready(None);
+        let reading = match self.reading.as_mut() {
+            Some(reading) => reading,
+            None => {
+                if self.next >= self.end {
+                    return Poll::Ready(None);
+                }
+                let (at, len) = (self.next, chunk_len(self.end - self.next, self.chunk));
+                self.next += len as u64;
+                if in_page_cache(&self.file, at, len) {
+                    let read = pread_exact(&self.file, at, len);
+                    return Poll::Ready(Some(self.checked(read)));
+                }
+                let reading = spawn_pread(self.file.clone(), at, len);
+                self.reading.insert(reading)
+            }
         };
         let read = ready!(Pin::new(reading).poll(cx));
         self.reading = None;
-        let bytes = match read.map_err(std::io::Error::other).and_then(|r| r) {
-            Ok(bytes) if bytes.is_empty() => Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the file is shorter than its entry",
-            )),
-            other => other,
-        };
-        if bytes.is_ok() {
-            self.read_next();
-        }
-        Poll::Ready(Some(bytes))
+        let read = read.map_err(std::io::Error::other).and_then(|r| r);
+        Poll::Ready(Some(self.checked(read)))
     }
 }
 
@@ -1409,6 +1433,25 @@ mod tests {
         assert_eq!(got, 100);
         assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof);
         assert!(chunks.next().await.is_none(), "nothing after the error");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn file_chunks_in_the_page_cache_are_ready_at_once() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("blob");
+        std::fs::write(&path, vec![7u8; 300])?;
+
+        // Just written, so cached: every chunk comes on the first poll, not from the pool.
+        let mut chunks = FileChunks::new(std::fs::File::open(&path)?, 0, 300, 128);
+        let mut lens = Vec::new();
+        while let Some(chunk) = futures_util::FutureExt::now_or_never(chunks.next()) {
+            match chunk {
+                Some(chunk) => lens.push(chunk?.len()),
+                None => break,
+            }
+        }
+        assert_eq!(lens, [128, 128, 44]);
         Ok(())
     }
 
