@@ -183,6 +183,15 @@ for t in docker-registry curl openssl ss awk sha256sum cargo git; do
 done
 REPO_DIR=$(cd "$(dirname "$0")/.." && pwd)
 
+# What the hash and the cipher of a fill cost on this CPU, as the bound of a cold fill (see the
+# report's "bounds"): openssl speed, one core, 16 KiB blocks -> CPU s/GiB.
+cipher_cost() { # openssl-evp-name -> CPU s/GiB
+    openssl speed -seconds 1 -bytes 16384 -evp "$1" 2>/dev/null |
+        awk -v n="$1" 'tolower($1) == n { sub(/k$/, "", $2); if ($2 > 0) printf "%.2f", 1073741824 / ($2 * 1000) }'
+}
+log "measuring SHA-256 and AES-128-GCM on this CPU (openssl speed)"
+SHA_COST=$(cipher_cost sha256); AES_COST=$(cipher_cost aes-128-gcm)
+
 log "building hoard (cargo build --release)"
 (cd "$REPO_DIR" && cargo build --release -q >&2) || die "cargo build --release failed"
 HOARD="$REPO_DIR/target/release/hoard"
@@ -404,9 +413,10 @@ par_fetch() {
 # Results: per case its speeds, peak RSS (KiB, max over its processes' lives), CPU ticks and
 # bytes served while measured.
 
-declare -A VALS RSS TICKS BYTES ERR TITLE UPTICKS CLIENT_MS WALL_MS
+declare -A VALS RSS TICKS BYTES ERR TITLE UPTICKS CLIENT_MS WALL_MS SERVER_IS_EXTRA
 EXTRA_PID= # when set: a second server (the upstream registry, the tunnel's nginx), whose CPU is
-           # also counted (UPTICKS) during a transfer
+           # also counted (UPTICKS) during a transfer; SERVER_IS_EXTRA marks the cases whose
+           # server it is (the direct fetches), so that it is not counted twice
 ORDER=()
 add_case() { ORDER+=("$1"); TITLE[$1]=$2; VALS[$1]=""; RSS[$1]=0; TICKS[$1]=0; BYTES[$1]=0; CLIENT_MS[$1]=0; WALL_MS[$1]=0; }
 children_ms() { # -> CHILD_MS: CPU (user + system) of this shell's finished children (the curls)
@@ -438,6 +448,7 @@ measure() {
         CLIENT_MS[$c]=$(( CLIENT_MS[$c] + c1 - c0 ))
         WALL_MS[$c]=$(( WALL_MS[$c] + (w1 - w0) / 1000000 ))
         UPTICKS[$c]=$(( ${UPTICKS[$c]:-0} + u1 - u0 ))
+        [ "$EXTRA_PID" = "$pid" ] && SERVER_IS_EXTRA[$c]=1
         VALS[$c]="${VALS[$c]} $SPEED"
         TICKS[$c]=$((TICKS[$c] + t1 - t0))
         BYTES[$c]=$((BYTES[$c] + bytes))
@@ -732,6 +743,18 @@ stats() { # values... -> "median min max"
 }
 median() { set -- $(stats "$@"); echo "$1"; }
 med() { [ -n "${ERR[$1]:-}" ] && { echo -; return; }; median ${VALS[$1]}; }
+all_ticks() { # case -> CPU ticks of its server and of the second server, if another one fed it
+    if [ -n "${SERVER_IS_EXTRA[$1]:-}" ]; then echo "${TICKS[$1]}"; else echo $((TICKS[$1] + ${UPTICKS[$1]:-0})); fi
+}
+per_gib() { # case kind -> CPU s/GiB of its server (server), its client(s) (client), or all (all)
+    local t
+    case $2 in
+        server) t=$(awk -v t="${TICKS[$1]}" -v hz=$TICK 'BEGIN {print t / hz}') ;;
+        client) t=$(awk -v c="${CLIENT_MS[$1]}" 'BEGIN {print c / 1000}') ;;
+        all) t=$(awk -v t="$(all_ticks $1)" -v c="${CLIENT_MS[$1]}" -v hz=$TICK 'BEGIN {print t / hz + c / 1000}') ;;
+    esac
+    awk -v t="$t" -v b="${BYTES[$1]:-0}" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", t / (b / 1073741824) }'
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 declare -A REF=([nginx_h2]=nginx [direct_h2]=direct [dist_cold]=direct [dist_warm]=nginx [dist_par]=nginx_par
     [hit]=nginx [hit_h2]=hit [cold]=direct [cold_h2]=direct [par]=nginx_par [tunnel]=nginx [big]=hit)
@@ -750,6 +773,7 @@ desc_machine() {
         "($(rustc --version 2>/dev/null | awk '{print $1, $2}'))"
     echo "mode: $MODE, $RUNS runs per case, TLS 1.3 TLS_AES_128_GCM_SHA256 on every client connection, $(date -u +%Y-%m-%dT%H:%MZ), took ${ELAPSED}s"
     echo "free page reporting: $PAGE_REPORTING_NOTE"
+    echo "this CPU (openssl speed, one core): SHA-256 ${SHA_COST:-?} CPU s/GiB, AES-128-GCM ${AES_COST:-?} CPU s/GiB"
 }
 
 echo "# hoard benchmark"
@@ -772,8 +796,8 @@ for c in "${ORDER[@]}"; do
     rss=$(awk -v k="${RSS[$c]}" 'BEGIN {printf "%.1f", k / 1024}')
     cpu=$(awk -v t="${TICKS[$c]}" -v b="${BYTES[$c]}" -v hz=$TICK 'BEGIN { if (b == 0) print "-"; else printf "%.2f", t / hz / (b / 1073741824) }')
     client=$(awk -v t="${CLIENT_MS[$c]}" -v b="${BYTES[$c]}" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", t / 1000 / (b / 1073741824) }')
-    cores=$(awk -v s="${TICKS[$c]}" -v u="${UPTICKS[$c]:-0}" -v c="${CLIENT_MS[$c]}" -v w="${WALL_MS[$c]}" -v hz=$TICK \
-        'BEGIN { if (w == 0) print "-"; else printf "%.2f", ((s + u) / hz + c / 1000) / (w / 1000) }')
+    cores=$(awk -v s="$(all_ticks $c)" -v c="${CLIENT_MS[$c]}" -v w="${WALL_MS[$c]}" -v hz=$TICK \
+        'BEGIN { if (w == 0) print "-"; else printf "%.2f", (s / hz + c / 1000) / (w / 1000) }')
     printf "$fmt" "${TITLE[$c]}" "$m" "$range" "$rat" "$rss" "$cpu" "$client" "$cores"
 done
 echo
@@ -803,6 +827,31 @@ if [ -n "$HS_NEW" ]; then
     [ -n "$HS_NGINX_TUN" ] && { set -- $(PREC=2 stats $HS_NGINX_TUN); printf '  %-40s %8s  (%s)\n' "for scale: nginx through hoard's tunnel" "$1" "$2-$3"; }
 else
     echo "TLS handshake through hoard: FAILED ($HS_ERR)"
+fi
+echo
+
+# Bounds: the most a row can reach on this machine's CPUs, from the CPU figures of this run. A
+# target above its bound cannot be met here, whatever hoard does.
+bound() { # label MiB/s-cap reference-case
+    local r
+    r=$(ratio "$2" "$(med $3)")
+    printf '  %-62s %s MiB/s = %sx %s\n' "$1" "$2" "$r" "${SHORT[$3]:-$3}"
+}
+cap() { # CPU s/GiB [CPUs] -> MiB/s that many CPUs carry at that cost
+    awk -v c="$1" -v n="${2:-1}" 'BEGIN { if (c == "-" || c <= 0) print "-"; else printf "%.0f", n * 1024 / c }'
+}
+NCPU=$(nproc)
+echo "bounds on $NCPU CPUs (all CPUs busy and nothing lost to waiting; from this run's CPU s/GiB):"
+if [ "${BYTES[hit_h2]}" -gt 0 ]; then
+    bound "h2 hit: one curl alone at $(per_gib hit_h2 client) CPU s/GiB" "$(cap "$(per_gib hit_h2 client)")" hit
+fi
+if [ "${BYTES[direct]}" -gt 0 ] && [ -n "$SHA_COST" ] && [ -n "$AES_COST" ]; then
+    floor=$(awk -v d="$(per_gib direct all)" -v s="$SHA_COST" -v a="$AES_COST" 'BEGIN {printf "%.2f", d + s + 2 * a}')
+    bound "cold fill: direct $(per_gib direct all) + SHA-256 + AES-GCM twice = $floor" "$(cap "$floor" $NCPU)" direct
+fi
+if [ "${BYTES[tunnel]}" -gt 0 ] && [ "${BYTES[nginx]}" -gt 0 ]; then
+    t=$(awk -v d="$(per_gib nginx all)" -v h="$(per_gib tunnel server)" 'BEGIN {printf "%.2f", d + h}')
+    bound "tunnel: nginx direct $(per_gib nginx all) + hoard's splice $(per_gib tunnel server) = $t" "$(cap "$t" $NCPU)" nginx
 fi
 echo
 

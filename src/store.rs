@@ -671,7 +671,8 @@ async fn open_sized(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
 
 /// Reads up to `len` bytes of `file` at `offset`, straight into the buffer it returns: no
 /// zeroing, and no copy through a second buffer as `tokio::fs::File` makes. Shorter than `len`
-/// only at the end of the file. Blocking: run it on the blocking pool.
+/// only at the end of the file. It may wait for the disk: run it on the blocking pool unless
+/// [`in_page_cache`] said the range is in memory.
 fn pread_exact(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<Bytes> {
     let mut buf = Vec::with_capacity(len);
     while buf.len() < len {
