@@ -46,18 +46,29 @@ impl Hoard {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "hoard did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Hoard {
+        let mut hoard = Hoard {
             child,
             port,
             config,
             dir,
             log,
+        };
+        // Its own word that it listens, not a connection that succeeds: that one could reach
+        // another listener on a reused port, or connect to itself while nothing listens yet,
+        // and a signal sent before hoard installs its handlers would kill it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !hoard.log().contains("hoard listening") {
+            if let Some(status) = hoard.child.try_wait().unwrap() {
+                panic!("hoard exited while starting ({status}): {}", hoard.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hoard did not start: {}",
+                hoard.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        hoard
     }
 
     fn client(&self) -> reqwest::Client {
