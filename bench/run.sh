@@ -746,10 +746,12 @@ med() { [ -n "${ERR[$1]:-}" ] && { echo -; return; }; median ${VALS[$1]}; }
 all_ticks() { # case -> CPU ticks of its server and of the second server, if another one fed it
     if [ -n "${SERVER_IS_EXTRA[$1]:-}" ]; then echo "${TICKS[$1]}"; else echo $((TICKS[$1] + ${UPTICKS[$1]:-0})); fi
 }
-per_gib() { # case kind -> CPU s/GiB of its server (server), its client(s) (client), or all (all)
+per_gib() { # case kind -> CPU s/GiB of its server (server), the second server (upstream), its
+             # client(s) (client), or all of them (all)
     local t
     case $2 in
         server) t=$(awk -v t="${TICKS[$1]}" -v hz=$TICK 'BEGIN {print t / hz}') ;;
+        upstream) t=$(awk -v t="${UPTICKS[$1]:-0}" -v hz=$TICK 'BEGIN {print t / hz}') ;;
         client) t=$(awk -v c="${CLIENT_MS[$1]}" 'BEGIN {print c / 1000}') ;;
         all) t=$(awk -v t="$(all_ticks $1)" -v c="${CLIENT_MS[$1]}" -v hz=$TICK 'BEGIN {print t / hz + c / 1000}') ;;
     esac
@@ -794,8 +796,8 @@ for c in "${ORDER[@]}"; do
     rat=reference
     if [ -n "${REF[$c]:-}" ]; then r=${REF[$c]}; rat="$(ratio "$(med $c)" "$(med $r)")x ${SHORT[$r]:-$r}"; fi
     rss=$(awk -v k="${RSS[$c]}" 'BEGIN {printf "%.1f", k / 1024}')
-    cpu=$(awk -v t="${TICKS[$c]}" -v b="${BYTES[$c]}" -v hz=$TICK 'BEGIN { if (b == 0) print "-"; else printf "%.2f", t / hz / (b / 1073741824) }')
-    client=$(awk -v t="${CLIENT_MS[$c]}" -v b="${BYTES[$c]}" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", t / 1000 / (b / 1073741824) }')
+    cpu=$(per_gib $c server)
+    client=$(per_gib $c client)
     cores=$(awk -v s="$(all_ticks $c)" -v c="${CLIENT_MS[$c]}" -v w="${WALL_MS[$c]}" -v hz=$TICK \
         'BEGIN { if (w == 0) print "-"; else printf "%.2f", (s / hz + c / 1000) / (w / 1000) }')
     printf "$fmt" "${TITLE[$c]}" "$m" "$range" "$rat" "$rss" "$cpu" "$client" "$cores"
@@ -811,7 +813,7 @@ echo "Warm rows (and, apart, the parallel rows): one process each, all up at onc
 echo "transfer each (not the $BIG_L row: its fill just wrote it), then interleaved run by run."
 up=""
 for c in direct direct_h2 dist_cold cold cold_h2; do
-    [ "${BYTES[$c]}" -gt 0 ] && up="$up, ${SHORTUP[$c]} $(awk -v t="${UPTICKS[$c]:-0}" -v b="${BYTES[$c]}" -v hz=$TICK 'BEGIN {printf "%.2f", t / hz / (b / 1073741824)}')"
+    [ "${BYTES[$c]}" -gt 0 ] && up="$up, ${SHORTUP[$c]} $(per_gib $c upstream)"
 done
 [ -n "$up" ] && echo "Upstream registry CPU s/GiB while it fed:${up#,}."
 echo
