@@ -21,6 +21,11 @@ use crate::upstream::{Upstream, UpstreamError};
 /// Used when a token response says nothing of its lifetime (the spec's default).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 
+/// The longest a token is kept, whatever its `expires_in` says: a registry that claims "valid for
+/// a century" must not make hoard hold a revoked token that long (Docker Hub's tokens last 300 s,
+/// gcr.io's 3600 s).
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
 /// Basic credentials need no refresh; an hour bounds how long a changed password goes unnoticed.
 const BASIC_LIFETIME: Duration = Duration::from_secs(3600);
 
@@ -68,6 +73,19 @@ impl Challenge {
             scope: get("scope"),
         })
     }
+}
+
+/// How long to use a token whose response said `expires_in`: absent, zero, negative or not a
+/// number means the spec's default; more than [`MAX_TOKEN_LIFETIME`] is capped. A tenth is
+/// taken off, so a token does not expire between check and use.
+fn token_lifetime(expires_in: Option<&serde_json::Value>) -> Duration {
+    let lifetime = expires_in
+        .and_then(serde_json::Value::as_f64)
+        .filter(|secs| secs.is_finite() && *secs > 0.0)
+        .map_or(DEFAULT_TOKEN_LIFETIME, |secs| {
+            Duration::from_secs_f64(secs.min(MAX_TOKEN_LIFETIME.as_secs_f64()))
+        });
+    lifetime.saturating_sub(lifetime / 10)
 }
 
 /// `key="quoted, value",key=token` pairs; commas inside quotes belong to the value.
@@ -197,14 +215,14 @@ impl RegistryAuth {
         let Some((header, lifetime)) = answer else {
             return Ok(response); // the client sees the registry's 401
         };
-        {
+        if let Some(until) = Instant::now().checked_add(lifetime) {
             let mut tokens = lock(&self.tokens);
             bounded(&mut tokens, |r| r.until);
             tokens.insert(
                 key,
                 Remembered {
                     header: header.clone(),
-                    until: Instant::now() + lifetime,
+                    until,
                 },
             );
         }
@@ -284,12 +302,7 @@ impl RegistryAuth {
             .get("token")
             .or_else(|| parsed.get("access_token"))?
             .as_str()?;
-        let lifetime = parsed
-            .get("expires_in")
-            .and_then(serde_json::Value::as_u64)
-            .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
-        // Renew a little early, so a token does not expire between check and use.
-        let lifetime = lifetime.saturating_sub(lifetime / 10);
+        let lifetime = token_lifetime(parsed.get("expires_in"));
         tracing::debug!(host = %credential.host, scope, ?lifetime, "token obtained");
         Some((
             HeaderValue::from_str(&format!("Bearer {token}")).ok()?,
@@ -410,6 +423,24 @@ fn encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_lifetimes_are_clamped() {
+        let lifetime = |json: &str| {
+            let value: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+            token_lifetime(value.get("expires_in"))
+        };
+        let default = DEFAULT_TOKEN_LIFETIME - DEFAULT_TOKEN_LIFETIME / 10;
+        let longest = MAX_TOKEN_LIFETIME - MAX_TOKEN_LIFETIME / 10;
+        assert_eq!(lifetime(r#"{"expires_in":300}"#), Duration::from_secs(270));
+        assert_eq!(lifetime("{}"), default);
+        assert_eq!(lifetime(r#"{"expires_in":-5}"#), default);
+        assert_eq!(lifetime(r#"{"expires_in":0}"#), default);
+        assert_eq!(lifetime(r#"{"expires_in":"300"}"#), default);
+        assert_eq!(lifetime(r#"{"expires_in":18446744073709551615}"#), longest);
+        assert_eq!(lifetime(r#"{"expires_in":1e300}"#), longest);
+        assert!(Instant::now().checked_add(longest).is_some());
+    }
 
     #[test]
     fn challenges_parse() {

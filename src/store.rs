@@ -538,11 +538,19 @@ impl Store {
         let available = available_space(&self.inner.root);
         let limits = self.inner.limits;
         let mut state = self.lock();
-        let over_limit = (state.bytes + state.reserved + need).saturating_sub(limits.max_size);
-        let under_floor = match available {
-            Some(available) => (need + state.reserved + limits.min_free).saturating_sub(available),
-            None => 0,
+        // Checked: `need` comes from a Content-Length, and a sum that wrapped would fit anything.
+        let (Some(total), Some(floor)) = (
+            [state.bytes, state.reserved, need]
+                .into_iter()
+                .try_fold(0u64, u64::checked_add),
+            [need, state.reserved, limits.min_free]
+                .into_iter()
+                .try_fold(0u64, u64::checked_add),
+        ) else {
+            return Err(StoreError::Full(need));
         };
+        let over_limit = total.saturating_sub(limits.max_size);
+        let under_floor = available.map_or(0, |available| floor.saturating_sub(available));
         let mut to_free = over_limit.max(under_floor);
         if to_free > 0 {
             let evictable: u64 = state
@@ -946,7 +954,7 @@ impl Reservation {
     /// Asks for `more` bytes on top of what is reserved.
     async fn grow(&mut self, more: u64) -> Result<(), StoreError> {
         let extra = self.store.reserve(more).await?;
-        self.amount += extra.take();
+        self.amount = self.amount.saturating_add(extra.take());
         Ok(())
     }
 
@@ -1544,6 +1552,41 @@ mod tests {
             Err(StoreError::Full(200))
         ));
         drop(held);
+        assert_eq!(store.usage().reserved, 0);
+    }
+
+    #[tokio::test]
+    async fn a_reservation_near_u64_max_is_refused_not_wrapped() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path(), limits(1000)).unwrap_or_else(|e| panic!("{e}"));
+        let a = put(&store, 400, b'a').await;
+        let held = store.reserve(300).await.unwrap_or_else(|e| panic!("{e}"));
+        // 400 stored + 300 reserved + this wraps to 99 in u64 arithmetic.
+        let huge = u64::MAX - 600;
+        assert!(matches!(store.reserve(huge).await, Err(StoreError::Full(n)) if n == huge));
+        assert!(matches!(
+            store.reserve(u64::MAX).await,
+            Err(StoreError::Full(u64::MAX))
+        ));
+        assert_eq!(
+            store.usage().reserved,
+            300,
+            "nothing reserved by the refusals"
+        );
+        assert!(stored(&store, &a), "and nothing evicted");
+        drop(held);
+
+        // The free-space floor is summed with the need too.
+        let floor = Limits {
+            max_size: u64::MAX,
+            min_free: u64::MAX - 10,
+        };
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path(), floor).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            store.reserve(100).await,
+            Err(StoreError::Full(100))
+        ));
         assert_eq!(store.usage().reserved, 0);
     }
 

@@ -644,3 +644,37 @@ async fn the_store_survives_a_restart() {
     .await;
     assert_eq!(got, manifest);
 }
+
+#[tokio::test]
+async fn huge_or_negative_token_lifetimes_are_clamped_not_a_crash() {
+    init();
+    for expires_in in ["18446744073709551615", "1e300", "-5", "\"soon\""] {
+        let registry = Registry::start().await;
+        registry.require("p/private", "Bearer tok");
+        registry.serve_token(&format!(r#"{{"token":"tok","expires_in":{expires_in}}}"#));
+        let dir = tempfile::tempdir().unwrap();
+        let credentials = format!(
+            "[[upstream.credentials]]\nhost = \"{REGISTRY}\"\nusername = \"hoard\"\npassword = \"pw\""
+        );
+        let proxy = Proxy::start_with(dir, &registry, "", &credentials).await;
+        let client = proxy.client(false);
+
+        // Two blobs: the first gets the token, the second uses it.
+        for _ in 0..2 {
+            let bytes = fresh_blob(BLOB_SIZE);
+            let digest = registry.add_blob(bytes.clone());
+            let response = client
+                .get(blob_path("p/private", &digest))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("expires_in {expires_in}: {e:?}"));
+            assert_eq!(response.status(), 200, "expires_in {expires_in}");
+            assert_eq!(response.bytes().await.unwrap(), bytes);
+        }
+        assert_eq!(
+            registry.count("GET", "/token"),
+            1,
+            "expires_in {expires_in}: the token was kept for the second request"
+        );
+    }
+}

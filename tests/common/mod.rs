@@ -137,6 +137,8 @@ struct State {
     private_repos: HashSet<String>,
     /// Repositories that need exactly this `Authorization` value.
     tokens: HashMap<String, String>,
+    /// The body `GET /token` answers with, if any.
+    token_body: Option<String>,
     seen: Vec<Seen>,
 }
 
@@ -270,6 +272,11 @@ impl Registry {
         .into()
     }
 
+    /// Answers `GET /token` with this JSON body (a Docker token service).
+    pub fn serve_token(&self, body: &str) {
+        self.state.lock().unwrap().token_body = Some(body.to_owned());
+    }
+
     pub fn seen(&self) -> Vec<Seen> {
         self.state.lock().unwrap().seen.clone()
     }
@@ -359,6 +366,11 @@ fn answer(
         return respond(StatusCode::NOT_FOUND, "no such CDN object");
     }
 
+    if path == "/token"
+        && let Some(body) = state.token_body.clone()
+    {
+        return respond(StatusCode::OK, body);
+    }
     if path == "/v2/" {
         let mut response = respond(StatusCode::OK, "{}");
         response.headers_mut().insert(
