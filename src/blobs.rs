@@ -3,10 +3,12 @@
 //! every request that comes while the fill runs reads the growing temp file. Nothing is kept
 //! unless its digest matches, and no client of a corrupt fill sees a complete body.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{
@@ -24,10 +26,11 @@ use crate::cache::{
 use crate::forward::{pass_through, upstream_error};
 use crate::front::error;
 use crate::log::CacheStatus;
+use crate::metrics::Metrics;
 use crate::registry::{Digest, Hasher};
 use crate::store::{
-    BlobHit, BlobLookup, BlobWriter, FileChunks, FillState, Joined, Progress, Store, chunk_len,
-    read_at,
+    BlobHit, BlobLookup, BlobWriter, FileChunks, FillPermit, FillState, Joined, Progress, Store,
+    chunk_len, read_at,
 };
 use crate::{Body, BoxError, Hoard, empty_body};
 
@@ -43,6 +46,106 @@ const CLIENT_CHUNK: usize = 128 << 10;
 /// A range further than this beyond what a fill has written is fetched from the upstream
 /// instead of waiting: at a typical 50 MiB/s, 64 MiB is over a second of waiting.
 const RANGE_WAIT_AHEAD: u64 = 64 << 20;
+
+/// A `Range` of a blob that is neither stored nor being filled, starting further in than this,
+/// goes upstream as a range instead of starting a fill: a fill from the start would make the
+/// client wait for, and hoard download, everything before its first byte. 4 MiB is well under a
+/// second at typical registry speeds.
+const RANGE_FILL_AHEAD: u64 = 4 << 20;
+
+/// A fill nobody reads goes on to the end when it is mostly done: half the blob is in, or at
+/// most this much is left (so a blob up to 8 MiB is always finished).
+const MOSTLY_DONE_TAIL: u64 = 4 << 20;
+
+/// How often a fill that nobody reads looks for a new reader while it waits.
+const READER_POLL: Duration = Duration::from_millis(20);
+
+/// The address a request came from, put in its extensions by the intercepting server; fills
+/// are counted against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+/// Fills running now, in all and per client address, within `cache.max_fills` and
+/// `cache.max_fills_per_client`.
+#[derive(Debug, Default)]
+pub struct FillSlots {
+    running: Arc<Mutex<Running>>,
+}
+
+#[derive(Debug, Default)]
+struct Running {
+    total: usize,
+    /// Only addresses with a fill running: at most `max_fills` entries.
+    per_client: HashMap<IpAddr, usize>,
+}
+
+/// Which limit kept a miss from becoming a fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FillLimit {
+    /// `cache.max_fills`
+    Global,
+    /// `cache.max_fills_per_client`
+    PerClient,
+}
+
+impl FillLimit {
+    /// The config key's last part, for logs and the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FillLimit::Global => "max_fills",
+            FillLimit::PerClient => "max_fills_per_client",
+        }
+    }
+}
+
+/// One running fill, counted until dropped.
+#[derive(Debug)]
+pub struct FillSlot {
+    running: Arc<Mutex<Running>>,
+    client: IpAddr,
+}
+
+fn lock_running(running: &Mutex<Running>) -> std::sync::MutexGuard<'_, Running> {
+    running.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl FillSlots {
+    /// A slot for one more fill by `client`, unless a limit is reached.
+    pub fn take(
+        &self,
+        client: IpAddr,
+        max_total: usize,
+        max_per_client: usize,
+    ) -> Result<FillSlot, FillLimit> {
+        let mut running = lock_running(&self.running);
+        if running.total >= max_total {
+            return Err(FillLimit::Global);
+        }
+        let mine = running.per_client.entry(client).or_default();
+        if *mine >= max_per_client {
+            return Err(FillLimit::PerClient);
+        }
+        *mine += 1;
+        running.total += 1;
+        Ok(FillSlot {
+            running: self.running.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for FillSlot {
+    fn drop(&mut self) {
+        let mut running = lock_running(&self.running);
+        running.total = running.total.saturating_sub(1);
+        if let Some(mine) = running.per_client.get_mut(&self.client) {
+            *mine = mine.saturating_sub(1);
+            if *mine == 0 {
+                running.per_client.remove(&self.client);
+            }
+        }
+    }
+}
 
 /// Answers `GET` or `HEAD` for `/v2/<name>/blobs/<digest>`.
 pub async fn blob(
@@ -86,7 +189,7 @@ pub async fn blob(
                 }
             },
             BlobLookup::Miss(permit) => {
-                return fill(request, target, hoard, digest, permit).await;
+                return miss(request, target, hoard, digest, permit).await;
             }
         }
     }
@@ -187,7 +290,7 @@ async fn serve_growing(
         None if range.is_none() => (StatusCode::OK, 0, u64::MAX),
         None => return None,
     };
-    if start > visible + RANGE_WAIT_AHEAD {
+    if start > visible.saturating_add(RANGE_WAIT_AHEAD) {
         return None;
     }
     let (tx, rx) = mpsc::channel(4);
@@ -294,14 +397,69 @@ pub fn parse_range(value: &HeaderValue, len: u64) -> Result<(u64, u64), &'static
     Ok((first, last))
 }
 
+/// Whether a `Range` starts too far into a blob for a fill to be worth starting: beyond
+/// [`RANGE_FILL_AHEAD`], or a suffix (`bytes=-N`: the end of a blob of unknown length).
+fn far_range(value: &HeaderValue) -> bool {
+    let Some(spec) = value
+        .to_str()
+        .ok()
+        .and_then(|text| text.trim().strip_prefix("bytes="))
+    else {
+        return false; // not a byte range: the fill path answers it with a 416
+    };
+    let first = spec.split([',', '-']).next().unwrap_or_default().trim();
+    first.is_empty() || first.parse::<u64>().is_ok_and(|s| s > RANGE_FILL_AHEAD)
+}
+
+/// A blob neither stored nor being filled. A range far into it goes upstream as a range; else
+/// this request fills it, within the fill limits. Past a limit, a whole GET is still streamed
+/// from the upstream and verified, but not kept: the upstream is read only as fast as the
+/// client reads and stops when the client goes, so a busy client costs no more than it reads.
+async fn miss(
+    request: Request<Incoming>,
+    target: &Target,
+    hoard: &Hoard,
+    digest: Digest,
+    permit: FillPermit,
+) -> Response<Body> {
+    let range = request.headers().get(RANGE);
+    let ranged = range.is_some();
+    if range.is_some_and(far_range) {
+        drop(permit); // requests that joined meanwhile look again
+        hoard.metrics.fill_skipped("far_range");
+        return crate::cache::forward(request, target, hoard).await;
+    }
+    let config = hoard.config();
+    let client = request
+        .extensions()
+        .get::<ClientAddr>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0);
+    match hoard
+        .fill_slots
+        .take(client, config.max_fills, config.max_fills_per_client)
+    {
+        Ok(slot) => fill(request, target, hoard, digest, Some((permit, slot))).await,
+        Err(limit) => {
+            drop(permit);
+            hoard.metrics.fill_skipped(limit.as_str());
+            tracing::debug!(%client, %digest, limit = limit.as_str(), "fill limit reached; passed through, not kept");
+            if ranged {
+                return crate::cache::forward(request, target, hoard).await;
+            }
+            fill(request, target, hoard, digest, None).await
+        }
+    }
+}
+
 /// This request fills the blob: one upstream GET for the whole blob, streamed to this client
-/// (unless it asked for a range) while everyone else follows the temp file.
+/// (unless it asked for a range) while everyone else follows the temp file. Without a permit
+/// (past a fill limit) the blob is streamed and verified but not kept.
 async fn fill(
     request: Request<Incoming>,
     target: &Target,
     hoard: &Hoard,
     digest: Digest,
-    permit: crate::store::FillPermit,
+    keep: Option<(FillPermit, FillSlot)>,
 ) -> Response<Body> {
     let Some(uri) = target.uri(path_and_query(&request)) else {
         return error(StatusCode::BAD_REQUEST, "request path is not a valid URI");
@@ -321,12 +479,30 @@ async fn fill(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let writer = match permit.start(length).await {
-        Ok(writer) => Some(writer),
-        Err(err) => {
-            hoard.store.disk_warning("cannot cache a blob", &err);
-            None
-        }
+    let (writer, slot) = match keep {
+        Some((permit, slot)) => match permit.start(length).await {
+            Ok(writer) => (Some(writer), Some(slot)),
+            Err(err) => {
+                hoard.store.disk_warning("cannot cache a blob", &err);
+                (None, Some(slot))
+            }
+        },
+        None => (None, None),
+    };
+    // A blob streamed past a fill limit is not kept: to the logs, a bypass.
+    let status = match slot {
+        Some(_) => CacheStatus::Miss,
+        None => CacheStatus::Bypass,
+    };
+    let config = hoard.config();
+    let run = FillRun {
+        digest: digest.clone(),
+        length,
+        store: hoard.store.clone(),
+        metrics: hoard.metrics.clone(),
+        read_timeout: config.read_timeout,
+        abandon_after: (!config.finish_abandoned_fills).then_some(config.abandoned_fill_grace),
+        _slot: slot,
     };
 
     if range.is_some() {
@@ -334,26 +510,14 @@ async fn fill(
         if writer.is_none() {
             return crate::cache::forward(request, target, hoard).await;
         }
-        tokio::spawn(run_fill(
-            response.into_body(),
-            digest.clone(),
-            writer,
-            None,
-            hoard.store.clone(),
-            hoard.config().read_timeout,
-        ));
-        return Box::pin(blob(request, target, hoard, digest)).await;
+        // Joined before the fill starts, so the fill has its reader from the first byte.
+        let joined = Box::pin(blob(request, target, hoard, digest)).await;
+        tokio::spawn(run_fill(response.into_body(), writer, None, run));
+        return joined;
     }
 
     let (tx, rx) = mpsc::channel(FILL_CHANNEL);
-    tokio::spawn(run_fill(
-        response.into_body(),
-        digest.clone(),
-        writer,
-        Some(tx),
-        hoard.store.clone(),
-        hoard.config().read_timeout,
-    ));
+    tokio::spawn(run_fill(response.into_body(), writer, Some(tx), run));
     let mut out = Response::new(ChannelBody::new(rx, length).boxed());
     let headers = out.headers_mut();
     headers.insert(
@@ -364,7 +528,7 @@ async fn fill(
         headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
     }
     insert_digest_headers(headers, &digest);
-    out.extensions_mut().insert(CacheStatus::Miss);
+    out.extensions_mut().insert(status);
     out
 }
 
@@ -373,18 +537,75 @@ type Piece = Vec<Bytes>;
 
 type Chunk = Result<Piece, BoxError>;
 
-/// The fill itself, in its own task: it goes on to the end (and into the store) even when the
-/// client goes away, so the others following it get their bytes. The first client's last piece
-/// is held back until the digest is checked (by the store's writer, next to the disk writes, or
-/// here when the blob is not kept); the sync into the store comes after it.
+/// What a fill needs besides its bytes, its writer and its first client.
+struct FillRun {
+    digest: Digest,
+    /// The upstream's `Content-Length`.
+    length: Option<u64>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    read_timeout: Duration,
+    /// How long a fill nobody reads waits for a reader before it stops; `None`: it never stops
+    /// (`cache.finish_abandoned_fills`).
+    abandon_after: Option<Duration>,
+    /// Counts the fill against the fill limits while it runs.
+    _slot: Option<FillSlot>,
+}
+
+impl FillRun {
+    /// Whether a fill that has `received` bytes is close enough to the end to finish unread.
+    fn mostly_done(&self, received: u64) -> bool {
+        self.length.is_some_and(|length| {
+            received >= length / 2 || length.saturating_sub(received) <= MOSTLY_DONE_TAIL
+        })
+    }
+
+    /// Called when nobody reads the fill: `true` to go on, `false` to stop it. Unless it is
+    /// mostly done or told to finish, the fill stops taking bytes from the upstream and waits
+    /// up to the grace period for a reader (a client resuming with a `Range`, say).
+    async fn go_on_unread(&self, writer: &BlobWriter, received: u64) -> bool {
+        let Some(grace) = self.abandon_after else {
+            return true;
+        };
+        if self.mostly_done(received) {
+            return true;
+        }
+        // A grace too long for the clock never ends.
+        let deadline = Instant::now().checked_add(grace);
+        loop {
+            if !writer.unread() {
+                return true;
+            }
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                if !writer.abandon_if_unread() {
+                    return true;
+                }
+                tracing::info!(digest = %self.digest, received, length = ?self.length, ?grace, "nobody reads this fill; stopped");
+                self.metrics.fill_abandoned();
+                return false;
+            }
+            tokio::time::sleep(READER_POLL.min(grace)).await;
+        }
+    }
+}
+
+/// The fill itself, in its own task: it goes on when the client goes away, so the others
+/// following it get their bytes, and stops when nobody at all reads it (see
+/// [`FillRun::go_on_unread`]). The first client's last piece is held back until the digest is
+/// checked (by the store's writer, next to the disk writes, or here when the blob is not kept);
+/// the sync into the store comes after it.
 async fn run_fill(
     mut body: Incoming,
-    digest: Digest,
     writer: Option<BlobWriter>,
     tx: Option<mpsc::Sender<Chunk>>,
-    store: Store,
-    read_timeout: Duration,
+    run: FillRun,
 ) {
+    let FillRun {
+        ref digest,
+        ref store,
+        read_timeout,
+        ..
+    } = run;
     let mut client = tx;
     let mut check = match writer {
         Some(writer) => Check::Store(writer),
@@ -395,7 +616,15 @@ async fn run_fill(
     let mut held: Option<Piece> = None;
     let mut pending = Piece::new();
     let mut pending_len = 0;
+    let mut received: u64 = 0;
     loop {
+        if client.is_none()
+            && let Check::Store(writer) = &check
+            && writer.unread()
+            && !run.go_on_unread(writer, received).await
+        {
+            return; // the writer deletes the temp file; dropping the body ends the download
+        }
         let frame = match tokio::time::timeout(read_timeout, body.frame()).await {
             Ok(Some(Ok(frame))) => frame,
             Ok(Some(Err(err))) => {
@@ -418,6 +647,7 @@ async fn run_fill(
             // would release the real last bytes before the digest is checked.
             continue;
         }
+        received += data.len() as u64;
         if let Check::Inline(hasher) = &mut check {
             hasher.update(&data);
         }
@@ -463,7 +693,7 @@ async fn run_fill(
             Ok(blob) => (true, Some(blob)),
             Err(_) => (false, None),
         },
-        Check::Inline(hasher) => (hasher.matches(&digest), None),
+        Check::Inline(hasher) => (hasher.matches(digest), None),
     };
     if !verified {
         tracing::warn!(%digest, "upstream blob does not match its digest; discarded");
@@ -551,6 +781,42 @@ impl http_body::Body for ChannelBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_far_into_a_blob_are_told_apart() {
+        let far = |s: &'static str| far_range(&HeaderValue::from_static(s));
+        assert!(!far("bytes=0-0"));
+        assert!(!far("bytes=4194304-"));
+        assert!(far("bytes=4194305-4194305"));
+        assert!(far("bytes=-10"), "a suffix is the end of the blob");
+        assert!(
+            !far("bytes=0-1,9999999999-"),
+            "multiple ranges: the fill path refuses"
+        );
+        assert!(!far("items=99999999-"));
+        assert!(!far("bytes=x-"));
+    }
+
+    #[test]
+    fn fill_slots_count_per_client_and_in_all() {
+        let slots = FillSlots::default();
+        let (a, b, c) = (
+            IpAddr::from([10, 0, 0, 1]),
+            IpAddr::from([10, 0, 0, 2]),
+            IpAddr::from([10, 0, 0, 3]),
+        );
+        let first = slots.take(a, 2, 1);
+        assert!(first.is_ok());
+        assert_eq!(slots.take(a, 2, 1).err(), Some(FillLimit::PerClient));
+        let second = slots.take(b, 2, 1);
+        assert!(second.is_ok());
+        assert_eq!(slots.take(c, 2, 1).err(), Some(FillLimit::Global));
+        drop(first);
+        assert!(slots.take(a, 2, 1).is_ok(), "a dropped slot is free again");
+        drop(second);
+        assert!(lock_running(&slots.running).per_client.is_empty());
+        assert_eq!(lock_running(&slots.running).total, 0);
+    }
 
     #[test]
     fn ranges_parse_within_the_length() {

@@ -118,6 +118,11 @@ pub struct CacheSection {
     pub min_free: Option<String>,
     pub tag_ttl: Option<String>,
     pub auth_on_hit: Option<String>,
+    pub max_fills: Option<usize>,
+    pub max_fills_per_client: Option<usize>,
+    pub abandoned_fill_grace: Option<String>,
+    #[serde(default)]
+    pub finish_abandoned_fills: bool,
 }
 
 /// `[intercept]`
@@ -242,6 +247,14 @@ pub struct Config {
     pub name_constraints: bool,
     /// Who gets cached objects.
     pub auth_on_hit: AuthOnHit,
+    /// Blob fills running at once; past it a blob is streamed to its client without being kept.
+    pub max_fills: usize,
+    /// Blob fills one client address may have started that still run.
+    pub max_fills_per_client: usize,
+    /// How long a fill nobody reads waits for a reader before it stops.
+    pub abandoned_fill_grace: Duration,
+    /// Whether a fill nobody reads goes on to the end anyway.
+    pub finish_abandoned_fills: bool,
     /// hoard's own credentials per registry host.
     pub credentials: Vec<Credential>,
     /// The admin listener.
@@ -385,6 +398,17 @@ impl Config {
                 });
             }
         };
+        let max_fills = count_key("cache.max_fills", file.cache.max_fills, 64)?;
+        let max_fills_per_client = count_key(
+            "cache.max_fills_per_client",
+            file.cache.max_fills_per_client,
+            16,
+        )?;
+        let abandoned_fill_grace = duration_key(
+            "cache.abandoned_fill_grace",
+            file.cache.abandoned_fill_grace,
+            10,
+        )?;
         let credentials = file
             .upstream
             .credentials
@@ -454,6 +478,10 @@ impl Config {
             shutdown_grace,
             name_constraints: file.ca.name_constraints,
             auth_on_hit,
+            max_fills,
+            max_fills_per_client,
+            abandoned_fill_grace,
+            finish_abandoned_fills: file.cache.finish_abandoned_fills,
             credentials,
             admin,
             log_format,
@@ -504,6 +532,21 @@ fn size_key(key: &'static str, text: Option<String>, default: u64) -> Result<u64
     text.map_or(Ok(default), |text| {
         parse_size(&text).map_err(|message| ConfigError::Invalid { key, message })
     })
+}
+
+/// A count that must be at least 1.
+fn count_key(
+    key: &'static str,
+    value: Option<usize>,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    match value.unwrap_or(default) {
+        0 => Err(ConfigError::Invalid {
+            key,
+            message: "must be at least 1".into(),
+        }),
+        n => Ok(n),
+    }
 }
 
 fn duration_key(
@@ -660,6 +703,33 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("99999999999999999d").is_err());
+    }
+
+    #[test]
+    fn fill_limits_must_allow_a_fill() {
+        let resolve = |cache: &str| {
+            let file = toml::from_str::<FileConfig>(&format!("[cache]\n{cache}\n"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            Config::resolve(file, Overrides::default())
+        };
+        for (cache, key) in [
+            ("max_fills = 0", "cache.max_fills"),
+            ("max_fills_per_client = 0", "cache.max_fills_per_client"),
+            (
+                "abandoned_fill_grace = \"soon\"",
+                "cache.abandoned_fill_grace",
+            ),
+        ] {
+            let err = resolve(cache)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.starts_with(key), "{cache}: {err}");
+        }
+        let config = resolve("").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((config.max_fills, config.max_fills_per_client), (64, 16));
+        assert_eq!(config.abandoned_fill_grace, Duration::from_secs(10));
+        assert!(!config.finish_abandoned_fills);
     }
 
     #[test]

@@ -89,7 +89,7 @@ async fn handle(request: Request<Incoming>, hoard: Arc<Hoard>, peer: SocketAddr)
         return logged(info, refusal);
     }
     if request.method() == Method::CONNECT {
-        return connect(request, hoard).await;
+        return connect(request, hoard, peer).await;
     }
     let response = match request.uri().scheme_str() {
         Some("http") => crate::forward::forward(request, &hoard).await,
@@ -166,7 +166,11 @@ fn local(request: &Request<Incoming>, hoard: &Hoard) -> Response<Body> {
     }
 }
 
-async fn connect(request: Request<Incoming>, hoard: Arc<Hoard>) -> Response<Body> {
+async fn connect(
+    request: Request<Incoming>,
+    hoard: Arc<Hoard>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let Some(authority) = request.uri().authority().cloned() else {
         return error(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
@@ -189,7 +193,9 @@ async fn connect(request: Request<Incoming>, hoard: Arc<Hoard>) -> Response<Body
         tokio::spawn(async move {
             let _open = hoard.metrics.upgraded();
             match hyper::upgrade::on(request).await {
-                Ok(upgraded) => crate::intercept::serve(upgraded, host, port, hoard.clone()).await,
+                Ok(upgraded) => {
+                    crate::intercept::serve(upgraded, host, port, hoard.clone(), peer.ip()).await
+                }
                 Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
             }
         });

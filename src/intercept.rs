@@ -22,8 +22,15 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 const H2_STREAM_WINDOW: u32 = 8 << 20;
 const H2_CONNECTION_WINDOW: u32 = 32 << 20;
 
-/// Terminates TLS on an upgraded CONNECT to `host:port` and serves registry requests on it.
-pub async fn serve(upgraded: Upgraded, host: String, port: u16, hoard: Arc<Hoard>) {
+/// Terminates TLS on an upgraded CONNECT to `host:port` from `client` and serves registry
+/// requests on it.
+pub async fn serve(
+    upgraded: Upgraded,
+    host: String,
+    port: u16,
+    hoard: Arc<Hoard>,
+    client: std::net::IpAddr,
+) {
     let config = match hoard.ca.server_config(&host) {
         Ok(config) => config,
         Err(error) => {
@@ -58,7 +65,10 @@ pub async fn serve(upgraded: Upgraded, host: String, port: u16, hoard: Arc<Hoard
         hoard.config().max_header_size,
     );
     let service =
-        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request
+                .extensions_mut()
+                .insert(crate::blobs::ClientAddr(client));
             let hoard = hoard.clone();
             let target = target.clone();
             async move {

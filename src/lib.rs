@@ -63,6 +63,8 @@ pub struct Hoard {
     pub metrics: Arc<metrics::Metrics>,
     pub flights: cache::Flights,
     pub registry_auth: registry_auth::RegistryAuth,
+    /// Blob fills running, against `cache.max_fills` and `cache.max_fills_per_client`.
+    pub fill_slots: blobs::FillSlots,
 }
 
 /// The crypto provider: aws-lc-rs, the only one in the tree.
@@ -134,6 +136,7 @@ impl Hoard {
             metrics,
             flights: cache::Flights::default(),
             registry_auth: registry_auth::RegistryAuth::default(),
+            fill_slots: blobs::FillSlots::default(),
         })
     }
 }

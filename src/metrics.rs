@@ -55,6 +55,8 @@ pub struct Metrics {
     upstream_requests: Family<Labels, Counter>,
     manifest_gets: Family<Labels, Counter>,
     auth_failures: Family<Labels, Counter>,
+    fills_skipped: Family<Labels, Counter>,
+    fills_abandoned: Counter,
     connections_open: Gauge,
     connections_total: Counter,
     /// Set from the store, the CA and the fills just before each scrape.
@@ -97,6 +99,8 @@ impl Metrics {
             upstream_requests: Family::default(),
             manifest_gets: Family::default(),
             auth_failures: Family::default(),
+            fills_skipped: Family::default(),
+            fills_abandoned: Counter::default(),
             connections_open: Gauge::default(),
             connections_total: Counter::default(),
             store_bytes: Gauge::default(),
@@ -165,6 +169,17 @@ impl Metrics {
             "fills_in_flight",
             "Blob downloads from upstreams in progress",
             m.fills_in_flight.clone(),
+        );
+        registry.register(
+            "fills_skipped",
+            "Blob misses not made into fills, by reason (far_range: the range went upstream as \
+             a range; max_fills, max_fills_per_client: streamed to the client, not kept)",
+            m.fills_skipped.clone(),
+        );
+        registry.register(
+            "fills_abandoned",
+            "Fills stopped because nobody read them for cache.abandoned_fill_grace",
+            m.fills_abandoned.clone(),
         );
         registry.register(
             "leaf_certificates_minted",
@@ -258,6 +273,19 @@ impl Metrics {
         self.auth_failures
             .get_or_create(&vec![("reason", reason.to_owned())])
             .inc();
+    }
+
+    /// Counts a blob miss that did not start a fill: `reason` is `far_range`, `max_fills` or
+    /// `max_fills_per_client`.
+    pub fn fill_skipped(&self, reason: &'static str) {
+        self.fills_skipped
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
+    }
+
+    /// Counts a fill stopped because nobody read it.
+    pub fn fill_abandoned(&self) {
+        self.fills_abandoned.inc();
     }
 
     /// Counts a client connection for as long as the returned guard lives.

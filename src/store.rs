@@ -1180,6 +1180,33 @@ impl BlobWriter {
         }
     }
 
+    /// Whether no request reads this fill or is about to (a follower joining, or reading the
+    /// growing file). A hint, without the lock: [`abandon_if_unread`](Self::abandon_if_unread)
+    /// decides.
+    pub fn unread(&self) -> bool {
+        self.shared.progress.receiver_count() == 0 && Arc::strong_count(&self.shared) <= 2
+    }
+
+    /// Takes the fill out of the store's map if nobody reads it, so that no request joins it
+    /// from now on; the caller then drops the writer. `false` when a reader came after all.
+    pub fn abandon_if_unread(&self) -> bool {
+        let mut state = self.store.lock();
+        let digest = &self.shared.digest;
+        let listed = state
+            .fills
+            .get(digest)
+            .is_some_and(|f| Arc::ptr_eq(f, &self.shared));
+        // Holders of the shared state: this writer, the map, and each follower.
+        let holders = 1 + usize::from(listed);
+        if self.shared.progress.receiver_count() > 0 || Arc::strong_count(&self.shared) > holders {
+            return false;
+        }
+        if listed {
+            state.fills.remove(digest);
+        }
+        true
+    }
+
     fn temp_path(&self) -> PathBuf {
         self.temp
             .as_ref()

@@ -8,6 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use common::*;
 
 fn blob_url(digest: &str) -> String {
@@ -327,4 +328,238 @@ async fn a_blob_larger_than_the_limit_is_served_uncached() {
     assert_eq!(got.bytes().await.unwrap(), bytes);
     assert!(!proxy.blob_path(&digest).exists());
     assert!(disk_usage(&proxy.cache_dir().join("blobs")) <= 100 << 10);
+}
+
+/// Waits until hoard has no fill in progress, for at most `limit`.
+async fn fills_end(proxy: &Proxy, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while proxy.server.fills_in_progress() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "fills still running after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// About 50 MiB/s: a big blob takes a while, a test does not.
+const STEADY: Mode = Mode::Slow {
+    chunk: 256 << 10,
+    delay: Duration::from_millis(5),
+};
+
+/// A registry sending at `mode`, hoard with `cache_extra`, and a cold blob of `len` bytes.
+async fn cold_blob(mode: Mode, cache_extra: &str, len: usize) -> (Registry, Proxy, Bytes, String) {
+    let registry = Registry::start().await;
+    registry.set_mode(mode);
+    let proxy = Proxy::start(&registry, cache_extra).await;
+    let bytes = fresh_blob(len);
+    let digest = registry.add_blob(bytes.clone());
+    (registry, proxy, bytes, digest)
+}
+
+/// Sends a GET for a blob, takes the first bytes of the body, and hangs up.
+async fn get_and_abort(proxy: &Proxy, digest: &str, at_least: usize) {
+    let mut response = proxy
+        .client(false)
+        .get(blob_url(digest))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut got = 0;
+    while got < at_least {
+        got += response.chunk().await.unwrap().unwrap().len();
+    }
+    // The client drops the response here, mid-body.
+}
+
+#[tokio::test]
+async fn a_far_range_of_a_cold_blob_goes_upstream_as_a_range() {
+    init();
+    let (registry, proxy, bytes, digest) = cold_blob(Mode::Direct, "", 12 << 20).await;
+    let client = proxy.client(false);
+
+    for (range, span) in [
+        ("bytes=10000000-10000000", 10_000_000..10_000_001),
+        ("bytes=-10", (12 << 20) - 10..12 << 20),
+    ] {
+        registry.forget();
+        let sent = registry.sent();
+        let response = client
+            .get(blob_url(&digest))
+            .header("range", range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 206, "{range}");
+        let content_range = format!("bytes {}-{}/{}", span.start, span.end - 1, 12 << 20);
+        assert_eq!(response.headers()["content-range"], content_range.as_str());
+        assert_eq!(response.bytes().await.unwrap(), bytes.slice(span.clone()));
+        let seen = registry.seen();
+        let gets: Vec<_> = seen.iter().filter(|s| s.method == "GET").collect();
+        assert_eq!(gets.len(), 1, "{range}: one upstream request");
+        assert_eq!(
+            gets[0].headers.get("range").map(|v| v.to_str().unwrap()),
+            Some(range),
+            "the range went upstream as a range"
+        );
+        assert_eq!(
+            registry.sent() - sent,
+            span.len() as u64,
+            "{range}: the upstream sent only the range"
+        );
+    }
+    proxy.settled().await;
+    assert!(!proxy.blob_path(&digest).exists());
+    assert_eq!(temp_files(&proxy), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_get_of_a_big_cold_blob_stops_its_fill_after_the_grace_period() {
+    init();
+    let len = 64 << 20; // 1.3 s of download
+    let (registry, proxy, _, digest) =
+        cold_blob(STEADY, "abandoned_fill_grace = \"300ms\"", len).await;
+
+    let aborted = Instant::now();
+    get_and_abort(&proxy, &digest, 1).await;
+    fills_end(&proxy, Duration::from_secs(10)).await;
+    let stopped = aborted.elapsed();
+    let sent = registry.sent();
+    eprintln!("fill stopped after {stopped:?}, upstream sent {sent} of {len} bytes");
+    assert!(
+        !proxy.blob_path(&digest).exists(),
+        "a fill nobody read was finished and kept ({sent} of {len} bytes sent)"
+    );
+    assert!(
+        stopped >= Duration::from_millis(300),
+        "stopped before the grace period"
+    );
+    assert_eq!(temp_files(&proxy), 0, "the temp file is gone");
+    assert!(sent < len as u64 / 2, "upstream sent {sent} of {len} bytes");
+    // The upstream transfer has stopped, not only the writing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(registry.sent(), sent, "the upstream went on sending");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_resumed_within_the_grace_period_goes_on() {
+    init();
+    let (registry, proxy, bytes, digest) =
+        cold_blob(STEADY, "abandoned_fill_grace = \"2s\"", 32 << 20).await;
+
+    get_and_abort(&proxy, &digest, 1 << 20).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // dockerd resumes an interrupted download with a Range from where it was.
+    let rest = proxy
+        .client(false)
+        .get(blob_url(&digest))
+        .header("range", "bytes=1048576-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 206);
+    assert_eq!(rest.bytes().await.unwrap(), bytes.slice(1 << 20..));
+    proxy.settled().await;
+    assert!(proxy.blob_path(&digest).exists());
+    assert_eq!(registry.count("GET", "/blobs/"), 1, "one upstream download");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_fill_that_is_mostly_done_is_finished() {
+    init();
+    let (registry, proxy, _, digest) =
+        cold_blob(STEADY, "abandoned_fill_grace = \"100ms\"", 16 << 20).await;
+
+    // Past half the blob, the client leaves.
+    get_and_abort(&proxy, &digest, 10 << 20).await;
+    fills_end(&proxy, Duration::from_secs(10)).await;
+    assert!(proxy.blob_path(&digest).exists(), "the fill was finished");
+    assert_eq!(registry.count("GET", "/blobs/"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finish_abandoned_fills_keeps_fills_going_without_readers() {
+    init();
+    let len = 32 << 20;
+    let cache = "abandoned_fill_grace = \"100ms\"\nfinish_abandoned_fills = true";
+    let (registry, proxy, _, digest) = cold_blob(STEADY, cache, len).await;
+
+    get_and_abort(&proxy, &digest, 1).await;
+    fills_end(&proxy, Duration::from_secs(20)).await;
+    assert!(proxy.blob_path(&digest).exists(), "the fill went on");
+    assert_eq!(registry.sent(), len as u64);
+}
+
+/// A client through hoard whose connections come from `ip` (in 127.0.0.0/8).
+fn client_from(proxy: &Proxy, ip: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
+        .tls_certs_only([reqwest::Certificate::from_pem(proxy.ca_pem.as_bytes()).unwrap()])
+        .local_address(std::net::IpAddr::from(ip))
+        .http1_only()
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_a_fill_limit_blobs_are_streamed_but_not_kept() {
+    init();
+    // (limits, the second client's address): the same client over its own limit, then another
+    // client over the global one.
+    for (cache, second) in [
+        ("max_fills_per_client = 1", [127, 0, 0, 1]),
+        ("max_fills = 1", [127, 0, 0, 2]),
+    ] {
+        let (registry, proxy, _, first) = cold_blob(SLOW, cache, 1 << 20).await; // ≈ 400 ms
+        let over = fresh_blob(300_000);
+        let over_digest = registry.add_blob(over.clone());
+
+        let running = client_from(&proxy, [127, 0, 0, 1])
+            .get(blob_url(&first))
+            .send()
+            .await
+            .unwrap();
+        let got = client_from(&proxy, second)
+            .get(blob_url(&over_digest))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200, "{cache}");
+        assert_eq!(
+            got.bytes().await.unwrap(),
+            over,
+            "{cache}: served all the same"
+        );
+        assert_eq!(running.bytes().await.unwrap().len(), 1 << 20);
+        proxy.settled().await;
+        assert!(proxy.blob_path(&first).exists(), "{cache}");
+        assert!(
+            !proxy.blob_path(&over_digest).exists(),
+            "{cache}: a blob past the limit was kept"
+        );
+        let metrics = reqwest::get(format!(
+            "http://{}/metrics",
+            proxy.server.admin_addr().unwrap()
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+        let reason = cache.split(' ').next().unwrap();
+        let line = format!("hoard_fills_skipped_total{{reason=\"{reason}\"}} 1");
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+
+        // Once the limit has room, the blob is filled.
+        let again = client_from(&proxy, second)
+            .get(blob_url(&over_digest))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.bytes().await.unwrap(), over);
+        proxy.settled().await;
+        assert!(proxy.blob_path(&over_digest).exists(), "{cache}");
+    }
 }

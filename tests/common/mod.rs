@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -140,6 +140,8 @@ struct State {
     /// The body `GET /token` answers with, if any.
     token_body: Option<String>,
     seen: Vec<Seen>,
+    /// Blob body bytes handed to the connection so far.
+    sent: Arc<AtomicU64>,
 }
 
 /// A small OCI registry over TLS that counts what it is asked.
@@ -277,6 +279,11 @@ impl Registry {
         self.state.lock().unwrap().token_body = Some(body.to_owned());
     }
 
+    /// Blob body bytes sent so far (handed to the connection; a cancelled transfer stops).
+    pub fn sent(&self) -> u64 {
+        self.state.lock().unwrap().sent.load(Ordering::Relaxed)
+    }
+
     pub fn seen(&self) -> Vec<Seen> {
         self.state.lock().unwrap().seen.clone()
     }
@@ -351,6 +358,12 @@ fn answer(
         _ => {}
     }
     let head = req.method() == http::Method::HEAD;
+    let range = req
+        .headers()
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let range = range.as_deref();
 
     if host == CDN {
         // Hops 2 and 3 of a redirect chain, then the bytes.
@@ -358,7 +371,7 @@ fn answer(
             return redirect(StatusCode::FOUND, &format!("/cdn/b/{digest}"));
         }
         if let Some(digest) = path.strip_prefix("/cdn/b/final-") {
-            return blob_bytes(&state, digest, head);
+            return blob_bytes(&state, digest, head, range);
         }
         if let Some(digest) = path.strip_prefix("/cdn/b/") {
             return redirect(StatusCode::MOVED_PERMANENTLY, &format!("final-{digest}"));
@@ -404,10 +417,14 @@ fn answer(
             );
         }
         return match mode {
-            Mode::Slow { chunk, delay } => streamed(&state, digest, chunk, delay, None),
-            Mode::Stall { after } => streamed(&state, digest, after, Duration::ZERO, Some(false)),
-            Mode::Truncate { after } => streamed(&state, digest, after, Duration::ZERO, Some(true)),
-            _ => blob_bytes(&state, digest, head),
+            Mode::Slow { chunk, delay } => streamed(&state, digest, chunk, delay, None, range),
+            Mode::Stall { after } => {
+                streamed(&state, digest, after, Duration::ZERO, Some(false), range)
+            }
+            Mode::Truncate { after } => {
+                streamed(&state, digest, after, Duration::ZERO, Some(true), range)
+            }
+            _ => blob_bytes(&state, digest, head, range),
         };
     }
     if let Some((repo, reference)) = rest.rsplit_once("/manifests/") {
@@ -462,7 +479,34 @@ fn unauthorized() -> Response<FixtureBody> {
     response
 }
 
-fn blob_bytes(state: &State, digest: &str, head: bool) -> Response<FixtureBody> {
+/// The span `[start, end)` a `Range: bytes=…` asks of `len` bytes (one range, no checks beyond
+/// what the tests send).
+fn span_of(range: &str, len: usize) -> (usize, usize) {
+    let spec = range.trim().strip_prefix("bytes=").unwrap();
+    let (first, last) = spec.split_once('-').unwrap();
+    match (first.parse::<usize>(), last.parse::<usize>()) {
+        (Ok(first), Ok(last)) => (first, (last + 1).min(len)),
+        (Ok(first), Err(_)) => (first, len),
+        (Err(_), Ok(suffix)) => (len - suffix.min(len), len),
+        _ => panic!("bad range {range}"),
+    }
+}
+
+/// Makes `response` a 206 for `[start, end)` of `len` bytes.
+fn partial(response: &mut Response<FixtureBody>, (start, end): (usize, usize), len: usize) {
+    *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    let value = format!("bytes {start}-{}/{len}", end - 1);
+    response
+        .headers_mut()
+        .insert("content-range", value.parse().unwrap());
+}
+
+fn blob_bytes(
+    state: &State,
+    digest: &str,
+    head: bool,
+    range: Option<&str>,
+) -> Response<FixtureBody> {
     let Some(bytes) = state.blobs.get(digest) else {
         return respond(
             StatusCode::NOT_FOUND,
@@ -475,9 +519,21 @@ fn blob_bytes(state: &State, digest: &str, head: bool) -> Response<FixtureBody> 
     {
         *b ^= 0xff;
     }
-    let len = bytes.len();
-    let mut response = respond(StatusCode::OK, if head { Vec::new() } else { bytes });
-    response.headers_mut().insert("content-length", len.into());
+    let total = bytes.len();
+    let span = range.map_or((0, total), |r| span_of(r, total));
+    let body = if head {
+        Vec::new()
+    } else {
+        bytes[span.0..span.1].to_vec()
+    };
+    state.sent.fetch_add(body.len() as u64, Ordering::Relaxed);
+    let mut response = respond(StatusCode::OK, body);
+    response
+        .headers_mut()
+        .insert("content-length", (span.1 - span.0).into());
+    if range.is_some() {
+        partial(&mut response, span, total);
+    }
     response
 }
 
@@ -489,14 +545,19 @@ fn streamed(
     chunk: usize,
     delay: Duration,
     end: Option<bool>,
+    range: Option<&str>,
 ) -> Response<FixtureBody> {
-    let Some(bytes) = state.blobs.get(digest).cloned() else {
+    let Some(whole) = state.blobs.get(digest).cloned() else {
         return respond(
             StatusCode::NOT_FOUND,
             r#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#,
         );
     };
+    let total = whole.len();
+    let span = range.map_or((0, total), |r| span_of(r, total));
+    let bytes = whole.slice(span.0..span.1);
     let len = bytes.len();
+    let sent = state.sent.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(1);
     tokio::spawn(async move {
         let mut offset = 0;
@@ -509,6 +570,7 @@ fn streamed(
             {
                 return;
             }
+            sent.fetch_add((next - offset) as u64, Ordering::Relaxed);
             offset = next;
             match end {
                 Some(false) => {
@@ -529,6 +591,9 @@ fn streamed(
     });
     let mut response = Response::new(StreamBody::new(stream).boxed());
     response.headers_mut().insert("content-length", len.into());
+    if range.is_some() {
+        partial(&mut response, span, total);
+    }
     response
 }
 
