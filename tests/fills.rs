@@ -416,31 +416,53 @@ async fn a_far_range_of_a_cold_blob_goes_upstream_as_a_range() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_aborted_get_of_a_big_cold_blob_stops_its_fill_after_the_grace_period() {
+async fn a_fill_nobody_reads_stops_after_the_grace_period() {
     init();
     let len = 64 << 20; // 1.3 s of download
-    let (registry, proxy, _, digest) =
-        cold_blob(STEADY, "abandoned_fill_grace = \"300ms\"", len).await;
-
-    let aborted = Instant::now();
-    get_and_abort(&proxy, &digest, 1).await;
-    fills_end(&proxy, Duration::from_secs(10)).await;
-    let stopped = aborted.elapsed();
-    let sent = registry.sent();
-    eprintln!("fill stopped after {stopped:?}, upstream sent {sent} of {len} bytes");
-    assert!(
-        !proxy.blob_path(&digest).exists(),
-        "a fill nobody read was finished and kept ({sent} of {len} bytes sent)"
-    );
-    assert!(
-        stopped >= Duration::from_millis(300),
-        "stopped before the grace period"
-    );
-    assert_eq!(temp_files(&proxy), 0, "the temp file is gone");
-    assert!(sent < len as u64 / 2, "upstream sent {sent} of {len} bytes");
-    // The upstream transfer has stopped, not only the writing.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(registry.sent(), sent, "the upstream went on sending");
+    // A GET the client hangs up on, and one byte at the start (which starts a fill).
+    for one_byte in [false, true] {
+        let (registry, proxy, bytes, digest) =
+            cold_blob(STEADY, "abandoned_fill_grace = \"300ms\"", len).await;
+        let left = Instant::now();
+        if one_byte {
+            let response = proxy
+                .client(false)
+                .get(blob_url(&digest))
+                .header("range", "bytes=0-0")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 206);
+            assert_eq!(response.bytes().await.unwrap(), bytes.slice(0..1));
+        } else {
+            get_and_abort(&proxy, &digest, 1).await;
+        }
+        fills_end(&proxy, Duration::from_secs(10)).await;
+        let stopped = left.elapsed();
+        let sent = registry.sent();
+        let way = if one_byte {
+            "1-byte range"
+        } else {
+            "aborted GET"
+        };
+        eprintln!("{way}: fill stopped after {stopped:?}, upstream sent {sent} of {len} bytes");
+        assert!(
+            !proxy.blob_path(&digest).exists(),
+            "{way}: a fill nobody read was finished and kept ({sent} of {len} bytes sent)"
+        );
+        assert!(
+            stopped >= Duration::from_millis(300),
+            "{way}: stopped before the grace period"
+        );
+        assert_eq!(temp_files(&proxy), 0, "{way}: the temp file is gone");
+        assert!(
+            sent < len as u64 / 2,
+            "{way}: upstream sent {sent} of {len}"
+        );
+        // The upstream transfer has stopped, not only the writing.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(registry.sent(), sent, "{way}: the upstream went on sending");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
