@@ -51,7 +51,7 @@ const RANGE_WAIT_AHEAD: u64 = 64 << 20;
 /// goes upstream as a range instead of starting a fill: a fill from the start would make the
 /// client wait for, and hoard download, everything before its first byte. 4 MiB is well under a
 /// second at typical registry speeds.
-const RANGE_FILL_AHEAD: u64 = 4 << 20;
+pub const RANGE_FILL_AHEAD: u64 = 4 << 20;
 
 /// A fill nobody reads goes on to the end when it is mostly done: half the blob is in, or at
 /// most this much is left (so a blob up to 8 MiB is always finished).
@@ -399,7 +399,7 @@ pub fn parse_range(value: &HeaderValue, len: u64) -> Result<(u64, u64), &'static
 
 /// Whether a `Range` starts too far into a blob for a fill to be worth starting: beyond
 /// [`RANGE_FILL_AHEAD`], or a suffix (`bytes=-N`: the end of a blob of unknown length).
-fn far_range(value: &HeaderValue) -> bool {
+pub fn far_range(value: &HeaderValue) -> bool {
     let Some(spec) = value
         .to_str()
         .ok()
@@ -427,7 +427,7 @@ async fn miss(
     if range.is_some_and(far_range) {
         drop(permit); // requests that joined meanwhile look again
         hoard.metrics.fill_skipped("far_range");
-        return crate::cache::forward(request, target, hoard).await;
+        return range_upstream(request, target, hoard).await;
     }
     let config = hoard.config();
     let client = request
@@ -444,10 +444,27 @@ async fn miss(
             hoard.metrics.fill_skipped(limit.as_str());
             tracing::debug!(%client, %digest, limit = limit.as_str(), "fill limit reached; passed through, not kept");
             if ranged {
-                return crate::cache::forward(request, target, hoard).await;
+                return range_upstream(request, target, hoard).await;
             }
             fill(request, target, hoard, digest, None).await
         }
+    }
+}
+
+/// Asks the upstream for a blob range as that range and passes the answer on, not kept. As for
+/// a fill, redirects are followed and hoard's credentials answer a challenge.
+async fn range_upstream(
+    request: Request<Incoming>,
+    target: &Target,
+    hoard: &Hoard,
+) -> Response<Body> {
+    let Some(uri) = target.uri(path_and_query(&request)) else {
+        return error(StatusCode::BAD_REQUEST, "request path is not a valid URI");
+    };
+    let headers = upstream_headers(request.headers());
+    match registry_send(hoard, target, Method::GET, uri, headers).await {
+        Ok(response) => pass_through(response, CacheStatus::Bypass),
+        Err(err) => upstream_error(&err),
     }
 }
 

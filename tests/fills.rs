@@ -380,35 +380,41 @@ async fn a_far_range_of_a_cold_blob_goes_upstream_as_a_range() {
     let (registry, proxy, bytes, digest) = cold_blob(Mode::Direct, "", 12 << 20).await;
     let client = proxy.client(false);
 
-    for (range, span) in [
-        ("bytes=10000000-10000000", 10_000_000..10_000_001),
-        ("bytes=-10", (12 << 20) - 10..12 << 20),
-    ] {
-        registry.forget();
-        let sent = registry.sent();
-        let response = client
-            .get(blob_url(&digest))
-            .header("range", range)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 206, "{range}");
-        let content_range = format!("bytes {}-{}/{}", span.start, span.end - 1, 12 << 20);
-        assert_eq!(response.headers()["content-range"], content_range.as_str());
-        assert_eq!(response.bytes().await.unwrap(), bytes.slice(span.clone()));
-        let seen = registry.seen();
-        let gets: Vec<_> = seen.iter().filter(|s| s.method == "GET").collect();
-        assert_eq!(gets.len(), 1, "{range}: one upstream request");
-        assert_eq!(
-            gets[0].headers.get("range").map(|v| v.to_str().unwrap()),
-            Some(range),
-            "the range went upstream as a range"
-        );
-        assert_eq!(
-            registry.sent() - sent,
-            span.len() as u64,
-            "{range}: the upstream sent only the range"
-        );
+    // Straight from the registry, and through its redirects to the CDN (followed by hoard).
+    for mode in [Mode::Direct, Mode::Redirect] {
+        registry.set_mode(mode);
+        for (range, span) in [
+            ("bytes=10000000-10000000", 10_000_000..10_000_001),
+            ("bytes=-10", (12 << 20) - 10..12 << 20),
+        ] {
+            registry.forget();
+            let sent = registry.sent();
+            let response = client
+                .get(blob_url(&digest))
+                .header("range", range)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 206, "{mode:?} {range}");
+            let content_range = format!("bytes {}-{}/{}", span.start, span.end - 1, 12 << 20);
+            assert_eq!(response.headers()["content-range"], content_range.as_str());
+            assert_eq!(response.bytes().await.unwrap(), bytes.slice(span.clone()));
+            let seen = registry.seen();
+            let hops = if mode == Mode::Redirect { 4 } else { 1 };
+            assert_eq!(seen.len(), hops, "{mode:?} {range}: one upstream request");
+            for hop in &seen {
+                assert_eq!(
+                    hop.headers.get("range").map(|v| v.to_str().unwrap()),
+                    Some(range),
+                    "{mode:?}: the range went upstream as a range"
+                );
+            }
+            assert_eq!(
+                registry.sent() - sent,
+                span.len() as u64,
+                "{mode:?} {range}: the upstream sent only the range"
+            );
+        }
     }
     proxy.settled().await;
     assert!(!proxy.blob_path(&digest).exists());
