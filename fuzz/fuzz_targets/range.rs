@@ -1,5 +1,7 @@
 //! `parse_range`, the client's `Range` header on a cached blob: an accepted range lies inside
-//! the blob, for blob lengths at the edges and near every number in the header.
+//! the blob, for blob lengths at the edges and near every number in the header. And
+//! `far_range`, which decides whether a range on a cold blob starts a fill: a range it lets
+//! start one begins within `RANGE_FILL_AHEAD` of the start.
 #![no_main]
 
 use http::HeaderValue;
@@ -10,6 +12,10 @@ fn check(value: &HeaderValue, len: u64) {
         assert!(
             first <= last && last < len,
             "{value:?} with len {len}: {first}-{last}"
+        );
+        assert!(
+            hoard::blobs::far_range(value) || first <= hoard::blobs::RANGE_FILL_AHEAD,
+            "{value:?} with len {len}: starts a fill at {first}"
         );
     }
 }
