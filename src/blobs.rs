@@ -178,7 +178,8 @@ pub async fn blob(
                     {
                         return response;
                     }
-                    break; // too far ahead: fetch the range from the upstream
+                    // Too far ahead to wait for: the range comes from the upstream.
+                    return range_upstream(request, target, hoard).await;
                 }
                 Joined::LookAgain => continue,
                 Joined::Failed => {
