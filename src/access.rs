@@ -220,7 +220,7 @@ pub fn is_private(ip: IpAddr) -> bool {
 }
 
 fn is_private_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_private()
@@ -229,21 +229,53 @@ fn is_private_v4(ip: Ipv4Addr) -> bool {
         || ip.is_broadcast()
         || a == 0 // "this network"
         || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments 192.0.0.0/24
+        || (a == 192 && b == 0 && c == 2) // TEST-NET-1
+        || (a == 198 && (b == 18 || b == 19)) // benchmarking 198.18.0.0/15
+        || (a == 198 && b == 51 && c == 100) // TEST-NET-2
+        || (a == 203 && b == 0 && c == 113) // TEST-NET-3
+        || ip == Ipv4Addr::new(168, 63, 129, 16) // Azure's host endpoint (wireserver)
         || a >= 240 // reserved
 }
 
 fn is_private_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let segments = ip.segments();
+    let first = segments[0];
+    let embedded_v4 = || Ipv4Addr::from(u32::try_from(u128::from(ip) & 0xffff_ffff).unwrap_or(0));
     ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
         || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
         || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
+        || (first & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated, still routed by some)
+        || first == 0x2002 // 6to4 2002::/16: relays reach whatever IPv4 address it embeds
+        || (first == 0x2001 && segments[1] == 0x0db8) // documentation 2001:db8::/32
+        || segments[..4] == [0x100, 0, 0, 0] // discard-only 100::/64
+        || segments[..3] == [0x64, 0xff9b, 1] // local-use NAT64 64:ff9b:1::/48
+        || segments[..6] == [0; 6] // IPv4-compatible ::/96 (deprecated)
         // NAT64 64:ff9b::/96 embeds an IPv4 address: judge that one.
-        || (ip.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
-            && is_private_v4(Ipv4Addr::from(
-                u32::try_from(u128::from(ip) & 0xffff_ffff).unwrap_or(0),
-            )))
+        || (segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && is_private_v4(embedded_v4()))
+}
+
+/// Whether `host` would be read as an IPv4 address by the C resolver (`inet_aton`) without being
+/// one in the dotted-quad form hoard checks: `127.1`, `2130706433`, `0x7f.0.0.1`, `0177.0.0.1`.
+/// Such a host reaches an address the guard never saw when someone else resolves it.
+pub fn is_noncanonical_numeric(host: &str) -> bool {
+    let trimmed = host.strip_suffix('.').unwrap_or(host);
+    let Some(last) = trimmed.rsplit('.').next() else {
+        return false;
+    };
+    // As the URL standard has it: a host whose last label is a number is an IPv4 address.
+    let numeric = |label: &str| {
+        let hex = label
+            .strip_prefix("0x")
+            .or_else(|| label.strip_prefix("0X"));
+        match hex {
+            Some(digits) => digits.bytes().all(|b| b.is_ascii_hexdigit()),
+            None => !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit()),
+        }
+    };
+    numeric(last) && host.parse::<Ipv4Addr>().is_err()
 }
 
 #[cfg(test)]
@@ -272,6 +304,19 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "64:ff9b::a9fe:a9fe",
+            "198.18.0.1",
+            "198.19.255.255",
+            "192.0.0.8",
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "168.63.129.16",
+            "64:ff9b:1::a00:1",
+            "fec0::1",
+            "2002:7f00:1::1",
+            "2001:db8::1",
+            "100::1",
+            "::127.0.0.1",
         ] {
             assert!(is_private(ip(private)), "{private}");
         }
@@ -280,8 +325,31 @@ mod tests {
             "142.250.0.1",
             "2001:4860::8888",
             "64:ff9b::808:808",
+            "198.17.255.255",
+            "198.20.0.1",
+            "168.63.129.17",
+            "192.0.3.1",
         ] {
             assert!(!is_private(ip(public)), "{public}");
+        }
+    }
+
+    #[test]
+    fn noncanonical_numeric_hosts_are_recognised() {
+        for odd in [
+            "127.1",
+            "2130706433",
+            "0x7f.0.0.1",
+            "0177.0.0.1",
+            "127.0.0.01",
+            "0x7f000001",
+            "10.0.0.1.",
+            "1.2.3.4.5",
+        ] {
+            assert!(is_noncanonical_numeric(odd), "{odd}");
+        }
+        for fine in ["127.0.0.1", "gcr.io", "1.2.3.4x", "example.com.", "x1.io"] {
+            assert!(!is_noncanonical_numeric(fine), "{fine}");
         }
     }
 

@@ -73,11 +73,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, hoard: Arc<Hoard>
 async fn handle(request: Request<Incoming>, hoard: Arc<Hoard>, peer: SocketAddr) -> Response<Body> {
     let info = RequestInfo {
         metrics: hoard.metrics.clone(),
-        host: request
-            .uri()
-            .authority()
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
+        host: logged_host(request.uri()),
         method: request.method().clone(),
         path: request.uri().path().to_owned(),
         start: Instant::now(),
@@ -100,6 +96,18 @@ async fn handle(request: Request<Incoming>, hoard: Arc<Hoard>, peer: SocketAddr)
         None => local(&request, &hoard),
     };
     logged(info, response)
+}
+
+/// `host[:port]` of a request target for logs and metrics: never the `user:password@` a URL
+/// may carry.
+fn logged_host(uri: &http::Uri) -> String {
+    match uri.authority() {
+        Some(authority) => match authority.port_u16() {
+            Some(port) => format!("{}:{port}", authority.host()),
+            None => authority.host().to_owned(),
+        },
+        None => String::new(),
+    }
 }
 
 /// The client allow-list and proxy authentication. `/ca.crt`, `/healthz` and the `/setup/`
@@ -203,7 +211,7 @@ async fn connect(request: Request<Incoming>, hoard: Arc<Hoard>) -> Response<Body
             return error(StatusCode::FORBIDDEN, &err.to_string());
         }
         Err(err) => {
-            tracing::info!(host = %authority, method = %"CONNECT", status = 502, cache = %"TUNNEL", error = %err, "request");
+            tracing::info!(host = %logged_host(request.uri()), method = %"CONNECT", status = 502, cache = %"TUNNEL", error = %err, "request");
             return error(
                 StatusCode::BAD_GATEWAY,
                 &format!("cannot connect to {authority}: {err}"),

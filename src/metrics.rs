@@ -67,6 +67,8 @@ pub struct Metrics {
     history: Mutex<VecDeque<Minute>>,
     recent: Mutex<VecDeque<Pull>>,
     popular: Mutex<HashMap<String, u64>>,
+    /// The intercepted host patterns: the only hosts named in a `host` label.
+    intercepted: std::sync::RwLock<crate::config::HostPatterns>,
 }
 
 impl Default for Metrics {
@@ -108,6 +110,7 @@ impl Metrics {
             history: Mutex::new(VecDeque::with_capacity(HISTORY_MINUTES + 1)),
             recent: Mutex::new(VecDeque::with_capacity(RECENT_PULLS + 1)),
             popular: Mutex::new(HashMap::new()),
+            intercepted: std::sync::RwLock::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -238,19 +241,32 @@ impl Metrics {
         recent.truncate(RECENT_PULLS);
     }
 
+    /// Sets the intercepted hosts (at start and on reload): `host` labels name these and
+    /// call every other host `other`, so clients cannot grow the label set without bound.
+    pub fn set_intercepted(&self, patterns: crate::config::HostPatterns) {
+        *self.intercepted.write().unwrap_or_else(|e| e.into_inner()) = patterns;
+    }
+
+    /// The `host` label for `host`: an intercepted name, its `*.domain` pattern, or `other`.
+    fn host_label(&self, host: &str) -> String {
+        self.intercepted
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .pattern_for(host)
+            .unwrap_or_else(|| "other".to_owned())
+    }
+
     /// Counts a request hoard sent upstream and the status it got (0: no response).
     pub fn upstream_request(&self, host: &str, method: &http::Method, path: &str, status: u16) {
-        self.upstream_requests
-            .get_or_create(&vec![
-                ("host", host.to_owned()),
-                ("status", status.to_string()),
-            ])
-            .inc();
+        let host = self.host_label(host);
         if method == http::Method::GET && path.contains("/manifests/") {
             self.manifest_gets
-                .get_or_create(&vec![("host", host.to_owned())])
+                .get_or_create(&vec![("host", host.clone())])
                 .inc();
         }
+        self.upstream_requests
+            .get_or_create(&vec![("host", host), ("status", status.to_string())])
+            .inc();
     }
 
     /// Counts a refused client: `reason` is `proxy_auth` or `allow_list`.

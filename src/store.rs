@@ -6,9 +6,14 @@
 //! blobs/sha256/ab/ab12…        blob bytes, exactly as the registry sent them
 //! manifests/sha256/ab/ab12…    "<media type>\n" then the manifest bytes
 //! tags/<host>/<repo>/_tags/<tag>  lines "<fetched unix ms> <digest> <size> <media type>"
-//! tmp/                         fills in progress; emptied at start
+//! hoard-tmp/                   fills in progress; its files are removed at start
+//! .hoard-cache                 marks the folder as hoard's
 //! ```
-//! Every write goes to a temp file in `tmp/`, is fsynced and renamed into place (then the folder
+//! hoard opens only a folder that is empty, marked as its own, or laid out as above, and at start
+//! removes only the files in `hoard-tmp/` (which carries a marker of its own): a `cache.dir` set
+//! to `/` or to a folder of other files is refused, never cleaned.
+//!
+//! Every write goes to a temp file in `hoard-tmp/`, is fsynced and renamed into place (then the folder
 //! is fsynced), so a reader sees a whole verified entry or none, whenever the process dies.
 //! Paths are built only from parsed [`Digest`]s, validated repository names and tags, and checked
 //! host names.
@@ -66,6 +71,97 @@ pub enum StoreError {
     BadKey(String),
     #[error("no room for {0} more bytes within the size limit")]
     Full(u64),
+    #[error(
+        "{path} is not hoard's cache folder ({why}); give cache.dir a folder of its own, \
+         empty or made by hoard"
+    )]
+    NotOurs { path: PathBuf, why: String },
+}
+
+/// The temp folder of fills in progress, under the store's root.
+pub const TMP_DIR: &str = "hoard-tmp";
+
+/// The file that marks a folder as hoard's cache (top level) or temp folder (in [`TMP_DIR`]).
+const CACHE_MARKER: &str = ".hoard-cache";
+/// The marker in [`TMP_DIR`]: hoard removes files there only when it is present.
+pub const TMP_MARKER: &str = ".hoard-tmp";
+
+/// What may sit at the top of the store's root: hoard's own names, the `tmp/` of stores made
+/// before [`TMP_DIR`], and a file system's `lost+found` (the root may be a mount point).
+const OWN_NAMES: [&str; 7] = [
+    "blobs",
+    "manifests",
+    "tags",
+    TMP_DIR,
+    CACHE_MARKER,
+    "tmp",
+    "lost+found",
+];
+
+/// Makes sure `root` is hoard's (or empty, then marks it), and empties its temp folder of the
+/// leftovers of unfinished fills. Returns the temp folder.
+fn claim_root(root: &Path) -> Result<PathBuf, StoreError> {
+    let not_ours = |why: String| StoreError::NotOurs {
+        path: root.to_owned(),
+        why,
+    };
+    std::fs::create_dir_all(root).map_err(io_error("create", root))?;
+    let canonical = root.canonicalize().map_err(io_error("resolve", root))?;
+    if canonical.parent().is_none() {
+        return Err(not_ours("it is the file system's root".into()));
+    }
+    let entries = std::fs::read_dir(root).map_err(io_error("list", root))?;
+    for entry in entries {
+        let name = entry.map_err(io_error("list", root))?.file_name();
+        if !OWN_NAMES.iter().any(|own| name == *own) {
+            return Err(not_ours(format!(
+                "it holds {name:?}, which hoard did not make"
+            )));
+        }
+    }
+    let marker = root.join(CACHE_MARKER);
+    if !marker.exists() {
+        std::fs::write(&marker, b"hoard's cache folder\n").map_err(io_error("mark", &marker))?;
+    }
+    // Stores made before hoard-tmp/ kept fills in tmp/: those files are leftovers too.
+    let legacy = root.join("tmp");
+    if legacy.is_dir() {
+        remove_files_in(&legacy, None)?;
+        let _ = std::fs::remove_dir(&legacy);
+    }
+    let tmp = root.join(TMP_DIR);
+    std::fs::create_dir_all(&tmp).map_err(io_error("create", &tmp))?;
+    let tmp_marker = tmp.join(TMP_MARKER);
+    if !tmp_marker.exists() {
+        let holds_files = std::fs::read_dir(&tmp)
+            .map_err(io_error("list", &tmp))?
+            .next()
+            .is_some();
+        if holds_files {
+            return Err(not_ours(format!(
+                "{TMP_DIR}/ holds files but not hoard's marker"
+            )));
+        }
+        std::fs::write(&tmp_marker, b"").map_err(io_error("mark", &tmp_marker))?;
+    }
+    // Whatever is in the temp folder was being written when hoard stopped: never verified.
+    remove_files_in(&tmp, Some(TMP_MARKER))?;
+    Ok(tmp)
+}
+
+/// Removes the regular files directly in `dir` (not `keep`); folders and links stay.
+fn remove_files_in(dir: &Path, keep: Option<&str>) -> Result<(), StoreError> {
+    for entry in std::fs::read_dir(dir).map_err(io_error("list", dir))? {
+        let entry = entry.map_err(io_error("list", dir))?;
+        if keep.is_some_and(|keep| entry.file_name() == keep) {
+            continue;
+        }
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(io_error("remove", &path))?;
+        }
+    }
+    Ok(())
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -237,7 +333,7 @@ impl Store {
     /// Opens (creating if needed) the store at `root`, removes leftovers of unfinished fills, and
     /// builds the index from what is on disk, oldest modification time least recently used.
     pub fn open(root: &Path, limits: Limits) -> Result<Store, StoreError> {
-        let tmp = root.join("tmp");
+        let tmp = claim_root(root)?;
         for dir in [
             root.join("blobs"),
             root.join("manifests"),
@@ -245,11 +341,6 @@ impl Store {
         ] {
             std::fs::create_dir_all(&dir).map_err(io_error("create", &dir))?;
         }
-        // Whatever is in tmp/ was being written when hoard stopped: it was never verified.
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(io_error("clean", &tmp))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(io_error("create", &tmp))?;
 
         let mut found = scan(root);
         found.sort_by_key(|f| f.modified);
@@ -1561,26 +1652,75 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"));
             (old, new)
         };
-        std::fs::write(dir.path().join("tmp/fill-leftover"), b"half a blob")
-            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            dir.path().join(TMP_DIR).join("fill-leftover"),
+            b"half a blob",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(dir.path().join("blobs/not-a-digest"), b"junk")
             .unwrap_or_else(|e| panic!("{e}"));
 
         let store = Store::open(dir.path(), limits(1000)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store.usage().entries, 2);
         assert_eq!(store.usage().bytes, 600);
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("tmp"))
-                .map(|d| d.count())
-                .ok(),
-            Some(0)
-        );
+        let left: Vec<_> = std::fs::read_dir(dir.path().join(TMP_DIR))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert_eq!(left, [TMP_MARKER], "only the marker stays");
         let _third = put(&store, 600, b't').await;
         assert!(
             !stored(&store, &old),
             "the entry unused for a day went first"
         );
         assert!(stored(&store, &new));
+    }
+
+    #[test]
+    fn a_folder_of_other_files_or_the_root_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(home.join("tmp")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(home.join("notes.txt"), b"mine").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(home.join("tmp/work"), b"mine too").unwrap_or_else(|e| panic!("{e}"));
+        let refused = Store::open(&home, limits(1000))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            refused.as_deref().is_some_and(|e| e.contains("notes.txt")),
+            "{refused:?}"
+        );
+        assert!(home.join("tmp/work").exists() && home.join("notes.txt").exists());
+        assert!(!home.join(CACHE_MARKER).exists() && !home.join(TMP_DIR).exists());
+
+        let root = Store::open(Path::new("/"), limits(1000))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            root.as_deref().is_some_and(|e| e.contains("root")),
+            "{root:?}"
+        );
+
+        // A temp folder without hoard's marker is not emptied either.
+        let odd = dir.path().join("odd");
+        std::fs::create_dir_all(odd.join(TMP_DIR)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(odd.join(TMP_DIR).join("x"), b"?").unwrap_or_else(|e| panic!("{e}"));
+        assert!(Store::open(&odd, limits(1000)).is_err());
+        assert!(odd.join(TMP_DIR).join("x").exists());
+    }
+
+    #[test]
+    fn a_store_from_before_hoard_tmp_opens_and_its_leftovers_go() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        for folder in ["blobs", "manifests", "tags", "tmp"] {
+            std::fs::create_dir_all(dir.path().join(folder)).unwrap_or_else(|e| panic!("{e}"));
+        }
+        std::fs::write(dir.path().join("tmp/.tmpAbc"), b"half").unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path(), limits(1000));
+        assert!(store.is_ok(), "{:?}", store.err());
+        assert!(!dir.path().join("tmp").exists());
+        assert!(dir.path().join(CACHE_MARKER).exists());
+        // Opened again: marked now, so it opens as hoard's.
+        assert!(Store::open(dir.path(), limits(1000)).is_ok());
     }
 
     #[tokio::test]

@@ -331,6 +331,9 @@ impl Resolver {
         if let Some(addr) = self.overrides.get(&host.to_ascii_lowercase()) {
             return Ok(vec![*addr]);
         }
+        if self.guard && crate::access::is_noncanonical_numeric(host) {
+            return Err(noncanonical(host));
+        }
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
         if !self.guard {
             return Ok(addrs);
@@ -346,24 +349,50 @@ impl Resolver {
         Ok(public)
     }
 
-    /// With the guard on, refuses `host` when it is itself a private address. For connections
-    /// whose name someone else resolves.
+    /// With the guard on, refuses a `host` that someone else (a parent proxy) will resolve when
+    /// hoard cannot tell where it leads: a private address, an address in a non-canonical
+    /// numeric form (`127.1`), or a single-label name (`localhost`, `metadata`), which the
+    /// parent resolves inside its own network.
     fn refuse_literal(&self, host: &str) -> std::io::Result<()> {
-        match host.parse::<std::net::IpAddr>() {
-            Ok(ip) if self.guard && crate::access::is_private(ip) => Err(private_destination(host)),
-            _ => Ok(()),
+        if !self.guard {
+            return Ok(());
         }
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return match crate::access::is_private(ip) {
+                true => Err(private_destination(host)),
+                false => Ok(()),
+            };
+        }
+        if crate::access::is_noncanonical_numeric(host) {
+            return Err(noncanonical(host));
+        }
+        let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        if !name.contains('.') || name.ends_with(".localhost") {
+            return Err(refused(format!(
+                "{host} is a single-label or localhost name that the parent proxy would resolve \
+                 in its own network, which proxy.allow_private_destinations does not allow"
+            )));
+        }
+        Ok(())
     }
 }
 
 fn private_destination(host: &str) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::PermissionDenied,
-        format!(
-            "{host} is a private or loopback address, which \
-             proxy.allow_private_destinations does not allow"
-        ),
-    )
+    refused(format!(
+        "{host} is a private or loopback address, which \
+         proxy.allow_private_destinations does not allow"
+    ))
+}
+
+fn noncanonical(host: &str) -> std::io::Error {
+    refused(format!(
+        "{host} is a numeric address not written as a.b.c.d, which \
+         proxy.allow_private_destinations does not allow"
+    ))
+}
+
+fn refused(message: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::PermissionDenied, message)
 }
 
 impl tower_service::Service<Name> for Resolver {

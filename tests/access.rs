@@ -80,16 +80,17 @@ async fn proxy_authentication_guards_connect_and_plain_requests() {
     init();
     let registry = Registry::start().await;
     let users = tempfile::tempdir().unwrap();
+    let (echo, _server) = echo_server().await;
     let proxy_extra = format!(
-        "auth_file = \"{}\"\nallow_private_destinations = true",
-        htpasswd(users.path()).display()
+        "auth_file = \"{}\"\nallow_private_destinations = true\nforward_ports = [{}]",
+        htpasswd(users.path()).display(),
+        echo.port()
     );
     let extra = Extra {
         proxy: &proxy_extra,
         ..Extra::default()
     };
     let proxy = Proxy::start_extra(&registry, extra).await;
-    let (echo, _server) = echo_server().await;
 
     let connect = raw(
         &proxy,
@@ -187,8 +188,14 @@ async fn the_client_allow_list_refuses_other_addresses() {
 async fn tunnels_and_forwards_to_private_addresses_or_other_ports_are_refused() {
     init();
     let registry = Registry::start().await;
-    let proxy = Proxy::start(&registry, "").await;
     let (echo, _server) = echo_server().await;
+    // The echo server's port is allowed, so the refusal of a forward to it is the guard's.
+    let ports = format!("forward_ports = [80, {}]", echo.port());
+    let extra = Extra {
+        proxy: &ports,
+        ..Extra::default()
+    };
+    let proxy = Proxy::start_extra(&registry, extra).await;
 
     // A name that resolves to loopback is refused on the resolved address.
     for target in [
@@ -221,6 +228,15 @@ async fn tunnels_and_forwards_to_private_addresses_or_other_ports_are_refused() 
     )
     .await;
     assert!(plain.starts_with("HTTP/1.1 403"), "{plain}");
+    assert!(plain.contains("allow_private_destinations"), "{plain}");
+    // Plain forwards reach only proxy.forward_ports (80 by default).
+    let other_port = raw(
+        &proxy,
+        b"GET http://example.com:25/ HTTP/1.1\r\nHost: example.com:25\r\n\r\n",
+    )
+    .await;
+    assert!(other_port.starts_with("HTTP/1.1 403"), "{other_port}");
+    assert!(other_port.contains("proxy.forward_ports"), "{other_port}");
 
     // The intercepted registry is the operator's own and may live anywhere (here: loopback).
     let ping = proxy.client(true).get(url("/v2/")).send().await.unwrap();

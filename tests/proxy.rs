@@ -199,8 +199,9 @@ async fn corrupt_blob_is_cut_short_and_never_kept() {
         }
         assert!(!proxy.blob_path(&digest).exists());
         assert_eq!(
-            std::fs::read_dir(proxy.cache_dir().join("tmp"))
+            std::fs::read_dir(proxy.cache_dir().join(hoard::store::TMP_DIR))
                 .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name() != hoard::store::TMP_MARKER)
                 .count(),
             0,
             "no temp file left behind"
@@ -538,12 +539,16 @@ async fn connect_to_other_hosts_is_a_byte_for_byte_tunnel() {
 async fn plain_http_is_forwarded_without_hop_by_hop_headers() {
     init();
     let registry = Registry::start().await;
+    let (addr, _server) = echo_server().await;
+    let ports = format!(
+        "allow_private_destinations = true\nforward_ports = [{}]",
+        addr.port()
+    );
     let extra = Extra {
-        proxy: "allow_private_destinations = true",
+        proxy: &ports,
         ..Extra::default()
     };
     let proxy = Proxy::start_extra(&registry, extra).await;
-    let (addr, _server) = echo_server().await;
     let client = reqwest::Client::builder()
         .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
         .build()
