@@ -95,6 +95,7 @@ pub struct ProxySection {
     #[serde(default)]
     pub allow_private_destinations: bool,
     pub max_connections: Option<usize>,
+    pub max_connections_per_client: Option<usize>,
     pub max_header_size: Option<String>,
     pub header_read_timeout: Option<String>,
     pub idle_timeout: Option<String>,
@@ -232,8 +233,12 @@ pub struct Config {
     pub forward_ports: Vec<u16>,
     /// Whether tunnels and plain forwards may reach private and loopback addresses.
     pub allow_private_destinations: bool,
-    /// Client connections served at once; more wait to be accepted.
+    /// Client connections held at once, tunnels and intercepted connections included. At the
+    /// limit the oldest connection with no request in flight is closed to admit a new one; when
+    /// there is none, new connections wait to be accepted.
     pub max_connections: usize,
+    /// Client connections held at once from one client address (an IPv6 /64 counts as one).
+    pub max_connections_per_client: usize,
     /// Largest request head accepted, in bytes.
     pub max_header_size: usize,
     /// Time a client has to send a request head.
@@ -369,6 +374,13 @@ impl Config {
                 message: "must be at least 1".into(),
             });
         }
+        let max_connections_per_client = proxy.max_connections_per_client.unwrap_or(256);
+        if max_connections_per_client == 0 {
+            return Err(ConfigError::Invalid {
+                key: "proxy.max_connections_per_client",
+                message: "must be at least 1".into(),
+            });
+        }
         let header_read_timeout =
             duration_key("proxy.header_read_timeout", proxy.header_read_timeout, 30)?;
         let idle_timeout = duration_key("proxy.idle_timeout", proxy.idle_timeout, 300)?;
@@ -453,6 +465,7 @@ impl Config {
             forward_ports,
             allow_private_destinations: proxy.allow_private_destinations,
             max_connections,
+            max_connections_per_client,
             max_header_size,
             header_read_timeout,
             idle_timeout,

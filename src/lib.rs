@@ -15,6 +15,7 @@ pub mod forward;
 pub mod front;
 pub mod idle;
 pub mod intercept;
+pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod ops;

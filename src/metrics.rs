@@ -57,6 +57,7 @@ pub struct Metrics {
     auth_failures: Family<Labels, Counter>,
     connections_open: Gauge,
     connections_total: Counter,
+    connections_refused: Family<Labels, Counter>,
     /// Set from the store, the CA and the fills just before each scrape.
     pub store_bytes: Gauge,
     pub store_entries: Gauge,
@@ -101,6 +102,7 @@ impl Metrics {
             auth_failures: Family::default(),
             connections_open: Gauge::default(),
             connections_total: Counter::default(),
+            connections_refused: Family::default(),
             store_bytes: Gauge::default(),
             store_entries: Gauge::default(),
             store_reserved_bytes: Gauge::default(),
@@ -147,6 +149,13 @@ impl Metrics {
             "connections",
             "Client connections accepted",
             m.connections_total.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Client connections refused or closed by the connection limits, by reason \
+             (per_client: over proxy.max_connections_per_client; evicted: an idle connection \
+             closed at proxy.max_connections to admit a new one)",
+            m.connections_refused.clone(),
         );
         registry.register("store_bytes", "Bytes in the store", m.store_bytes.clone());
         registry.register(
@@ -269,9 +278,18 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a refused client: `reason` is `proxy_auth` or `allow_list`.
+    /// Counts a refused client: `reason` is `proxy_auth`, `throttled` (too many failed proxy
+    /// logins from its address) or `allow_list`.
     pub fn auth_failure(&self, reason: &'static str) {
         self.auth_failures
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
+    }
+
+    /// Counts a connection refused or evicted by the connection limits: `reason` is
+    /// `per_client`, `full` or `evicted`.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
             .get_or_create(&vec![("reason", reason.to_owned())])
             .inc();
     }
