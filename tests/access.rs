@@ -621,31 +621,40 @@ async fn a_flood_from_one_address_does_not_lock_out_other_clients() {
 
     // 1,000 connections that say nothing and 50 that stop halfway through a request head, all
     // from 127.0.0.1.
-    let opening: Vec<_> = (0..1050)
-        .map(|i| {
-            tokio::spawn(async move {
-                let mut tcp =
-                    tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
-                        .await
-                        .ok()?
-                        .ok()?;
-                if i >= 1000 {
-                    tcp.write_all(b"GET http://example.com/ HTTP/1.1\r\nHost: exa")
-                        .await
-                        .ok()?;
-                }
-                Some(tcp)
-            })
-        })
-        .collect();
+    // Opened 50 at a time, so that the kernel's SYN queue takes them all.
     let mut flood = Vec::new();
-    for tcp in opening {
-        flood.extend(tcp.await.unwrap());
+    for batch in (0..1050).collect::<Vec<_>>().chunks(50) {
+        let opening: Vec<_> = batch
+            .iter()
+            .map(|&i| {
+                tokio::spawn(async move {
+                    let mut tcp =
+                        tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+                            .await
+                            .ok()?
+                            .ok()?;
+                    if i >= 1000 {
+                        tcp.write_all(b"GET http://example.com/ HTTP/1.1\r\nHost: exa")
+                            .await
+                            .ok()?;
+                    }
+                    Some(tcp)
+                })
+            })
+            .collect();
+        for tcp in opening {
+            flood.extend(tcp.await.unwrap());
+        }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Another client is answered within 5 s: a local answer, and a blob through the cache.
     let start = std::time::Instant::now();
+    assert!(
+        flood.len() > 1024,
+        "only {} flood connections opened",
+        flood.len()
+    );
     let (_other, health) = healthz_from("127.0.0.2", addr).await;
     assert!(
         health.starts_with("HTTP/1.1 200"),
