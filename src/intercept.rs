@@ -45,9 +45,17 @@ pub async fn serve(upgraded: Upgraded, host: String, port: u16, hoard: Arc<Hoard
         }
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(TokioIo::new(upgraded)))
-        .await
-    {
+    let handshake =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(TokioIo::new(upgraded)));
+    // A connection still in its handshake has no request in flight: it may be evicted.
+    let handshake = tokio::select! {
+        done = handshake => done,
+        () = ticket.evicted() => {
+            tracing::debug!(%host, "closed in the TLS handshake to make room");
+            return;
+        }
+    };
+    let tls = match handshake {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
             // Typically a client that does not trust hoard's CA: say so where an operator looks.

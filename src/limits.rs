@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -36,8 +36,12 @@ pub struct Limits {
     per_client: usize,
     epoch: Instant,
     state: Mutex<State>,
-    /// Signalled when a connection closes, for an accept that waits for room.
+    /// Signalled when a connection closes, or (while `waiting`) when its last request ends,
+    /// for an accept that waits for room.
     freed: Notify,
+    /// Whether an accept waits for room. Read on every request's end, written only when the
+    /// limit is reached: the line stays shared in every core's cache.
+    waiting: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +82,7 @@ impl Limits {
             epoch: Instant::now(),
             state: Mutex::new(State::default()),
             freed: Notify::new(),
+            waiting: AtomicBool::new(false),
         })
     }
 
@@ -131,13 +136,23 @@ impl Limits {
     /// Admits a connection from `ip`, waiting while every open connection has a request in
     /// flight (the next ones wait in the listen backlog meanwhile).
     pub async fn admit_or_wait(self: &Arc<Self>, ip: IpAddr) -> Result<(Ticket, bool), Refusal> {
-        loop {
+        match self.admit(ip) {
+            Err(Refusal::Full) => {}
+            other => return other,
+        }
+        // From here a request that ends leaves a permit, so none is missed between the
+        // attempt and the wait (both sides use SeqCst: the flag, then `busy`; `busy`, then the
+        // flag).
+        self.waiting.store(true, Ordering::SeqCst);
+        let admitted = loop {
             let freed = self.freed.notified();
             match self.admit(ip) {
                 Err(Refusal::Full) => freed.await,
-                other => return other,
+                other => break other,
             }
-        }
+        };
+        self.waiting.store(false, Ordering::SeqCst);
+        admitted
     }
 
     /// Connections open now.
@@ -168,7 +183,7 @@ impl Shared {
     fn try_evict(&self) -> bool {
         let idle = self
             .busy
-            .compare_exchange(0, EVICTED, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(0, EVICTED, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok();
         if idle {
             self.evicted.send_replace(true);
@@ -235,7 +250,7 @@ impl Ticket {
         let shared = &self.0.shared;
         shared
             .busy
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
                 (b != EVICTED).then(|| b + 1)
             })
             .ok()?;
@@ -295,13 +310,19 @@ pub struct Busy(Ticket);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let shared = &(self.0).0.shared;
-        let _ = shared
-            .busy
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
-                (b != EVICTED && b > 0).then(|| b - 1)
-            });
+        let registration = &(self.0).0;
+        let before =
+            registration
+                .shared
+                .busy
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                    (b != EVICTED && b > 0).then(|| b - 1)
+                });
         self.0.touch();
+        // The connection just became evictable: an accept waiting for room can use it.
+        if before == Ok(1) && registration.limits.waiting.load(Ordering::SeqCst) {
+            registration.limits.freed.notify_one();
+        }
     }
 }
 
@@ -377,6 +398,26 @@ mod tests {
         // Nothing left to evict: the next connection waits.
         let _request = younger_idle.busy();
         assert!(limits.admit(ip(1)).is_err_and(|r| r == Refusal::Full));
+    }
+
+    #[tokio::test]
+    async fn an_accept_waiting_for_room_gets_it_when_a_request_ends() {
+        let limits = Limits::new(1, 1);
+        let (only, _) = admit(&limits, 1);
+        let request = only.busy();
+        let waiting = tokio::spawn({
+            let limits = limits.clone();
+            async move { limits.admit_or_wait(ip(2)).await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiting.is_finished(),
+            "admitted while the only connection was busy"
+        );
+        drop(request);
+        let admitted = tokio::time::timeout(Duration::from_secs(1), waiting).await;
+        assert!(matches!(admitted, Ok(Ok(true))), "{admitted:?}");
+        assert!(only.is_evicted());
     }
 
     #[test]

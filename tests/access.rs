@@ -696,27 +696,49 @@ async fn at_the_limit_the_oldest_connection_without_a_request_makes_room() {
         .await
         .unwrap();
     assert!(read_some(&mut tunnel).await.starts_with("HTTP/1.1 200"));
-    // Then an idle keep-alive connection, and 18 that never sent a head: 20 in all.
+    // Then an intercepted CONNECT that never starts its TLS handshake, an idle keep-alive
+    // connection, and 17 that never sent a head: 20 in all.
+    let mut no_handshake = connect_from("127.0.0.3", addr).await;
+    no_handshake
+        .write_all(
+            format!("CONNECT {REGISTRY}:443 HTTP/1.1\r\nHost: {REGISTRY}:443\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        read_some(&mut no_handshake)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
     let (mut keep_alive, head) = healthz_from("127.0.0.3", addr).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let mut silent_ones = Vec::new();
-    for _ in 0..18 {
+    for _ in 0..17 {
         silent_ones.push(connect_from("127.0.0.4", addr).await);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let start = std::time::Instant::now();
-    let (_newcomer, answer) = healthz_from("127.0.0.5", addr).await;
-    assert!(
-        answer.starts_with("HTTP/1.1 200"),
-        "{answer:?} after {:?}",
-        start.elapsed()
-    );
-    assert!(
-        closed_within(&mut keep_alive, Duration::from_secs(2)).await,
-        "the oldest connection with no request in flight was not closed"
-    );
+    // Two newcomers: each is answered, and each closes the oldest connection with no request
+    // in flight.
+    let mut newcomers = Vec::new();
+    for (newcomer, oldest) in [
+        ("127.0.0.5", &mut no_handshake),
+        ("127.0.0.6", &mut keep_alive),
+    ] {
+        let start = std::time::Instant::now();
+        let (tcp, answer) = healthz_from(newcomer, addr).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "{answer:?} after {:?}",
+            start.elapsed()
+        );
+        assert!(
+            closed_within(oldest, Duration::from_secs(2)).await,
+            "the oldest connection with no request in flight was not closed"
+        );
+        newcomers.push(tcp);
+    }
     assert!(
         !closed_within(&mut silent_ones[0], Duration::from_millis(300)).await,
         "a younger idle connection was closed too"
