@@ -46,7 +46,17 @@ async fn read_some(stream: &mut (impl AsyncReadExt + Unpin)) -> String {
 /// Opens a tunnel to the intercepted registry through hoard, does TLS trusting hoard's CA,
 /// sends `request` as it is and returns the response head.
 async fn raw_intercepted(proxy: &Proxy, request: &[u8]) -> String {
-    let mut tcp = TcpStream::connect(proxy.server.local_addr()).await.unwrap();
+    let tcp = TcpStream::connect(proxy.server.local_addr()).await.unwrap();
+    let mut tls = intercepted_over(proxy, tcp).await;
+    tls.write_all(request).await.unwrap();
+    read_some(&mut tls).await
+}
+
+/// Sends a CONNECT to the intercepted registry over `tcp` and does TLS trusting hoard's CA.
+async fn intercepted_over(
+    proxy: &Proxy,
+    mut tcp: TcpStream,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     tcp.write_all(
         format!("CONNECT {REGISTRY}:443 HTTP/1.1\r\nHost: {REGISTRY}:443\r\n\r\n").as_bytes(),
     )
@@ -63,12 +73,10 @@ async fn raw_intercepted(proxy: &Proxy, request: &[u8]) -> String {
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let mut tls = connector
+    connector
         .connect(ServerName::try_from(REGISTRY).unwrap(), tcp)
         .await
-        .unwrap();
-    tls.write_all(request).await.unwrap();
-    read_some(&mut tls).await
+        .unwrap()
 }
 
 fn htpasswd(dir: &std::path::Path) -> std::path::PathBuf {
@@ -496,7 +504,7 @@ fn through(proxy: &Proxy) -> reqwest::ClientBuilder {
 }
 
 /// Whether hoard closed `tcp` within `wait` (EOF or reset), rather than leaving it open.
-async fn closed_within(tcp: &mut TcpStream, wait: Duration) -> bool {
+async fn closed_within(tcp: &mut (impl AsyncReadExt + Unpin), wait: Duration) -> bool {
     let mut buf = [0u8; 256];
     matches!(
         tokio::time::timeout(wait, tcp.read(&mut buf)).await,
@@ -748,6 +756,35 @@ async fn at_the_limit_the_oldest_connection_without_a_request_makes_room() {
         "the tunnel was closed"
     );
     assert_eq!(silent.open.load(SeqCst), 1);
+}
+
+#[tokio::test]
+async fn intercepted_connections_count_against_the_limit_after_the_upgrade() {
+    init();
+    let registry = Registry::start().await;
+    let proxy = proxy_with(&registry, "max_connections = 3").await;
+    let addr = proxy.server.local_addr();
+    // Three intercepted connections, each between requests.
+    let mut intercepted = Vec::new();
+    for _ in 0..3 {
+        let tcp = connect_from("127.0.0.3", addr).await;
+        let mut tls = intercepted_over(&proxy, tcp).await;
+        tls.write_all(format!("HEAD /v2/ HTTP/1.1\r\nHost: {REGISTRY}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let head = read_some(&mut tls).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        intercepted.push(tls);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // They fill the limit: a newcomer gets the place of the oldest.
+    let (_newcomer, answer) = healthz_from("127.0.0.5", addr).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(
+        closed_within(&mut intercepted[0], Duration::from_secs(2)).await,
+        "the intercepted connections did not count: none was closed to make room"
+    );
+    assert!(!closed_within(&mut intercepted[1], Duration::from_millis(300)).await);
 }
 
 /// hoard with the htpasswd user alice (password `wonderland`, bcrypt cost `cost`).
