@@ -145,8 +145,8 @@ impl ProxyAuth {
     }
 
     /// Checks a request's `Proxy-Authorization: Basic …` from client address `peer`. bcrypt
-    /// runs on the blocking pool, at most [`BCRYPT_SLOTS`] checks at once; an unknown user is
-    /// checked against a dummy hash. Past [`MAX_FAILURES`] failures from `peer`, credentials not
+    /// runs on the blocking pool, at most `BCRYPT_SLOTS` checks at once; an unknown user is
+    /// checked against a dummy hash. Past `MAX_FAILURES` failures from `peer`, credentials not
     /// verified before are not checked at all until the window ends.
     pub async fn check(&self, headers: &HeaderMap, peer: IpAddr) -> AuthVerdict {
         let Some(value) = headers.get(PROXY_AUTHORIZATION) else {
