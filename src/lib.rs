@@ -199,6 +199,10 @@ impl Server {
                 "proxy.max_connections",
                 old.max_connections != config.max_connections,
             ),
+            (
+                "proxy.max_connections_per_client",
+                old.max_connections_per_client != config.max_connections_per_client,
+            ),
             ("log.format", old.log_format != config.log_format),
             ("log.level", old.log_filter != config.log_filter),
         ];

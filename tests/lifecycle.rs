@@ -169,7 +169,10 @@ async fn a_reload_names_the_settings_it_cannot_apply() {
             "[cache]\n",
             "[cache]\nmax_size = \"1GiB\"\nmin_free = \"2GiB\"\n",
         )
-        .replace("[proxy]\n", "[proxy]\nmax_connections = 77\n")
+        .replace(
+            "[proxy]\n",
+            "[proxy]\nmax_connections = 77\nmax_connections_per_client = 7\n",
+        )
         .replace("name_constraints = false", "name_constraints = true")
         + "[log]\nlevel = \"debug\"\n";
     std::fs::write(&hoard.config, changed).unwrap();
@@ -184,6 +187,7 @@ async fn a_reload_names_the_settings_it_cannot_apply() {
         "cache.max_size",
         "cache.min_free",
         "proxy.max_connections",
+        "proxy.max_connections_per_client",
         "log.level",
         "ca.name_constraints",
     ] {
