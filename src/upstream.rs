@@ -118,27 +118,31 @@ impl Upstream {
     }
 
     /// Sends a body-less request (GET or HEAD), following redirects itself. `Authorization` is
-    /// dropped as soon as a hop leads to another host.
+    /// dropped as soon as a hop leads away from the origin: to another host, or to plain
+    /// `http://` (where anyone on the path could read it). The response carries [`Origin`]: whether
+    /// it came from the origin itself or from a hop elsewhere.
     pub async fn send_following(
         &self,
         method: Method,
         uri: Uri,
         mut headers: HeaderMap,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let origin = uri.authority().cloned();
+        let origin = uri.clone();
         let mut uri = uri;
         for _ in 0..=MAX_REDIRECTS {
             let mut request = Request::new(crate::empty_body());
             *request.method_mut() = method.clone();
             *request.uri_mut() = uri.clone();
             *request.headers_mut() = headers.clone();
+            let at_origin = same_origin(&origin, &uri);
             // The registry itself is trusted; where it redirects to is guarded.
-            let client = if uri.authority() == origin.as_ref() {
+            let client = if at_origin {
                 &self.client
             } else {
                 &self.guarded
             };
-            let response = self.send_on(client, request).await?;
+            let mut response = self.send_on(client, request).await?;
+            response.extensions_mut().insert(Origin(at_origin));
             if !response.status().is_redirection() || response.status().as_u16() == 304 {
                 return Ok(response);
             }
@@ -151,7 +155,7 @@ impl Upstream {
             };
             let next = join_location(&uri, location)
                 .ok_or_else(|| UpstreamError::BadRedirect(location.to_owned()))?;
-            if next.authority() != origin.as_ref() {
+            if !same_origin(&origin, &next) {
                 headers.remove(AUTHORIZATION);
             }
             // Redirect URLs carry signatures in their query: log the path only.
@@ -438,6 +442,20 @@ pub fn root_store(extra: &[std::path::PathBuf]) -> Result<RootCertStore, SetupEr
     Ok(roots)
 }
 
+/// Whether a response of [`Upstream::send_following`] came from the host it was sent to (`true`)
+/// or from a redirect hop elsewhere (`false`). Only the origin's challenges may be answered with
+/// hoard's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin(pub bool);
+
+/// Same scheme and authority, and that scheme is `https`: the only hops that may see the
+/// `Authorization` meant for `origin`.
+fn same_origin(origin: &Uri, next: &Uri) -> bool {
+    next.scheme() == Some(&http::uri::Scheme::HTTPS)
+        && next.scheme() == origin.scheme()
+        && next.authority() == origin.authority()
+}
+
 /// Resolves a `Location` header against the URI it came from: absolute, scheme-relative,
 /// path-absolute or relative.
 pub fn join_location(base: &Uri, location: &str) -> Option<Uri> {
@@ -487,5 +505,18 @@ mod tests {
             Some("https://gcr.io/v2/p/i/blobs/other")
         );
         assert_eq!(join("https://"), None);
+    }
+
+    #[test]
+    fn only_https_to_the_same_authority_is_the_origin() {
+        let origin: Uri = "https://gcr.io/v2/p/i/blobs/sha256:00"
+            .parse()
+            .unwrap_or_default();
+        let same = |text: &str| same_origin(&origin, &text.parse().unwrap_or_default());
+        assert!(same("https://gcr.io/storage/x?sig=1"));
+        assert!(same("https://GCR.io/x"));
+        assert!(!same("http://gcr.io/storage/x"), "a downgrade to http");
+        assert!(!same("https://gcr.io:8443/x"));
+        assert!(!same("https://storage.googleapis.com/x"));
     }
 }
