@@ -6,6 +6,9 @@
 //! blobs/sha256/ab/ab12…        blob bytes, exactly as the registry sent them
 //! manifests/sha256/ab/ab12…    "<media type>\n" then the manifest bytes
 //! tags/<host>/<repo>/_tags/<tag>  lines "<fetched unix ms> <digest> <size> <media type>"
+//! origins/blobs/sha256/ab/ab12…      lines "<host> <repository>": where the registry had the entry
+//! origins/manifests/sha256/ab/ab12…  (the same, for manifests)
+//! origins/tmp/                 origins being rewritten; its files are removed at start
 //! hoard-tmp/                   fills in progress; its files are removed at start
 //! .hoard-cache                 marks the folder as hoard's
 //! ```
@@ -53,6 +56,14 @@ const MAX_SLICES: usize = 1024;
 /// refreshing it at most every 10 minutes keeps hits free of metadata writes.
 const TOUCH_INTERVAL: Duration = Duration::from_secs(600);
 
+/// Origins kept per entry; past it the oldest is dropped. 32 lines of at most ~520 bytes (a
+/// host name and a 255-byte repository name) keep an origins file under 17 KiB.
+const MAX_ORIGINS: usize = 32;
+
+/// Locks for the read-modify-write of origins files, striped by the digest's first byte so that
+/// the origins of different entries are written in parallel.
+static ORIGIN_LOCKS: [Mutex<()>; 16] = [const { Mutex::new(()) }; 16];
+
 /// Disk errors are logged at most this often, with a count of those not logged.
 const DISK_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -88,10 +99,11 @@ pub const TMP_MARKER: &str = ".hoard-tmp";
 
 /// What may sit at the top of the store's root: hoard's own names, the `tmp/` of stores made
 /// before [`TMP_DIR`], and a file system's `lost+found` (the root may be a mount point).
-const OWN_NAMES: [&str; 7] = [
+const OWN_NAMES: [&str; 8] = [
     "blobs",
     "manifests",
     "tags",
+    "origins",
     TMP_DIR,
     CACHE_MARKER,
     "tmp",
@@ -341,6 +353,11 @@ impl Store {
         ] {
             std::fs::create_dir_all(&dir).map_err(io_error("create", &dir))?;
         }
+        // Origins that were being rewritten when hoard stopped: leftovers, like unfinished fills.
+        let origins_tmp = root.join("origins").join("tmp");
+        if origins_tmp.is_dir() {
+            remove_files_in(&origins_tmp, None)?;
+        }
 
         let mut found = scan(root);
         found.sort_by_key(|f| f.modified);
@@ -397,6 +414,15 @@ impl Store {
         match key {
             Key::Blob(d) => content_path(&self.inner.root.join("blobs"), d),
             Key::Manifest(d) => content_path(&self.inner.root.join("manifests"), d),
+        }
+    }
+
+    /// Path of the file listing where an entry came from.
+    fn origin_path(&self, key: &Key) -> PathBuf {
+        let origins = self.inner.root.join("origins");
+        match key {
+            Key::Blob(d) => content_path(&origins.join("blobs"), d),
+            Key::Manifest(d) => content_path(&origins.join("manifests"), d),
         }
     }
 
@@ -582,26 +608,63 @@ impl Store {
         self.write_atomically(&path, text.into_bytes()).await
     }
 
+    /// Forgets a tag altogether (its upstream mapping changed through hoard, so the next pull
+    /// must ask the upstream).
+    pub async fn drop_tag(&self, host: &HostKey, repo: &str, tag: &str) -> Result<(), StoreError> {
+        let path = self.tag_path(host, repo, tag)?;
+        match tokio::fs::remove_file(&path).await {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                Err(io_error("remove", &path)(err))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Where the registry had an entry: `(host, repository)` pairs, oldest first. Empty when
+    /// nothing is known, as for entries stored by a hoard that did not record origins.
+    pub async fn origins(&self, key: &Key) -> Vec<(String, String)> {
+        match tokio::fs::read_to_string(self.origin_path(key)).await {
+            Ok(text) => text.lines().filter_map(parse_origin_line).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Records, in the background, that the registry `host` has the entry `key` in repository
+    /// `repo` (it served it or confirmed it there). Kept next to the entry, at most
+    /// [`MAX_ORIGINS`] of them, and removed with it when it is evicted.
+    pub fn note_origin(&self, key: Key, host: &HostKey, repo: &str) {
+        if !valid_repository(repo) {
+            return;
+        }
+        let line = format!("{} {repo}", host.as_str());
+        let (store, path) = (self.clone(), self.origin_path(&key));
+        // Their own temp folder: the store's is for content, and a test (or an operator) that
+        // finds it empty after a fill should not see an origins file being rewritten.
+        let tmp = self.inner.root.join("origins").join("tmp");
+        let stripe = match &key {
+            Key::Blob(d) | Key::Manifest(d) => {
+                usize::from(d.hex().bytes().next().unwrap_or(0)) % ORIGIN_LOCKS.len()
+            }
+        };
+        tokio::spawn(async move {
+            let written = blocking(move || {
+                let _serial = ORIGIN_LOCKS[stripe]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                std::fs::create_dir_all(&tmp).map_err(io_error("create", &tmp))?;
+                add_origin_line(&tmp, &path, &line)
+            })
+            .await;
+            if let Err(err) = written {
+                store.disk_warning("cannot record where an entry came from", &err);
+            }
+        });
+    }
+
     async fn write_atomically(&self, dest: &Path, data: Vec<u8>) -> Result<(), StoreError> {
         let tmp = self.inner.tmp.clone();
         let dest = dest.to_owned();
-        blocking(move || {
-            use std::io::Write;
-            let mut temp = tempfile::Builder::new()
-                .prefix("put-")
-                .tempfile_in(&tmp)
-                .map_err(io_error("create temp file in", &tmp))?;
-            temp.write_all(&data)
-                .and_then(|()| temp.as_file().sync_all())
-                .map_err(io_error("write", temp.path()))?;
-            let parent = dest.parent().unwrap_or(Path::new("."));
-            std::fs::create_dir_all(parent).map_err(io_error("create", parent))?;
-            temp.into_temp_path()
-                .persist(&dest)
-                .map_err(|e| io_error("rename into", &dest)(e.error))?;
-            sync_dir(parent)
-        })
-        .await
+        blocking(move || write_file_atomically(&tmp, &dest, &data)).await
     }
 
     /// Promises `need` bytes to a new entry, deleting least-recently-used entries if the limit
@@ -662,6 +725,7 @@ impl Store {
                 state.bytes -= entry.size;
                 to_free = to_free.saturating_sub(entry.size);
                 victims.push(self.path(&key));
+                victims.push(self.origin_path(&key));
                 self.inner.evictions.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -711,6 +775,60 @@ impl Store {
             }
         }
     }
+}
+
+/// Writes `data` to `dest` through a synced temp file in `tmp`, then syncs `dest`'s folder.
+fn write_file_atomically(tmp: &Path, dest: &Path, data: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write;
+    let mut temp = tempfile::Builder::new()
+        .prefix("put-")
+        .tempfile_in(tmp)
+        .map_err(io_error("create temp file in", tmp))?;
+    temp.write_all(data)
+        .and_then(|()| temp.as_file().sync_all())
+        .map_err(io_error("write", temp.path()))?;
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io_error("create", parent))?;
+    temp.into_temp_path()
+        .persist(dest)
+        .map_err(|e| io_error("rename into", dest)(e.error))?;
+    sync_dir(parent)
+}
+
+/// Adds `line` to the origins file at `path` unless it is there, dropping the oldest lines past
+/// [`MAX_ORIGINS`]. The caller holds the file's lock.
+fn add_origin_line(tmp: &Path, path: &Path, line: &str) -> Result<(), StoreError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(err) => return Err(io_error("read", path)(err)),
+    };
+    let mut lines: Vec<&str> = text
+        .lines()
+        .filter(|l| parse_origin_line(l).is_some())
+        .collect();
+    if lines.contains(&line) {
+        return Ok(());
+    }
+    if lines.len() >= MAX_ORIGINS {
+        lines.drain(..=lines.len() - MAX_ORIGINS);
+    }
+    lines.push(line);
+    let mut data = lines.join("\n");
+    data.push('\n');
+    write_file_atomically(tmp, path, data.as_bytes())
+}
+
+/// `<host> <repository>`: a host key's characters (name or address, `:port`) and a valid
+/// repository name. Anything else is ignored.
+fn parse_origin_line(line: &str) -> Option<(String, String)> {
+    let (host, repo) = line.split_once(' ')?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 300
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    (host_ok && valid_repository(repo)).then(|| (host.to_owned(), repo.to_owned()))
 }
 
 fn new_entry(size: u64) -> Entry {
@@ -1744,6 +1862,73 @@ mod tests {
                 reserved: 0,
                 fills: 0
             }
+        );
+    }
+
+    #[tokio::test]
+    async fn origins_are_bounded_survive_a_restart_and_go_with_their_entry() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let host = HostKey::new("gcr.io", 443).unwrap_or_else(|| panic!("host key"));
+        let (a, b) = {
+            let store = Store::open(dir.path(), limits(1000)).unwrap_or_else(|e| panic!("{e}"));
+            let a = put(&store, 300, b'a').await;
+            let b = put(&store, 300, b'b').await;
+            let key = Key::Manifest(a.clone());
+            assert!(store.origins(&key).await.is_empty(), "nothing known yet");
+            let path = store.origin_path(&key);
+            let tmp = store.inner.tmp.clone();
+            for i in 0..MAX_ORIGINS + 3 {
+                add_origin_line(&tmp, &path, &format!("gcr.io team/repo{i}"))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            // Again: not twice. And what is not an origin line is dropped on the next write.
+            add_origin_line(&tmp, &path, "gcr.io team/repo5").unwrap_or_else(|e| panic!("{e}"));
+            store.note_origin(Key::Manifest(b.clone()), &host, "../../etc");
+            store.note_origin(Key::Manifest(b.clone()), &host, "team/b");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while store.origins(&Key::Manifest(b.clone())).await.is_empty() {
+                assert!(Instant::now() < deadline, "note_origin wrote nothing");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let past = SystemTime::now() - Duration::from_secs(86_400);
+            std::fs::File::options()
+                .write(true)
+                .open(store.path(&Key::Manifest(a.clone())))
+                .and_then(|f| f.set_modified(past))
+                .unwrap_or_else(|e| panic!("{e}"));
+            (a, b)
+        };
+        let store = Store::open(dir.path(), limits(1000)).unwrap_or_else(|e| panic!("{e}"));
+        let origins = store.origins(&Key::Manifest(a.clone())).await;
+        assert_eq!(origins.len(), MAX_ORIGINS, "bounded");
+        assert_eq!(
+            origins[0],
+            ("gcr.io".into(), "team/repo3".into()),
+            "oldest dropped"
+        );
+        assert_eq!(
+            origins.last(),
+            Some(&("gcr.io".into(), format!("team/repo{}", MAX_ORIGINS + 2)))
+        );
+        assert_eq!(
+            store.origins(&Key::Manifest(b.clone())).await,
+            [("gcr.io".to_owned(), "team/b".to_owned())],
+            "an invalid repository is never recorded"
+        );
+        assert!(
+            store.origins(&Key::Blob(a.clone())).await.is_empty(),
+            "kinds apart"
+        );
+        // Evicting a (least recently used) takes its origins along.
+        let _c = put(&store, 600, b'c').await;
+        assert!(!stored(&store, &a));
+        assert!(!store.origin_path(&Key::Manifest(a.clone())).exists());
+        assert!(store.origin_path(&Key::Manifest(b.clone())).exists());
+        assert_eq!(parse_origin_line("gcr.io a b"), None);
+        assert_eq!(parse_origin_line("gcr.io/x a"), None);
+        assert_eq!(
+            parse_origin_line("localhost:5000 a/b"),
+            Some(("localhost:5000".into(), "a/b".into()))
         );
     }
 

@@ -313,6 +313,75 @@ async fn auth_on_hit_upstream_keeps_private_content_private() {
 }
 
 #[tokio::test]
+async fn offline_an_object_goes_only_to_credentials_accepted_for_a_repository_it_came_from() {
+    init();
+    let registry = Registry::start().await;
+    registry.require("team/secret", "Bearer good");
+    registry.require("team/public", "Bearer pub");
+    let proxy = Proxy::start(&registry, "auth_on_hit = \"upstream\"").await;
+    let client = proxy.client(false);
+    let secret = fresh_blob(10_000);
+    let secret_digest = registry.add_blob(secret.clone());
+    let manifest = Registry::manifest_json(&[(&secret_digest, 10_000)], "secret");
+    let manifest_digest = registry.add_manifest("team/secret", "v1", DOCKER_V2, manifest);
+    let public_digest = registry.add_blob(fresh_blob(5_000));
+    let get = |path: String, token: &str| client.get(url(&path)).bearer_auth(token).send();
+
+    // The owner pulls the private image; someone else pulls from a repository of their own.
+    for path in [
+        format!("/v2/team/secret/manifests/{manifest_digest}"),
+        format!("/v2/team/secret/blobs/{secret_digest}"),
+    ] {
+        assert_eq!(get(path, "good").await.unwrap().status(), 200);
+    }
+    let public = format!("/v2/team/public/blobs/{public_digest}");
+    assert_eq!(get(public.clone(), "pub").await.unwrap().status(), 200);
+    proxy.settled().await;
+    // The origins are written in the background: give them a moment.
+    let origins = proxy.cache_dir().join("origins");
+    let recorded = |kind: &str, digest: &str| {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        origins.join(kind).join("sha256").join(&hex[..2]).join(hex)
+    };
+    let files = [
+        recorded("blobs", &secret_digest),
+        recorded("manifests", &manifest_digest),
+        recorded("blobs", &public_digest),
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !files.iter().all(|f| f.exists()) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    registry.set_mode(Mode::Down);
+    // Accepted for team/public, asking for the private objects under team/public's name.
+    for path in [
+        format!("/v2/team/public/blobs/{secret_digest}"),
+        format!("/v2/team/public/manifests/{manifest_digest}"),
+    ] {
+        let stranger = get(path.clone(), "pub").await.unwrap();
+        assert_eq!(stranger.status(), 503, "{path}");
+    }
+    // Their own object still comes (a remembered verdict), and the owner gets the private one
+    // under any name: the registry accepted the owner for a repository it came from.
+    assert_eq!(get(public, "pub").await.unwrap().status(), 200);
+    let owner = get(format!("/v2/team/mirror/blobs/{secret_digest}"), "good")
+        .await
+        .unwrap();
+    assert_eq!(owner.status(), 200);
+    assert_eq!(owner.bytes().await.unwrap(), secret);
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    assert_eq!(text, "registry.test team/secret\n");
+
+    // An entry whose origins are unknown (stored by an older hoard) waits for the registry.
+    std::fs::remove_dir_all(&origins).unwrap();
+    let unknown = get(format!("/v2/team/other/blobs/{secret_digest}"), "good")
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 503);
+}
+
+#[tokio::test]
 async fn a_name_constrained_ca_signs_only_the_intercepted_domains() {
     init();
     let registry = Registry::start().await;
