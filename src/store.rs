@@ -819,9 +819,9 @@ fn add_origin_line(tmp: &Path, path: &Path, line: &str) -> Result<(), StoreError
     write_file_atomically(tmp, path, data.as_bytes())
 }
 
-/// `<host> <repository>`: a host key's characters (name or address, `:port`) and a valid
-/// repository name. Anything else is ignored.
-fn parse_origin_line(line: &str) -> Option<(String, String)> {
+/// One line of an origins file, `<host> <repository>`: a host key's characters (name or address,
+/// `:port`) and a valid repository name. Anything else is `None`, and ignored.
+pub fn parse_origin_line(line: &str) -> Option<(String, String)> {
     let (host, repo) = line.split_once(' ')?;
     let host_ok = !host.is_empty()
         && host.len() <= 300
