@@ -206,8 +206,9 @@ fn build_store(root: &Path) -> Outcome<u64> {
 
 /// Half-written fills, as a kill leaves them.
 fn leftovers(root: &Path) -> Outcome<()> {
-    let tmp = root.join("tmp");
+    let tmp = root.join(hoard::store::TMP_DIR);
     std::fs::create_dir_all(&tmp)?;
+    std::fs::write(tmp.join(hoard::store::TMP_MARKER), b"")?;
     for i in 0..LEFTOVERS {
         std::fs::write(tmp.join(format!("fill-left{i}")), vec![7u8; 100_000])?;
     }

@@ -1,5 +1,5 @@
 //! The admin listener (`admin.listen`, 127.0.0.1:9128 by default): Prometheus metrics at
-//! `/metrics`, `/healthz` (up, store writable, CA loaded), and a status page at `/`.
+//! `/metrics`, `/healthz` (up, store writable, CA key readable and matching), and a status page at `/`.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -103,13 +103,16 @@ fn refresh_gauges(hoard: &Hoard) {
 fn health(hoard: &Hoard) -> Response<Body> {
     let mut problems = Vec::new();
     if !hoard.store.writable() {
-        problems.push("the cache folder is not writable");
+        problems.push("the cache folder is not writable".to_owned());
     }
-    if hoard.ca.ca_pem().is_empty() {
-        problems.push("the CA is not loaded");
+    if let Some(problem) = hoard.ca.key_file_problem() {
+        problems.push(format!("CA key: {problem}"));
     }
     if problems.is_empty() {
-        text(StatusCode::OK, "ok: up, store writable, CA loaded\n".into())
+        text(
+            StatusCode::OK,
+            "ok: up, store writable, CA key readable\n".into(),
+        )
     } else {
         text(
             StatusCode::SERVICE_UNAVAILABLE,

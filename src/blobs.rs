@@ -431,10 +431,13 @@ async fn miss(
         return range_upstream(request, target, hoard).await;
     }
     let config = hoard.config();
+    // Counted as connections are: an IPv6 /64 is one client.
     let client = request
         .extensions()
         .get::<ClientAddr>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0);
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| {
+            crate::limits::client_key(c.0)
+        });
     match hoard
         .fill_slots
         .take(client, config.max_fills, config.max_fills_per_client)

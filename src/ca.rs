@@ -40,6 +40,10 @@ pub enum CaError {
 
 /// The CA: its certificate (served at `/ca.crt`), its signing key, and the minted leaves.
 pub struct CertificateAuthority {
+    /// Where `ca.key` was read from, for the health check.
+    key_path: PathBuf,
+    /// The signing key's public half, to tell that `ca.key` still holds it.
+    public_key: Vec<u8>,
     ca_pem: String,
     ca_der: CertificateDer<'static>,
     issuer: Issuer<'static, KeyPair>,
@@ -82,11 +86,14 @@ impl CertificateAuthority {
                 path: cert_path.clone(),
                 what: "certificate",
             })?;
+        let public_key = key.public_key_raw().to_vec();
         let issuer = Issuer::from_ca_cert_der(&ca_der, key).map_err(|_| CaError::BadPem {
             path: cert_path,
             what: "CA certificate matching ca.key",
         })?;
         Ok(CertificateAuthority {
+            key_path,
+            public_key,
             ca_pem,
             ca_der,
             issuer,
@@ -97,6 +104,27 @@ impl CertificateAuthority {
             )),
             minted: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Whether `ca.key` on disk can still be read and holds the key hoard signs with: a key file
+    /// deleted, made unreadable or replaced under a running hoard would make the next start fail,
+    /// so `/healthz` reports it now. Reads one small file.
+    pub fn key_file_problem(&self) -> Option<String> {
+        let pem = match read(&self.key_path) {
+            Ok(pem) => pem,
+            Err(err) => return Some(err.to_string()),
+        };
+        match KeyPair::from_pem(&pem) {
+            Ok(key) if key.public_key_raw() == self.public_key.as_slice() => None,
+            Ok(_) => Some(format!(
+                "{} no longer holds the key hoard signs with",
+                self.key_path.display()
+            )),
+            Err(_) => Some(format!(
+                "{} holds no usable private key",
+                self.key_path.display()
+            )),
+        }
     }
 
     /// Leaf certificates minted since start.

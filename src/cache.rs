@@ -21,7 +21,7 @@ use crate::forward::{pass_through, strip_hop_by_hop, upstream_error};
 use crate::front::error;
 use crate::log::CacheStatus;
 use crate::registry::{DOCKER_MANIFEST_V2, Digest, Reference, Route, accepts};
-use crate::store::{HostKey, MAX_MANIFEST_SIZE, StoredManifest, TagEntry};
+use crate::store::{HostKey, Key, MAX_MANIFEST_SIZE, StoredManifest, TagEntry};
 use crate::{Body, Hoard, empty_body, full_body};
 
 const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
@@ -128,10 +128,10 @@ pub async fn handle(request: Request<Incoming>, target: &Target, hoard: &Hoard) 
         return error(StatusCode::BAD_REQUEST, reason);
     }
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
-        return forward(request, target, hoard).await;
+        return write(request, target, hoard, route).await;
     }
     if matches!(route, Route::Blob { .. } | Route::Manifest { .. })
-        && let Some(refusal) = access_refused(&request, target, hoard).await
+        && let Some(refusal) = access_refused(&request, target, hoard, &route).await
     {
         return refusal;
     }
@@ -151,8 +151,33 @@ pub async fn handle(request: Request<Incoming>, target: &Target, hoard: &Hoard) 
     }
 }
 
+/// A push, a tag change, a delete: forwarded with the client's own credentials (hoard lends
+/// none, see [`crate::registry_auth::lends_credentials`]). A manifest PUT or DELETE by tag that
+/// the registry took drops the cached tag, so the next pull asks the registry.
+async fn write(
+    request: Request<Incoming>,
+    target: &Target,
+    hoard: &Hoard,
+    route: Route,
+) -> Response<Body> {
+    let retag = matches!(*request.method(), Method::PUT | Method::DELETE);
+    let response = forward(request, target, hoard).await;
+    if let Route::Manifest {
+        repo,
+        reference: Reference::Tag(tag),
+    } = route
+        && retag
+        && response.status().is_success()
+        && let Err(err) = hoard.store.drop_tag(&target.key, &repo, &tag).await
+    {
+        hoard.store.disk_warning("cannot drop a changed tag", &err);
+    }
+    response
+}
+
 /// Sends a body-less request to the intercepted registry, with hoard's own credentials for it
-/// when the client sent none.
+/// when the client sent none and it is a pull. A success names where the registry has the
+/// blob or manifest: that is kept as its origin.
 pub(crate) async fn registry_send(
     hoard: &Hoard,
     target: &Target,
@@ -162,10 +187,36 @@ pub(crate) async fn registry_send(
 ) -> Result<Response<Incoming>, crate::upstream::UpstreamError> {
     let config = hoard.config();
     let credential = config.credential_for(target.key.as_str());
-    hoard
+    let route = Route::parse(uri.path());
+    let response = hoard
         .registry_auth
         .send_following(&hoard.upstream(), credential, method, uri, headers)
-        .await
+        .await?;
+    if response.status().is_success() {
+        let announced = || {
+            response
+                .headers()
+                .get(DOCKER_CONTENT_DIGEST)
+                .and_then(|v| v.to_str().ok())
+                .and_then(Digest::parse)
+        };
+        let origin = match route {
+            Route::Blob { repo, digest } => Some((repo, Key::Blob(digest))),
+            Route::Manifest {
+                repo,
+                reference: Reference::Digest(digest),
+            } => Some((repo, Key::Manifest(digest))),
+            Route::Manifest {
+                repo,
+                reference: Reference::Tag(_),
+            } => announced().map(|digest| (repo, Key::Manifest(digest))),
+            _ => None,
+        };
+        if let Some((repo, key)) = origin {
+            hoard.store.note_origin(key, &target.key, &repo);
+        }
+    }
+    Ok(response)
 }
 
 /// With `cache.auth_on_hit = "upstream"`, the registry's word on whether this client may have
@@ -174,6 +225,7 @@ async fn access_refused(
     request: &Request<Incoming>,
     target: &Target,
     hoard: &Hoard,
+    route: &Route,
 ) -> Option<Response<Body>> {
     if hoard.config().auth_on_hit != AuthOnHit::Upstream {
         return None;
@@ -186,9 +238,11 @@ async fn access_refused(
         .check_access(
             &hoard.upstream(),
             credential,
-            target.key.as_str(),
+            &target.key,
+            route,
             uri,
             request.headers(),
+            &hoard.store,
         )
         .await?;
     refusal.extensions_mut().insert(CacheStatus::Local);
@@ -223,9 +277,12 @@ pub(crate) async fn forward(
     strip_hop_by_hop(&mut parts.headers);
     let config = hoard.config();
     let credential = config.credential_for(target.key.as_str());
-    hoard
-        .registry_auth
-        .preauthorize(credential, parts.uri.path(), &mut parts.headers);
+    hoard.registry_auth.preauthorize(
+        credential,
+        &parts.method,
+        parts.uri.path(),
+        &mut parts.headers,
+    );
     parts.uri = uri;
     let upstream = Request::from_parts(parts, body.map_err(Into::into).boxed());
     match hoard.upstream().send(upstream).await {
@@ -348,6 +405,7 @@ async fn fetch_manifest(
     headers: HeaderMap,
     expected: Option<Digest>,
 ) -> Result<(StoredManifest, Digest), Response<Body>> {
+    let route = Route::parse(uri.path());
     let response = registry_send(hoard, target, Method::GET, uri, headers)
         .await
         .map_err(|err| upstream_error(&err))?;
@@ -377,6 +435,7 @@ async fn fetch_manifest(
             )
         })?
         .to_bytes();
+    let computed = expected.is_none() && announced.is_none();
     let digest = expected
         .or(announced)
         .unwrap_or_else(|| Digest::sha256_of(&bytes));
@@ -388,6 +447,11 @@ async fn fetch_manifest(
             StatusCode::BAD_GATEWAY,
             "upstream manifest does not match its digest",
         ));
+    }
+    if computed && let Route::Manifest { repo, .. } = route {
+        // registry_send could not know the digest of this manifest by tag.
+        let key = Key::Manifest(digest.clone());
+        hoard.store.note_origin(key, &target.key, &repo);
     }
     if let Err(err) = hoard.store.put_manifest(&digest, &media_type, &bytes).await {
         hoard.store.disk_warning("cannot store a manifest", &err);

@@ -91,9 +91,11 @@ pub struct ProxySection {
     #[serde(default)]
     pub open: bool,
     pub connect_ports: Option<Vec<u16>>,
+    pub forward_ports: Option<Vec<u16>>,
     #[serde(default)]
     pub allow_private_destinations: bool,
     pub max_connections: Option<usize>,
+    pub max_connections_per_client: Option<usize>,
     pub max_header_size: Option<String>,
     pub header_read_timeout: Option<String>,
     pub idle_timeout: Option<String>,
@@ -105,8 +107,7 @@ pub struct ProxySection {
 #[serde(deny_unknown_fields)]
 pub struct CaSection {
     pub dir: Option<PathBuf>,
-    #[serde(default)]
-    pub name_constraints: bool,
+    pub name_constraints: Option<bool>,
 }
 
 /// `[cache]`
@@ -229,12 +230,20 @@ pub struct Config {
     pub users: Option<Arc<crate::access::ProxyAuth>>,
     /// Client address blocks allowed (`proxy.allow_clients`); empty: everyone.
     pub allow_clients: Vec<Cidr>,
+    /// Whether a listener beyond loopback may go without authentication and allow-list.
+    pub open: bool,
     /// Ports CONNECT may reach.
     pub connect_ports: Vec<u16>,
+    /// Ports plain `http://` forwards may reach.
+    pub forward_ports: Vec<u16>,
     /// Whether tunnels and plain forwards may reach private and loopback addresses.
     pub allow_private_destinations: bool,
-    /// Client connections served at once; more wait to be accepted.
+    /// Client connections held at once, tunnels and intercepted connections included. At the
+    /// limit the oldest connection with no request in flight is closed to admit a new one; when
+    /// there is none, new connections wait to be accepted.
     pub max_connections: usize,
+    /// Client connections held at once from one client address (an IPv6 /64 counts as one).
+    pub max_connections_per_client: usize,
     /// Largest request head accepted, in bytes.
     pub max_header_size: usize,
     /// Time a client has to send a request head.
@@ -284,7 +293,7 @@ impl Config {
             .listen
             .or(file.proxy.listen.clone())
             .unwrap_or_else(|| "127.0.0.1:3128".to_owned());
-        let listen = listen.parse().map_err(|_| ConfigError::Invalid {
+        let listen: SocketAddr = listen.parse().map_err(|_| ConfigError::Invalid {
             key: "proxy.listen",
             message: format!("{listen:?} is not an address like 127.0.0.1:3128"),
         })?;
@@ -354,20 +363,15 @@ impl Config {
                 key: "proxy.allow_clients",
                 message,
             })?;
-        let listen_ip: std::net::IpAddr = match listen {
-            SocketAddr::V4(a) => (*a.ip()).into(),
-            SocketAddr::V6(a) => (*a.ip()).into(),
-        };
-        if !listen_ip.is_loopback() && users.is_none() && allow_clients.is_empty() && !proxy.open {
-            return Err(ConfigError::Invalid {
-                key: "proxy.listen",
-                message: format!(
-                    "listening on {listen} without proxy.auth_file or proxy.allow_clients would \
-                     make hoard an open proxy; set one of them (or proxy.open = true)"
-                ),
-            });
-        }
+        let listen_ip = listen.ip();
+        open_proxy_check(
+            listen,
+            users.is_some(),
+            !allow_clients.is_empty(),
+            proxy.open,
+        )?;
         let connect_ports = proxy.connect_ports.unwrap_or_else(|| vec![443]);
+        let forward_ports = proxy.forward_ports.unwrap_or_else(|| vec![80]);
         let max_header_size = size_key("proxy.max_header_size", proxy.max_header_size, 64 << 10)?;
         let max_header_size = usize::try_from(max_header_size)
             .ok()
@@ -383,12 +387,23 @@ impl Config {
                 message: "must be at least 1".into(),
             });
         }
+        let max_connections_per_client = proxy.max_connections_per_client.unwrap_or(256);
+        if max_connections_per_client == 0 {
+            return Err(ConfigError::Invalid {
+                key: "proxy.max_connections_per_client",
+                message: "must be at least 1".into(),
+            });
+        }
         let header_read_timeout =
             duration_key("proxy.header_read_timeout", proxy.header_read_timeout, 30)?;
         let idle_timeout = duration_key("proxy.idle_timeout", proxy.idle_timeout, 300)?;
         let shutdown_grace = duration_key("proxy.shutdown_grace", proxy.shutdown_grace, 30)?;
 
+        // Shared (a listener others can reach) or holding an account of its own, hoard checks
+        // with the registry before it hands a cached object to a client, unless told otherwise.
+        let shared = !listen_ip.is_loopback() || !file.upstream.credentials.is_empty();
         let auth_on_hit = match file.cache.auth_on_hit.as_deref() {
+            None if shared => AuthOnHit::Upstream,
             None | Some("none") => AuthOnHit::None,
             Some("upstream") => AuthOnHit::Upstream,
             Some(other) => {
@@ -469,14 +484,17 @@ impl Config {
             no_proxy,
             users,
             allow_clients,
+            open: proxy.open,
             connect_ports,
+            forward_ports,
             allow_private_destinations: proxy.allow_private_destinations,
             max_connections,
+            max_connections_per_client,
             max_header_size,
             header_read_timeout,
             idle_timeout,
             shutdown_grace,
-            name_constraints: file.ca.name_constraints,
+            name_constraints: file.ca.name_constraints.unwrap_or(true),
             auth_on_hit,
             max_fills,
             max_fills_per_client,
@@ -489,10 +507,40 @@ impl Config {
         })
     }
 
+    /// Refuses this configuration on a listener bound to `bound` when that would make hoard an
+    /// open proxy. A reload checks the address actually bound, not the one in the file (a changed
+    /// `proxy.listen` takes effect only at a restart).
+    pub fn check_open_proxy(&self, bound: SocketAddr) -> Result<(), ConfigError> {
+        open_proxy_check(
+            bound,
+            self.users.is_some(),
+            !self.allow_clients.is_empty(),
+            self.open,
+        )
+    }
+
     /// hoard's credentials for `host_key` (`host` or `host:port`), if configured.
     pub fn credential_for(&self, host_key: &str) -> Option<&Credential> {
         self.credentials.iter().find(|c| c.host == host_key)
     }
+}
+
+fn open_proxy_check(
+    listen: SocketAddr,
+    users: bool,
+    allow_list: bool,
+    open: bool,
+) -> Result<(), ConfigError> {
+    if listen.ip().is_loopback() || users || allow_list || open {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        key: "proxy.listen",
+        message: format!(
+            "listening on {listen} without proxy.auth_file or proxy.allow_clients would \
+             make hoard an open proxy; set one of them (or proxy.open = true)"
+        ),
+    })
 }
 
 fn credential(section: CredentialSection) -> Result<Credential, ConfigError> {
@@ -604,12 +652,19 @@ impl HostPatterns {
 
     /// Whether `host` (no port) is intercepted.
     pub fn matches(&self, host: &str) -> bool {
+        self.pattern_for(host).is_some()
+    }
+
+    /// The pattern `host` (no port) matches: the name itself when listed, else `*.domain`.
+    pub fn pattern_for(&self, host: &str) -> Option<String> {
         let host = host.to_ascii_lowercase();
-        self.exact.contains(&host)
-            || self
-                .suffixes
-                .iter()
-                .any(|s| host.ends_with(s.as_str()) && host.len() > s.len())
+        if self.exact.contains(&host) {
+            return Some(host);
+        }
+        self.suffixes
+            .iter()
+            .find(|s| host.ends_with(s.as_str()) && host.len() > s.len())
+            .map(|s| format!("*{s}"))
     }
 
     /// The patterns as configured, for the CA's name constraints and logs.
@@ -749,5 +804,37 @@ mod tests {
         assert!(!p.matches("pkg.dev"));
         assert!(!p.matches("evilgcr.io"));
         assert!(HostPatterns::new(&["a/b".into()]).is_err());
+        assert_eq!(p.pattern_for("eu.pkg.dev").as_deref(), Some("*.pkg.dev"));
+        assert_eq!(p.pattern_for("Gcr.io").as_deref(), Some("gcr.io"));
+        assert_eq!(p.pattern_for("cdn.example"), None);
+    }
+
+    fn config_from(text: &str) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "test".into(),
+            message: e.message().to_owned(),
+        })?;
+        Config::resolve(file, Overrides::default())
+    }
+
+    #[test]
+    fn shared_deployments_default_to_safer_settings() {
+        let auth_on_hit = |text: &str| config_from(text).map(|c| c.auth_on_hit).ok();
+        let credentials =
+            "[[upstream.credentials]]\nhost = \"gcr.io\"\nusername = \"u\"\npassword = \"p\"\n";
+        let wide = "[proxy]\nlisten = \"0.0.0.0:3128\"\nallow_clients = [\"10.0.0.0/8\"]\n";
+        assert_eq!(auth_on_hit(""), Some(AuthOnHit::None));
+        assert_eq!(auth_on_hit(credentials), Some(AuthOnHit::Upstream));
+        assert_eq!(auth_on_hit(wide), Some(AuthOnHit::Upstream));
+        let explicit = format!("{wide}[cache]\nauth_on_hit = \"none\"\n");
+        assert_eq!(auth_on_hit(&explicit), Some(AuthOnHit::None));
+
+        let constrained = |text: &str| config_from(text).map(|c| c.name_constraints).ok();
+        assert_eq!(constrained(""), Some(true));
+        assert_eq!(constrained("[ca]\nname_constraints = false\n"), Some(false));
+        assert_eq!(
+            config_from("").map(|c| c.forward_ports).ok(),
+            Some(vec![80])
+        );
     }
 }

@@ -48,6 +48,12 @@ pub async fn forward(request: Request<Incoming>, hoard: &Hoard) -> Response<Body
         return error(StatusCode::BAD_REQUEST, "the URL has no host");
     };
     let port = request.uri().port_u16().unwrap_or(80);
+    if !hoard.config().forward_ports.contains(&port) {
+        return error(
+            StatusCode::FORBIDDEN,
+            &format!("forwarding to port {port} is not allowed (proxy.forward_ports)"),
+        );
+    }
     // Refused here with a clear 403; the guarded client re-checks what it connects to.
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if let Err(err) = hoard.upstream().check_destination(host, port).await

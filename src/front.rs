@@ -6,30 +6,32 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{CONTENT_TYPE, PROXY_AUTHENTICATE};
+use http::header::{CONTENT_TYPE, PROXY_AUTHENTICATE, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
 use crate::access::AuthVerdict;
 use crate::idle::Idle;
+use crate::limits::{Held, Limits, Refusal, Ticket};
 
 use crate::log::{CacheStatus, RequestInfo, logged};
 use crate::{Body, Hoard, full_body};
 
-/// Accepts connections until the listener fails, at most `proxy.max_connections` at a time:
-/// beyond that, new connections wait in the kernel's backlog.
+/// Accepts connections until the listener fails. Each one is admitted by the connection limits
+/// (see [`crate::limits`]): over `proxy.max_connections_per_client` it is refused with a 503; at
+/// `proxy.max_connections` the oldest connection with no request in flight is closed to make
+/// room, and when every one is busy the accept waits (new connections wait in the backlog).
 pub async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
     tracing::info!(addr = %hoard.config().listen, "hoard listening");
-    let slots = Arc::new(Semaphore::new(hoard.config().max_connections));
+    let config = hoard.config();
+    let limits = Limits::new(config.max_connections, config.max_connections_per_client);
+    drop(config);
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
@@ -39,15 +41,50 @@ pub async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
                 continue;
             }
         };
-        let hoard = hoard.clone();
-        tokio::spawn(async move {
-            serve_connection(stream, peer, hoard).await;
-            drop(slot);
-        });
+        let ticket = match limits.admit_or_wait(peer.ip()).await {
+            Ok((ticket, evicted)) => {
+                if evicted {
+                    hoard.metrics.connection_refused("evicted");
+                }
+                ticket
+            }
+            Err(refusal) => {
+                refuse(&stream, peer, refusal, &hoard);
+                continue;
+            }
+        };
+        tokio::spawn(serve_connection(stream, peer, hoard.clone(), ticket));
     }
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, hoard: Arc<Hoard>) {
+/// Answers a connection that is not admitted with a 503 saying why, if the socket takes it
+/// without waiting, and closes it.
+fn refuse(stream: &TcpStream, peer: SocketAddr, refusal: Refusal, hoard: &Hoard) {
+    let (label, reason) = match refusal {
+        Refusal::PerClient => (
+            "per_client",
+            format!(
+                "too many connections from {} (proxy.max_connections_per_client)",
+                peer.ip()
+            ),
+        ),
+        Refusal::Full => (
+            "full",
+            "too many connections (proxy.max_connections)".into(),
+        ),
+    };
+    hoard.metrics.connection_refused(label);
+    tracing::debug!(%peer, reason = %reason, "connection refused");
+    let body = format!("hoard: {reason}\n");
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(response.as_bytes());
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, hoard: Arc<Hoard>, ticket: Ticket) {
     let _open = hoard.metrics.connection();
     let _ = stream.set_nodelay(true);
     let config = hoard.config();
@@ -59,25 +96,43 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, hoard: Arc<Hoard>
         .max_buf_size(config.max_header_size);
     let service = service_fn({
         let hoard = hoard.clone();
+        let ticket = ticket.clone();
         move |request| {
             let hoard = hoard.clone();
-            async move { Ok::<_, Infallible>(handle(request, hoard, peer).await) }
+            let ticket = ticket.clone();
+            let busy = ticket.busy();
+            async move {
+                let Some(busy) = busy else {
+                    return Ok::<_, Infallible>(making_room());
+                };
+                let response = handle(request, hoard, peer, ticket).await;
+                Ok(response.map(|body| Held::new(body, busy).boxed()))
+            }
         }
     });
-    let result = builder.serve_connection(io, service).with_upgrades().await;
+    let connection = builder.serve_connection(io, service).with_upgrades();
+    // A connection with no request in flight closes at once when evicted to make room.
+    let result = tokio::select! {
+        result = connection => result,
+        () = ticket.evicted() => {
+            tracing::debug!(%peer, "client connection closed to make room");
+            return;
+        }
+    };
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "client connection ended");
     }
 }
 
-async fn handle(request: Request<Incoming>, hoard: Arc<Hoard>, peer: SocketAddr) -> Response<Body> {
+async fn handle(
+    request: Request<Incoming>,
+    hoard: Arc<Hoard>,
+    peer: SocketAddr,
+    ticket: Ticket,
+) -> Response<Body> {
     let info = RequestInfo {
         metrics: hoard.metrics.clone(),
-        host: request
-            .uri()
-            .authority()
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
+        host: logged_host(request.uri()),
         method: request.method().clone(),
         path: request.uri().path().to_owned(),
         start: Instant::now(),
@@ -89,7 +144,7 @@ async fn handle(request: Request<Incoming>, hoard: Arc<Hoard>, peer: SocketAddr)
         return logged(info, refusal);
     }
     if request.method() == Method::CONNECT {
-        return connect(request, hoard, peer).await;
+        return connect(request, hoard, ticket, peer).await;
     }
     let response = match request.uri().scheme_str() {
         Some("http") => crate::forward::forward(request, &hoard).await,
@@ -100,6 +155,18 @@ async fn handle(request: Request<Incoming>, hoard: Arc<Hoard>, peer: SocketAddr)
         None => local(&request, &hoard),
     };
     logged(info, response)
+}
+
+/// `host[:port]` of a request target for logs and metrics: never the `user:password@` a URL
+/// may carry.
+fn logged_host(uri: &http::Uri) -> String {
+    match uri.authority() {
+        Some(authority) => match authority.port_u16() {
+            Some(port) => format!("{}:{port}", authority.host()),
+            None => authority.host().to_owned(),
+        },
+        None => String::new(),
+    }
 }
 
 /// The client allow-list and proxy authentication. `/ca.crt`, `/healthz` and the `/setup/`
@@ -128,8 +195,13 @@ async fn admit(
         && request.method() != Method::CONNECT
         && (matches!(request.uri().path(), "/ca.crt" | "/healthz")
             || request.uri().path().starts_with("/setup/"));
-    if public || users.check(request.headers()).await == AuthVerdict::Allowed {
+    if public {
         return None;
+    }
+    match users.check(request.headers(), peer.ip()).await {
+        AuthVerdict::Allowed => return None,
+        AuthVerdict::Throttled(wait) => return Some(throttled(peer, wait, hoard)),
+        AuthVerdict::Denied => {}
     }
     hoard.metrics.auth_failure("proxy_auth");
     let mut response = error(
@@ -141,6 +213,23 @@ async fn admit(
         http::HeaderValue::from_static("Basic realm=\"hoard\""),
     );
     Some(response)
+}
+
+/// The answer to a login from an address with too many failed ones: 429 and when to retry.
+fn throttled(peer: SocketAddr, wait: Duration, hoard: &Hoard) -> Response<Body> {
+    hoard.metrics.auth_failure("throttled");
+    let seconds = wait.as_secs().max(1);
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        &format!(
+            "too many failed proxy logins from {}; try again in {seconds} s",
+            peer.ip()
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, http::HeaderValue::from(seconds));
+    response
 }
 
 /// Requests addressed to hoard itself.
@@ -166,9 +255,12 @@ fn local(request: &Request<Incoming>, hoard: &Hoard) -> Response<Body> {
     }
 }
 
+/// Answers a CONNECT and hands the upgraded connection, with its ticket, to an intercept or
+/// tunnel task: it stays counted against the connection limits until that task ends.
 async fn connect(
     request: Request<Incoming>,
     hoard: Arc<Hoard>,
+    ticket: Ticket,
     peer: SocketAddr,
 ) -> Response<Body> {
     let Some(authority) = request.uri().authority().cloned() else {
@@ -194,7 +286,8 @@ async fn connect(
             let _open = hoard.metrics.upgraded();
             match hyper::upgrade::on(request).await {
                 Ok(upgraded) => {
-                    crate::intercept::serve(upgraded, host, port, hoard.clone(), peer.ip()).await
+                    crate::intercept::serve(upgraded, host, port, hoard.clone(), ticket, peer.ip())
+                        .await
                 }
                 Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
             }
@@ -209,19 +302,27 @@ async fn connect(
             return error(StatusCode::FORBIDDEN, &err.to_string());
         }
         Err(err) => {
-            tracing::info!(host = %authority, method = %"CONNECT", status = 502, cache = %"TUNNEL", error = %err, "request");
+            tracing::info!(host = %logged_host(request.uri()), method = %"CONNECT", status = 502, cache = %"TUNNEL", error = %err, "request");
             return error(
                 StatusCode::BAD_GATEWAY,
                 &format!("cannot connect to {authority}: {err}"),
             );
         }
     };
+    // A tunnel's traffic is opaque: it counts as a request in flight for its whole life, so it
+    // is never evicted, and closes when nothing moves for `proxy.idle_timeout`.
+    let Some(in_flight) = ticket.busy() else {
+        return making_room();
+    };
     tokio::spawn(async move {
         let _open = hoard.metrics.upgraded();
+        let _in_flight = in_flight;
         match hyper::upgrade::on(request).await {
             Ok(upgraded) => {
                 let metrics = hoard.metrics.clone();
-                crate::tunnel::run(upgraded, server, authority.to_string(), metrics).await
+                let idle_timeout = hoard.config().idle_timeout;
+                let authority = authority.to_string();
+                crate::tunnel::run(upgraded, server, authority, metrics, ticket, idle_timeout).await
             }
             Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
         }
@@ -244,6 +345,15 @@ pub fn head_too_large<B>(request: &Request<B>, limit: usize) -> Option<Response<
             &format!("request head of {size} bytes is over the {limit}-byte limit"),
         )
     })
+}
+
+/// The answer to a request that arrives on a connection just closed to make room for another.
+/// The connection closes right after it.
+pub fn making_room() -> Response<Body> {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "connection closed to make room for others (proxy.max_connections)",
+    )
 }
 
 /// A response made by hoard itself, with a one-line reason in the body.

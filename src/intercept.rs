@@ -2,16 +2,20 @@
 //! ALPN) served to the registry cache.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http_body_util::BodyExt as _;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
 
-use crate::Hoard;
 use crate::coalesce::Coalesce;
+use crate::limits::{Activity, Ending, Held, Ticket};
 use crate::log::{RequestInfo, logged};
+use crate::{BoxError, Hoard};
 
 /// Time allowed for the client's TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -22,13 +26,23 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 const H2_STREAM_WINDOW: u32 = 8 << 20;
 const H2_CONNECTION_WINDOW: u32 = 32 << 20;
 
+/// An HTTP/1.1 or h2 connection being served.
+type Served<'a> =
+    Pin<Box<dyn GracefulConnection<Error = BoxError, Output = Result<(), BoxError>> + Send + 'a>>;
+
+/// Time an intercepted connection closed for idleness gets to say goodbye (an h2 GOAWAY).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Terminates TLS on an upgraded CONNECT to `host:port` from `client` and serves registry
-/// requests on it.
+/// requests on it. The
+/// ticket keeps the connection counted against the connection limits; the connection closes
+/// when no request has been in flight for `proxy.idle_timeout`, or at once when it is evicted.
 pub async fn serve(
     upgraded: Upgraded,
     host: String,
     port: u16,
     hoard: Arc<Hoard>,
+    ticket: Ticket,
     client: std::net::IpAddr,
 ) {
     let config = match hoard.ca.server_config(&host) {
@@ -39,9 +53,17 @@ pub async fn serve(
         }
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(TokioIo::new(upgraded)))
-        .await
-    {
+    let handshake =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(TokioIo::new(upgraded)));
+    // A connection still in its handshake has no request in flight: it may be evicted.
+    let handshake = tokio::select! {
+        done = handshake => done,
+        () = ticket.evicted() => {
+            tracing::debug!(%host, "closed in the TLS handshake to make room");
+            return;
+        }
+    };
+    let tls = match handshake {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
             // Typically a client that does not trust hoard's CA: say so where an operator looks.
@@ -60,18 +82,25 @@ pub async fn serve(
         return;
     };
     let target = Arc::new(target);
-    let (header_read_timeout, max_header_size) = (
-        hoard.config().header_read_timeout,
-        hoard.config().max_header_size,
+    let config = hoard.config();
+    let (header_read_timeout, max_header_size, idle_timeout) = (
+        config.header_read_timeout,
+        config.max_header_size,
+        config.idle_timeout,
     );
-    let service =
-        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+    let service = hyper::service::service_fn({
+        let ticket = ticket.clone();
+        move |mut request: hyper::Request<hyper::body::Incoming>| {
             request
                 .extensions_mut()
                 .insert(crate::blobs::ClientAddr(client));
             let hoard = hoard.clone();
             let target = target.clone();
+            let busy = ticket.busy();
             async move {
+                let Some(busy) = busy else {
+                    return Ok::<_, Infallible>(crate::front::making_room());
+                };
                 let info = RequestInfo {
                     metrics: hoard.metrics.clone(),
                     host: target.authority().to_owned(),
@@ -84,9 +113,11 @@ pub async fn serve(
                     Some(too_big) => too_big,
                     None => crate::cache::handle(request, &target, &hoard).await,
                 };
-                Ok::<_, Infallible>(logged(info, response))
+                let response = logged(info, response);
+                Ok(response.map(|body| Held::new(body, busy).boxed()))
             }
-        });
+        }
+    });
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -103,13 +134,36 @@ pub async fn serve(
         .keep_alive_interval(Duration::from_secs(30));
     // h2 writes a frame at a time; gathering them gives TLS full records and the socket large
     // writes. HTTP/1.1 already writes whole body chunks.
-    let served = if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+    let connection: Served<'_> = if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
         let io = TokioIo::new(Coalesce::new(tls));
-        builder.serve_connection(io, service).await
+        Box::pin(builder.serve_connection(io, service))
     } else {
-        builder.serve_connection(TokioIo::new(tls), service).await
+        Box::pin(builder.serve_connection(TokioIo::new(tls), service))
     };
+    let served = until_ended(connection, &ticket, idle_timeout).await;
     if let Err(error) = served {
         tracing::debug!(%host, %error, "intercepted connection ended");
     }
+}
+
+/// Serves `connection` until it ends, is evicted (closed at once: it has no request in flight),
+/// or has had no request in flight for `idle_timeout` (closed gracefully). hoard's own h2 PINGs
+/// move bytes but are not requests, so they do not keep a connection open.
+async fn until_ended(
+    mut connection: Served<'_>,
+    ticket: &Ticket,
+    idle_timeout: Duration,
+) -> Result<(), BoxError> {
+    let ending = tokio::select! {
+        served = connection.as_mut() => return served,
+        ending = ticket.ended(idle_timeout, Activity::Requests) => ending,
+    };
+    tracing::debug!(reason = ?ending, "closing intercepted connection");
+    if ending == Ending::Evicted {
+        return Ok(());
+    }
+    connection.as_mut().graceful_shutdown();
+    tokio::time::timeout(CLOSE_GRACE, connection)
+        .await
+        .unwrap_or(Ok(()))
 }

@@ -15,6 +15,7 @@ pub mod forward;
 pub mod front;
 pub mod idle;
 pub mod intercept;
+pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod ops;
@@ -103,6 +104,7 @@ impl Hoard {
             *self.upstream.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(upstream);
             tracing::info!(parent = ?config.parent, "upstream settings changed; new upstream connections use them");
         }
+        self.metrics.set_intercepted(config.intercept.clone());
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
         Ok(())
     }
@@ -126,6 +128,7 @@ impl Hoard {
         };
         let store = store::Store::open(&config.cache_dir, limits).context("opening the cache")?;
         let metrics: Arc<metrics::Metrics> = Arc::default();
+        metrics.set_intercepted(config.intercept.clone());
         let upstream = upstream::Upstream::new(&config, provider, metrics.clone())
             .context("setting up the upstream client")?;
         Ok(Hoard {
@@ -185,18 +188,39 @@ impl Server {
     /// `[upstream]` settings take effect for the next requests; addresses, the CA and the store
     /// need a restart. A configuration whose upstream clients cannot be built is refused whole.
     pub fn reload(&self, config: Config) -> anyhow::Result<()> {
+        // Judged by the listener that is open, whatever proxy.listen now says.
+        config.check_open_proxy(self.addr)?;
         let old = self.hoard.config();
         let fixed = [
             ("proxy.listen", old.listen != config.listen),
             ("ca.dir", old.ca_dir != config.ca_dir),
             ("cache.dir", old.cache_dir != config.cache_dir),
             ("admin.listen", old.admin != config.admin),
+            ("cache.max_size", old.max_size != config.max_size),
+            ("cache.min_free", old.min_free != config.min_free),
+            (
+                "proxy.max_connections",
+                old.max_connections != config.max_connections,
+            ),
+            (
+                "proxy.max_connections_per_client",
+                old.max_connections_per_client != config.max_connections_per_client,
+            ),
+            ("log.format", old.log_format != config.log_format),
+            ("log.level", old.log_filter != config.log_filter),
         ];
+        let new_ca_only = old.name_constraints != config.name_constraints;
         self.hoard.reload(config)?;
         for (key, changed) in fixed {
             if changed {
                 tracing::warn!(key, "changed, but takes effect only after a restart");
             }
+        }
+        if new_ca_only {
+            tracing::warn!(
+                key = "ca.name_constraints",
+                "changed, but applies only to a CA hoard creates (delete ca/ and restart)"
+            );
         }
         tracing::info!("configuration reloaded");
         Ok(())

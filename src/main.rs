@@ -149,7 +149,18 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("hoard: {err:#}");
-            ExitCode::FAILURE
+            // A cache.dir that is not hoard's to use is a configuration problem.
+            let misconfigured = err.chain().any(|cause| {
+                matches!(
+                    cause.downcast_ref::<hoard::store::StoreError>(),
+                    Some(hoard::store::StoreError::NotOurs { .. })
+                )
+            });
+            if misconfigured {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

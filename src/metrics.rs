@@ -59,6 +59,7 @@ pub struct Metrics {
     fills_abandoned: Counter,
     connections_open: Gauge,
     connections_total: Counter,
+    connections_refused: Family<Labels, Counter>,
     /// Set from the store, the CA and the fills just before each scrape.
     pub store_bytes: Gauge,
     pub store_entries: Gauge,
@@ -69,6 +70,8 @@ pub struct Metrics {
     history: Mutex<VecDeque<Minute>>,
     recent: Mutex<VecDeque<Pull>>,
     popular: Mutex<HashMap<String, u64>>,
+    /// The intercepted host patterns: the only hosts named in a `host` label.
+    intercepted: std::sync::RwLock<crate::config::HostPatterns>,
 }
 
 impl Default for Metrics {
@@ -103,6 +106,7 @@ impl Metrics {
             fills_abandoned: Counter::default(),
             connections_open: Gauge::default(),
             connections_total: Counter::default(),
+            connections_refused: Family::default(),
             store_bytes: Gauge::default(),
             store_entries: Gauge::default(),
             store_reserved_bytes: Gauge::default(),
@@ -112,6 +116,7 @@ impl Metrics {
             history: Mutex::new(VecDeque::with_capacity(HISTORY_MINUTES + 1)),
             recent: Mutex::new(VecDeque::with_capacity(RECENT_PULLS + 1)),
             popular: Mutex::new(HashMap::new()),
+            intercepted: std::sync::RwLock::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -148,6 +153,13 @@ impl Metrics {
             "connections",
             "Client connections accepted",
             m.connections_total.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Client connections refused or closed by the connection limits, by reason \
+             (per_client: over proxy.max_connections_per_client; evicted: an idle connection \
+             closed at proxy.max_connections to admit a new one)",
+            m.connections_refused.clone(),
         );
         registry.register("store_bytes", "Bytes in the store", m.store_bytes.clone());
         registry.register(
@@ -253,24 +265,46 @@ impl Metrics {
         recent.truncate(RECENT_PULLS);
     }
 
-    /// Counts a request hoard sent upstream and the status it got (0: no response).
-    pub fn upstream_request(&self, host: &str, method: &http::Method, path: &str, status: u16) {
-        self.upstream_requests
-            .get_or_create(&vec![
-                ("host", host.to_owned()),
-                ("status", status.to_string()),
-            ])
-            .inc();
-        if method == http::Method::GET && path.contains("/manifests/") {
-            self.manifest_gets
-                .get_or_create(&vec![("host", host.to_owned())])
-                .inc();
-        }
+    /// Sets the intercepted hosts (at start and on reload): `host` labels name these and
+    /// call every other host `other`, so clients cannot grow the label set without bound.
+    pub fn set_intercepted(&self, patterns: crate::config::HostPatterns) {
+        *self.intercepted.write().unwrap_or_else(|e| e.into_inner()) = patterns;
     }
 
-    /// Counts a refused client: `reason` is `proxy_auth` or `allow_list`.
+    /// The `host` label for `host`: an intercepted name, its `*.domain` pattern, or `other`.
+    fn host_label(&self, host: &str) -> String {
+        self.intercepted
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .pattern_for(host)
+            .unwrap_or_else(|| "other".to_owned())
+    }
+
+    /// Counts a request hoard sent upstream and the status it got (0: no response).
+    pub fn upstream_request(&self, host: &str, method: &http::Method, path: &str, status: u16) {
+        let host = self.host_label(host);
+        if method == http::Method::GET && path.contains("/manifests/") {
+            self.manifest_gets
+                .get_or_create(&vec![("host", host.clone())])
+                .inc();
+        }
+        self.upstream_requests
+            .get_or_create(&vec![("host", host), ("status", status.to_string())])
+            .inc();
+    }
+
+    /// Counts a refused client: `reason` is `proxy_auth`, `throttled` (too many failed proxy
+    /// logins from its address) or `allow_list`.
     pub fn auth_failure(&self, reason: &'static str) {
         self.auth_failures
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
+    }
+
+    /// Counts a connection refused or evicted by the connection limits: `reason` is
+    /// `per_client`, `full` or `evicted`.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
             .get_or_create(&vec![("reason", reason.to_owned())])
             .inc();
     }

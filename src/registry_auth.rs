@@ -1,9 +1,14 @@
 //! Authentication against registries, on two fronts:
 //! - hoard's own credentials (`[[upstream.credentials]]`), used when a client sends no
-//!   `Authorization`: hoard answers the registry's challenge itself, Basic or the Bearer token
-//!   flow, and keeps tokens until they expire;
+//!   `Authorization`, and only to pull (GET and HEAD of the ping, manifests, blobs, tag lists and
+//!   referrers): hoard answers the registry's own challenge itself (never a redirect target's),
+//!   Basic or the Bearer token flow for a `pull` scope, and keeps tokens until they expire. A
+//!   push, a tag change or a delete goes with the client's credentials or with none;
 //! - `cache.auth_on_hit = "upstream"`: a client gets a cached manifest or blob only after the
 //!   registry accepted the client's own credentials for it (a HEAD), remembered for a while.
+//!   While the registry cannot be asked, an object is served only to a credential the registry
+//!   accepted before for a repository the object is known to come from (its origins, kept by
+//!   the store).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,7 +21,9 @@ use hyper::body::Incoming;
 use sha2::Digest as _;
 
 use crate::config::Credential;
-use crate::upstream::{Upstream, UpstreamError};
+use crate::registry::{Digest, Reference, Route, valid_repository};
+use crate::store::{HostKey, Key, Store};
+use crate::upstream::{Origin, Upstream, UpstreamError};
 
 /// Used when a token response says nothing of its lifetime (the spec's default).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
@@ -129,6 +136,42 @@ fn pull_scope(path: &str) -> Option<String> {
     Some(format!("repository:{}:pull", &rest[..end]))
 }
 
+/// Whether hoard may lend its own credentials to a request: only reads of what a pull needs.
+/// Everything else (uploads, manifest PUTs, DELETEs, the catalog) must carry the client's own.
+pub fn lends_credentials(method: &Method, path: &str) -> bool {
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        return false;
+    }
+    match Route::parse(path) {
+        Route::Ping | Route::Blob { .. } | Route::Manifest { .. } => true,
+        Route::Invalid(_) => false,
+        Route::Other => {
+            let Some(rest) = path.strip_prefix("/v2/") else {
+                return false;
+            };
+            let tag_list = rest
+                .strip_suffix("/tags/list")
+                .is_some_and(valid_repository);
+            let referrers = rest
+                .rsplit_once("/referrers/")
+                .is_some_and(|(repo, digest)| {
+                    valid_repository(repo) && Digest::parse(digest).is_some()
+                });
+            tag_list || referrers
+        }
+    }
+}
+
+/// Whether a token scope asks for nothing but pulls: `repository:<name>:pull` items, space
+/// separated. hoard fetches tokens with its credentials for such scopes only.
+fn pull_only(scope: &str) -> bool {
+    scope.split(' ').filter(|s| !s.is_empty()).all(|item| {
+        item.strip_prefix("repository:")
+            .and_then(|rest| rest.strip_suffix(":pull"))
+            .is_some_and(valid_repository)
+    })
+}
+
 #[derive(Debug)]
 struct Remembered {
     header: HeaderValue,
@@ -149,7 +192,8 @@ pub struct RegistryAuth {
     tokens: Mutex<HashMap<(String, String), Remembered>>,
     /// sha256(client credential, host, path) → the registry's answer.
     verdicts: Mutex<HashMap<[u8; 32], Verdict>>,
-    /// sha256(client credential, host, repository) → when last allowed, for offline serving.
+    /// sha256(client credential, host, repository name) → when last allowed, for offline
+    /// serving.
     allowed_repos: Mutex<HashMap<[u8; 32], Instant>>,
 }
 
@@ -167,9 +211,10 @@ fn bounded<K, V>(map: &mut HashMap<K, V>, age: impl Fn(&V) -> Instant) {
 }
 
 impl RegistryAuth {
-    /// Sends a body-less request to a registry. When the client sent no `Authorization` and
-    /// hoard has `credential` for the registry, hoard authenticates: with a remembered token
-    /// first, else by answering the registry's 401 challenge and sending again.
+    /// Sends a body-less request to a registry. When the client sent no `Authorization`, the
+    /// request is a pull ([`lends_credentials`]) and hoard has `credential` for the registry,
+    /// hoard authenticates: with a remembered token first, else by answering the registry's 401
+    /// challenge and sending again. A 401 from a redirect target is passed on unanswered.
     pub async fn send_following(
         &self,
         upstream: &Upstream,
@@ -178,7 +223,9 @@ impl RegistryAuth {
         uri: Uri,
         mut headers: HeaderMap,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let Some(credential) = credential.filter(|_| !headers.contains_key(AUTHORIZATION)) else {
+        let Some(credential) = credential.filter(|_| {
+            !headers.contains_key(AUTHORIZATION) && lends_credentials(&method, uri.path())
+        }) else {
             return upstream.send_following(method, uri, headers).await;
         };
         let scope = pull_scope(uri.path()).unwrap_or_default();
@@ -189,7 +236,10 @@ impl RegistryAuth {
         let response = upstream
             .send_following(method.clone(), uri.clone(), headers.clone())
             .await?;
-        if response.status() != StatusCode::UNAUTHORIZED {
+        // Only the registry's own challenge is answered: a CDN host that a blob redirects to
+        // gets neither hoard's credentials nor a token fetched on its say-so.
+        let from_origin = response.extensions().get::<Origin>() == Some(&Origin(true));
+        if response.status() != StatusCode::UNAUTHORIZED || !from_origin {
             return Ok(response);
         }
         let Some(challenge) = response
@@ -207,7 +257,11 @@ impl RegistryAuth {
                 service,
                 scope: asked,
             } => {
-                let scope = asked.unwrap_or(scope);
+                // A challenge asking for more than a pull gets a pull token or nothing.
+                let scope = asked.filter(|asked| pull_only(asked)).unwrap_or(scope);
+                if !pull_only(&scope) {
+                    return Ok(response);
+                }
                 self.fetch_token(upstream, credential, &realm, service.as_deref(), &scope)
                     .await
             }
@@ -230,14 +284,19 @@ impl RegistryAuth {
         upstream.send_following(method, uri, headers).await
     }
 
-    /// The remembered `Authorization` for a streamed request (pushes): no retry is possible.
+    /// The remembered `Authorization` for a forwarded request that is a pull
+    /// ([`lends_credentials`]): no retry is possible. Anything else goes with the client's own
+    /// credentials or with none.
     pub fn preauthorize(
         &self,
         credential: Option<&Credential>,
+        method: &Method,
         path: &str,
         headers: &mut HeaderMap,
     ) {
-        let Some(credential) = credential.filter(|_| !headers.contains_key(AUTHORIZATION)) else {
+        let Some(credential) = credential
+            .filter(|_| !headers.contains_key(AUTHORIZATION) && lends_credentials(method, path))
+        else {
             return;
         };
         let key = (
@@ -310,25 +369,30 @@ impl RegistryAuth {
         ))
     }
 
-    /// With `auth_on_hit = "upstream"`: whether this client may have the object at `path` of
-    /// `host`. `None` means yes; otherwise the response to give. The registry is asked with a
-    /// HEAD carrying the client's own credentials (or hoard's, when the client has none); its
-    /// answer is reused for [`VERDICT_TTL`]. When the registry cannot be asked, a client whose
-    /// credentials it accepted for the repository before is served.
+    /// With `auth_on_hit = "upstream"`: whether this client may have the object at `uri` (a
+    /// blob or manifest `route`) of `host`. `None` means yes; otherwise the response to give. The
+    /// registry is asked with a HEAD carrying the client's own credentials (or hoard's, when the
+    /// client has none); its answer is reused for [`VERDICT_TTL`], and a yes adds the repository
+    /// to the object's origins in `store`. When the registry cannot be asked, see
+    /// [`RegistryAuth::allowed_offline`].
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the request's parts, each needed"
+    )]
     pub async fn check_access(
         &self,
         upstream: &Upstream,
         credential: Option<&Credential>,
-        host: &str,
+        host: &HostKey,
+        route: &Route,
         uri: Uri,
         client_headers: &HeaderMap,
+        store: &Store,
     ) -> Option<Response<crate::Body>> {
         let presented = client_headers
             .get(AUTHORIZATION)
             .map_or(&b""[..], HeaderValue::as_bytes);
-        let key = fingerprint(&[presented, host.as_bytes(), uri.path().as_bytes()]);
-        let repo = pull_scope(uri.path()).unwrap_or_default();
-        let repo_key = fingerprint(&[presented, host.as_bytes(), repo.as_bytes()]);
+        let key = fingerprint(&[presented, host.as_str().as_bytes(), uri.path().as_bytes()]);
         if let Some(verdict) = lock(&self.verdicts).get(&key).cloned()
             && verdict.at.elapsed() < VERDICT_TTL
         {
@@ -344,7 +408,7 @@ impl RegistryAuth {
             Err(_) => StatusCode::BAD_GATEWAY,
         };
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-            let known = lock(&self.allowed_repos).contains_key(&repo_key);
+            let known = self.allowed_offline(presented, host, route, store).await;
             return (!known).then(|| {
                 crate::front::error(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -359,10 +423,15 @@ impl RegistryAuth {
                 .and_then(|r| r.headers().get(WWW_AUTHENTICATE).cloned());
             (status, challenge)
         });
-        if refusal.is_none() {
+        if refusal.is_none()
+            && let Some((repo, object)) = route_object(route)
+        {
             let mut allowed = lock(&self.allowed_repos);
             bounded(&mut allowed, |at| *at);
-            allowed.insert(repo_key, Instant::now());
+            allowed.insert(repo_key(presented, host, repo), Instant::now());
+            if let Some(object) = object {
+                store.note_origin(object, host, repo);
+            }
         }
         let mut verdicts = lock(&self.verdicts);
         bounded(&mut verdicts, |v| v.at);
@@ -375,6 +444,56 @@ impl RegistryAuth {
         );
         refusal.map(refusal_response)
     }
+
+    /// While the registry cannot be asked: whether the credential `presented` was accepted
+    /// before, on `host`, for a repository the object comes from. A blob's or manifest's origins
+    /// are what the store recorded (none for entries stored before origins were kept: those
+    /// wait for the registry); a tag comes from its own repository.
+    async fn allowed_offline(
+        &self,
+        presented: &[u8],
+        host: &HostKey,
+        route: &Route,
+        store: &Store,
+    ) -> bool {
+        let Some((repo, object)) = route_object(route) else {
+            return false;
+        };
+        let repos = match object {
+            Some(object) => store
+                .origins(&object)
+                .await
+                .into_iter()
+                .filter(|(h, _)| h == host.as_str())
+                .map(|(_, repo)| repo)
+                .collect(),
+            None => vec![repo.to_owned()],
+        };
+        let allowed = lock(&self.allowed_repos);
+        repos
+            .iter()
+            .any(|repo| allowed.contains_key(&repo_key(presented, host, repo)))
+    }
+}
+
+/// The repository of a blob or manifest route, and the store entry it names (`None` for a tag).
+fn route_object(route: &Route) -> Option<(&str, Option<Key>)> {
+    match route {
+        Route::Blob { repo, digest } => Some((repo, Some(Key::Blob(digest.clone())))),
+        Route::Manifest {
+            repo,
+            reference: Reference::Digest(digest),
+        } => Some((repo, Some(Key::Manifest(digest.clone())))),
+        Route::Manifest {
+            repo,
+            reference: Reference::Tag(_),
+        } => Some((repo, None)),
+        _ => None,
+    }
+}
+
+fn repo_key(presented: &[u8], host: &HostKey, repo: &str) -> [u8; 32] {
+    fingerprint(&[presented, host.as_str().as_bytes(), repo.as_bytes()])
 }
 
 fn refusal_response(
@@ -482,5 +601,49 @@ mod tests {
         );
         assert_eq!(pull_scope("/v2/"), None);
         assert_eq!(encode("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
+    }
+
+    #[test]
+    fn credentials_are_lent_to_pulls_only() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        for (method, path) in [
+            (Method::GET, "/v2/".to_owned()),
+            (Method::HEAD, "/v2/a/b/manifests/v1".to_owned()),
+            (Method::GET, format!("/v2/a/b/manifests/{digest}")),
+            (Method::GET, format!("/v2/a/blobs/{digest}")),
+            (Method::GET, "/v2/a/b/tags/list".to_owned()),
+            (Method::GET, format!("/v2/a/referrers/{digest}")),
+        ] {
+            assert!(lends_credentials(&method, &path), "{method} {path}");
+        }
+        for (method, path) in [
+            (Method::POST, "/v2/a/blobs/uploads/".to_owned()),
+            (Method::GET, "/v2/a/blobs/uploads/1234".to_owned()),
+            (Method::PATCH, "/v2/a/blobs/uploads/1234".to_owned()),
+            (
+                Method::PUT,
+                format!("/v2/a/blobs/uploads/1234?digest={digest}"),
+            ),
+            (Method::PUT, "/v2/a/manifests/v1".to_owned()),
+            (Method::DELETE, format!("/v2/a/manifests/{digest}")),
+            (Method::DELETE, format!("/v2/a/blobs/{digest}")),
+            (Method::GET, "/v2/_catalog".to_owned()),
+            (Method::OPTIONS, "/v2/".to_owned()),
+            (Method::GET, "/v2/a/%2e%2e/manifests/v1".to_owned()),
+        ] {
+            assert!(!lends_credentials(&method, &path), "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn tokens_are_fetched_for_pull_scopes_only() {
+        assert!(pull_only("repository:library/alpine:pull"));
+        assert!(pull_only("repository:a:pull repository:b/c:pull"));
+        assert!(pull_only(""), "the ping's token names no repository");
+        assert!(!pull_only("repository:library/alpine:pull,push"));
+        assert!(!pull_only("repository:library/alpine:push"));
+        assert!(!pull_only("repository:library/alpine:*"));
+        assert!(!pull_only("registry:catalog:*"));
+        assert!(!pull_only("repository:a:pull registry:catalog:*"));
     }
 }

@@ -6,9 +6,17 @@
 //! blobs/sha256/ab/ab12…        blob bytes, exactly as the registry sent them
 //! manifests/sha256/ab/ab12…    "<media type>\n" then the manifest bytes
 //! tags/<host>/<repo>/_tags/<tag>  lines "<fetched unix ms> <digest> <size> <media type>"
-//! tmp/                         fills in progress; emptied at start
+//! origins/blobs/sha256/ab/ab12…      lines "<host> <repository>": where the registry had the entry
+//! origins/manifests/sha256/ab/ab12…  (the same, for manifests)
+//! origins/tmp/                 origins being rewritten; its files are removed at start
+//! hoard-tmp/                   fills in progress; its files are removed at start
+//! .hoard-cache                 marks the folder as hoard's
 //! ```
-//! Every write goes to a temp file in `tmp/`, is fsynced and renamed into place (then the folder
+//! hoard opens only a folder that is empty, marked as its own, or laid out as above, and at start
+//! removes only the files in `hoard-tmp/` (which carries a marker of its own): a `cache.dir` set
+//! to `/` or to a folder of other files is refused, never cleaned.
+//!
+//! Every write goes to a temp file in `hoard-tmp/`, is fsynced and renamed into place (then the folder
 //! is fsynced), so a reader sees a whole verified entry or none, whenever the process dies.
 //! Paths are built only from parsed [`Digest`]s, validated repository names and tags, and checked
 //! host names.
@@ -48,6 +56,14 @@ const MAX_SLICES: usize = 1024;
 /// refreshing it at most every 10 minutes keeps hits free of metadata writes.
 const TOUCH_INTERVAL: Duration = Duration::from_secs(600);
 
+/// Origins kept per entry; past it the oldest is dropped. 32 lines of at most ~520 bytes (a
+/// host name and a 255-byte repository name) keep an origins file under 17 KiB.
+const MAX_ORIGINS: usize = 32;
+
+/// Locks for the read-modify-write of origins files, striped by the digest's first byte so that
+/// the origins of different entries are written in parallel.
+static ORIGIN_LOCKS: [Mutex<()>; 16] = [const { Mutex::new(()) }; 16];
+
 /// Disk errors are logged at most this often, with a count of those not logged.
 const DISK_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -66,6 +82,98 @@ pub enum StoreError {
     BadKey(String),
     #[error("no room for {0} more bytes within the size limit")]
     Full(u64),
+    #[error(
+        "{path} is not hoard's cache folder ({why}); give cache.dir a folder of its own, \
+         empty or made by hoard"
+    )]
+    NotOurs { path: PathBuf, why: String },
+}
+
+/// The temp folder of fills in progress, under the store's root.
+pub const TMP_DIR: &str = "hoard-tmp";
+
+/// The file that marks a folder as hoard's cache (top level) or temp folder (in [`TMP_DIR`]).
+const CACHE_MARKER: &str = ".hoard-cache";
+/// The marker in [`TMP_DIR`]: hoard removes files there only when it is present.
+pub const TMP_MARKER: &str = ".hoard-tmp";
+
+/// What may sit at the top of the store's root: hoard's own names, the `tmp/` of stores made
+/// before [`TMP_DIR`], and a file system's `lost+found` (the root may be a mount point).
+const OWN_NAMES: [&str; 8] = [
+    "blobs",
+    "manifests",
+    "tags",
+    "origins",
+    TMP_DIR,
+    CACHE_MARKER,
+    "tmp",
+    "lost+found",
+];
+
+/// Makes sure `root` is hoard's (or empty, then marks it), and empties its temp folder of the
+/// leftovers of unfinished fills. Returns the temp folder.
+fn claim_root(root: &Path) -> Result<PathBuf, StoreError> {
+    let not_ours = |why: String| StoreError::NotOurs {
+        path: root.to_owned(),
+        why,
+    };
+    std::fs::create_dir_all(root).map_err(io_error("create", root))?;
+    let canonical = root.canonicalize().map_err(io_error("resolve", root))?;
+    if canonical.parent().is_none() {
+        return Err(not_ours("it is the file system's root".into()));
+    }
+    let entries = std::fs::read_dir(root).map_err(io_error("list", root))?;
+    for entry in entries {
+        let name = entry.map_err(io_error("list", root))?.file_name();
+        if !OWN_NAMES.iter().any(|own| name == *own) {
+            return Err(not_ours(format!(
+                "it holds {name:?}, which hoard did not make"
+            )));
+        }
+    }
+    let marker = root.join(CACHE_MARKER);
+    if !marker.exists() {
+        std::fs::write(&marker, b"hoard's cache folder\n").map_err(io_error("mark", &marker))?;
+    }
+    // Stores made before hoard-tmp/ kept fills in tmp/: those files are leftovers too.
+    let legacy = root.join("tmp");
+    if legacy.is_dir() {
+        remove_files_in(&legacy, None)?;
+        let _ = std::fs::remove_dir(&legacy);
+    }
+    let tmp = root.join(TMP_DIR);
+    std::fs::create_dir_all(&tmp).map_err(io_error("create", &tmp))?;
+    let tmp_marker = tmp.join(TMP_MARKER);
+    if !tmp_marker.exists() {
+        let holds_files = std::fs::read_dir(&tmp)
+            .map_err(io_error("list", &tmp))?
+            .next()
+            .is_some();
+        if holds_files {
+            return Err(not_ours(format!(
+                "{TMP_DIR}/ holds files but not hoard's marker"
+            )));
+        }
+        std::fs::write(&tmp_marker, b"").map_err(io_error("mark", &tmp_marker))?;
+    }
+    // Whatever is in the temp folder was being written when hoard stopped: never verified.
+    remove_files_in(&tmp, Some(TMP_MARKER))?;
+    Ok(tmp)
+}
+
+/// Removes the regular files directly in `dir` (not `keep`); folders and links stay.
+fn remove_files_in(dir: &Path, keep: Option<&str>) -> Result<(), StoreError> {
+    for entry in std::fs::read_dir(dir).map_err(io_error("list", dir))? {
+        let entry = entry.map_err(io_error("list", dir))?;
+        if keep.is_some_and(|keep| entry.file_name() == keep) {
+            continue;
+        }
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(io_error("remove", &path))?;
+        }
+    }
+    Ok(())
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -237,7 +345,7 @@ impl Store {
     /// Opens (creating if needed) the store at `root`, removes leftovers of unfinished fills, and
     /// builds the index from what is on disk, oldest modification time least recently used.
     pub fn open(root: &Path, limits: Limits) -> Result<Store, StoreError> {
-        let tmp = root.join("tmp");
+        let tmp = claim_root(root)?;
         for dir in [
             root.join("blobs"),
             root.join("manifests"),
@@ -245,11 +353,11 @@ impl Store {
         ] {
             std::fs::create_dir_all(&dir).map_err(io_error("create", &dir))?;
         }
-        // Whatever is in tmp/ was being written when hoard stopped: it was never verified.
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(io_error("clean", &tmp))?;
+        // Origins that were being rewritten when hoard stopped: leftovers, like unfinished fills.
+        let origins_tmp = root.join("origins").join("tmp");
+        if origins_tmp.is_dir() {
+            remove_files_in(&origins_tmp, None)?;
         }
-        std::fs::create_dir_all(&tmp).map_err(io_error("create", &tmp))?;
 
         let mut found = scan(root);
         found.sort_by_key(|f| f.modified);
@@ -306,6 +414,15 @@ impl Store {
         match key {
             Key::Blob(d) => content_path(&self.inner.root.join("blobs"), d),
             Key::Manifest(d) => content_path(&self.inner.root.join("manifests"), d),
+        }
+    }
+
+    /// Path of the file listing where an entry came from.
+    fn origin_path(&self, key: &Key) -> PathBuf {
+        let origins = self.inner.root.join("origins");
+        match key {
+            Key::Blob(d) => content_path(&origins.join("blobs"), d),
+            Key::Manifest(d) => content_path(&origins.join("manifests"), d),
         }
     }
 
@@ -491,26 +608,63 @@ impl Store {
         self.write_atomically(&path, text.into_bytes()).await
     }
 
+    /// Forgets a tag altogether (its upstream mapping changed through hoard, so the next pull
+    /// must ask the upstream).
+    pub async fn drop_tag(&self, host: &HostKey, repo: &str, tag: &str) -> Result<(), StoreError> {
+        let path = self.tag_path(host, repo, tag)?;
+        match tokio::fs::remove_file(&path).await {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                Err(io_error("remove", &path)(err))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Where the registry had an entry: `(host, repository)` pairs, oldest first. Empty when
+    /// nothing is known, as for entries stored by a hoard that did not record origins.
+    pub async fn origins(&self, key: &Key) -> Vec<(String, String)> {
+        match tokio::fs::read_to_string(self.origin_path(key)).await {
+            Ok(text) => text.lines().filter_map(parse_origin_line).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Records, in the background, that the registry `host` has the entry `key` in repository
+    /// `repo` (it served it or confirmed it there). Kept next to the entry, at most
+    /// [`MAX_ORIGINS`] of them, and removed with it when it is evicted.
+    pub fn note_origin(&self, key: Key, host: &HostKey, repo: &str) {
+        if !valid_repository(repo) {
+            return;
+        }
+        let line = format!("{} {repo}", host.as_str());
+        let (store, path) = (self.clone(), self.origin_path(&key));
+        // Their own temp folder: the store's is for content, and a test (or an operator) that
+        // finds it empty after a fill should not see an origins file being rewritten.
+        let tmp = self.inner.root.join("origins").join("tmp");
+        let stripe = match &key {
+            Key::Blob(d) | Key::Manifest(d) => {
+                usize::from(d.hex().bytes().next().unwrap_or(0)) % ORIGIN_LOCKS.len()
+            }
+        };
+        tokio::spawn(async move {
+            let written = blocking(move || {
+                let _serial = ORIGIN_LOCKS[stripe]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                std::fs::create_dir_all(&tmp).map_err(io_error("create", &tmp))?;
+                add_origin_line(&tmp, &path, &line)
+            })
+            .await;
+            if let Err(err) = written {
+                store.disk_warning("cannot record where an entry came from", &err);
+            }
+        });
+    }
+
     async fn write_atomically(&self, dest: &Path, data: Vec<u8>) -> Result<(), StoreError> {
         let tmp = self.inner.tmp.clone();
         let dest = dest.to_owned();
-        blocking(move || {
-            use std::io::Write;
-            let mut temp = tempfile::Builder::new()
-                .prefix("put-")
-                .tempfile_in(&tmp)
-                .map_err(io_error("create temp file in", &tmp))?;
-            temp.write_all(&data)
-                .and_then(|()| temp.as_file().sync_all())
-                .map_err(io_error("write", temp.path()))?;
-            let parent = dest.parent().unwrap_or(Path::new("."));
-            std::fs::create_dir_all(parent).map_err(io_error("create", parent))?;
-            temp.into_temp_path()
-                .persist(&dest)
-                .map_err(|e| io_error("rename into", &dest)(e.error))?;
-            sync_dir(parent)
-        })
-        .await
+        blocking(move || write_file_atomically(&tmp, &dest, &data)).await
     }
 
     /// Promises `need` bytes to a new entry, deleting least-recently-used entries if the limit
@@ -579,6 +733,7 @@ impl Store {
                 state.bytes -= entry.size;
                 to_free = to_free.saturating_sub(entry.size);
                 victims.push(self.path(&key));
+                victims.push(self.origin_path(&key));
                 self.inner.evictions.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -628,6 +783,60 @@ impl Store {
             }
         }
     }
+}
+
+/// Writes `data` to `dest` through a synced temp file in `tmp`, then syncs `dest`'s folder.
+fn write_file_atomically(tmp: &Path, dest: &Path, data: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write;
+    let mut temp = tempfile::Builder::new()
+        .prefix("put-")
+        .tempfile_in(tmp)
+        .map_err(io_error("create temp file in", tmp))?;
+    temp.write_all(data)
+        .and_then(|()| temp.as_file().sync_all())
+        .map_err(io_error("write", temp.path()))?;
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io_error("create", parent))?;
+    temp.into_temp_path()
+        .persist(dest)
+        .map_err(|e| io_error("rename into", dest)(e.error))?;
+    sync_dir(parent)
+}
+
+/// Adds `line` to the origins file at `path` unless it is there, dropping the oldest lines past
+/// [`MAX_ORIGINS`]. The caller holds the file's lock.
+fn add_origin_line(tmp: &Path, path: &Path, line: &str) -> Result<(), StoreError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(err) => return Err(io_error("read", path)(err)),
+    };
+    let mut lines: Vec<&str> = text
+        .lines()
+        .filter(|l| parse_origin_line(l).is_some())
+        .collect();
+    if lines.contains(&line) {
+        return Ok(());
+    }
+    if lines.len() >= MAX_ORIGINS {
+        lines.drain(..=lines.len() - MAX_ORIGINS);
+    }
+    lines.push(line);
+    let mut data = lines.join("\n");
+    data.push('\n');
+    write_file_atomically(tmp, path, data.as_bytes())
+}
+
+/// One line of an origins file, `<host> <repository>`: a host key's characters (name or address,
+/// `:port`) and a valid repository name. Anything else is `None`, and ignored.
+pub fn parse_origin_line(line: &str) -> Option<(String, String)> {
+    let (host, repo) = line.split_once(' ')?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 300
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    (host_ok && valid_repository(repo)).then(|| (host.to_owned(), repo.to_owned()))
 }
 
 fn new_entry(size: u64) -> Entry {
@@ -1631,26 +1840,75 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"));
             (old, new)
         };
-        std::fs::write(dir.path().join("tmp/fill-leftover"), b"half a blob")
-            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            dir.path().join(TMP_DIR).join("fill-leftover"),
+            b"half a blob",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(dir.path().join("blobs/not-a-digest"), b"junk")
             .unwrap_or_else(|e| panic!("{e}"));
 
         let store = Store::open(dir.path(), limits(1000)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store.usage().entries, 2);
         assert_eq!(store.usage().bytes, 600);
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("tmp"))
-                .map(|d| d.count())
-                .ok(),
-            Some(0)
-        );
+        let left: Vec<_> = std::fs::read_dir(dir.path().join(TMP_DIR))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert_eq!(left, [TMP_MARKER], "only the marker stays");
         let _third = put(&store, 600, b't').await;
         assert!(
             !stored(&store, &old),
             "the entry unused for a day went first"
         );
         assert!(stored(&store, &new));
+    }
+
+    #[test]
+    fn a_folder_of_other_files_or_the_root_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(home.join("tmp")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(home.join("notes.txt"), b"mine").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(home.join("tmp/work"), b"mine too").unwrap_or_else(|e| panic!("{e}"));
+        let refused = Store::open(&home, limits(1000))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            refused.as_deref().is_some_and(|e| e.contains("notes.txt")),
+            "{refused:?}"
+        );
+        assert!(home.join("tmp/work").exists() && home.join("notes.txt").exists());
+        assert!(!home.join(CACHE_MARKER).exists() && !home.join(TMP_DIR).exists());
+
+        let root = Store::open(Path::new("/"), limits(1000))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            root.as_deref().is_some_and(|e| e.contains("root")),
+            "{root:?}"
+        );
+
+        // A temp folder without hoard's marker is not emptied either.
+        let odd = dir.path().join("odd");
+        std::fs::create_dir_all(odd.join(TMP_DIR)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(odd.join(TMP_DIR).join("x"), b"?").unwrap_or_else(|e| panic!("{e}"));
+        assert!(Store::open(&odd, limits(1000)).is_err());
+        assert!(odd.join(TMP_DIR).join("x").exists());
+    }
+
+    #[test]
+    fn a_store_from_before_hoard_tmp_opens_and_its_leftovers_go() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        for folder in ["blobs", "manifests", "tags", "tmp"] {
+            std::fs::create_dir_all(dir.path().join(folder)).unwrap_or_else(|e| panic!("{e}"));
+        }
+        std::fs::write(dir.path().join("tmp/.tmpAbc"), b"half").unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path(), limits(1000));
+        assert!(store.is_ok(), "{:?}", store.err());
+        assert!(!dir.path().join("tmp").exists());
+        assert!(dir.path().join(CACHE_MARKER).exists());
+        // Opened again: marked now, so it opens as hoard's.
+        assert!(Store::open(dir.path(), limits(1000)).is_ok());
     }
 
     #[tokio::test]
@@ -1674,6 +1932,73 @@ mod tests {
                 reserved: 0,
                 fills: 0
             }
+        );
+    }
+
+    #[tokio::test]
+    async fn origins_are_bounded_survive_a_restart_and_go_with_their_entry() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let host = HostKey::new("gcr.io", 443).unwrap_or_else(|| panic!("host key"));
+        let (a, b) = {
+            let store = Store::open(dir.path(), limits(1000)).unwrap_or_else(|e| panic!("{e}"));
+            let a = put(&store, 300, b'a').await;
+            let b = put(&store, 300, b'b').await;
+            let key = Key::Manifest(a.clone());
+            assert!(store.origins(&key).await.is_empty(), "nothing known yet");
+            let path = store.origin_path(&key);
+            let tmp = store.inner.tmp.clone();
+            for i in 0..MAX_ORIGINS + 3 {
+                add_origin_line(&tmp, &path, &format!("gcr.io team/repo{i}"))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            // Again: not twice. And what is not an origin line is dropped on the next write.
+            add_origin_line(&tmp, &path, "gcr.io team/repo5").unwrap_or_else(|e| panic!("{e}"));
+            store.note_origin(Key::Manifest(b.clone()), &host, "../../etc");
+            store.note_origin(Key::Manifest(b.clone()), &host, "team/b");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while store.origins(&Key::Manifest(b.clone())).await.is_empty() {
+                assert!(Instant::now() < deadline, "note_origin wrote nothing");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let past = SystemTime::now() - Duration::from_secs(86_400);
+            std::fs::File::options()
+                .write(true)
+                .open(store.path(&Key::Manifest(a.clone())))
+                .and_then(|f| f.set_modified(past))
+                .unwrap_or_else(|e| panic!("{e}"));
+            (a, b)
+        };
+        let store = Store::open(dir.path(), limits(1000)).unwrap_or_else(|e| panic!("{e}"));
+        let origins = store.origins(&Key::Manifest(a.clone())).await;
+        assert_eq!(origins.len(), MAX_ORIGINS, "bounded");
+        assert_eq!(
+            origins[0],
+            ("gcr.io".into(), "team/repo3".into()),
+            "oldest dropped"
+        );
+        assert_eq!(
+            origins.last(),
+            Some(&("gcr.io".into(), format!("team/repo{}", MAX_ORIGINS + 2)))
+        );
+        assert_eq!(
+            store.origins(&Key::Manifest(b.clone())).await,
+            [("gcr.io".to_owned(), "team/b".to_owned())],
+            "an invalid repository is never recorded"
+        );
+        assert!(
+            store.origins(&Key::Blob(a.clone())).await.is_empty(),
+            "kinds apart"
+        );
+        // Evicting a (least recently used) takes its origins along.
+        let _c = put(&store, 600, b'c').await;
+        assert!(!stored(&store, &a));
+        assert!(!store.origin_path(&Key::Manifest(a.clone())).exists());
+        assert!(store.origin_path(&Key::Manifest(b.clone())).exists());
+        assert_eq!(parse_origin_line("gcr.io a b"), None);
+        assert_eq!(parse_origin_line("gcr.io/x a"), None);
+        assert_eq!(
+            parse_origin_line("localhost:5000 a/b"),
+            Some(("localhost:5000".into(), "a/b".into()))
         );
     }
 

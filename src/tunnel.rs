@@ -1,7 +1,10 @@
 //! Tunnels for CONNECT to hosts hoard does not intercept: the destination's bytes, untouched.
 
+use std::future::Future as _;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -10,6 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::Hoard;
 use crate::idle::Idle;
+use crate::limits::{Activity, Ending, Ticket};
 use crate::log::CacheStatus;
 use crate::metrics::Metrics;
 
@@ -20,15 +24,27 @@ pub async fn connect(hoard: &Hoard, host: &str, port: u16) -> std::io::Result<Tc
     hoard.upstream().connect(host, port).await
 }
 
-/// Copies bytes both ways until either side closes, then logs one line. The client's TCP
-/// stream is taken back from hyper so the kernel can move the bytes with splice(2): ~0.25 s of
-/// CPU per GiB instead of ~1 s through 8 KiB user-space buffers.
-pub async fn run(client: Upgraded, server: TcpStream, authority: String, metrics: Arc<Metrics>) {
+/// Copies bytes both ways until either side closes or nothing moves for `idle_timeout`, then
+/// logs one line. The client's TCP stream is taken back from hyper so the kernel can move the
+/// bytes with splice(2): ~0.25 s of CPU per GiB instead of ~1 s through 8 KiB user-space buffers.
+/// The ticket keeps the tunnel counted against the connection limits until it closes.
+pub async fn run(
+    client: Upgraded,
+    server: TcpStream,
+    authority: String,
+    metrics: Arc<Metrics>,
+    ticket: Ticket,
+    idle_timeout: Duration,
+) {
     let start = Instant::now();
     let result = match client.downcast::<TokioIo<Idle<TcpStream>>>() {
-        Ok(parts) => splice(parts.io.into_inner().into_inner(), parts.read_buf, server).await,
+        Ok(parts) => {
+            let client = parts.io.into_inner().into_inner();
+            splice(client, parts.read_buf, server, &ticket, idle_timeout).await
+        }
         Err(client) => {
             tracing::debug!(host = %authority, "tunnel copies in user space");
+            // The client side is still wrapped in `Idle`, which ends a silent tunnel.
             copy(client, server).await
         }
     };
@@ -55,18 +71,11 @@ const PIPE_SIZE: usize = 1 << 20;
 /// Bytes up, bytes down, and the error that ended the tunnel, if any.
 type Traffic = (u64, u64, Option<std::io::Error>);
 
-async fn splice(mut client: TcpStream, early: bytes::Bytes, mut server: TcpStream) -> Traffic {
-    // Bytes the client sent right after CONNECT, which hyper had already read.
-    if !early.is_empty()
-        && let Err(err) = server.write_all(&early).await
-    {
-        return (0, 0, Some(err));
-    }
-    // splice(2) has no idle timer: let the kernel notice peers that vanished.
-    for stream in [&client, &server] {
-        let _ = rustix::net::sockopt::set_socket_keepalive(stream, true);
-    }
-    let pipes = (|| {
+type Pipes = tokio_splice2::SpliceBidiIo<TcpStream, TcpStream, false, false>;
+
+/// Two pipes of [`PIPE_SIZE`], or of the default size when there is no room to grow them.
+fn pipes() -> std::io::Result<Pipes> {
+    let sized = || {
         Ok::<_, std::io::Error>(tokio_splice2::SpliceBidiIo {
             io_sl2sr: tokio_splice2::SpliceIoCtx::prepare()?
                 .set_pipe_size(PIPE_SIZE)?
@@ -75,19 +84,79 @@ async fn splice(mut client: TcpStream, early: bytes::Bytes, mut server: TcpStrea
                 .set_pipe_size(PIPE_SIZE)?
                 .into_io(),
         })
-    })();
-    let spliced = match pipes {
-        Ok(pipes) => Ok(pipes.execute(&mut client, &mut server).await),
-        // No pipes (or no room to grow them): the default-sized ones.
-        Err(_) => tokio_splice2::copy_bidirectional(&mut client, &mut server).await,
     };
-    match spliced {
-        Ok(traffic) => (
-            early.len() as u64 + traffic.tx as u64,
-            traffic.rx as u64,
-            traffic.error,
+    sized().or_else(|_| {
+        Ok(tokio_splice2::SpliceBidiIo {
+            io_sl2sr: tokio_splice2::SpliceIoCtx::prepare()?.into_io(),
+            io_sr2sl: tokio_splice2::SpliceIoCtx::prepare()?.into_io(),
+        })
+    })
+}
+
+/// Bytes read and written so far, both ways: any change is activity.
+fn moved(pipes: &Pipes) -> usize {
+    let (up, down) = (&pipes.io_sl2sr, &pipes.io_sr2sl);
+    up.traffic_client_tx(None).tx
+        + up.traffic_client_rx(None).rx
+        + down.traffic_client_tx(None).tx
+        + down.traffic_client_rx(None).rx
+}
+
+async fn splice(
+    mut client: TcpStream,
+    early: bytes::Bytes,
+    mut server: TcpStream,
+    ticket: &Ticket,
+    idle_timeout: Duration,
+) -> Traffic {
+    // Bytes the client sent right after CONNECT, which hyper had already read.
+    if !early.is_empty()
+        && let Err(err) = server.write_all(&early).await
+    {
+        return (0, 0, Some(err));
+    }
+    // Let the kernel notice peers that vanished, beyond the idle timeout below.
+    for stream in [&client, &server] {
+        let _ = rustix::net::sockopt::set_socket_keepalive(stream, true);
+    }
+    let pipes = match pipes() {
+        Ok(pipes) => pipes,
+        Err(err) => return (early.len() as u64, 0, Some(err)),
+    };
+    let mut pipes = std::pin::pin!(pipes);
+    let ended = ticket.ended(idle_timeout, Activity::Bytes);
+    let mut ended = std::pin::pin!(ended);
+    // splice(2) moves the bytes in the kernel, past any wrapper that could time the silence:
+    // the tunnel is driven here, and whatever moved counts as activity.
+    let error = std::future::poll_fn(|cx| {
+        let before = moved(&pipes);
+        let polled = pipes
+            .as_mut()
+            .poll_execute(cx, Pin::new(&mut client), Pin::new(&mut server));
+        if moved(&pipes) != before {
+            ticket.touch();
+        }
+        match polled {
+            Poll::Ready(done) => Poll::Ready(done.err()),
+            Poll::Pending => match ended.as_mut().poll(cx) {
+                Poll::Ready(ending) => Poll::Ready(Some(ended_error(ending))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    })
+    .await;
+    let up = pipes.io_sl2sr.traffic_client_tx(None).tx;
+    let down = pipes.io_sr2sl.traffic_client_rx(None).rx;
+    (early.len() as u64 + up as u64, down as u64, error)
+}
+
+fn ended_error(ending: Ending) -> std::io::Error {
+    match ending {
+        Ending::Idle => std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "tunnel idle for too long (proxy.idle_timeout)",
         ),
-        Err(err) => (early.len() as u64, 0, Some(err)),
+        Ending::Evicted => std::io::Error::other("closed to make room for a new connection"),
     }
 }
 

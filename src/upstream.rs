@@ -118,27 +118,31 @@ impl Upstream {
     }
 
     /// Sends a body-less request (GET or HEAD), following redirects itself. `Authorization` is
-    /// dropped as soon as a hop leads to another host.
+    /// dropped as soon as a hop leads away from the origin: to another host, or to plain
+    /// `http://` (where anyone on the path could read it). The response carries [`Origin`]: whether
+    /// it came from the origin itself or from a hop elsewhere.
     pub async fn send_following(
         &self,
         method: Method,
         uri: Uri,
         mut headers: HeaderMap,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let origin = uri.authority().cloned();
+        let origin = uri.clone();
         let mut uri = uri;
         for _ in 0..=MAX_REDIRECTS {
             let mut request = Request::new(crate::empty_body());
             *request.method_mut() = method.clone();
             *request.uri_mut() = uri.clone();
             *request.headers_mut() = headers.clone();
+            let at_origin = same_origin(&origin, &uri);
             // The registry itself is trusted; where it redirects to is guarded.
-            let client = if uri.authority() == origin.as_ref() {
+            let client = if at_origin {
                 &self.client
             } else {
                 &self.guarded
             };
-            let response = self.send_on(client, request).await?;
+            let mut response = self.send_on(client, request).await?;
+            response.extensions_mut().insert(Origin(at_origin));
             if !response.status().is_redirection() || response.status().as_u16() == 304 {
                 return Ok(response);
             }
@@ -151,7 +155,7 @@ impl Upstream {
             };
             let next = join_location(&uri, location)
                 .ok_or_else(|| UpstreamError::BadRedirect(location.to_owned()))?;
-            if next.authority() != origin.as_ref() {
+            if !same_origin(&origin, &next) {
                 headers.remove(AUTHORIZATION);
             }
             // Redirect URLs carry signatures in their query: log the path only.
@@ -331,6 +335,9 @@ impl Resolver {
         if let Some(addr) = self.overrides.get(&host.to_ascii_lowercase()) {
             return Ok(vec![*addr]);
         }
+        if self.guard && crate::access::is_noncanonical_numeric(host) {
+            return Err(noncanonical(host));
+        }
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
         if !self.guard {
             return Ok(addrs);
@@ -346,24 +353,50 @@ impl Resolver {
         Ok(public)
     }
 
-    /// With the guard on, refuses `host` when it is itself a private address. For connections
-    /// whose name someone else resolves.
+    /// With the guard on, refuses a `host` that someone else (a parent proxy) will resolve when
+    /// hoard cannot tell where it leads: a private address, an address in a non-canonical
+    /// numeric form (`127.1`), or a single-label name (`localhost`, `metadata`), which the
+    /// parent resolves inside its own network.
     fn refuse_literal(&self, host: &str) -> std::io::Result<()> {
-        match host.parse::<std::net::IpAddr>() {
-            Ok(ip) if self.guard && crate::access::is_private(ip) => Err(private_destination(host)),
-            _ => Ok(()),
+        if !self.guard {
+            return Ok(());
         }
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return match crate::access::is_private(ip) {
+                true => Err(private_destination(host)),
+                false => Ok(()),
+            };
+        }
+        if crate::access::is_noncanonical_numeric(host) {
+            return Err(noncanonical(host));
+        }
+        let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        if !name.contains('.') || name.ends_with(".localhost") {
+            return Err(refused(format!(
+                "{host} is a single-label or localhost name that the parent proxy would resolve \
+                 in its own network, which proxy.allow_private_destinations does not allow"
+            )));
+        }
+        Ok(())
     }
 }
 
 fn private_destination(host: &str) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::PermissionDenied,
-        format!(
-            "{host} is a private or loopback address, which \
-             proxy.allow_private_destinations does not allow"
-        ),
-    )
+    refused(format!(
+        "{host} is a private or loopback address, which \
+         proxy.allow_private_destinations does not allow"
+    ))
+}
+
+fn noncanonical(host: &str) -> std::io::Error {
+    refused(format!(
+        "{host} is a numeric address not written as a.b.c.d, which \
+         proxy.allow_private_destinations does not allow"
+    ))
+}
+
+fn refused(message: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::PermissionDenied, message)
 }
 
 impl tower_service::Service<Name> for Resolver {
@@ -407,6 +440,20 @@ pub fn root_store(extra: &[std::path::PathBuf]) -> Result<RootCertStore, SetupEr
         }
     }
     Ok(roots)
+}
+
+/// Whether a response of [`Upstream::send_following`] came from the host it was sent to (`true`)
+/// or from a redirect hop elsewhere (`false`). Only the origin's challenges may be answered with
+/// hoard's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin(pub bool);
+
+/// Same scheme and authority, and that scheme is `https`: the only hops that may see the
+/// `Authorization` meant for `origin`.
+fn same_origin(origin: &Uri, next: &Uri) -> bool {
+    next.scheme() == Some(&http::uri::Scheme::HTTPS)
+        && next.scheme() == origin.scheme()
+        && next.authority() == origin.authority()
 }
 
 /// Resolves a `Location` header against the URI it came from: absolute, scheme-relative,
@@ -458,5 +505,18 @@ mod tests {
             Some("https://gcr.io/v2/p/i/blobs/other")
         );
         assert_eq!(join("https://"), None);
+    }
+
+    #[test]
+    fn only_https_to_the_same_authority_is_the_origin() {
+        let origin: Uri = "https://gcr.io/v2/p/i/blobs/sha256:00"
+            .parse()
+            .unwrap_or_default();
+        let same = |text: &str| same_origin(&origin, &text.parse().unwrap_or_default());
+        assert!(same("https://gcr.io/storage/x?sig=1"));
+        assert!(same("https://GCR.io/x"));
+        assert!(!same("http://gcr.io/storage/x"), "a downgrade to http");
+        assert!(!same("https://gcr.io:8443/x"));
+        assert!(!same("https://storage.googleapis.com/x"));
     }
 }

@@ -151,6 +151,37 @@ async fn metrics_move_with_a_miss_a_hit_and_a_tunnel() {
 }
 
 #[tokio::test]
+async fn metric_host_labels_name_only_intercepted_hosts() {
+    init();
+    let registry = Registry::start().await;
+    let proxy = Proxy::start(&registry, "").await;
+    registry.set_mode(Mode::Redirect);
+    let digest = registry.add_blob(fresh_blob(10_000));
+    let response = proxy
+        .client(false)
+        .get(url(&format!("/v2/p/app/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap();
+
+    let text = metrics(&proxy).await;
+    // The registry by name; the CDN hop (any host a client could make hoard fetch) as `other`.
+    assert!(
+        text.contains(&format!(
+            "hoard_upstream_requests_total{{host=\"{REGISTRY}\",status=\"307\"}}"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("hoard_upstream_requests_total{host=\"other\",status=\"200\"}"),
+        "{text}"
+    );
+    assert!(!text.contains(CDN), "{text}");
+}
+
+#[tokio::test]
 async fn healthz_fails_when_the_store_cannot_be_written() {
     init();
     let registry = Registry::start().await;
@@ -159,7 +190,7 @@ async fn healthz_fails_when_the_store_cannot_be_written() {
     assert_eq!(healthy.status(), 200);
 
     // Root ignores permissions, so take the temp folder away and put a file in its place.
-    let tmp = proxy.cache_dir().join("tmp");
+    let tmp = proxy.cache_dir().join(hoard::store::TMP_DIR);
     std::fs::remove_dir_all(&tmp).unwrap();
     std::fs::write(&tmp, b"not a folder").unwrap();
     let sick = reqwest::get(admin_url(&proxy, "/healthz")).await.unwrap();
@@ -168,6 +199,38 @@ async fn healthz_fails_when_the_store_cannot_be_written() {
 
     std::fs::remove_file(&tmp).unwrap();
     std::fs::create_dir(&tmp).unwrap();
+    let again = reqwest::get(admin_url(&proxy, "/healthz")).await.unwrap();
+    assert_eq!(again.status(), 200);
+}
+
+#[tokio::test]
+async fn healthz_fails_when_the_ca_key_is_gone_or_replaced() {
+    init();
+    let registry = Registry::start().await;
+    let proxy = Proxy::start(&registry, "").await;
+    let key = proxy.dir.path().join("ca/ca.key");
+    let original = std::fs::read(&key).unwrap();
+    assert_eq!(
+        reqwest::get(admin_url(&proxy, "/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    std::fs::remove_file(&key).unwrap();
+    let gone = reqwest::get(admin_url(&proxy, "/healthz")).await.unwrap();
+    assert_eq!(gone.status(), 503);
+    assert!(gone.text().await.unwrap().contains("ca.key"));
+
+    // Another key in its place: readable, but not the one hoard signs with.
+    let other = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    std::fs::write(&key, other).unwrap();
+    let replaced = reqwest::get(admin_url(&proxy, "/healthz")).await.unwrap();
+    assert_eq!(replaced.status(), 503);
+    assert!(replaced.text().await.unwrap().contains("no longer holds"));
+
+    std::fs::write(&key, original).unwrap();
     let again = reqwest::get(admin_url(&proxy, "/healthz")).await.unwrap();
     assert_eq!(again.status(), 200);
 }

@@ -186,3 +186,72 @@ fn json_logs_are_one_object_per_line() {
     assert_eq!(line["fields"]["cache"], "LOCAL");
     assert_config_error(&serve_with("[log]\nformat = \"xml\"\n"), "log.format");
 }
+
+#[test]
+fn the_access_log_never_shows_a_password_from_the_url() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!("[proxy]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"off\"\n[log]\nformat = \"json\"\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(HOARD)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("hoard listening"), "{first}");
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // Refused by the destination guard, and logged all the same.
+    tcp.write_all(
+        b"GET http://alice:hunter2@127.0.0.1:9/x HTTP/1.1\r\nHost: 127.0.0.1:9\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    let line = lines.next().unwrap().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(parsed["fields"]["host"], "127.0.0.1:9", "{line}");
+    assert!(
+        !line.contains("hunter2") && !line.contains("alice"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_cache_dir_that_is_not_hoards_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join("tmp")).unwrap();
+    std::fs::write(home.join("tmp/draft.txt"), b"keep me").unwrap();
+    std::fs::write(home.join("photo.jpg"), b"keep me too").unwrap();
+    for cache_dir in [home.as_path(), std::path::Path::new("/")] {
+        let output = serve_with(&format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"off\"\n[cache]\ndir = \"{}\"\n",
+            cache_dir.display()
+        ));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("not hoard's cache folder"), "{stderr}");
+    }
+    assert_eq!(
+        std::fs::read(home.join("tmp/draft.txt")).unwrap(),
+        b"keep me"
+    );
+    assert!(home.join("photo.jpg").exists());
+}

@@ -154,12 +154,11 @@ async fn stored(dir: &Path, digest: &str) -> Vec<u8> {
 
 /// The files in the store's temp folder, with their sizes.
 fn temp_files(dir: &Path) -> Vec<(PathBuf, u64)> {
-    std::fs::read_dir(dir.join("cache/tmp"))
+    std::fs::read_dir(dir.join("cache").join(hoard::store::TMP_DIR))
         .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (e.path(), e.metadata().unwrap().len())
-        })
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != hoard::store::TMP_MARKER)
+        .map(|e| (e.path(), e.metadata().unwrap().len()))
         .collect()
 }
 

@@ -16,8 +16,9 @@ fn blob_url(digest: &str) -> String {
 }
 
 fn temp_files(proxy: &Proxy) -> usize {
-    std::fs::read_dir(proxy.cache_dir().join("tmp"))
+    std::fs::read_dir(proxy.cache_dir().join(hoard::store::TMP_DIR))
         .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name() != hoard::store::TMP_MARKER)
         .count()
 }
 
@@ -280,7 +281,10 @@ async fn the_store_stays_under_max_size_and_keeps_what_is_used() {
         move || {
             let mut peak = 0;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(disk_usage(&cache.join("blobs")) + disk_usage(&cache.join("tmp")));
+                peak = peak.max(
+                    disk_usage(&cache.join("blobs"))
+                        + disk_usage(&cache.join(hoard::store::TMP_DIR)),
+                );
                 std::thread::sleep(Duration::from_millis(2));
             }
             peak

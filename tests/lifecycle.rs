@@ -26,17 +26,20 @@ impl Drop for Hoard {
 
 impl Hoard {
     async fn start(registry: &Registry) -> Hoard {
+        // A CA limited to the first intercept list could not sign for a host a reload adds.
+        let extra = Extra {
+            proxy: "shutdown_grace = \"10s\"",
+            ca: "name_constraints = false",
+            ..Extra::default()
+        };
+        Hoard::start_with(registry, "127.0.0.1", extra).await
+    }
+
+    async fn start_with(registry: &Registry, ip: &str, extra: Extra<'_>) -> Hoard {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let config = Proxy::write_config_with(
-            dir.path(),
-            registry,
-            &format!("127.0.0.1:{port}"),
-            &Extra {
-                proxy: "shutdown_grace = \"10s\"",
-                ..Extra::default()
-            },
-        );
+        let config =
+            Proxy::write_config_with(dir.path(), registry, &format!("{ip}:{port}"), &extra);
         let log = dir.path().join("hoard.log");
         let child = Command::new(env!("CARGO_BIN_EXE_hoard"))
             .args(["serve", "--config"])
@@ -153,6 +156,86 @@ async fn a_bad_reload_is_refused_and_the_old_config_stays() {
     }
     let ping = hoard.client().get(url("/v2/")).send().await.unwrap();
     assert_eq!(ping.status(), 200, "still serving with the old config");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_names_the_settings_it_cannot_apply() {
+    init();
+    let registry = Registry::start().await;
+    let hoard = Hoard::start(&registry).await;
+    let text = std::fs::read_to_string(&hoard.config).unwrap();
+    let changed = text
+        .replace(
+            "[cache]\n",
+            "[cache]\nmax_size = \"1GiB\"\nmin_free = \"2GiB\"\n",
+        )
+        .replace(
+            "[proxy]\n",
+            "[proxy]\nmax_connections = 77\nmax_connections_per_client = 7\n",
+        )
+        .replace("name_constraints = false", "name_constraints = true")
+        + "[log]\nlevel = \"debug\"\n";
+    std::fs::write(&hoard.config, changed).unwrap();
+    hoard.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !hoard.log().contains("configuration reloaded") {
+        assert!(Instant::now() < deadline, "{}", hoard.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = hoard.log();
+    for key in [
+        "cache.max_size",
+        "cache.min_free",
+        "proxy.max_connections",
+        "proxy.max_connections_per_client",
+        "log.level",
+        "ca.name_constraints",
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("WARN") && l.contains(&format!("key=\"{key}\""))),
+            "no warning names {key}: {log}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_cannot_make_a_wide_listener_an_open_proxy() {
+    init();
+    let registry = Registry::start().await;
+    // Bound to every address, but only loopback clients are allowed.
+    let hoard = Hoard::start_with(
+        &registry,
+        "0.0.0.0",
+        Extra {
+            proxy: "allow_clients = [\"127.0.0.0/8\"]",
+            ..Extra::default()
+        },
+    )
+    .await;
+    // The file now claims loopback and drops the allow-list: fine for a loopback listener,
+    // an open proxy on the one that is bound.
+    let text = std::fs::read_to_string(&hoard.config).unwrap();
+    let open = text
+        .replace(
+            &format!("0.0.0.0:{}", hoard.port),
+            &format!("127.0.0.1:{}", hoard.port),
+        )
+        .replace("allow_clients = [\"127.0.0.0/8\"]", "");
+    assert_ne!(text, open);
+    std::fs::write(&hoard.config, open).unwrap();
+    hoard.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !hoard.log().contains("reload refused") {
+        assert!(
+            !hoard.log().contains("configuration reloaded"),
+            "{}",
+            hoard.log()
+        );
+        assert!(Instant::now() < deadline, "{}", hoard.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(hoard.log().contains("open proxy"), "{}", hoard.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

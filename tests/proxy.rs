@@ -173,6 +173,138 @@ async fn redirects_are_followed_without_sending_authorization_elsewhere() {
     }
 }
 
+/// hoard's account for the fixture registry, as `[upstream]` TOML.
+const HOARDS_CREDENTIALS: &str = "[[upstream.credentials]]\nhost = \"registry.test\"\nusername = \"hoard\"\npassword = \"s3cret\"\n";
+
+#[tokio::test]
+async fn a_redirect_targets_challenge_is_never_answered_with_hoards_credentials() {
+    init();
+    let registry = Registry::start().await;
+    registry.set_mode(Mode::RedirectToChallenge);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start_with(dir, &registry, "", HOARDS_CREDENTIALS).await;
+    let digest = registry.add_blob(fresh_blob(1000));
+
+    // A client without credentials: hoard would lend its own to the registry, but the 401 comes
+    // from the CDN host the blob redirects to.
+    let response = proxy
+        .client(false)
+        .get(blob_path("p/app", &digest))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401, "the CDN's answer is passed on");
+
+    let seen = registry.seen();
+    let to_cdn: Vec<&Seen> = seen.iter().filter(|s| s.host == CDN).collect();
+    assert!(!to_cdn.is_empty(), "the redirect was followed: {seen:?}");
+    for hop in &to_cdn {
+        assert_eq!(
+            hop.authorization, None,
+            "hoard sent credentials to the CDN host: {} {}",
+            hop.method, hop.path
+        );
+        assert!(
+            !hop.path.starts_with("/token"),
+            "hoard fetched a token from the realm the CDN named: {seen:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_to_plain_http_never_carries_authorization() {
+    init();
+    let registry = Registry::start().await;
+    registry.set_mode(Mode::RedirectToHttp);
+    let bytes = fresh_blob(1000);
+    let digest = registry.add_blob(bytes.clone());
+    // registry.test resolves to a port that speaks both: TLS goes on to the fixture, plain HTTP
+    // (the redirect's hop) is answered here, with what it carried written down.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mux = listener.local_addr().unwrap();
+    let plain: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let (heads, upstream, body) = (plain.clone(), registry.addr, bytes.clone());
+    let task = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (heads, body) = (heads.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                if tcp.peek(&mut first).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                if first[0] == 0x16 {
+                    let mut registry = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut registry).await;
+                    return;
+                }
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                heads
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).into_owned());
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = tcp.write_all(answer.as_bytes()).await;
+                let _ = tcp.write_all(&body).await;
+            });
+        }
+    });
+    let resolve = format!(
+        r#"{{ "{REGISTRY}" = "{mux}", "{CDN}" = "{}" }}"#,
+        registry.addr
+    );
+    let proxy = Proxy::start_extra(
+        &registry,
+        Extra {
+            resolve: Some(&resolve),
+            ..Extra::default()
+        },
+    )
+    .await;
+
+    let response = proxy
+        .client(false)
+        .get(blob_path("p/app", &digest))
+        .bearer_auth("secret-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.unwrap(), bytes);
+    let seen = registry.seen();
+    assert_eq!(
+        seen[0].authorization.as_deref(),
+        Some("Bearer secret-token"),
+        "the registry itself, over TLS, gets the client's credentials"
+    );
+    let heads = plain.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1, "one plain-HTTP hop: {heads:?}");
+    assert!(
+        heads[0].starts_with(&format!("GET /plain/{digest} ")),
+        "{}",
+        heads[0]
+    );
+    assert!(
+        !heads[0].to_ascii_lowercase().contains("authorization"),
+        "Authorization went out over plain HTTP:\n{}",
+        heads[0]
+    );
+    task.abort();
+}
+
 #[tokio::test]
 async fn corrupt_blob_is_cut_short_and_never_kept() {
     init();
@@ -199,8 +331,9 @@ async fn corrupt_blob_is_cut_short_and_never_kept() {
         }
         assert!(!proxy.blob_path(&digest).exists());
         assert_eq!(
-            std::fs::read_dir(proxy.cache_dir().join("tmp"))
+            std::fs::read_dir(proxy.cache_dir().join(hoard::store::TMP_DIR))
                 .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name() != hoard::store::TMP_MARKER)
                 .count(),
             0,
             "no temp file left behind"
@@ -289,6 +422,40 @@ async fn tags_are_cached_then_revalidated_with_head() {
     assert_eq!(moved.bytes().await.unwrap(), v2);
     assert_eq!(registry.count("GET", &format!("/manifests/{d2}")), 1);
     assert_eq!(registry.count("GET", "/manifests/latest"), 1);
+}
+
+#[tokio::test]
+async fn a_manifest_put_through_hoard_drops_the_cached_tag() {
+    init();
+    let registry = Registry::start().await;
+    // Tags stay fresh far longer than the test: only the PUT can make hoard ask again.
+    let proxy = Proxy::start(&registry, "tag_ttl = \"1h\"").await;
+    let client = proxy.client(false);
+    let v1 = Registry::manifest_json(&[], "before");
+    let d1 = registry.add_manifest("p/app", "latest", DOCKER_V2, v1);
+    let tag = url("/v2/p/app/manifests/latest");
+    let get = || client.get(&tag).header("accept", DOCKER_V2).send();
+    let first = get().await.unwrap();
+    assert_eq!(first.headers()["docker-content-digest"], d1.as_str());
+
+    let v2 = Registry::manifest_json(&[], "after");
+    let put = client
+        .put(&tag)
+        .header("content-type", DOCKER_V2)
+        .body(v2.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    assert_eq!(registry.count("PUT", "/manifests/latest"), 1);
+
+    let next = get().await.unwrap();
+    assert_eq!(
+        next.headers()["docker-content-digest"],
+        sha256(&v2).as_str(),
+        "the pull after the push sees the new digest"
+    );
+    assert_eq!(next.bytes().await.unwrap(), v2);
 }
 
 #[tokio::test]
@@ -538,12 +705,16 @@ async fn connect_to_other_hosts_is_a_byte_for_byte_tunnel() {
 async fn plain_http_is_forwarded_without_hop_by_hop_headers() {
     init();
     let registry = Registry::start().await;
+    let (addr, _server) = echo_server().await;
+    let ports = format!(
+        "allow_private_destinations = true\nforward_ports = [{}]",
+        addr.port()
+    );
     let extra = Extra {
-        proxy: "allow_private_destinations = true",
+        proxy: &ports,
         ..Extra::default()
     };
     let proxy = Proxy::start_extra(&registry, extra).await;
-    let (addr, _server) = echo_server().await;
     let client = reqwest::Client::builder()
         .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
         .build()

@@ -1,8 +1,11 @@
 //! `Route::parse`, the request-path classifier: whatever it extracts from a path is a valid
-//! repository, tag or digest, and so safe to use in a cache key or a file path.
+//! repository, tag or digest, and so safe to use in a cache key or a file path. And
+//! `registry_auth::lends_credentials`: hoard's credentials go to reads of pull routes only.
 #![no_main]
 
 use hoard::registry::{Reference, Route, valid_repository, valid_tag};
+use hoard::registry_auth::lends_credentials;
+use http::Method;
 use libfuzzer_sys::fuzz_target;
 
 fn check_repository(path: &str, repo: &str) {
@@ -23,6 +26,17 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let route = Route::parse(path);
+    for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+        assert!(!lends_credentials(&method, path), "{method} {path:?}");
+    }
+    if lends_credentials(&Method::GET, path) {
+        let read = match &route {
+            Route::Ping | Route::Blob { .. } | Route::Manifest { .. } => true,
+            Route::Other => path.ends_with("/tags/list") || path.contains("/referrers/"),
+            Route::Invalid(_) => false,
+        };
+        assert!(read, "GET {path:?} lent credentials");
+    }
     let rebuilt = match &route {
         // Ping, Other (forwarded untouched) and Invalid (answered 400) carry nothing from the path.
         Route::Ping | Route::Other => return,

@@ -1,10 +1,10 @@
 //! Text hoard reads back from disk or from an upstream: a tag file line
-//! (`store::parse_tag_line`) and a `Location` header resolved against the request's URI
-//! (`upstream::join_location`).
+//! (`store::parse_tag_line`), an origins file line (`store::parse_origin_line`) and a `Location`
+//! header resolved against the request's URI (`upstream::join_location`).
 #![no_main]
 
-use hoard::registry::Digest;
-use hoard::store::parse_tag_line;
+use hoard::registry::{Digest, valid_repository};
+use hoard::store::{parse_origin_line, parse_tag_line};
 use hoard::upstream::join_location;
 use http::Uri;
 use libfuzzer_sys::fuzz_target;
@@ -19,6 +19,18 @@ fuzz_target!(|data: &[u8]| {
             Some(&entry.digest)
         );
         assert!(!entry.media_type.contains(' '), "{text:?}: {entry:?}");
+    }
+    if let Some((host, repo)) = parse_origin_line(text) {
+        assert!(valid_repository(&repo), "{text:?}: repository {repo:?}");
+        assert!(
+            !host.is_empty() && !host.contains([' ', '/', '\n']),
+            "{text:?}: host {host:?}"
+        );
+        assert_eq!(
+            format!("{host} {repo}"),
+            text,
+            "nothing dropped or rewritten"
+        );
     }
     let base = Uri::from_static("https://registry.example:5000/v2/library/alpine/blobs/x?y=1");
     if let Some(uri) = join_location(&base, text) {

@@ -126,6 +126,10 @@ pub enum Mode {
     Stall { after: usize },
     /// Blobs stop after `after` bytes and the connection is cut.
     Truncate { after: usize },
+    /// 307 to the CDN, which answers 401 with a Bearer challenge whose realm is on the CDN.
+    RedirectToChallenge,
+    /// 307 to `http://registry.test/plain/<digest>`: the same host, without TLS.
+    RedirectToHttp,
 }
 
 #[derive(Default)]
@@ -181,9 +185,16 @@ impl Registry {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
-                    let service = hyper::service::service_fn(move |req| {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (s, m) = (s.clone(), m.clone());
-                        async move { Ok::<_, Infallible>(answer(req, &s, &m)) }
+                        async move {
+                            if req.method() == http::Method::PUT
+                                && req.uri().path().contains("/manifests/")
+                            {
+                                return Ok::<_, Infallible>(put_manifest(req, &s).await);
+                            }
+                            Ok::<_, Infallible>(answer(req, &s, &m))
+                        }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tls), service)
@@ -321,6 +332,57 @@ fn redirect(status: StatusCode, location: &str) -> Response<FixtureBody> {
     response
 }
 
+/// `PUT /v2/<repo>/manifests/<tag>`: stored under the tag and its digest, 201 with the digest.
+async fn put_manifest(req: Request<Incoming>, state: &Mutex<State>) -> Response<FixtureBody> {
+    let (parts, body) = req.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let path = parts.uri.path().to_owned();
+    let authorization = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut state = state.lock().unwrap();
+    state.seen.push(Seen {
+        method: parts.method.to_string(),
+        host: parts.uri.host().unwrap_or(REGISTRY).to_owned(),
+        path: path.clone(),
+        authorization: authorization.clone(),
+        headers: parts.headers.clone(),
+    });
+    let Some((repo, tag)) = path
+        .strip_prefix("/v2/")
+        .and_then(|rest| rest.rsplit_once("/manifests/"))
+    else {
+        return respond(StatusCode::NOT_FOUND, "unknown path");
+    };
+    if denied(&state, repo, authorization.as_deref()) {
+        return unauthorized();
+    }
+    let media_type = parts
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(DOCKER_V2)
+        .to_owned();
+    let digest = sha256(&bytes);
+    for reference in [tag, digest.as_str()] {
+        state.manifests.insert(
+            (repo.to_owned(), reference.to_owned()),
+            (media_type.clone(), bytes.clone()),
+        );
+    }
+    let mut response = respond(StatusCode::CREATED, "");
+    response
+        .headers_mut()
+        .insert("docker-content-digest", digest.parse().unwrap());
+    response
+}
+
 fn answer(
     req: Request<Incoming>,
     state: &Mutex<State>,
@@ -366,6 +428,16 @@ fn answer(
     let range = range.as_deref();
 
     if host == CDN {
+        if path.starts_with("/cdn/locked/") {
+            let mut response = respond(StatusCode::UNAUTHORIZED, "");
+            response.headers_mut().insert(
+                "www-authenticate",
+                format!(r#"Bearer realm="https://{CDN}/token",service="{CDN}""#)
+                    .parse()
+                    .unwrap(),
+            );
+            return response;
+        }
         // Hops 2 and 3 of a redirect chain, then the bytes.
         if let Some(digest) = path.strip_prefix("/cdn/a/") {
             return redirect(StatusCode::FOUND, &format!("/cdn/b/{digest}"));
@@ -410,11 +482,14 @@ fn answer(
         if denied(&state, repo, authorization.as_deref()) {
             return unauthorized();
         }
-        if mode == Mode::Redirect {
-            return redirect(
-                StatusCode::TEMPORARY_REDIRECT,
-                &format!("https://{CDN}/cdn/a/{digest}?sig=abc"),
-            );
+        let location = match mode {
+            Mode::Redirect => Some(format!("https://{CDN}/cdn/a/{digest}?sig=abc")),
+            Mode::RedirectToChallenge => Some(format!("https://{CDN}/cdn/locked/{digest}")),
+            Mode::RedirectToHttp => Some(format!("http://{REGISTRY}/plain/{digest}")),
+            _ => None,
+        };
+        if let Some(location) = location {
+            return redirect(StatusCode::TEMPORARY_REDIRECT, &location);
         }
         return match mode {
             Mode::Slow { chunk, delay } => streamed(&state, digest, chunk, delay, None, range),
