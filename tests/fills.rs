@@ -95,13 +95,7 @@ async fn ranges_are_answered_from_a_fill_in_progress() {
         ("bytes=600000-700000", 600_000..700_001),
         ("bytes=-1000", (1 << 20) - 1000..1 << 20),
     ] {
-        let response = client
-            .get(blob_url(&digest))
-            .header("range", range)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 206, "{range}");
+        let response = get_range(&client, &digest, range).await;
         assert_eq!(
             response.bytes().await.unwrap(),
             bytes.slice(span),
@@ -378,6 +372,18 @@ async fn get_and_abort(proxy: &Proxy, digest: &str, at_least: usize) {
     // The client drops the response here, mid-body.
 }
 
+/// A GET of `range` of a blob, answered 206.
+async fn get_range(client: &reqwest::Client, digest: &str, range: &str) -> reqwest::Response {
+    let response = client
+        .get(blob_url(digest))
+        .header("range", range)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 206, "{range}");
+    response
+}
+
 #[tokio::test]
 async fn a_far_range_of_a_cold_blob_goes_upstream_as_a_range() {
     init();
@@ -393,13 +399,7 @@ async fn a_far_range_of_a_cold_blob_goes_upstream_as_a_range() {
         ] {
             registry.forget();
             let sent = registry.sent();
-            let response = client
-                .get(blob_url(&digest))
-                .header("range", range)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 206, "{mode:?} {range}");
+            let response = get_range(&client, &digest, range).await;
             let content_range = format!("bytes {}-{}/{}", span.start, span.end - 1, 12 << 20);
             assert_eq!(response.headers()["content-range"], content_range.as_str());
             assert_eq!(response.bytes().await.unwrap(), bytes.slice(span.clone()));
@@ -435,14 +435,7 @@ async fn a_fill_nobody_reads_stops_after_the_grace_period() {
             cold_blob(STEADY, "abandoned_fill_grace = \"300ms\"", len).await;
         let left = Instant::now();
         if one_byte {
-            let response = proxy
-                .client(false)
-                .get(blob_url(&digest))
-                .header("range", "bytes=0-0")
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 206);
+            let response = get_range(&proxy.client(false), &digest, "bytes=0-0").await;
             assert_eq!(response.bytes().await.unwrap(), bytes.slice(0..1));
         } else {
             get_and_abort(&proxy, &digest, 1).await;
@@ -484,14 +477,7 @@ async fn a_fill_resumed_within_the_grace_period_goes_on() {
     get_and_abort(&proxy, &digest, 1 << 20).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // dockerd resumes an interrupted download with a Range from where it was.
-    let rest = proxy
-        .client(false)
-        .get(blob_url(&digest))
-        .header("range", "bytes=1048576-")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(rest.status(), 206);
+    let rest = get_range(&proxy.client(false), &digest, "bytes=1048576-").await;
     assert_eq!(rest.bytes().await.unwrap(), bytes.slice(1 << 20..));
     proxy.settled().await;
     assert!(proxy.blob_path(&digest).exists());
