@@ -130,6 +130,17 @@ impl Setup {
             .join(hex)
     }
 
+    /// Where hoard records the registries and repositories an entry came from.
+    fn origins_path(&self, kind: &str, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.cache()
+            .join("origins")
+            .join(kind)
+            .join("sha256")
+            .join(&hex[..2])
+            .join(hex)
+    }
+
     fn tag_path(&self, image: &Image) -> PathBuf {
         self.cache()
             .join("tags")
@@ -411,6 +422,21 @@ async fn rm_removes_an_image_and_only_the_blobs_no_other_image_uses() {
     let other = s.image("p/other", "v1", &[&fresh_blob(2000), &shared]);
     s.pull(&app).await;
     s.pull(&other).await;
+    // Origins are recorded in the background: wait for them, so none is written after the rm.
+    let recorded = || {
+        [&app, &other].iter().all(|image| {
+            s.origins_path("manifests", &image.digest).exists()
+                && image
+                    .blobs
+                    .iter()
+                    .all(|d| s.origins_path("blobs", d).exists())
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !recorded() {
+        assert!(std::time::Instant::now() < deadline, "origins not recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let rm = s.hoard(&["cache", "rm", &app.name()]).await;
     assert_eq!(rm.code, Some(0), "{}", rm.stderr);
@@ -430,9 +456,13 @@ async fn rm_removes_an_image_and_only_the_blobs_no_other_image_uses() {
     );
     assert!(!s.tag_path(&app).exists() && !s.manifest_path(&app.digest).exists());
     assert!(!s.proxy.blob_path(&app.blobs[1]).exists());
+    // No provenance outlives its entry.
+    assert!(!s.origins_path("manifests", &app.digest).exists());
+    assert!(!s.origins_path("blobs", &app.blobs[1]).exists());
     // The config and the shared layer stay with the other image.
     for digest in &other.blobs {
         assert!(s.proxy.blob_path(digest).exists(), "{digest}");
+        assert!(s.origins_path("blobs", digest).exists(), "{digest}");
     }
     let ls = s.hoard(&["cache", "ls"]).await;
     assert_eq!(ls.stdout.lines().count(), 2, "{}", ls.stdout);
@@ -452,6 +482,13 @@ async fn rm_removes_an_image_and_only_the_blobs_no_other_image_uses() {
     assert!(rm.stdout.contains(&format!("removed tag {}", other.name())));
     assert!(files(&s.cache().join("blobs")).is_empty(), "{}", rm.stdout);
     assert!(files(&s.cache().join("tags")).is_empty());
+    let origins = files(&s.cache().join("origins"));
+    assert!(
+        origins
+            .iter()
+            .all(|p| p.starts_with(s.cache().join("origins/tmp"))),
+        "{origins:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -325,8 +325,39 @@ pub fn remove_if_unchanged(
         return Ok(Removal::Changed);
     }
     match fs::remove_file(path) {
-        Ok(()) => Ok(Removal::Removed),
+        Ok(()) => {
+            remove_origins_of(path)?;
+            Ok(Removal::Removed)
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Removal::Gone),
         Err(e) => Err(io_error("remove", path)(e)),
+    }
+}
+
+/// Removes the origins file of a removed blob or manifest, `<root>/origins/<kind>/<alg>/<xx>/<hex>`
+/// beside `<root>/<kind>/<alg>/<xx>/<hex>`, so that no provenance outlives its entry. Any other
+/// path (a tag file) has none.
+fn remove_origins_of(entry: &Path) -> Result<(), OpsError> {
+    let mut parts = entry.iter().rev();
+    let (Some(hex), Some(prefix), Some(alg), Some(kind)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Ok(());
+    };
+    if kind != "blobs" && kind != "manifests" {
+        return Ok(());
+    }
+    let Some(root) = entry.ancestors().nth(4) else {
+        return Ok(());
+    };
+    let origins = root
+        .join("origins")
+        .join(kind)
+        .join(alg)
+        .join(prefix)
+        .join(hex);
+    match fs::remove_file(&origins) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error("remove", &origins)(e)),
+        _ => Ok(()),
     }
 }
