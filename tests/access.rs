@@ -754,6 +754,11 @@ async fn a_flood_from_one_address_does_not_lock_out_other_clients() {
         "answered after {:?}",
         start.elapsed()
     );
+    eprintln!(
+        "{} flood connections open; another client's /healthz and blob took {:?}",
+        flood.len(),
+        start.elapsed()
+    );
     drop(flood);
 }
 
