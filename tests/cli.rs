@@ -147,48 +147,9 @@ fn bad_access_settings_say_which_key() {
     assert!(!String::from_utf8_lossy(&secret.stderr).contains("hunter2"));
 }
 
-#[test]
-fn json_logs_are_one_object_per_line() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let path = dir.path().join("config.toml");
-    std::fs::write(
-        &path,
-        format!("[proxy]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"off\"\n[log]\nformat = \"json\"\n"),
-    )
-    .unwrap();
-    let mut child = Command::new(HOARD)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .current_dir(dir.path())
-        .env_remove("RUST_LOG")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    assert_eq!(first["fields"]["message"], "hoard listening");
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut answer = String::new();
-    tcp.read_to_string(&mut answer).unwrap();
-    let line: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert_eq!(line["fields"]["path"], "/healthz");
-    assert_eq!(line["fields"]["cache"], "LOCAL");
-    assert_config_error(&serve_with("[log]\nformat = \"xml\"\n"), "log.format");
-}
-
-#[test]
-fn the_access_log_never_shows_a_password_from_the_url() {
+/// Starts hoard with JSON logs, sends `request` to its proxy port, and returns the answer, the
+/// first log line and the request's log line.
+fn json_logged(request: &[u8]) -> (String, String, String) {
     use std::io::{BufRead, BufReader, Read, Write};
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -212,18 +173,35 @@ fn the_access_log_never_shows_a_password_from_the_url() {
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    assert!(first.contains("hoard listening"), "{first}");
     let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    // Refused by the destination guard, and logged all the same.
-    tcp.write_all(
-        b"GET http://alice:hunter2@127.0.0.1:9/x HTTP/1.1\r\nHost: 127.0.0.1:9\r\nConnection: close\r\n\r\n",
-    )
-    .unwrap();
+    tcp.write_all(request).unwrap();
     let mut answer = String::new();
     tcp.read_to_string(&mut answer).unwrap();
     let line = lines.next().unwrap().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
+    (answer, first, line)
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let (answer, first, line) =
+        json_logged(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(first["fields"]["message"], "hoard listening");
+    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(line["fields"]["path"], "/healthz");
+    assert_eq!(line["fields"]["cache"], "LOCAL");
+    assert_config_error(&serve_with("[log]\nformat = \"xml\"\n"), "log.format");
+}
+
+#[test]
+fn the_access_log_never_shows_a_password_from_the_url() {
+    // Refused (port 9 is not in proxy.forward_ports), and logged all the same.
+    let (answer, _, line) = json_logged(
+        b"GET http://alice:hunter2@127.0.0.1:9/x HTTP/1.1\r\nHost: 127.0.0.1:9\r\nConnection: close\r\n\r\n",
+    );
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(parsed["fields"]["host"], "127.0.0.1:9", "{line}");
