@@ -619,6 +619,12 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })
 }
 
+/// What an intercepted host matched in [`HostPatterns`].
+enum Pattern<'a> {
+    Exact(&'a str),
+    Suffix(&'a str),
+}
+
 /// Host names to intercept: exact names and `*.suffix` wildcards, compared case-insensitively.
 #[derive(Debug, Clone, Default)]
 pub struct HostPatterns {
@@ -652,19 +658,26 @@ impl HostPatterns {
 
     /// Whether `host` (no port) is intercepted.
     pub fn matches(&self, host: &str) -> bool {
-        self.pattern_for(host).is_some()
+        self.matching(&host.to_ascii_lowercase()).is_some()
     }
 
     /// The pattern `host` (no port) matches: the name itself when listed, else `*.domain`.
     pub fn pattern_for(&self, host: &str) -> Option<String> {
-        let host = host.to_ascii_lowercase();
-        if self.exact.contains(&host) {
-            return Some(host);
+        match self.matching(&host.to_ascii_lowercase())? {
+            Pattern::Exact(name) => Some(name.to_owned()),
+            Pattern::Suffix(suffix) => Some(format!("*{suffix}")),
+        }
+    }
+
+    /// The listed name or `.domain` suffix a lowercase `host` matches.
+    fn matching(&self, host: &str) -> Option<Pattern<'_>> {
+        if let Some(name) = self.exact.iter().find(|name| *name == host) {
+            return Some(Pattern::Exact(name));
         }
         self.suffixes
             .iter()
             .find(|s| host.ends_with(s.as_str()) && host.len() > s.len())
-            .map(|s| format!("*{s}"))
+            .map(|s| Pattern::Suffix(s))
     }
 
     /// The patterns as configured, for the CA's name constraints and logs.
