@@ -1,333 +1,40 @@
 //! hoard: a caching HTTPS forward proxy for container registries.
 //!
-//! A request travels `front` (the proxy listener) → `tunnel` (CONNECT to hosts not intercepted),
-//! `forward` (plain `http://`), or `intercept` (TLS with a minted leaf) → `cache` (the registry
-//! rules) → `store` (disk) or `upstream` (the registry).
+//! Layers, bottom to top; each imports only what is below it (`.ci/layers` checks this):
+//! - vocabulary, no I/O: [`oci`] (digests, routes, media types, ranges, auth challenges), [`net`]
+//!   (hosts, patterns, address blocks, proxy URLs), [`http`] (bodies, hoard-made responses,
+//!   headers, idle timeout, h2 write batching), [`error`];
+//! - [`config`] and [`telemetry`] (metrics, access log);
+//! - services that never import each other: [`tls`] (CA, leaves, roots), [`store`] (the disk),
+//!   [`upstream`] (the client, parent proxy, redirects, registry auth), [`access`] (connection
+//!   limits, proxy logins);
+//! - [`hoard`]: the state every connection shares;
+//! - [`registry`]: the OCI rules (what to serve from the store, what to fill, what to revalidate);
+//! - listeners, which never import each other: [`proxy`] (front door, CONNECT, tunnel,
+//!   intercept, plain forward, setup scripts) and [`admin`] (metrics, health, status page);
+//! - [`server`] wires them; [`ops`] holds the operator commands and uses only the lower layers.
 
 pub mod access;
 pub mod admin;
-pub mod blobs;
-pub mod ca;
-pub mod cache;
-pub mod coalesce;
 pub mod config;
-pub mod forward;
-pub mod front;
-pub mod idle;
-pub mod intercept;
-pub mod limits;
-pub mod log;
-pub mod metrics;
+pub mod hoard;
+pub mod http;
+pub mod net;
+pub mod oci;
 pub mod ops;
-pub mod parent;
+pub mod proxy;
 pub mod registry;
-pub mod registry_auth;
-pub mod setup;
+pub mod server;
 pub mod store;
-pub mod tunnel;
+pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full};
-
 pub use config::Config;
-
-/// The error type carried by bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The body type of every response hoard sends and every request it forwards.
-pub type Body = BoxBody<Bytes, BoxError>;
-
-/// An empty body.
-pub fn empty_body() -> Body {
-    Empty::new().map_err(|never| match never {}).boxed()
-}
-
-/// A body holding `bytes`.
-pub fn full_body(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-/// Everything a connection needs, shared by all of them.
-#[derive(Debug)]
-pub struct Hoard {
-    config: std::sync::RwLock<Arc<Config>>,
-    pub ca: ca::CertificateAuthority,
-    pub store: store::Store,
-    upstream: std::sync::RwLock<Arc<upstream::Upstream>>,
-    pub metrics: Arc<metrics::Metrics>,
-    pub flights: cache::Flights,
-    pub registry_auth: registry_auth::RegistryAuth,
-    /// Blob fills running, against `cache.max_fills` and `cache.max_fills_per_client`.
-    pub fill_slots: blobs::FillSlots,
-}
+pub use hoard::Hoard;
+pub use server::Server;
 
 /// The crypto provider: aws-lc-rs, the only one in the tree.
-pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-impl Hoard {
-    /// The configuration in force (replaced as a whole by a reload).
-    pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// The upstream clients in force (replaced as a whole by a reload that changes them).
-    pub fn upstream(&self) -> Arc<upstream::Upstream> {
-        self.upstream
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Puts a reloaded configuration in force for the requests that follow. When the upstream
-    /// settings changed (trust, resolve overrides, parent proxy, timeouts, the guard), new
-    /// upstream clients with fresh connection pools take over; requests in flight finish on the
-    /// old ones. What is bound or opened at start (listeners, the CA, the store) keeps its
-    /// start-up settings until a restart. If the new clients cannot be built, nothing changes.
-    pub fn reload(&self, config: Config) -> anyhow::Result<()> {
-        use anyhow::Context as _;
-        if upstream_changed(&self.config(), &config) {
-            let upstream =
-                upstream::Upstream::new(&config, crypto_provider(), self.metrics.clone())
-                    .context("setting up the upstream client")?;
-            *self.upstream.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(upstream);
-            tracing::info!(parent = ?config.parent, "upstream settings changed; new upstream connections use them");
-        }
-        self.metrics.set_intercepted(config.intercept.clone());
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
-        Ok(())
-    }
-
-    /// Loads the CA, opens the store and builds the upstream client.
-    pub fn new(config: Config) -> anyhow::Result<Hoard> {
-        use anyhow::Context as _;
-        let provider = crypto_provider();
-        let constrain_to = config
-            .name_constraints
-            .then(|| config.intercept.names().collect());
-        let ca = ca::CertificateAuthority::load_or_create(
-            &config.ca_dir,
-            provider.clone(),
-            constrain_to,
-        )
-        .context("loading the CA")?;
-        let limits = store::Limits {
-            max_size: config.max_size,
-            min_free: config.min_free,
-        };
-        let store = store::Store::open(&config.cache_dir, limits).context("opening the cache")?;
-        let metrics: Arc<metrics::Metrics> = Arc::default();
-        metrics.set_intercepted(config.intercept.clone());
-        let upstream = upstream::Upstream::new(&config, provider, metrics.clone())
-            .context("setting up the upstream client")?;
-        Ok(Hoard {
-            config: std::sync::RwLock::new(Arc::new(config)),
-            ca,
-            store,
-            upstream: std::sync::RwLock::new(Arc::new(upstream)),
-            metrics,
-            flights: cache::Flights::default(),
-            registry_auth: registry_auth::RegistryAuth::default(),
-            fill_slots: blobs::FillSlots::default(),
-        })
-    }
-}
-
-/// A running proxy: the listener's address and the task serving it. Dropping it stops serving.
-#[derive(Debug)]
-pub struct Server {
-    hoard: Arc<Hoard>,
-    addr: SocketAddr,
-    admin_addr: Option<SocketAddr>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Server {
-    /// Binds `config.listen` and serves in the background.
-    pub async fn start(config: Config) -> anyhow::Result<Server> {
-        use anyhow::Context as _;
-        // The CA and the store first: a client that can connect gets a working proxy.
-        let (listen, admin) = (config.listen, config.admin);
-        let hoard = Arc::new(Hoard::new(config)?);
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        let addr = listener.local_addr()?;
-        let admin = bind_admin(admin).await?;
-        let admin_addr = match admin {
-            Some(admin) => {
-                let admin_addr = admin.local_addr().ok();
-                tokio::spawn(admin::serve(admin, hoard.clone()));
-                admin_addr
-            }
-            None => None,
-        };
-        let task = tokio::spawn(front::serve(listener, hoard.clone()));
-        tokio::spawn(reconcile_now_and_then(hoard.clone()));
-        Ok(Server {
-            hoard,
-            addr,
-            admin_addr,
-            task: Some(task),
-        })
-    }
-
-    /// Puts a new configuration in force without dropping a connection (SIGHUP). The intercept
-    /// list, credentials, proxy users, allow-list, ports, tag TTL, auth_on_hit and the
-    /// `[upstream]` settings take effect for the next requests; addresses, the CA and the store
-    /// need a restart. A configuration whose upstream clients cannot be built is refused whole.
-    pub fn reload(&self, config: Config) -> anyhow::Result<()> {
-        // Judged by the listener that is open, whatever proxy.listen now says.
-        config.check_open_proxy(self.addr)?;
-        let old = self.hoard.config();
-        let fixed = [
-            ("proxy.listen", old.listen != config.listen),
-            ("ca.dir", old.ca_dir != config.ca_dir),
-            ("cache.dir", old.cache_dir != config.cache_dir),
-            ("admin.listen", old.admin != config.admin),
-            ("cache.max_size", old.max_size != config.max_size),
-            ("cache.min_free", old.min_free != config.min_free),
-            (
-                "proxy.max_connections",
-                old.max_connections != config.max_connections,
-            ),
-            (
-                "proxy.max_connections_per_client",
-                old.max_connections_per_client != config.max_connections_per_client,
-            ),
-            ("log.format", old.log_format != config.log_format),
-            ("log.level", old.log_filter != config.log_filter),
-        ];
-        let new_ca_only = old.name_constraints != config.name_constraints;
-        self.hoard.reload(config)?;
-        for (key, changed) in fixed {
-            if changed {
-                tracing::warn!(key, "changed, but takes effect only after a restart");
-            }
-        }
-        if new_ca_only {
-            tracing::warn!(
-                key = "ca.name_constraints",
-                "changed, but applies only to a CA hoard creates (delete ca/ and restart)"
-            );
-        }
-        tracing::info!("configuration reloaded");
-        Ok(())
-    }
-
-    /// Stops accepting connections and lets the ones open finish, and the fills they started
-    /// reach the store, for at most `grace`.
-    pub async fn shutdown(mut self, grace: std::time::Duration) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-        let deadline = tokio::time::Instant::now() + grace;
-        let busy = || {
-            (
-                self.hoard.metrics.open_connections(),
-                self.fills_in_progress(),
-            )
-        };
-        while busy() != (0, 0) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        match busy() {
-            (0, 0) => tracing::info!("all connections and fills finished"),
-            (connections, fills) => {
-                tracing::warn!(connections, fills, "grace period over; closing the rest")
-            }
-        }
-    }
-
-    /// Blobs being fetched into the store. A fill outlives its first client's response: the
-    /// client has its last bytes once they are verified, while the blob is still being synced
-    /// to disk.
-    pub fn fills_in_progress(&self) -> usize {
-        self.hoard.store.usage().fills
-    }
-
-    /// Where the admin listener is, if it runs.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_addr
-    }
-
-    /// Where the proxy listens.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Serves until the task ends (it does not, unless the listener fails).
-    pub async fn wait(mut self) -> anyhow::Result<()> {
-        if let Some(task) = self.task.take() {
-            task.await?;
-        }
-        Ok(())
-    }
-}
-
-/// Whether the settings the upstream clients are built from differ.
-fn upstream_changed(old: &Config, new: &Config) -> bool {
-    old.extra_ca_files != new.extra_ca_files
-        || old.resolve != new.resolve
-        || old.connect_timeout != new.connect_timeout
-        || old.allow_private_destinations != new.allow_private_destinations
-        || old.parent != new.parent
-        || old.no_proxy != new.no_proxy
-}
-
-/// Binds the admin listener. The default address may be taken (a second hoard on the host):
-/// then hoard runs without it and says so; a configured address must bind.
-async fn bind_admin(admin: config::AdminListen) -> anyhow::Result<Option<tokio::net::TcpListener>> {
-    use anyhow::Context as _;
-    match admin {
-        config::AdminListen::Off => Ok(None),
-        config::AdminListen::Configured(addr) => Ok(Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (admin.listen)"))?,
-        )),
-        config::AdminListen::Default(addr) => match tokio::net::TcpListener::bind(addr).await {
-            Ok(listener) => Ok(Some(listener)),
-            Err(err) => {
-                tracing::warn!(%addr, error = %err, "admin listener not started (set admin.listen to choose another address)");
-                Ok(None)
-            }
-        },
-    }
-}
-
-/// How often the store's index is checked against the disk, so that entries removed by
-/// `hoard cache prune`/`rm` while hoard runs stop counting against the limit. One scan of 100,000
-/// entries takes well under a second of one core's time.
-const RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
-
-async fn reconcile_now_and_then(hoard: Arc<Hoard>) {
-    let weak = Arc::downgrade(&hoard);
-    drop(hoard);
-    loop {
-        tokio::time::sleep(RECONCILE_INTERVAL).await;
-        let Some(hoard) = weak.upgrade() else {
-            return;
-        };
-        hoard.store.reconcile().await;
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-    }
+pub fn crypto_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }

@@ -121,7 +121,7 @@ async fn proxy_authentication_guards_connect_and_plain_requests() {
     assert!(plain.starts_with("HTTP/1.1 407"), "{plain}");
     let wrong = format!(
         "GET http://{echo}/ HTTP/1.1\r\nHost: {echo}\r\nProxy-Authorization: {}\r\n\r\n",
-        hoard::access::basic_header("alice", "looking-glass")
+        hoard::http::basic_header("alice", "looking-glass")
     );
     assert!(
         raw(&proxy, wrong.as_bytes())
@@ -876,7 +876,7 @@ async fn login(proxy: &Proxy, from: &str, user: &str, password: &str) -> String 
     let mut tcp = connect_from(from, proxy.server.local_addr()).await;
     let request = format!(
         "CONNECT {REGISTRY}:443 HTTP/1.1\r\nHost: {REGISTRY}:443\r\nProxy-Authorization: {}\r\n\r\n",
-        hoard::access::basic_header(user, password)
+        hoard::http::basic_header(user, password)
     );
     tcp.write_all(request.as_bytes()).await.unwrap();
     read_some(&mut tcp).await

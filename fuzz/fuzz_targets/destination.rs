@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use hoard::access::{is_noncanonical_numeric, is_private};
+use hoard::net::{is_noncanonical_numeric, is_private};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! file name (the store names content files by the hex part).
 #![no_main]
 
-use hoard::registry::{Algorithm, Digest};
+use hoard::oci::{Algorithm, Digest};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -8,13 +8,13 @@ use http::HeaderValue;
 use libfuzzer_sys::fuzz_target;
 
 fn check(value: &HeaderValue, len: u64) {
-    if let Ok((first, last)) = hoard::blobs::parse_range(value, len) {
+    if let Ok((first, last)) = hoard::oci::parse_range(value, len) {
         assert!(
             first <= last && last < len,
             "{value:?} with len {len}: {first}-{last}"
         );
         assert!(
-            hoard::blobs::far_range(value) || first <= hoard::blobs::RANGE_FILL_AHEAD,
+            hoard::oci::far_range(value) || first <= hoard::oci::RANGE_FILL_AHEAD,
             "{value:?} with len {len}: starts a fill at {first}"
         );
     }

@@ -3,7 +3,7 @@
 #![no_main]
 
 use hoard::ops::imageref::{ImageRef, registry_key};
-use hoard::registry::{Digest, valid_repository, valid_tag};
+use hoard::oci::{Digest, valid_repository, valid_tag};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

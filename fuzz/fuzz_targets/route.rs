@@ -3,8 +3,8 @@
 //! `registry_auth::lends_credentials`: hoard's credentials go to reads of pull routes only.
 #![no_main]
 
-use hoard::registry::{Reference, Route, valid_repository, valid_tag};
-use hoard::registry_auth::lends_credentials;
+use hoard::oci::{Reference, Route, valid_repository, valid_tag};
+use hoard::upstream::auth::lends_credentials;
 use http::Method;
 use libfuzzer_sys::fuzz_target;
 

@@ -3,7 +3,7 @@
 //! header resolved against the request's URI (`upstream::join_location`).
 #![no_main]
 
-use hoard::registry::{Digest, valid_repository};
+use hoard::oci::{Digest, valid_repository};
 use hoard::store::{parse_origin_line, parse_tag_line};
 use hoard::upstream::join_location;
 use http::Uri;

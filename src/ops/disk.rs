@@ -11,10 +11,10 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::oci::{Digest, valid_repository, valid_tag};
 use crate::ops::imageref::registry_key;
 use crate::ops::manifest::Manifest;
 use crate::ops::{OpsError, io_error};
-use crate::registry::{Digest, valid_repository, valid_tag};
 
 /// Manifest files larger than this are not read: 4 MiB of manifest (the registries' own limit)
 /// plus its media-type line.

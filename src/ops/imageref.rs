@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
-use crate::registry::{Digest, Reference, valid_repository, valid_tag};
+use crate::oci::{Digest, Reference, valid_repository, valid_tag};
 
 /// The host Docker Hub images are pulled from.
 pub const DOCKER_HUB: &str = "registry-1.docker.io";
@@ -148,7 +148,7 @@ pub fn registry_key(text: &str) -> Option<String> {
         }
         None => (text.as_str(), None),
     };
-    if !crate::config::is_dns_name(host) && host.parse::<Ipv4Addr>().is_err() {
+    if !crate::net::is_dns_name(host) && host.parse::<Ipv4Addr>().is_err() {
         return None;
     }
     let host = if DOCKER_HUB_ALIASES.contains(&host) {

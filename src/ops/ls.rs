@@ -6,9 +6,9 @@ use std::io::Write;
 use indicatif::HumanBytes;
 use serde::Serialize;
 
+use crate::oci::Digest;
 use crate::ops::disk::{CacheDir, Kind, modified};
 use crate::ops::{OpsError, Outcome, rfc3339};
-use crate::registry::Digest;
 
 /// One tag → manifest mapping, as listed. The JSON form has exactly these keys.
 #[derive(Debug, Clone, Serialize)]

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-use crate::registry::Digest;
+use crate::oci::Digest;
 
 /// OCI image index.
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -15,7 +15,7 @@ pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list
 /// OCI image manifest.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// Docker image manifest, schema 2.
-pub const DOCKER_MANIFEST: &str = crate::registry::DOCKER_MANIFEST_V2;
+pub const DOCKER_MANIFEST: &str = crate::oci::DOCKER_MANIFEST_V2;
 
 /// The manifest media types hoard's operator commands ask for, indexes first.
 pub const ACCEPT: [&str; 4] = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST];

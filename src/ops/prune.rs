@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use indicatif::HumanBytes;
 
+use crate::oci::Digest;
 use crate::ops::disk::{CacheDir, Entry, Guard, Kind, Removal, remove_if_unchanged};
 use crate::ops::{OpsError, Outcome, rfc3339};
-use crate::registry::Digest;
 
 /// What to prune.
 #[derive(Debug, Clone, Copy, Default)]

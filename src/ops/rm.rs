@@ -9,12 +9,12 @@ use std::io::Write;
 
 use indicatif::HumanBytes;
 
+use crate::oci::Digest;
 use crate::ops::disk::{
     CacheDir, Guard, Kind, Removal, StoredManifest, TagFile, remove_if_unchanged,
 };
 use crate::ops::imageref::ImageRef;
 use crate::ops::{OpsError, Outcome};
-use crate::registry::Digest;
 
 /// Removes each image in turn, printing what went. Images not in the cache are reported on
 /// `err` and make the outcome [`Outcome::Trouble`].

@@ -12,10 +12,10 @@ use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 
 use crate::config::Config;
+use crate::oci::{DOCKER_MANIFEST_V2, Digest, Reference};
 use crate::ops::imageref::ImageRef;
 use crate::ops::manifest::{ACCEPT as MANIFEST_TYPES, Manifest, Platform};
 use crate::ops::{Outcome, install_crypto_provider, reachable};
-use crate::registry::{DOCKER_MANIFEST_V2, Digest, Reference};
 
 /// Manifests and token answers larger than this are refused (registries cap manifests at 4 MiB).
 const MAX_DOCUMENT: usize = 4 << 20;
@@ -143,7 +143,7 @@ fn client(config: &Config, proxy: Option<&str>) -> Result<reqwest::Client, WarmE
     };
     let mut trusted = vec![config.ca_dir.join("ca.crt")];
     trusted.extend(config.extra_ca_files.iter().cloned());
-    let roots = crate::upstream::root_store(&trusted).map_err(|e| setup(&e))?;
+    let roots = crate::tls::root_store(&trusted).map_err(|e| setup(&e))?;
     let mut tls = rustls::ClientConfig::builder_with_provider(crate::crypto_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| setup(&e))?

@@ -1,0 +1,104 @@
+//! The admin listener (`admin.listen`, 127.0.0.1:9128 by default): Prometheus metrics at
+//! `/metrics`, `/healthz` (up, store writable, CA key readable and matching), and a status page at `/`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::hoard::Hoard;
+use crate::http::{Body, full_body};
+
+mod health;
+mod status;
+
+use health::health;
+use status::status_page;
+
+/// Serves the admin listener until it fails.
+pub async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let hoard = hoard.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let hoard = hoard.clone();
+                async move { Ok::<_, Infallible>(answer(&request, &hoard)) }
+            });
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn answer(request: &Request<Incoming>, hoard: &Hoard) -> Response<Body> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
+    }
+    match request.uri().path() {
+        "/metrics" => {
+            refresh_gauges(hoard);
+            let mut response = text(StatusCode::OK, hoard.metrics.encode());
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            response
+        }
+        "/healthz" => health(hoard),
+        "/" => {
+            refresh_gauges(hoard);
+            let mut response = text(StatusCode::OK, status_page(hoard));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            response
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "hoard admin: / (status), /metrics, /healthz\n".into(),
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(full_body(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn refresh_gauges(hoard: &Hoard) {
+    let usage = hoard.store.usage();
+    let m = &hoard.metrics;
+    let set = |gauge: &prometheus_client::metrics::gauge::Gauge, value: u64| {
+        gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+    };
+    set(&m.store_bytes, usage.bytes);
+    set(&m.store_entries, usage.entries as u64);
+    set(&m.store_reserved_bytes, usage.reserved);
+    set(&m.fills_in_flight, usage.fills as u64);
+    set(&m.store_evictions, hoard.store.evictions());
+    set(&m.leaf_certificates, hoard.ca.minted());
+}

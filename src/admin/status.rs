@@ -1,0 +1,163 @@
+//! The status page at `/`: what the cache holds, the last hour minute by minute, recent and most
+//! pulled images. Plain HTML and an inline SVG chart, no scripts.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use crate::hoard::Hoard;
+use crate::http::CacheStatus;
+use crate::telemetry::metrics::Minute;
+
+/// Bytes as a short human figure.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The status page: hit ratio, bytes saved, store use, most pulled and recent images, and a
+/// chart of bytes from cache against bytes from upstream over the last hour. Plain HTML and an
+/// inline SVG: no scripts, nothing fetched from elsewhere.
+pub(super) fn status_page(hoard: &Hoard) -> String {
+    let m = &hoard.metrics;
+    let (hits, hit_bytes) = [
+        CacheStatus::Hit,
+        CacheStatus::Revalidated,
+        CacheStatus::Stale,
+    ]
+    .iter()
+    .map(|s| m.count(*s))
+    .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let (misses, miss_bytes) = m.count(CacheStatus::Miss);
+    let ratio = |a: u64, b: u64| {
+        if a + b == 0 {
+            "–".to_owned()
+        } else {
+            format!("{:.1}%", 100.0 * a as f64 / (a + b) as f64)
+        }
+    };
+    let usage = hoard.store.usage();
+    let limit = hoard.store.limits().max_size;
+    let mut page = String::new();
+    let _ = write!(
+        page,
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="30">
+<title>hoard</title>
+<style>
+body {{ font: 15px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }}
+h1 {{ font-size: 1.6em; margin-bottom: .2em; }} h2 {{ font-size: 1.1em; margin-top: 2em; }}
+.cards {{ display: flex; gap: 1em; flex-wrap: wrap; }}
+.card {{ border: 1px solid #ddd; border-radius: 6px; padding: .8em 1.2em; min-width: 10em; }}
+.card b {{ display: block; font-size: 1.6em; }}
+table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; padding: .25em .6em; border-bottom: 1px solid #eee; }}
+.cache {{ fill: #2a9d8f; }} .upstream {{ fill: #e76f51; }}
+.legend span {{ display: inline-block; width: .8em; height: .8em; margin: 0 .3em 0 1em; }}
+</style></head><body>
+<h1>hoard</h1>
+<p>Caching proxy for container registries, listening on {listen}.</p>
+<div class="cards">
+<div class="card" id="hit-ratio"><b>{req_ratio}</b>hit ratio (requests)</div>
+<div class="card"><b>{byte_ratio}</b>hit ratio (bytes)</div>
+<div class="card" id="bytes-saved"><b>{saved}</b>served from cache</div>
+<div class="card"><b>{fetched}</b>fetched from registries</div>
+<div class="card" id="store-use"><b>{used}</b>of {limit} in {entries} entries</div>
+</div>
+"#,
+        listen = hoard.config().listen,
+        req_ratio = ratio(hits, misses),
+        byte_ratio = ratio(hit_bytes, miss_bytes),
+        saved = human(hit_bytes),
+        fetched = human(miss_bytes),
+        used = human(usage.bytes),
+        limit = human(limit),
+        entries = usage.entries,
+    );
+    page.push_str(&chart(&m.history()));
+
+    page.push_str("<h2>Most pulled images</h2>\n<table id=\"most-pulled\"><tr><th>image</th><th>pulls</th></tr>\n");
+    let popular = m.most_pulled(10);
+    if popular.is_empty() {
+        page.push_str("<tr><td colspan=\"2\">none yet</td></tr>\n");
+    }
+    for (image, pulls) in popular {
+        let _ = writeln!(page, "<tr><td>{}</td><td>{pulls}</td></tr>", escape(&image));
+    }
+    page.push_str("</table>\n<h2>Recent pulls</h2>\n<table id=\"recent\"><tr><th>when</th><th>image</th><th>cache</th></tr>\n");
+    let recent = m.recent_pulls();
+    if recent.is_empty() {
+        page.push_str("<tr><td colspan=\"3\">none yet</td></tr>\n");
+    }
+    for pull in recent {
+        let ago = SystemTime::now()
+            .duration_since(pull.at)
+            .map_or(0, |d| d.as_secs());
+        let _ = writeln!(
+            page,
+            "<tr><td>{ago} s ago</td><td>{}</td><td>{}</td></tr>",
+            escape(&pull.image),
+            pull.cache.as_str()
+        );
+    }
+    page.push_str("</table>\n<p><a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">health</a></p>\n</body></html>\n");
+    page
+}
+
+/// Stacked bars per minute: bytes from cache and from upstream.
+fn chart(history: &[Minute]) -> String {
+    const WIDTH: f64 = 720.0;
+    const HEIGHT: f64 = 160.0;
+    let peak = history
+        .iter()
+        .map(|m| m.from_cache + m.from_upstream)
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let bar = WIDTH / history.len().max(1) as f64;
+    let mut svg = format!(
+        "<h2>Bytes served, last hour</h2>\n<svg id=\"chart\" role=\"img\" aria-label=\"bytes from cache and from upstream per minute\" viewBox=\"0 0 {WIDTH} {}\" width=\"100%\">\n",
+        HEIGHT + 20.0
+    );
+    for (i, minute) in history.iter().enumerate() {
+        let x = i as f64 * bar;
+        let cache = minute.from_cache as f64 / peak * HEIGHT;
+        let upstream = minute.from_upstream as f64 / peak * HEIGHT;
+        let _ = writeln!(
+            svg,
+            "<rect class=\"cache\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{cache:.1}\"><title>{} from cache</title></rect>\
+             <rect class=\"upstream\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{upstream:.1}\"><title>{} from upstream</title></rect>",
+            HEIGHT - cache,
+            bar * 0.8,
+            human(minute.from_cache),
+            HEIGHT - cache - upstream,
+            bar * 0.8,
+            human(minute.from_upstream),
+        );
+    }
+    let _ = write!(
+        svg,
+        "<text x=\"0\" y=\"{}\" font-size=\"12\">−60 min</text><text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"end\">now · peak {}/min</text>\n</svg>\n\
+         <p class=\"legend\"><span class=\"cache\" style=\"background:#2a9d8f\"></span>from cache<span style=\"background:#e76f51\"></span>from upstream</p>\n",
+        HEIGHT + 16.0,
+        WIDTH,
+        HEIGHT + 16.0,
+        human(peak as u64)
+    );
+    svg
+}

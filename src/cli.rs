@@ -1,0 +1,259 @@
+//! The command line: clap's types for every subcommand, and the small steps each one shares
+//! (loading the config, exit codes, printing generated text).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use hoard::config::{Config, Overrides, parse_duration, parse_size};
+use hoard::ops::disk::CacheDir;
+use hoard::ops::imageref::ImageRef;
+use hoard::ops::manifest::Platform;
+use hoard::ops::prune::PruneOptions;
+use hoard::ops::warm::WarmOptions;
+use hoard::ops::{self, Outcome};
+
+/// A caching HTTPS proxy for container registries.
+#[derive(Debug, Parser)]
+#[command(name = "hoard", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Address to listen on [default: 127.0.0.1:3128].
+        #[arg(long)]
+        listen: Option<String>,
+        /// Folder of the CA certificate and key [default: ca].
+        #[arg(long)]
+        ca_dir: Option<PathBuf>,
+        /// Folder of the cache [default: cache].
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// How long a tag is served without asking the registry, e.g. 10m [default: 10m].
+        #[arg(long)]
+        tag_ttl: Option<String>,
+    },
+    /// Look after the cache folder of a config (safe while hoard serves).
+    #[command(subcommand)]
+    Cache(CacheCommand),
+    /// Pull images through a running hoard, so that later pulls are served from its cache.
+    Warm {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Images, e.g. alpine, gcr.io/project/app:1.2, localhost:5000/x@sha256:…
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<ImageRef>,
+        /// The platform picked from multi-platform images: os/arch[/variant].
+        #[arg(long, default_value = "linux/amd64")]
+        platform: Platform,
+        /// The proxy to pull through [default: http://<proxy.listen of the config>].
+        #[arg(long, value_name = "URL")]
+        proxy: Option<String>,
+    },
+    /// Print a shell completion script.
+    ///
+    /// For example: hoard completions bash > /usr/share/bash-completion/completions/hoard
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    ///
+    /// For example: hoard man | man -l -
+    Man {
+        /// Write hoard.1 and a page per subcommand (hoard-serve.1, …) into this folder instead.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List the tagged images: registry/repository:tag, digest, size, last used.
+    Ls {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A JSON array instead of a table (last_used in RFC 3339, UTC; size in bytes).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Entries and bytes in the cache, and the hit ratio if hoard is running.
+    Stats {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-hash every entry; corrupt ones are removed and listed (exit status 1).
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Remove entries not used for a while, or the least recently used beyond a size.
+    #[command(group = clap::ArgGroup::new("limit").required(true).multiple(true))]
+    Prune {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Remove entries not used for this long, e.g. 30d.
+        #[arg(long, value_parser = parse_duration, group = "limit")]
+        older_than: Option<Duration>,
+        /// Remove least recently used entries until the cache is at most this big, e.g. 100GiB.
+        #[arg(long, value_parser = parse_size, group = "limit")]
+        max_size: Option<u64>,
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove images: their tags, manifests and the blobs no other image uses.
+    Rm {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Images, e.g. alpine:3.20, gcr.io/project/app@sha256:…
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<ImageRef>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// TOML config file (see config.toml.example).
+    #[arg(long, short, env = "HOARD_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            ca_dir,
+            cache_dir,
+            tag_ttl,
+        } => {
+            let overrides = Overrides {
+                listen,
+                ca_dir,
+                cache_dir,
+                tag_ttl,
+            };
+            let Some(loaded) = load_config(&config, overrides.clone()) else {
+                return Ok(ExitCode::from(2));
+            };
+            crate::serve::serve(loaded, config.config, overrides)
+        }
+        Command::Cache(command) => cache(command),
+        Command::Warm {
+            config,
+            images,
+            platform,
+            proxy,
+        } => {
+            let Some(config) = load_config(&config, Overrides::default()) else {
+                return Ok(ExitCode::from(2));
+            };
+            let options = WarmOptions { proxy, platform };
+            let outcome = runtime()?.block_on(ops::warm::run(&config, &images, &options));
+            Ok(exit_code(outcome))
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "hoard", &mut script);
+            print_bytes(&script)
+        }
+        Command::Man { out_dir } => {
+            let command = Cli::command();
+            if let Some(dir) = out_dir {
+                std::fs::create_dir_all(&dir)?;
+                clap_mangen::generate_to(command, &dir)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut page = Vec::new();
+            clap_mangen::Man::new(command).render(&mut page)?;
+            print_bytes(&page)
+        }
+    }
+}
+
+fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
+    let config = match &command {
+        CacheCommand::Ls { config, .. }
+        | CacheCommand::Stats { config, .. }
+        | CacheCommand::Verify { config }
+        | CacheCommand::Prune { config, .. }
+        | CacheCommand::Rm { config, .. } => config,
+    };
+    let Some(config) = load_config(config, Overrides::default()) else {
+        return Ok(ExitCode::from(2));
+    };
+    let dir = CacheDir::open(&config.cache_dir)?;
+    let mut out = std::io::stdout();
+    let outcome = match command {
+        CacheCommand::Ls { json, .. } => ops::ls::run(&dir, json, &mut out)?,
+        CacheCommand::Stats { json, .. } => {
+            runtime()?.block_on(ops::stats::run(&dir, config.listen, json, &mut out))?
+        }
+        CacheCommand::Verify { .. } => ops::verify::run(&dir, &mut out)?,
+        CacheCommand::Prune {
+            older_than,
+            max_size,
+            dry_run,
+            ..
+        } => {
+            let options = PruneOptions {
+                older_than,
+                max_size,
+                dry_run,
+            };
+            ops::prune::run(&dir, &options, &mut out)?
+        }
+        CacheCommand::Rm { images, .. } => {
+            ops::rm::run(&dir, &images, &mut out, &mut std::io::stderr())?
+        }
+    };
+    Ok(exit_code(outcome))
+}
+
+/// Writes generated text to stdout; a reader that stops early (`| head`) is not an error.
+fn print_bytes(bytes: &[u8]) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Loads and validates the config; a problem is printed as one line (the caller exits 2).
+fn load_config(arg: &ConfigArg, overrides: Overrides) -> Option<Config> {
+    match Config::load(arg.config.as_deref(), overrides) {
+        Ok(config) => Some(config),
+        Err(err) => {
+            eprintln!("hoard: {err}");
+            None
+        }
+    }
+}
+
+fn exit_code(outcome: Outcome) -> ExitCode {
+    match outcome {
+        Outcome::Done => ExitCode::SUCCESS,
+        Outcome::Trouble => ExitCode::FAILURE,
+    }
+}
+
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}

@@ -1,0 +1,132 @@
+//! The state every connection shares: the configuration in force, the CA, the store, the
+//! upstream clients, the metrics and the registry's in-flight work. Built once at start; a reload
+//! swaps the configuration and, when their settings changed, the upstream clients.
+
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context as _;
+
+use crate::access::ProxyAuth;
+use crate::config::Config;
+use crate::registry::Flights;
+use crate::registry::blobs::FillSlots;
+use crate::store::{Limits, Store};
+use crate::telemetry::Metrics;
+use crate::tls::{CertificateAuthority, root_store};
+use crate::upstream::Upstream;
+use crate::upstream::auth::RegistryAuth;
+
+/// Everything a connection needs, shared by all of them.
+#[derive(Debug)]
+pub struct Hoard {
+    config: RwLock<Arc<Config>>,
+    /// The proxy users' checker, made anew from `config.users` by every reload.
+    proxy_auth: RwLock<Option<Arc<ProxyAuth>>>,
+    pub ca: CertificateAuthority,
+    pub store: Store,
+    upstream: RwLock<Arc<Upstream>>,
+    pub metrics: Arc<Metrics>,
+    pub flights: Flights,
+    pub registry_auth: RegistryAuth,
+    /// Blob fills running, against `cache.max_fills` and `cache.max_fills_per_client`.
+    pub fill_slots: FillSlots,
+}
+
+impl Hoard {
+    /// The configuration in force (replaced as a whole by a reload).
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The proxy users' checker in force, if `proxy.auth_file` is set.
+    pub fn proxy_auth(&self) -> Option<Arc<ProxyAuth>> {
+        self.proxy_auth
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The upstream clients in force (replaced as a whole by a reload that changes them).
+    pub fn upstream(&self) -> Arc<Upstream> {
+        self.upstream
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Puts a reloaded configuration in force for the requests that follow. When the upstream
+    /// settings changed (trust, resolve overrides, parent proxy, timeouts, the guard), new
+    /// upstream clients with fresh connection pools take over; requests in flight finish on the
+    /// old ones. What is bound or opened at start (listeners, the CA, the store) keeps its
+    /// start-up settings until a restart. If the new clients cannot be built, nothing changes.
+    pub fn reload(&self, config: Config) -> anyhow::Result<()> {
+        if upstream_changed(&self.config(), &config) {
+            let upstream = upstream_for(&config, self.metrics.clone())?;
+            *self.upstream.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(upstream);
+            tracing::info!(parent = ?config.parent, "upstream settings changed; new upstream connections use them");
+        }
+        self.metrics.set_intercepted(config.intercept.clone());
+        *self.proxy_auth.write().unwrap_or_else(|e| e.into_inner()) = proxy_auth_for(&config);
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        Ok(())
+    }
+
+    /// Loads the CA, opens the store and builds the upstream client.
+    pub fn new(config: Config) -> anyhow::Result<Hoard> {
+        use anyhow::Context as _;
+        let provider = crate::crypto_provider();
+        let constrain_to = config
+            .name_constraints
+            .then(|| config.intercept.names().collect());
+        let ca =
+            CertificateAuthority::load_or_create(&config.ca_dir, provider.clone(), constrain_to)
+                .context("loading the CA")?;
+        let limits = Limits {
+            max_size: config.max_size,
+            min_free: config.min_free,
+        };
+        let store = Store::open(&config.cache_dir, limits).context("opening the cache")?;
+        let metrics: Arc<Metrics> = Arc::default();
+        metrics.set_intercepted(config.intercept.clone());
+        let upstream = upstream_for(&config, metrics.clone())?;
+        Ok(Hoard {
+            proxy_auth: RwLock::new(proxy_auth_for(&config)),
+            config: RwLock::new(Arc::new(config)),
+            ca,
+            store,
+            upstream: RwLock::new(Arc::new(upstream)),
+            metrics,
+            flights: Flights::default(),
+            registry_auth: RegistryAuth::default(),
+            fill_slots: FillSlots::default(),
+        })
+    }
+}
+
+/// Whether the settings the upstream clients are built from differ.
+fn upstream_changed(old: &Config, new: &Config) -> bool {
+    old.extra_ca_files != new.extra_ca_files
+        || old.resolve != new.resolve
+        || old.connect_timeout != new.connect_timeout
+        || old.allow_private_destinations != new.allow_private_destinations
+        || old.parent != new.parent
+        || old.no_proxy != new.no_proxy
+}
+
+/// The upstream clients a configuration asks for.
+fn upstream_for(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Upstream> {
+    let roots = root_store(&config.extra_ca_files).context("setting up the upstream client")?;
+    Upstream::new(config, roots, crate::crypto_provider(), metrics)
+        .context("setting up the upstream client")
+}
+
+/// A checker for the configuration's proxy users, with no logins remembered yet.
+fn proxy_auth_for(config: &Config) -> Option<Arc<ProxyAuth>> {
+    config
+        .users
+        .as_ref()
+        .map(|users| Arc::new(ProxyAuth::new(users.clone())))
+}

@@ -1,0 +1,58 @@
+//! Headers hoard takes off or puts on: hop-by-hop headers (never forwarded) and the digest
+//! headers of a registry response.
+
+use http::HeaderMap;
+use http::header::{CONNECTION, ETAG, HeaderName, HeaderValue};
+
+use crate::oci::Digest;
+
+/// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    // The framing is redone by hyper on each side.
+    headers.remove(http::header::TRANSFER_ENCODING);
+}
+
+pub const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
+
+pub const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
+
+pub fn insert_digest_headers(headers: &mut HeaderMap, digest: &Digest) {
+    if let Ok(value) = HeaderValue::from_str(&digest.to_string()) {
+        headers.insert(DOCKER_CONTENT_DIGEST, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{digest}\"")) {
+        headers.insert(ETAG, value);
+    }
+    headers.insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
+}
+
+pub fn upstream_headers(client: &HeaderMap) -> HeaderMap {
+    let mut headers = client.clone();
+    strip_hop_by_hop(&mut headers);
+    headers
+}

@@ -1,0 +1,19 @@
+//! HTTP vocabulary shared by every listener and the upstream client: the body type, hoard-made
+//! responses, hop-by-hop and digest headers, Basic credentials, the cache status a response
+//! carries, the idle timeout for client connections and h2 write batching.
+
+mod basic;
+mod body;
+mod cache_status;
+mod headers;
+pub mod idle;
+mod response;
+pub mod write_batch;
+
+pub use basic::{basic_credentials, basic_header};
+pub use body::{Body, BoxError, empty_body, full_body};
+pub use cache_status::CacheStatus;
+pub use headers::{
+    API_VERSION, DOCKER_CONTENT_DIGEST, insert_digest_headers, strip_hop_by_hop, upstream_headers,
+};
+pub use response::{error, head_too_large, internal, making_room, pass_through};

@@ -1,0 +1,14 @@
+//! The OCI distribution API as hoard sees it: digests, which call a request is, media types,
+//! byte ranges and auth challenges. Vocabulary only: nothing here touches the network or the disk.
+
+mod challenge;
+mod digest;
+mod media;
+mod range;
+mod route;
+
+pub use challenge::Challenge;
+pub use digest::{Algorithm, Digest, Hasher};
+pub use media::{DOCKER_MANIFEST_V2, accepts};
+pub use range::{RANGE_FILL_AHEAD, far_range, parse_range, span};
+pub use route::{Reference, Route, valid_repository, valid_tag};

@@ -1,0 +1,333 @@
+//! The front door: the proxy listener. Each request is a CONNECT (tunnel or intercept), an
+//! absolute-form `http://` request (forwarded), or addressed to hoard itself (`/ca.crt`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{CONTENT_TYPE, PROXY_AUTHENTICATE, RETRY_AFTER};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::access::AuthVerdict;
+use crate::access::limits::{Held, Limits, Refusal, Ticket};
+use crate::http::idle::Idle;
+
+use crate::hoard::Hoard;
+use crate::http::{Body, full_body};
+use crate::http::{error, head_too_large, internal, making_room};
+use crate::telemetry::access_log::{RequestInfo, logged};
+
+/// Accepts connections until the listener fails. Each one is admitted by the connection limits
+/// (see [`crate::limits`]): over `proxy.max_connections_per_client` it is refused with a 503; at
+/// `proxy.max_connections` the oldest connection with no request in flight is closed to make
+/// room, and when every one is busy the accept waits (new connections wait in the backlog).
+pub async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
+    tracing::info!(addr = %hoard.config().listen, "hoard listening");
+    let config = hoard.config();
+    let limits = Limits::new(config.max_connections, config.max_connections_per_client);
+    drop(config);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let ticket = match limits.admit_or_wait(peer.ip()).await {
+            Ok((ticket, evicted)) => {
+                if evicted {
+                    hoard.metrics.connection_refused("evicted");
+                }
+                ticket
+            }
+            Err(refusal) => {
+                refuse(&stream, peer, refusal, &hoard);
+                continue;
+            }
+        };
+        tokio::spawn(serve_connection(stream, peer, hoard.clone(), ticket));
+    }
+}
+
+/// Answers a connection that is not admitted with a 503 saying why, if the socket takes it
+/// without waiting, and closes it.
+fn refuse(stream: &TcpStream, peer: SocketAddr, refusal: Refusal, hoard: &Hoard) {
+    let (label, reason) = match refusal {
+        Refusal::PerClient => (
+            "per_client",
+            format!(
+                "too many connections from {} (proxy.max_connections_per_client)",
+                peer.ip()
+            ),
+        ),
+        Refusal::Full => (
+            "full",
+            "too many connections (proxy.max_connections)".into(),
+        ),
+    };
+    hoard.metrics.connection_refused(label);
+    tracing::debug!(%peer, reason = %reason, "connection refused");
+    let body = format!("hoard: {reason}\n");
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(response.as_bytes());
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, hoard: Arc<Hoard>, ticket: Ticket) {
+    let _open = hoard.metrics.connection();
+    let _ = stream.set_nodelay(true);
+    let config = hoard.config();
+    let io = TokioIo::new(Idle::new(stream, config.idle_timeout));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_size);
+    let service = service_fn({
+        let hoard = hoard.clone();
+        let ticket = ticket.clone();
+        move |request| {
+            let hoard = hoard.clone();
+            let ticket = ticket.clone();
+            let busy = ticket.busy();
+            async move {
+                let Some(busy) = busy else {
+                    return Ok::<_, Infallible>(making_room());
+                };
+                let response = handle(request, hoard, peer, ticket).await;
+                Ok(response.map(|body| Held::new(body, busy).boxed()))
+            }
+        }
+    });
+    let connection = builder.serve_connection(io, service).with_upgrades();
+    // A connection with no request in flight closes at once when evicted to make room.
+    let result = tokio::select! {
+        result = connection => result,
+        () = ticket.evicted() => {
+            tracing::debug!(%peer, "client connection closed to make room");
+            return;
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "client connection ended");
+    }
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    hoard: Arc<Hoard>,
+    peer: SocketAddr,
+    ticket: Ticket,
+) -> Response<Body> {
+    let info = RequestInfo {
+        metrics: hoard.metrics.clone(),
+        host: logged_host(request.uri()),
+        method: request.method().clone(),
+        path: request.uri().path().to_owned(),
+        start: Instant::now(),
+    };
+    if let Some(refusal) = admit(&request, &hoard, peer).await {
+        if request.method() == Method::CONNECT {
+            tracing::info!(host = %info.host, method = %"CONNECT", %peer, status = refusal.status().as_u16(), "refused");
+        }
+        return logged(info, refusal);
+    }
+    if request.method() == Method::CONNECT {
+        return connect(request, hoard, ticket, peer).await;
+    }
+    let response = match request.uri().scheme_str() {
+        Some("http") => super::forward::forward(request, &hoard).await,
+        Some(_) => error(
+            StatusCode::BAD_REQUEST,
+            "only http:// URLs are forwarded; use CONNECT for https",
+        ),
+        None => local(&request, &hoard),
+    };
+    logged(info, response)
+}
+
+/// `host[:port]` of a request target for logs and metrics: never the `user:password@` a URL
+/// may carry.
+fn logged_host(uri: &http::Uri) -> String {
+    match uri.authority() {
+        Some(authority) => match authority.port_u16() {
+            Some(port) => format!("{}:{port}", authority.host()),
+            None => authority.host().to_owned(),
+        },
+        None => String::new(),
+    }
+}
+
+/// The client allow-list and proxy authentication. `/ca.crt`, `/healthz` and the `/setup/`
+/// scripts are open to every allowed client, so a host can be set up before it has credentials:
+/// they hold nothing secret (the scripts take proxy credentials as an argument).
+async fn admit(
+    request: &Request<Incoming>,
+    hoard: &Hoard,
+    peer: SocketAddr,
+) -> Option<Response<Body>> {
+    let config = hoard.config();
+    if let Some(too_big) = head_too_large(request, config.max_header_size) {
+        return Some(too_big);
+    }
+    if !config.allow_clients.is_empty()
+        && !config.allow_clients.iter().any(|c| c.contains(peer.ip()))
+    {
+        hoard.metrics.auth_failure("allow_list");
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            &format!("client address {} is not in proxy.allow_clients", peer.ip()),
+        ));
+    }
+    let users = hoard.proxy_auth()?;
+    let public = request.uri().scheme().is_none()
+        && request.method() != Method::CONNECT
+        && (matches!(request.uri().path(), "/ca.crt" | "/healthz")
+            || request.uri().path().starts_with("/setup/"));
+    if public {
+        return None;
+    }
+    match users.check(request.headers(), peer.ip()).await {
+        AuthVerdict::Allowed => return None,
+        AuthVerdict::Throttled(wait) => return Some(throttled(peer, wait, hoard)),
+        AuthVerdict::Denied => {}
+    }
+    hoard.metrics.auth_failure("proxy_auth");
+    let mut response = error(
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        "proxy authentication required (user:password in the proxy URL)",
+    );
+    response.headers_mut().insert(
+        PROXY_AUTHENTICATE,
+        http::HeaderValue::from_static("Basic realm=\"hoard\""),
+    );
+    Some(response)
+}
+
+/// The answer to a login from an address with too many failed ones: 429 and when to retry.
+fn throttled(peer: SocketAddr, wait: Duration, hoard: &Hoard) -> Response<Body> {
+    hoard.metrics.auth_failure("throttled");
+    let seconds = wait.as_secs().max(1);
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        &format!(
+            "too many failed proxy logins from {}; try again in {seconds} s",
+            peer.ip()
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, http::HeaderValue::from(seconds));
+    response
+}
+
+/// Requests addressed to hoard itself.
+fn local(request: &Request<Incoming>, hoard: &Hoard) -> Response<Body> {
+    match (request.method(), request.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/ca.crt") => Response::builder()
+            .header(CONTENT_TYPE, "application/x-pem-file")
+            .body(full_body(hoard.ca.ca_pem().to_owned()))
+            .unwrap_or_else(|_| internal()),
+        (&Method::GET | &Method::HEAD, "/healthz") => Response::new(full_body("ok\n")),
+        (&Method::GET, "/stats") => Response::builder()
+            .header(CONTENT_TYPE, "application/json")
+            .body(full_body(hoard.metrics.to_json()))
+            .unwrap_or_else(|_| internal()),
+        (&Method::GET, path) if path.starts_with("/setup/") => {
+            super::setup::respond(request, hoard)
+        }
+        _ => error(
+            StatusCode::BAD_REQUEST,
+            "hoard is a proxy: send CONNECT host:port or an absolute http:// URL \
+             (GET /ca.crt gives the CA certificate)",
+        ),
+    }
+}
+
+/// Answers a CONNECT and hands the upgraded connection, with its ticket, to an intercept or
+/// tunnel task: it stays counted against the connection limits until that task ends.
+async fn connect(
+    request: Request<Incoming>,
+    hoard: Arc<Hoard>,
+    ticket: Ticket,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let Some(authority) = request.uri().authority().cloned() else {
+        return error(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+    };
+    let Some(port) = authority.port_u16() else {
+        return error(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+    };
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+
+    if !hoard.config().connect_ports.contains(&port) {
+        return error(
+            StatusCode::FORBIDDEN,
+            &format!("CONNECT to port {port} is not allowed (proxy.connect_ports)"),
+        );
+    }
+    if hoard.config().intercept.matches(&host) {
+        tokio::spawn(async move {
+            let _open = hoard.metrics.upgraded();
+            match hyper::upgrade::on(request).await {
+                Ok(upgraded) => {
+                    super::intercept::serve(upgraded, host, port, hoard.clone(), ticket, peer.ip())
+                        .await
+                }
+                Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
+            }
+        });
+        return Response::new(crate::http::empty_body());
+    }
+
+    // Connect first, so a destination that cannot be reached is a 502 and not a dead tunnel.
+    let server = match super::tunnel::connect(&hoard, &host, port).await {
+        Ok(server) => server,
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+            return error(StatusCode::FORBIDDEN, &err.to_string());
+        }
+        Err(err) => {
+            tracing::info!(host = %logged_host(request.uri()), method = %"CONNECT", status = 502, cache = %"TUNNEL", error = %err, "request");
+            return error(
+                StatusCode::BAD_GATEWAY,
+                &format!("cannot connect to {authority}: {err}"),
+            );
+        }
+    };
+    // A tunnel's traffic is opaque: it counts as a request in flight for its whole life, so it
+    // is never evicted, and closes when nothing moves for `proxy.idle_timeout`.
+    let Some(in_flight) = ticket.busy() else {
+        return making_room();
+    };
+    tokio::spawn(async move {
+        let _open = hoard.metrics.upgraded();
+        let _in_flight = in_flight;
+        match hyper::upgrade::on(request).await {
+            Ok(upgraded) => {
+                let metrics = hoard.metrics.clone();
+                let idle_timeout = hoard.config().idle_timeout;
+                let authority = authority.to_string();
+                super::tunnel::run(upgraded, server, authority, metrics, ticket, idle_timeout).await
+            }
+            Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
+        }
+    });
+    Response::new(crate::http::empty_body())
+}

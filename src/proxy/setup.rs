@@ -1,0 +1,307 @@
+//! Host setup in one command: `GET /setup/docker`, `/setup/containerd` and `/setup/podman` on the
+//! proxy port answer a POSIX shell script that trusts hoard's CA and points that engine at hoard
+//! (`curl -fsSL http://hoard:3128/setup/docker | sudo sh`).
+//!
+//! The script carries everything it needs (the CA, the intercepted hosts, the proxy address) and
+//! no secret. Whatever of the request ends up in it is validated first: the script runs as root.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST};
+use http::{Request, Response, StatusCode};
+
+use crate::config::Config;
+use crate::hoard::Hoard;
+use crate::http::CacheStatus;
+use crate::http::error;
+use crate::http::{Body, full_body};
+use crate::net::is_dns_name;
+
+const HEADER: &str = include_str!("setup/header.sh");
+const COMMON: &str = include_str!("setup/common.sh");
+const DOCKER: &str = include_str!("setup/docker.sh");
+const CONTAINERD: &str = include_str!("setup/containerd.sh");
+const PODMAN: &str = include_str!("setup/podman.sh");
+
+/// NO_PROXY entries every script starts from; the proxy host is added after them.
+const NO_PROXY_BASE: [&str; 3] = ["localhost", "127.0.0.0/8", "::1"];
+
+/// The container engines a script is served for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Docker,
+    Containerd,
+    Podman,
+}
+
+impl Engine {
+    /// The engine named by the last segment of `/setup/<name>`.
+    pub fn from_name(name: &str) -> Option<Engine> {
+        match name {
+            "docker" => Some(Engine::Docker),
+            "containerd" => Some(Engine::Containerd),
+            "podman" => Some(Engine::Podman),
+            _ => None,
+        }
+    }
+
+    /// The name in the URL and in the script's output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Docker => "docker",
+            Engine::Containerd => "containerd",
+            Engine::Podman => "podman",
+        }
+    }
+
+    fn body(self) -> &'static str {
+        match self {
+            Engine::Docker => DOCKER,
+            Engine::Containerd => CONTAINERD,
+            Engine::Podman => PODMAN,
+        }
+    }
+}
+
+/// Where clients reach hoard: a DNS name or an IP address, and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyAddr {
+    host: String,
+    port: u16,
+}
+
+impl ProxyAddr {
+    /// Parses a `Host` header value: `name`, `1.2.3.4` or `[::1]`, with an optional `:port`
+    /// (80 without one, as for any `http://` URL). `None` for anything else.
+    pub fn parse(text: &str) -> Option<ProxyAddr> {
+        let (host, port) = match text.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') || host.ends_with(']') => (host, Some(port)),
+            _ => (text, None),
+        };
+        let port = match port {
+            None => 80,
+            Some(port)
+                if (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                port.parse().ok().filter(|p| *p != 0)?
+            }
+            Some(_) => return None,
+        };
+        let host = host.to_ascii_lowercase();
+        let valid = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) => v6.parse::<Ipv6Addr>().is_ok(),
+            None => host.parse::<Ipv4Addr>().is_ok() || is_dns_name(&host),
+        };
+        valid.then_some(ProxyAddr { host, port })
+    }
+
+    /// `proxy.listen`, when a request has no `Host` header; `None` for a wildcard address, which
+    /// no client can use.
+    pub fn from_listen(listen: SocketAddr) -> Option<ProxyAddr> {
+        let host = match listen.ip() {
+            ip if ip.is_unspecified() => return None,
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        Some(ProxyAddr {
+            host,
+            port: listen.port(),
+        })
+    }
+
+    /// `host:port`, as in a URL.
+    pub fn authority(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// The host as NO_PROXY names it: IPv6 without brackets.
+    fn no_proxy_host(&self) -> &str {
+        self.host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(&self.host)
+    }
+}
+
+/// Everything a setup script is made from.
+#[derive(Debug, Clone)]
+pub struct Script<'a> {
+    pub engine: Engine,
+    /// Where the host reaches hoard.
+    pub proxy: ProxyAddr,
+    /// hoard's CA certificate in PEM.
+    pub ca_pem: &'a str,
+    /// The intercepted host patterns (`intercept.hosts`): exact names and `*.domain`.
+    pub patterns: Vec<String>,
+    /// Whether hoard requires proxy authentication.
+    pub auth_required: bool,
+}
+
+impl Script<'_> {
+    /// The script for `engine` with `config`'s hosts and authentication.
+    pub fn new<'a>(
+        engine: Engine,
+        proxy: ProxyAddr,
+        ca_pem: &'a str,
+        config: &Config,
+    ) -> Script<'a> {
+        Script {
+            engine,
+            proxy,
+            ca_pem,
+            patterns: config.intercept.names().collect(),
+            auth_required: config.users.is_some(),
+        }
+    }
+
+    /// The shell script. Every value put into it is a validated host name, address or port, or
+    /// the PEM inside a quoted heredoc.
+    pub fn render(&self) -> String {
+        let (wildcards, hosts): (Vec<&str>, Vec<&str>) = self
+            .patterns
+            .iter()
+            .map(String::as_str)
+            .filter(|p| is_dns_name(p.strip_prefix("*.").unwrap_or(p)))
+            .partition(|p| p.starts_with("*."));
+        let mut no_proxy: Vec<&str> = NO_PROXY_BASE.to_vec();
+        if !no_proxy.contains(&self.proxy.no_proxy_host()) {
+            no_proxy.push(self.proxy.no_proxy_host());
+        }
+        let ca_pem: String = self
+            .ca_pem
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| format!("{}\n", line.trim_end()))
+            .collect();
+        let header = HEADER
+            .replace("@ENGINE@", self.engine.as_str())
+            .replace("@PROXY@", &self.proxy.authority())
+            .replace("@NO_PROXY@", &no_proxy.join(","))
+            .replace("@HOSTS@", &hosts.join(" "))
+            .replace("@WILDCARDS@", &wildcards.join(" "))
+            .replace(
+                "@AUTH_REQUIRED@",
+                if self.auth_required { "1" } else { "0" },
+            )
+            .replace("@CA_PEM@\n", &ca_pem);
+        [header.as_str(), COMMON, self.engine.body()].concat()
+    }
+}
+
+/// Answers `GET /setup/<engine>`: the script, 404 for an unknown engine, 400 for a `Host` header
+/// that is not a host[:port].
+pub fn respond<B>(request: &Request<B>, hoard: &Hoard) -> Response<Body> {
+    let path = request.uri().path();
+    let name = path.strip_prefix("/setup/").unwrap_or(path);
+    let Some(engine) = Engine::from_name(name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "no setup script for {name:?}: there are /setup/docker, /setup/containerd and \
+                 /setup/podman"
+            ),
+        );
+    };
+    let proxy = match request.headers().get(HOST) {
+        Some(value) => value.to_str().ok().and_then(ProxyAddr::parse),
+        None => ProxyAddr::from_listen(hoard.config().listen),
+    };
+    let Some(proxy) = proxy else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the Host header must be host[:port] (a DNS name or an IP address): it becomes the \
+             proxy address in the setup script",
+        );
+    };
+    let script = Script::new(engine, proxy, hoard.ca.ca_pem(), &hoard.config()).render();
+    let mut response = Response::new(full_body(script));
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static("text/x-shellscript"),
+    );
+    // The script depends on the Host header and the config: never reuse one.
+    headers.insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    response.extensions_mut().insert(CacheStatus::Local);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> Option<String> {
+        ProxyAddr::parse(text).map(|a| a.authority())
+    }
+
+    #[test]
+    fn host_headers_are_host_and_port_or_nothing() {
+        assert_eq!(addr("hoard:3128").as_deref(), Some("hoard:3128"));
+        assert_eq!(
+            addr("Hoard.Example.COM").as_deref(),
+            Some("hoard.example.com:80")
+        );
+        assert_eq!(addr("10.0.0.5:3128").as_deref(), Some("10.0.0.5:3128"));
+        assert_eq!(addr("[fd00::1]:3128").as_deref(), Some("[fd00::1]:3128"));
+        assert_eq!(addr("[::1]").as_deref(), Some("[::1]:80"));
+        for bad in [
+            "",
+            ":3128",
+            "hoard:",
+            "hoard:0",
+            "hoard:65536",
+            "hoard:+80",
+            "fd00::1",
+            "[nonsense]:1",
+            "hoard;reboot",
+            "$(reboot)",
+            "hoard:3128 x",
+            "a'b",
+            "user@hoard:3128",
+            "hoard/x",
+        ] {
+            assert_eq!(addr(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn wildcard_listeners_are_not_an_address() {
+        assert_eq!(ProxyAddr::from_listen(([0, 0, 0, 0], 3128).into()), None);
+        let v6 = ProxyAddr::from_listen("[::1]:3128".parse().unwrap_or(([0; 4], 0).into()));
+        assert_eq!(v6.map(|a| a.authority()).as_deref(), Some("[::1]:3128"));
+    }
+
+    #[test]
+    fn scripts_name_exact_hosts_and_wildcards_apart() {
+        let script = Script {
+            engine: Engine::Containerd,
+            proxy: ProxyAddr::parse("[fd00::1]:3128").unwrap_or(ProxyAddr {
+                host: String::new(),
+                port: 0,
+            }),
+            ca_pem: "-----BEGIN CERTIFICATE-----\r\nAAAA\r\n-----END CERTIFICATE-----\r\n",
+            patterns: vec!["gcr.io".into(), "*.pkg.dev".into()],
+            auth_required: true,
+        }
+        .render();
+        assert!(script.contains("\nHOSTS='gcr.io'\n"), "{script}");
+        assert!(script.contains("\nWILDCARDS='*.pkg.dev'\n"), "{script}");
+        assert!(script.contains("\nPROXY_HOSTPORT='[fd00::1]:3128'\n"));
+        assert!(script.contains("\nNO_PROXY_BASE='localhost,127.0.0.0/8,::1,fd00::1'\n"));
+        assert!(script.contains("\nAUTH_REQUIRED=1\n"));
+        assert!(script.contains("\nAAAA\n-----END CERTIFICATE-----\nHOARD_CA_PEM\n"));
+        for placeholder in [
+            "@ENGINE@",
+            "@PROXY@",
+            "@HOSTS@",
+            "@CA_PEM@",
+            "@AUTH_REQUIRED@",
+        ] {
+            assert!(
+                !script.contains(placeholder),
+                "{placeholder} left in the script"
+            );
+        }
+        assert!(script.ends_with("main \"$@\"\n"));
+    }
+}

@@ -1,0 +1,69 @@
+//! `hoard serve`: logging set up, the server started, then signals: SIGTERM or SIGINT stop it
+//! after a grace period, SIGHUP reloads the config file.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use hoard::config::{Config, Overrides};
+
+use crate::cli::runtime;
+
+/// Runs until SIGTERM or SIGINT, then lets transfers in progress finish (`proxy.shutdown_grace`).
+/// SIGHUP reloads the config file; a config that does not load is refused and the old one stays.
+pub fn serve(
+    config: Config,
+    path: Option<PathBuf>,
+    overrides: Overrides,
+) -> anyhow::Result<ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    init_logging(&config);
+    runtime()?.block_on(async {
+        // Handlers first: a signal that arrives while hoard starts must not kill it.
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut grace = config.shutdown_grace;
+        let server = hoard::Server::start(config).await?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = terminate.recv() => break,
+                _ = hangup.recv() => match reload(&server, path.as_deref(), &overrides) {
+                    Ok(new_grace) => grace = new_grace,
+                    Err(err) => tracing::error!(error = format!("{err:#}"), "reload refused; the running configuration stays"),
+                },
+            }
+        }
+        tracing::info!(?grace, "stopping: no new connections, waiting for transfers in progress");
+        server.shutdown(grace).await;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the config file again and puts it in force; returns its shutdown grace.
+fn reload(
+    server: &hoard::Server,
+    path: Option<&Path>,
+    overrides: &Overrides,
+) -> anyhow::Result<Duration> {
+    let config = Config::load(path, overrides.clone())?;
+    let grace = config.shutdown_grace;
+    server.reload(config)?;
+    Ok(grace)
+}
+
+/// Text or JSON lines on stderr; the level from `RUST_LOG` if set, else `log.level`.
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_filter));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        hoard::config::LogFormat::Json => logs.json().init(),
+        hoard::config::LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}

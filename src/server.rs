@@ -1,0 +1,186 @@
+//! The running server: binds the proxy and admin listeners on a [`Hoard`], reconciles the store
+//! with the disk now and then, reloads on request and shuts down with a grace period.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::config::{AdminListen, Config};
+use crate::hoard::Hoard;
+
+/// A running proxy: the listener's address and the task serving it. Dropping it stops serving.
+#[derive(Debug)]
+pub struct Server {
+    hoard: Arc<Hoard>,
+    addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds `config.listen` and serves in the background.
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        use anyhow::Context as _;
+        // The CA and the store first: a client that can connect gets a working proxy.
+        let (listen, admin) = (config.listen, config.admin);
+        let hoard = Arc::new(Hoard::new(config)?);
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let admin = bind_admin(admin).await?;
+        let admin_addr = match admin {
+            Some(admin) => {
+                let admin_addr = admin.local_addr().ok();
+                tokio::spawn(crate::admin::serve(admin, hoard.clone()));
+                admin_addr
+            }
+            None => None,
+        };
+        let task = tokio::spawn(crate::proxy::serve(listener, hoard.clone()));
+        tokio::spawn(reconcile_now_and_then(hoard.clone()));
+        Ok(Server {
+            hoard,
+            addr,
+            admin_addr,
+            task: Some(task),
+        })
+    }
+
+    /// Puts a new configuration in force without dropping a connection (SIGHUP). The intercept
+    /// list, credentials, proxy users, allow-list, ports, tag TTL, auth_on_hit and the
+    /// `[upstream]` settings take effect for the next requests; addresses, the CA and the store
+    /// need a restart. A configuration whose upstream clients cannot be built is refused whole.
+    pub fn reload(&self, config: Config) -> anyhow::Result<()> {
+        // Judged by the listener that is open, whatever proxy.listen now says.
+        config.check_open_proxy(self.addr)?;
+        let old = self.hoard.config();
+        let fixed = [
+            ("proxy.listen", old.listen != config.listen),
+            ("ca.dir", old.ca_dir != config.ca_dir),
+            ("cache.dir", old.cache_dir != config.cache_dir),
+            ("admin.listen", old.admin != config.admin),
+            ("cache.max_size", old.max_size != config.max_size),
+            ("cache.min_free", old.min_free != config.min_free),
+            (
+                "proxy.max_connections",
+                old.max_connections != config.max_connections,
+            ),
+            (
+                "proxy.max_connections_per_client",
+                old.max_connections_per_client != config.max_connections_per_client,
+            ),
+            ("log.format", old.log_format != config.log_format),
+            ("log.level", old.log_filter != config.log_filter),
+        ];
+        let new_ca_only = old.name_constraints != config.name_constraints;
+        self.hoard.reload(config)?;
+        for (key, changed) in fixed {
+            if changed {
+                tracing::warn!(key, "changed, but takes effect only after a restart");
+            }
+        }
+        if new_ca_only {
+            tracing::warn!(
+                key = "ca.name_constraints",
+                "changed, but applies only to a CA hoard creates (delete ca/ and restart)"
+            );
+        }
+        tracing::info!("configuration reloaded");
+        Ok(())
+    }
+
+    /// Stops accepting connections and lets the ones open finish, and the fills they started
+    /// reach the store, for at most `grace`.
+    pub async fn shutdown(mut self, grace: std::time::Duration) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        let busy = || {
+            (
+                self.hoard.metrics.open_connections(),
+                self.fills_in_progress(),
+            )
+        };
+        while busy() != (0, 0) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        match busy() {
+            (0, 0) => tracing::info!("all connections and fills finished"),
+            (connections, fills) => {
+                tracing::warn!(connections, fills, "grace period over; closing the rest")
+            }
+        }
+    }
+
+    /// Blobs being fetched into the store. A fill outlives its first client's response: the
+    /// client has its last bytes once they are verified, while the blob is still being synced
+    /// to disk.
+    pub fn fills_in_progress(&self) -> usize {
+        self.hoard.store.usage().fills
+    }
+
+    /// Where the admin listener is, if it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Where the proxy listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until the task ends (it does not, unless the listener fails).
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        if let Some(task) = self.task.take() {
+            task.await?;
+        }
+        Ok(())
+    }
+}
+
+/// Binds the admin listener. The default address may be taken (a second hoard on the host):
+/// then hoard runs without it and says so; a configured address must bind.
+async fn bind_admin(admin: AdminListen) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    use anyhow::Context as _;
+    match admin {
+        AdminListen::Off => Ok(None),
+        AdminListen::Configured(addr) => Ok(Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (admin.listen)"))?,
+        )),
+        AdminListen::Default(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => Ok(Some(listener)),
+            Err(err) => {
+                tracing::warn!(%addr, error = %err, "admin listener not started (set admin.listen to choose another address)");
+                Ok(None)
+            }
+        },
+    }
+}
+
+/// How often the store's index is checked against the disk, so that entries removed by
+/// `hoard cache prune`/`rm` while hoard runs stop counting against the limit. One scan of 100,000
+/// entries takes well under a second of one core's time.
+const RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn reconcile_now_and_then(hoard: Arc<Hoard>) {
+    let weak = Arc::downgrade(&hoard);
+    drop(hoard);
+    loop {
+        tokio::time::sleep(RECONCILE_INTERVAL).await;
+        let Some(hoard) = weak.upgrade() else {
+            return;
+        };
+        hoard.store.reconcile().await;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}

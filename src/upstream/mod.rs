@@ -1,0 +1,230 @@
+//! The upstream side: one pooled HTTPS client (h1 and h2) verifying against webpki roots, the system
+//! store and configured extra CAs, with name overrides, timeouts, and redirect following for blobs.
+//! Every upstream connection, the clients' and the tunnels', is opened here: straight, or through
+//! the parent proxy (`crate::parent`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{AUTHORIZATION, HOST, LOCATION};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, RootCertStore};
+use tokio::net::TcpStream;
+
+use crate::config::Config;
+use crate::http::{Body, error};
+use crate::telemetry::Metrics;
+use connect::{Connector, Resolver};
+use routes::Routes;
+
+pub mod auth;
+mod connect;
+mod parent;
+mod redirect;
+mod routes;
+
+use redirect::same_origin;
+pub use redirect::{Origin, join_location};
+
+/// How long hoard waits for an upstream's response headers before calling it unreachable.
+/// containerd gives up after 30 s without headers, so hoard must decide well before that.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Redirect hops followed for one blob (Docker Hub uses 1, GCR up to 2; 5 leaves room).
+const MAX_REDIRECTS: usize = 5;
+
+/// Why an upstream request produced no response. All of these count as "upstream unreachable"
+/// for serving stale content.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream request failed: {0}")]
+    Request(#[from] hyper_util::client::legacy::Error),
+    #[error("upstream sent no response headers within {0:?}")]
+    Timeout(Duration),
+    #[error("upstream redirected more than {MAX_REDIRECTS} times")]
+    TooManyRedirects,
+    #[error("upstream redirected to an unusable location {0:?}")]
+    BadRedirect(String),
+}
+
+type HttpsClient = Client<HttpsConnector<Connector>, Body>;
+
+/// The pooled upstream clients: one for the intercepted registries (configured by the operator,
+/// so they may live on private addresses), one guarded for everything a client or a registry
+/// names (plain forwards, redirect targets, tunnels), which must not reach private addresses
+/// unless `proxy.allow_private_destinations` is set.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    client: HttpsClient,
+    guarded: HttpsClient,
+    /// How tunnels connect: the guarded client's way, without HTTP on top.
+    tunnels: Connector,
+    metrics: Arc<Metrics>,
+}
+
+impl Upstream {
+    /// Builds the client from the config's trust and resolve settings.
+    pub fn new(
+        config: &Config,
+        roots: RootCertStore,
+        provider: Arc<CryptoProvider>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Upstream, rustls::Error> {
+        let tls = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let overrides = Arc::new(config.resolve.clone());
+        let routes = Arc::new(Routes::new(config));
+        let connector = |guard| {
+            let resolver = Resolver {
+                overrides: overrides.clone(),
+                guard,
+            };
+            Connector::new(resolver, routes.clone(), config.connect_timeout)
+        };
+        let tunnels = connector(!config.allow_private_destinations);
+        Ok(Upstream {
+            client: https_client(tls.clone(), connector(false)),
+            guarded: https_client(tls, tunnels.clone()),
+            tunnels,
+            metrics,
+        })
+    }
+
+    /// Sends one request to an intercepted registry and waits for its response headers.
+    pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+        self.send_on(&self.client, request).await
+    }
+
+    /// Sends one request to a host a client named (plain forwarding), guarded.
+    pub async fn send_guarded(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        self.send_on(&self.guarded, request).await
+    }
+
+    /// Sends a body-less request (GET or HEAD), following redirects itself. `Authorization` is
+    /// dropped as soon as a hop leads away from the origin: to another host, or to plain
+    /// `http://` (where anyone on the path could read it). The response carries [`Origin`]: whether
+    /// it came from the origin itself or from a hop elsewhere.
+    pub async fn send_following(
+        &self,
+        method: Method,
+        uri: Uri,
+        mut headers: HeaderMap,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let origin = uri.clone();
+        let mut uri = uri;
+        for _ in 0..=MAX_REDIRECTS {
+            let mut request = Request::new(crate::http::empty_body());
+            *request.method_mut() = method.clone();
+            *request.uri_mut() = uri.clone();
+            *request.headers_mut() = headers.clone();
+            let at_origin = same_origin(&origin, &uri);
+            // The registry itself is trusted; where it redirects to is guarded.
+            let client = if at_origin {
+                &self.client
+            } else {
+                &self.guarded
+            };
+            let mut response = self.send_on(client, request).await?;
+            response.extensions_mut().insert(Origin(at_origin));
+            if !response.status().is_redirection() || response.status().as_u16() == 304 {
+                return Ok(response);
+            }
+            let Some(location) = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+            else {
+                return Ok(response);
+            };
+            let next = join_location(&uri, location)
+                .ok_or_else(|| UpstreamError::BadRedirect(location.to_owned()))?;
+            if !same_origin(&origin, &next) {
+                headers.remove(AUTHORIZATION);
+            }
+            // Redirect URLs carry signatures in their query: log the path only.
+            tracing::debug!(from = %uri.path(), to_host = ?next.host(), "following upstream redirect");
+            uri = next;
+        }
+        Err(UpstreamError::TooManyRedirects)
+    }
+
+    /// Connects to `host:port` for a tunnel, through the parent or straight (overrides first,
+    /// then DNS, each address in turn), guarded against private destinations.
+    pub async fn connect(&self, host: &str, port: u16) -> std::io::Result<TcpStream> {
+        self.tunnels.connect(host, port).await
+    }
+
+    /// Refuses (`PermissionDenied`) a destination that the private-destination guard keeps out,
+    /// before a plain forward is sent: judged by the addresses its name resolves to when hoard
+    /// connects straight, by the address itself when the parent resolves the name.
+    pub async fn check_destination(&self, host: &str, port: u16) -> std::io::Result<()> {
+        if self.tunnels.routes.parent_for(host).is_some() {
+            return self.tunnels.resolver.refuse_literal(host);
+        }
+        self.tunnels.resolver.lookup(host, port).await.map(drop)
+    }
+}
+
+impl Upstream {
+    async fn send_on(
+        &self,
+        client: &HttpsClient,
+        mut request: Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        // hyper sets Host (h1) or :authority (h2) from the URI, and picks the version per
+        // connection; an h2 client's request may well go out over h1.
+        request.headers_mut().remove(HOST);
+        *request.version_mut() = http::Version::HTTP_11;
+        let host = request.uri().host().unwrap_or_default().to_owned();
+        let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+        let result = match tokio::time::timeout(RESPONSE_TIMEOUT, client.request(request)).await {
+            Ok(result) => result.map_err(UpstreamError::from),
+            Err(_) => Err(UpstreamError::Timeout(RESPONSE_TIMEOUT)),
+        };
+        let status = result.as_ref().map_or(0, |r| r.status().as_u16());
+        self.metrics.upstream_request(&host, &method, &path, status);
+        result
+    }
+}
+
+fn https_client(tls: ClientConfig, connector: Connector) -> HttpsClient {
+    // HTTP/1.1 only: every registry and CDN speaks it, dockerd and containerd use nothing
+    // else, and a blob streams over it with no flow-control round trips. Over h2 the
+    // Distribution registry fed hoard at a third of its h1 speed (bench/run.sh, cold fill).
+    // Parallel blobs get one pooled connection each.
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(https)
+}
+
+/// The client's view of an upstream failure: 504 for a timeout, 502 otherwise.
+pub fn upstream_error(err: &UpstreamError) -> Response<Body> {
+    let status = match err {
+        UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    // The chain matters here: "client error (Connect)" alone does not say why.
+    let mut reason = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        reason.push_str(": ");
+        reason.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    error(status, &reason)
+}

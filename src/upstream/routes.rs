@@ -1,0 +1,36 @@
+//! Which way each upstream connection goes: through the parent proxy or straight.
+
+use std::collections::HashSet;
+
+use crate::config::Config;
+use crate::net::{NoProxy, Parent};
+
+/// Which way each upstream connection goes: through the parent, or straight when there is no
+/// parent, the host is in `no_proxy`, or `upstream.resolve` pins its address (the operator chose
+/// where it is, and the parent would resolve the name itself).
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    parent: Option<Parent>,
+    no_proxy: NoProxy,
+    pinned: HashSet<String>,
+}
+
+impl Routes {
+    /// The routes of a configuration.
+    pub fn new(config: &Config) -> Routes {
+        Routes {
+            parent: config.parent.clone(),
+            no_proxy: config.no_proxy.clone(),
+            pinned: config.resolve.keys().cloned().collect(),
+        }
+    }
+
+    /// The parent to dial `host` (no port) through, or `None` to connect straight.
+    pub fn parent_for(&self, host: &str) -> Option<&Parent> {
+        let parent = self.parent.as_ref()?;
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let direct =
+            self.pinned.contains(&bare.to_ascii_lowercase()) || self.no_proxy.matches(bare);
+        (!direct).then_some(parent)
+    }
+}
