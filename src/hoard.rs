@@ -6,11 +6,9 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::Context as _;
 
-use crate::access::ProxyAuth;
+use crate::access::{FillSlots, ProxyAuth};
 use crate::config::Config;
-use crate::registry::Flights;
-use crate::registry::blobs::FillSlots;
-use crate::store::{Limits, Store};
+use crate::store::{Flights, Limits, Store};
 use crate::telemetry::Metrics;
 use crate::tls::{CertificateAuthority, root_store};
 use crate::upstream::Upstream;

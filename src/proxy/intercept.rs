@@ -94,7 +94,7 @@ pub async fn serve(
         move |mut request: hyper::Request<hyper::body::Incoming>| {
             request
                 .extensions_mut()
-                .insert(crate::registry::blobs::ClientAddr(client));
+                .insert(crate::access::ClientAddr(client));
             let hoard = hoard.clone();
             let target = target.clone();
             let busy = ticket.busy();

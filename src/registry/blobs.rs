@@ -3,10 +3,9 @@
 //! every request that comes while the fill runs reads the growing temp file. Nothing is kept
 //! unless its digest matches, and no client of a corrupt fill sees a complete body.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -21,6 +20,7 @@ use hyper::body::Incoming;
 use tokio::sync::{mpsc, watch};
 
 use super::{Target, path_and_query, registry_send};
+use crate::access::{ClientAddr, FillSlot};
 use crate::hoard::Hoard;
 use crate::http::{
     Body, BoxError, CacheStatus, empty_body, error, insert_digest_headers, pass_through,
@@ -53,93 +53,6 @@ const MOSTLY_DONE_TAIL: u64 = 4 << 20;
 
 /// How often a fill that nobody reads looks for a new reader while it waits.
 const READER_POLL: Duration = Duration::from_millis(20);
-
-/// The address a request came from, put in its extensions by the intercepting server; fills
-/// are counted against it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub IpAddr);
-
-/// Fills running now, in all and per client address, within `cache.max_fills` and
-/// `cache.max_fills_per_client`.
-#[derive(Debug, Default)]
-pub struct FillSlots {
-    running: Arc<Mutex<Running>>,
-}
-
-#[derive(Debug, Default)]
-struct Running {
-    total: usize,
-    /// Only addresses with a fill running: at most `max_fills` entries.
-    per_client: HashMap<IpAddr, usize>,
-}
-
-/// Which limit kept a miss from becoming a fill.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FillLimit {
-    /// `cache.max_fills`
-    Global,
-    /// `cache.max_fills_per_client`
-    PerClient,
-}
-
-impl FillLimit {
-    /// The config key's last part, for logs and the metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FillLimit::Global => "max_fills",
-            FillLimit::PerClient => "max_fills_per_client",
-        }
-    }
-}
-
-/// One running fill, counted until dropped.
-#[derive(Debug)]
-pub struct FillSlot {
-    running: Arc<Mutex<Running>>,
-    client: IpAddr,
-}
-
-fn lock_running(running: &Mutex<Running>) -> std::sync::MutexGuard<'_, Running> {
-    running.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl FillSlots {
-    /// A slot for one more fill by `client`, unless a limit is reached.
-    pub fn take(
-        &self,
-        client: IpAddr,
-        max_total: usize,
-        max_per_client: usize,
-    ) -> Result<FillSlot, FillLimit> {
-        let mut running = lock_running(&self.running);
-        if running.total >= max_total {
-            return Err(FillLimit::Global);
-        }
-        let mine = running.per_client.entry(client).or_default();
-        if *mine >= max_per_client {
-            return Err(FillLimit::PerClient);
-        }
-        *mine += 1;
-        running.total += 1;
-        Ok(FillSlot {
-            running: self.running.clone(),
-            client,
-        })
-    }
-}
-
-impl Drop for FillSlot {
-    fn drop(&mut self) {
-        let mut running = lock_running(&self.running);
-        running.total = running.total.saturating_sub(1);
-        if let Some(mine) = running.per_client.get_mut(&self.client) {
-            *mine = mine.saturating_sub(1);
-            if *mine == 0 {
-                running.per_client.remove(&self.client);
-            }
-        }
-    }
-}
 
 /// Answers `GET` or `HEAD` for `/v2/<name>/blobs/<digest>`.
 pub async fn blob(
@@ -725,31 +638,5 @@ impl http_body::Body for ChannelBody {
             Some(length) => http_body::SizeHint::with_exact(length),
             None => http_body::SizeHint::default(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fill_slots_count_per_client_and_in_all() {
-        let slots = FillSlots::default();
-        let (a, b, c) = (
-            IpAddr::from([10, 0, 0, 1]),
-            IpAddr::from([10, 0, 0, 2]),
-            IpAddr::from([10, 0, 0, 3]),
-        );
-        let first = slots.take(a, 2, 1);
-        assert!(first.is_ok());
-        assert_eq!(slots.take(a, 2, 1).err(), Some(FillLimit::PerClient));
-        let second = slots.take(b, 2, 1);
-        assert!(second.is_ok());
-        assert_eq!(slots.take(c, 2, 1).err(), Some(FillLimit::Global));
-        drop(first);
-        assert!(slots.take(a, 2, 1).is_ok(), "a dropped slot is free again");
-        drop(second);
-        assert!(lock_running(&slots.running).per_client.is_empty());
-        assert_eq!(lock_running(&slots.running).total, 0);
     }
 }

@@ -38,6 +38,10 @@ use bytes::Bytes;
 use lru::LruCache;
 use tokio::sync::watch;
 
+mod flight;
+
+pub use flight::{FlightGuard, Flights};
+
 use crate::oci::{Algorithm, Digest, Hasher, valid_repository, valid_tag};
 
 /// Manifests larger than this are not cached (registries themselves refuse above 4 MiB).

@@ -1,0 +1,119 @@
+//! Fill slots: how many blob fills run at once, in all (`cache.max_fills`) and per client address
+//! (`cache.max_fills_per_client`). A miss past a limit is streamed and verified but not kept.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+/// The address a request came from, put in its extensions by the intercepting server; fills
+/// are counted against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+/// Fills running now, in all and per client address, within `cache.max_fills` and
+/// `cache.max_fills_per_client`.
+#[derive(Debug, Default)]
+pub struct FillSlots {
+    running: Arc<Mutex<Running>>,
+}
+
+#[derive(Debug, Default)]
+struct Running {
+    total: usize,
+    /// Only addresses with a fill running: at most `max_fills` entries.
+    per_client: HashMap<IpAddr, usize>,
+}
+
+/// Which limit kept a miss from becoming a fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FillLimit {
+    /// `cache.max_fills`
+    Global,
+    /// `cache.max_fills_per_client`
+    PerClient,
+}
+
+impl FillLimit {
+    /// The config key's last part, for logs and the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FillLimit::Global => "max_fills",
+            FillLimit::PerClient => "max_fills_per_client",
+        }
+    }
+}
+
+/// One running fill, counted until dropped.
+#[derive(Debug)]
+pub struct FillSlot {
+    running: Arc<Mutex<Running>>,
+    client: IpAddr,
+}
+
+fn lock_running(running: &Mutex<Running>) -> std::sync::MutexGuard<'_, Running> {
+    running.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl FillSlots {
+    /// A slot for one more fill by `client`, unless a limit is reached.
+    pub fn take(
+        &self,
+        client: IpAddr,
+        max_total: usize,
+        max_per_client: usize,
+    ) -> Result<FillSlot, FillLimit> {
+        let mut running = lock_running(&self.running);
+        if running.total >= max_total {
+            return Err(FillLimit::Global);
+        }
+        let mine = running.per_client.entry(client).or_default();
+        if *mine >= max_per_client {
+            return Err(FillLimit::PerClient);
+        }
+        *mine += 1;
+        running.total += 1;
+        Ok(FillSlot {
+            running: self.running.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for FillSlot {
+    fn drop(&mut self) {
+        let mut running = lock_running(&self.running);
+        running.total = running.total.saturating_sub(1);
+        if let Some(mine) = running.per_client.get_mut(&self.client) {
+            *mine = mine.saturating_sub(1);
+            if *mine == 0 {
+                running.per_client.remove(&self.client);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_slots_count_per_client_and_in_all() {
+        let slots = FillSlots::default();
+        let (a, b, c) = (
+            IpAddr::from([10, 0, 0, 1]),
+            IpAddr::from([10, 0, 0, 2]),
+            IpAddr::from([10, 0, 0, 3]),
+        );
+        let first = slots.take(a, 2, 1);
+        assert!(first.is_ok());
+        assert_eq!(slots.take(a, 2, 1).err(), Some(FillLimit::PerClient));
+        let second = slots.take(b, 2, 1);
+        assert!(second.is_ok());
+        assert_eq!(slots.take(c, 2, 1).err(), Some(FillLimit::Global));
+        drop(first);
+        assert!(slots.take(a, 2, 1).is_ok(), "a dropped slot is free again");
+        drop(second);
+        assert!(lock_running(&slots.running).per_client.is_empty());
+        assert_eq!(lock_running(&slots.running).total, 0);
+    }
+}
