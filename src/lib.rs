@@ -17,6 +17,7 @@
 pub mod access;
 pub mod admin;
 pub mod config;
+pub mod error;
 pub mod hoard;
 pub mod http;
 pub mod net;

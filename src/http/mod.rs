@@ -16,4 +16,4 @@ pub use cache_status::CacheStatus;
 pub use headers::{
     API_VERSION, DOCKER_CONTENT_DIGEST, insert_digest_headers, strip_hop_by_hop, upstream_headers,
 };
-pub use response::{error, head_too_large, internal, making_room, pass_through};
+pub use response::{ErrorReason, error, head_too_large, internal, making_room, pass_through};

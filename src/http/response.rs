@@ -10,6 +10,11 @@ use super::body::{Body, full_body};
 use super::cache_status::CacheStatus;
 use super::headers::strip_hop_by_hop;
 
+/// Why hoard answered a request with an error: the reason in its body, kept as a response
+/// extension so that the request's one log line can say it.
+#[derive(Debug, Clone)]
+pub struct ErrorReason(pub String);
+
 /// A response made by hoard itself, with a one-line reason in the body.
 pub fn error(status: StatusCode, reason: &str) -> Response<Body> {
     let mut response = Response::new(full_body(format!("hoard: {reason}\n")));
@@ -19,6 +24,9 @@ pub fn error(status: StatusCode, reason: &str) -> Response<Body> {
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response.extensions_mut().insert(CacheStatus::Local);
+    response
+        .extensions_mut()
+        .insert(ErrorReason(reason.to_owned()));
     response
 }
 

@@ -10,7 +10,7 @@ use crate::http::Body;
 use crate::http::CacheStatus;
 use crate::http::error;
 use crate::http::{pass_through, strip_hop_by_hop};
-use crate::upstream::upstream_error;
+use crate::upstream::{UpstreamError, upstream_error};
 
 /// Forwards a plain `http://` request.
 pub async fn forward(request: Request<Incoming>, hoard: &Hoard) -> Response<Body> {
@@ -26,10 +26,10 @@ pub async fn forward(request: Request<Incoming>, hoard: &Hoard) -> Response<Body
     }
     // Refused here with a clear 403; the guarded client re-checks what it connects to.
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    if let Err(err) = hoard.upstream().check_destination(host, port).await
-        && err.kind() == std::io::ErrorKind::PermissionDenied
+    if let Err(err @ UpstreamError::Refused(_)) =
+        hoard.upstream().check_destination(host, port).await
     {
-        return error(StatusCode::FORBIDDEN, &err.to_string());
+        return upstream_error(&err);
     }
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);

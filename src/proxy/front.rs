@@ -19,10 +19,12 @@ use crate::access::AuthVerdict;
 use crate::access::limits::{Held, Limits, Refusal, Ticket};
 use crate::http::idle::Idle;
 
+use crate::error::Chain;
 use crate::hoard::Hoard;
 use crate::http::{Body, full_body};
 use crate::http::{error, head_too_large, internal, making_room};
 use crate::telemetry::access_log::{RequestInfo, logged};
+use crate::upstream::{UpstreamError, upstream_error};
 
 /// Accepts connections until the listener fails. Each one is admitted by the connection limits
 /// (see [`crate::limits`]): over `proxy.max_connections_per_client` it is refused with a 503; at
@@ -300,15 +302,11 @@ async fn connect(
     // Connect first, so a destination that cannot be reached is a 502 and not a dead tunnel.
     let server = match super::tunnel::connect(&hoard, &host, port).await {
         Ok(server) => server,
-        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
-            return error(StatusCode::FORBIDDEN, &err.to_string());
-        }
         Err(err) => {
-            tracing::info!(host = %logged_host(request.uri()), method = %"CONNECT", status = 502, cache = %"TUNNEL", error = %err, "request");
-            return error(
-                StatusCode::BAD_GATEWAY,
-                &format!("cannot connect to {authority}: {err}"),
-            );
+            if !matches!(err, UpstreamError::Refused(_)) {
+                tracing::info!(host = %logged_host(request.uri()), method = %"CONNECT", status = 502, cache = %"TUNNEL", error = %Chain(&err), "request");
+            }
+            return upstream_error(&err);
         }
     };
     // A tunnel's traffic is opaque: it counts as a request in flight for its whole life, so it

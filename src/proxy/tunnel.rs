@@ -16,11 +16,12 @@ use crate::hoard::Hoard;
 use crate::http::CacheStatus;
 use crate::http::idle::Idle;
 use crate::telemetry::Metrics;
+use crate::upstream::UpstreamError;
 
 /// Connects to `host:port` as every upstream connection is made: through the parent proxy, or
 /// straight (config overrides first, then DNS, each address in turn). A private destination the
 /// guard refuses is a `PermissionDenied` error.
-pub async fn connect(hoard: &Hoard, host: &str, port: u16) -> std::io::Result<TcpStream> {
+pub async fn connect(hoard: &Hoard, host: &str, port: u16) -> Result<TcpStream, UpstreamError> {
     hoard.upstream().connect(host, port).await
 }
 

@@ -11,8 +11,8 @@ use http::{Method, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use crate::http::CacheStatus;
 use crate::http::{Body, BoxError};
+use crate::http::{CacheStatus, ErrorReason};
 use crate::telemetry::Metrics;
 
 /// The target of access log lines, as it was before the module moved: `RUST_LOG` filters and
@@ -38,6 +38,10 @@ pub fn logged(info: RequestInfo, response: Response<Body>) -> Response<Body> {
         .get::<CacheStatus>()
         .copied()
         .unwrap_or(CacheStatus::Local);
+    let error = response
+        .extensions()
+        .get::<ErrorReason>()
+        .map(|reason| reason.0.clone());
     // hyper stops polling a body once Content-Length bytes are out, so "complete" is judged by
     // the count as well as by the end of the stream.
     let expected = response
@@ -54,7 +58,7 @@ pub fn logged(info: RequestInfo, response: Response<Body>) -> Response<Body> {
                 status,
                 cache,
                 bytes: 0,
-                error: None,
+                error,
             }),
         }
         .boxed()

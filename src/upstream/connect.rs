@@ -177,31 +177,46 @@ impl Resolver {
         }
         let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
         if !name.contains('.') || name.ends_with(".localhost") {
-            return Err(refused(format!(
-                "{host} is a single-label or localhost name that the parent proxy would resolve \
-                 in its own network, which proxy.allow_private_destinations does not allow"
-            )));
+            return Err(refused(
+                host,
+                "a single-label or localhost name that the parent proxy would resolve in its own \
+                 network",
+            ));
         }
         Ok(())
     }
 }
 
+/// A destination the guard keeps out: hoard refusing to be a hop to private addresses (SSRF).
+/// It travels inside the `io::Error`s of the connector and resolver, which hyper requires;
+/// [`DestinationRefused::of`] finds it again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{host} is {why}, which proxy.allow_private_destinations does not allow")]
+pub struct DestinationRefused {
+    host: String,
+    why: &'static str,
+}
+
+impl DestinationRefused {
+    /// The refusal inside an I/O error, if that is what it is.
+    pub fn of(err: &std::io::Error) -> Option<&DestinationRefused> {
+        err.get_ref()?.downcast_ref()
+    }
+}
+
 fn private_destination(host: &str) -> std::io::Error {
-    refused(format!(
-        "{host} is a private or loopback address, which \
-         proxy.allow_private_destinations does not allow"
-    ))
+    refused(host, "a private or loopback address")
 }
 
 fn noncanonical(host: &str) -> std::io::Error {
-    refused(format!(
-        "{host} is a numeric address not written as a.b.c.d, which \
-         proxy.allow_private_destinations does not allow"
-    ))
+    refused(host, "a numeric address not written as a.b.c.d")
 }
 
-fn refused(message: String) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::PermissionDenied, message)
+fn refused(host: &str, why: &'static str) -> std::io::Error {
+    std::io::Error::other(DestinationRefused {
+        host: host.to_owned(),
+        why,
+    })
 }
 
 impl tower_service::Service<Name> for Resolver {

@@ -17,7 +17,8 @@ use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 
 use crate::config::Config;
-use crate::http::{Body, error};
+use crate::error::{Classify, Side};
+use crate::http::Body;
 use crate::telemetry::Metrics;
 use connect::{Connector, Resolver};
 use routes::Routes;
@@ -28,6 +29,7 @@ mod parent;
 mod redirect;
 mod routes;
 
+pub use connect::DestinationRefused;
 use redirect::same_origin;
 pub use redirect::{Origin, join_location};
 
@@ -38,18 +40,56 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Redirect hops followed for one blob (Docker Hub uses 1, GCR up to 2; 5 leaves room).
 const MAX_REDIRECTS: usize = 5;
 
-/// Why an upstream request produced no response. All of these count as "upstream unreachable"
-/// for serving stale content.
+/// Why an upstream request produced no response, or a connection was not made. All but
+/// [`UpstreamError::Refused`] count as "upstream unreachable" for serving stale content.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("upstream request failed: {0}")]
+    #[error("upstream request failed")]
     Request(#[from] hyper_util::client::legacy::Error),
+    #[error("cannot connect to {authority}")]
+    Connect {
+        authority: String,
+        source: std::io::Error,
+    },
+    /// The private-destination guard refused where a client (or a redirect) pointed.
+    #[error(transparent)]
+    Refused(DestinationRefused),
     #[error("upstream sent no response headers within {0:?}")]
     Timeout(Duration),
     #[error("upstream redirected more than {MAX_REDIRECTS} times")]
     TooManyRedirects,
     #[error("upstream redirected to an unusable location {0:?}")]
     BadRedirect(String),
+}
+
+impl UpstreamError {
+    /// A failed connection to `host:port`: a refusal by the guard, or the network's error.
+    fn connect(host: &str, port: u16, source: std::io::Error) -> UpstreamError {
+        match DestinationRefused::of(&source) {
+            Some(refused) => UpstreamError::Refused(refused.clone()),
+            None => UpstreamError::Connect {
+                authority: crate::net::authority(host, port),
+                source,
+            },
+        }
+    }
+}
+
+impl Classify for UpstreamError {
+    fn side(&self) -> Side {
+        match self {
+            UpstreamError::Refused(_) => Side::Client,
+            _ => Side::Upstream,
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            UpstreamError::Refused(_) => StatusCode::FORBIDDEN,
+            UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
 }
 
 type HttpsClient = Client<HttpsConnector<Connector>, Body>;
@@ -160,18 +200,23 @@ impl Upstream {
 
     /// Connects to `host:port` for a tunnel, through the parent or straight (overrides first,
     /// then DNS, each address in turn), guarded against private destinations.
-    pub async fn connect(&self, host: &str, port: u16) -> std::io::Result<TcpStream> {
-        self.tunnels.connect(host, port).await
+    pub async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, UpstreamError> {
+        self.tunnels
+            .connect(host, port)
+            .await
+            .map_err(|err| UpstreamError::connect(host, port, err))
     }
 
-    /// Refuses (`PermissionDenied`) a destination that the private-destination guard keeps out,
-    /// before a plain forward is sent: judged by the addresses its name resolves to when hoard
-    /// connects straight, by the address itself when the parent resolves the name.
-    pub async fn check_destination(&self, host: &str, port: u16) -> std::io::Result<()> {
-        if self.tunnels.routes.parent_for(host).is_some() {
-            return self.tunnels.resolver.refuse_literal(host);
-        }
-        self.tunnels.resolver.lookup(host, port).await.map(drop)
+    /// Refuses ([`UpstreamError::Refused`]) a destination that the private-destination guard
+    /// keeps out, before a plain forward is sent: judged by the addresses its name resolves to
+    /// when hoard connects straight, by the address itself when the parent resolves the name.
+    pub async fn check_destination(&self, host: &str, port: u16) -> Result<(), UpstreamError> {
+        let checked = if self.tunnels.routes.parent_for(host).is_some() {
+            self.tunnels.resolver.refuse_literal(host)
+        } else {
+            self.tunnels.resolver.lookup(host, port).await.map(drop)
+        };
+        checked.map_err(|err| UpstreamError::connect(host, port, err))
     }
 }
 
@@ -212,19 +257,9 @@ fn https_client(tls: ClientConfig, connector: Connector) -> HttpsClient {
         .build(https)
 }
 
-/// The client's view of an upstream failure: 504 for a timeout, 502 otherwise.
+/// The client's view of an upstream failure: 504 for a timeout, 403 for a refused destination,
+/// 502 otherwise, with the whole chain as the reason ("client error (Connect)" alone does not
+/// say why).
 pub fn upstream_error(err: &UpstreamError) -> Response<Body> {
-    let status = match err {
-        UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        _ => StatusCode::BAD_GATEWAY,
-    };
-    // The chain matters here: "client error (Connect)" alone does not say why.
-    let mut reason = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        reason.push_str(": ");
-        reason.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    error(status, &reason)
+    crate::error::response(err)
 }
