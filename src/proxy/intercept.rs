@@ -13,6 +13,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 
 use crate::access::limits::{Activity, Ending, Held, Ticket};
+use crate::error::Chain;
 use crate::hoard::Hoard;
 use crate::http::BoxError;
 use crate::http::write_batch::Coalesce;
@@ -49,7 +50,7 @@ pub async fn serve(
     let config = match hoard.ca.server_config(&host) {
         Ok(config) => config,
         Err(error) => {
-            tracing::error!(%host, %error, "cannot mint a certificate");
+            tracing::error!(%host, error = %Chain(&error), "cannot mint a certificate");
             return;
         }
     };

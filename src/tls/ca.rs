@@ -6,6 +6,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::error::{Classify, Side};
 use lru::LruCache;
 use rcgen::{
     BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType, GeneralSubtree,
@@ -23,18 +24,25 @@ const LEAF_CACHE_SIZE: usize = 1024;
 /// Errors loading the CA or minting a leaf.
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}: {error}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path} holds no usable {what}")]
     BadPem { path: PathBuf, what: &'static str },
-    #[error("certificate generation failed: {0}")]
+    #[error("certificate generation failed")]
     Rcgen(#[from] rcgen::Error),
-    #[error("tls setup failed: {0}")]
+    #[error("tls setup failed")]
     Tls(#[from] rustls::Error),
+}
+
+/// The CA's files and certificates are hoard's own business: a failure is internal.
+impl Classify for CaError {
+    fn side(&self) -> Side {
+        Side::Internal
+    }
 }
 
 /// The CA: its certificate (served at `/ca.crt`), its signing key, and the minted leaves.
@@ -174,10 +182,10 @@ fn name_constraints(names: &[String]) -> NameConstraints {
 }
 
 fn read(path: &Path) -> Result<String, CaError> {
-    std::fs::read_to_string(path).map_err(|source| CaError::Io {
+    std::fs::read_to_string(path).map_err(|error| CaError::Io {
         action: "read",
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
@@ -189,10 +197,10 @@ fn create(
 ) -> Result<(), CaError> {
     let io = |action, path: &Path| {
         let path = path.to_owned();
-        move |source| CaError::Io {
+        move |error| CaError::Io {
             action,
             path,
-            source,
+            error,
         }
     };
     std::fs::create_dir_all(dir).map_err(io("create", dir))?;

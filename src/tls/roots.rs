@@ -1,6 +1,8 @@
 //! The roots hoard trusts upstream: webpki's, the system store's, and `upstream.extra_ca_files`.
 
 use rustls::RootCertStore;
+
+use crate::error::{Classify, Side};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -36,4 +38,11 @@ pub fn root_store(extra: &[std::path::PathBuf]) -> Result<RootCertStore, RootsEr
 pub struct RootsError {
     path: String,
     message: String,
+}
+
+/// `upstream.extra_ca_files` is the operator's input.
+impl Classify for RootsError {
+    fn side(&self) -> Side {
+        Side::Client
+    }
 }
