@@ -233,3 +233,34 @@ fn a_cache_dir_that_is_not_hoards_is_refused_and_left_alone() {
     );
     assert!(home.join("photo.jpg").exists());
 }
+
+#[test]
+fn a_log_line_names_its_connection_and_request_and_says_why_it_failed() {
+    let (answer, _, line) = json_logged(
+        b"GET http://127.0.0.1:9/x HTTP/1.1\r\nHost: 127.0.0.1:9\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let spans = parsed["spans"].as_array().cloned().unwrap_or_default();
+    let span = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} span in {line}"))
+    };
+    assert!(
+        span("conn")["client"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("127.0.0.1:")),
+        "{line}"
+    );
+    assert_eq!(span("request")["host"], "127.0.0.1:9", "{line}");
+    assert_eq!(span("request")["method"], "GET", "{line}");
+    assert!(
+        parsed["fields"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("proxy.forward_ports")),
+        "the one log line of a refused request says why: {line}"
+    );
+}

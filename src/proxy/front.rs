@@ -14,6 +14,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+use tracing::{Instrument as _, Span};
 
 use crate::access::AuthVerdict;
 use crate::access::limits::{Held, Limits, Refusal, Ticket};
@@ -57,7 +58,8 @@ pub async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
                 continue;
             }
         };
-        tokio::spawn(serve_connection(stream, peer, hoard.clone(), ticket));
+        let span = tracing::info_span!("conn", client = %peer);
+        tokio::spawn(serve_connection(stream, peer, hoard.clone(), ticket).instrument(span));
     }
 }
 
@@ -98,13 +100,20 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, hoard: Arc<Hoard>
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
         .max_buf_size(config.max_header_size);
+    let connection_span = Span::current();
     let service = service_fn({
         let hoard = hoard.clone();
         let ticket = ticket.clone();
-        move |request| {
+        move |request: Request<Incoming>| {
             let hoard = hoard.clone();
             let ticket = ticket.clone();
             let busy = ticket.busy();
+            let span = tracing::info_span!(
+                parent: &connection_span,
+                "request",
+                method = %request.method(),
+                host = %logged_host(request.uri()),
+            );
             async move {
                 let Some(busy) = busy else {
                     return Ok::<_, Infallible>(making_room());
@@ -112,6 +121,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, hoard: Arc<Hoard>
                 let response = handle(request, hoard, peer, ticket).await;
                 Ok(response.map(|body| Held::new(body, busy).boxed()))
             }
+            .instrument(span)
         }
     });
     let connection = builder.serve_connection(io, service).with_upgrades();
@@ -286,16 +296,27 @@ async fn connect(
         );
     }
     if hoard.config().intercept.matches(&host) {
-        tokio::spawn(async move {
-            let _open = hoard.metrics.upgraded();
-            match hyper::upgrade::on(request).await {
-                Ok(upgraded) => {
-                    super::intercept::serve(upgraded, host, port, hoard.clone(), ticket, peer.ip())
+        // The tasks carry the CONNECT's span (client, host) into the tunnel or intercept.
+        tokio::spawn(
+            async move {
+                let _open = hoard.metrics.upgraded();
+                match hyper::upgrade::on(request).await {
+                    Ok(upgraded) => {
+                        super::intercept::serve(
+                            upgraded,
+                            host,
+                            port,
+                            hoard.clone(),
+                            ticket,
+                            peer.ip(),
+                        )
                         .await
+                    }
+                    Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
                 }
-                Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
             }
-        });
+            .in_current_span(),
+        );
         return Response::new(crate::http::empty_body());
     }
 
@@ -314,18 +335,22 @@ async fn connect(
     let Some(in_flight) = ticket.busy() else {
         return making_room();
     };
-    tokio::spawn(async move {
-        let _open = hoard.metrics.upgraded();
-        let _in_flight = in_flight;
-        match hyper::upgrade::on(request).await {
-            Ok(upgraded) => {
-                let metrics = hoard.metrics.clone();
-                let idle_timeout = hoard.config().idle_timeout;
-                let authority = authority.to_string();
-                super::tunnel::run(upgraded, server, authority, metrics, ticket, idle_timeout).await
+    tokio::spawn(
+        async move {
+            let _open = hoard.metrics.upgraded();
+            let _in_flight = in_flight;
+            match hyper::upgrade::on(request).await {
+                Ok(upgraded) => {
+                    let metrics = hoard.metrics.clone();
+                    let idle_timeout = hoard.config().idle_timeout;
+                    let authority = authority.to_string();
+                    super::tunnel::run(upgraded, server, authority, metrics, ticket, idle_timeout)
+                        .await
+                }
+                Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
             }
-            Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
         }
-    });
+        .in_current_span(),
+    );
     Response::new(crate::http::empty_body())
 }

@@ -13,6 +13,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 
 use crate::access::limits::{Activity, Ending, Held, Ticket};
+use tracing::{Instrument as _, Span};
+
 use crate::error::Chain;
 use crate::hoard::Hoard;
 use crate::http::BoxError;
@@ -90,9 +92,17 @@ pub async fn serve(
         config.max_header_size,
         config.idle_timeout,
     );
+    // hyper runs each h2 stream in a task of its own: the request span names its parent.
+    let connection_span = Span::current();
     let service = hyper::service::service_fn({
         let ticket = ticket.clone();
         move |mut request: hyper::Request<hyper::body::Incoming>| {
+            let span = tracing::info_span!(
+                parent: &connection_span,
+                "request",
+                method = %request.method(),
+                path = %request.uri().path(),
+            );
             request
                 .extensions_mut()
                 .insert(crate::access::ClientAddr(client));
@@ -118,6 +128,7 @@ pub async fn serve(
                 let response = logged(info, response);
                 Ok(response.map(|body| Held::new(body, busy).boxed()))
             }
+            .instrument(span)
         }
     });
 

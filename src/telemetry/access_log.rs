@@ -59,6 +59,7 @@ pub fn logged(info: RequestInfo, response: Response<Body>) -> Response<Body> {
                 cache,
                 bytes: 0,
                 error,
+                span: tracing::Span::current(),
             }),
         }
         .boxed()
@@ -71,6 +72,8 @@ struct Line {
     cache: CacheStatus,
     bytes: u64,
     error: Option<String>,
+    /// The request's span: the body ends outside it, and the line is written inside it again.
+    span: tracing::Span,
 }
 
 impl Line {
@@ -84,6 +87,7 @@ impl Line {
             self.cache,
         );
         let ms = self.info.start.elapsed().as_secs_f64() * 1000.0;
+        let _span = self.span.enter();
         tracing::info!(
             target: TARGET,
             host = %self.info.host,
