@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use super::addr::Cidr;
-use super::host::is_dns_name;
+use super::host::{is_dns_name, unbracket};
 
 /// Destinations that skip the parent (`upstream.no_proxy`), with curl's rules: a name matches
 /// itself and its subdomains (a leading dot changes nothing), an address or address block
@@ -21,7 +21,7 @@ impl NoProxy {
         let mut out = NoProxy::default();
         for entry in entries {
             let text = entry.trim().to_ascii_lowercase();
-            let bare = text.trim_start_matches('[').trim_end_matches(']');
+            let bare = unbracket(&text);
             let name = text.trim_start_matches('.');
             if text == "*" {
                 out.all = true;
@@ -43,7 +43,7 @@ impl NoProxy {
         if self.all {
             return true;
         }
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = unbracket(host);
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         if let Ok(ip) = host.parse::<IpAddr>() {
             return self.blocks.iter().any(|block| block.contains(ip));

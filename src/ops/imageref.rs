@@ -141,14 +141,9 @@ impl fmt::Display for ImageRef {
 /// optional port from 1 to 65535.
 pub fn registry_key(text: &str) -> Option<String> {
     let text = text.to_ascii_lowercase();
-    let (host, port) = match text.rsplit_once(':') {
-        Some((host, port)) => {
-            let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
-            (host, Some(port).filter(|p| *p != 443))
-        }
-        None => (text.as_str(), None),
-    };
-    if !crate::net::is_dns_name(host) && host.parse::<Ipv4Addr>().is_err() {
+    let authority = crate::net::split_authority(&text)?;
+    let (host, port) = (authority.host, authority.port.filter(|p| *p != 443));
+    if authority.bracketed || !crate::net::is_dns_name(host) && host.parse::<Ipv4Addr>().is_err() {
         return None;
     }
     let host = if DOCKER_HUB_ALIASES.contains(&host) {

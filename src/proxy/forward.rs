@@ -25,7 +25,7 @@ pub async fn forward(request: Request<Incoming>, hoard: &Hoard) -> Response<Body
         );
     }
     // Refused here with a clear 403; the guarded client re-checks what it connects to.
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = crate::net::unbracket(host);
     if let Err(err @ UpstreamError::Refused(_)) =
         hoard.upstream().check_destination(host, port).await
     {

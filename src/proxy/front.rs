@@ -283,11 +283,7 @@ async fn connect(
     let Some(port) = authority.port_u16() else {
         return error(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
+    let host = crate::net::unbracket(authority.host()).to_owned();
 
     if !hoard.config().connect_ports.contains(&port) {
         return error(

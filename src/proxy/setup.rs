@@ -15,7 +15,7 @@ use crate::hoard::Hoard;
 use crate::http::CacheStatus;
 use crate::http::error;
 use crate::http::{Body, full_body};
-use crate::net::is_dns_name;
+use crate::net::{is_dns_name, split_authority};
 
 const HEADER: &str = include_str!("setup/header.sh");
 const COMMON: &str = include_str!("setup/common.sh");
@@ -74,24 +74,13 @@ impl ProxyAddr {
     /// Parses a `Host` header value: `name`, `1.2.3.4` or `[::1]`, with an optional `:port`
     /// (80 without one, as for any `http://` URL). `None` for anything else.
     pub fn parse(text: &str) -> Option<ProxyAddr> {
-        let (host, port) = match text.rsplit_once(':') {
-            Some((host, port)) if !host.contains(':') || host.ends_with(']') => (host, Some(port)),
-            _ => (text, None),
+        let authority = split_authority(text)?;
+        let host = authority.host.to_ascii_lowercase();
+        let (valid, host) = match authority.bracketed {
+            true => (host.parse::<Ipv6Addr>().is_ok(), format!("[{host}]")),
+            false => (host.parse::<Ipv4Addr>().is_ok() || is_dns_name(&host), host),
         };
-        let port = match port {
-            None => 80,
-            Some(port)
-                if (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit()) =>
-            {
-                port.parse().ok().filter(|p| *p != 0)?
-            }
-            Some(_) => return None,
-        };
-        let host = host.to_ascii_lowercase();
-        let valid = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-            Some(v6) => v6.parse::<Ipv6Addr>().is_ok(),
-            None => host.parse::<Ipv4Addr>().is_ok() || is_dns_name(&host),
-        };
+        let port = authority.port.unwrap_or(80);
         valid.then_some(ProxyAddr { host, port })
     }
 

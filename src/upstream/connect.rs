@@ -103,10 +103,7 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let host = uri.host().unwrap_or_default();
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let host = crate::net::unbracket(host).to_owned();
         let Some(parent) = self.routes.parent_for(&host).cloned() else {
             tracing::debug!(%host, "upstream connection straight");
             let connecting = self.direct.call(uri);

@@ -28,7 +28,7 @@ impl Routes {
     /// The parent to dial `host` (no port) through, or `None` to connect straight.
     pub fn parent_for(&self, host: &str) -> Option<&Parent> {
         let parent = self.parent.as_ref()?;
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let bare = crate::net::unbracket(host);
         let direct =
             self.pinned.contains(&bare.to_ascii_lowercase()) || self.no_proxy.matches(bare);
         (!direct).then_some(parent)
