@@ -25,17 +25,6 @@ pub enum Side {
     Internal,
 }
 
-impl Side {
-    /// The word used in logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Side::Client => "client",
-            Side::Upstream => "upstream",
-            Side::Internal => "internal",
-        }
-    }
-}
-
 /// An error that knows its [`Side`] and the status a request gets for it.
 pub trait Classify: std::error::Error + 'static {
     /// Whose fault it is.

@@ -14,25 +14,24 @@
 //!   intercept, plain forward, setup scripts) and [`admin`] (metrics, health, status page);
 //! - [`server`] wires them; [`ops`] holds the operator commands and uses only the lower layers.
 
-pub mod access;
-pub mod admin;
+pub(crate) mod access;
+pub(crate) mod admin;
 pub mod config;
-pub mod error;
-pub mod hoard;
+pub(crate) mod error;
+pub(crate) mod hoard;
 pub mod http;
 pub mod net;
 pub mod oci;
 pub mod ops;
-pub mod proxy;
-pub mod registry;
+pub(crate) mod proxy;
+pub(crate) mod registry;
 pub mod server;
 pub mod store;
-pub mod telemetry;
-pub mod tls;
+pub(crate) mod telemetry;
+pub(crate) mod tls;
 pub mod upstream;
 
 pub use config::Config;
-pub use hoard::Hoard;
 pub use server::Server;
 
 /// The crypto provider: aws-lc-rs, the only one in the tree.

@@ -156,6 +156,7 @@ impl Limits {
     }
 
     /// Connections open now.
+    #[cfg(test)]
     pub fn open(&self) -> usize {
         self.lock().open
     }
@@ -265,6 +266,7 @@ impl Ticket {
     }
 
     /// Whether the connection was chosen to close.
+    #[cfg(test)]
     pub fn is_evicted(&self) -> bool {
         *self.0.shared.evicted.borrow()
     }

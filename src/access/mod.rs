@@ -6,6 +6,5 @@ pub mod fills;
 pub mod limits;
 pub mod login;
 
-pub use fills::{ClientAddr, FillLimit, FillSlot, FillSlots};
-pub use limits::{Limits, Ticket};
+pub use fills::{ClientAddr, FillSlot, FillSlots};
 pub use login::{AuthVerdict, ProxyAuth};

@@ -5,5 +5,5 @@ mod ca;
 mod leaf;
 mod roots;
 
-pub use ca::{CaError, CertificateAuthority};
-pub use roots::{RootsError, root_store};
+pub use ca::CertificateAuthority;
+pub use roots::root_store;
