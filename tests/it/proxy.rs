@@ -1,12 +1,9 @@
 //! hoard in-process against a fixture registry over real TLS, with reqwest through the proxy in
 //! HTTP/1.1 and h2: the registry cache rules, tunnels, plain forwarding and the front door.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const BLOB_SIZE: usize = 300 << 10;
 
@@ -547,7 +544,7 @@ async fn pull(client: &reqwest::Client, repo: &str, tag: &str, blobs: &[String])
     for digest in blobs {
         let blob = client.get(blob_path(repo, digest)).send().await.unwrap();
         assert_eq!(blob.status(), 200);
-        assert_eq!(common::sha256(&blob.bytes().await.unwrap()), *digest);
+        assert_eq!(crate::common::sha256(&blob.bytes().await.unwrap()), *digest);
     }
     manifest
 }

@@ -2,16 +2,13 @@
 //! client allow-list, the tunnel guard, private content behind `auth_on_hit = "upstream"`, the
 //! name-constrained CA, hostile input answered with a 4xx while hoard goes on serving, and
 //! connection bounds that a flood cannot use to lock others out.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rustls::client::danger::ServerCertVerifier as _;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};

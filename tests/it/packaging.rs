@@ -1,7 +1,6 @@
 //! Packaging: the shipped configs (container image, systemd, Kubernetes) are valid hoard configs
 //! that are not open proxies, the packaging files agree with them, and the completions and man
 //! page come out of the binary.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::Command;

@@ -1,15 +1,12 @@
 //! The operator commands (`hoard cache …`, `hoard warm`) run as the real binary against a store
 //! that hoard, running in-process over the fixture registry, filled; assertions on their output,
 //! on the files left, and on what the registry saw.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 
 const HOARD: &str = env!("CARGO_BIN_EXE_hoard");
 

@@ -6,8 +6,7 @@
 //! (or, for dockerd, not being root) skips a test with a `skipped:` line, or fails it when
 //! `CI=true`. See `tests/e2e/README.md`.
 
-#[path = "e2e/harness.rs"]
-mod harness;
+use super::harness;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,15 +1,12 @@
 //! The store under load and under faults: one upstream fetch per blob for any number of
 //! concurrent clients, ranges from a fill in progress, upstreams that stall, cut or lie, clients
 //! that leave, a failing disk, and the size limit.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 
 fn blob_url(digest: &str) -> String {
     url(&format!("/v2/p/app/blobs/{digest}"))

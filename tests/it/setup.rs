@@ -1,15 +1,12 @@
 //! The host setup scripts served at `/setup/<engine>`: fetched from hoard in-process and run with
 //! `sh` against a scratch root (`--root`), twice, and as a dry run.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::SystemTime;
 
+use crate::common::{Extra, Proxy, REGISTRY, Registry, init};
 use base64::Engine as _;
-use common::{Extra, Proxy, REGISTRY, Registry, init};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A client that talks to hoard directly, as `curl http://hoard:3128/setup/docker` does.

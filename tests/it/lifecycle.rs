@@ -1,13 +1,10 @@
 //! hoard as a process under signals: SIGHUP reloads the config without dropping a transfer,
 //! a bad reload is refused, SIGTERM lets transfers in progress finish.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 struct Hoard {
     child: Child,

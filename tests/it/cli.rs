@@ -1,5 +1,4 @@
 //! The `hoard` binary's command line: bad usage and bad config are one line and exit code 2.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 

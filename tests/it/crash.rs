@@ -1,16 +1,13 @@
 //! hoard as a real process, killed and starved: `kill -9` in the middle of a fill and right
 //! after one, then a restart on the same store; and a disk that refuses writes (a file-size
 //! limit), which must turn caching off and leave every response whole.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// A hoard process that is killed and reaped when dropped, whatever the test's outcome.
 struct Hoard {

@@ -5,8 +5,7 @@
 //!
 //! Same programs, folders and skipping rules as `tests/e2e.rs`; see `tests/e2e/README.md`.
 
-#[path = "e2e/harness.rs"]
-mod harness;
+use super::harness;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};

@@ -1,13 +1,10 @@
 //! The admin listener: metrics that move with a hit, a miss and a tunnel; `/healthz` that fails
 //! when the store cannot be written; the status page, rendered by headless Chromium.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn admin_url(proxy: &Proxy, path: &str) -> String {
     format!("http://{}{path}", proxy.server.admin_addr().unwrap())

@@ -1,16 +1,13 @@
 //! hoard behind a parent proxy (`upstream.proxy`): an HTTP CONNECT parent with credentials, a
 //! SOCKS5 parent and a second hoard, each written or started here on loopback. The child hoard
 //! has no `upstream.resolve` entry for the fixture registry, so the parent is its only way there.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -1,0 +1,18 @@
+//! hoard's integration tests, one crate so that hoard, aws-lc and jemalloc are linked once:
+//! `cargo test --test it` runs them all, `cargo test --test it proxy::` one module.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+mod access;
+mod admin;
+mod cli;
+mod crash;
+mod e2e;
+mod fills;
+mod lifecycle;
+mod ops;
+mod packaging;
+mod parent;
+mod proxy;
+mod setup;
