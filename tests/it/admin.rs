@@ -30,18 +30,10 @@ fn sample(text: &str, series: &str) -> f64 {
 async fn metrics_move_with_a_miss_a_hit_and_a_tunnel() {
     init();
     let registry = Registry::start().await;
-    let ports = format!(
-        "connect_ports = [443, {}]\nallow_private_destinations = true",
-        registry.addr.port()
-    );
-    let proxy = Proxy::start_extra(
-        &registry,
-        Extra {
-            proxy: &ports,
-            ..Extra::default()
-        },
-    )
-    .await;
+    let proxy = Proxy::builder(&registry)
+        .tunnels_to_registry()
+        .start()
+        .await;
     let bytes = fresh_blob(100_000);
     let digest = registry.add_blob(bytes.clone());
     let blob = url(&format!("/v2/p/app/blobs/{digest}"));
@@ -118,9 +110,7 @@ async fn metrics_move_with_a_miss_a_hit_and_a_tunnel() {
     );
 
     // A tunnel: a fresh client that trusts the fixture, so it is not intercepted.
-    let tunnel_client = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
-        .tls_certs_only([reqwest::Certificate::from_pem(registry.ca.pem.as_bytes()).unwrap()])
+    let tunnel_client = client_builder_via(&proxy.url(), &registry.ca.pem)
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
@@ -151,7 +141,7 @@ async fn metrics_move_with_a_miss_a_hit_and_a_tunnel() {
 async fn metric_host_labels_name_only_intercepted_hosts() {
     init();
     let registry = Registry::start().await;
-    let proxy = Proxy::start(&registry, "").await;
+    let proxy = Proxy::builder(&registry).start().await;
     registry.set_mode(Mode::Redirect);
     let digest = registry.add_blob(fresh_blob(10_000));
     let response = proxy
@@ -182,7 +172,7 @@ async fn metric_host_labels_name_only_intercepted_hosts() {
 async fn healthz_fails_when_the_store_cannot_be_written() {
     init();
     let registry = Registry::start().await;
-    let proxy = Proxy::start(&registry, "").await;
+    let proxy = Proxy::builder(&registry).start().await;
     let healthy = reqwest::get(admin_url(&proxy, "/healthz")).await.unwrap();
     assert_eq!(healthy.status(), 200);
 
@@ -204,7 +194,7 @@ async fn healthz_fails_when_the_store_cannot_be_written() {
 async fn healthz_fails_when_the_ca_key_is_gone_or_replaced() {
     init();
     let registry = Registry::start().await;
-    let proxy = Proxy::start(&registry, "").await;
+    let proxy = Proxy::builder(&registry).start().await;
     let key = proxy.dir.path().join("ca/ca.key");
     let original = std::fs::read(&key).unwrap();
     assert_eq!(
@@ -241,6 +231,8 @@ fn chromium() -> Option<&'static str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_renders_in_a_browser() {
     init();
+    // Heavy: Chromium takes every core for seconds.
+    let _heavy = serial::heavy().await;
     let Some(browser) = chromium() else {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -250,7 +242,7 @@ async fn the_status_page_renders_in_a_browser() {
         return;
     };
     let registry = Registry::start().await;
-    let proxy = Proxy::start(&registry, "").await;
+    let proxy = Proxy::builder(&registry).start().await;
     let bytes = fresh_blob(50_000);
     let digest = registry.add_blob(bytes);
     let manifest = Registry::manifest_json(&[(&digest, 50_000)], "page");

@@ -2,26 +2,7 @@
 
 use std::process::Command;
 
-const HOARD: &str = env!("CARGO_BIN_EXE_hoard");
-
-fn serve_with(config: &str) -> std::process::Output {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, config).unwrap();
-    Command::new(HOARD)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .current_dir(dir.path())
-        .output()
-        .unwrap()
-}
-
-fn assert_config_error(output: &std::process::Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
-}
+use crate::common::{HOARD_BIN, assert_config_error, free_port, serve_with};
 
 #[test]
 fn unknown_config_keys_are_named() {
@@ -56,7 +37,7 @@ fn bad_config_values_say_which_key() {
 
 #[test]
 fn a_missing_config_file_is_a_config_error() {
-    let output = Command::new(HOARD)
+    let output = Command::new(HOARD_BIN)
         .args(["serve", "--config", "/nonexistent/hoard.toml"])
         .output()
         .unwrap();
@@ -65,7 +46,7 @@ fn a_missing_config_file_is_a_config_error() {
 
 #[test]
 fn bad_usage_exits_2() {
-    let output = Command::new(HOARD).arg("frobnicate").output().unwrap();
+    let output = Command::new(HOARD_BIN).arg("frobnicate").output().unwrap();
     assert_eq!(output.status.code(), Some(2));
 }
 
@@ -101,7 +82,7 @@ fn a_wide_listener_starts_when_opened_on_purpose_or_guarded() {
             format!("[proxy]\nlisten = \"0.0.0.0:0\"\n{proxy}\n[admin]\nlisten = \"off\"\n"),
         )
         .unwrap();
-        let mut child = Command::new(HOARD)
+        let mut child = Command::new(HOARD_BIN)
             .args(["serve", "--config"])
             .arg(&path)
             .current_dir(dir.path())
@@ -151,18 +132,14 @@ fn bad_access_settings_say_which_key() {
 fn json_logged(request: &[u8]) -> (String, String, String) {
     use std::io::{BufRead, BufReader, Read, Write};
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let path = dir.path().join("config.toml");
     std::fs::write(
         &path,
         format!("[proxy]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"off\"\n[log]\nformat = \"json\"\n"),
     )
     .unwrap();
-    let mut child = Command::new(HOARD)
+    let mut child = Command::new(HOARD_BIN)
         .args(["serve", "--config"])
         .arg(&path)
         .current_dir(dir.path())

@@ -2,115 +2,24 @@
 //! after one, then a restart on the same store; and a disk that refuses writes (a file-size
 //! limit), which must turn caching off and leave every response whole.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
-
-/// A hoard process that is killed and reaped when dropped, whatever the test's outcome.
-struct Hoard {
-    child: Child,
-    port: u16,
-    stderr: PathBuf,
-}
-
-impl Hoard {
-    /// Starts `serve --config <config>` (through `sh -c script` when given, with the binary and
-    /// the config as `$0` and `$1`) and waits until it answers `/healthz`, which it does only
-    /// after the store is open.
-    async fn start(dir: &Path, port: u16, script: Option<&str>) -> Hoard {
-        let config = dir.join("config.toml");
-        let binary = env!("CARGO_BIN_EXE_hoard");
-        let mut command = match script {
-            Some(script) => {
-                let mut c = Command::new("sh");
-                c.arg("-c").arg(script).arg(binary).arg(&config);
-                c
-            }
-            None => {
-                let mut c = Command::new(binary);
-                c.arg("serve").arg("--config").arg(&config);
-                c
-            }
-        };
-        // A new log per start, so each can be read on its own.
-        let stderr = (0..)
-            .map(|n| dir.join(format!("hoard-{n}.log")))
-            .find(|p| !p.exists())
-            .unwrap();
-        let child = command
-            .env_remove("HOARD_CONFIG")
-            .env("RUST_LOG", "hoard=info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let mut hoard = Hoard {
-            child,
-            port,
-            stderr,
-        };
-        hoard.wait_ready().await;
-        hoard
-    }
-
-    async fn wait_ready(&mut self) {
-        let plain = reqwest::Client::builder().no_proxy().build().unwrap();
-        let health = format!("{}/healthz", self.url());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("hoard exited at start ({status}):\n{}", self.log());
-            }
-            if let Ok(response) = plain.get(&health).send().await
-                && response.status() == 200
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "hoard did not start:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// A client through this hoard, trusting the CA it wrote.
-    fn client(&self, dir: &Path) -> reqwest::Client {
-        let ca = std::fs::read_to_string(dir.join("ca/ca.crt")).unwrap();
-        client_via(&self.url(), &ca, false)
-    }
-
-    /// SIGKILL (what `Child::kill` sends on Unix), then reap.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-}
-
-impl Drop for Hoard {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// 64 KiB pieces 30 ms apart: a 2 MiB blob takes about a second to fill, 1 MiB half that.
 const SLOW: Mode = Mode::Slow {
     chunk: 64 << 10,
     delay: Duration::from_millis(30),
 };
+
+/// Starts hoard on the config in `dir` (through `sh -c script` when given) and waits until it
+/// answers `/healthz`.
+async fn start(dir: &Path, port: u16, script: Option<&str>) -> HoardProcess {
+    let mut hoard = HoardProcess::spawn(&dir.join("config.toml"), port, script);
+    hoard.wait_healthy().await;
+    hoard
+}
 
 /// A fixture registry in `mode`, and a folder with a config for hoard on a free port.
 async fn setup(mode: Mode) -> (Registry, tempfile::TempDir, u16) {
@@ -120,7 +29,9 @@ async fn setup(mode: Mode) -> (Registry, tempfile::TempDir, u16) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    Proxy::write_config(dir.path(), &registry, &listen, "min_free = \"0\"", "");
+    Proxy::builder(&registry)
+        .cache("min_free = \"0\"")
+        .write_config(dir.path(), &listen);
     (registry, dir, port)
 }
 
@@ -173,13 +84,8 @@ async fn kill_9_during_a_fill_leaves_nothing_wrong() {
     let bytes = fresh_blob(total);
     let digest = registry.add_blob(bytes.clone());
 
-    let mut hoard = Hoard::start(dir, port, None).await;
-    let mut response = hoard
-        .client(dir)
-        .get(blob_url(&digest))
-        .send()
-        .await
-        .unwrap();
+    let mut hoard = start(dir, port, None).await;
+    let mut response = hoard.client().get(blob_url(&digest)).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let mut received = 0;
     // Past two 256 KiB write batches, so the temp file holds some of the blob.
@@ -207,9 +113,9 @@ async fn kill_9_during_a_fill_leaves_nothing_wrong() {
         "and it is partial: {partial:?}"
     );
 
-    let hoard = Hoard::start(dir, port, None).await;
+    let hoard = start(dir, port, None).await;
     assert_eq!(temp_files(dir), vec![], "leftovers are removed at start");
-    let got = pull(&hoard.client(dir), &digest).await;
+    let got = pull(&hoard.client(), &digest).await;
     assert_eq!(
         sha256(&got),
         digest,
@@ -232,8 +138,8 @@ async fn kill_9_right_after_a_fill_leaves_the_blob_whole_or_absent() {
 
     // The client has its last bytes once they are verified; the blob is then synced and renamed
     // into the store. A kill in between leaves the whole blob or none of it, never a part.
-    let mut hoard = Hoard::start(dir, port, None).await;
-    let got = pull(&hoard.client(dir), &digest).await;
+    let mut hoard = start(dir, port, None).await;
+    let got = pull(&hoard.client(), &digest).await;
     hoard.kill();
     assert_eq!(got, bytes);
     let kept = match std::fs::read(blob_path(dir, &digest)) {
@@ -245,9 +151,9 @@ async fn kill_9_right_after_a_fill_leaves_the_blob_whole_or_absent() {
     };
     eprintln!("killed right after the client's last byte: blob kept = {kept}");
 
-    let mut hoard = Hoard::start(dir, port, None).await;
+    let mut hoard = start(dir, port, None).await;
     assert_eq!(temp_files(dir), vec![], "leftovers are removed at start");
-    let got = pull(&hoard.client(dir), &digest).await;
+    let got = pull(&hoard.client(), &digest).await;
     assert_eq!(sha256(&got), digest);
     let fills = if kept { 1 } else { 2 };
     assert_eq!(registry.count("GET", &digest), fills, "kept = {kept}");
@@ -255,8 +161,8 @@ async fn kill_9_right_after_a_fill_leaves_the_blob_whole_or_absent() {
     // Once the fill has reached the store, a kill does not lose it.
     assert_eq!(sha256(&stored(dir, &digest).await), digest);
     hoard.kill();
-    let hoard = Hoard::start(dir, port, None).await;
-    let got = pull(&hoard.client(dir), &digest).await;
+    let hoard = start(dir, port, None).await;
+    let got = pull(&hoard.client(), &digest).await;
     assert_eq!(sha256(&got), digest);
     assert_eq!(
         registry.count("GET", &digest),
@@ -273,7 +179,7 @@ async fn a_failing_disk_turns_caching_off_not_the_response() {
     // in 1024-byte ones: 200 KiB or 400 KiB, either between the two blob sizes below). With
     // SIGXFSZ ignored, a write past the limit fails with EFBIG instead of killing the process.
     let script = "trap '' XFSZ; ulimit -f 400; exec \"$0\" serve --config \"$1\"";
-    let hoard = Hoard::start(dir, port, Some(script)).await;
+    let hoard = start(dir, port, Some(script)).await;
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", hoard.child.id())).unwrap();
     let file_size = limits
         .lines()
@@ -283,7 +189,7 @@ async fn a_failing_disk_turns_caching_off_not_the_response() {
         file_size.contains(" 204800 ") || file_size.contains(" 409600 "),
         "{file_size}"
     );
-    let client = hoard.client(dir);
+    let client = hoard.client();
 
     let big = fresh_blob(1 << 20);
     let big_digest = registry.add_blob(big.clone());

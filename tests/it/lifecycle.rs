@@ -1,91 +1,50 @@
 //! hoard as a process under signals: SIGHUP reloads the config without dropping a transfer,
 //! a bad reload is refused, SIGTERM lets transfers in progress finish.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 
+/// hoard as a process on a config written into a folder of its own, which goes after the process.
 struct Hoard {
-    child: Child,
-    port: u16,
-    config: std::path::PathBuf,
-    dir: tempfile::TempDir,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Hoard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    process: HoardProcess,
+    _dir: tempfile::TempDir,
 }
 
 impl Hoard {
     async fn start(registry: &Registry) -> Hoard {
         // A CA limited to the first intercept list could not sign for a host a reload adds.
-        let extra = Extra {
-            proxy: "shutdown_grace = \"10s\"",
-            ca: "name_constraints = false",
-            ..Extra::default()
-        };
-        Hoard::start_with(registry, "127.0.0.1", extra).await
+        let config = Proxy::builder(registry)
+            .proxy("shutdown_grace = \"10s\"")
+            .ca("name_constraints = false");
+        Hoard::start_with("127.0.0.1", config).await
     }
 
-    async fn start_with(registry: &Registry, ip: &str, extra: Extra<'_>) -> Hoard {
+    /// Starts hoard on `ip` and a free port with `config`, and waits for its own word that it
+    /// listens: a connection that succeeds could reach another listener on a reused port, or
+    /// connect to itself while nothing listens yet, and a signal sent before hoard installs its
+    /// handlers would kill it.
+    async fn start_with(ip: &str, config: ProxyBuilder<'_>) -> Hoard {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let config =
-            Proxy::write_config_with(dir.path(), registry, &format!("{ip}:{port}"), &extra);
-        let log = dir.path().join("hoard.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_hoard"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "hoard=info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut hoard = Hoard {
-            child,
-            port,
-            config,
-            dir,
-            log,
-        };
-        // Its own word that it listens, not a connection that succeeds: that one could reach
-        // another listener on a reused port, or connect to itself while nothing listens yet,
-        // and a signal sent before hoard installs its handlers would kill it.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !hoard.log().contains("hoard listening") {
-            if let Some(status) = hoard.child.try_wait().unwrap() {
-                panic!("hoard exited while starting ({status}): {}", hoard.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "hoard did not start: {}",
-                hoard.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        hoard
+        let path = config.write_config(dir.path(), &format!("{ip}:{port}"));
+        let mut process = HoardProcess::spawn(&path, port, None);
+        process.wait_logged("hoard listening").await;
+        Hoard { process, _dir: dir }
     }
+}
 
-    fn client(&self) -> reqwest::Client {
-        let ca = std::fs::read_to_string(self.dir.path().join("ca/ca.crt")).unwrap();
-        client_via(&format!("http://127.0.0.1:{}", self.port), &ca, false)
+impl std::ops::Deref for Hoard {
+    type Target = HoardProcess;
+
+    fn deref(&self) -> &HoardProcess {
+        &self.process
     }
+}
 
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+impl std::ops::DerefMut for Hoard {
+    fn deref_mut(&mut self) -> &mut HoardProcess {
+        &mut self.process
     }
 }
 
@@ -202,12 +161,8 @@ async fn a_reload_cannot_make_a_wide_listener_an_open_proxy() {
     let registry = Registry::start().await;
     // Bound to every address, but only loopback clients are allowed.
     let hoard = Hoard::start_with(
-        &registry,
         "0.0.0.0",
-        Extra {
-            proxy: "allow_clients = [\"127.0.0.0/8\"]",
-            ..Extra::default()
-        },
+        Proxy::builder(&registry).proxy("allow_clients = [\"127.0.0.0/8\"]"),
     )
     .await;
     // The file now claims loopback and drops the allow-list: fine for a loopback listener,

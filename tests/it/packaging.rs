@@ -7,7 +7,7 @@ use std::process::Command;
 
 use hoard::config::{Config, FileConfig, Overrides};
 
-const HOARD: &str = env!("CARGO_BIN_EXE_hoard");
+use crate::common::HOARD_BIN;
 
 fn read(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
@@ -15,7 +15,7 @@ fn read(path: &str) -> String {
 }
 
 fn hoard(args: &[&str]) -> String {
-    let output = Command::new(HOARD).args(args).output().unwrap();
+    let output = Command::new(HOARD_BIN).args(args).output().unwrap();
     assert!(output.status.success(), "hoard {args:?}: {output:?}");
     String::from_utf8(output.stdout).unwrap()
 }

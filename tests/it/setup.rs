@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::SystemTime;
 
-use crate::common::{Extra, Proxy, REGISTRY, Registry, init};
+use crate::common::{Proxy, REGISTRY, Registry, init, raw_whole};
 use base64::Engine as _;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A client that talks to hoard directly, as `curl http://hoard:3128/setup/docker` does.
 fn direct() -> reqwest::Client {
@@ -132,7 +131,7 @@ const ENGINES: [Expected; 3] = [
 async fn setup_scripts_install_the_ca_and_proxy_and_change_nothing_the_second_time() {
     init();
     let registry = Registry::start().await;
-    let proxy = Proxy::start(&registry, "").await;
+    let proxy = Proxy::builder(&registry).start().await;
     let authority = proxy.server.local_addr().to_string();
     let ca = std::fs::read_to_string(proxy.dir.path().join("ca/ca.crt")).unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -195,7 +194,7 @@ async fn setup_scripts_install_the_ca_and_proxy_and_change_nothing_the_second_ti
 async fn dry_runs_create_nothing() {
     init();
     let registry = Registry::start().await;
-    let proxy = Proxy::start(&registry, "").await;
+    let proxy = Proxy::builder(&registry).start().await;
     let work = tempfile::tempdir().unwrap();
     for expected in &ENGINES {
         let engine = expected.engine;
@@ -228,11 +227,7 @@ async fn proxy_credentials_come_from_the_user_never_from_hoard() {
     let hash = bcrypt::hash("wonderland", 4).unwrap();
     std::fs::write(&htpasswd, format!("alice:{hash}\n")).unwrap();
     let proxy_extra = format!("auth_file = \"{}\"", htpasswd.display());
-    let extra = Extra {
-        proxy: &proxy_extra,
-        ..Extra::default()
-    };
-    let proxy = Proxy::start_extra(&registry, extra).await;
+    let proxy = Proxy::builder(&registry).proxy(&proxy_extra).start().await;
     let authority = proxy.server.local_addr().to_string();
     let work = tempfile::tempdir().unwrap();
     let text = fetch(&proxy, "docker", Some("alice:wonderland")).await;
@@ -284,24 +279,13 @@ async fn proxy_credentials_come_from_the_user_never_from_hoard() {
     assert!(!stdout(&again).contains("updated "), "{}", stdout(&again));
 }
 
-/// Sends one raw request to hoard and returns what it answered.
-async fn raw(proxy: &Proxy, request: &str) -> String {
-    let mut tcp = tokio::net::TcpStream::connect(proxy.server.local_addr())
-        .await
-        .unwrap();
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tcp.read_to_end(&mut answer).await.unwrap();
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 #[tokio::test]
 async fn the_host_header_names_the_proxy_and_must_be_a_host() {
     init();
     let registry = Registry::start().await;
-    let proxy = Proxy::start(&registry, "").await;
+    let proxy = Proxy::builder(&registry).start().await;
 
-    let named = raw(
+    let named = raw_whole(
         &proxy,
         "GET /setup/podman HTTP/1.1\r\nHost: hoard.example:3128\r\nConnection: close\r\n\r\n",
     )
@@ -320,7 +304,7 @@ async fn the_host_header_names_the_proxy_and_must_be_a_host() {
         "a'b",
         "hoard example",
     ] {
-        let answer = raw(
+        let answer = raw_whole(
             &proxy,
             &format!("GET /setup/docker HTTP/1.1\r\nHost: {bad}\r\nConnection: close\r\n\r\n"),
         )

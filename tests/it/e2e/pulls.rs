@@ -1,22 +1,18 @@
-//! End-to-end tests with real programs on loopback: the Distribution registry (`docker-registry`)
-//! over TLS as the upstream for `gcr.io`, hoard as a binary in front of it, and skopeo and dockerd
-//! as clients that only reach `gcr.io` through hoard and verify hoard's certificate.
+//! Pulls through hoard from an open registry: skopeo byte for byte, dockerd, and a hoard whose
+//! parent proxy is another hoard; again from the cache once the registry is down.
 //!
-//! Each test has its own folder, ports and processes, so they run in parallel. A missing program
-//! (or, for dockerd, not being root) skips a test with a `skipped:` line, or fails it when
-//! `CI=true`. See `tests/e2e/README.md`.
+//! Each test has its own folder, ports and processes, so they run in parallel (but two dockerds
+//! never do). A missing program (or, for dockerd, not being root) skips a test with a `skipped:`
+//! line, or fails it when `CI=true`. See `../README.md`.
+
+use std::time::Duration;
 
 use super::harness;
 
-use std::path::Path;
-use std::time::Duration;
-
 use harness::{
     HOARD_PROC, HoardOptions, REGISTRY_HOST, REGISTRY_PROC, REPOSITORY, Result, TAG_TTL, fail,
-    sha256_digest,
+    sha256,
 };
-
-const HOARD: &str = env!("CARGO_BIN_EXE_hoard");
 
 /// Waits long enough after stopping the registry for hoard's cached tag to be stale, so the next
 /// pull has to try the upstream, find it down and serve from the cache.
@@ -38,7 +34,7 @@ fn skopeo_copies_through_hoard_byte_for_byte_and_from_cache_when_registry_is_dow
         let pki = harness::make_pki(scene, tools)?;
         let registry = harness::start_registry(scene, tools, &pki)?;
         let pushed = harness::build_and_push(scene, tools, &pki, &registry, "v1")?;
-        let hoard = harness::start_hoard(scene, Path::new(HOARD), &pki, &registry)?;
+        let hoard = harness::start_hoard(scene, &pki, &registry)?;
 
         let cold = harness::skopeo_copy_via_hoard(scene, tools, &hoard, &pushed.tag, "cold")?;
         assert_eq!(
@@ -46,7 +42,7 @@ fn skopeo_copies_through_hoard_byte_for_byte_and_from_cache_when_registry_is_dow
             "digest of the cold copy"
         );
         assert_eq!(
-            sha256_digest(&cold.manifest),
+            sha256(&cold.manifest),
             pushed.manifest_digest,
             "manifest.json must be the registry's bytes"
         );
@@ -54,11 +50,7 @@ fn skopeo_copies_through_hoard_byte_for_byte_and_from_cache_when_registry_is_dow
         for digest in pushed.layer_digests.iter().chain([&pushed.config_digest]) {
             let hex = digest.trim_start_matches("sha256:");
             let blob = std::fs::read(cold.dir.join(hex))?;
-            assert_eq!(
-                &sha256_digest(&blob),
-                digest,
-                "blob {digest} in the cold copy"
-            );
+            assert_eq!(&sha256(&blob), digest, "blob {digest} in the cold copy");
         }
 
         stop_registry_and_let_tags_expire(scene, &registry)?;
@@ -86,7 +78,6 @@ fn skopeo_copies_through_a_hoard_whose_parent_proxy_is_another_hoard() -> Result
             // gcr.io and has no way there but the parent.
             let parent = harness::start_hoard_with(
                 scene,
-                Path::new(HOARD),
                 &pki,
                 &registry,
                 &HoardOptions {
@@ -97,7 +88,6 @@ fn skopeo_copies_through_a_hoard_whose_parent_proxy_is_another_hoard() -> Result
             )?;
             let child = harness::start_hoard_with(
                 scene,
-                Path::new(HOARD),
                 &pki,
                 &registry,
                 &HoardOptions {
@@ -113,7 +103,7 @@ fn skopeo_copies_through_a_hoard_whose_parent_proxy_is_another_hoard() -> Result
             let mut blob_bytes = 0;
             for digest in pushed.layer_digests.iter().chain([&pushed.config_digest]) {
                 let blob = std::fs::read(copied.dir.join(digest.trim_start_matches("sha256:")))?;
-                assert_eq!(&sha256_digest(&blob), digest, "blob {digest} in the copy");
+                assert_eq!(&sha256(&blob), digest, "blob {digest} in the copy");
                 blob_bytes += blob.len();
             }
             let cold = requests(scene);
@@ -152,11 +142,10 @@ fn skopeo_copies_through_a_hoard_whose_parent_proxy_is_another_hoard() -> Result
 #[test]
 fn dockerd_pulls_through_hoard_and_again_from_cache_when_registry_is_down() -> Result {
     harness::run("dockerd", &harness::DOCKERD_TOOLS, true, |scene, tools| {
-        harness::ensure_not_loopback(REGISTRY_HOST)?;
         let pki = harness::make_pki(scene, tools)?;
         let registry = harness::start_registry(scene, tools, &pki)?;
         let pushed = harness::build_and_push(scene, tools, &pki, &registry, "v1")?;
-        let hoard = harness::start_hoard(scene, Path::new(HOARD), &pki, &registry)?;
+        let hoard = harness::start_hoard(scene, &pki, &registry)?;
         let docker = harness::start_docker(scene, tools, &hoard)?;
 
         let by_tag = format!("{REGISTRY_HOST}/{REPOSITORY}:{}", pushed.tag);

@@ -1,0 +1,160 @@
+//! hoard as a real process: `hoard serve` started on a config, killed and reaped on drop,
+//! signalled by PID; and the binary run once for its exit code and output.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::proxy::client_via;
+
+/// The hoard binary cargo built for these tests.
+pub const HOARD_BIN: &str = env!("CARGO_BIN_EXE_hoard");
+
+/// A `hoard serve` process that is killed and reaped when dropped, whatever the test's outcome.
+pub struct HoardProcess {
+    pub child: Child,
+    pub port: u16,
+    /// The config file it was started with.
+    pub config: PathBuf,
+    /// The folder of its config, holding `ca/` and `cache/`.
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl HoardProcess {
+    /// Starts `hoard serve --config <config>` (through `sh -c script` when given, with the binary
+    /// and the config as `$0` and `$1`), listening on `port`, with its stderr in a new
+    /// `hoard-<n>.log` next to the config (so each start's log can be read on its own). Returns
+    /// at once: wait with [`HoardProcess::wait_logged`] or [`HoardProcess::wait_healthy`].
+    pub fn spawn(config: &Path, port: u16, script: Option<&str>) -> HoardProcess {
+        let dir = config.parent().unwrap().to_owned();
+        let mut command = match script {
+            Some(script) => {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(script).arg(HOARD_BIN).arg(config);
+                c
+            }
+            None => {
+                let mut c = Command::new(HOARD_BIN);
+                c.arg("serve").arg("--config").arg(config);
+                c
+            }
+        };
+        let log = (0..)
+            .map(|n| dir.join(format!("hoard-{n}.log")))
+            .find(|p| !p.exists())
+            .unwrap();
+        let child = command
+            .env_remove("HOARD_CONFIG")
+            .env("RUST_LOG", "hoard=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        HoardProcess {
+            child,
+            port,
+            config: config.to_owned(),
+            dir,
+            log,
+        }
+    }
+
+    /// Waits until hoard logs `line`, failing if it exits or takes over 20 s.
+    pub async fn wait_logged(&mut self, line: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.log().contains(line) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("hoard exited while starting ({status}): {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hoard did not start: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until hoard answers `/healthz`, which it does only after the store is open.
+    pub async fn wait_healthy(&mut self) {
+        let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+        let health = format!("{}/healthz", self.url());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("hoard exited at start ({status}):\n{}", self.log());
+            }
+            if let Ok(response) = plain.get(&health).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hoard did not start:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A client through this hoard, trusting the CA it wrote.
+    pub fn client(&self) -> reqwest::Client {
+        let ca = std::fs::read_to_string(self.dir.join("ca/ca.crt")).unwrap();
+        client_via(&self.url(), &ca, false)
+    }
+
+    /// Sends signal `name` (`HUP`, `TERM`) to the process by its PID.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix), then reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// What this start of hoard has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for HoardProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `hoard serve --config <file holding config>` in a scratch folder until it exits.
+pub fn serve_with(config: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    Command::new(HOARD_BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .current_dir(dir.path())
+        .output()
+        .unwrap()
+}
+
+/// Asserts a refused start: exit code 2 and one line on stderr that contains `needle`.
+pub fn assert_config_error(output: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+}

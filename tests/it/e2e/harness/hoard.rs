@@ -1,0 +1,205 @@
+//! hoard, the program under test, started as a binary; and skopeo pulling through it.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::HOARD_BIN;
+
+use super::{
+    Context as _, PULL_TIMEOUT, Pki, REGISTRY_HOST, REPOSITORY, Registry, Result, START_TIMEOUT,
+    Scene, TAG_TTL, Tools, accepts, fail, free_port, json_string, path_str, skopeo, wait_for,
+};
+
+/// A running hoard.
+pub struct Hoard {
+    /// Its process name in the scene (for [`Scene::log`]).
+    pub name: String,
+    /// `http://127.0.0.1:<port>`, the value for `HTTPS_PROXY`.
+    pub proxy_url: String,
+    /// hoard's CA certificate (written by hoard at start).
+    pub ca_crt: PathBuf,
+    /// A folder holding only a copy of hoard's `ca.crt` (skopeo's `--src-cert-dir`).
+    pub ca_cert_dir: PathBuf,
+}
+
+/// Process name of hoard in the scene.
+pub const HOARD_PROC: &str = "hoard";
+
+/// What varies between the hoards of the tests.
+pub struct HoardOptions {
+    /// Process name, also the name of its folder in the scene (so one scene can run several).
+    pub name: String,
+    /// More `upstream.resolve` entries: host name to a loopback port.
+    pub resolve: Vec<(String, u16)>,
+    /// Whether hoard intercepts [`REGISTRY_HOST`]; a parent proxy that only tunnels does not.
+    pub intercept: bool,
+    /// Whether `upstream.resolve` sends [`REGISTRY_HOST`] to the registry; without it, hoard's
+    /// only way there is a parent proxy (`upstream.proxy` in `extra_toml`).
+    pub pin_registry: bool,
+    /// TOML appended to the config file (after the `[upstream]` table, so `[[upstream.credentials]]`
+    /// entries fit here).
+    pub extra_toml: String,
+}
+
+impl Default for HoardOptions {
+    fn default() -> Self {
+        HoardOptions {
+            name: HOARD_PROC.to_owned(),
+            resolve: Vec::new(),
+            intercept: true,
+            pin_registry: true,
+            extra_toml: String::new(),
+        }
+    }
+}
+
+/// Starts `hoard serve --config FILE` intercepting [`REGISTRY_HOST`], resolved to the registry.
+pub fn start_hoard(scene: &mut Scene, pki: &Pki, registry: &Registry) -> Result<Hoard> {
+    start_hoard_with(scene, pki, registry, &HoardOptions::default())
+}
+
+/// Like [`start_hoard`], with the [`HoardOptions`].
+pub fn start_hoard_with(
+    scene: &mut Scene,
+    pki: &Pki,
+    registry: &Registry,
+    options: &HoardOptions,
+) -> Result<Hoard> {
+    let name = options.name.as_str();
+    let port = free_port();
+    let ca_dir = scene.path(&format!("{name}/ca"));
+    let cache_dir = scene.path(&format!("{name}/cache"));
+    let config = scene.dir(name)?.join("hoard.toml");
+    let mut resolve = Vec::new();
+    if options.pin_registry {
+        resolve.push(format!(
+            "\"{REGISTRY_HOST}\" = \"127.0.0.1:{}\"",
+            registry.port
+        ));
+    }
+    let intercept = if options.intercept {
+        format!("\"{REGISTRY_HOST}\"")
+    } else {
+        String::new()
+    };
+    for (host, port) in &options.resolve {
+        resolve.push(format!("{} = \"127.0.0.1:{port}\"", json_string(host)));
+    }
+    fs::write(
+        &config,
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:{port}\"\n\
+             [ca]\ndir = {ca}\n\
+             [cache]\ndir = {cache}\ntag_ttl = \"{ttl}s\"\n\
+             [intercept]\nhosts = [{intercept}]\n\
+             [upstream]\nextra_ca_files = [{extra}]\n\
+             resolve = {{ {resolve} }}\n\
+             {extra_toml}",
+            ca = json_string(path_str(&ca_dir)?),
+            cache = json_string(path_str(&cache_dir)?),
+            ttl = TAG_TTL.as_secs(),
+            extra = json_string(path_str(&pki.ca_crt)?),
+            resolve = resolve.join(", "),
+            extra_toml = options.extra_toml,
+        ),
+    )
+    .context("writing hoard.toml")?;
+
+    let mut command = Command::new(HOARD_BIN);
+    command
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "hoard=debug,info")
+        .env("RUST_BACKTRACE", "1")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy");
+    scene.spawn(name, command, Duration::from_secs(5))?;
+    let ca_crt = ca_dir.join("ca.crt");
+    wait_for("hoard to listen and write ca/ca.crt", START_TIMEOUT, || {
+        scene.check_running(name)?;
+        Ok(accepts(port) && fs::metadata(&ca_crt).is_ok_and(|m| m.len() > 0))
+    })?;
+
+    let ca_cert_dir = scene.dir(&format!("{name}-ca-certs"))?;
+    fs::copy(&ca_crt, ca_cert_dir.join("ca.crt")).context("copying hoard's CA")?;
+    eprintln!("e2e: {name} listening on 127.0.0.1:{port}");
+    Ok(Hoard {
+        name: name.to_owned(),
+        proxy_url: format!("http://127.0.0.1:{port}"),
+        ca_crt,
+        ca_cert_dir,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// skopeo through hoard.
+
+/// What `skopeo copy docker://gcr.io/... dir:OUT` through hoard produced.
+pub struct Copied {
+    /// The digest skopeo recorded with `--digestfile`.
+    pub digest: String,
+    /// `manifest.json` as written to the `dir:` destination (byte for byte what was served).
+    pub manifest: Vec<u8>,
+    /// The `dir:` destination.
+    pub dir: PathBuf,
+}
+
+/// Copies `gcr.io/project/image:<tag>` through hoard into `dir:<scene>/<name>`, verifying TLS
+/// against hoard's CA only.
+pub fn skopeo_copy_via_hoard(
+    scene: &mut Scene,
+    tools: &Tools,
+    hoard: &Hoard,
+    tag: &str,
+    name: &str,
+) -> Result<Copied> {
+    match try_skopeo_copy_via_hoard(scene, tools, hoard, tag, name)? {
+        Ok(copied) => Ok(copied),
+        Err(stderr) => fail(format!(
+            "skopeo copy via {} ({name}) failed:\n{stderr}",
+            hoard.name
+        )),
+    }
+}
+
+/// Like [`skopeo_copy_via_hoard`], but a failing skopeo is an outcome (`Err` with its stderr),
+/// not a failed step.
+pub fn try_skopeo_copy_via_hoard(
+    scene: &mut Scene,
+    tools: &Tools,
+    hoard: &Hoard,
+    tag: &str,
+    name: &str,
+) -> Result<std::result::Result<Copied, String>> {
+    let dir = scene.path(name);
+    let digest_file = scene.path(&format!("{name}.digest"));
+    let mut copy = skopeo(scene, tools)?;
+    copy.env("HTTPS_PROXY", &hoard.proxy_url)
+        .args(["copy", "--src-cert-dir"])
+        .arg(&hoard.ca_cert_dir)
+        .arg("--digestfile")
+        .arg(&digest_file)
+        .arg(format!("docker://{REGISTRY_HOST}/{REPOSITORY}:{tag}"))
+        .arg(format!("dir:{}", path_str(&dir)?));
+    let (status, _, stderr) = scene.exec_status(
+        &format!("skopeo copy via {} ({name})", hoard.name),
+        &mut copy,
+        PULL_TIMEOUT,
+    )?;
+    if !status.success() {
+        return Ok(Err(format!("{status}\n{stderr}")));
+    }
+    Ok(Ok(Copied {
+        digest: fs::read_to_string(&digest_file)
+            .context("reading the digest file")?
+            .trim()
+            .to_owned(),
+        manifest: fs::read(dir.join("manifest.json")).context("reading manifest.json")?,
+        dir,
+    }))
+}
