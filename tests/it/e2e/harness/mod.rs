@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 
 pub use crate::common::{free_port, sha256};
 
-pub use docker::start_docker;
-pub use hoard::{
+pub use self::hoard::{
     HOARD_PROC, Hoard, HoardOptions, skopeo_copy_via_hoard, start_hoard, start_hoard_with,
     try_skopeo_copy_via_hoard,
 };
+pub use docker::start_docker;
 pub use image::{Pushed, build_and_push, skopeo, urandom};
 pub use pki::{Pki, make_pki, make_server_cert};
 pub use registry::{REGISTRY_PROC, Registry, RegistryAuth, start_registry, start_registry_with};
