@@ -1,7 +1,8 @@
 //! Configuration: the TOML file and the command line, merged into one validated [`Config`].
 //!
-//! Two stages, as in ripgrep: [`FileConfig`] is what serde reads (unknown keys rejected), the CLI
-//! flags override it, and [`Config::resolve`] turns both into typed values before any socket binds.
+//! Two stages, as in ripgrep: [`FileConfig`] is what serde reads (unknown keys rejected, in
+//! `file.rs`), the CLI flags override it, and [`Config::resolve`] turns both into typed values
+//! before any socket binds, one section at a time (`validate.rs`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,13 +10,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use crate::net::{Cidr, HostPatterns, NoProxy, Parent};
 
-use crate::net::{Cidr, HostPatterns, NoProxy, Parent, ParentUrl, is_dns_name};
-
+mod file;
 mod htpasswd;
 mod units;
+mod validate;
 
+pub use file::{
+    AdminSection, CaSection, CacheSection, CredentialSection, FileConfig, InterceptSection,
+    LogSection, ProxySection, UpstreamSection,
+};
 pub use htpasswd::Htpasswd;
 pub use units::{parse_duration, parse_size};
 
@@ -33,46 +38,11 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
 }
 
-/// The config file as written by a user. Every key is documented in `config.toml.example`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    #[serde(default)]
-    pub proxy: ProxySection,
-    #[serde(default)]
-    pub ca: CaSection,
-    #[serde(default)]
-    pub cache: CacheSection,
-    #[serde(default)]
-    pub intercept: InterceptSection,
-    #[serde(default)]
-    pub upstream: UpstreamSection,
-    #[serde(default)]
-    pub admin: AdminSection,
-    #[serde(default)]
-    pub log: LogSection,
-}
-
-/// `[log]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogSection {
-    pub format: Option<String>,
-    pub level: Option<String>,
-}
-
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// `[admin]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminSection {
-    pub listen: Option<String>,
 }
 
 /// Where the admin listener (metrics, health, status page) binds.
@@ -84,86 +54,6 @@ pub enum AdminListen {
     Default(SocketAddr),
     /// Configured: failing to bind it stops hoard.
     Configured(SocketAddr),
-}
-
-/// `[proxy]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProxySection {
-    pub listen: Option<String>,
-    pub auth_file: Option<PathBuf>,
-    #[serde(default)]
-    pub allow_clients: Vec<String>,
-    #[serde(default)]
-    pub open: bool,
-    pub connect_ports: Option<Vec<u16>>,
-    pub forward_ports: Option<Vec<u16>>,
-    #[serde(default)]
-    pub allow_private_destinations: bool,
-    pub max_connections: Option<usize>,
-    pub max_connections_per_client: Option<usize>,
-    pub max_header_size: Option<String>,
-    pub header_read_timeout: Option<String>,
-    pub idle_timeout: Option<String>,
-    pub shutdown_grace: Option<String>,
-}
-
-/// `[ca]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CaSection {
-    pub dir: Option<PathBuf>,
-    pub name_constraints: Option<bool>,
-}
-
-/// `[cache]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CacheSection {
-    pub dir: Option<PathBuf>,
-    pub max_size: Option<String>,
-    pub min_free: Option<String>,
-    pub tag_ttl: Option<String>,
-    pub auth_on_hit: Option<String>,
-    pub max_fills: Option<usize>,
-    pub max_fills_per_client: Option<usize>,
-    pub abandoned_fill_grace: Option<String>,
-    #[serde(default)]
-    pub finish_abandoned_fills: bool,
-}
-
-/// `[intercept]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InterceptSection {
-    pub hosts: Option<Vec<String>>,
-}
-
-/// `[upstream]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamSection {
-    #[serde(default)]
-    pub extra_ca_files: Vec<PathBuf>,
-    #[serde(default)]
-    pub resolve: HashMap<String, String>,
-    pub connect_timeout: Option<String>,
-    pub read_timeout: Option<String>,
-    #[serde(default)]
-    pub credentials: Vec<CredentialSection>,
-    pub proxy: Option<ParentUrl>,
-    #[serde(default)]
-    pub no_proxy: Vec<String>,
-}
-
-/// `[[upstream.credentials]]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CredentialSection {
-    pub host: String,
-    pub username: String,
-    pub password: Option<String>,
-    pub password_file: Option<PathBuf>,
 }
 
 /// Credentials hoard uses for a registry when the client sends none.
@@ -287,224 +177,58 @@ impl Config {
     /// Reads `path` if given and merges the overrides into a validated config.
     pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
         let file = match path {
-            Some(path) => read_file(path)?,
+            Some(path) => FileConfig::read(path)?,
             None => FileConfig::default(),
         };
         Config::resolve(file, overrides)
     }
 
-    /// Validates and types a parsed file plus command-line overrides.
+    /// Validates and types a parsed file plus command-line overrides, section by section in
+    /// the order of the file; the first problem found is the error.
     pub fn resolve(file: FileConfig, cli: Overrides) -> Result<Config, ConfigError> {
-        let listen = cli
-            .listen
-            .or(file.proxy.listen.clone())
-            .unwrap_or_else(|| "127.0.0.1:3128".to_owned());
-        let listen: SocketAddr = listen.parse().map_err(|_| ConfigError::Invalid {
-            key: "proxy.listen",
-            message: format!("{listen:?} is not an address like 127.0.0.1:3128"),
-        })?;
-
-        let max_size = size_key("cache.max_size", file.cache.max_size, 20 << 30)?;
-        let min_free = size_key("cache.min_free", file.cache.min_free, 1 << 30)?;
-        let tag_ttl = duration_key("cache.tag_ttl", cli.tag_ttl.or(file.cache.tag_ttl), 600)?;
-        let connect_timeout = duration_key(
-            "upstream.connect_timeout",
-            file.upstream.connect_timeout,
-            10,
-        )?;
-        let read_timeout = duration_key("upstream.read_timeout", file.upstream.read_timeout, 30)?;
-
-        let hosts = file
-            .intercept
-            .hosts
-            .unwrap_or_else(|| DEFAULT_INTERCEPT.iter().map(|h| (*h).to_owned()).collect());
-        let intercept = HostPatterns::new(&hosts).map_err(|message| ConfigError::Invalid {
-            key: "intercept.hosts",
-            message,
-        })?;
-
-        let mut resolve = HashMap::new();
-        for (host, addr) in file.upstream.resolve {
-            let parsed = addr.parse().map_err(|_| ConfigError::Invalid {
-                key: "upstream.resolve",
-                message: format!("{addr:?} for {host:?} is not an address like 10.1.2.3:443"),
-            })?;
-            resolve.insert(host.to_ascii_lowercase(), parsed);
-        }
-
-        let parent = file
-            .upstream
-            .proxy
-            .as_ref()
-            .map(|url| Parent::parse(&url.0))
-            .transpose()
-            .map_err(|message| ConfigError::Invalid {
-                key: "upstream.proxy",
-                message,
-            })?;
-        let no_proxy =
-            NoProxy::parse(&file.upstream.no_proxy).map_err(|message| ConfigError::Invalid {
-                key: "upstream.no_proxy",
-                message,
-            })?;
-
-        let proxy = file.proxy;
-        let users = match &proxy.auth_file {
-            Some(path) => Some(Arc::new(Htpasswd::load(path).map_err(|message| {
-                ConfigError::Invalid {
-                    key: "proxy.auth_file",
-                    message,
-                }
-            })?)),
-            None => None,
-        };
-        let allow_clients = proxy
-            .allow_clients
-            .iter()
-            .map(|c| Cidr::parse(c))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|message| ConfigError::Invalid {
-                key: "proxy.allow_clients",
-                message,
-            })?;
-        let listen_ip = listen.ip();
-        open_proxy_check(
-            listen,
-            users.is_some(),
-            !allow_clients.is_empty(),
-            proxy.open,
-        )?;
-        let connect_ports = proxy.connect_ports.unwrap_or_else(|| vec![443]);
-        let forward_ports = proxy.forward_ports.unwrap_or_else(|| vec![80]);
-        let max_header_size = size_key("proxy.max_header_size", proxy.max_header_size, 64 << 10)?;
-        let max_header_size = usize::try_from(max_header_size)
-            .ok()
-            .filter(|n| (8192..=16 << 20).contains(n))
-            .ok_or_else(|| ConfigError::Invalid {
-                key: "proxy.max_header_size",
-                message: "must be between 8KiB and 16MiB".into(),
-            })?;
-        let max_connections = proxy.max_connections.unwrap_or(1024);
-        if max_connections == 0 {
-            return Err(ConfigError::Invalid {
-                key: "proxy.max_connections",
-                message: "must be at least 1".into(),
-            });
-        }
-        let max_connections_per_client = proxy.max_connections_per_client.unwrap_or(256);
-        if max_connections_per_client == 0 {
-            return Err(ConfigError::Invalid {
-                key: "proxy.max_connections_per_client",
-                message: "must be at least 1".into(),
-            });
-        }
-        let header_read_timeout =
-            duration_key("proxy.header_read_timeout", proxy.header_read_timeout, 30)?;
-        let idle_timeout = duration_key("proxy.idle_timeout", proxy.idle_timeout, 300)?;
-        let shutdown_grace = duration_key("proxy.shutdown_grace", proxy.shutdown_grace, 30)?;
-
-        // Shared (a listener others can reach) or holding an account of its own, hoard checks
-        // with the registry before it hands a cached object to a client, unless told otherwise.
-        let shared = !listen_ip.is_loopback() || !file.upstream.credentials.is_empty();
-        let auth_on_hit = match file.cache.auth_on_hit.as_deref() {
-            None if shared => AuthOnHit::Upstream,
-            None | Some("none") => AuthOnHit::None,
-            Some("upstream") => AuthOnHit::Upstream,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    key: "cache.auth_on_hit",
-                    message: format!("{other:?} is not \"none\" or \"upstream\""),
-                });
-            }
-        };
-        let max_fills = count_key("cache.max_fills", file.cache.max_fills, 64)?;
-        let max_fills_per_client = count_key(
-            "cache.max_fills_per_client",
-            file.cache.max_fills_per_client,
-            16,
-        )?;
-        let abandoned_fill_grace = duration_key(
-            "cache.abandoned_fill_grace",
-            file.cache.abandoned_fill_grace,
-            10,
-        )?;
-        let credentials = file
-            .upstream
-            .credentials
-            .into_iter()
-            .map(credential)
-            .collect::<Result<Vec<_>, _>>()?;
-
-        let admin = match file.admin.listen.as_deref().map(str::trim) {
-            None => AdminListen::Default(SocketAddr::from(([127, 0, 0, 1], 9128))),
-            Some("" | "off") => AdminListen::Off,
-            Some(text) => {
-                AdminListen::Configured(text.parse().map_err(|_| ConfigError::Invalid {
-                    key: "admin.listen",
-                    message: format!("{text:?} is not an address like 127.0.0.1:9128 (or \"off\")"),
-                })?)
-            }
-        };
-
-        let log_format = match file.log.format.as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    key: "log.format",
-                    message: format!("{other:?} is not \"text\" or \"json\""),
-                });
-            }
-        };
-        let log_filter = match file.log.level.as_deref() {
-            None => "hoard=info".to_owned(),
-            Some(level @ ("error" | "warn" | "info" | "debug" | "trace")) => {
-                format!("hoard={level}")
-            }
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    key: "log.level",
-                    message: format!("{other:?} is not one of error, warn, info, debug, trace"),
-                });
-            }
-        };
-
+        let proxy = validate::proxy(file.proxy, cli.listen)?;
+        let (ca_dir, name_constraints) = validate::ca(file.ca, cli.ca_dir);
+        // A listener others can reach, or an account of hoard's own at a registry, makes hoard
+        // check with the registry before it hands out a cached object, unless told otherwise.
+        let shared = !proxy.listen.ip().is_loopback() || !file.upstream.credentials.is_empty();
+        let cache = validate::cache(file.cache, cli.cache_dir, cli.tag_ttl, shared)?;
+        let intercept = validate::intercept(file.intercept)?;
+        let upstream = validate::upstream(file.upstream)?;
+        let admin = validate::admin(file.admin.listen.as_deref())?;
+        let (log_format, log_filter) = validate::log(&file.log)?;
         Ok(Config {
-            listen,
-            ca_dir: cli.ca_dir.or(file.ca.dir).unwrap_or_else(|| "ca".into()),
-            cache_dir: cli
-                .cache_dir
-                .or(file.cache.dir)
-                .unwrap_or_else(|| "cache".into()),
-            max_size,
-            min_free,
-            tag_ttl,
+            listen: proxy.listen,
+            ca_dir,
+            cache_dir: cache.dir,
+            max_size: cache.max_size,
+            min_free: cache.min_free,
+            tag_ttl: cache.tag_ttl,
             intercept,
-            extra_ca_files: file.upstream.extra_ca_files,
-            resolve,
-            connect_timeout,
-            read_timeout,
-            parent,
-            no_proxy,
-            users,
-            allow_clients,
+            extra_ca_files: upstream.extra_ca_files,
+            resolve: upstream.resolve,
+            connect_timeout: upstream.connect_timeout,
+            read_timeout: upstream.read_timeout,
+            parent: upstream.parent,
+            no_proxy: upstream.no_proxy,
+            users: proxy.users,
+            allow_clients: proxy.allow_clients,
             open: proxy.open,
-            connect_ports,
-            forward_ports,
+            connect_ports: proxy.connect_ports,
+            forward_ports: proxy.forward_ports,
             allow_private_destinations: proxy.allow_private_destinations,
-            max_connections,
-            max_connections_per_client,
-            max_header_size,
-            header_read_timeout,
-            idle_timeout,
-            shutdown_grace,
-            name_constraints: file.ca.name_constraints.unwrap_or(true),
-            auth_on_hit,
-            max_fills,
-            max_fills_per_client,
-            abandoned_fill_grace,
-            finish_abandoned_fills: file.cache.finish_abandoned_fills,
-            credentials,
+            max_connections: proxy.max_connections,
+            max_connections_per_client: proxy.max_connections_per_client,
+            max_header_size: proxy.max_header_size,
+            header_read_timeout: proxy.header_read_timeout,
+            idle_timeout: proxy.idle_timeout,
+            shutdown_grace: proxy.shutdown_grace,
+            name_constraints,
+            auth_on_hit: cache.auth_on_hit,
+            max_fills: cache.max_fills,
+            max_fills_per_client: cache.max_fills_per_client,
+            abandoned_fill_grace: cache.abandoned_fill_grace,
+            finish_abandoned_fills: cache.finish_abandoned_fills,
+            credentials: upstream.credentials,
             admin,
             log_format,
             log_filter,
@@ -515,7 +239,7 @@ impl Config {
     /// open proxy. A reload checks the address actually bound, not the one in the file (a changed
     /// `proxy.listen` takes effect only at a restart).
     pub fn check_open_proxy(&self, bound: SocketAddr) -> Result<(), ConfigError> {
-        open_proxy_check(
+        validate::open_proxy_check(
             bound,
             self.users.is_some(),
             !self.allow_clients.is_empty(),
@@ -527,100 +251,6 @@ impl Config {
     pub fn credential_for(&self, host_key: &str) -> Option<&Credential> {
         self.credentials.iter().find(|c| c.host == host_key)
     }
-}
-
-fn open_proxy_check(
-    listen: SocketAddr,
-    users: bool,
-    allow_list: bool,
-    open: bool,
-) -> Result<(), ConfigError> {
-    if listen.ip().is_loopback() || users || allow_list || open {
-        return Ok(());
-    }
-    Err(ConfigError::Invalid {
-        key: "proxy.listen",
-        message: format!(
-            "listening on {listen} without proxy.auth_file or proxy.allow_clients would \
-             make hoard an open proxy; set one of them (or proxy.open = true)"
-        ),
-    })
-}
-
-fn credential(section: CredentialSection) -> Result<Credential, ConfigError> {
-    let invalid = |message: String| ConfigError::Invalid {
-        key: "upstream.credentials",
-        message,
-    };
-    let host = section.host.trim().to_ascii_lowercase();
-    let bare = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
-    if !is_dns_name(bare) && bare.parse::<std::net::IpAddr>().is_err() {
-        return Err(invalid(format!(
-            "{:?} is not a registry host",
-            section.host
-        )));
-    }
-    let host = host.strip_suffix(":443").unwrap_or(&host).to_owned();
-    let password = match (section.password, section.password_file) {
-        (Some(password), None) => password,
-        (None, Some(path)) => std::fs::read_to_string(&path)
-            .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?
-            .trim_end_matches(['\n', '\r'])
-            .to_owned(),
-        _ => {
-            return Err(invalid(format!(
-                "{host}: give exactly one of password and password_file"
-            )));
-        }
-    };
-    Ok(Credential {
-        host,
-        username: section.username,
-        password,
-    })
-}
-
-fn size_key(key: &'static str, text: Option<String>, default: u64) -> Result<u64, ConfigError> {
-    text.map_or(Ok(default), |text| {
-        parse_size(&text).map_err(|message| ConfigError::Invalid { key, message })
-    })
-}
-
-/// A count that must be at least 1.
-fn count_key(
-    key: &'static str,
-    value: Option<usize>,
-    default: usize,
-) -> Result<usize, ConfigError> {
-    match value.unwrap_or(default) {
-        0 => Err(ConfigError::Invalid {
-            key,
-            message: "must be at least 1".into(),
-        }),
-        n => Ok(n),
-    }
-}
-
-fn duration_key(
-    key: &'static str,
-    text: Option<String>,
-    default_secs: u64,
-) -> Result<Duration, ConfigError> {
-    text.map_or(Ok(Duration::from_secs(default_secs)), |text| {
-        parse_duration(&text).map_err(|message| ConfigError::Invalid { key, message })
-    })
-}
-
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|err| ConfigError::Parse {
-        path: path.to_owned(),
-        // toml's message spans several lines with a source excerpt; keep the one line that says why.
-        message: err.message().replace('\n', " "),
-    })
 }
 
 #[cfg(test)]
