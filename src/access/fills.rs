@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::telemetry::FillSkipped;
+
 /// The address a request came from, put in its extensions by the intercepting server; fills
 /// are counted against it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +41,15 @@ impl FillLimit {
         match self {
             FillLimit::Global => "max_fills",
             FillLimit::PerClient => "max_fills_per_client",
+        }
+    }
+}
+
+impl From<FillLimit> for FillSkipped {
+    fn from(limit: FillLimit) -> FillSkipped {
+        match limit {
+            FillLimit::Global => FillSkipped::MaxFills,
+            FillLimit::PerClient => FillSkipped::MaxFillsPerClient,
         }
     }
 }

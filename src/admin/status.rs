@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use crate::hoard::Hoard;
 use crate::http::CacheStatus;
-use crate::telemetry::metrics::Minute;
+use crate::telemetry::activity::Minute;
 
 /// Bytes as a short human figure.
 fn human(bytes: u64) -> String {
@@ -35,7 +35,7 @@ fn escape(text: &str) -> String {
 /// chart of bytes from cache against bytes from upstream over the last hour. Plain HTML and an
 /// inline SVG: no scripts, nothing fetched from elsewhere.
 pub(super) fn status_page(hoard: &Hoard) -> String {
-    let m = &hoard.metrics;
+    let m = hoard.metrics.activity();
     let (hits, hit_bytes) = [
         CacheStatus::Hit,
         CacheStatus::Revalidated,

@@ -2,7 +2,7 @@
 //! in the access log and the label of the request metrics.
 
 /// How a request was answered, for the log and (later) metric labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CacheStatus {
     /// Served from the store without asking the upstream.
     Hit,

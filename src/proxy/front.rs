@@ -25,6 +25,7 @@ use crate::hoard::Hoard;
 use crate::http::{Body, full_body};
 use crate::http::{error, head_too_large, internal, making_room};
 use crate::telemetry::access_log::{RequestInfo, logged};
+use crate::telemetry::{AuthFailure, ConnectionRefused};
 use crate::upstream::{UpstreamError, upstream_error};
 
 /// Accepts connections until the listener fails. Each one is admitted by the connection limits
@@ -49,7 +50,7 @@ pub async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
         let ticket = match limits.admit_or_wait(peer.ip()).await {
             Ok((ticket, evicted)) => {
                 if evicted {
-                    hoard.metrics.connection_refused("evicted");
+                    hoard.metrics.connection_refused(ConnectionRefused::Evicted);
                 }
                 ticket
             }
@@ -68,14 +69,14 @@ pub async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
 fn refuse(stream: &TcpStream, peer: SocketAddr, refusal: Refusal, hoard: &Hoard) {
     let (label, reason) = match refusal {
         Refusal::PerClient => (
-            "per_client",
+            ConnectionRefused::PerClient,
             format!(
                 "too many connections from {} (proxy.max_connections_per_client)",
                 peer.ip()
             ),
         ),
         Refusal::Full => (
-            "full",
+            ConnectionRefused::Full,
             "too many connections (proxy.max_connections)".into(),
         ),
     };
@@ -198,7 +199,7 @@ async fn admit(
     if !config.allow_clients.is_empty()
         && !config.allow_clients.iter().any(|c| c.contains(peer.ip()))
     {
-        hoard.metrics.auth_failure("allow_list");
+        hoard.metrics.auth_failure(AuthFailure::AllowList);
         return Some(error(
             StatusCode::FORBIDDEN,
             &format!("client address {} is not in proxy.allow_clients", peer.ip()),
@@ -217,7 +218,7 @@ async fn admit(
         AuthVerdict::Throttled(wait) => return Some(throttled(peer, wait, hoard)),
         AuthVerdict::Denied => {}
     }
-    hoard.metrics.auth_failure("proxy_auth");
+    hoard.metrics.auth_failure(AuthFailure::ProxyAuth);
     let mut response = error(
         StatusCode::PROXY_AUTHENTICATION_REQUIRED,
         "proxy authentication required (user:password in the proxy URL)",
@@ -231,7 +232,7 @@ async fn admit(
 
 /// The answer to a login from an address with too many failed ones: 429 and when to retry.
 fn throttled(peer: SocketAddr, wait: Duration, hoard: &Hoard) -> Response<Body> {
-    hoard.metrics.auth_failure("throttled");
+    hoard.metrics.auth_failure(AuthFailure::Throttled);
     let seconds = wait.as_secs().max(1);
     let mut response = error(
         StatusCode::TOO_MANY_REQUESTS,
@@ -256,7 +257,7 @@ fn local(request: &Request<Incoming>, hoard: &Hoard) -> Response<Body> {
         (&Method::GET | &Method::HEAD, "/healthz") => Response::new(full_body("ok\n")),
         (&Method::GET, "/stats") => Response::builder()
             .header(CONTENT_TYPE, "application/json")
-            .body(full_body(hoard.metrics.to_json()))
+            .body(full_body(hoard.metrics.activity().to_json()))
             .unwrap_or_else(|_| internal()),
         (&Method::GET, path) if path.starts_with("/setup/") => {
             super::setup::respond(request, hoard)

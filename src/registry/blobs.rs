@@ -31,7 +31,7 @@ use crate::store::{
     BlobHit, BlobLookup, BlobWriter, FileChunks, FillPermit, FillState, Joined, Progress, Store,
     chunk_len, read_at,
 };
-use crate::telemetry::Metrics;
+use crate::telemetry::{FillSkipped, Metrics};
 use crate::upstream::upstream_error;
 
 /// Read size for serving blobs from disk: 256 KiB keeps syscalls few and TLS records full.
@@ -269,7 +269,7 @@ async fn miss(
     let ranged = range.is_some();
     if range.is_some_and(far_range) {
         drop(permit); // requests that joined meanwhile look again
-        hoard.metrics.fill_skipped("far_range");
+        hoard.metrics.fill_skipped(FillSkipped::FarRange);
         return range_upstream(request, target, hoard).await;
     }
     let config = hoard.config();
@@ -287,7 +287,7 @@ async fn miss(
         Ok(slot) => fill(request, target, hoard, digest, Some((permit, slot))).await,
         Err(limit) => {
             drop(permit);
-            hoard.metrics.fill_skipped(limit.as_str());
+            hoard.metrics.fill_skipped(limit.into());
             tracing::debug!(%client, %digest, limit = limit.as_str(), "fill limit reached; passed through, not kept");
             if ranged {
                 return range_upstream(request, target, hoard).await;

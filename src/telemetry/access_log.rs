@@ -80,7 +80,7 @@ impl Line {
     fn write(self, complete: bool) {
         let metrics = &self.info.metrics;
         metrics.record(self.cache, self.bytes);
-        metrics.note_request(
+        metrics.activity().note_request(
             &self.info.host,
             &self.info.path,
             self.status.as_u16(),

@@ -1,7 +1,47 @@
-//! What hoard tells its operators: the access log, the metrics (Prometheus and the status page's
-//! history).
+//! What hoard tells its operators: the access log, the Prometheus metrics, and the activity the
+//! status page shows (the last hour, recent and most pulled images).
 
 pub mod access_log;
+pub mod activity;
 pub mod metrics;
 
-pub use metrics::Metrics;
+pub use activity::Activity;
+pub use metrics::{AuthFailure, ConnectionRefused, FillSkipped, Metrics};
+
+use crate::http::CacheStatus;
+
+/// Where the body bytes of a response came from: the `source` label of
+/// `hoard_response_bytes_total` and the two lines of the status page's chart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Source {
+    /// The store: hits, revalidated and stale tags.
+    Cache,
+    /// An upstream: misses and bypassed requests.
+    Upstream,
+    /// A CONNECT tunnel, bytes copied untouched.
+    Tunnel,
+    /// hoard itself (errors, `/ca.crt`).
+    Local,
+}
+
+impl Source {
+    /// Where the bytes of a response answered with `status` came from.
+    pub(crate) fn of(status: CacheStatus) -> Source {
+        match status {
+            CacheStatus::Hit | CacheStatus::Revalidated | CacheStatus::Stale => Source::Cache,
+            CacheStatus::Miss | CacheStatus::Bypass => Source::Upstream,
+            CacheStatus::Tunnel => Source::Tunnel,
+            CacheStatus::Local => Source::Local,
+        }
+    }
+
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Source::Cache => "cache",
+            Source::Upstream => "upstream",
+            Source::Tunnel => "tunnel",
+            Source::Local => "local",
+        }
+    }
+}
