@@ -194,8 +194,8 @@ impl Config {
         let cache = validate::cache(file.cache, cli.cache_dir, cli.tag_ttl, shared)?;
         let intercept = validate::intercept(file.intercept)?;
         let upstream = validate::upstream(file.upstream)?;
-        let admin = validate::admin(file.admin.listen.as_deref())?;
-        let (log_format, log_filter) = validate::log(&file.log)?;
+        let admin = validate::admin(file.admin)?;
+        let (log_format, log_filter) = validate::log(file.log)?;
         Ok(Config {
             listen: proxy.listen,
             ca_dir,

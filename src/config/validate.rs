@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::file::{
-    CaSection, CacheSection, CredentialSection, InterceptSection, LogSection, ProxySection,
-    UpstreamSection,
+    AdminSection, CaSection, CacheSection, CredentialSection, InterceptSection, LogSection,
+    ProxySection, UpstreamSection,
 };
 use super::{
     AdminListen, AuthOnHit, ConfigError, Credential, DEFAULT_INTERCEPT, Htpasswd, LogFormat,
@@ -288,8 +288,8 @@ fn credential(section: CredentialSection) -> Result<Credential, ConfigError> {
 }
 
 /// `[admin]`, checked: where the admin listener binds, if anywhere.
-pub(super) fn admin(listen: Option<&str>) -> Result<AdminListen, ConfigError> {
-    Ok(match listen.map(str::trim) {
+pub(super) fn admin(section: AdminSection) -> Result<AdminListen, ConfigError> {
+    Ok(match section.listen.as_deref().map(str::trim) {
         None => AdminListen::Default(SocketAddr::from(([127, 0, 0, 1], 9128))),
         Some("" | "off") => AdminListen::Off,
         Some(text) => AdminListen::Configured(text.parse().map_err(|_| ConfigError::Invalid {
@@ -300,7 +300,7 @@ pub(super) fn admin(listen: Option<&str>) -> Result<AdminListen, ConfigError> {
 }
 
 /// `[log]`, checked: the line format and the tracing filter used when `RUST_LOG` is not set.
-pub(super) fn log(section: &LogSection) -> Result<(LogFormat, String), ConfigError> {
+pub(super) fn log(section: LogSection) -> Result<(LogFormat, String), ConfigError> {
     let format = match section.format.as_deref() {
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
