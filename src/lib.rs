@@ -4,7 +4,8 @@
 //! - vocabulary, no I/O: [`oci`] (digests, routes, media types, ranges, auth challenges), [`net`]
 //!   (hosts, patterns, address blocks, proxy URLs), [`http`] (bodies, hoard-made responses,
 //!   headers, idle timeout, h2 write batching), [`error`];
-//! - [`config`] and [`telemetry`] (metrics, access log);
+//! - [`config`] (file sections, validation per section, units) and [`telemetry`] (metrics,
+//!   access log, the status page's activity);
 //! - services that never import each other: [`tls`] (CA, leaves, roots), [`store`] (the disk),
 //!   [`upstream`] (the client, parent proxy, redirects, registry auth), [`access`] (connection
 //!   limits, proxy logins);
