@@ -3,6 +3,7 @@
 //! swaps the configuration and, when their settings changed, the upstream clients.
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use anyhow::Context as _;
 
@@ -11,8 +12,13 @@ use crate::config::Config;
 use crate::store::{Flights, Limits, Store};
 use crate::telemetry::Metrics;
 use crate::tls::{CertificateAuthority, root_store};
-use crate::upstream::Upstream;
 use crate::upstream::auth::RegistryAuth;
+use crate::upstream::{RESPONSE_TIMEOUT, Upstream};
+
+/// How long a request waits for another that asks the upstream the same thing before it asks
+/// alone: the upstream's response timeout (20 s) and 5 s for a leader to read a manifest (4 MiB
+/// at most) and store it. A leader's upstream call ends in that time or fails on its own timeouts.
+const FOLLOWER_WAIT: Duration = RESPONSE_TIMEOUT.saturating_add(Duration::from_secs(5));
 
 /// Everything a connection needs, shared by all of them.
 #[derive(Debug)]
@@ -97,7 +103,7 @@ impl Hoard {
             store,
             upstream: RwLock::new(Arc::new(upstream)),
             metrics,
-            flights: Flights::default(),
+            flights: Flights::new(FOLLOWER_WAIT),
             registry_auth: RegistryAuth::default(),
             fill_slots: FillSlots::default(),
         })

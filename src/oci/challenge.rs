@@ -38,7 +38,8 @@ impl Challenge {
     }
 }
 
-/// `key="quoted, value",key=token` pairs; commas inside quotes belong to the value.
+/// `key="quoted, value",key=token` pairs; commas inside quotes belong to the value. A quoted
+/// value without its closing quote ends the list, and is not in it.
 fn auth_params(text: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut chars = text.chars().peekable();
@@ -53,12 +54,20 @@ fn auth_params(text: &str) -> Vec<(String, String)> {
         let mut value = String::new();
         if chars.peek() == Some(&'"') {
             chars.next();
+            let mut closed = false;
             while let Some(c) = chars.next() {
                 match c {
                     '\\' => value.extend(chars.next()),
-                    '"' => break,
+                    '"' => {
+                        closed = true;
+                        break;
+                    }
                     c => value.push(c),
                 }
+            }
+            if !closed {
+                // A quoted value that never ends is cut short: it is dropped, not guessed at.
+                return out;
             }
         } else {
             while let Some(c) = chars.next_if(|c| *c != ',') {
@@ -90,6 +99,16 @@ mod tests {
             Some(Challenge::Basic)
         );
         assert_eq!(Challenge::parse("Bearer service=x"), None);
+        assert_eq!(Challenge::parse(r#"Bearer service="x""#), None);
+        assert_eq!(Challenge::parse(r#"Bearer realm="unterminated"#), None);
+        assert_eq!(
+            Challenge::parse(r#"bearer realm="https://r/token",service="cut"#),
+            Some(Challenge::Bearer {
+                realm: "https://r/token".into(),
+                service: None,
+                scope: None,
+            })
+        );
         assert_eq!(Challenge::parse("Negotiate"), None);
         assert_eq!(
             Challenge::parse("Bearer realm=https://gcr.io/v2/token"),

@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 
 use crate::config::Config;
-use crate::oci::{DOCKER_MANIFEST_V2, Digest, Reference};
+use crate::oci::{Challenge, DOCKER_MANIFEST_V2, Digest, Reference};
 use crate::ops::imageref::ImageRef;
 use crate::ops::manifest::{ACCEPT as MANIFEST_TYPES, Manifest, Platform};
 use crate::ops::{Outcome, install_crypto_provider, reachable};
@@ -253,12 +253,12 @@ impl<'a> Puller<'a> {
             url: url.to_owned(),
             reason,
         };
-        let params = bearer_challenge(challenge).ok_or_else(|| {
-            auth(format!(
+        let Some(Challenge::Bearer { realm, service, .. }) = Challenge::parse(challenge) else {
+            return Err(auth(format!(
                 "the registry wants credentials ({challenge:?}); warm pulls anonymously"
-            ))
-        })?;
-        self.token = Some(self.token(&params).await?);
+            )));
+        };
+        self.token = Some(self.token(&realm, service.as_deref()).await?);
         self.send(url, accept).await
     }
 
@@ -277,18 +277,18 @@ impl<'a> Puller<'a> {
     }
 
     /// An anonymous token for pulling this repository from the challenge's realm.
-    async fn token(&self, challenge: &Challenge) -> Result<String, WarmError> {
+    async fn token(&self, realm: &str, service: Option<&str>) -> Result<String, WarmError> {
         let auth = |reason: String| WarmError::Auth {
-            url: challenge.realm.clone(),
+            url: realm.to_owned(),
             reason,
         };
-        let mut url = reqwest::Url::parse(&challenge.realm)
+        let mut url = reqwest::Url::parse(realm)
             .ok()
             .filter(|u| u.scheme() == "https" || u.scheme() == "http")
             .ok_or_else(|| auth("the token realm is not an http(s) URL".to_owned()))?;
         {
             let mut query = url.query_pairs_mut();
-            if let Some(service) = &challenge.service {
+            if let Some(service) = service {
                 query.append_pair("service", service);
             }
             query.append_pair(
@@ -496,71 +496,4 @@ async fn read_bounded(url: &str, mut response: reqwest::Response) -> Result<Vec<
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-/// The parameters of a `Bearer` challenge that matter for an anonymous token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Challenge {
-    realm: String,
-    service: Option<String>,
-}
-
-/// Parses `Bearer realm="…",service="…",scope="…"`; `None` for other schemes or no realm.
-fn bearer_challenge(header: &str) -> Option<Challenge> {
-    let (scheme, mut rest) = header.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let (mut realm, mut service) = (None, None);
-    loop {
-        rest = rest.trim_start_matches([' ', ',']);
-        let Some((key, after)) = rest.split_once('=') else {
-            break;
-        };
-        let (value, after) = match after.strip_prefix('"') {
-            Some(quoted) => {
-                let end = quoted.find('"')?;
-                (&quoted[..end], &quoted[end + 1..])
-            }
-            None => after.split_at(after.find(',').unwrap_or(after.len())),
-        };
-        match key.trim().to_ascii_lowercase().as_str() {
-            "realm" => realm = Some(value.to_owned()),
-            "service" => service = Some(value.to_owned()),
-            _ => {}
-        }
-        rest = after;
-    }
-    Some(Challenge {
-        realm: realm?,
-        service,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bearer_challenges_parse() {
-        assert_eq!(
-            bearer_challenge(
-                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:a/b:pull,push""#
-            ),
-            Some(Challenge {
-                realm: "https://auth.docker.io/token".to_owned(),
-                service: Some("registry.docker.io".to_owned()),
-            })
-        );
-        assert_eq!(
-            bearer_challenge("bearer realm=https://gcr.io/v2/token"),
-            Some(Challenge {
-                realm: "https://gcr.io/v2/token".to_owned(),
-                service: None,
-            })
-        );
-        assert_eq!(bearer_challenge(r#"Basic realm="x""#), None);
-        assert_eq!(bearer_challenge(r#"Bearer service="x""#), None);
-        assert_eq!(bearer_challenge(r#"Bearer realm="unterminated"#), None);
-    }
 }

@@ -35,7 +35,7 @@ pub use redirect::{Origin, join_location};
 
 /// How long hoard waits for an upstream's response headers before calling it unreachable.
 /// containerd gives up after 30 s without headers, so hoard must decide well before that.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Redirect hops followed for one blob (Docker Hub uses 1, GCR up to 2; 5 leaves room).
 const MAX_REDIRECTS: usize = 5;

@@ -1,0 +1,254 @@
+//! Manifests by tag: the tag map says which digest a tag named and when. Fresh for
+//! `cache.tag_ttl`, a tag is answered without asking the upstream; then one request revalidates
+//! it with a HEAD (which Docker Hub does not count against the pull limit) for everyone asking,
+//! and while the upstream is unusable the last known manifest is served stale.
+
+use std::ops::ControlFlow;
+use std::time::SystemTime;
+
+use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RANGE};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+
+use super::forward::registry_send;
+use super::manifests::{fetch_manifest, serve_manifest};
+use super::{Target, invalid_path, path_and_query, unusable};
+use crate::hoard::Hoard;
+use crate::http::{Body, CacheStatus, DOCKER_CONTENT_DIGEST, empty_body, insert_digest_headers};
+use crate::http::{pass_through, upstream_headers};
+use crate::oci::{Digest, accepts};
+use crate::store::{Flight, FlightKey, StoredManifest, TagEntry};
+use crate::upstream::upstream_error;
+
+/// A HEAD answered from the tag map alone.
+fn serve_tag_head(entry: &TagEntry, cache: CacheStatus) -> Response<Body> {
+    let mut response = Response::new(empty_body());
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&entry.media_type) {
+        headers.insert(CONTENT_TYPE, value);
+    }
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(entry.size));
+    insert_digest_headers(headers, &entry.digest);
+    response.extensions_mut().insert(cache);
+    response
+}
+
+/// Answers `GET` or `HEAD` for `/v2/<name>/manifests/<tag>`.
+pub(super) async fn by_tag(
+    request: Request<Incoming>,
+    target: &Target,
+    hoard: &Hoard,
+    repo: &str,
+    tag: &str,
+) -> Response<Body> {
+    let head = request.method() == Method::HEAD;
+    let Some(tag_uri) = target.uri(path_and_query(&request)) else {
+        return invalid_path();
+    };
+    let store = &hoard.store;
+    let accept: &[String] = &request
+        .headers()
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect::<Vec<_>>();
+    // Fresh: no upstream call at all. Else what is known of the tag, for revalidation.
+    let look = || async move {
+        let known = store
+            .tag(&target.key, repo, tag)
+            .await
+            .into_iter()
+            .filter(|e| accepts(accept.iter().map(String::as_str), &e.media_type))
+            .max_by_key(|e| e.fetched);
+        let stored = match &known {
+            Some(entry) if !head => store.manifest(&entry.digest).await,
+            _ => None,
+        };
+        if let Some(entry) = &known
+            && entry.is_fresh(hoard.config().tag_ttl)
+        {
+            if head {
+                return ControlFlow::Break(serve_tag_head(entry, CacheStatus::Hit));
+            }
+            if let Some(manifest) = stored {
+                let digest = &entry.digest;
+                return ControlFlow::Break(serve_manifest(
+                    manifest,
+                    digest,
+                    false,
+                    CacheStatus::Hit,
+                ));
+            }
+        }
+        ControlFlow::Continue((known, stored))
+    };
+    // One request asks the upstream; the others wait and find its answer fresh.
+    let key = FlightKey::Tag(target.key.clone(), repo.to_owned(), tag.to_owned());
+    let (_flight, (known, stored)) = match hoard.flights.join(key, look).await {
+        Flight::Found(response) => return response,
+        Flight::Ask { guard, seen } => (guard, seen),
+    };
+    let headers = upstream_headers(request.headers());
+
+    // Never seen (for this Accept) and a GET: one upstream GET does it all.
+    let Some(entry) = known else {
+        if head {
+            return head_unknown_tag(hoard, target, repo, tag, tag_uri, headers).await;
+        }
+        return match fetch_manifest(hoard, target, tag_uri, headers, None).await {
+            Ok((manifest, digest)) => {
+                record_tag(hoard, target, repo, tag, &digest, &manifest).await;
+                serve_manifest(manifest, &digest, false, CacheStatus::Miss)
+            }
+            Err(response) => response,
+        };
+    };
+
+    // Known but stale (or its bytes are gone): revalidate with a HEAD.
+    let serve_stale = |why: &str| {
+        tracing::info!(
+            host = target.authority(),
+            repo,
+            tag,
+            why,
+            "serving stale tag"
+        );
+        match (head, stored.clone()) {
+            (true, _) => Some(serve_tag_head(&entry, CacheStatus::Stale)),
+            (false, Some(manifest)) => Some(serve_manifest(
+                manifest,
+                &entry.digest,
+                false,
+                CacheStatus::Stale,
+            )),
+            (false, None) => None,
+        }
+    };
+    let response = match registry_send(
+        hoard,
+        target,
+        Method::HEAD,
+        tag_uri.clone(),
+        without_range(headers.clone()),
+    )
+    .await
+    {
+        Ok(response) => response,
+        Err(err) => return serve_stale(&err.to_string()).unwrap_or_else(|| upstream_error(&err)),
+    };
+    if unusable(response.status()) {
+        let status = response.status();
+        return serve_stale(status.as_str())
+            .unwrap_or_else(|| pass_through(response, CacheStatus::Bypass));
+    }
+    if response.status() != StatusCode::OK {
+        // 401, 404, …: the client must see them; nothing is cached.
+        return pass_through(response, CacheStatus::Bypass);
+    }
+    let Some(fresh) = tag_entry_from(response.headers()) else {
+        // A registry that does not say the digest: relay it and let the client GET by tag.
+        return pass_through(response, CacheStatus::Bypass);
+    };
+    if let Err(err) = store.put_tag(&target.key, repo, tag, fresh.clone()).await {
+        hoard.store.disk_warning("cannot record a tag", &err);
+    }
+    if head {
+        let cache = if fresh.digest == entry.digest {
+            CacheStatus::Revalidated
+        } else {
+            CacheStatus::Miss
+        };
+        return serve_tag_head(&fresh, cache);
+    }
+    if let Some(manifest) = store.manifest(&fresh.digest).await {
+        return serve_manifest(manifest, &fresh.digest, false, CacheStatus::Revalidated);
+    }
+    let Some(digest_uri) = target.uri(&format!("/v2/{repo}/manifests/{}", fresh.digest)) else {
+        return invalid_path();
+    };
+    match fetch_manifest(
+        hoard,
+        target,
+        digest_uri,
+        headers,
+        Some(fresh.digest.clone()),
+    )
+    .await
+    {
+        Ok((manifest, digest)) => serve_manifest(manifest, &digest, false, CacheStatus::Miss),
+        Err(response) => response,
+    }
+}
+
+/// A HEAD for a tag hoard has never seen: asked upstream as a HEAD, remembered if it says a digest.
+async fn head_unknown_tag(
+    hoard: &Hoard,
+    target: &Target,
+    repo: &str,
+    tag: &str,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response<Body> {
+    let response = match registry_send(hoard, target, Method::HEAD, uri, headers).await {
+        Ok(response) => response,
+        Err(err) => return upstream_error(&err),
+    };
+    if response.status() == StatusCode::OK
+        && let Some(entry) = tag_entry_from(response.headers())
+    {
+        if let Err(err) = hoard.store.put_tag(&target.key, repo, tag, entry).await {
+            hoard.store.disk_warning("cannot record a tag", &err);
+        }
+        return pass_through(response, CacheStatus::Miss);
+    }
+    pass_through(response, CacheStatus::Bypass)
+}
+
+/// Records that `tag` names `digest` now, after a GET by tag.
+async fn record_tag(
+    hoard: &Hoard,
+    target: &Target,
+    repo: &str,
+    tag: &str,
+    digest: &Digest,
+    manifest: &StoredManifest,
+) {
+    let entry = TagEntry {
+        digest: digest.clone(),
+        size: manifest.bytes.len() as u64,
+        media_type: manifest.media_type.clone(),
+        fetched: SystemTime::now(),
+    };
+    if let Err(err) = hoard.store.put_tag(&target.key, repo, tag, entry).await {
+        hoard.store.disk_warning("cannot record a tag", &err);
+    }
+}
+
+/// The tag map entry an upstream's answer to a HEAD by tag makes, if it says all of it.
+fn tag_entry_from(headers: &HeaderMap) -> Option<TagEntry> {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let digest = Digest::parse(text(DOCKER_CONTENT_DIGEST)?)?;
+    let size = text(CONTENT_LENGTH.as_str())?.parse().ok()?;
+    let media_type = text(CONTENT_TYPE.as_str())?;
+    let media_type = media_type
+        .split(';')
+        .next()
+        .unwrap_or(media_type)
+        .trim()
+        .to_owned();
+    Some(TagEntry {
+        digest,
+        size,
+        media_type,
+        fetched: SystemTime::now(),
+    })
+}
+
+fn without_range(mut headers: HeaderMap) -> HeaderMap {
+    headers.remove(RANGE);
+    headers
+}

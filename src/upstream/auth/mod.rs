@@ -1,0 +1,182 @@
+//! Authentication against registries, on two fronts:
+//! - hoard's own credentials (`[[upstream.credentials]]`), used when a client sends no
+//!   `Authorization`, and only to pull (GET and HEAD of the ping, manifests, blobs, tag lists and
+//!   referrers): hoard answers the registry's own challenge itself (never a redirect target's),
+//!   Basic or the Bearer token flow for a `pull` scope, and keeps tokens until they expire
+//!   (`tokens.rs`). A push, a tag change or a delete goes with the client's credentials or with
+//!   none;
+//! - `cache.auth_on_hit = "upstream"` (`on_hit.rs`): whether a client may have a cached manifest
+//!   or blob, as the registry's [`Verdict`] on the client's own credentials.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
+use http::{HeaderMap, Method, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use sha2::Digest as _;
+
+use crate::config::Credential;
+use crate::oci::Challenge;
+use crate::upstream::{Origin, Upstream, UpstreamError};
+use on_hit::Judged;
+use tokens::{basic, fetch_token, pull_only, pull_scope};
+
+mod on_hit;
+mod tokens;
+
+pub use on_hit::Verdict;
+pub use tokens::lends_credentials;
+
+/// Basic credentials need no refresh; an hour bounds how long a changed password goes unnoticed.
+const BASIC_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Bound on remembered tokens and verdicts; past it the oldest half is dropped.
+const MAX_REMEMBERED: usize = 10_000;
+
+#[derive(Debug)]
+struct Remembered {
+    header: HeaderValue,
+    until: Instant,
+}
+
+/// Tokens and verdicts, shared by all connections.
+#[derive(Debug, Default)]
+pub struct RegistryAuth {
+    /// (registry host, scope) → `Authorization` value hoard uses.
+    tokens: Mutex<HashMap<(String, String), Remembered>>,
+    /// sha256(client credential, host, path) → the registry's answer.
+    verdicts: Mutex<HashMap<[u8; 32], Judged>>,
+    /// sha256(client credential, host, repository name) → when last allowed, for offline
+    /// serving.
+    allowed_repos: Mutex<HashMap<[u8; 32], Instant>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn bounded<K, V>(map: &mut HashMap<K, V>, age: impl Fn(&V) -> Instant) {
+    if map.len() >= MAX_REMEMBERED {
+        let mut ages: Vec<Instant> = map.values().map(&age).collect();
+        ages.sort();
+        let cutoff = ages[ages.len() / 2];
+        map.retain(|_, v| age(v) > cutoff);
+    }
+}
+
+impl RegistryAuth {
+    /// Sends a body-less request to a registry. When the client sent no `Authorization`, the
+    /// request is a pull ([`lends_credentials`]) and hoard has `credential` for the registry,
+    /// hoard authenticates: with a remembered token first, else by answering the registry's 401
+    /// challenge and sending again. A 401 from a redirect target is passed on unanswered.
+    pub async fn send_following(
+        &self,
+        upstream: &Upstream,
+        credential: Option<&Credential>,
+        method: Method,
+        uri: Uri,
+        mut headers: HeaderMap,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let Some(credential) = credential.filter(|_| {
+            !headers.contains_key(AUTHORIZATION) && lends_credentials(&method, uri.path())
+        }) else {
+            return upstream.send_following(method, uri, headers).await;
+        };
+        let scope = pull_scope(uri.path()).unwrap_or_default();
+        let key = (credential.host.clone(), scope.clone());
+        if let Some(header) = self.remembered(&key) {
+            headers.insert(AUTHORIZATION, header);
+        }
+        let response = upstream
+            .send_following(method.clone(), uri.clone(), headers.clone())
+            .await?;
+        // Only the registry's own challenge is answered: a CDN host that a blob redirects to
+        // gets neither hoard's credentials nor a token fetched on its say-so.
+        let from_origin = response.extensions().get::<Origin>() == Some(&Origin(true));
+        if response.status() != StatusCode::UNAUTHORIZED || !from_origin {
+            return Ok(response);
+        }
+        let Some(challenge) = response
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Challenge::parse)
+        else {
+            return Ok(response);
+        };
+        let answer = match challenge {
+            Challenge::Basic => basic(credential).map(|h| (h, BASIC_LIFETIME)),
+            Challenge::Bearer {
+                realm,
+                service,
+                scope: asked,
+            } => {
+                // A challenge asking for more than a pull gets a pull token or nothing.
+                let scope = asked.filter(|asked| pull_only(asked)).unwrap_or(scope);
+                if !pull_only(&scope) {
+                    return Ok(response);
+                }
+                fetch_token(upstream, credential, &realm, service.as_deref(), &scope).await
+            }
+        };
+        let Some((header, lifetime)) = answer else {
+            return Ok(response); // the client sees the registry's 401
+        };
+        if let Some(until) = Instant::now().checked_add(lifetime) {
+            let mut tokens = lock(&self.tokens);
+            bounded(&mut tokens, |r| r.until);
+            tokens.insert(
+                key,
+                Remembered {
+                    header: header.clone(),
+                    until,
+                },
+            );
+        }
+        headers.insert(AUTHORIZATION, header);
+        upstream.send_following(method, uri, headers).await
+    }
+
+    /// The remembered `Authorization` for a forwarded request that is a pull
+    /// ([`lends_credentials`]): no retry is possible. Anything else goes with the client's own
+    /// credentials or with none.
+    pub fn preauthorize(
+        &self,
+        credential: Option<&Credential>,
+        method: &Method,
+        path: &str,
+        headers: &mut HeaderMap,
+    ) {
+        let Some(credential) = credential
+            .filter(|_| !headers.contains_key(AUTHORIZATION) && lends_credentials(method, path))
+        else {
+            return;
+        };
+        let key = (
+            credential.host.clone(),
+            pull_scope(path).unwrap_or_default(),
+        );
+        if let Some(header) = self.remembered(&key) {
+            headers.insert(AUTHORIZATION, header);
+        }
+    }
+
+    fn remembered(&self, key: &(String, String)) -> Option<HeaderValue> {
+        let tokens = lock(&self.tokens);
+        let remembered = tokens.get(key)?;
+        (remembered.until > Instant::now()).then(|| remembered.header.clone())
+    }
+}
+
+/// The sha256 of `parts`, each prefixed by its length: a map key that keeps no credential in
+/// the clear.
+fn fingerprint(parts: &[&[u8]]) -> [u8; 32] {
+    let mut hasher = sha2::Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    hasher.finalize().into()
+}
