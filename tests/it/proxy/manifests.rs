@@ -1,5 +1,6 @@
 //! Manifests and tags: stored by digest with their media type, tags revalidated after their TTL,
-//! cached images served while the registry is down, errors passed on and never cached.
+//! a silent registry holding no one waiting on a tag, cached images served while the registry is
+//! down, errors passed on and never cached.
 
 use std::time::Duration;
 
@@ -87,6 +88,45 @@ async fn tags_are_cached_then_revalidated_with_head() {
     assert_eq!(moved.bytes().await.unwrap(), v2);
     assert_eq!(registry.count("GET", &format!("/manifests/{d2}")), 1);
     assert_eq!(registry.count("GET", "/manifests/latest"), 1);
+}
+
+/// A registry that sends a tag's headers and then nothing holds neither the request asking it nor
+/// the ones waiting for that request's answer: the upstream read timeout ends the first, and the
+/// one waiting then asks in its turn.
+#[tokio::test]
+async fn a_silent_upstream_does_not_hold_clients_waiting_on_a_tag() {
+    init();
+    let registry = Registry::start().await;
+    let proxy = Proxy::builder(&registry)
+        .upstream("read_timeout = \"1s\"")
+        .start()
+        .await;
+    let client = proxy.client(false);
+    let v1 = Registry::manifest_json(&[], "one");
+    let d1 = registry.add_manifest("p/app", "latest", DOCKER_V2, v1.clone());
+    let tag = url("/v2/p/app/manifests/latest");
+    let get = || async {
+        let request = client.get(&tag).header("accept", DOCKER_V2).send();
+        tokio::time::timeout(Duration::from_secs(15), request)
+            .await
+            .expect("a client waiting on a silent upstream was held")
+            .unwrap()
+    };
+
+    registry.set_mode(Mode::StallManifests);
+    let (first, second) = tokio::join!(get(), get());
+    assert_eq!(first.status(), 504);
+    assert_eq!(second.status(), 504);
+    assert_eq!(
+        registry.count("GET", "/manifests/latest"),
+        2,
+        "one at a time: the second asked once the first gave up"
+    );
+
+    registry.set_mode(Mode::Direct);
+    let answered = get().await;
+    assert_eq!(answered.headers()["docker-content-digest"], d1.as_str());
+    assert_eq!(answered.bytes().await.unwrap(), v1);
 }
 
 #[tokio::test]

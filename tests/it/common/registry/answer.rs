@@ -1,5 +1,5 @@
-//! How the fixture registry answers: manifests, blobs (whole, ranged, slow, stalled, cut or
-//! redirected), tokens, uploads and the CDN's redirect hops.
+//! How the fixture registry answers: manifests (whole or stalled), blobs (whole, ranged, slow,
+//! stalled, cut or redirected), tokens, uploads and the CDN's redirect hops.
 
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
@@ -221,10 +221,15 @@ pub(super) fn answer(
             );
         };
         let len = bytes.len();
-        let mut response = respond(
-            StatusCode::OK,
-            if head { Bytes::new() } else { bytes.clone() },
-        );
+        let mut response = if mode == Mode::StallManifests && !head {
+            let silent = futures_util::stream::pending::<Result<http_body::Frame<Bytes>, _>>();
+            Response::new(StreamBody::new(silent).boxed())
+        } else {
+            respond(
+                StatusCode::OK,
+                if head { Bytes::new() } else { bytes.clone() },
+            )
+        };
         let headers = response.headers_mut();
         headers.insert("content-type", media_type.parse().unwrap());
         headers.insert("docker-content-digest", sha256(&bytes).parse().unwrap());

@@ -50,6 +50,8 @@ pub enum Mode {
     RedirectToChallenge,
     /// 307 to `http://registry.test/plain/<digest>`: the same host, without TLS.
     RedirectToHttp,
+    /// Manifest GETs get their headers, then nothing: the connection stays open, silent.
+    StallManifests,
 }
 
 #[derive(Default)]
