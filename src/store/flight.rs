@@ -19,7 +19,7 @@ use crate::oci::Digest;
 
 /// What a flight asks the upstream about.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FlightKey {
+pub(crate) enum FlightKey {
     /// A manifest by digest.
     Manifest(Digest),
     /// A tag: the registry host, the repository, the tag.
@@ -37,7 +37,7 @@ impl Hash for FlightKey {
 
 /// The flights in progress: a leader per key, and how long its followers wait.
 #[derive(Debug)]
-pub struct Flights {
+pub(crate) struct Flights {
     /// Each leader's channel; its followers wait for the sender (in the leader's guard) to drop.
     map: Mutex<HashMap<FlightKey, watch::Receiver<()>>>,
     /// The longest a follower waits, in all, before it goes on alone.
@@ -47,7 +47,7 @@ pub struct Flights {
 /// Held by a flight's leader while it asks the upstream. Dropping it, done, failed or cancelled,
 /// releases the followers, which then look in the store.
 #[derive(Debug)]
-pub struct FlightGuard<'a> {
+pub(crate) struct FlightGuard<'a> {
     flights: &'a Flights,
     key: FlightKey,
     _done: watch::Sender<()>,
@@ -55,7 +55,7 @@ pub struct FlightGuard<'a> {
 
 /// Where a request's turn on a key ended.
 #[derive(Debug)]
-pub enum Flight<'a, T, M> {
+pub(crate) enum Flight<'a, T, M> {
     /// The answer was found (another request's, or there all along).
     Found(T),
     /// This request asks the upstream: for everyone while it holds the guard, or alone (`None`)

@@ -40,7 +40,7 @@ use tokio::sync::watch;
 
 mod flight;
 
-pub use flight::{Flight, FlightGuard, FlightKey, Flights};
+pub(crate) use flight::{Flight, FlightKey, Flights};
 
 use crate::oci::{Algorithm, Digest, Hasher, valid_repository, valid_tag};
 

@@ -26,7 +26,7 @@ use tokens::{basic, fetch_token, pull_only, pull_scope};
 mod on_hit;
 mod tokens;
 
-pub use on_hit::Verdict;
+pub(crate) use on_hit::Verdict;
 pub use tokens::lends_credentials;
 
 /// Basic credentials need no refresh; an hour bounds how long a changed password goes unnoticed.
@@ -43,7 +43,7 @@ struct Remembered {
 
 /// Tokens and verdicts, shared by all connections.
 #[derive(Debug, Default)]
-pub struct RegistryAuth {
+pub(crate) struct RegistryAuth {
     /// (registry host, scope) → `Authorization` value hoard uses.
     tokens: Mutex<HashMap<(String, String), Remembered>>,
     /// sha256(client credential, host, path) → the registry's answer.

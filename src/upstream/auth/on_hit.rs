@@ -18,7 +18,7 @@ const VERDICT_TTL: Duration = Duration::from_secs(300);
 
 /// The registry's word on whether a client may have a cached blob or manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// The registry accepted the client's credentials for the object. `asked`: it said so just
     /// now, not from memory, so the object is known to be in the route's repository.
     Allowed { asked: bool },
