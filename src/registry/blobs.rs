@@ -59,25 +59,17 @@ pub(super) async fn blob(
             BlobLookup::Hit(hit) => {
                 return serve_stored(hit, &digest, range.as_ref(), CacheStatus::Hit).await;
             }
-            BlobLookup::Filling(follower) => match timeout_at(deadline, follower.join()).await {
-                Err(_) => {
+            BlobLookup::Filling(follower) => {
+                let Ok(joined) = timeout_at(deadline, follower.join()).await else {
                     tracing::info!(%digest, "the fill of this blob has not started in time; fetched alone, not kept");
                     return alone(request, target, hoard, digest).await;
-                }
-                Ok(joined) => match joined {
+                };
+                let (file, progress, length) = match joined {
                     Joined::Reading {
                         file,
                         progress,
                         length,
-                    } => {
-                        if let Some(response) =
-                            serve_growing(file, progress, length, range.as_ref(), &digest).await
-                        {
-                            return response;
-                        }
-                        // Too far ahead to wait for: the range comes from the upstream.
-                        return range_upstream(request, target, hoard).await;
-                    }
+                    } => (file, progress, length),
                     Joined::LookAgain => continue,
                     Joined::Failed => {
                         return error(
@@ -85,8 +77,15 @@ pub(super) async fn blob(
                             "the upstream download of this blob failed; try again",
                         );
                     }
-                },
-            },
+                };
+                if let Some(response) =
+                    serve_growing(file, progress, length, range.as_ref(), &digest).await
+                {
+                    return response;
+                }
+                // Too far ahead to wait for: the range comes from the upstream.
+                return range_upstream(request, target, hoard).await;
+            }
             BlobLookup::Miss(permit) => {
                 return miss(request, target, hoard, digest, permit).await;
             }

@@ -23,8 +23,9 @@ use super::forward::{forward, registry_send};
 use super::{Target, invalid_path, path_and_query};
 use crate::access::{ClientAddr, FillSlot};
 use crate::hoard::Hoard;
-use crate::http::upstream_headers;
-use crate::http::{Body, BoxError, CacheStatus, insert_digest_headers, pass_through};
+use crate::http::{
+    Body, BoxError, CacheStatus, insert_digest_headers, pass_through, upstream_headers,
+};
 use crate::oci::{Digest, Hasher, far_range};
 use crate::store::{BlobWriter, FillPermit, Store};
 use crate::telemetry::{FillSkipped, Metrics};
