@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Limited};
 
 use crate::config::Credential;
 use crate::oci::{Digest, Route, valid_repository};
-use crate::upstream::Upstream;
+use crate::upstream::{RESPONSE_TIMEOUT, Upstream};
 
 /// Used when a token response says nothing of its lifetime (the spec's default).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
@@ -119,11 +119,14 @@ pub(super) async fn fetch_token(
         tracing::warn!(host = %credential.host, status = %response.status(), "the token service refused hoard's credentials");
         return None;
     }
-    let body = Limited::new(response.into_body(), MAX_TOKEN_RESPONSE)
-        .collect()
-        .await
-        .ok()?
-        .to_bytes();
+    // A token answer (64 KiB at most) still unread after the response timeout is not coming; a
+    // token service that goes silent must not hold the request (and those waiting on it).
+    let read = Limited::new(response.into_body(), MAX_TOKEN_RESPONSE).collect();
+    let Ok(read) = tokio::time::timeout(RESPONSE_TIMEOUT, read).await else {
+        tracing::warn!(host = %credential.host, "the token service went silent");
+        return None;
+    };
+    let body = read.ok()?.to_bytes();
     let parsed: serde_json::Value = serde_json::from_slice(&body).ok()?;
     let token = parsed
         .get("token")
