@@ -16,8 +16,9 @@ use crate::upstream::auth::RegistryAuth;
 use crate::upstream::{RESPONSE_TIMEOUT, Upstream};
 
 /// How long a request waits for another that asks the upstream the same thing before it asks
-/// alone: the upstream's response timeout (20 s) and 5 s for a leader to read a manifest (4 MiB
-/// at most) and store it. A leader's upstream call ends in that time or fails on its own timeouts.
+/// alone: the upstream's response timeout (20 s) and 5 s for the leader to read a manifest (4 MiB
+/// at most) and store it. A leader that needs longer (a token round trip, a HEAD then a GET) is
+/// not waited for past that.
 const FOLLOWER_WAIT: Duration = RESPONSE_TIMEOUT.saturating_add(Duration::from_secs(5));
 
 /// Everything a connection needs, shared by all of them.
