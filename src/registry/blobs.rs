@@ -18,6 +18,8 @@ use tokio::time::timeout_at;
 use super::fill::{ChannelBody, Chunk, alone, miss};
 use super::forward::{forward, registry_send};
 use super::{Target, invalid_path, path_and_query};
+use tracing::Instrument as _;
+
 use crate::hoard::Hoard;
 use crate::http::{
     Body, BoxError, CacheStatus, empty_body, error, insert_digest_headers, pass_through,
@@ -183,7 +185,7 @@ async fn serve_growing(
         return None;
     }
     let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(follow(file, progress, start, end, tx));
+    tokio::spawn(follow(file, progress, start, end, tx).in_current_span());
     let known = length.map(|_| end - start);
     let body = ChannelBody::new(rx, known).boxed();
     let len = length.unwrap_or(0);

@@ -21,6 +21,8 @@ use tokio::sync::mpsc;
 use super::blobs::{blob, range_upstream};
 use super::forward::{forward, registry_send};
 use super::{Target, invalid_path, path_and_query};
+use tracing::Instrument as _;
+
 use crate::access::{ClientAddr, FillSlot};
 use crate::hoard::Hoard;
 use crate::http::{
@@ -158,12 +160,12 @@ async fn fill(
         }
         // Joined before the fill starts, so the fill has its reader from the first byte.
         let joined = Box::pin(blob(request, target, hoard, digest)).await;
-        tokio::spawn(run_fill(response.into_body(), writer, None, run));
+        tokio::spawn(run_fill(response.into_body(), writer, None, run).in_current_span());
         return joined;
     }
 
     let (tx, rx) = mpsc::channel(FILL_CHANNEL);
-    tokio::spawn(run_fill(response.into_body(), writer, Some(tx), run));
+    tokio::spawn(run_fill(response.into_body(), writer, Some(tx), run).in_current_span());
     let mut out = Response::new(ChannelBody::new(rx, length).boxed());
     let headers = out.headers_mut();
     headers.insert(
