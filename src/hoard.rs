@@ -2,8 +2,9 @@
 //! upstream clients, the metrics and the registry's in-flight work. Built once at start; a reload
 //! swaps the configuration and, when their settings changed, the upstream clients.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 
@@ -35,6 +36,35 @@ pub struct Hoard {
     pub registry_auth: RegistryAuth,
     /// Blob fills running, against `cache.max_fills` and `cache.max_fills_per_client`.
     pub fill_slots: FillSlots,
+    /// The time tags are judged fresh by.
+    pub clock: Clock,
+}
+
+/// The time hoard judges a tag's freshness by: the system's, plus an offset that only tests move
+/// (see [`crate::Server::clock`]), so that a test of `cache.tag_ttl` need not sleep through it.
+#[derive(Debug, Default)]
+pub struct Clock {
+    offset_ms: AtomicU64,
+}
+
+impl Clock {
+    /// Now, by this clock.
+    pub fn now(&self) -> SystemTime {
+        SystemTime::now() + Duration::from_millis(self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.offset_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    /// Whether something fetched at `fetched` is younger than `ttl`.
+    pub fn is_fresh(&self, fetched: SystemTime, ttl: Duration) -> bool {
+        self.now()
+            .duration_since(fetched)
+            .is_ok_and(|age| age < ttl)
+    }
 }
 
 impl Hoard {
@@ -107,6 +137,7 @@ impl Hoard {
             flights: Flights::new(FOLLOWER_WAIT),
             registry_auth: RegistryAuth::default(),
             fill_slots: FillSlots::default(),
+            clock: Clock::default(),
         })
     }
 }

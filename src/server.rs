@@ -125,6 +125,11 @@ impl Server {
         self.admin_addr
     }
 
+    /// The clock tags are judged fresh by; a test advances it instead of sleeping.
+    pub fn clock(&self) -> &crate::hoard::Clock {
+        &self.hoard.clock
+    }
+
     /// Where the proxy listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr

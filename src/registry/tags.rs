@@ -65,7 +65,7 @@ pub(super) async fn by_tag(
             _ => None,
         };
         if let Some(entry) = &known
-            && entry.is_fresh(hoard.config().tag_ttl)
+            && hoard.clock.is_fresh(entry.fetched, hoard.config().tag_ttl)
         {
             if head {
                 return ControlFlow::Break(serve_tag_head(entry, CacheStatus::Hit));
@@ -145,7 +145,7 @@ pub(super) async fn by_tag(
         // 401, 404, …: the client must see them; nothing is cached.
         return pass_through(response, CacheStatus::Bypass);
     }
-    let Some(fresh) = tag_entry_from(response.headers()) else {
+    let Some(fresh) = tag_entry_from(response.headers(), hoard.clock.now()) else {
         // A registry that does not say the digest: relay it and let the client GET by tag.
         return pass_through(response, CacheStatus::Bypass);
     };
@@ -194,7 +194,7 @@ async fn head_unknown_tag(
         Err(err) => return upstream_error(&err),
     };
     if response.status() == StatusCode::OK
-        && let Some(entry) = tag_entry_from(response.headers())
+        && let Some(entry) = tag_entry_from(response.headers(), hoard.clock.now())
     {
         if let Err(err) = hoard.store.put_tag(&target.key, repo, tag, entry).await {
             hoard.store.disk_warning("cannot record a tag", &err);
@@ -217,15 +217,16 @@ async fn record_tag(
         digest: digest.clone(),
         size: manifest.bytes.len() as u64,
         media_type: manifest.media_type.clone(),
-        fetched: SystemTime::now(),
+        fetched: hoard.clock.now(),
     };
     if let Err(err) = hoard.store.put_tag(&target.key, repo, tag, entry).await {
         hoard.store.disk_warning("cannot record a tag", &err);
     }
 }
 
-/// The tag map entry an upstream's answer to a HEAD by tag makes, if it says all of it.
-fn tag_entry_from(headers: &HeaderMap) -> Option<TagEntry> {
+/// The tag map entry, fetched at `fetched`, an upstream's answer to a HEAD by tag makes, if it
+/// says all of it.
+fn tag_entry_from(headers: &HeaderMap, fetched: SystemTime) -> Option<TagEntry> {
     let text = |name| {
         headers
             .get(name)
@@ -244,7 +245,7 @@ fn tag_entry_from(headers: &HeaderMap) -> Option<TagEntry> {
         digest,
         size,
         media_type,
-        fetched: SystemTime::now(),
+        fetched,
     })
 }
 

@@ -43,7 +43,7 @@ async fn tags_are_cached_then_revalidated_with_head() {
     init();
     let registry = Registry::start().await;
     let proxy = Proxy::builder(&registry)
-        .cache("tag_ttl = \"300ms\"")
+        .cache("tag_ttl = \"10m\"")
         .start()
         .await;
     let client = proxy.client(false);
@@ -64,7 +64,7 @@ async fn tags_are_cached_then_revalidated_with_head() {
     );
     assert_eq!(registry.count("HEAD", "/manifests/"), 0);
 
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    proxy.server.clock().advance(Duration::from_secs(601));
     let revalidated = get(&client).await.unwrap();
     assert_eq!(revalidated.bytes().await.unwrap(), v1);
     assert_eq!(
@@ -82,7 +82,7 @@ async fn tags_are_cached_then_revalidated_with_head() {
     // by digest.
     let v2 = Registry::manifest_json(&[], "two");
     let d2 = registry.add_manifest("p/app", "latest", DOCKER_V2, v2.clone());
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    proxy.server.clock().advance(Duration::from_secs(601));
     let moved = get(&client).await.unwrap();
     assert_eq!(moved.headers()["docker-content-digest"], d2.as_str());
     assert_eq!(moved.bytes().await.unwrap(), v2);
@@ -170,9 +170,9 @@ async fn a_manifest_put_through_hoard_drops_the_cached_tag() {
 async fn head_stays_head_upstream() {
     init();
     let registry = Registry::start().await;
-    // A TTL long enough that a loaded machine does not let it lapse between rounds 0 and 1.
+    // A TTL no loaded machine lets lapse between rounds 0 and 1; the clock moves past it after.
     let proxy = Proxy::builder(&registry)
-        .cache("tag_ttl = \"1s\"")
+        .cache("tag_ttl = \"10m\"")
         .start()
         .await;
     let client = proxy.client(true);
@@ -194,7 +194,7 @@ async fn head_stays_head_upstream() {
             manifest.len().to_string().as_str()
         );
         if round == 1 {
-            tokio::time::sleep(Duration::from_millis(1100)).await;
+            proxy.server.clock().advance(Duration::from_secs(601));
         }
     }
     // First HEAD (unknown tag) and one revalidation after the TTL; the fresh one in between was
