@@ -41,18 +41,24 @@ pub trait Classify: std::error::Error + 'static {
     }
 }
 
-/// An error and each of its causes, once: `outer: cause: root cause`.
+/// An error and each of its causes, once: `outer: cause: root cause`. hoard's own errors follow
+/// the rule above; a cause whose text is already written (other crates' errors often repeat
+/// their source) is skipped.
 pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut text = self.0.to_string();
         let mut cause = self.0.source();
         while let Some(error) = cause {
-            write!(f, ": {error}")?;
+            let next = error.to_string();
+            if !text.contains(&next) {
+                text.push_str(": ");
+                text.push_str(&next);
+            }
             cause = error.source();
         }
-        Ok(())
+        f.write_str(&text)
     }
 }
 
@@ -76,10 +82,16 @@ mod tests {
         }
     }
 
+    #[derive(Debug, thiserror::Error)]
+    #[error("wrapper: {0}")]
+    struct Repeating(#[source] Outer);
+
     #[test]
     fn a_chain_prints_each_cause_once() {
         let err = Outer(std::io::Error::other("root cause"));
         assert_eq!(Chain(&err).to_string(), "outer: root cause");
+        let err = Repeating(Outer(std::io::Error::other("root cause")));
+        assert_eq!(Chain(&err).to_string(), "wrapper: outer: root cause");
     }
 
     #[test]

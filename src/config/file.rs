@@ -32,9 +32,9 @@ pub struct FileConfig {
 impl FileConfig {
     /// Reads and parses the file at `path`.
     pub(super) fn read(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         toml::from_str(&text).map_err(|err| ConfigError::Parse {
             path: path.to_owned(),

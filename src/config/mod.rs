@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::{Classify, Side};
 use crate::net::{Cidr, HostPatterns, NoProxy, Parent};
 
 mod file;
@@ -27,15 +28,22 @@ pub use units::{parse_duration, parse_size};
 /// A configuration problem: reported as one line, exit code 2.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{key}: {message}")]
     Invalid { key: &'static str, message: String },
+}
+
+/// A configuration is the operator's input: its errors are the client's side.
+impl Classify for ConfigError {
+    fn side(&self) -> Side {
+        Side::Client
+    }
 }
 
 /// How log lines are written.

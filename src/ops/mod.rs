@@ -19,6 +19,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::error::{Classify, Side};
+
 /// How a command ended when it did not fail outright.
 #[must_use]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +54,24 @@ pub enum OpsError {
     },
     #[error("cannot write the output")]
     Output(#[from] std::io::Error),
+}
+
+/// A command's disk and output errors are hoard's own.
+impl Classify for OpsError {
+    fn side(&self) -> Side {
+        Side::Internal
+    }
+}
+
+/// A warm's failures are the registry's, except a client that cannot be set up or a platform
+/// the image does not have, which are the operator's.
+impl Classify for warm::WarmError {
+    fn side(&self) -> Side {
+        match self {
+            warm::WarmError::Setup(_) | warm::WarmError::NoPlatform { .. } => Side::Client,
+            _ => Side::Upstream,
+        }
+    }
 }
 
 /// Wraps a file-system error with what was being done to which path.

@@ -12,6 +12,7 @@ use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 
 use crate::config::Config;
+use crate::error::Chain;
 use crate::oci::{Challenge, DOCKER_MANIFEST_V2, Digest, Reference};
 use crate::ops::imageref::ImageRef;
 use crate::ops::manifest::{ACCEPT as MANIFEST_TYPES, Manifest, Platform};
@@ -75,7 +76,7 @@ pub async fn run(config: &Config, images: &[ImageRef], options: &WarmOptions) ->
     let client = match client(config, options.proxy.as_deref()) {
         Ok(client) => client,
         Err(e) => {
-            eprintln!("hoard: {}", chain(&e));
+            eprintln!("hoard: {}", Chain(&e));
             return Outcome::Trouble;
         }
     };
@@ -110,26 +111,11 @@ pub async fn run(config: &Config, images: &[ImageRef], options: &WarmOptions) ->
             }
             Err(e) => {
                 trouble = true;
-                eprintln!("hoard: warm {image}: {}", chain(&e));
+                eprintln!("hoard: warm {image}: {}", Chain(&e));
             }
         });
     }
     Outcome::from_trouble(trouble)
-}
-
-/// The error and its sources on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let next = e.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = e.source();
-    }
-    text
 }
 
 /// A client through the proxy, trusting hoard's CA, the configured extra CAs, the webpki roots
