@@ -15,10 +15,11 @@ use crate::oci::{Digest, valid_repository, valid_tag};
 use crate::ops::imageref::registry_key;
 use crate::ops::manifest::Manifest;
 use crate::ops::{OpsError, io_error};
+use crate::store::{MAX_MANIFEST_SIZE, split_manifest_file};
 
-/// Manifest files larger than this are not read: 4 MiB of manifest (the registries' own limit)
-/// plus its media-type line.
-const MAX_MANIFEST_FILE: u64 = (4 << 20) + 1024;
+/// Manifest files larger than this are not read: the largest manifest hoard stores plus its
+/// media-type line.
+const MAX_MANIFEST_FILE: u64 = MAX_MANIFEST_SIZE as u64 + 1024;
 
 /// Tag files larger than this are not read (a line is about 200 bytes; one per media type).
 const MAX_TAG_FILE: u64 = 64 << 10;
@@ -204,11 +205,10 @@ impl CacheDir {
     /// Reads a stored manifest; `None` if it is missing or has no media-type line.
     pub fn manifest(&self, digest: &Digest) -> Option<StoredManifest> {
         let data = read_bounded(&self.path_of(Kind::Manifest, digest), MAX_MANIFEST_FILE)?;
-        let newline = data.iter().position(|b| *b == b'\n')?;
-        let media_type = std::str::from_utf8(&data[..newline]).ok()?.to_owned();
+        let (media_type, start) = split_manifest_file(&data)?;
         Some(StoredManifest {
-            media_type,
-            doc: Manifest::parse(&data[newline + 1..]).unwrap_or_default(),
+            media_type: media_type.to_owned(),
+            doc: Manifest::parse(&data[start..]).unwrap_or_default(),
         })
     }
 

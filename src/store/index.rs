@@ -1,0 +1,304 @@
+//! The in-memory index: every entry's size and its place in least-recently-used order, and the
+//! read pins that keep an entry from eviction while a response reads it.
+//!
+//! Every use of an entry gives it a new stamp from a counter, so stamps order entries by last
+//! use. Entries nobody reads sit in `idle`, ordered by stamp: eviction takes the coldest with one
+//! `pop_first`, O(log entries), and never meets an entry being read, however many there are.
+//! An entry being read sits in `reading` instead, and goes back into `idle` under the stamp it
+//! has when its last reader leaves: its place among the others is where its last use put it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{Key, Store};
+
+/// How often the modification time of an entry that is being served is refreshed. The mtime is
+/// the "last used" time that survives restarts (LRU order at start, `cache prune --older-than`);
+/// refreshing it at most every 10 minutes keeps hits free of metadata writes.
+const TOUCH_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Stamps of uses count up from here; entries added as least recently used (found on disk by a
+/// reconcile) count down from just below it, so they sort before every entry used since start.
+/// Neither counter can run out: 2^63 uses at a billion a second take 292 years.
+const FIRST_USE: u64 = 1 << 63;
+
+/// Every entry of the store, in least-recently-used order.
+#[derive(Debug)]
+pub(super) struct Index {
+    entries: HashMap<Arc<Key>, Entry>,
+    /// Entries nobody reads, by stamp: least recently used first. The eviction order.
+    idle: BTreeMap<u64, Arc<Key>>,
+    /// Entries being read, by stamp.
+    reading: BTreeMap<u64, Arc<Key>>,
+    /// Sum of the entries' sizes.
+    bytes: u64,
+    /// Sum of the sizes of the entries in `reading`.
+    reading_bytes: u64,
+    next_use: u64,
+    next_cold: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    size: u64,
+    /// The stamp of its last use: its key in `idle` or `reading`.
+    stamp: u64,
+    /// Its first stamp, which no other entry ever has: tells a pin of this entry from a pin of
+    /// an earlier entry of the same key.
+    id: u64,
+    /// Responses reading it now; an entry with readers is never evicted.
+    readers: usize,
+    /// When it was admitted or its mtime last refreshed.
+    touched: Instant,
+}
+
+/// A pin taken by [`Index::pin`].
+#[derive(Debug)]
+pub(super) struct Pinned {
+    id: u64,
+    /// Whether the caller should refresh the file's mtime.
+    pub(super) touch: bool,
+}
+
+/// Where a [`Index::sweep`] goes on: first through the idle entries, then the ones being read.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Sweep {
+    in_reading: bool,
+    after: Option<u64>,
+}
+
+impl Index {
+    pub(super) fn new() -> Index {
+        Index {
+            entries: HashMap::new(),
+            idle: BTreeMap::new(),
+            reading: BTreeMap::new(),
+            bytes: 0,
+            reading_bytes: 0,
+            next_use: FIRST_USE,
+            next_cold: FIRST_USE - 1,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Sum of the entries' sizes.
+    pub(super) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Bytes that eviction could free now: those of the entries nobody reads.
+    pub(super) fn evictable_bytes(&self) -> u64 {
+        self.bytes - self.reading_bytes
+    }
+
+    pub(super) fn contains(&self, key: &Key) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    pub(super) fn size_of(&self, key: &Key) -> Option<u64> {
+        self.entries.get(key).map(|e| e.size)
+    }
+
+    /// Adds an entry as the most recently used, replacing one of the same key (whose pins then
+    /// no longer count).
+    pub(super) fn insert(&mut self, key: Key, size: u64) {
+        self.remove(&key);
+        let stamp = self.next_use;
+        self.next_use += 1;
+        self.add(key, size, stamp);
+    }
+
+    /// Adds an entry as the least recently used, unless its key is known. Whether it was added.
+    pub(super) fn insert_cold(&mut self, key: Key, size: u64) -> bool {
+        if self.entries.contains_key(&key) {
+            return false;
+        }
+        let stamp = self.next_cold;
+        self.next_cold -= 1;
+        self.add(key, size, stamp);
+        true
+    }
+
+    fn add(&mut self, key: Key, size: u64, stamp: u64) {
+        let key = Arc::new(key);
+        self.idle.insert(stamp, key.clone());
+        let entry = Entry {
+            size,
+            stamp,
+            id: stamp,
+            readers: 0,
+            touched: Instant::now(),
+        };
+        self.entries.insert(key, entry);
+        self.bytes += size;
+    }
+
+    /// Takes an entry out, read or not. Its size, if it was there.
+    pub(super) fn remove(&mut self, key: &Key) -> Option<u64> {
+        let entry = self.entries.remove(key)?;
+        if entry.readers == 0 {
+            self.idle.remove(&entry.stamp);
+        } else {
+            self.reading.remove(&entry.stamp);
+            self.reading_bytes -= entry.size;
+        }
+        self.bytes -= entry.size;
+        Some(entry.size)
+    }
+
+    /// Marks an entry used now and adds a reader. `None` if it is not there.
+    pub(super) fn pin(&mut self, key: &Key) -> Option<Pinned> {
+        let entry = self.entries.get_mut(key)?;
+        let shared = if entry.readers == 0 {
+            self.idle.remove(&entry.stamp)
+        } else {
+            self.reading.remove(&entry.stamp)
+        }?;
+        if entry.readers == 0 {
+            self.reading_bytes += entry.size;
+        }
+        entry.readers += 1;
+        entry.stamp = self.next_use;
+        self.next_use += 1;
+        self.reading.insert(entry.stamp, shared);
+        let touch = entry.touched.elapsed() >= TOUCH_INTERVAL;
+        if touch {
+            entry.touched = Instant::now();
+        }
+        Some(Pinned {
+            id: entry.id,
+            touch,
+        })
+    }
+
+    /// Takes a reader away (if the entry is still the one pinned); without readers the entry
+    /// goes back to its place in the eviction order.
+    fn unpin(&mut self, key: &Key, id: u64) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        if entry.id != id || entry.readers == 0 {
+            return;
+        }
+        entry.readers -= 1;
+        if entry.readers == 0 {
+            if let Some(shared) = self.reading.remove(&entry.stamp) {
+                self.idle.insert(entry.stamp, shared);
+            }
+            self.reading_bytes -= entry.size;
+        }
+    }
+
+    /// Takes out the least recently used entries nobody reads until `to_free` bytes are freed
+    /// (or none is left). One `pop_first` per victim: entries being read are not in the way.
+    pub(super) fn evict(&mut self, mut to_free: u64) -> Vec<Key> {
+        let mut victims = Vec::new();
+        while to_free > 0 {
+            let Some((_, key)) = self.idle.pop_first() else {
+                break;
+            };
+            if let Some(entry) = self.entries.remove(&*key) {
+                self.bytes -= entry.size;
+                to_free = to_free.saturating_sub(entry.size);
+            }
+            victims.push(Arc::unwrap_or_clone(key));
+        }
+        victims
+    }
+
+    /// Looks at up to `batch` entries from `at` on and removes those `gone` says are, then says
+    /// where to go on (`None`: every entry was looked at). Entries used while a sweep goes on
+    /// may be looked at twice or not at all; the next sweep looks again.
+    pub(super) fn sweep(
+        &mut self,
+        at: Sweep,
+        batch: usize,
+        gone: impl Fn(&Key, Instant) -> bool,
+    ) -> Option<Sweep> {
+        let order = if at.in_reading {
+            &self.reading
+        } else {
+            &self.idle
+        };
+        let from = at.after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut last = None;
+        let mut doomed = Vec::new();
+        for (&stamp, key) in order.range((from, Bound::Unbounded)).take(batch) {
+            last = Some(stamp);
+            if self.entries.get(key).is_some_and(|e| gone(key, e.touched)) {
+                doomed.push(key.clone());
+            }
+        }
+        for key in doomed {
+            self.remove(&key);
+        }
+        match (last, at.in_reading) {
+            (Some(after), in_reading) => Some(Sweep {
+                in_reading,
+                after: Some(after),
+            }),
+            (None, false) => Some(Sweep {
+                in_reading: true,
+                after: None,
+            }),
+            (None, true) => None,
+        }
+    }
+}
+
+/// Keeps an entry from eviction while a response reads it.
+#[derive(Debug)]
+pub struct ReadPin {
+    store: Store,
+    key: Key,
+    id: u64,
+}
+
+impl Drop for ReadPin {
+    fn drop(&mut self) {
+        self.store.lock().index.unpin(&self.key, self.id);
+    }
+}
+
+impl Store {
+    /// Marks an entry used and pins it for reading. `None` if it is not stored.
+    pub(super) fn pin(&self, key: &Key) -> Option<ReadPin> {
+        let pinned = self.lock().index.pin(key)?;
+        if pinned.touch {
+            let path = self.path(key);
+            tokio::task::spawn_blocking(move || {
+                let _ = std::fs::File::options()
+                    .write(true)
+                    .open(path)
+                    .and_then(|f| f.set_modified(SystemTime::now()));
+            });
+        }
+        Some(ReadPin {
+            store: self.clone(),
+            key: key.clone(),
+            id: pinned.id,
+        })
+    }
+
+    /// Drops an entry whose file has gone (removed by `hoard cache prune`, say).
+    pub(super) fn forget(&self, key: &Key) {
+        self.lock().index.remove(key);
+    }
+
+    /// Records a new entry in the index as the most recently used, turning its reservation into
+    /// stored bytes.
+    pub(super) fn admit(&self, key: Key, size: u64, reservation: super::Reservation) {
+        let mut state = self.lock();
+        state.reserved -= reservation.take();
+        state.index.insert(key, size);
+    }
+}
+
+#[cfg(test)]
+#[path = "index_tests.rs"]
+mod tests;

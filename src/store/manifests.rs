@@ -1,0 +1,57 @@
+//! Manifests by digest: read whole (they are small), written only after their digest matched.
+
+use bytes::Bytes;
+
+use super::layout::{manifest_file, split_manifest_file};
+use super::{Key, Store, StoreError};
+use crate::oci::Digest;
+
+/// Manifests larger than this are not cached (registries themselves refuse above 4 MiB).
+pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
+
+/// A manifest found in the store.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+impl Store {
+    /// Reads a stored manifest.
+    pub async fn manifest(&self, digest: &Digest) -> Option<StoredManifest> {
+        let key = Key::Manifest(digest.clone());
+        let _pin = self.pin(&key)?;
+        let Ok(data) = tokio::fs::read(self.path(&key)).await else {
+            self.forget(&key);
+            return None;
+        };
+        let (media_type, start) = split_manifest_file(&data)?;
+        let media_type = media_type.to_owned();
+        let mut bytes = Bytes::from(data);
+        Some(StoredManifest {
+            media_type,
+            bytes: bytes.split_off(start),
+        })
+    }
+
+    /// Stores a manifest after checking it against `digest`.
+    pub async fn put_manifest(
+        &self,
+        digest: &Digest,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut hasher = digest.hasher();
+        hasher.update(bytes);
+        if !hasher.matches(digest) {
+            return Err(StoreError::DigestMismatch(digest.clone()));
+        }
+        let data = manifest_file(media_type, bytes)?;
+        let size = data.len() as u64;
+        let reservation = self.reserve(size).await?;
+        let key = Key::Manifest(digest.clone());
+        self.write_atomically(&self.path(&key), data).await?;
+        self.admit(key, size, reservation);
+        Ok(())
+    }
+}

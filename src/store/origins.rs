@@ -1,0 +1,157 @@
+//! Provenance: where the registry had an entry, as `(host, repository)` lines in a small file
+//! beside it, so that offline access checks know which credentials may see it.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use super::layout::{origins_tmp, parse_origin_line, write_file_atomically};
+use super::{HostKey, Key, Store, StoreError, blocking, io_error};
+use crate::oci::valid_repository;
+
+/// Origins kept per entry; past it the oldest is dropped. 32 lines of at most ~520 bytes (a
+/// host name and a 255-byte repository name) keep an origins file under 17 KiB.
+const MAX_ORIGINS: usize = 32;
+
+/// Locks for the read-modify-write of origins files, striped by the digest's first byte so that
+/// the origins of different entries are written in parallel.
+static ORIGIN_LOCKS: [Mutex<()>; 16] = [const { Mutex::new(()) }; 16];
+
+impl Store {
+    /// Where the registry had an entry: `(host, repository)` pairs, oldest first. Empty when
+    /// nothing is known, as for entries stored by a hoard that did not record origins.
+    pub async fn origins(&self, key: &Key) -> Vec<(String, String)> {
+        match tokio::fs::read_to_string(self.origin_path(key)).await {
+            Ok(text) => text.lines().filter_map(parse_origin_line).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Records, in the background, that the registry `host` has the entry `key` in repository
+    /// `repo` (it served it or confirmed it there). Kept next to the entry, at most
+    /// [`MAX_ORIGINS`] of them, and removed with it when it is evicted.
+    pub fn note_origin(&self, key: Key, host: &HostKey, repo: &str) {
+        if !valid_repository(repo) {
+            return;
+        }
+        let line = format!("{} {repo}", host.as_str());
+        let (store, path) = (self.clone(), self.origin_path(&key));
+        let tmp = origins_tmp(&self.inner.root);
+        let stripe = match &key {
+            Key::Blob(d) | Key::Manifest(d) => {
+                usize::from(d.hex().bytes().next().unwrap_or(0)) % ORIGIN_LOCKS.len()
+            }
+        };
+        tokio::spawn(async move {
+            let written = blocking(move || {
+                let _serial = ORIGIN_LOCKS[stripe]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                std::fs::create_dir_all(&tmp).map_err(io_error("create", &tmp))?;
+                add_origin_line(&tmp, &path, &line)
+            })
+            .await;
+            if let Err(err) = written {
+                store.disk_warning("cannot record where an entry came from", &err);
+            }
+        });
+    }
+}
+
+/// Adds `line` to the origins file at `path` unless it is there, dropping the oldest lines past
+/// [`MAX_ORIGINS`]. The caller holds the file's lock.
+fn add_origin_line(tmp: &Path, path: &Path, line: &str) -> Result<(), StoreError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(err) => return Err(io_error("read", path)(err)),
+    };
+    let mut lines: Vec<&str> = text
+        .lines()
+        .filter(|l| parse_origin_line(l).is_some())
+        .collect();
+    if lines.contains(&line) {
+        return Ok(());
+    }
+    if lines.len() >= MAX_ORIGINS {
+        lines.drain(..=lines.len() - MAX_ORIGINS);
+    }
+    lines.push(line);
+    let mut data = lines.join("\n");
+    data.push('\n');
+    write_file_atomically(tmp, path, data.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant, SystemTime};
+
+    use super::super::test_util::{limits, put, stored};
+    use super::*;
+
+    #[tokio::test]
+    async fn origins_are_bounded_survive_a_restart_and_go_with_their_entry() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let host = HostKey::new("gcr.io", 443).unwrap_or_else(|| panic!("host key"));
+        let (a, b) = {
+            let store = Store::open(dir.path(), limits(1000)).unwrap_or_else(|e| panic!("{e}"));
+            let a = put(&store, 300, b'a').await;
+            let b = put(&store, 300, b'b').await;
+            let key = Key::Manifest(a.clone());
+            assert!(store.origins(&key).await.is_empty(), "nothing known yet");
+            let path = store.origin_path(&key);
+            let tmp = store.inner.tmp.clone();
+            for i in 0..MAX_ORIGINS + 3 {
+                add_origin_line(&tmp, &path, &format!("gcr.io team/repo{i}"))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            // Again: not twice. And what is not an origin line is dropped on the next write.
+            add_origin_line(&tmp, &path, "gcr.io team/repo5").unwrap_or_else(|e| panic!("{e}"));
+            store.note_origin(Key::Manifest(b.clone()), &host, "../../etc");
+            store.note_origin(Key::Manifest(b.clone()), &host, "team/b");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while store.origins(&Key::Manifest(b.clone())).await.is_empty() {
+                assert!(Instant::now() < deadline, "note_origin wrote nothing");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let past = SystemTime::now() - Duration::from_secs(86_400);
+            std::fs::File::options()
+                .write(true)
+                .open(store.path(&Key::Manifest(a.clone())))
+                .and_then(|f| f.set_modified(past))
+                .unwrap_or_else(|e| panic!("{e}"));
+            (a, b)
+        };
+        let store = Store::open(dir.path(), limits(1000)).unwrap_or_else(|e| panic!("{e}"));
+        let origins = store.origins(&Key::Manifest(a.clone())).await;
+        assert_eq!(origins.len(), MAX_ORIGINS, "bounded");
+        assert_eq!(
+            origins[0],
+            ("gcr.io".into(), "team/repo3".into()),
+            "oldest dropped"
+        );
+        assert_eq!(
+            origins.last(),
+            Some(&("gcr.io".into(), format!("team/repo{}", MAX_ORIGINS + 2)))
+        );
+        assert_eq!(
+            store.origins(&Key::Manifest(b.clone())).await,
+            [("gcr.io".to_owned(), "team/b".to_owned())],
+            "an invalid repository is never recorded"
+        );
+        assert!(
+            store.origins(&Key::Blob(a.clone())).await.is_empty(),
+            "kinds apart"
+        );
+        // Evicting a (least recently used) takes its origins along.
+        let _c = put(&store, 600, b'c').await;
+        assert!(!stored(&store, &a));
+        assert!(!store.origin_path(&Key::Manifest(a.clone())).exists());
+        assert!(store.origin_path(&Key::Manifest(b.clone())).exists());
+        assert_eq!(parse_origin_line("gcr.io a b"), None);
+        assert_eq!(parse_origin_line("gcr.io/x a"), None);
+        assert_eq!(
+            parse_origin_line("localhost:5000 a/b"),
+            Some(("localhost:5000".into(), "a/b".into()))
+        );
+    }
+}
