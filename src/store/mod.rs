@@ -36,13 +36,15 @@
 //! - `scan.rs`: the scan of the folder at start, and the periodic reconcile with the disk.
 //! - `manifests.rs`, `tags.rs`, `origins.rs`: reading and writing each kind of small file.
 //! - `fills.rs`: looking a blob up, one fill per blob, and the followers that join it.
-//! - `flight.rs`: single flight for manifests and tags: one upstream question at a time per key.
+//! - `flight.rs`: single flight for manifests and tags: one request asks the upstream, the others
+//!   wait for its answer, for a bounded time.
 //! - `writer.rs`: writing a fill, verifying its digest, and committing it into the store.
 //! - `read.rs`: reading stored files in chunks, from the page cache or the blocking pool.
 //!
-//! Locking: one `std` mutex guards [`State`]. Every critical section is O(1) or O(log entries),
-//! and none touches a file: renames, opens, unlinks and syncs happen before or after it, on the
-//! blocking pool. Reconcile, the one job that looks at every entry, takes the lock once per batch.
+//! Locking: one `std` mutex guards `State`. A critical section costs O(log entries) for each
+//! entry it changes (an eviction, one per victim) and never touches a file: renames, opens,
+//! unlinks and syncs happen before or after it, on the blocking pool. Reconcile, the one job that
+//! looks at every entry, takes the lock once per batch of entries.
 
 mod evict;
 mod fills;
