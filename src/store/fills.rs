@@ -239,6 +239,14 @@ impl Follower {
         let Some(file) = file.and_then(|f| f.try_clone().ok()) else {
             return Joined::LookAgain;
         };
+        // A fill that ended badly since the wait above is not read: look again, as for one
+        // that ended before.
+        if !matches!(
+            self.shared.progress.borrow().state,
+            FillState::Running | FillState::Done
+        ) {
+            return Joined::LookAgain;
+        }
         Joined::Reading {
             file,
             progress,
