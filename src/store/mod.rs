@@ -66,6 +66,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::error::{Classify, Side};
 use crate::oci::Digest;
 
 pub use evict::Reservation;
@@ -89,11 +90,11 @@ const DISK_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 /// Store errors: all internal (disk) problems, or a full store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}: {error}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("content does not match digest {0}")]
     DigestMismatch(Digest),
@@ -108,12 +109,29 @@ pub enum StoreError {
     NotOurs { path: PathBuf, why: String },
 }
 
+/// The disk is hoard's own business; a folder that is not hoard's is the operator's mistake.
+impl Classify for StoreError {
+    fn side(&self) -> Side {
+        match self {
+            StoreError::NotOurs { .. } => Side::Client,
+            _ => Side::Internal,
+        }
+    }
+
+    fn status(&self) -> http::StatusCode {
+        match self {
+            StoreError::Full(_) => http::StatusCode::INSUFFICIENT_STORAGE,
+            _ => http::StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.to_owned();
-    move |source| StoreError::Io {
+    move |error| StoreError::Io {
         action,
         path,
-        source,
+        error,
     }
 }
 
@@ -126,7 +144,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| StoreError::Io {
             action: "finish a disk task for",
             path: PathBuf::new(),
-            source: std::io::Error::other(e),
+            error: std::io::Error::other(e),
         })?
 }
 
