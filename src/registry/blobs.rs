@@ -12,7 +12,9 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
+use std::ops::ControlFlow;
 use tokio::sync::{mpsc, watch};
+
 use tokio::time::timeout_at;
 
 use super::fill::{ChannelBody, Chunk, alone, miss};
@@ -27,7 +29,8 @@ use crate::http::{
 };
 use crate::oci::{Digest, span};
 use crate::store::{
-    BlobHit, BlobLookup, FileChunks, FillState, Joined, Progress, chunk_len, read_at,
+    BlobHit, BlobLookup, FileChunks, FillState, Flight, FlightKey, Joined, Progress, chunk_len,
+    read_at,
 };
 use crate::upstream::upstream_error;
 
@@ -57,7 +60,30 @@ pub(super) async fn blob(
     let deadline = tokio::time::Instant::now() + hoard.flights.wait();
     // A fill can end between looking and joining; a few rounds always settle it.
     for _ in 0..3 {
-        match hoard.store.lookup_blob(&digest).await {
+        let key = FlightKey::Blob(digest.clone());
+        let look = || async {
+            match hoard.store.find_blob(&digest).await {
+                Some(found) => ControlFlow::Break(found),
+                None => ControlFlow::Continue(()),
+            }
+        };
+        let found = match hoard.flights.join(key, look).await {
+            Flight::Found(found) => found,
+            // The leader: its fill is registered before the guard drops, so the requests that
+            // followed it find the fill when they look again.
+            Flight::Ask {
+                guard: Some(_leading),
+                ..
+            } => match hoard.store.begin_fill(&digest) {
+                Some(permit) => BlobLookup::Miss(permit),
+                None => continue,
+            },
+            Flight::Ask { guard: None, .. } => {
+                tracing::info!(%digest, "no fill of this blob started in time; fetched alone, not kept");
+                return alone(request, target, hoard, digest).await;
+            }
+        };
+        match found {
             BlobLookup::Hit(hit) => {
                 return serve_stored(hit, &digest, range.as_ref(), CacheStatus::Hit).await;
             }

@@ -30,38 +30,63 @@ pub enum BlobLookup {
 }
 
 impl Store {
-    /// Looks a blob up: stored, being filled, or to be filled by the caller.
+    /// Looks a blob up: stored, being filled, or to be filled by the caller. The request that
+    /// gets the permit is chosen here, under the store's lock; the registry chooses it in its
+    /// flight table instead, with [`Store::find_blob`] and [`Store::begin_fill`].
     pub async fn lookup_blob(&self, digest: &Digest) -> BlobLookup {
-        let key = Key::Blob(digest.clone());
         for _ in 0..2 {
-            if let Some(pin) = self.pin(&key) {
-                match open_sized(&self.path(&key)).await {
-                    Ok((file, len)) => return BlobLookup::Hit(BlobHit { file, len, pin }),
-                    Err(_) => self.forget(&key),
-                }
-                continue;
+            if let Some(found) = self.find_blob(digest).await {
+                return found;
             }
-            let mut state = self.lock();
-            if state.index.contains(&key) {
-                continue; // a fill finished in between
+            if let Some(permit) = self.begin_fill(digest) {
+                return BlobLookup::Miss(permit);
             }
-            if let Some(shared) = state.fills.get(digest) {
-                return BlobLookup::Filling(Follower {
-                    shared: shared.clone(),
-                });
-            }
-            let shared = Arc::new(FillShared::new(digest.clone()));
-            state.fills.insert(digest.clone(), shared.clone());
-            return BlobLookup::Miss(FillPermit {
-                store: self.clone(),
-                shared,
-                done: false,
-            });
         }
         // The file vanished twice under our feet: fill without followers.
         BlobLookup::Miss(FillPermit {
             store: self.clone(),
             shared: Arc::new(FillShared::new(digest.clone())),
+            done: false,
+        })
+    }
+
+    /// A blob that is stored ([`BlobLookup::Hit`]) or being filled ([`BlobLookup::Filling`]),
+    /// or `None` when it is neither.
+    pub async fn find_blob(&self, digest: &Digest) -> Option<BlobLookup> {
+        let key = Key::Blob(digest.clone());
+        for _ in 0..2 {
+            if let Some(pin) = self.pin(&key) {
+                match open_sized(&self.path(&key)).await {
+                    Ok((file, len)) => return Some(BlobLookup::Hit(BlobHit { file, len, pin })),
+                    Err(_) => self.forget(&key),
+                }
+                continue;
+            }
+            let state = self.lock();
+            if state.index.contains(&key) {
+                continue; // a fill finished in between
+            }
+            return state.fills.get(digest).map(|shared| {
+                BlobLookup::Filling(Follower {
+                    shared: shared.clone(),
+                })
+            });
+        }
+        None
+    }
+
+    /// The permit to fill a blob, registered so that requests looking it up from now on follow
+    /// the fill; `None` when the blob was stored or a fill began since it was looked up.
+    pub fn begin_fill(&self, digest: &Digest) -> Option<FillPermit> {
+        let mut state = self.lock();
+        if state.index.contains(&Key::Blob(digest.clone())) || state.fills.contains_key(digest) {
+            return None;
+        }
+        let shared = Arc::new(FillShared::new(digest.clone()));
+        state.fills.insert(digest.clone(), shared.clone());
+        Some(FillPermit {
+            store: self.clone(),
+            shared,
             done: false,
         })
     }

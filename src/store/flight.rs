@@ -1,9 +1,10 @@
-//! Single flight: of the requests that would ask the upstream the same question (a manifest by
-//! digest, a tag), one leads and asks; the others follow: they wait until it is done and find its
-//! answer in the store. One upstream call, not one per client, when a thousand nodes pull the
-//! same image at once. A follower waits a bounded time, then goes on alone: one silent upstream
-//! cannot stall everyone waiting on a tag. (A blob fill's followers read its growing file, so a
-//! blob's leader is chosen in the store's fill map; they wait no longer than [`Flights::wait`].)
+//! Single flight: of the requests that would ask the upstream the same question (a blob, a
+//! manifest by digest, a tag), one leads and asks; the others follow: they wait until it is done
+//! and find its answer in the store. One upstream call, not one per client, when a thousand nodes
+//! pull the same image at once. A follower waits a bounded time, then goes on alone: one silent
+//! upstream cannot stall everyone waiting on a tag. A blob's leader is done as soon as its fill
+//! is registered in the store (`Store::begin_fill`): its followers then read the growing file,
+//! and wait no longer than [`Flights::wait`] for the fill to start.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -20,6 +21,8 @@ use crate::oci::Digest;
 /// What a flight asks the upstream about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum FlightKey {
+    /// A blob: its leader starts the fill that the others then follow.
+    Blob(Digest),
     /// A manifest by digest.
     Manifest(Digest),
     /// A tag: the registry host, the repository, the tag.
@@ -28,8 +31,9 @@ pub(crate) enum FlightKey {
 
 impl Hash for FlightKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
         match self {
-            FlightKey::Manifest(digest) => digest.hash(state),
+            FlightKey::Blob(digest) | FlightKey::Manifest(digest) => digest.hash(state),
             FlightKey::Tag(host, repo, tag) => (host.as_str(), repo, tag).hash(state),
         }
     }
