@@ -76,7 +76,7 @@ fn dummy_hash(cost: Option<u32>) -> String {
 impl Htpasswd {
     /// The hash to check `user`'s password against, and whether `user` is known: an unknown
     /// user gets the dummy hash, so that a wrong name costs as much as a wrong password.
-    pub fn hash_for(&self, user: &str) -> (&str, bool) {
+    pub(crate) fn hash_for(&self, user: &str) -> (&str, bool) {
         match self.users.get(user) {
             Some(hash) => (hash, true),
             None => (&self.dummy, false),

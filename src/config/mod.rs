@@ -179,7 +179,7 @@ pub struct Config {
 }
 
 /// Default intercepted registries.
-pub const DEFAULT_INTERCEPT: [&str; 2] = ["gcr.io", "registry-1.docker.io"];
+pub(crate) const DEFAULT_INTERCEPT: [&str; 2] = ["gcr.io", "registry-1.docker.io"];
 
 impl Config {
     /// Reads `path` if given and merges the overrides into a validated config.
@@ -246,7 +246,7 @@ impl Config {
     /// Refuses this configuration on a listener bound to `bound` when that would make hoard an
     /// open proxy. A reload checks the address actually bound, not the one in the file (a changed
     /// `proxy.listen` takes effect only at a restart).
-    pub fn check_open_proxy(&self, bound: SocketAddr) -> Result<(), ConfigError> {
+    pub(crate) fn check_open_proxy(&self, bound: SocketAddr) -> Result<(), ConfigError> {
         validate::open_proxy_check(
             bound,
             self.users.is_some(),
@@ -256,7 +256,7 @@ impl Config {
     }
 
     /// hoard's credentials for `host_key` (`host` or `host:port`), if configured.
-    pub fn credential_for(&self, host_key: &str) -> Option<&Credential> {
+    pub(crate) fn credential_for(&self, host_key: &str) -> Option<&Credential> {
         self.credentials.iter().find(|c| c.host == host_key)
     }
 }

@@ -5,18 +5,18 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 
 /// The error type carried by bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body type of every response hoard sends and every request it forwards.
-pub type Body = BoxBody<Bytes, BoxError>;
+pub(crate) type Body = BoxBody<Bytes, BoxError>;
 
 /// An empty body.
-pub fn empty_body() -> Body {
+pub(crate) fn empty_body() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
 /// A body holding `bytes`.
-pub fn full_body(bytes: impl Into<Bytes>) -> Body {
+pub(crate) fn full_body(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed()

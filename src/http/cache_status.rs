@@ -3,7 +3,7 @@
 
 /// How a request was answered, for the log and (later) metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CacheStatus {
+pub(crate) enum CacheStatus {
     /// Served from the store without asking the upstream.
     Hit,
     /// Fetched from the upstream (and stored, if cacheable).
@@ -22,7 +22,7 @@ pub enum CacheStatus {
 
 impl CacheStatus {
     /// Every status, in the order of [`CacheStatus::index`].
-    pub const ALL: [CacheStatus; 7] = [
+    pub(crate) const ALL: [CacheStatus; 7] = [
         CacheStatus::Hit,
         CacheStatus::Miss,
         CacheStatus::Revalidated,
@@ -33,7 +33,7 @@ impl CacheStatus {
     ];
 
     /// The label used in logs.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "HIT",
             CacheStatus::Miss => "MISS",

@@ -19,7 +19,7 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -37,11 +37,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(http::header::TRANSFER_ENCODING);
 }
 
-pub const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
+pub(crate) const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 
-pub const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
+pub(crate) const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
 
-pub fn insert_digest_headers(headers: &mut HeaderMap, digest: &Digest) {
+pub(crate) fn insert_digest_headers(headers: &mut HeaderMap, digest: &Digest) {
     if let Ok(value) = HeaderValue::from_str(&digest.to_string()) {
         headers.insert(DOCKER_CONTENT_DIGEST, value);
     }
@@ -51,7 +51,7 @@ pub fn insert_digest_headers(headers: &mut HeaderMap, digest: &Digest) {
     headers.insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
 }
 
-pub fn upstream_headers(client: &HeaderMap) -> HeaderMap {
+pub(crate) fn upstream_headers(client: &HeaderMap) -> HeaderMap {
     let mut headers = client.clone();
     strip_hop_by_hop(&mut headers);
     headers

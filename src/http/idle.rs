@@ -13,7 +13,7 @@ use tokio::time::{Instant, Sleep};
 /// A stream whose reads and writes fail with `TimedOut` after `timeout` without progress either
 /// way. Progress in one direction keeps the other alive (a long download reads nothing).
 #[derive(Debug)]
-pub struct Idle<T> {
+pub(crate) struct Idle<T> {
     inner: T,
     timeout: Duration,
     deadline: Pin<Box<Sleep>>,
@@ -21,7 +21,7 @@ pub struct Idle<T> {
 
 impl<T> Idle<T> {
     /// Wraps `inner`.
-    pub fn new(inner: T, timeout: Duration) -> Idle<T> {
+    pub(crate) fn new(inner: T, timeout: Duration) -> Idle<T> {
         Idle {
             inner,
             timeout,
@@ -30,7 +30,7 @@ impl<T> Idle<T> {
     }
 
     /// Unwraps the stream (for a tunnel that moves to splice(2)).
-    pub fn into_inner(self) -> T {
+    pub(crate) fn into_inner(self) -> T {
         self.inner
     }
 

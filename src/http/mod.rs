@@ -6,14 +6,16 @@ mod basic;
 mod body;
 mod cache_status;
 mod headers;
-pub mod idle;
+pub(crate) mod idle;
 mod response;
-pub mod write_batch;
+pub(crate) mod write_batch;
 
 pub use basic::{basic_credentials, basic_header};
-pub use body::{Body, BoxError, empty_body, full_body};
-pub use cache_status::CacheStatus;
-pub use headers::{
+pub(crate) use body::{Body, BoxError, empty_body, full_body};
+pub(crate) use cache_status::CacheStatus;
+pub(crate) use headers::{
     API_VERSION, DOCKER_CONTENT_DIGEST, insert_digest_headers, strip_hop_by_hop, upstream_headers,
 };
-pub use response::{ErrorReason, error, head_too_large, internal, making_room, pass_through};
+pub(crate) use response::{
+    ErrorReason, error, head_too_large, internal, making_room, pass_through,
+};

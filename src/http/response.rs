@@ -13,10 +13,10 @@ use super::headers::strip_hop_by_hop;
 /// Why hoard answered a request with an error: the reason in its body, kept as a response
 /// extension so that the request's one log line can say it.
 #[derive(Debug, Clone)]
-pub struct ErrorReason(pub String);
+pub(crate) struct ErrorReason(pub String);
 
 /// A response made by hoard itself, with a one-line reason in the body.
-pub fn error(status: StatusCode, reason: &str) -> Response<Body> {
+pub(crate) fn error(status: StatusCode, reason: &str) -> Response<Body> {
     let mut response = Response::new(full_body(format!("hoard: {reason}\n")));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -30,13 +30,13 @@ pub fn error(status: StatusCode, reason: &str) -> Response<Body> {
     response
 }
 
-pub fn internal() -> Response<Body> {
+pub(crate) fn internal() -> Response<Body> {
     error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
 }
 
 /// The answer to a request that arrives on a connection just closed to make room for another.
 /// The connection closes right after it.
-pub fn making_room() -> Response<Body> {
+pub(crate) fn making_room() -> Response<Body> {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         "connection closed to make room for others (proxy.max_connections)",
@@ -45,7 +45,7 @@ pub fn making_room() -> Response<Body> {
 
 /// hyper bounds the buffer a request head is read into, but not exactly at the limit: the head
 /// itself is measured here. `None` when it is within `limit` bytes.
-pub fn head_too_large<B>(request: &Request<B>, limit: usize) -> Option<Response<Body>> {
+pub(crate) fn head_too_large<B>(request: &Request<B>, limit: usize) -> Option<Response<Body>> {
     let size: usize = request.uri().to_string().len()
         + request
             .headers()
@@ -61,7 +61,7 @@ pub fn head_too_large<B>(request: &Request<B>, limit: usize) -> Option<Response<
 }
 
 /// An upstream response relayed to the client as it is, body streamed.
-pub fn pass_through(response: Response<Incoming>, status: CacheStatus) -> Response<Body> {
+pub(crate) fn pass_through(response: Response<Incoming>, status: CacheStatus) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.extensions = http::Extensions::new();

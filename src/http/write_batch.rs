@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Bytes gathered before they are written without waiting for a flush.
 const BATCH: usize = 256 * 1024;
 
-pub struct Coalesce<T> {
+pub(crate) struct Coalesce<T> {
     io: T,
     buf: Vec<u8>,
     /// How much of `buf` the inner stream has taken.
@@ -30,7 +30,7 @@ pub struct Coalesce<T> {
 }
 
 impl<T: AsyncWrite + Unpin> Coalesce<T> {
-    pub fn new(io: T) -> Self {
+    pub(crate) fn new(io: T) -> Self {
         Coalesce {
             io,
             buf: Vec::new(),

@@ -2,7 +2,7 @@
 //! one place.
 
 /// A DNS name of letters, digits, hyphens and dots (no empty labels).
-pub fn is_dns_name(name: &str) -> bool {
+pub(crate) fn is_dns_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {
@@ -17,7 +17,7 @@ pub fn is_dns_name(name: &str) -> bool {
 }
 
 /// `host:port`, with an IPv6 address in brackets.
-pub fn authority(host: &str, port: u16) -> String {
+pub(crate) fn authority(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -27,7 +27,7 @@ pub fn authority(host: &str, port: u16) -> String {
 
 /// The parts of a `host[:port]` authority as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Authority<'a> {
+pub(crate) struct Authority<'a> {
     /// The host without IPv6 brackets, case as written.
     pub host: &'a str,
     /// The port, when one is written.
@@ -40,7 +40,7 @@ pub struct Authority<'a> {
 /// as the host, with no port. `None` for an empty host, brackets that do not close, or a port
 /// that is not 1 to 65535 written in at most 5 digits. The host itself is not judged: callers
 /// say which hosts they accept.
-pub fn split_authority(text: &str) -> Option<Authority<'_>> {
+pub(crate) fn split_authority(text: &str) -> Option<Authority<'_>> {
     let (host, port, bracketed) = match text.strip_prefix('[') {
         Some(rest) => {
             let (host, after) = rest.split_once(']')?;
@@ -70,13 +70,13 @@ pub fn split_authority(text: &str) -> Option<Authority<'_>> {
 }
 
 /// `host:port` or `[v6]:port`, the host lowercase and unbracketed; the port must be there.
-pub fn split_host_port(text: &str) -> Option<(String, u16)> {
+pub(crate) fn split_host_port(text: &str) -> Option<(String, u16)> {
     let authority = split_authority(text)?;
     Some((authority.host.to_ascii_lowercase(), authority.port?))
 }
 
 /// `host` without the brackets of an IPv6 literal (`[::1]` → `::1`); anything else unchanged.
-pub fn unbracket(host: &str) -> &str {
+pub(crate) fn unbracket(host: &str) -> &str {
     host.strip_prefix('[')
         .and_then(|inner| inner.strip_suffix(']'))
         .unwrap_or(host)

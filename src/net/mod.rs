@@ -8,7 +8,7 @@ mod patterns;
 mod proxy_url;
 
 pub use addr::{Cidr, is_noncanonical_numeric, is_private};
-pub use host::{Authority, authority, is_dns_name, split_authority, split_host_port, unbracket};
+pub(crate) use host::{authority, is_dns_name, split_authority, unbracket};
 pub use no_proxy::NoProxy;
 pub use patterns::HostPatterns;
 pub use proxy_url::{Parent, ParentUrl, Protocol};

@@ -17,7 +17,7 @@ pub struct HostPatterns {
 
 impl HostPatterns {
     /// Parses patterns; a wildcard is only allowed as the whole first label.
-    pub fn new(patterns: &[String]) -> Result<HostPatterns, String> {
+    pub(crate) fn new(patterns: &[String]) -> Result<HostPatterns, String> {
         let mut out = HostPatterns::default();
         for pattern in patterns {
             let pattern = pattern.trim().to_ascii_lowercase();
@@ -45,7 +45,7 @@ impl HostPatterns {
     }
 
     /// The pattern `host` (no port) matches: the name itself when listed, else `*.domain`.
-    pub fn pattern_for(&self, host: &str) -> Option<String> {
+    pub(crate) fn pattern_for(&self, host: &str) -> Option<String> {
         match self.matching(&host.to_ascii_lowercase())? {
             Pattern::Exact(name) => Some(name.to_owned()),
             Pattern::Suffix(suffix) => Some(format!("*{suffix}")),
@@ -64,7 +64,7 @@ impl HostPatterns {
     }
 
     /// The patterns as configured, for the CA's name constraints and logs.
-    pub fn names(&self) -> impl Iterator<Item = String> + '_ {
+    pub(crate) fn names(&self) -> impl Iterator<Item = String> + '_ {
         self.exact
             .iter()
             .cloned()

@@ -20,7 +20,7 @@ pub enum Algorithm {
 
 impl Algorithm {
     /// The name used in digests and store paths.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Algorithm::Sha256 => "sha256",
             Algorithm::Sha512 => "sha512",
@@ -55,7 +55,7 @@ impl Digest {
     }
 
     /// The sha256 digest of `bytes`.
-    pub fn sha256_of(bytes: &[u8]) -> Digest {
+    pub(crate) fn sha256_of(bytes: &[u8]) -> Digest {
         Digest {
             algorithm: Algorithm::Sha256,
             hex: const_hex::encode(sha2::Sha256::digest(bytes)),
@@ -73,7 +73,7 @@ impl Digest {
     }
 
     /// A hasher for verifying content against this digest.
-    pub fn hasher(&self) -> Hasher {
+    pub(crate) fn hasher(&self) -> Hasher {
         match self.algorithm {
             Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
             Algorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
@@ -96,7 +96,7 @@ pub enum Hasher {
 
 impl Hasher {
     /// Feeds bytes.
-    pub fn update(&mut self, bytes: &[u8]) {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
         match self {
             Hasher::Sha256(h) => h.update(bytes),
             Hasher::Sha512(h) => h.update(bytes),

@@ -1,10 +1,10 @@
 //! Media types and `Accept` headers.
 
-pub const DOCKER_MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub(crate) const DOCKER_MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
 /// Whether a client's `Accept` header values admit `media_type`. No `Accept` at all admits
 /// anything, as does `*/*`; parameters such as `;q=0.5` are ignored.
-pub fn accepts<'a>(accept: impl Iterator<Item = &'a str>, media_type: &str) -> bool {
+pub(crate) fn accepts<'a>(accept: impl Iterator<Item = &'a str>, media_type: &str) -> bool {
     let mut any = false;
     for value in accept {
         for item in value.split(',') {

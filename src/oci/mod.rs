@@ -7,8 +7,8 @@ mod media;
 mod range;
 mod route;
 
-pub use challenge::Challenge;
+pub(crate) use challenge::Challenge;
 pub use digest::{Algorithm, Digest, Hasher};
-pub use media::{DOCKER_MANIFEST_V2, accepts};
+pub(crate) use media::{DOCKER_MANIFEST_V2, accepts};
 pub use range::{RANGE_FILL_AHEAD, far_range, parse_range, span};
 pub use route::{Reference, Route, valid_repository, valid_tag};

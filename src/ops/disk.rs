@@ -26,14 +26,14 @@ const MAX_TAG_FILE: u64 = 64 << 10;
 
 /// The two kinds of content-addressed entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
+pub(crate) enum Kind {
     Blob,
     Manifest,
 }
 
 impl Kind {
     /// The word used in reports.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Blob => "blob",
             Kind::Manifest => "manifest",
@@ -50,7 +50,7 @@ impl Kind {
 
 /// A blob or manifest file.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub kind: Kind,
     pub digest: Digest,
     pub path: PathBuf,
@@ -60,22 +60,22 @@ pub struct Entry {
 
 impl Entry {
     /// Bytes on disk.
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.meta.len()
     }
 
     /// When hoard last wrote or served it.
-    pub fn modified(&self) -> SystemTime {
+    pub(crate) fn modified(&self) -> SystemTime {
         modified(&self.meta)
     }
 }
 
 /// One line of a tag file.
-pub type TagLine = crate::store::TagEntry;
+pub(crate) type TagLine = crate::store::TagEntry;
 
 /// A tag file: which manifests `registry/repository:tag` pointed at, one per media type.
 #[derive(Debug, Clone)]
-pub struct TagFile {
+pub(crate) struct TagFile {
     pub registry: String,
     pub repository: String,
     pub tag: String,
@@ -86,12 +86,12 @@ pub struct TagFile {
 
 impl TagFile {
     /// `registry/repository:tag`
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         format!("{}/{}:{}", self.registry, self.repository, self.tag)
     }
 
     /// Whether any line points at `digest`.
-    pub fn points_at(&self, digest: &Digest) -> bool {
+    pub(crate) fn points_at(&self, digest: &Digest) -> bool {
         self.lines.iter().any(|l| l.digest == *digest)
     }
 }
@@ -106,14 +106,14 @@ pub struct StoredManifest {
 
 impl StoredManifest {
     /// Whether it is an index or manifest list.
-    pub fn is_index(&self) -> bool {
+    pub(crate) fn is_index(&self) -> bool {
         self.doc.is_index(&self.media_type)
     }
 }
 
 /// What [`remove_if_unchanged`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Removal {
+pub(crate) enum Removal {
     Removed,
     /// The file was replaced or (with [`Guard::Unchanged`]) used since it was looked at.
     Changed,
@@ -123,7 +123,7 @@ pub enum Removal {
 
 /// How sure [`remove_if_unchanged`] must be that a file is the one that was looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Guard {
+pub(crate) enum Guard {
     /// Same file (device and inode): hoard has not replaced it.
     SameFile,
     /// Same file, size and mtime: hoard has not replaced it nor served it since.
@@ -151,17 +151,17 @@ impl CacheDir {
     }
 
     /// The folder.
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
     /// `<root>/<blobs|manifests>/<algorithm>/<first two hex>/<hex>`
-    pub fn path_of(&self, kind: Kind, digest: &Digest) -> PathBuf {
+    pub(crate) fn path_of(&self, kind: Kind, digest: &Digest) -> PathBuf {
         crate::store::content_path(&self.root.join(kind.folder()), digest)
     }
 
     /// The entry of `digest`, if stored.
-    pub fn entry(&self, kind: Kind, digest: &Digest) -> Option<Entry> {
+    pub(crate) fn entry(&self, kind: Kind, digest: &Digest) -> Option<Entry> {
         let path = self.path_of(kind, digest);
         let meta = fs::symlink_metadata(&path).ok().filter(|m| m.is_file())?;
         Some(Entry {
@@ -173,7 +173,7 @@ impl CacheDir {
     }
 
     /// Every entry of one kind.
-    pub fn entries(&self, kind: Kind) -> Result<Vec<Entry>, OpsError> {
+    pub(crate) fn entries(&self, kind: Kind) -> Result<Vec<Entry>, OpsError> {
         let mut out = Vec::new();
         for (algorithm, algorithm_dir, _) in children(&self.root.join(kind.folder()), true)? {
             for (prefix, prefix_dir, _) in children(&algorithm_dir, true)? {
@@ -196,7 +196,7 @@ impl CacheDir {
     }
 
     /// Every blob and manifest.
-    pub fn all_entries(&self) -> Result<Vec<Entry>, OpsError> {
+    pub(crate) fn all_entries(&self) -> Result<Vec<Entry>, OpsError> {
         let mut entries = self.entries(Kind::Blob)?;
         entries.extend(self.entries(Kind::Manifest)?);
         Ok(entries)
@@ -213,7 +213,7 @@ impl CacheDir {
     }
 
     /// Every tag file, sorted by name.
-    pub fn tags(&self) -> Result<Vec<TagFile>, OpsError> {
+    pub(crate) fn tags(&self) -> Result<Vec<TagFile>, OpsError> {
         let mut out = Vec::new();
         for (host, host_dir, _) in children(&self.root.join("tags"), true)? {
             if registry_key(&host).as_deref() == Some(host.as_str()) {
@@ -304,12 +304,12 @@ fn read_bounded(path: &Path, limit: u64) -> Option<Vec<u8>> {
 }
 
 /// The mtime, or the epoch where the file system keeps none.
-pub fn modified(meta: &fs::Metadata) -> SystemTime {
+pub(crate) fn modified(meta: &fs::Metadata) -> SystemTime {
     meta.modified().unwrap_or(UNIX_EPOCH)
 }
 
 /// Deletes `path` if it is still the file `seen` describes (see [`Guard`]).
-pub fn remove_if_unchanged(
+pub(crate) fn remove_if_unchanged(
     path: &Path,
     seen: &fs::Metadata,
     guard: Guard,

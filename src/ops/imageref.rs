@@ -9,7 +9,7 @@ use std::str::FromStr;
 use crate::oci::{Digest, Reference, valid_repository, valid_tag};
 
 /// The host Docker Hub images are pulled from.
-pub const DOCKER_HUB: &str = "registry-1.docker.io";
+pub(crate) const DOCKER_HUB: &str = "registry-1.docker.io";
 
 /// Names that mean Docker Hub in a reference.
 const DOCKER_HUB_ALIASES: [&str; 3] = ["docker.io", "index.docker.io", DOCKER_HUB];
@@ -99,7 +99,7 @@ impl ImageRef {
     }
 
     /// What to ask the registry for: the digest if there is one, else the tag.
-    pub fn reference(&self) -> Reference {
+    pub(crate) fn reference(&self) -> Reference {
         match (&self.digest, &self.tag) {
             (Some(digest), _) => Reference::Digest(digest.clone()),
             (None, Some(tag)) => Reference::Tag(tag.clone()),

@@ -12,7 +12,7 @@ use crate::ops::{OpsError, Outcome, rfc3339};
 
 /// One tag → manifest mapping, as listed. The JSON form has exactly these keys.
 #[derive(Debug, Clone, Serialize)]
-pub struct Image {
+pub(crate) struct Image {
     pub registry: String,
     pub repository: String,
     pub tag: String,
@@ -26,7 +26,7 @@ pub struct Image {
 }
 
 /// Every tag mapping in the cache, sorted by name (a tag has one mapping per media type).
-pub fn images(dir: &CacheDir) -> Result<Vec<Image>, OpsError> {
+pub(crate) fn images(dir: &CacheDir) -> Result<Vec<Image>, OpsError> {
     let mut out = Vec::new();
     for tag in dir.tags()? {
         for line in &tag.lines {

@@ -9,16 +9,16 @@ use serde::Deserialize;
 use crate::oci::Digest;
 
 /// OCI image index.
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// Docker manifest list.
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub(crate) const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 /// OCI image manifest.
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// Docker image manifest, schema 2.
-pub const DOCKER_MANIFEST: &str = crate::oci::DOCKER_MANIFEST_V2;
+pub(crate) const DOCKER_MANIFEST: &str = crate::oci::DOCKER_MANIFEST_V2;
 
 /// The manifest media types hoard's operator commands ask for, indexes first.
-pub const ACCEPT: [&str; 4] = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST];
+pub(crate) const ACCEPT: [&str; 4] = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST];
 
 /// An image manifest, an index, or a schema 1 manifest: whichever fields are present.
 #[derive(Debug, Default, Deserialize)]
@@ -75,7 +75,7 @@ impl Manifest {
 
     /// Whether this is an index or manifest list, judged by the stored or served media type
     /// and by the body.
-    pub fn is_index(&self, media_type: &str) -> bool {
+    pub(crate) fn is_index(&self, media_type: &str) -> bool {
         !self.manifests.is_empty()
             || [media_type, self.media_type.as_deref().unwrap_or("")]
                 .iter()
@@ -83,7 +83,7 @@ impl Manifest {
     }
 
     /// The config and layers, in order; entries whose digest does not parse are left out.
-    pub fn blobs(&self) -> impl Iterator<Item = (Digest, u64)> + '_ {
+    pub(crate) fn blobs(&self) -> impl Iterator<Item = (Digest, u64)> + '_ {
         let descriptors = self.config.iter().chain(&self.layers);
         let schema1 = self.fs_layers.iter().map(|l| (l.blob_sum.as_str(), 0));
         descriptors
@@ -93,12 +93,12 @@ impl Manifest {
     }
 
     /// The image's size: config plus layers, as the manifest states them.
-    pub fn image_size(&self) -> u64 {
+    pub(crate) fn image_size(&self) -> u64 {
         self.blobs().map(|(_, size)| size).sum()
     }
 
     /// The manifests an index lists; entries whose digest does not parse are left out.
-    pub fn children(&self) -> impl Iterator<Item = Digest> + '_ {
+    pub(crate) fn children(&self) -> impl Iterator<Item = Digest> + '_ {
         self.manifests
             .iter()
             .filter_map(|d| Digest::parse(&d.digest))
@@ -106,7 +106,7 @@ impl Manifest {
 
     /// The index entry for `platform`: os and architecture must match, and the variant too when
     /// one is asked for.
-    pub fn entry_for(&self, platform: &Platform) -> Option<&Descriptor> {
+    pub(crate) fn entry_for(&self, platform: &Platform) -> Option<&Descriptor> {
         self.manifests.iter().find(|d| {
             d.platform.as_ref().is_some_and(|p| {
                 p.os == platform.os
@@ -117,7 +117,7 @@ impl Manifest {
     }
 
     /// The platforms an index lists, for an error message.
-    pub fn platforms(&self) -> Vec<String> {
+    pub(crate) fn platforms(&self) -> Vec<String> {
         self.manifests
             .iter()
             .filter_map(|d| d.platform.as_ref())

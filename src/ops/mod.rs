@@ -34,7 +34,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// `Trouble` if `trouble`, else `Done`.
-    pub fn from_trouble(trouble: bool) -> Outcome {
+    pub(crate) fn from_trouble(trouble: bool) -> Outcome {
         if trouble {
             Outcome::Trouble
         } else {
@@ -88,7 +88,7 @@ pub(crate) fn io_error(
 }
 
 /// A time as RFC 3339 in UTC, to the second: `2024-05-01T12:34:56Z`.
-pub fn rfc3339(time: SystemTime) -> String {
+pub(crate) fn rfc3339(time: SystemTime) -> String {
     let t = time::OffsetDateTime::from(time);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
@@ -102,7 +102,7 @@ pub fn rfc3339(time: SystemTime) -> String {
 }
 
 /// Where to reach a hoard listening on `listen`: a wildcard listener is reached on loopback.
-pub fn reachable(listen: SocketAddr) -> SocketAddr {
+pub(crate) fn reachable(listen: SocketAddr) -> SocketAddr {
     let ip = match listen.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),

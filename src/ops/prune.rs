@@ -27,7 +27,11 @@ pub struct PruneOptions {
 
 /// The entries to remove, least recently used first: all older than the cutoff, then the
 /// oldest until the rest fits `max_size`.
-pub fn select(mut entries: Vec<Entry>, now: SystemTime, options: &PruneOptions) -> Vec<Entry> {
+pub(crate) fn select(
+    mut entries: Vec<Entry>,
+    now: SystemTime,
+    options: &PruneOptions,
+) -> Vec<Entry> {
     entries.sort_by(|a, b| a.modified().cmp(&b.modified()).then(a.path.cmp(&b.path)));
     let cutoff = options.older_than.and_then(|age| now.checked_sub(age));
     let mut total: u64 = entries.iter().map(Entry::size).sum();

@@ -27,7 +27,7 @@ pub struct Usage {
 
 /// The counters hoard serves at `/stats`: by cache status, requests and bytes sent.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub requests: HashMap<String, u64>,
     pub bytes: HashMap<String, u64>,
 }
@@ -41,7 +41,7 @@ fn served(counts: &HashMap<String, u64>) -> (u64, u64) {
 
 /// The fraction of cacheable traffic served from the store:
 /// (HIT + REVALIDATED + STALE) / (those + MISS); `None` before any.
-pub fn hit_ratio(counts: &HashMap<String, u64>) -> Option<f64> {
+pub(crate) fn hit_ratio(counts: &HashMap<String, u64>) -> Option<f64> {
     let (hits, total) = served(counts);
     (total > 0).then(|| hits as f64 / total as f64)
 }

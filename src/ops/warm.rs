@@ -40,7 +40,7 @@ pub struct WarmOptions {
 
 /// Why an image could not be warmed.
 #[derive(Debug, thiserror::Error)]
-pub enum WarmError {
+pub(crate) enum WarmError {
     #[error("cannot set up the client: {0}")]
     Setup(String),
     #[error("GET {url}")]
@@ -63,7 +63,7 @@ pub enum WarmError {
 
 /// What a warmed image came to.
 #[derive(Debug, Clone)]
-pub struct Warmed {
+pub(crate) struct Warmed {
     /// The digest the reference resolved to (the index's, for a multi-platform image).
     pub digest: Digest,
     pub blobs: usize,

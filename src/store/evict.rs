@@ -10,7 +10,7 @@ use super::{Store, StoreError, blocking};
 impl Store {
     /// Promises `need` bytes to a new entry, deleting least-recently-used entries if the limit
     /// or the free-space floor requires it. Fails, deleting nothing, when even that is not enough.
-    pub async fn reserve(&self, need: u64) -> Result<Reservation, StoreError> {
+    pub(crate) async fn reserve(&self, need: u64) -> Result<Reservation, StoreError> {
         let victims = self.evict_for(need)?;
         let reservation = Reservation {
             store: self.clone(),
@@ -87,7 +87,7 @@ fn available_space(path: &Path) -> Option<u64> {
 
 /// Bytes promised to an entry being written. Dropping it gives them back.
 #[derive(Debug)]
-pub struct Reservation {
+pub(crate) struct Reservation {
     store: Store,
     /// Bytes promised; the writer hands them to the index when it commits.
     pub(super) amount: u64,

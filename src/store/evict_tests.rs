@@ -1,7 +1,8 @@
 //! Tests of reservations and eviction through the store.
 
+use super::super::scan::scan;
 use super::super::test_util::{limits, put, stored};
-use super::super::{Key, Limits, Store, StoreError, scan};
+use super::super::{Key, Limits, Store, StoreError};
 
 fn open(dir: &tempfile::TempDir, max_size: u64) -> Store {
     Store::open(dir.path(), limits(max_size)).unwrap_or_else(|e| panic!("{e}"))

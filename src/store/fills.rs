@@ -12,7 +12,7 @@ use crate::oci::Digest;
 /// A stored blob, open for reading. The entry is not evicted while this (or the [`ReadPin`]
 /// taken from it) lives.
 #[derive(Debug)]
-pub struct BlobHit {
+pub(crate) struct BlobHit {
     pub file: std::fs::File,
     pub len: u64,
     pub pin: ReadPin,
@@ -20,7 +20,7 @@ pub struct BlobHit {
 
 /// What the store knows of a blob.
 #[derive(Debug)]
-pub enum BlobLookup {
+pub(crate) enum BlobLookup {
     /// Stored: serve it.
     Hit(BlobHit),
     /// Being filled: follow the fill.
@@ -33,7 +33,8 @@ impl Store {
     /// Looks a blob up: stored, being filled, or to be filled by the caller. The request that
     /// gets the permit is chosen here, under the store's lock; the registry chooses it in its
     /// flight table instead, with [`Store::find_blob`] and [`Store::begin_fill`].
-    pub async fn lookup_blob(&self, digest: &Digest) -> BlobLookup {
+    #[cfg(test)]
+    pub(crate) async fn lookup_blob(&self, digest: &Digest) -> BlobLookup {
         for _ in 0..2 {
             if let Some(found) = self.find_blob(digest).await {
                 return found;
@@ -52,7 +53,7 @@ impl Store {
 
     /// A blob that is stored ([`BlobLookup::Hit`]) or being filled ([`BlobLookup::Filling`]),
     /// or `None` when it is neither.
-    pub async fn find_blob(&self, digest: &Digest) -> Option<BlobLookup> {
+    pub(crate) async fn find_blob(&self, digest: &Digest) -> Option<BlobLookup> {
         let key = Key::Blob(digest.clone());
         for _ in 0..2 {
             if let Some(pin) = self.pin(&key) {
@@ -77,7 +78,7 @@ impl Store {
 
     /// The permit to fill a blob, registered so that requests looking it up from now on follow
     /// the fill; `None` when the blob was stored or a fill began since it was looked up.
-    pub fn begin_fill(&self, digest: &Digest) -> Option<FillPermit> {
+    pub(crate) fn begin_fill(&self, digest: &Digest) -> Option<FillPermit> {
         let mut state = self.lock();
         if state.index.contains(&Key::Blob(digest.clone())) || state.fills.contains_key(digest) {
             return None;
@@ -92,7 +93,7 @@ impl Store {
     }
 
     /// The length of a blob if it is stored or being filled with a known length.
-    pub fn blob_length(&self, digest: &Digest) -> Option<u64> {
+    pub(crate) fn blob_length(&self, digest: &Digest) -> Option<u64> {
         let state = self.lock();
         if let Some(size) = state.index.size_of(&Key::Blob(digest.clone())) {
             return Some(size);
@@ -108,7 +109,7 @@ impl Store {
 
 /// Where a fill is, as followers see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FillState {
+pub(crate) enum FillState {
     /// Waiting for the upstream's response headers.
     Starting,
     /// Writing; `visible` bytes of the temp file may be read.
@@ -123,7 +124,7 @@ pub enum FillState {
 
 /// The progress of a fill, published to followers.
 #[derive(Debug, Clone)]
-pub struct Progress {
+pub(crate) struct Progress {
     pub state: FillState,
     /// Bytes of the temp file that are written and may be read.
     pub visible: u64,
@@ -161,7 +162,7 @@ impl FillShared {
 
 /// The right to fill a blob. Dropping it unused tells followers to ask again.
 #[derive(Debug)]
-pub struct FillPermit {
+pub(crate) struct FillPermit {
     store: Store,
     shared: Arc<FillShared>,
     done: bool,
@@ -169,7 +170,7 @@ pub struct FillPermit {
 
 impl FillPermit {
     /// Reserves room for `length` bytes (if known) and creates the temp file followers will read.
-    pub async fn start(mut self, length: Option<u64>) -> Result<BlobWriter, StoreError> {
+    pub(crate) async fn start(mut self, length: Option<u64>) -> Result<BlobWriter, StoreError> {
         let reservation = self.store.reserve(length.unwrap_or(0)).await?;
         let tmp = self.store.inner.tmp.clone();
         let (file, temp) = blocking(move || {
@@ -222,13 +223,13 @@ pub(super) fn end_fill(store: &Store, shared: &Arc<FillShared>, state: FillState
 
 /// A request joining a fill in progress.
 #[derive(Debug)]
-pub struct Follower {
+pub(crate) struct Follower {
     shared: Arc<FillShared>,
 }
 
 /// What a follower gets once the fill is under way.
 #[derive(Debug)]
-pub enum Joined {
+pub(crate) enum Joined {
     /// Read the growing file; `progress` says how far it may be read.
     Reading {
         file: std::fs::File,
@@ -243,7 +244,7 @@ pub enum Joined {
 
 impl Follower {
     /// Waits for the upstream's answer, then takes a descriptor of the file being written.
-    pub async fn join(self) -> Joined {
+    pub(crate) async fn join(self) -> Joined {
         let mut progress = self.shared.progress.subscribe();
         let state = match progress.wait_for(|p| p.state != FillState::Starting).await {
             Ok(p) => p.state,

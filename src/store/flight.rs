@@ -81,7 +81,7 @@ enum Entered<'a> {
 
 impl Flights {
     /// A table whose followers wait at most `wait` in all.
-    pub fn new(wait: Duration) -> Flights {
+    pub(crate) fn new(wait: Duration) -> Flights {
         Flights {
             map: Mutex::default(),
             wait,
@@ -89,14 +89,14 @@ impl Flights {
     }
 
     /// The longest a follower waits for another request's answer.
-    pub fn wait(&self) -> Duration {
+    pub(crate) fn wait(&self) -> Duration {
         self.wait
     }
 
     /// Looks for the answer with `look` (`Break`: found), and when it is missing takes a turn on
     /// `key`: leads, or follows the leader and looks again when it is done. Gives up following
     /// after [`Flights::wait`] and asks alone.
-    pub async fn join<T, M, F>(
+    pub(crate) async fn join<T, M, F>(
         &self,
         key: FlightKey,
         mut look: impl FnMut() -> F,

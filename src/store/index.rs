@@ -253,7 +253,7 @@ impl Index {
 
 /// Keeps an entry from eviction while a response reads it.
 #[derive(Debug)]
-pub struct ReadPin {
+pub(crate) struct ReadPin {
     store: Store,
     key: Key,
     id: u64,

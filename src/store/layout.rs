@@ -122,7 +122,7 @@ pub(super) fn origins_tmp(root: &Path) -> PathBuf {
 
 impl Store {
     /// Path of an entry's file.
-    pub fn path(&self, key: &Key) -> PathBuf {
+    pub(crate) fn path(&self, key: &Key) -> PathBuf {
         match key {
             Key::Blob(d) => content_path(&self.inner.root.join("blobs"), d),
             Key::Manifest(d) => content_path(&self.inner.root.join("manifests"), d),

@@ -35,7 +35,7 @@ impl Store {
     }
 
     /// Stores a manifest after checking it against `digest`.
-    pub async fn put_manifest(
+    pub(crate) async fn put_manifest(
         &self,
         digest: &Digest,
         media_type: &str,

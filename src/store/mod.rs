@@ -69,17 +69,16 @@ use std::time::{Duration, Instant};
 use crate::error::{Classify, Side};
 use crate::oci::Digest;
 
-pub use evict::Reservation;
-pub use fills::{BlobHit, BlobLookup, FillPermit, FillState, Follower, Joined, Progress};
+pub(crate) use evict::Reservation;
+pub(crate) use fills::{BlobHit, BlobLookup, FillPermit, FillState, Joined, Progress};
 pub(crate) use flight::{Flight, FlightKey, Flights};
-pub use index::ReadPin;
+pub(crate) use index::ReadPin;
 pub(crate) use layout::split_manifest_file;
 pub use layout::{TMP_DIR, TMP_MARKER, content_path, parse_origin_line, parse_tag_line};
 pub use manifests::{MAX_MANIFEST_SIZE, StoredManifest};
-pub use read::{FileChunks, chunk_len, read_at};
-pub use scan::{Found, scan};
+pub(crate) use read::{FileChunks, chunk_len, read_at};
 pub use tags::{HostKey, TagEntry};
-pub use writer::{BlobWriter, VerifiedBlob};
+pub(crate) use writer::BlobWriter;
 
 use fills::FillShared;
 use index::Index;
@@ -159,7 +158,7 @@ pub struct Limits {
 
 /// An entry of the store: a blob or a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Key {
+pub(crate) enum Key {
     Blob(Digest),
     Manifest(Digest),
 }
@@ -243,17 +242,17 @@ impl Store {
     }
 
     /// The size limit in force.
-    pub fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         self.inner.limits
     }
 
     /// Entries evicted since start.
-    pub fn evictions(&self) -> u64 {
+    pub(crate) fn evictions(&self) -> u64 {
         self.inner.evictions.load(Ordering::Relaxed)
     }
 
     /// Whether a file can be created in the store's temp folder right now (for `/healthz`).
-    pub fn writable(&self) -> bool {
+    pub(crate) fn writable(&self) -> bool {
         tempfile::Builder::new()
             .prefix("health-")
             .tempfile_in(&self.inner.tmp)
@@ -261,7 +260,7 @@ impl Store {
     }
 
     /// Logs a disk problem, at most once a minute.
-    pub fn disk_warning(&self, what: &str, err: &dyn std::fmt::Display) {
+    pub(crate) fn disk_warning(&self, what: &str, err: &dyn std::fmt::Display) {
         self.inner.disk_warnings.warn(what, err);
     }
 }

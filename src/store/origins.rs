@@ -19,7 +19,7 @@ static ORIGIN_LOCKS: [Mutex<()>; 16] = [const { Mutex::new(()) }; 16];
 impl Store {
     /// Where the registry had an entry: `(host, repository)` pairs, oldest first. Empty when
     /// nothing is known, as for entries stored by a hoard that did not record origins.
-    pub async fn origins(&self, key: &Key) -> Vec<(String, String)> {
+    pub(crate) async fn origins(&self, key: &Key) -> Vec<(String, String)> {
         match tokio::fs::read_to_string(self.origin_path(key)).await {
             Ok(text) => text.lines().filter_map(parse_origin_line).collect(),
             Err(_) => Vec::new(),
@@ -29,7 +29,7 @@ impl Store {
     /// Records, in the background, that the registry `host` has the entry `key` in repository
     /// `repo` (it served it or confirmed it there). Kept next to the entry, at most
     /// [`MAX_ORIGINS`] of them, and removed with it when it is evicted.
-    pub fn note_origin(&self, key: Key, host: &HostKey, repo: &str) {
+    pub(crate) fn note_origin(&self, key: Key, host: &HostKey, repo: &str) {
         if !valid_repository(repo) {
             return;
         }

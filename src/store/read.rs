@@ -48,7 +48,11 @@ fn spawn_pread(
 }
 
 /// [`pread_exact`] on the blocking pool.
-pub async fn read_at(file: Arc<std::fs::File>, offset: u64, len: usize) -> std::io::Result<Bytes> {
+pub(crate) async fn read_at(
+    file: Arc<std::fs::File>,
+    offset: u64,
+    len: usize,
+) -> std::io::Result<Bytes> {
     spawn_pread(file, offset, len)
         .await
         .map_err(std::io::Error::other)?
@@ -68,7 +72,7 @@ fn in_page_cache(file: &std::fs::File, offset: u64, len: usize) -> bool {
 }
 
 /// The size of the next read when `remaining` bytes are left: at most `chunk`.
-pub fn chunk_len(remaining: u64, chunk: usize) -> usize {
+pub(crate) fn chunk_len(remaining: u64, chunk: usize) -> usize {
     usize::try_from(remaining).map_or(chunk, |n| n.min(chunk))
 }
 
@@ -76,7 +80,7 @@ pub fn chunk_len(remaining: u64, chunk: usize) -> usize {
 /// read at once on the task's thread: a copy from memory, with no hand-off to another thread
 /// and back (on a hit over h1 that saved a tenth of hoard's CPU time per GiB, and 16 parallel
 /// hits a sixth). Any other chunk is read on the blocking pool.
-pub struct FileChunks {
+pub(crate) struct FileChunks {
     file: Arc<std::fs::File>,
     /// Where the next read starts.
     next: u64,
@@ -86,7 +90,7 @@ pub struct FileChunks {
 }
 
 impl FileChunks {
-    pub fn new(file: std::fs::File, start: u64, end: u64, chunk: usize) -> FileChunks {
+    pub(crate) fn new(file: std::fs::File, start: u64, end: u64, chunk: usize) -> FileChunks {
         FileChunks {
             file: Arc::new(file),
             next: start,

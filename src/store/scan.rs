@@ -22,7 +22,7 @@ const RECONCILE_BATCH: usize = 1024;
 
 /// A file of the store found by a scan.
 #[derive(Debug)]
-pub struct Found {
+pub(crate) struct Found {
     pub key: Key,
     pub size: u64,
     pub modified: SystemTime,
@@ -43,7 +43,7 @@ impl Store {
     /// Brings the index in line with the disk: entries removed by `hoard cache` commands are
     /// dropped, files that appeared are added. Run now and then; costs one directory scan, on
     /// the blocking pool, and takes the lock once per [`RECONCILE_BATCH`] entries.
-    pub async fn reconcile(&self) {
+    pub(crate) async fn reconcile(&self) {
         let root = self.inner.root.clone();
         let scan_started = Instant::now();
         let scanned = tokio::task::spawn_blocking(move || {
@@ -82,7 +82,7 @@ impl Store {
 
 /// Lists every entry file under `root` (blobs and manifests), ignoring anything whose name is
 /// not a digest in its right folder.
-pub fn scan(root: &Path) -> Vec<Found> {
+pub(crate) fn scan(root: &Path) -> Vec<Found> {
     // The prefix folders (`blobs/sha256/ab`), each listed by one of the scanning threads.
     let mut folders = Vec::new();
     let kinds: [(KeyOf, PathBuf); 2] = [

@@ -2,7 +2,7 @@
 //! when hoard learned it. One small file per tag, rewritten whole.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use super::layout::{format_tag_line, parse_tag_line};
 use super::{Store, StoreError, io_error};
@@ -17,27 +17,18 @@ pub struct TagEntry {
     pub fetched: SystemTime,
 }
 
-impl TagEntry {
-    /// Whether the mapping may still be served without asking the upstream.
-    pub fn is_fresh(&self, ttl: Duration) -> bool {
-        SystemTime::now()
-            .duration_since(self.fetched)
-            .is_ok_and(|age| age < ttl)
-    }
-}
-
 /// A registry host as used in tag paths: a DNS name or IP literal, with a port unless 443.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostKey(String);
 
 impl HostKey {
     /// The folder name under `tags/`: `host`, or `host:port` unless the port is 443.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// Builds the key from a CONNECT authority's parts; `None` for anything not a plain host.
-    pub fn new(host: &str, port: u16) -> Option<HostKey> {
+    pub(crate) fn new(host: &str, port: u16) -> Option<HostKey> {
         let host = host.to_ascii_lowercase();
         let valid = crate::net::is_dns_name(&host) || host.parse::<std::net::IpAddr>().is_ok();
         if !valid || host.contains('/') {
@@ -68,7 +59,7 @@ impl Store {
     }
 
     /// The known mappings of a tag (one per media type).
-    pub async fn tag(&self, host: &HostKey, repo: &str, tag: &str) -> Vec<TagEntry> {
+    pub(crate) async fn tag(&self, host: &HostKey, repo: &str, tag: &str) -> Vec<TagEntry> {
         let Ok(path) = self.tag_path(host, repo, tag) else {
             return Vec::new();
         };
@@ -79,7 +70,7 @@ impl Store {
     }
 
     /// Records a mapping, replacing an earlier one of the same media type.
-    pub async fn put_tag(
+    pub(crate) async fn put_tag(
         &self,
         host: &HostKey,
         repo: &str,
@@ -99,7 +90,12 @@ impl Store {
 
     /// Forgets a tag altogether (its upstream mapping changed through hoard, so the next pull
     /// must ask the upstream).
-    pub async fn drop_tag(&self, host: &HostKey, repo: &str, tag: &str) -> Result<(), StoreError> {
+    pub(crate) async fn drop_tag(
+        &self,
+        host: &HostKey,
+        repo: &str,
+        tag: &str,
+    ) -> Result<(), StoreError> {
         let path = self.tag_path(host, repo, tag)?;
         match tokio::fs::remove_file(&path).await {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => {

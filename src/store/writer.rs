@@ -27,7 +27,7 @@ const MAX_SLICES: usize = 1024;
 /// heaviest steps (~0.7 s/GiB for SHA-256, ~0.4 s/GiB for the page cache) overlap with the
 /// runtime threads receiving and sending the next bytes.
 #[derive(Debug)]
-pub struct BlobWriter {
+pub(crate) struct BlobWriter {
     store: Store,
     shared: Arc<FillShared>,
     file: Arc<std::fs::File>,
@@ -74,7 +74,7 @@ impl BlobWriter {
     /// Appends bytes (hashed and written in batches). The buffer is kept, not copied. After an
     /// error nothing more can be written; [`into_hasher`](BlobWriter::into_hasher) still
     /// verifies what was passed.
-    pub async fn write(&mut self, bytes: Bytes) -> Result<(), StoreError> {
+    pub(crate) async fn write(&mut self, bytes: Bytes) -> Result<(), StoreError> {
         self.batch_len += bytes.len();
         self.batch.push(bytes);
         if self.batch_len >= WRITE_BATCH || self.batch.len() >= MAX_SLICES {
@@ -133,13 +133,13 @@ impl BlobWriter {
     /// Whether no request reads this fill or is about to (a follower joining, or reading the
     /// growing file). A hint, without the lock: [`abandon_if_unread`](Self::abandon_if_unread)
     /// decides.
-    pub fn unread(&self) -> bool {
+    pub(crate) fn unread(&self) -> bool {
         self.shared.progress.receiver_count() == 0 && Arc::strong_count(&self.shared) <= 2
     }
 
     /// Takes the fill out of the store's map if nobody reads it, so that no request joins it
     /// from now on; the caller then drops the writer. `false` when a reader came after all.
-    pub fn abandon_if_unread(&self) -> bool {
+    pub(crate) fn abandon_if_unread(&self) -> bool {
         let mut state = self.store.lock();
         let digest = &self.shared.digest;
         let listed = state
@@ -167,7 +167,7 @@ impl BlobWriter {
     /// Gives up writing and returns the hash of everything passed to
     /// [`write`](BlobWriter::write), for a fill that goes on without the store. `None` only if
     /// a blocking task was lost. The temp file is deleted and followers are failed.
-    pub async fn into_hasher(mut self) -> Option<Hasher> {
+    pub(crate) async fn into_hasher(mut self) -> Option<Hasher> {
         let _ = self.wait_in_flight().await;
         let mut hasher = self.hasher.take()?;
         self.batch.iter().for_each(|b| hasher.update(b));
@@ -230,7 +230,7 @@ impl BlobWriter {
 /// A fill whose content matched its digest, not yet in the store. Dropping it deletes the temp
 /// file and fails the followers, as for an unfinished [`BlobWriter`].
 #[derive(Debug)]
-pub struct VerifiedBlob {
+pub(crate) struct VerifiedBlob {
     writer: BlobWriter,
     /// A write that failed before the check: the content was right but cannot be kept.
     earlier: Option<StoreError>,
@@ -238,7 +238,7 @@ pub struct VerifiedBlob {
 
 impl VerifiedBlob {
     /// Syncs the blob and renames it into the store.
-    pub async fn commit(self) -> Result<u64, StoreError> {
+    pub(crate) async fn commit(self) -> Result<u64, StoreError> {
         let VerifiedBlob {
             writer: mut this,
             earlier,

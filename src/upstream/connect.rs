@@ -189,14 +189,14 @@ impl Resolver {
 /// [`DestinationRefused::of`] finds it again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{host} is {why}, which proxy.allow_private_destinations does not allow")]
-pub struct DestinationRefused {
+pub(crate) struct DestinationRefused {
     host: String,
     why: &'static str,
 }
 
 impl DestinationRefused {
     /// The refusal inside an I/O error, if that is what it is.
-    pub fn of(err: &std::io::Error) -> Option<&DestinationRefused> {
+    pub(crate) fn of(err: &std::io::Error) -> Option<&DestinationRefused> {
         err.get_ref()?.downcast_ref()
     }
 }

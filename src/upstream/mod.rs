@@ -29,7 +29,7 @@ mod parent;
 mod redirect;
 mod routes;
 
-pub use connect::DestinationRefused;
+pub(crate) use connect::DestinationRefused;
 use redirect::same_origin;
 pub use redirect::{Origin, join_location};
 
@@ -43,7 +43,7 @@ const MAX_REDIRECTS: usize = 5;
 /// Why an upstream request produced no response, or a connection was not made. All but
 /// [`UpstreamError::Refused`] count as "upstream unreachable" for serving stale content.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     #[error("upstream request failed")]
     Request(#[from] hyper_util::client::legacy::Error),
     #[error("cannot connect to {authority}")]
@@ -99,7 +99,7 @@ type HttpsClient = Client<HttpsConnector<Connector>, Body>;
 /// names (plain forwards, redirect targets, tunnels), which must not reach private addresses
 /// unless `proxy.allow_private_destinations` is set.
 #[derive(Clone, Debug)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     client: HttpsClient,
     guarded: HttpsClient,
     /// How tunnels connect: the guarded client's way, without HTTP on top.
@@ -109,7 +109,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// Builds the client from the config's trust and resolve settings.
-    pub fn new(
+    pub(crate) fn new(
         config: &Config,
         roots: RootCertStore,
         provider: Arc<CryptoProvider>,
@@ -138,12 +138,15 @@ impl Upstream {
     }
 
     /// Sends one request to an intercepted registry and waits for its response headers.
-    pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+    pub(crate) async fn send(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         self.send_on(&self.client, request).await
     }
 
     /// Sends one request to a host a client named (plain forwarding), guarded.
-    pub async fn send_guarded(
+    pub(crate) async fn send_guarded(
         &self,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, UpstreamError> {
@@ -154,7 +157,7 @@ impl Upstream {
     /// dropped as soon as a hop leads away from the origin: to another host, or to plain
     /// `http://` (where anyone on the path could read it). The response carries [`Origin`]: whether
     /// it came from the origin itself or from a hop elsewhere.
-    pub async fn send_following(
+    pub(crate) async fn send_following(
         &self,
         method: Method,
         uri: Uri,
@@ -200,7 +203,7 @@ impl Upstream {
 
     /// Connects to `host:port` for a tunnel, through the parent or straight (overrides first,
     /// then DNS, each address in turn), guarded against private destinations.
-    pub async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, UpstreamError> {
+    pub(crate) async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, UpstreamError> {
         self.tunnels
             .connect(host, port)
             .await
@@ -210,7 +213,11 @@ impl Upstream {
     /// Refuses ([`UpstreamError::Refused`]) a destination that the private-destination guard
     /// keeps out, before a plain forward is sent: judged by the addresses its name resolves to
     /// when hoard connects straight, by the address itself when the parent resolves the name.
-    pub async fn check_destination(&self, host: &str, port: u16) -> Result<(), UpstreamError> {
+    pub(crate) async fn check_destination(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<(), UpstreamError> {
         let checked = if self.tunnels.routes.parent_for(host).is_some() {
             self.tunnels.resolver.refuse_literal(host)
         } else {
@@ -260,6 +267,6 @@ fn https_client(tls: ClientConfig, connector: Connector) -> HttpsClient {
 /// The client's view of an upstream failure: 504 for a timeout, 403 for a refused destination,
 /// 502 otherwise, with the whole chain as the reason ("client error (Connect)" alone does not
 /// say why).
-pub fn upstream_error(err: &UpstreamError) -> Response<Body> {
+pub(crate) fn upstream_error(err: &UpstreamError) -> Response<Body> {
     crate::error::response(err)
 }

@@ -20,7 +20,12 @@ const MAX_HEAD: usize = 16 << 10;
 impl Parent {
     /// Opens a stream to `host:port` through the parent: once this returns, the bytes on it are
     /// the destination's. `timeout` bounds the whole dial, the parent's own connect included.
-    pub async fn dial(&self, host: &str, port: u16, timeout: Duration) -> io::Result<TcpStream> {
+    pub(crate) async fn dial(
+        &self,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> io::Result<TcpStream> {
         // The name goes into a request line: nothing that could end it.
         if host.is_empty() || host.bytes().any(|b| b.is_ascii_control() || b == b' ') {
             return Err(io::Error::new(

@@ -9,7 +9,7 @@ use crate::net::{NoProxy, Parent};
 /// parent, the host is in `no_proxy`, or `upstream.resolve` pins its address (the operator chose
 /// where it is, and the parent would resolve the name itself).
 #[derive(Debug, Clone, Default)]
-pub struct Routes {
+pub(crate) struct Routes {
     parent: Option<Parent>,
     no_proxy: NoProxy,
     pinned: HashSet<String>,
@@ -17,7 +17,7 @@ pub struct Routes {
 
 impl Routes {
     /// The routes of a configuration.
-    pub fn new(config: &Config) -> Routes {
+    pub(crate) fn new(config: &Config) -> Routes {
         Routes {
             parent: config.parent.clone(),
             no_proxy: config.no_proxy.clone(),
@@ -26,7 +26,7 @@ impl Routes {
     }
 
     /// The parent to dial `host` (no port) through, or `None` to connect straight.
-    pub fn parent_for(&self, host: &str) -> Option<&Parent> {
+    pub(crate) fn parent_for(&self, host: &str) -> Option<&Parent> {
         let parent = self.parent.as_ref()?;
         let bare = crate::net::unbracket(host);
         let direct =

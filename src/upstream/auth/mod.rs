@@ -71,7 +71,7 @@ impl RegistryAuth {
     /// request is a pull ([`lends_credentials`]) and hoard has `credential` for the registry,
     /// hoard authenticates: with a remembered token first, else by answering the registry's 401
     /// challenge and sending again. A 401 from a redirect target is passed on unanswered.
-    pub async fn send_following(
+    pub(crate) async fn send_following(
         &self,
         upstream: &Upstream,
         credential: Option<&Credential>,
@@ -142,7 +142,7 @@ impl RegistryAuth {
     /// The remembered `Authorization` for a forwarded request that is a pull
     /// ([`lends_credentials`]): no retry is possible. Anything else goes with the client's own
     /// credentials or with none.
-    pub fn preauthorize(
+    pub(crate) fn preauthorize(
         &self,
         credential: Option<&Credential>,
         method: &Method,

@@ -63,7 +63,7 @@ impl RegistryAuth {
     /// Whether this client may have the object at `uri` (a blob or manifest `route`) of the
     /// registry `host`. The registry is asked with a HEAD carrying the client's own credentials
     /// (or hoard's, when the client has none); its answer is reused for [`VERDICT_TTL`].
-    pub async fn check_access(
+    pub(crate) async fn check_access(
         &self,
         upstream: &Upstream,
         credential: Option<&Credential>,
@@ -125,7 +125,12 @@ impl RegistryAuth {
     /// come from (for a tag, its own; for a blob or manifest, its origins as the store keeps
     /// them, which are none for entries stored before origins were kept: those wait for the
     /// registry).
-    pub fn allowed_before(&self, client_headers: &HeaderMap, host: &str, repos: &[String]) -> bool {
+    pub(crate) fn allowed_before(
+        &self,
+        client_headers: &HeaderMap,
+        host: &str,
+        repos: &[String],
+    ) -> bool {
         let presented = presented(client_headers);
         let allowed = lock(&self.allowed_repos);
         repos
