@@ -111,7 +111,6 @@ impl Hoard {
 
     /// Loads the CA, opens the store and builds the upstream client.
     pub fn new(config: Config) -> anyhow::Result<Hoard> {
-        use anyhow::Context as _;
         let provider = crate::crypto_provider();
         let constrain_to = config
             .name_constraints

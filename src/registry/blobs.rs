@@ -3,6 +3,7 @@
 //! upstream's bytes as they arrive, and every request that comes while the fill runs reads the
 //! growing temp file. No client of a corrupt fill sees a complete body.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use http::header::{
@@ -12,15 +13,13 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
-use std::ops::ControlFlow;
 use tokio::sync::{mpsc, watch};
-
 use tokio::time::timeout_at;
+use tracing::Instrument as _;
 
 use super::fill::{ChannelBody, Chunk, alone, miss};
 use super::forward::{forward, registry_send};
 use super::{Target, invalid_path, path_and_query};
-use tracing::Instrument as _;
 
 use crate::hoard::Hoard;
 use crate::http::{

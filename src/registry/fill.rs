@@ -17,11 +17,11 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use super::blobs::{blob, range_upstream};
 use super::forward::{forward, registry_send};
 use super::{Target, invalid_path, path_and_query};
-use tracing::Instrument as _;
 
 use crate::access::{ClientAddr, FillSlot};
 use crate::hoard::Hoard;
