@@ -112,9 +112,18 @@ impl Hoard {
     /// Loads the CA, opens the store and builds the upstream client.
     pub fn new(config: Config) -> anyhow::Result<Hoard> {
         let provider = crate::crypto_provider();
-        let constrain_to = config
-            .name_constraints
-            .then(|| config.intercept.names().collect());
+        // A new CA signs the intercepted hosts and the mirror's own names, nothing else.
+        let mirror_names = match config.mirror.as_ref().map(|m| &m.tls) {
+            Some(crate::config::MirrorTls::Minted(names)) => names.as_slice(),
+            _ => &[],
+        };
+        let constrain_to = config.name_constraints.then(|| {
+            config
+                .intercept
+                .names()
+                .chain(mirror_names.iter().cloned())
+                .collect()
+        });
         let ca =
             CertificateAuthority::load_or_create(&config.ca_dir, provider.clone(), constrain_to)
                 .context("loading the CA")?;

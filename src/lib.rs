@@ -1,7 +1,8 @@
 //! hoard: a caching HTTPS forward proxy for container registries.
 //!
 //! Layers, bottom to top; each imports only what is below it (`.ci/layers` checks this):
-//! - vocabulary, no I/O: [`oci`] (digests, routes, media types, ranges, auth challenges), [`net`]
+//! - vocabulary, no I/O: [`oci`] (digests, routes, media types, ranges, auth challenges, registry
+//!   names), [`net`]
 //!   (hosts, patterns, address blocks, proxy URLs), [`http`] (bodies, hoard-made responses,
 //!   headers, idle timeout, h2 write batching), [`error`];
 //! - [`config`] (file sections, validation per section, units) and [`telemetry`] (metrics,
@@ -12,7 +13,8 @@
 //! - [`hoard`]: the state every connection shares;
 //! - [`registry`]: the OCI rules (what to serve from the store, what to fill, what to revalidate);
 //! - listeners, which never import each other: [`proxy`] (front door, CONNECT, tunnel,
-//!   intercept, plain forward, setup scripts) and [`admin`] (metrics, health, status page);
+//!   intercept, plain forward, setup scripts), [`mirror`] (the registry-mirror listener) and
+//!   [`admin`] (metrics, health, status page);
 //! - [`server`] wires them; [`ops`] holds the operator commands and uses only the lower layers.
 
 pub(crate) mod access;
@@ -21,6 +23,7 @@ pub mod config;
 pub(crate) mod error;
 pub(crate) mod hoard;
 pub mod http;
+pub(crate) mod mirror;
 pub mod net;
 pub mod oci;
 pub mod ops;

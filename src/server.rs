@@ -13,6 +13,7 @@ pub struct Server {
     hoard: Arc<Hoard>,
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    mirror_addr: Option<SocketAddr>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -36,12 +37,14 @@ impl Server {
             }
             None => None,
         };
+        let mirror_addr = start_mirror(&hoard).await?;
         let task = tokio::spawn(crate::proxy::serve(listener, hoard.clone()));
         tokio::spawn(reconcile_now_and_then(hoard.clone()));
         Ok(Server {
             hoard,
             addr,
             admin_addr,
+            mirror_addr,
             task: Some(task),
         })
     }
@@ -53,12 +56,23 @@ impl Server {
     pub fn reload(&self, config: Config) -> anyhow::Result<()> {
         // Judged by the listener that is open, whatever proxy.listen now says.
         config.check_open_proxy(self.addr)?;
+        if let Some(mirror) = self.mirror_addr {
+            config.check_open_mirror(mirror)?;
+        }
         let old = self.hoard.config();
         let fixed = [
             ("proxy.listen", old.listen != config.listen),
             ("ca.dir", old.ca_dir != config.ca_dir),
             ("cache.dir", old.cache_dir != config.cache_dir),
             ("admin.listen", old.admin != config.admin),
+            (
+                "mirror.listen",
+                old.mirror.as_ref().map(|m| m.listen) != config.mirror.as_ref().map(|m| m.listen),
+            ),
+            (
+                "mirror.tls_cert, tls_key, names",
+                old.mirror.as_ref().map(|m| &m.tls) != config.mirror.as_ref().map(|m| &m.tls),
+            ),
             ("cache.max_size", old.max_size != config.max_size),
             ("cache.min_free", old.min_free != config.min_free),
             (
@@ -125,6 +139,11 @@ impl Server {
         self.admin_addr
     }
 
+    /// Where the registry-mirror listener is, if it runs.
+    pub fn mirror_addr(&self) -> Option<SocketAddr> {
+        self.mirror_addr
+    }
+
     /// The clock tags are judged fresh by; a test advances it instead of sleeping.
     pub fn clock(&self) -> &crate::hoard::Clock {
         &self.hoard.clock
@@ -163,6 +182,25 @@ async fn bind_admin(admin: AdminListen) -> anyhow::Result<Option<tokio::net::Tcp
             }
         },
     }
+}
+
+/// Binds and starts the registry-mirror listener when `[mirror]` is on: its certificate and
+/// address must work, or hoard does not start.
+async fn start_mirror(hoard: &Arc<Hoard>) -> anyhow::Result<Option<SocketAddr>> {
+    use anyhow::Context as _;
+    let config = hoard.config();
+    let Some(mirror) = config.mirror.as_ref() else {
+        return Ok(None);
+    };
+    let tls = crate::mirror::tls_config(mirror, hoard)?;
+    let listener = tokio::net::TcpListener::bind(mirror.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (mirror.listen)", mirror.listen))?;
+    let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %format!("{scheme}://{addr}"), "registry mirror listening");
+    tokio::spawn(crate::mirror::serve(listener, hoard.clone(), tls));
+    Ok(Some(addr))
 }
 
 /// How often the store's index is checked against the disk, so that entries removed by

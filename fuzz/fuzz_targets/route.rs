@@ -32,7 +32,8 @@ fuzz_target!(|data: &[u8]| {
     if lends_credentials(&Method::GET, path) {
         let read = match &route {
             Route::Ping | Route::Blob { .. } | Route::Manifest { .. } => true,
-            Route::Other => path.ends_with("/tags/list") || path.contains("/referrers/"),
+            Route::Referrers { .. } => true,
+            Route::Other => path.ends_with("/tags/list"),
             Route::Invalid(_) => false,
         };
         assert!(read, "GET {path:?} lent credentials");
@@ -47,6 +48,10 @@ fuzz_target!(|data: &[u8]| {
         Route::Blob { repo, digest } => {
             check_repository(path, repo);
             format!("/v2/{repo}/blobs/{digest}")
+        }
+        Route::Referrers { repo, subject } => {
+            check_repository(path, repo);
+            format!("/v2/{repo}/referrers/{subject}")
         }
         Route::Manifest { repo, reference } => {
             check_repository(path, repo);

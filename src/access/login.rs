@@ -6,8 +6,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use http::HeaderMap;
-use http::header::PROXY_AUTHORIZATION;
+use http::HeaderValue;
 use sha2::Digest as _;
 use tokio::sync::Semaphore;
 
@@ -75,12 +74,13 @@ impl ProxyAuth {
         }
     }
 
-    /// Checks a request's `Proxy-Authorization: Basic …` from client address `peer`. bcrypt
+    /// Checks a login, the `Basic …` value of a request's `Proxy-Authorization` (the proxy
+    /// port) or `Authorization` (the mirror), from client address `peer`. bcrypt
     /// runs on the blocking pool, at most `BCRYPT_SLOTS` checks at once; an unknown user is
     /// checked against a dummy hash. Past `MAX_FAILURES` failures from `peer`, credentials not
     /// verified before are not checked at all until the window ends.
-    pub async fn check(&self, headers: &HeaderMap, peer: IpAddr) -> AuthVerdict {
-        let Some(value) = headers.get(PROXY_AUTHORIZATION) else {
+    pub async fn check(&self, login: Option<&HeaderValue>, peer: IpAddr) -> AuthVerdict {
+        let Some(value) = login else {
             return AuthVerdict::Denied;
         };
         let key: [u8; 32] = sha2::Sha256::digest(value.as_bytes()).into();
@@ -183,37 +183,32 @@ mod tests {
                 .map(Arc::new)
                 .unwrap_or_else(|e| panic!("{e}")),
         );
-        let with = |value: &str| {
-            let mut headers = HeaderMap::new();
-            if let Ok(v) = value.parse() {
-                headers.insert(PROXY_AUTHORIZATION, v);
-            }
-            headers
-        };
+        let with = |value: &str| HeaderValue::from_str(value).ok();
         assert_eq!(
-            auth.check(&with(&basic_header("alice", "pw")), LOCAL).await,
+            auth.check(with(&basic_header("alice", "pw")).as_ref(), LOCAL)
+                .await,
             AuthVerdict::Allowed
         );
         assert_eq!(
-            auth.check(&with(&basic_header("alice", "pw")), LOCAL).await,
+            auth.check(with(&basic_header("alice", "pw")).as_ref(), LOCAL)
+                .await,
             AuthVerdict::Allowed
         );
         assert_eq!(
-            auth.check(&with(&basic_header("alice", "no")), LOCAL).await,
+            auth.check(with(&basic_header("alice", "no")).as_ref(), LOCAL)
+                .await,
             AuthVerdict::Denied
         );
         assert_eq!(
-            auth.check(&with(&basic_header("eve", "pw")), LOCAL).await,
+            auth.check(with(&basic_header("eve", "pw")).as_ref(), LOCAL)
+                .await,
             AuthVerdict::Denied
         );
         assert_eq!(
-            auth.check(&with("Bearer x"), LOCAL).await,
+            auth.check(with("Bearer x").as_ref(), LOCAL).await,
             AuthVerdict::Denied
         );
-        assert_eq!(
-            auth.check(&HeaderMap::new(), LOCAL).await,
-            AuthVerdict::Denied
-        );
+        assert_eq!(auth.check(None, LOCAL).await, AuthVerdict::Denied);
     }
 
     #[test]
@@ -237,12 +232,9 @@ mod tests {
             for i in 0..24u8 {
                 let (auth, done) = (auth.clone(), done.clone());
                 flood.push(tokio::spawn(async move {
-                    let mut headers = HeaderMap::new();
-                    if let Ok(v) = basic_header("alice", &format!("guess{i}")).parse() {
-                        headers.insert(PROXY_AUTHORIZATION, v);
-                    }
+                    let login = HeaderValue::from_str(&basic_header("alice", &format!("guess{i}")));
                     let peer = IpAddr::V4(Ipv4Addr::new(127, 1, 0, i));
-                    let verdict = auth.check(&headers, peer).await;
+                    let verdict = auth.check(login.ok().as_ref(), peer).await;
                     done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     verdict
                 }));

@@ -2,6 +2,7 @@
 //! timeouts and eviction of the oldest idle connection), blob fills per client and in total, and
 //! proxy logins (htpasswd, bcrypt).
 
+pub mod accept;
 pub mod fills;
 pub mod limits;
 pub mod login;

@@ -1,12 +1,13 @@
-//! The status page at `/`: what the cache holds, the last hour minute by minute, recent and most
-//! pulled images. Plain HTML and an inline SVG chart, no scripts.
+//! The status page at `/`: what the cache holds, the last hour minute by minute and per listener
+//! (proxy, mirror), recent and most pulled images. Plain HTML and an inline SVG chart, no scripts.
 
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use crate::hoard::Hoard;
 use crate::http::CacheStatus;
-use crate::telemetry::activity::Minute;
+use crate::telemetry::Via;
+use crate::telemetry::activity::{Minute, Traffic};
 
 /// Bytes as a short human figure.
 fn human(bytes: u64) -> String {
@@ -31,9 +32,10 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// The status page: hit ratio, bytes saved, store use, most pulled and recent images, and a
-/// chart of bytes from cache against bytes from upstream over the last hour. Plain HTML and an
-/// inline SVG: no scripts, nothing fetched from elsewhere.
+/// The status page: hit ratio, bytes saved, store use, most pulled and recent images, a chart
+/// of bytes from cache against bytes from upstream over the last hour, and that hour's traffic
+/// through the proxy port beside the mirror's. Plain HTML and an inline SVG: no scripts,
+/// nothing fetched from elsewhere.
 pub(super) fn status_page(hoard: &Hoard) -> String {
     let m = hoard.metrics.activity();
     let (hits, hit_bytes) = [
@@ -71,7 +73,7 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; 
 .legend span {{ display: inline-block; width: .8em; height: .8em; margin: 0 .3em 0 1em; }}
 </style></head><body>
 <h1>hoard</h1>
-<p>Caching proxy for container registries, listening on {listen}.</p>
+<p>Caching proxy for container registries, listening on {listen}{mirror}.</p>
 <div class="cards">
 <div class="card" id="hit-ratio"><b>{req_ratio}</b>hit ratio (requests)</div>
 <div class="card"><b>{byte_ratio}</b>hit ratio (bytes)</div>
@@ -81,6 +83,14 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; 
 </div>
 "#,
         listen = hoard.config().listen,
+        mirror = hoard
+            .config()
+            .mirror
+            .as_ref()
+            .map_or(String::new(), |m| format!(
+                ", as a registry mirror on {}",
+                m.listen
+            )),
         req_ratio = ratio(hits, misses),
         byte_ratio = ratio(hit_bytes, miss_bytes),
         saved = human(hit_bytes),
@@ -89,7 +99,9 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; 
         limit = human(limit),
         entries = usage.entries,
     );
-    page.push_str(&chart(&m.history()));
+    let totals: Vec<Traffic> = m.history().iter().map(Minute::total).collect();
+    page.push_str(&chart(&totals));
+    page.push_str(&by_listener(&m.last_hour()));
 
     page.push_str("<h2>Most pulled images</h2>\n<table id=\"most-pulled\"><tr><th>image</th><th>pulls</th></tr>\n");
     let popular = m.most_pulled(10);
@@ -99,10 +111,10 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; 
     for (image, pulls) in popular {
         let _ = writeln!(page, "<tr><td>{}</td><td>{pulls}</td></tr>", escape(&image));
     }
-    page.push_str("</table>\n<h2>Recent pulls</h2>\n<table id=\"recent\"><tr><th>when</th><th>image</th><th>cache</th></tr>\n");
+    page.push_str("</table>\n<h2>Recent pulls</h2>\n<table id=\"recent\"><tr><th>when</th><th>image</th><th>cache</th><th>via</th></tr>\n");
     let recent = m.recent_pulls();
     if recent.is_empty() {
-        page.push_str("<tr><td colspan=\"3\">none yet</td></tr>\n");
+        page.push_str("<tr><td colspan=\"4\">none yet</td></tr>\n");
     }
     for pull in recent {
         let ago = SystemTime::now()
@@ -110,17 +122,38 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; 
             .map_or(0, |d| d.as_secs());
         let _ = writeln!(
             page,
-            "<tr><td>{ago} s ago</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{ago} s ago</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&pull.image),
-            pull.cache.as_str()
+            pull.cache.as_str(),
+            pull.via.as_str()
         );
     }
     page.push_str("</table>\n<p><a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">health</a></p>\n</body></html>\n");
     page
 }
 
+/// The last hour through each listener: requests, bytes from cache and from upstream.
+fn by_listener(last_hour: &[Traffic; Via::ALL.len()]) -> String {
+    let mut table = String::from(
+        "<h2>Proxy and mirror, last hour</h2>\n<table id=\"via\"><tr><th>via</th><th>requests</th>\
+         <th>from cache</th><th>from upstream</th></tr>\n",
+    );
+    for (via, t) in Via::ALL.iter().zip(last_hour) {
+        let _ = writeln!(
+            table,
+            "<tr id=\"via-{via}\"><td>{via}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            t.requests,
+            human(t.from_cache),
+            human(t.from_upstream),
+            via = via.as_str(),
+        );
+    }
+    table.push_str("</table>\n");
+    table
+}
+
 /// Stacked bars per minute: bytes from cache and from upstream.
-fn chart(history: &[Minute]) -> String {
+fn chart(history: &[Traffic]) -> String {
     const WIDTH: f64 = 720.0;
     const HEIGHT: f64 = 160.0;
     let peak = history

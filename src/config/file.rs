@@ -27,6 +27,8 @@ pub struct FileConfig {
     pub admin: AdminSection,
     #[serde(default)]
     pub log: LogSection,
+    #[serde(default)]
+    pub mirror: super::mirror::MirrorSection,
 }
 
 impl FileConfig {

@@ -15,6 +15,7 @@ use crate::net::{Cidr, HostPatterns, NoProxy, Parent};
 
 mod file;
 mod htpasswd;
+mod mirror;
 mod units;
 mod validate;
 
@@ -23,6 +24,7 @@ pub use file::{
     LogSection, ProxySection, UpstreamSection,
 };
 pub use htpasswd::Htpasswd;
+pub use mirror::{Mirror, MirrorSection, MirrorTls};
 pub use units::{parse_duration, parse_size};
 
 /// A configuration problem: reported as one line, exit code 2.
@@ -71,14 +73,32 @@ pub struct Credential {
     pub host: String,
     pub username: String,
     pub password: String,
+    /// No account: hoard answers a registry's Bearer challenge with an anonymous pull token
+    /// (as Docker Hub hands out), and a Basic one not at all. The mirror's stand-in for a
+    /// client that logs in to no registry.
+    pub anonymous: bool,
+}
+
+impl Credential {
+    /// The anonymous stand-in for `host` (see [`Credential::anonymous`]).
+    pub(crate) fn anonymous(host: &str) -> Credential {
+        Credential {
+            host: host.to_owned(),
+            username: String::new(),
+            password: String::new(),
+            anonymous: true,
+        }
+    }
 }
 
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Credential({}@{}, password redacted)",
-            self.username, self.host
+            "Credential({}@{}, password redacted{})",
+            self.username,
+            self.host,
+            if self.anonymous { ", anonymous" } else { "" }
         )
     }
 }
@@ -176,6 +196,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The tracing filter when `RUST_LOG` is not set, e.g. `hoard=info`.
     pub log_filter: String,
+    /// The registry-mirror listener (`[mirror]`); `None`: off.
+    pub mirror: Option<Mirror>,
 }
 
 /// Default intercepted registries.
@@ -196,9 +218,19 @@ impl Config {
     pub fn resolve(file: FileConfig, cli: Overrides) -> Result<Config, ConfigError> {
         let proxy = validate::proxy(file.proxy, cli.listen)?;
         let (ca_dir, name_constraints) = validate::ca(file.ca, cli.ca_dir);
+        let mirror = mirror::mirror(
+            file.mirror,
+            proxy.users.is_some(),
+            !proxy.allow_clients.is_empty(),
+            proxy.open,
+        )?;
         // A listener others can reach, or an account of hoard's own at a registry, makes hoard
         // check with the registry before it hands out a cached object, unless told otherwise.
-        let shared = !proxy.listen.ip().is_loopback() || !file.upstream.credentials.is_empty();
+        let shared = !proxy.listen.ip().is_loopback()
+            || mirror
+                .as_ref()
+                .is_some_and(|m| !m.listen.ip().is_loopback())
+            || !file.upstream.credentials.is_empty();
         let cache = validate::cache(file.cache, cli.cache_dir, cli.tag_ttl, shared)?;
         let intercept = validate::intercept(file.intercept)?;
         let upstream = validate::upstream(file.upstream)?;
@@ -240,6 +272,7 @@ impl Config {
             admin,
             log_format,
             log_filter,
+            mirror,
         })
     }
 
@@ -248,6 +281,17 @@ impl Config {
     /// `proxy.listen` takes effect only at a restart).
     pub(crate) fn check_open_proxy(&self, bound: SocketAddr) -> Result<(), ConfigError> {
         validate::open_proxy_check(
+            bound,
+            self.users.is_some(),
+            !self.allow_clients.is_empty(),
+            self.open,
+        )
+    }
+
+    /// Refuses this configuration for a mirror listener bound to `bound` when that would open
+    /// the cache to anyone (a reload is judged by the listener that is open, as for the proxy).
+    pub(crate) fn check_open_mirror(&self, bound: SocketAddr) -> Result<(), ConfigError> {
+        mirror::open_mirror_check(
             bound,
             self.users.is_some(),
             !self.allow_clients.is_empty(),

@@ -284,6 +284,7 @@ fn credential(section: CredentialSection) -> Result<Credential, ConfigError> {
         host,
         username: section.username,
         password,
+        anonymous: false,
     })
 }
 

@@ -19,7 +19,9 @@ pub enum Route {
     Blob { repo: String, digest: Digest },
     /// `/v2/<name>/manifests/<reference>`
     Manifest { repo: String, reference: Reference },
-    /// Anything else: tag lists, catalog, uploads, referrers: forwarded.
+    /// `/v2/<name>/referrers/<digest>`: the artifacts that name a manifest (signatures, SBOMs).
+    Referrers { repo: String, subject: Digest },
+    /// Anything else: tag lists, catalog, uploads: forwarded.
     Other,
     /// A blob or manifest path that is not valid: answered 400 with the reason.
     Invalid(&'static str),
@@ -51,6 +53,20 @@ impl Route {
                 Some(digest) => Route::Blob {
                     repo: repo.to_owned(),
                     digest,
+                },
+                None => {
+                    Route::Invalid("invalid digest: expected sha256:<64 hex> or sha512:<128 hex>")
+                }
+            };
+        }
+        if let Some((repo, subject)) = rest.rsplit_once("/referrers/") {
+            if !valid_repository(repo) {
+                return Route::Invalid("invalid repository name");
+            }
+            return match Digest::parse(subject) {
+                Some(subject) => Route::Referrers {
+                    repo: repo.to_owned(),
+                    subject,
                 },
                 None => {
                     Route::Invalid("invalid digest: expected sha256:<64 hex> or sha512:<128 hex>")

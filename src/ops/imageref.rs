@@ -3,16 +3,10 @@
 //! used in a URL or a path.
 
 use std::fmt;
-use std::net::Ipv4Addr;
 use std::str::FromStr;
 
-use crate::oci::{Digest, Reference, valid_repository, valid_tag};
-
-/// The host Docker Hub images are pulled from.
-pub(crate) const DOCKER_HUB: &str = "registry-1.docker.io";
-
-/// Names that mean Docker Hub in a reference.
-const DOCKER_HUB_ALIASES: [&str; 3] = ["docker.io", "index.docker.io", DOCKER_HUB];
+pub use crate::oci::registry_key;
+use crate::oci::{DOCKER_HUB, Digest, Reference, names_a_registry, valid_repository, valid_tag};
 
 /// A parsed image reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +56,7 @@ impl ImageRef {
             None => (name, None),
         };
         let (registry, path) = match name.split_once('/') {
-            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
+            Some((first, rest)) if names_a_registry(first) => {
                 let registry = registry_key(first)
                     .ok_or_else(|| fail("the registry is not a host name with an optional port"))?;
                 (registry, rest)
@@ -134,27 +128,6 @@ impl fmt::Display for ImageRef {
         }
         Ok(())
     }
-}
-
-/// The canonical registry key of `host[:port]`: lowercase, Docker Hub's aliases folded into
-/// [`DOCKER_HUB`], port 443 dropped. `None` unless it is a DNS name or IPv4 address with an
-/// optional port from 1 to 65535.
-pub fn registry_key(text: &str) -> Option<String> {
-    let text = text.to_ascii_lowercase();
-    let authority = crate::net::split_authority(&text)?;
-    let (host, port) = (authority.host, authority.port.filter(|p| *p != 443));
-    if authority.bracketed || !crate::net::is_dns_name(host) && host.parse::<Ipv4Addr>().is_err() {
-        return None;
-    }
-    let host = if DOCKER_HUB_ALIASES.contains(&host) {
-        DOCKER_HUB
-    } else {
-        host
-    };
-    Some(match port {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_owned(),
-    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{CONTENT_TYPE, PROXY_AUTHENTICATE, RETRY_AFTER};
+use http::header::{CONTENT_TYPE, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
@@ -17,78 +17,30 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument as _, Span};
 
 use crate::access::AuthVerdict;
-use crate::access::limits::{Held, Limits, Refusal, Ticket};
+use crate::access::accept::admitted;
+use crate::access::limits::{Held, Limits, Ticket};
 use crate::http::idle::Idle;
 
 use crate::error::Chain;
 use crate::hoard::Hoard;
 use crate::http::{Body, full_body};
 use crate::http::{error, head_too_large, internal, making_room};
+use crate::telemetry::AuthFailure;
 use crate::telemetry::access_log::{RequestInfo, logged};
-use crate::telemetry::{AuthFailure, ConnectionRefused};
 use crate::upstream::{UpstreamError, upstream_error};
 
-/// Accepts connections until the listener fails. Each one is admitted by the connection limits
-/// (see [`crate::limits`]): over `proxy.max_connections_per_client` it is refused with a 503; at
-/// `proxy.max_connections` the oldest connection with no request in flight is closed to make
-/// room, and when every one is busy the accept waits (new connections wait in the backlog).
+/// Accepts connections until the listener fails, each one admitted by the connection limits
+/// ([`crate::access::accept::admitted`]).
 pub async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
     tracing::info!(addr = %hoard.config().listen, "hoard listening");
     let config = hoard.config();
     let limits = Limits::new(config.max_connections, config.max_connections_per_client);
     drop(config);
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let ticket = match limits.admit_or_wait(peer.ip()).await {
-            Ok((ticket, evicted)) => {
-                if evicted {
-                    hoard.metrics.connection_refused(ConnectionRefused::Evicted);
-                }
-                ticket
-            }
-            Err(refusal) => {
-                refuse(&stream, peer, refusal, &hoard);
-                continue;
-            }
-        };
+        let (stream, peer, ticket) = admitted(&listener, &limits, &hoard.metrics).await;
         let span = tracing::info_span!("conn", client = %peer);
         tokio::spawn(serve_connection(stream, peer, hoard.clone(), ticket).instrument(span));
     }
-}
-
-/// Answers a connection that is not admitted with a 503 saying why, if the socket takes it
-/// without waiting, and closes it.
-fn refuse(stream: &TcpStream, peer: SocketAddr, refusal: Refusal, hoard: &Hoard) {
-    let (label, reason) = match refusal {
-        Refusal::PerClient => (
-            ConnectionRefused::PerClient,
-            format!(
-                "too many connections from {} (proxy.max_connections_per_client)",
-                peer.ip()
-            ),
-        ),
-        Refusal::Full => (
-            ConnectionRefused::Full,
-            "too many connections (proxy.max_connections)".into(),
-        ),
-    };
-    hoard.metrics.connection_refused(label);
-    tracing::debug!(%peer, reason = %reason, "connection refused");
-    let body = format!("hoard: {reason}\n");
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.try_write(response.as_bytes());
 }
 
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, hoard: Arc<Hoard>, ticket: Ticket) {
@@ -151,6 +103,7 @@ async fn handle(
         method: request.method().clone(),
         path: request.uri().path().to_owned(),
         start: Instant::now(),
+        via: crate::telemetry::Via::Proxy,
     };
     if let Some(refusal) = admit(&request, &hoard, peer).await {
         if request.method() == Method::CONNECT {
@@ -213,7 +166,10 @@ async fn admit(
     if public {
         return None;
     }
-    match users.check(request.headers(), peer.ip()).await {
+    match users
+        .check(request.headers().get(PROXY_AUTHORIZATION), peer.ip())
+        .await
+    {
         AuthVerdict::Allowed => return None,
         AuthVerdict::Throttled(wait) => return Some(throttled(peer, wait, hoard)),
         AuthVerdict::Denied => {}

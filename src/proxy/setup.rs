@@ -4,6 +4,9 @@
 //!
 //! The script carries everything it needs (the CA, the intercepted hosts, the proxy address) and
 //! no secret. Whatever of the request ends up in it is validated first: the script runs as root.
+//! `?mode=mirror` serves the flavour for hoard's registry mirror instead ([`mirror`]).
+
+mod mirror;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -16,6 +19,7 @@ use crate::http::CacheStatus;
 use crate::http::error;
 use crate::http::{Body, full_body};
 use crate::net::{is_dns_name, split_authority};
+use mirror::MirrorScript;
 
 const HEADER: &str = include_str!("setup/header.sh");
 const COMMON: &str = include_str!("setup/common.sh");
@@ -25,6 +29,31 @@ const PODMAN: &str = include_str!("setup/podman.sh");
 
 /// NO_PROXY entries every script starts from; the proxy host is added after them.
 const NO_PROXY_BASE: [&str; 3] = ["localhost", "127.0.0.0/8", "::1"];
+
+/// Which way the engine uses hoard: as its HTTPS proxy (`?mode=proxy`, the default) or as a
+/// registry mirror (`?mode=mirror`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Proxy,
+    Mirror,
+}
+
+impl Mode {
+    /// The `mode` of a query string; `None` for a mode that is neither. Other parameters are
+    /// ignored, as they always were.
+    fn from_query(query: Option<&str>) -> Option<Mode> {
+        let mut mode = Mode::Proxy;
+        for pair in query.unwrap_or_default().split('&') {
+            mode = match pair.split_once('=') {
+                Some(("mode", "proxy")) => Mode::Proxy,
+                Some(("mode", "mirror")) => Mode::Mirror,
+                Some(("mode", _)) => return None,
+                _ => mode,
+            };
+        }
+        Some(mode)
+    }
+}
 
 /// The container engines a script is served for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,12 +185,6 @@ impl Script<'_> {
         if !no_proxy.contains(&self.proxy.no_proxy_host()) {
             no_proxy.push(self.proxy.no_proxy_host());
         }
-        let ca_pem: String = self
-            .ca_pem
-            .lines()
-            .filter(|line| !line.trim().is_empty())
-            .map(|line| format!("{}\n", line.trim_end()))
-            .collect();
         let header = HEADER
             .replace("@ENGINE@", self.engine.as_str())
             .replace("@PROXY@", &self.proxy.authority())
@@ -172,13 +195,22 @@ impl Script<'_> {
                 "@AUTH_REQUIRED@",
                 if self.auth_required { "1" } else { "0" },
             )
-            .replace("@CA_PEM@\n", &ca_pem);
+            .replace("@CA_PEM@\n", &pem_text(self.ca_pem));
         [header.as_str(), COMMON, self.engine.body()].concat()
     }
 }
 
-/// Answers `GET /setup/<engine>`: the script, 404 for an unknown engine, 400 for a `Host` header
-/// that is not a host[:port].
+/// A PEM as the script's heredoc holds it: no blank lines, no trailing spaces or `\r`.
+fn pem_text(pem: &str) -> String {
+    pem.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| format!("{}\n", line.trim_end()))
+        .collect()
+}
+
+/// Answers `GET /setup/<engine>[?mode=proxy|mirror]`: the script, 404 for an unknown engine, 400
+/// for another mode or a `Host` header that is not a host[:port], 409 for `mode=mirror` with the
+/// mirror off or on port 0.
 pub fn respond<B>(request: &Request<B>, hoard: &Hoard) -> Response<Body> {
     let path = request.uri().path();
     let name = path.strip_prefix("/setup/").unwrap_or(path);
@@ -191,9 +223,18 @@ pub fn respond<B>(request: &Request<B>, hoard: &Hoard) -> Response<Body> {
             ),
         );
     };
-    let proxy = match request.headers().get(HOST) {
+    let Some(mode) = Mode::from_query(request.uri().query()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "mode is proxy (the default: hoard as the engine's HTTPS proxy) or mirror (hoard's \
+             registry mirror): /setup/containerd?mode=mirror",
+        );
+    };
+    let config = hoard.config();
+    let host_header = request.headers().get(HOST);
+    let proxy = match host_header {
         Some(value) => value.to_str().ok().and_then(ProxyAddr::parse),
-        None => ProxyAddr::from_listen(hoard.config().listen),
+        None => ProxyAddr::from_listen(config.listen),
     };
     let Some(proxy) = proxy else {
         return error(
@@ -202,7 +243,17 @@ pub fn respond<B>(request: &Request<B>, hoard: &Hoard) -> Response<Body> {
              proxy address in the setup script",
         );
     };
-    let script = Script::new(engine, proxy, hoard.ca.ca_pem(), &hoard.config()).render();
+    let ca_pem = hoard.ca.ca_pem();
+    let script = match mode {
+        Mode::Proxy => Script::new(engine, proxy, ca_pem, &config).render(),
+        Mode::Mirror => {
+            let from_header = host_header.is_some();
+            match MirrorScript::new(engine, proxy, from_header, ca_pem, &config) {
+                Ok(script) => script.render(),
+                Err(reason) => return error(StatusCode::CONFLICT, reason),
+            }
+        }
+    };
     let mut response = Response::new(full_body(script));
     let headers = response.headers_mut();
     headers.insert(
@@ -292,5 +343,50 @@ mod tests {
             );
         }
         assert!(script.ends_with("main \"$@\"\n"));
+    }
+
+    #[test]
+    fn the_mode_comes_from_the_query_and_is_proxy_by_default() {
+        for (query, mode) in [
+            (None, Some(Mode::Proxy)),
+            (Some(""), Some(Mode::Proxy)),
+            (Some("x=1"), Some(Mode::Proxy)),
+            (Some("mode=proxy"), Some(Mode::Proxy)),
+            (Some("mode=mirror"), Some(Mode::Mirror)),
+            (Some("x=1&mode=mirror"), Some(Mode::Mirror)),
+            (Some("mode=Mirror"), None),
+            (Some("mode="), None),
+        ] {
+            assert_eq!(Mode::from_query(query), mode, "{query:?}");
+        }
+    }
+
+    /// `?mode=proxy` and no mode serve the script as it was before mirror mode: these bytes.
+    #[test]
+    fn proxy_scripts_are_unchanged_by_mirror_mode() {
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        for engine in [Engine::Docker, Engine::Containerd, Engine::Podman] {
+            let script = Script {
+                engine,
+                proxy: ProxyAddr::parse("hoard.example:3128").unwrap_or(ProxyAddr {
+                    host: String::new(),
+                    port: 0,
+                }),
+                ca_pem: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                patterns: vec![
+                    "gcr.io".into(),
+                    "registry-1.docker.io".into(),
+                    "*.pkg.dev".into(),
+                ],
+                auth_required: false,
+            };
+            hash.update(script.render().as_bytes());
+        }
+        let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "8b2ddfd90231e517a3b8a4f33ba6e62d382ded940e368a752889d0b2d5ff3f2e"
+        );
     }
 }

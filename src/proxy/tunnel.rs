@@ -15,7 +15,7 @@ use crate::access::limits::{Activity, Ending, Ticket};
 use crate::hoard::Hoard;
 use crate::http::CacheStatus;
 use crate::http::idle::Idle;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, Via};
 use crate::upstream::UpstreamError;
 
 /// Connects to `host:port` as every upstream connection is made: through the parent proxy, or
@@ -51,7 +51,7 @@ pub async fn run(
     };
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     let (up, down, error) = result;
-    metrics.record(CacheStatus::Tunnel, down);
+    metrics.record(Via::Proxy, CacheStatus::Tunnel, down);
     tracing::info!(
         host = %authority,
         method = %"CONNECT",
@@ -60,6 +60,7 @@ pub async fn run(
         bytes_up = up,
         ms = format_args!("{ms:.1}"),
         cache = %"TUNNEL",
+        via = %Via::Proxy.as_str(),
         error = error.map(|e| e.to_string()).unwrap_or_default(),
         "tunnel closed"
     );

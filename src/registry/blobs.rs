@@ -17,21 +17,17 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::timeout_at;
 use tracing::Instrument as _;
 
+use super::Target;
 use super::fill::{ChannelBody, Chunk, alone, miss};
-use super::forward::{forward, registry_send};
-use super::{Target, invalid_path, path_and_query};
+use super::forward::{forward, pull};
 
 use crate::hoard::Hoard;
-use crate::http::{
-    Body, BoxError, CacheStatus, empty_body, error, insert_digest_headers, pass_through,
-    upstream_headers,
-};
+use crate::http::{Body, BoxError, CacheStatus, empty_body, error, insert_digest_headers};
 use crate::oci::{Digest, span};
 use crate::store::{
     BlobHit, BlobLookup, FileChunks, FillState, Flight, FlightKey, Joined, Progress, chunk_len,
     read_at,
 };
-use crate::upstream::upstream_error;
 
 /// Read size for serving blobs from disk: 256 KiB keeps syscalls few and TLS records full.
 const FILE_CHUNK: usize = 256 << 10;
@@ -111,7 +107,7 @@ pub(super) async fn blob(
                     return response;
                 }
                 // Too far ahead to wait for: the range comes from the upstream.
-                return range_upstream(request, target, hoard).await;
+                return pull(request, target, hoard).await;
             }
             BlobLookup::Miss(permit) => {
                 return miss(request, target, hoard, digest, permit).await;
@@ -268,22 +264,5 @@ async fn follow(
                 .await;
             return;
         }
-    }
-}
-
-/// Asks the upstream for a blob range as that range and passes the answer on, not kept. As for
-/// a fill, redirects are followed and hoard's credentials answer a challenge.
-pub(super) async fn range_upstream(
-    request: Request<Incoming>,
-    target: &Target,
-    hoard: &Hoard,
-) -> Response<Body> {
-    let Some(uri) = target.uri(path_and_query(&request)) else {
-        return invalid_path();
-    };
-    let headers = upstream_headers(request.headers());
-    match registry_send(hoard, target, Method::GET, uri, headers).await {
-        Ok(response) => pass_through(response, CacheStatus::Bypass),
-        Err(err) => upstream_error(&err),
     }
 }

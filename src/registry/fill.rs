@@ -19,7 +19,8 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
-use super::blobs::{blob, range_upstream};
+use super::blobs::blob;
+use super::forward::pull;
 use super::forward::{forward, registry_send};
 use super::{Target, invalid_path, path_and_query};
 
@@ -61,7 +62,7 @@ pub(super) async fn miss(
     if range.is_some_and(far_range) {
         drop(permit); // requests that joined meanwhile look again
         hoard.metrics.fill_skipped(FillSkipped::FarRange);
-        return range_upstream(request, target, hoard).await;
+        return pull(request, target, hoard).await;
     }
     let config = hoard.config();
     // Counted as connections are: an IPv6 /64 is one client.
@@ -94,7 +95,7 @@ pub(super) async fn alone(
     digest: Digest,
 ) -> Response<Body> {
     if request.headers().contains_key(RANGE) {
-        return range_upstream(request, target, hoard).await;
+        return pull(request, target, hoard).await;
     }
     fill(request, target, hoard, digest, None).await
 }

@@ -11,8 +11,8 @@ use hyper::body::Incoming;
 use super::{Target, invalid_path, path_and_query};
 use crate::config::AuthOnHit;
 use crate::hoard::Hoard;
-use crate::http::strip_hop_by_hop;
 use crate::http::{Body, CacheStatus, DOCKER_CONTENT_DIGEST, error, pass_through};
+use crate::http::{strip_hop_by_hop, upstream_headers};
 use crate::oci::{Digest, Reference, Route};
 use crate::store::Key;
 use crate::upstream::auth::Verdict;
@@ -29,7 +29,7 @@ pub(super) async fn registry_send(
     headers: HeaderMap,
 ) -> Result<Response<Incoming>, UpstreamError> {
     let config = hoard.config();
-    let credential = config.credential_for(target.key.as_str());
+    let credential = target.credential(&config);
     let route = Route::parse(uri.path());
     let response = hoard
         .registry_auth
@@ -81,7 +81,7 @@ pub(super) async fn forward(
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let config = hoard.config();
-    let credential = config.credential_for(target.key.as_str());
+    let credential = target.credential(&config);
     hoard.registry_auth.preauthorize(
         credential,
         &parts.method,
@@ -91,6 +91,25 @@ pub(super) async fn forward(
     parts.uri = uri;
     let upstream = Request::from_parts(parts, body.map_err(Into::into).boxed());
     match hoard.upstream().send(upstream).await {
+        Ok(response) => pass_through(response, CacheStatus::Bypass),
+        Err(err) => upstream_error(&err),
+    }
+}
+
+/// A read nothing is kept of (a far blob range, a tag list for a mirror client), passed on as
+/// asked. As for a fill, redirects are followed, and hoard's credentials (or its anonymous
+/// stand-in) answer the registry's challenge, not the client.
+pub(super) async fn pull(
+    request: Request<Incoming>,
+    target: &Target,
+    hoard: &Hoard,
+) -> Response<Body> {
+    let Some(uri) = target.uri(path_and_query(&request)) else {
+        return invalid_path();
+    };
+    let headers = upstream_headers(request.headers());
+    let method = request.method().clone();
+    match registry_send(hoard, target, method, uri, headers).await {
         Ok(response) => pass_through(response, CacheStatus::Bypass),
         Err(err) => upstream_error(&err),
     }
@@ -112,7 +131,7 @@ pub(super) async fn access_refused(
         return None;
     }
     let uri = target.uri(request.uri().path())?;
-    let credential = config.credential_for(target.key.as_str());
+    let credential = target.credential(&config);
     let host = target.key.as_str();
     let auth = &hoard.registry_auth;
     let verdict = auth

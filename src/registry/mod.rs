@@ -12,11 +12,14 @@
 //!   while the others follow the temp file, verified before it is kept;
 //! - `forward.rs`: what goes upstream unchanged, what goes with hoard's credentials, and the
 //!   registry's word on access to cached objects (`cache.auth_on_hit`);
+//! - `referrers.rs`: the referrers API, cached like a tag;
+//! - `conn.rs`: a registry connection served, for the intercept and the mirror alike;
 //! - everything else (pushes, tag lists, the catalog…): forwarded unchanged.
 
 use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 
+use crate::config::{Config, Credential};
 use crate::hoard::Hoard;
 use crate::http::{Body, error};
 use crate::oci::{Reference, Route};
@@ -24,10 +27,12 @@ use crate::store::HostKey;
 use forward::{access_refused, forward};
 
 mod blobs;
+pub(crate) mod conn;
 mod fill;
 mod forward;
 mod manifests;
 mod ping;
+mod referrers;
 mod tags;
 
 /// The intercepted registry a connection talks to.
@@ -36,6 +41,8 @@ pub struct Target {
     authority: String,
     base: String,
     key: HostKey,
+    /// For requests through the mirror: hoard stands in for a client that logs in nowhere.
+    anonymous: Option<Credential>,
 }
 
 impl Target {
@@ -56,7 +63,23 @@ impl Target {
             base: format!("https://{authority}"),
             authority,
             key,
+            anonymous: None,
         })
+    }
+
+    /// A registry reached through the mirror: with no `[[upstream.credentials]]` for it, hoard
+    /// pulls anonymously, answering the registry's token challenge itself.
+    pub fn mirrored(host: &str, port: u16) -> Option<Target> {
+        let mut target = Target::new(host, port)?;
+        target.anonymous = Some(Credential::anonymous(target.key.as_str()));
+        Some(target)
+    }
+
+    /// hoard's credentials for this registry, or the anonymous stand-in of a mirrored one.
+    fn credential<'a>(&'a self, config: &'a Config) -> Option<&'a Credential> {
+        config
+            .credential_for(self.key.as_str())
+            .or(self.anonymous.as_ref())
     }
 
     /// `host[:port]`, as the client named it.
@@ -66,6 +89,21 @@ impl Target {
 
     fn uri(&self, path_and_query: &str) -> Option<Uri> {
         format!("{}{path_and_query}", self.base).parse().ok()
+    }
+}
+
+/// An intercepted connection's requests all go to its one registry.
+impl conn::Answer for Target {
+    async fn answer(
+        &self,
+        request: Request<Incoming>,
+        hoard: std::sync::Arc<Hoard>,
+    ) -> conn::Answered {
+        conn::Answered {
+            host: self.authority.clone(),
+            path: None,
+            response: handle(request, self, &hoard).await,
+        }
     }
 }
 
@@ -94,8 +132,21 @@ pub async fn handle(request: Request<Incoming>, target: &Target, hoard: &Hoard) 
             repo,
             reference: Reference::Tag(tag),
         } => tags::by_tag(request, target, hoard, &repo, &tag).await,
-        Route::Other => forward(request, target, hoard).await,
+        Route::Referrers { repo, subject } => {
+            referrers::referrers(request, target, hoard, &repo, &subject).await
+        }
+        Route::Other => uncached(request, target, hoard).await,
         Route::Invalid(reason) => error(StatusCode::BAD_REQUEST, reason),
+    }
+}
+
+/// A read nothing is kept of (a tag list, the catalog): forwarded. A mirror client cannot log in
+/// upstream, so for it hoard does.
+async fn uncached(request: Request<Incoming>, target: &Target, hoard: &Hoard) -> Response<Body> {
+    if target.anonymous.is_some() {
+        forward::pull(request, target, hoard).await
+    } else {
+        forward(request, target, hoard).await
     }
 }
 

@@ -205,7 +205,7 @@ async fn head_unknown_tag(
 }
 
 /// Records that `tag` names `digest` now, after a GET by tag.
-async fn record_tag(
+pub(super) async fn record_tag(
     hoard: &Hoard,
     target: &Target,
     repo: &str,

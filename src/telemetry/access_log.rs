@@ -27,6 +27,8 @@ pub struct RequestInfo {
     pub method: Method,
     pub path: String,
     pub start: Instant,
+    /// The listener the request came in on.
+    pub via: crate::telemetry::Via,
 }
 
 /// Wraps a response so that its log line is written when the body is finished or dropped.
@@ -79,8 +81,10 @@ struct Line {
 impl Line {
     fn write(self, complete: bool) {
         let metrics = &self.info.metrics;
-        metrics.record(self.cache, self.bytes);
+        let via = self.info.via;
+        metrics.record(via, self.cache, self.bytes);
         metrics.activity().note_request(
+            via,
             &self.info.host,
             &self.info.path,
             self.status.as_u16(),
@@ -97,6 +101,7 @@ impl Line {
             bytes = self.bytes,
             ms = format_args!("{ms:.1}"),
             cache = %self.cache.as_str(),
+            via = %via.as_str(),
             complete,
             error = self.error.as_deref().unwrap_or(""),
             "request"

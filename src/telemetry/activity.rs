@@ -1,5 +1,6 @@
 //! What the status page and `GET /stats` show: requests and bytes by cache status, a
-//! minute-by-minute history of the last hour, and the recent and most pulled images. Kept apart
+//! minute-by-minute history of the last hour per listener (proxy or mirror), and the recent and
+//! most pulled images. Kept apart
 //! from the Prometheus metrics, which the same [`super::Metrics::record`] feeds.
 
 use std::collections::{HashMap, VecDeque};
@@ -7,7 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::Source;
+use super::{Source, Via};
 use crate::http::CacheStatus;
 use crate::oci::{Reference, Route};
 
@@ -20,13 +21,49 @@ const RECENT_PULLS: usize = 30;
 /// Distinct images counted for "most pulled"; past it the least pulled half is forgotten.
 const MAX_IMAGES: usize = 10_000;
 
-/// Bytes served in one minute.
+/// Requests answered and body bytes sent, from the store and from upstreams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub requests: u64,
+    pub from_cache: u64,
+    pub from_upstream: u64,
+}
+
+impl Traffic {
+    fn add(&mut self, status: CacheStatus, bytes: u64) {
+        self.requests += 1;
+        match Source::of(status) {
+            Source::Cache => self.from_cache += bytes,
+            Source::Upstream => self.from_upstream += bytes,
+            Source::Tunnel | Source::Local => {}
+        }
+    }
+}
+
+impl std::iter::Sum for Traffic {
+    fn sum<I: Iterator<Item = Traffic>>(iter: I) -> Traffic {
+        iter.fold(Traffic::default(), |a, b| Traffic {
+            requests: a.requests + b.requests,
+            from_cache: a.from_cache + b.from_cache,
+            from_upstream: a.from_upstream + b.from_upstream,
+        })
+    }
+}
+
+/// The traffic of one minute, per listener.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Minute {
     /// Minutes since the Unix epoch.
     pub minute: u64,
-    pub from_cache: u64,
-    pub from_upstream: u64,
+    /// Indexed by `Via as usize`.
+    pub via: [Traffic; Via::ALL.len()],
+}
+
+impl Minute {
+    /// Both listeners together.
+    pub fn total(&self) -> Traffic {
+        self.via.iter().copied().sum()
+    }
 }
 
 /// One pull of an image by tag, as the status page lists it.
@@ -35,6 +72,7 @@ pub struct Pull {
     pub at: SystemTime,
     pub image: String,
     pub cache: CacheStatus,
+    pub via: Via,
 }
 
 /// Requests, bytes and pulls since start, for the status page.
@@ -71,7 +109,7 @@ fn now_minute() -> u64 {
 
 impl Activity {
     /// Counts one answered request and the body bytes it sent, in the current minute too.
-    pub(super) fn record(&self, status: CacheStatus, bytes: u64) {
+    pub(super) fn record(&self, via: Via, status: CacheStatus, bytes: u64) {
         let i = status as usize;
         self.requests[i].fetch_add(1, Ordering::Relaxed);
         self.bytes[i].fetch_add(bytes, Ordering::Relaxed);
@@ -87,16 +125,12 @@ impl Activity {
             }
         }
         if let Some(current) = history.back_mut() {
-            match Source::of(status) {
-                Source::Cache => current.from_cache += bytes,
-                Source::Upstream => current.from_upstream += bytes,
-                Source::Tunnel | Source::Local => {}
-            }
+            current.via[via as usize].add(status, bytes);
         }
     }
 
     /// Notes a pull when a request resolved a tag (`HEAD`/`GET` of `/v2/<repo>/manifests/<tag>`).
-    pub fn note_request(&self, host: &str, path: &str, status: u16, cache: CacheStatus) {
+    pub fn note_request(&self, via: Via, host: &str, path: &str, status: u16, cache: CacheStatus) {
         if status != 200 {
             return;
         }
@@ -123,6 +157,7 @@ impl Activity {
             at: SystemTime::now(),
             image,
             cache,
+            via,
         });
         recent.truncate(RECENT_PULLS);
     }
@@ -179,6 +214,14 @@ impl Activity {
             .collect()
     }
 
+    /// The last hour's traffic through each listener, indexed by `Via as usize`.
+    pub fn last_hour(&self) -> [Traffic; Via::ALL.len()] {
+        let since = now_minute().saturating_sub(HISTORY_MINUTES as u64 - 1);
+        let history = lock(&self.history);
+        let recent = history.iter().filter(|m| m.minute >= since);
+        Via::ALL.map(|via| recent.clone().map(|m| m.via[via as usize]).sum())
+    }
+
     /// The most recent pulls, newest first.
     pub fn recent_pulls(&self) -> Vec<Pull> {
         lock(&self.recent).iter().cloned().collect()
@@ -203,29 +246,51 @@ mod tests {
     #[test]
     fn requests_feed_the_counts_history_and_pull_lists() {
         let a = Activity::default();
-        a.record(CacheStatus::Hit, 100);
-        a.record(CacheStatus::Miss, 40);
-        a.record(CacheStatus::Tunnel, 7);
-        a.note_request("gcr.io", "/v2/p/app/manifests/v1", 200, CacheStatus::Hit);
-        a.note_request(
-            "gcr.io",
+        a.record(Via::Proxy, CacheStatus::Hit, 100);
+        a.record(Via::Proxy, CacheStatus::Miss, 40);
+        a.record(Via::Proxy, CacheStatus::Tunnel, 7);
+        a.record(Via::Mirror, CacheStatus::Hit, 5);
+        let pull = |via, path, status, cache| a.note_request(via, "gcr.io", path, status, cache);
+        pull(Via::Proxy, "/v2/p/app/manifests/v1", 200, CacheStatus::Hit);
+        pull(
+            Via::Mirror,
             "/v2/p/app/manifests/v1",
             200,
             CacheStatus::Revalidated,
         );
-        a.note_request("gcr.io", "/v2/p/app/blobs/sha256:00", 200, CacheStatus::Hit);
-        a.note_request(
-            "gcr.io",
+        pull(
+            Via::Proxy,
+            "/v2/p/app/blobs/sha256:00",
+            200,
+            CacheStatus::Hit,
+        );
+        pull(
+            Via::Proxy,
             "/v2/p/other/manifests/v1",
             404,
             CacheStatus::Bypass,
         );
-        assert_eq!(a.count(CacheStatus::Hit), (1, 100));
+        assert_eq!(a.count(CacheStatus::Hit), (2, 105));
         let last = a.history().last().copied().unwrap_or_default();
-        assert_eq!((last.from_cache, last.from_upstream), (100, 40));
+        let total = last.total();
+        assert_eq!(
+            (total.requests, total.from_cache, total.from_upstream),
+            (4, 105, 40)
+        );
+        let [proxy, mirror] = a.last_hour();
+        assert_eq!(
+            (proxy.requests, proxy.from_cache, proxy.from_upstream),
+            (3, 100, 40)
+        );
+        assert_eq!(
+            (mirror.requests, mirror.from_cache, mirror.from_upstream),
+            (1, 5, 0)
+        );
         assert_eq!(a.history().len(), HISTORY_MINUTES);
+        // One image, pulled through either listener: one cache, one count.
         assert_eq!(a.most_pulled(5), vec![("gcr.io/p/app:v1".to_owned(), 2)]);
-        assert_eq!(a.recent_pulls().len(), 2);
-        assert!(a.to_json().contains("\"HIT\":1"));
+        let vias: Vec<Via> = a.recent_pulls().iter().map(|p| p.via).collect();
+        assert_eq!(vias, [Via::Mirror, Via::Proxy]);
+        assert!(a.to_json().contains("\"HIT\":2"));
     }
 }

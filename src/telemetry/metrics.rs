@@ -1,4 +1,5 @@
-//! The Prometheus side: requests by cache status, bytes by source, upstream requests, auth
+//! The Prometheus side: requests by cache status and bytes by source, each by listener (`via`:
+//! proxy or mirror), upstream requests, auth
 //! failures, connections, fills and store gauges, exposed on the admin listener at `/metrics`.
 //! Each family's labels are a type: a `#[derive(EncodeLabelSet)]` struct whose closed sets of
 //! values are enums, so a label name or value cannot be misspelt at a call site.
@@ -9,7 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::{Activity, Source};
+use super::{Activity, Source, Via};
 use crate::http::CacheStatus;
 
 /// Why a client's request was refused: the `reason` label of `hoard_auth_failures_total`.
@@ -94,6 +95,7 @@ macro_rules! label_value_as_str {
 label_value_as_str!(
     CacheStatus,
     Source,
+    Via,
     AuthFailure,
     ConnectionRefused,
     FillSkipped
@@ -101,14 +103,16 @@ label_value_as_str!(
 
 /// `hoard_requests_total`
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct CacheLabel {
+struct RequestLabels {
     cache: CacheStatus,
+    via: Via,
 }
 
 /// `hoard_response_bytes_total`
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct SourceLabel {
+struct BytesLabels {
     source: Source,
+    via: Via,
 }
 
 /// `hoard_registry_manifest_gets_total`
@@ -149,8 +153,8 @@ struct FillSkippedLabel {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests_total: Family<CacheLabel, Counter>,
-    bytes_total: Family<SourceLabel, Counter>,
+    requests_total: Family<RequestLabels, Counter>,
+    bytes_total: Family<BytesLabels, Counter>,
     upstream_requests: Family<UpstreamLabels, Counter>,
     manifest_gets: Family<HostLabel, Counter>,
     auth_failures: Family<AuthFailureLabel, Counter>,
@@ -205,12 +209,13 @@ impl Metrics {
         };
         registry.register(
             "requests",
-            "Requests answered, by cache status",
+            "Requests answered, by cache status and listener (via: proxy, mirror)",
             m.requests_total.clone(),
         );
         registry.register(
             "response_bytes",
-            "Body bytes sent to clients, by source (cache, upstream, tunnel, local)",
+            "Body bytes sent to clients, by source (cache, upstream, tunnel, local) and listener \
+             (via: proxy, mirror)",
             m.bytes_total.clone(),
         );
         registry.register(
@@ -285,17 +290,17 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// Counts one answered request and the body bytes it sent (and shows it on the status page).
-    pub fn record(&self, status: CacheStatus, bytes: u64) {
+    /// Counts one request answered through the listener `via` and the body bytes it sent (and
+    /// shows it on the status page).
+    pub fn record(&self, via: Via, status: CacheStatus, bytes: u64) {
         self.requests_total
-            .get_or_create(&CacheLabel { cache: status })
+            .get_or_create(&RequestLabels { cache: status, via })
             .inc();
+        let source = Source::of(status);
         self.bytes_total
-            .get_or_create(&SourceLabel {
-                source: Source::of(status),
-            })
+            .get_or_create(&BytesLabels { source, via })
             .inc_by(bytes);
-        self.activity.record(status, bytes);
+        self.activity.record(via, status, bytes);
     }
 
     /// What the status page shows: the last hour, recent and most pulled images.
@@ -397,87 +402,5 @@ impl Drop for ConnectionGuard<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// One event of every kind, each family with one series (so the text has one order).
-    fn one_of_each(m: &Metrics) {
-        let patterns = ["gcr.io".to_owned(), "*.example.com".to_owned()];
-        m.set_intercepted(crate::net::HostPatterns::new(&patterns).unwrap_or_default());
-        m.record(CacheStatus::Hit, 100);
-        let manifest = "/v2/p/app/manifests/v1";
-        m.upstream_request("gcr.io", &http::Method::GET, manifest, 200);
-        m.auth_failure(AuthFailure::ProxyAuth);
-        m.connection_refused(ConnectionRefused::PerClient);
-        m.fill_skipped(FillSkipped::FarRange);
-        m.fill_abandoned();
-        std::mem::forget(m.connection());
-        for (gauge, value) in [
-            (&m.store_bytes, 12345),
-            (&m.store_entries, 3),
-            (&m.store_reserved_bytes, 77),
-            (&m.store_evictions, 2),
-            (&m.fills_in_flight, 1),
-            (&m.leaf_certificates, 4),
-        ] {
-            gauge.set(value);
-        }
-    }
-
-    /// The exposition is the text hoard wrote before its labels were types
-    /// (`testdata/exposition.txt`, captured from that version with the same events).
-    #[test]
-    fn the_exposition_text_is_unchanged() {
-        let m = Metrics::new();
-        one_of_each(&m);
-        assert_eq!(m.encode(), include_str!("testdata/exposition.txt"));
-
-        let m = Metrics::new();
-        one_of_each(&m);
-        for status in CacheStatus::ALL {
-            m.record(status, 10);
-        }
-        let digest = "/v2/x/manifests/sha256:00";
-        m.upstream_request("a.example.com", &http::Method::GET, digest, 0);
-        m.upstream_request("docker.io", &http::Method::HEAD, "/v2/x/manifests/v1", 404);
-        m.upstream_request("gcr.io", &http::Method::GET, "/v2/x/blobs/sha256:00", 307);
-        use AuthFailure::*;
-        use ConnectionRefused::*;
-        use FillSkipped::*;
-        [ProxyAuth, Throttled, AllowList]
-            .into_iter()
-            .for_each(|r| m.auth_failure(r));
-        [PerClient, Full, Evicted]
-            .into_iter()
-            .for_each(|r| m.connection_refused(r));
-        [FarRange, MaxFills, MaxFillsPerClient]
-            .into_iter()
-            .for_each(|r| m.fill_skipped(r));
-        // Series within a family come out in hash order: compare the sorted lines.
-        let text = m.encode();
-        let mut lines: Vec<&str> = text.lines().collect();
-        lines.sort_unstable();
-        assert_eq!(
-            lines.join("\n"),
-            include_str!("testdata/exposition_sorted.txt")
-        );
-    }
-
-    #[test]
-    fn requests_feed_the_counters() {
-        let m = Metrics::new();
-        m.record(CacheStatus::Hit, 100);
-        m.record(CacheStatus::Miss, 40);
-        m.record(CacheStatus::Tunnel, 7);
-        assert_eq!(m.activity().count(CacheStatus::Hit), (1, 100));
-        let text = m.encode();
-        assert!(
-            text.contains("hoard_requests_total{cache=\"HIT\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("hoard_response_bytes_total{source=\"cache\"} 100"),
-            "{text}"
-        );
-    }
-}
+#[path = "metrics_tests.rs"]
+mod tests;

@@ -10,6 +10,29 @@ pub use metrics::{AuthFailure, ConnectionRefused, FillSkipped, Metrics};
 
 use crate::http::CacheStatus;
 
+/// Which listener a request came in on: the `via` label of request metrics, and the status
+/// page's split of traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Via {
+    /// The proxy port: intercepted CONNECTs, tunnels, plain forwards.
+    Proxy,
+    /// The registry-mirror listener (`[mirror]`).
+    Mirror,
+}
+
+impl Via {
+    /// Every listener, in the order the status page lists them; `via as usize` indexes it.
+    pub(crate) const ALL: [Via; 2] = [Via::Proxy, Via::Mirror];
+
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Via::Proxy => "proxy",
+            Via::Mirror => "mirror",
+        }
+    }
+}
+
 /// Where the body bytes of a response came from: the `source` label of
 /// `hoard_response_bytes_total` and the two lines of the status page's chart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -36,6 +36,12 @@ pub enum CaError {
     Rcgen(#[from] rcgen::Error),
     #[error("tls setup failed")]
     Tls(#[from] rustls::Error),
+    #[error(
+        "hoard's CA cannot sign for {name} ({reason}): it was created limited to other names \
+         (ca.name_constraints); move ca/ away and restart to create one that covers them, \
+         and give clients the new ca.crt"
+    )]
+    NotCovered { name: String, reason: String },
 }
 
 /// The CA's files and certificates are hoard's own business: a failure is internal.

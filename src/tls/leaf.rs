@@ -9,7 +9,9 @@ use rcgen::{
     SanType, SerialNumber,
 };
 use rustls::ServerConfig;
-use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use time::{Duration, OffsetDateTime};
 
 use super::ca::{CaError, CertificateAuthority};
@@ -26,11 +28,48 @@ impl CertificateAuthority {
         if let Some(config) = self.lock().get(&host) {
             return Ok(config.clone());
         }
-        let config = Arc::new(self.mint(&host)?);
+        let config = Arc::new(self.mint(std::slice::from_ref(&host))?);
         self.minted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.lock().put(host, config.clone());
         Ok(config)
+    }
+
+    /// A TLS server config presenting one leaf for all of `names` (DNS names or IP addresses),
+    /// minted now: the mirror listener's certificate. Each name is checked as a client would
+    /// check it: a CA created with name constraints for other names cannot serve them.
+    pub fn server_config_for(&self, names: &[String]) -> Result<Arc<ServerConfig>, CaError> {
+        let leaf = self.leaf(names)?;
+        self.check_covers(&leaf, names)?;
+        self.minted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Arc::new(self.config(leaf)?))
+    }
+
+    /// Verifies `leaf` for each of `names` against the CA alone, name constraints included.
+    fn check_covers(
+        &self,
+        leaf: &CertificateDer<'static>,
+        names: &[String],
+    ) -> Result<(), CaError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone())?;
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|err| rustls::Error::General(err.to_string()))?;
+        for name in names {
+            let not_covered = |reason: String| CaError::NotCovered {
+                name: name.clone(),
+                reason,
+            };
+            let server_name =
+                ServerName::try_from(name.clone()).map_err(|err| not_covered(err.to_string()))?;
+            verifier
+                .verify_server_cert(leaf, &[], &server_name, &[], UnixTime::now())
+                .map_err(|err| not_covered(err.to_string()))?;
+        }
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, Arc<ServerConfig>>> {
@@ -38,16 +77,37 @@ impl CertificateAuthority {
         self.leaves.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn mint(&self, host: &str) -> Result<ServerConfig, CaError> {
+    fn mint(&self, names: &[String]) -> Result<ServerConfig, CaError> {
+        self.config(self.leaf(names)?)
+    }
+
+    /// The server config presenting `leaf` and the CA.
+    fn config(&self, leaf: CertificateDer<'static>) -> Result<ServerConfig, CaError> {
+        let chain = vec![leaf, self.ca_der.clone()];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.leaf_key.serialize_der()));
+        server_config(self.provider.clone(), chain, key)
+    }
+
+    /// A leaf for `names`, signed by the CA. The common name is the first DNS name, or none:
+    /// OpenSSL checks a common name that looks like an address against the CA's DNS name
+    /// constraints, and refuses it.
+    fn leaf(&self, names: &[String]) -> Result<CertificateDer<'static>, CaError> {
         let mut params = CertificateParams::default();
-        params.subject_alt_names = vec![match host.parse() {
-            Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName(host.to_owned().try_into()?),
-        }];
+        for name in names {
+            params.subject_alt_names.push(match name.parse() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(name.clone().try_into()?),
+            });
+        }
         params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, host.to_owned());
+        if let Some(dns) = names
+            .iter()
+            .find(|name| name.parse::<std::net::IpAddr>().is_err())
+        {
+            params
+                .distinguished_name
+                .push(DnType::CommonName, dns.clone());
+        }
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::days(1);
         // 397 days: the longest validity browsers and Apple's TLS stack accept for a leaf.
@@ -56,16 +116,10 @@ impl CertificateAuthority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
-        let leaf = params.signed_by(&self.leaf_key, &self.issuer)?;
-
-        let chain = vec![leaf.der().clone(), self.ca_der.clone()];
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.leaf_key.serialize_der()));
-        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(config)
+        Ok(params
+            .signed_by(&self.leaf_key, &self.issuer)?
+            .der()
+            .clone())
     }
 
     fn serial(&self) -> Result<SerialNumber, CaError> {
@@ -77,4 +131,37 @@ impl CertificateAuthority {
         bytes[0] &= 0x7f; // keep the serial positive
         Ok(SerialNumber::from_slice(&bytes))
     }
+}
+
+/// A TLS server config for a certificate chain and its key, offering h2 and HTTP/1.1.
+pub(super) fn server_config(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerConfig, CaError> {
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A TLS server config from an operator's PEM files: the certificate chain, leaf first, and
+/// its private key.
+pub fn server_config_from_files(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<ServerConfig>, CaError> {
+    use rustls_pki_types::pem::PemObject as _;
+    let bad = |path: &std::path::Path, what| CaError::BadPem {
+        path: path.to_owned(),
+        what,
+    };
+    let chain = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|_| bad(cert, "certificate chain"))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|_| bad(key, "private key"))?;
+    Ok(Arc::new(server_config(provider, chain, key)?))
 }

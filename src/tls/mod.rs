@@ -6,4 +6,5 @@ mod leaf;
 mod roots;
 
 pub use ca::CertificateAuthority;
+pub use leaf::server_config_from_files;
 pub use roots::root_store;

@@ -42,7 +42,13 @@ async fn metrics_move_with_a_miss_a_hit_and_a_tunnel() {
     let client = proxy.client(false);
 
     let before = metrics(&proxy).await;
-    assert_eq!(sample(&before, "hoard_requests_total{cache=\"MISS\"}"), 0.0);
+    assert_eq!(
+        sample(
+            &before,
+            "hoard_requests_total{cache=\"MISS\",via=\"proxy\"}"
+        ),
+        0.0
+    );
 
     client
         .get(&blob)
@@ -55,13 +61,16 @@ async fn metrics_move_with_a_miss_a_hit_and_a_tunnel() {
     proxy.settled().await;
     let after_miss = metrics(&proxy).await;
     assert_eq!(
-        sample(&after_miss, "hoard_requests_total{cache=\"MISS\"}"),
+        sample(
+            &after_miss,
+            "hoard_requests_total{cache=\"MISS\",via=\"proxy\"}"
+        ),
         1.0
     );
     assert_eq!(
         sample(
             &after_miss,
-            "hoard_response_bytes_total{source=\"upstream\"}"
+            "hoard_response_bytes_total{source=\"upstream\",via=\"proxy\"}"
         ),
         100_000.0
     );
@@ -94,11 +103,17 @@ async fn metrics_move_with_a_miss_a_hit_and_a_tunnel() {
         .unwrap();
     let after_hit = metrics(&proxy).await;
     assert_eq!(
-        sample(&after_hit, "hoard_requests_total{cache=\"HIT\"}"),
+        sample(
+            &after_hit,
+            "hoard_requests_total{cache=\"HIT\",via=\"proxy\"}"
+        ),
         1.0
     );
     assert_eq!(
-        sample(&after_hit, "hoard_response_bytes_total{source=\"cache\"}"),
+        sample(
+            &after_hit,
+            "hoard_response_bytes_total{source=\"cache\",via=\"proxy\"}"
+        ),
         100_000.0
     );
     assert_eq!(
@@ -125,7 +140,7 @@ async fn metrics_move_with_a_miss_a_hit_and_a_tunnel() {
     for _ in 0..50 {
         tunnels = sample(
             &metrics(&proxy).await,
-            "hoard_requests_total{cache=\"TUNNEL\"}",
+            "hoard_requests_total{cache=\"TUNNEL\",via=\"proxy\"}",
         );
         if tunnels > 0.0 {
             break;
@@ -135,6 +150,65 @@ async fn metrics_move_with_a_miss_a_hit_and_a_tunnel() {
     assert_eq!(tunnels, 1.0, "the tunnel is counted when it closes");
     let last = metrics(&proxy).await;
     assert!(sample(&last, "hoard_connections_total") >= 2.0);
+}
+
+#[tokio::test]
+async fn proxy_traffic_counts_under_via_proxy_in_metrics_and_on_the_status_page() {
+    init();
+    let registry = Registry::start().await;
+    let proxy = Proxy::builder(&registry).start().await;
+    let digest = registry.add_blob(fresh_blob(20_000));
+    let manifest = Registry::manifest_json(&[(&digest, 20_000)], "via");
+    registry.add_manifest("p/app", "v1", DOCKER_V2, manifest);
+    let client = proxy.client(false);
+    let get = |path: String| {
+        let request = client.get(url(&path)).header("accept", DOCKER_V2);
+        async move { request.send().await.unwrap().bytes().await.unwrap() }
+    };
+    get("/v2/p/app/manifests/v1".into()).await;
+    get(format!("/v2/p/app/blobs/{digest}")).await;
+    proxy.settled().await;
+    get(format!("/v2/p/app/blobs/{digest}")).await;
+
+    // A response is counted when hoard drops its body, a moment after the client has it all.
+    let proxy_hits = "hoard_requests_total{cache=\"HIT\",via=\"proxy\"}";
+    let mut text = metrics(&proxy).await;
+    for _ in 0..50 {
+        if sample(&text, proxy_hits) > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        text = metrics(&proxy).await;
+    }
+    assert_eq!(sample(&text, proxy_hits), 1.0, "{text}");
+    let cache_bytes = "hoard_response_bytes_total{source=\"cache\",via=\"proxy\"}";
+    assert_eq!(sample(&text, cache_bytes), 20_000.0, "{text}");
+    assert!(
+        !text.contains("via=\"mirror\""),
+        "no mirror traffic: {text}"
+    );
+    let requests: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("hoard_requests_total{") && l.contains("via=\"proxy\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(requests >= 3.0, "{text}");
+
+    let page = reqwest::get(admin_url(&proxy, "/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // The last hour per listener agrees with the counters; the mirror's row is empty.
+    let row = |via: &str, n: f64| format!("<tr id=\"via-{via}\"><td>{via}</td><td>{n}</td>");
+    assert!(page.contains(&row("proxy", requests)), "{page}");
+    assert!(page.contains(&row("mirror", 0.0)), "{page}");
+    let pull = format!("<td>{REGISTRY}/p/app:v1</td><td>MISS</td><td>proxy</td>");
+    assert!(
+        page.contains(&pull),
+        "the recent pull names its listener: {page}"
+    );
 }
 
 #[tokio::test]
@@ -297,6 +371,7 @@ async fn the_status_page_renders_in_a_browser() {
     assert!(page_dom.contains("id=\"hit-ratio\""), "{page_dom}");
     assert!(page_dom.contains("registry.test/team/web:v7"), "{page_dom}");
     assert!(page_dom.contains("<svg"), "the chart is drawn");
+    assert!(page_dom.contains("id=\"via-mirror\""), "{page_dom}");
     assert!(
         page_dom.contains("50.0%") || page_dom.contains("hit ratio"),
         "{page_dom}"

@@ -11,6 +11,7 @@ mod crash;
 mod e2e;
 mod fills;
 mod lifecycle;
+mod mirror;
 mod ops;
 mod packaging;
 mod parent;

@@ -183,6 +183,30 @@ fn kubernetes_configmap_is_a_valid_config_matching_the_volumes() {
 }
 
 #[test]
+fn kubernetes_mirror_mode_is_two_lines_away_and_its_daemonset_asks_for_it() {
+    let manifest = read("contrib/kubernetes/hoard.yaml");
+    let block = yaml_block(&manifest, "config.toml");
+    let uncommented = block
+        .replace("#[mirror]\n", "[mirror]\n")
+        .replace("#listen = ", "listen = ");
+    let config = check_shipped_config(&uncommented);
+    let mirror = config
+        .mirror
+        .expect("the commented [mirror] turns mirror mode on");
+    assert_contains(
+        "contrib/kubernetes/hoard.yaml",
+        &[&format!("#   port: {}", mirror.listen.port())],
+    );
+    assert_contains(
+        "contrib/kubernetes/node-setup-mirror.yaml",
+        &[
+            "/setup/containerd?mode=mirror\"",
+            "sh /tmp/setup-containerd --root /host",
+        ],
+    );
+}
+
+#[test]
 fn compose_publishes_the_port_on_loopback_only() {
     assert_contains("docker-compose.yml", &[r#"- "127.0.0.1:3128:3128""#]);
 }

@@ -8,7 +8,7 @@ use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 
 use crate::config::Credential;
-use crate::oci::{Digest, Route, valid_repository};
+use crate::oci::{Route, valid_repository};
 use crate::upstream::{RESPONSE_TIMEOUT, Upstream};
 
 /// Used when a token response says nothing of its lifetime (the spec's default).
@@ -52,22 +52,12 @@ pub fn lends_credentials(method: &Method, path: &str) -> bool {
         return false;
     }
     match Route::parse(path) {
-        Route::Ping | Route::Blob { .. } | Route::Manifest { .. } => true,
+        Route::Ping | Route::Blob { .. } | Route::Manifest { .. } | Route::Referrers { .. } => true,
         Route::Invalid(_) => false,
-        Route::Other => {
-            let Some(rest) = path.strip_prefix("/v2/") else {
-                return false;
-            };
-            let tag_list = rest
-                .strip_suffix("/tags/list")
-                .is_some_and(valid_repository);
-            let referrers = rest
-                .rsplit_once("/referrers/")
-                .is_some_and(|(repo, digest)| {
-                    valid_repository(repo) && Digest::parse(digest).is_some()
-                });
-            tag_list || referrers
-        }
+        Route::Other => path
+            .strip_prefix("/v2/")
+            .and_then(|rest| rest.strip_suffix("/tags/list"))
+            .is_some_and(valid_repository),
     }
 }
 
@@ -82,7 +72,8 @@ pub(super) fn pull_only(scope: &str) -> bool {
 }
 
 /// Asks the token service at `realm` for a token for `scope`, with hoard's credentials: the
-/// `Authorization` value to send and how long to use it, or `None` (logged) when there is none.
+/// `Authorization` value to send and how long to use it (anonymously for the anonymous
+/// stand-in), or `None` (logged) when there is none.
 pub(super) async fn fetch_token(
     upstream: &Upstream,
     credential: &Credential,
@@ -105,9 +96,11 @@ pub(super) async fn fetch_token(
     };
     let mut request = Request::new(crate::http::empty_body());
     *request.uri_mut() = uri;
-    request
-        .headers_mut()
-        .insert(AUTHORIZATION, basic(credential)?);
+    if !credential.anonymous {
+        request
+            .headers_mut()
+            .insert(AUTHORIZATION, basic(credential)?);
+    }
     let response = match upstream.send_guarded(request).await {
         Ok(response) => response,
         Err(err) => {
@@ -141,7 +134,11 @@ pub(super) async fn fetch_token(
 }
 
 /// hoard's credentials for a registry as a `Basic` `Authorization` value, marked sensitive.
+/// `None` for the anonymous stand-in.
 pub(super) fn basic(credential: &Credential) -> Option<HeaderValue> {
+    if credential.anonymous {
+        return None;
+    }
     let mut value = HeaderValue::from_str(&crate::http::basic_header(
         &credential.username,
         &credential.password,

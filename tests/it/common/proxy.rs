@@ -23,6 +23,7 @@ pub struct ProxyBuilder<'a> {
     ca: String,
     cache: String,
     upstream: String,
+    mirror: String,
     intercept: Option<String>,
     resolve: Option<String>,
 }
@@ -37,6 +38,7 @@ impl Proxy {
             ca: String::new(),
             cache: String::new(),
             upstream: String::new(),
+            mirror: String::new(),
             intercept: None,
             resolve: None,
         }
@@ -70,6 +72,12 @@ impl Proxy {
             .join("blobs/sha256")
             .join(&hex[..2])
             .join(hex)
+    }
+
+    /// `http://<mirror address>`: the plain-HTTP mirror listener.
+    pub fn mirror_url(&self) -> String {
+        let addr = self.server.mirror_addr().expect("the mirror listener runs");
+        format!("http://{addr}")
     }
 
     /// A client builder through hoard trusting only hoard's CA.
@@ -114,6 +122,12 @@ impl ProxyBuilder<'_> {
     /// Adds TOML lines to `[upstream]` (`[[upstream.credentials]]` tables fit here too).
     pub fn upstream(mut self, toml: &str) -> Self {
         push_line(&mut self.upstream, toml);
+        self
+    }
+
+    /// Adds TOML lines to `[mirror]`; `listen = "127.0.0.1:0"` starts the mirror listener.
+    pub fn mirror(mut self, toml: &str) -> Self {
+        push_line(&mut self.mirror, toml);
         self
     }
 
@@ -165,11 +179,16 @@ connect_timeout = "2s"
 {upstream_extra}
 [admin]
 listen = "127.0.0.1:0"
-"#,
+{mirror}"#,
             proxy_extra = self.proxy,
             ca_extra = self.ca,
             cache_extra = self.cache,
             upstream_extra = self.upstream,
+            mirror = if self.mirror.is_empty() {
+                String::new()
+            } else {
+                format!("[mirror]\n{}", self.mirror)
+            },
             intercept = self
                 .intercept
                 .clone()

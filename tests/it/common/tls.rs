@@ -20,6 +20,16 @@ impl TestCa {
         }
     }
 
+    /// A certificate for `names` and its key, in PEM, as an operator would have them in files.
+    pub fn server_pem(&self, names: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     pub fn server_config(&self, names: &[&str]) -> rustls::ServerConfig {
         let key = KeyPair::generate().unwrap();
         let params =

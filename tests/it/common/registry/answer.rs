@@ -13,6 +13,10 @@ use hyper::body::Incoming;
 use super::{Mode, Seen, State};
 use crate::common::{CDN, DOCKER_V2, REGISTRY, sha256};
 
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const EMPTY_INDEX: &str =
+    r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+
 pub(super) type FixtureBody = BoxBody<Bytes, std::io::Error>;
 
 fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<FixtureBody> {
@@ -234,6 +238,21 @@ pub(super) fn answer(
         headers.insert("content-type", media_type.parse().unwrap());
         headers.insert("docker-content-digest", sha256(&bytes).parse().unwrap());
         headers.insert("content-length", len.into());
+        return response;
+    }
+    if let Some((repo, subject)) = rest.rsplit_once("/referrers/") {
+        if denied(&state, repo, authorization.as_deref()) {
+            return unauthorized();
+        }
+        let body = state
+            .referrers
+            .get(&(repo.to_owned(), subject.to_owned()))
+            .cloned()
+            .unwrap_or_else(|| Bytes::from_static(EMPTY_INDEX.as_bytes()));
+        let mut response = respond(StatusCode::OK, if head { Bytes::new() } else { body });
+        response
+            .headers_mut()
+            .insert("content-type", OCI_INDEX.parse().unwrap());
         return response;
     }
     if rest.ends_with("/tags/list") {

@@ -60,6 +60,8 @@ struct State {
     /// (repo, reference) → (media type, bytes); references are tags and digests.
     manifests: HashMap<(String, String), (String, Bytes)>,
     corrupt: HashSet<String>,
+    /// (repo, subject digest) → the referrers index; an empty index for any other subject.
+    referrers: HashMap<(String, String), Bytes>,
     private_repos: HashSet<String>,
     /// Repositories that need exactly this `Authorization` value.
     tokens: HashMap<String, String>,
@@ -205,6 +207,14 @@ impl Registry {
             layers.join(",")
         )
         .into()
+    }
+
+    /// Answers `/v2/<repo>/referrers/<subject>` with this index.
+    pub fn set_referrers(&self, repo: &str, subject: &str, index: &str) {
+        self.state.lock().unwrap().referrers.insert(
+            (repo.to_owned(), subject.to_owned()),
+            Bytes::from(index.to_owned()),
+        );
     }
 
     /// Answers `GET /token` with this JSON body (a Docker token service).

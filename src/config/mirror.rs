@@ -1,0 +1,265 @@
+//! `[mirror]`, checked: the registry-mirror listener, off unless `mirror.listen` is set.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+
+use super::ConfigError;
+use crate::net::HostPatterns;
+use crate::oci::{DOCKER_HUB, registry_key};
+
+/// `[mirror]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorSection {
+    pub listen: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    #[serde(default)]
+    pub names: Vec<String>,
+    #[serde(default)]
+    pub registries: Vec<String>,
+    pub default_registry: Option<String>,
+    #[serde(default)]
+    pub forward_authorization: bool,
+}
+
+/// The registry-mirror listener: hoard's store served as a registry mirror, for hosts that do
+/// not trust an intercepting CA.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// Plain HTTP, or TLS with which certificate.
+    pub tls: MirrorTls,
+    /// Registries reachable through the mirror beyond `intercept.hosts`.
+    pub registries: HostPatterns,
+    /// The registry key (lowercase `host[:port]`, Docker Hub as [`DOCKER_HUB`]) of requests
+    /// that name none: dockerd's `registry-mirrors` are for Docker Hub only.
+    pub default_registry: String,
+    /// Whether a client's `Authorization` goes upstream; otherwise hoard's credentials do.
+    pub forward_authorization: bool,
+}
+
+/// How the mirror listener speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrorTls {
+    /// Plain HTTP (for the host itself, or behind a TLS-terminating load balancer).
+    Plain,
+    /// TLS with the operator's certificate chain and key (PEM files, read at start).
+    Files { cert: PathBuf, key: PathBuf },
+    /// TLS with a leaf minted by hoard's CA for these names (DNS names or IP addresses).
+    Minted(Vec<String>),
+}
+
+/// `[mirror]`, or `None` when `mirror.listen` is unset. A listener beyond loopback needs
+/// `proxy.auth_file`, `proxy.allow_clients` or `proxy.open`, as the proxy's does.
+pub(super) fn mirror(
+    section: MirrorSection,
+    users: bool,
+    allow_list: bool,
+    open: bool,
+) -> Result<Option<Mirror>, ConfigError> {
+    let invalid = |key, message: String| ConfigError::Invalid { key, message };
+    let Some(listen) = section.listen else {
+        return Ok(None);
+    };
+    let listen: SocketAddr = listen.parse().map_err(|_| {
+        invalid(
+            "mirror.listen",
+            format!("{listen:?} is not an address like 127.0.0.1:5000"),
+        )
+    })?;
+    open_mirror_check(listen, users, allow_list, open)?;
+    let tls = match (section.tls_cert, section.tls_key) {
+        (Some(cert), Some(key)) if section.names.is_empty() => {
+            check_pem(&cert, &key)?;
+            MirrorTls::Files { cert, key }
+        }
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "mirror.names",
+                "give either mirror.names (a certificate from hoard's CA) or mirror.tls_cert \
+                 and mirror.tls_key, not both"
+                    .into(),
+            ));
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(invalid(
+                "mirror.tls_cert",
+                "mirror.tls_cert and mirror.tls_key go together".into(),
+            ));
+        }
+        (None, None) if section.names.is_empty() => MirrorTls::Plain,
+        (None, None) => MirrorTls::Minted(names(section.names)?),
+    };
+    let registries = HostPatterns::new(&section.registries)
+        .map_err(|message| invalid("mirror.registries", message))?;
+    let default_registry = match section.default_registry {
+        None => DOCKER_HUB.to_owned(),
+        Some(text) => registry_key(&text).ok_or_else(|| {
+            invalid(
+                "mirror.default_registry",
+                format!("{text:?} is not a registry host with an optional port"),
+            )
+        })?,
+    };
+    if section.forward_authorization && users {
+        return Err(invalid(
+            "mirror.forward_authorization",
+            "clients log in to the mirror with proxy.auth_file: their Authorization is \
+             hoard's, not the registry's"
+                .into(),
+        ));
+    }
+    Ok(Some(Mirror {
+        listen,
+        tls,
+        registries,
+        default_registry,
+        forward_authorization: section.forward_authorization,
+    }))
+}
+
+/// Refuses a mirror on `listen` beyond loopback with neither logins, nor an allow-list, nor
+/// `proxy.open`: anyone who reached it would have the cache and hoard's registry credentials.
+pub(super) fn open_mirror_check(
+    listen: SocketAddr,
+    users: bool,
+    allow_list: bool,
+    open: bool,
+) -> Result<(), ConfigError> {
+    if listen.ip().is_loopback() || users || allow_list || open {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        key: "mirror.listen",
+        message: format!(
+            "listening on {listen} without proxy.auth_file or proxy.allow_clients would open \
+             the cache to anyone who can reach it (set proxy.open = true if that is intended)"
+        ),
+    })
+}
+
+/// `mirror.names`, lowercase: DNS names or IP addresses a minted leaf can carry.
+fn names(names: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    names
+        .into_iter()
+        .map(|name| {
+            let name = name.to_ascii_lowercase();
+            let ip = name.parse::<std::net::IpAddr>().is_ok();
+            if ip || crate::net::is_dns_name(&name) {
+                Ok(name)
+            } else {
+                Err(ConfigError::Invalid {
+                    key: "mirror.names",
+                    message: format!("{name:?} is neither a DNS name nor an IP address"),
+                })
+            }
+        })
+        .collect()
+}
+
+/// Reads the operator's certificate and key once, so that a bad file stops hoard at start.
+fn check_pem(cert: &std::path::Path, key: &std::path::Path) -> Result<(), ConfigError> {
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|err| ConfigError::Invalid {
+            key: "mirror.tls_cert",
+            message: format!("{}: {err}", cert.display()),
+        })?;
+    if certs.is_empty() {
+        return Err(ConfigError::Invalid {
+            key: "mirror.tls_cert",
+            message: format!("{} holds no certificate", cert.display()),
+        });
+    }
+    PrivateKeyDer::from_pem_file(key).map_err(|err| ConfigError::Invalid {
+        key: "mirror.tls_key",
+        message: format!("{}: {err}", key.display()),
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, FileConfig, Overrides};
+
+    fn resolve(toml: &str) -> Result<Config, String> {
+        let file = toml::from_str::<FileConfig>(toml).map_err(|e| e.to_string())?;
+        Config::resolve(file, Overrides::default()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_mirror_is_off_unless_it_has_an_address() {
+        let config = resolve("").unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.mirror.is_none());
+        let config =
+            resolve("[mirror]\nlisten = \"127.0.0.1:5000\"").unwrap_or_else(|e| panic!("{e}"));
+        let mirror = config.mirror.unwrap_or_else(|| panic!("no mirror"));
+        assert_eq!(mirror.tls, super::MirrorTls::Plain);
+        assert_eq!(mirror.default_registry, "registry-1.docker.io");
+        assert!(!mirror.forward_authorization);
+    }
+
+    #[test]
+    fn bad_mirror_settings_name_their_key() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not pem").unwrap_or_else(|e| panic!("{e}"));
+        let junk = junk.display();
+        for (mirror, key) in [
+            ("listen = \"5000\"", "mirror.listen"),
+            ("listen = \"0.0.0.0:5000\"", "mirror.listen"),
+            (
+                "listen = \"127.0.0.1:0\"\ntls_cert = \"/x\"",
+                "mirror.tls_cert",
+            ),
+            (
+                &format!("listen = \"127.0.0.1:0\"\ntls_cert = \"{junk}\"\ntls_key = \"{junk}\""),
+                "mirror.tls_cert",
+            ),
+            (
+                &format!(
+                    "listen = \"127.0.0.1:0\"\ntls_cert = \"{junk}\"\ntls_key = \"{junk}\"\nnames = [\"a\"]"
+                ),
+                "mirror.names",
+            ),
+            (
+                "listen = \"127.0.0.1:0\"\nnames = [\"a b\"]",
+                "mirror.names",
+            ),
+            (
+                "listen = \"127.0.0.1:0\"\nregistries = [\"*\"]",
+                "mirror.registries",
+            ),
+            (
+                "listen = \"127.0.0.1:0\"\ndefault_registry = \"a/b\"",
+                "mirror.default_registry",
+            ),
+        ] {
+            let err = resolve(&format!("[mirror]\n{mirror}"))
+                .err()
+                .unwrap_or_default();
+            assert!(err.starts_with(key), "{mirror}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_wide_mirror_needs_logins_or_an_allow_list_and_counts_as_shared() {
+        let config = resolve(
+            "[proxy]\nallow_clients = [\"10.0.0.0/8\"]\n[mirror]\nlisten = \"0.0.0.0:5000\"\n\
+             names = [\"hoard.internal\", \"10.0.0.5\"]",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mirror = config.mirror.unwrap_or_else(|| panic!("no mirror"));
+        assert_eq!(
+            mirror.tls,
+            super::MirrorTls::Minted(vec!["hoard.internal".into(), "10.0.0.5".into()])
+        );
+        assert_eq!(config.auth_on_hit, super::super::AuthOnHit::Upstream);
+    }
+}

@@ -1,0 +1,176 @@
+//! A registry connection being served, wherever it came from (an intercepted CONNECT, the mirror
+//! listener): HTTP/1.1 or h2, each request logged and counted against its connection's ticket,
+//! the connection closed when idle or evicted.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{Instrument as _, Span};
+
+use crate::access::ClientAddr;
+use crate::access::limits::{Activity, Ending, Held, Ticket};
+use crate::hoard::Hoard;
+use crate::http::write_batch::Coalesce;
+use crate::http::{Body, BoxError, head_too_large, making_room};
+use crate::telemetry::Via;
+use crate::telemetry::access_log::{RequestInfo, logged};
+
+/// h2 flow-control windows. A stream runs at most at window / RTT; hyper's defaults are small
+/// for multi-GiB blobs. 8 MiB per stream and 32 MiB per connection keep a blob at disk speed
+/// while the memory one connection can pin stays bounded.
+const H2_STREAM_WINDOW: u32 = 8 << 20;
+const H2_CONNECTION_WINDOW: u32 = 32 << 20;
+
+/// Time a connection closed for idleness gets to say goodbye (an h2 GOAWAY).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// An HTTP/1.1 or h2 connection being served.
+type Served<'a> =
+    Pin<Box<dyn GracefulConnection<Error = BoxError, Output = Result<(), BoxError>> + Send + 'a>>;
+
+/// How the requests of a registry connection are answered.
+pub(crate) trait Answer: Send + Sync + 'static {
+    /// The response to `request`, and what its log line names.
+    fn answer(
+        &self,
+        request: Request<Incoming>,
+        hoard: Arc<Hoard>,
+    ) -> impl Future<Output = Answered> + Send;
+}
+
+/// A response, with the registry host and path its log line names.
+pub(crate) struct Answered {
+    pub response: Response<Body>,
+    /// The registry host; empty when hoard answered for none (`/v2/` on the mirror, a refusal).
+    pub host: String,
+    /// The path as the registry got it, when it differs from the client's (the mirror's).
+    pub path: Option<String>,
+}
+
+/// Who is on the other end of a registry connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer {
+    pub client: IpAddr,
+    pub via: Via,
+}
+
+/// Serves the registry requests on `io` (h2 when `h2`, else HTTP/1.1) until the connection
+/// ends, is evicted (closed at once: it has no request in flight), or has had no request in
+/// flight for `proxy.idle_timeout` (closed gracefully). h2 PINGs move bytes but are not
+/// requests, so they do not keep a connection open.
+pub(crate) async fn serve<I, A>(
+    io: I,
+    h2: bool,
+    hoard: Arc<Hoard>,
+    ticket: Ticket,
+    peer: Peer,
+    answer: Arc<A>,
+) -> Result<(), BoxError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    A: Answer,
+{
+    let config = hoard.config();
+    let (header_read_timeout, max_header_size, idle_timeout) = (
+        config.header_read_timeout,
+        config.max_header_size,
+        config.idle_timeout,
+    );
+    drop(config);
+    // hyper runs each h2 stream in a task of its own: the request span names its parent.
+    let connection_span = Span::current();
+    let service = hyper::service::service_fn({
+        let ticket = ticket.clone();
+        move |mut request: Request<Incoming>| {
+            let span = tracing::info_span!(
+                parent: &connection_span,
+                "request",
+                method = %request.method(),
+                path = %request.uri().path(),
+            );
+            request.extensions_mut().insert(ClientAddr(peer.client));
+            let (hoard, answer, busy) = (hoard.clone(), answer.clone(), ticket.busy());
+            async move {
+                let Some(busy) = busy else {
+                    return Ok::<_, Infallible>(making_room());
+                };
+                let mut info = RequestInfo {
+                    metrics: hoard.metrics.clone(),
+                    host: String::new(),
+                    method: request.method().clone(),
+                    path: request.uri().path().to_owned(),
+                    start: Instant::now(),
+                    via: peer.via,
+                };
+                let limit = hoard.config().max_header_size;
+                let response = match head_too_large(&request, limit) {
+                    Some(too_big) => too_big,
+                    None => {
+                        let answered = answer.answer(request, hoard).await;
+                        info.host = answered.host;
+                        if let Some(path) = answered.path {
+                            info.path = path;
+                        }
+                        answered.response
+                    }
+                };
+                let response = logged(info, response);
+                Ok(response.map(|body| Held::new(body, busy).boxed()))
+            }
+            .instrument(span)
+        }
+    });
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(max_header_size);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX))
+        .keep_alive_interval(Duration::from_secs(30));
+    // h2 writes a frame at a time; gathering them gives TLS full records and the socket large
+    // writes. HTTP/1.1 already writes whole body chunks.
+    let connection: Served<'_> = if h2 {
+        let io = TokioIo::new(Coalesce::new(io));
+        Box::pin(builder.serve_connection(io, service))
+    } else {
+        Box::pin(builder.serve_connection(TokioIo::new(io), service))
+    };
+    until_ended(connection, &ticket, idle_timeout).await
+}
+
+async fn until_ended(
+    mut connection: Served<'_>,
+    ticket: &Ticket,
+    idle_timeout: Duration,
+) -> Result<(), BoxError> {
+    let ending = tokio::select! {
+        served = connection.as_mut() => return served,
+        ending = ticket.ended(idle_timeout, Activity::Requests) => ending,
+    };
+    tracing::debug!(reason = ?ending, "closing registry connection");
+    if ending == Ending::Evicted {
+        return Ok(());
+    }
+    connection.as_mut().graceful_shutdown();
+    tokio::time::timeout(CLOSE_GRACE, connection)
+        .await
+        .unwrap_or(Ok(()))
+}

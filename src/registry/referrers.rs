@@ -1,0 +1,88 @@
+//! The referrers API (`/v2/<name>/referrers/<digest>`, which `cosign verify` and `oras discover`
+//! ask): cached like a tag. The index the registry answers is kept as a manifest under its own
+//! digest, and the tag map names it under `<algorithm>-<hex>.referrers` (no real tag has a `.`
+//! there and that length). Fresh for `cache.tag_ttl`; then one request asks again with a GET (a
+//! referrers answer has no digest a HEAD could compare), and while the registry is unusable the
+//! last answer is served stale. A filtered request (`?artifactType=`) is passed on uncached, and
+//! so is every request with `cache.auth_on_hit = "upstream"`: the registry decides who sees
+//! what.
+
+use std::ops::ControlFlow;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+
+use super::manifests::{fetch_manifest, serve_manifest};
+use super::tags::record_tag;
+use super::{Target, invalid_path, path_and_query, unusable};
+use crate::config::AuthOnHit;
+use crate::hoard::Hoard;
+use crate::http::{Body, CacheStatus, upstream_headers};
+use crate::oci::Digest;
+use crate::store::{Flight, FlightKey};
+
+/// Answers `GET` or `HEAD` for `/v2/<name>/referrers/<digest>`.
+pub(super) async fn referrers(
+    request: Request<Incoming>,
+    target: &Target,
+    hoard: &Hoard,
+    repo: &str,
+    subject: &Digest,
+) -> Response<Body> {
+    let filtered = request.uri().query().is_some_and(|q| !q.is_empty());
+    if filtered || hoard.config().auth_on_hit == AuthOnHit::Upstream {
+        return super::uncached(request, target, hoard).await;
+    }
+    let head = request.method() == Method::HEAD;
+    let tag = format!(
+        "{}-{}.referrers",
+        subject.algorithm().as_str(),
+        subject.hex()
+    );
+    let store = &hoard.store;
+    let look = || async {
+        let known = store
+            .tag(&target.key, repo, &tag)
+            .await
+            .into_iter()
+            .max_by_key(|e| e.fetched);
+        let stored = match &known {
+            Some(entry) => store.manifest(&entry.digest).await,
+            None => None,
+        };
+        if let (Some(entry), Some(index)) = (&known, &stored)
+            && hoard.clock.is_fresh(entry.fetched, hoard.config().tag_ttl)
+        {
+            let hit = serve_manifest(index.clone(), &entry.digest, head, CacheStatus::Hit);
+            return ControlFlow::Break(hit);
+        }
+        ControlFlow::Continue(known.zip(stored))
+    };
+    let key = FlightKey::Tag(target.key.clone(), repo.to_owned(), tag.clone());
+    let (_flight, known) = match hoard.flights.join(key, look).await {
+        Flight::Found(response) => return response,
+        Flight::Ask { guard, seen } => (guard, seen),
+    };
+    let Some(uri) = target.uri(path_and_query(&request)) else {
+        return invalid_path();
+    };
+    let headers = upstream_headers(request.headers());
+    match fetch_manifest(hoard, target, uri, headers, None).await {
+        Ok((index, digest)) => {
+            record_tag(hoard, target, repo, &tag, &digest, &index).await;
+            let cache = match &known {
+                Some((entry, _)) if entry.digest == digest => CacheStatus::Revalidated,
+                _ => CacheStatus::Miss,
+            };
+            serve_manifest(index, &digest, head, cache)
+        }
+        Err(response) if unusable(response.status()) => match known {
+            Some((entry, index)) => {
+                tracing::info!(host = target.authority(), repo, %subject, status = %response.status(), "serving stale referrers");
+                serve_manifest(index, &entry.digest, head, CacheStatus::Stale)
+            }
+            None => response,
+        },
+        Err(response) => response,
+    }
+}
