@@ -9,24 +9,7 @@ use std::time::Duration;
 
 use super::harness;
 
-use harness::{
-    HOARD_PROC, HoardOptions, REGISTRY_HOST, REGISTRY_PROC, REPOSITORY, Result, TAG_TTL, fail,
-    sha256,
-};
-
-/// Waits long enough after stopping the registry for hoard's cached tag to be stale, so the next
-/// pull has to try the upstream, find it down and serve from the cache.
-fn stop_registry_and_let_tags_expire(
-    scene: &mut harness::Scene,
-    registry: &harness::Registry,
-) -> Result {
-    scene.stop(REGISTRY_PROC)?;
-    if registry.is_up() {
-        return fail("the registry still accepts connections after being stopped");
-    }
-    std::thread::sleep(TAG_TTL + Duration::from_millis(1500));
-    Ok(())
-}
+use harness::{HOARD_PROC, HoardOptions, REGISTRY_HOST, REPOSITORY, Result, fail, sha256};
 
 #[test]
 fn skopeo_copies_through_hoard_byte_for_byte_and_from_cache_when_registry_is_down() -> Result {
@@ -37,23 +20,9 @@ fn skopeo_copies_through_hoard_byte_for_byte_and_from_cache_when_registry_is_dow
         let hoard = harness::start_hoard(scene, &pki, &registry)?;
 
         let cold = harness::skopeo_copy_via_hoard(scene, tools, &hoard, &pushed.tag, "cold")?;
-        assert_eq!(
-            cold.digest, pushed.manifest_digest,
-            "digest of the cold copy"
-        );
-        assert_eq!(
-            sha256(&cold.manifest),
-            pushed.manifest_digest,
-            "manifest.json must be the registry's bytes"
-        );
-        assert_eq!(cold.manifest, pushed.manifest);
-        for digest in pushed.layer_digests.iter().chain([&pushed.config_digest]) {
-            let hex = digest.trim_start_matches("sha256:");
-            let blob = std::fs::read(cold.dir.join(hex))?;
-            assert_eq!(&sha256(&blob), digest, "blob {digest} in the cold copy");
-        }
+        cold.check_matches(&pushed)?;
 
-        stop_registry_and_let_tags_expire(scene, &registry)?;
+        registry.stop_and_let_tags_expire(scene)?;
         let warm = harness::skopeo_copy_via_hoard(scene, tools, &hoard, &pushed.tag, "warm")?;
         assert_eq!(
             warm.digest, pushed.manifest_digest,
@@ -151,15 +120,7 @@ fn dockerd_pulls_through_hoard_and_again_from_cache_when_registry_is_down() -> R
         let by_tag = format!("{REGISTRY_HOST}/{REPOSITORY}:{}", pushed.tag);
         let by_digest = format!("{REGISTRY_HOST}/{REPOSITORY}@{}", pushed.manifest_digest);
         let expect_image = |scene: &mut harness::Scene, reference: &str| -> Result {
-            let Some((id, repo_digests)) = docker.inspect(scene, tools, reference)? else {
-                return fail(format!("docker has no image {reference} after pulling it"));
-            };
-            assert_eq!(id, pushed.config_digest, "image ID of {reference}");
-            assert!(
-                repo_digests.contains(&by_digest),
-                "RepoDigests of {reference} are {repo_digests:?}, expected {by_digest}"
-            );
-            Ok(())
+            docker.expect_image(scene, tools, reference, &pushed, &by_digest)
         };
 
         docker.pull(scene, tools, &by_tag)?;
@@ -171,7 +132,7 @@ fn dockerd_pulls_through_hoard_and_again_from_cache_when_registry_is_down() -> R
             cold.join("\n")
         );
 
-        stop_registry_and_let_tags_expire(scene, &registry)?;
+        registry.stop_and_let_tags_expire(scene)?;
         docker.rmi(scene, tools, &by_tag)?;
         if docker.inspect(scene, tools, &by_tag)?.is_some() {
             return fail("the image is still there after docker rmi");
@@ -204,10 +165,5 @@ fn dockerd_pulls_through_hoard_and_again_from_cache_when_registry_is_down() -> R
 
 /// hoard's access-log lines so far.
 fn requests(scene: &harness::Scene) -> Vec<String> {
-    scene
-        .log(HOARD_PROC)
-        .lines()
-        .filter(|l| l.contains("hoard::log: request "))
-        .map(str::to_owned)
-        .collect()
+    scene.access_log(HOARD_PROC)
 }

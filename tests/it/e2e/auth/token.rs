@@ -7,7 +7,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::token_server::TokenServer;
+use super::token_server::{Grant, TokenServer, assert_one_token_per_scope};
 use super::*;
 use harness::{REGISTRY_PROC, REPOSITORY, TAG_TTL};
 
@@ -65,15 +65,8 @@ fn dockerd_pulls_a_token_auth_registry_through_hoards_credentials() -> Result {
             // No `docker login`: the CLI's config folder is empty, and dockerd has no credentials.
             let by_tag = format!("{REGISTRY_HOST}/{REPOSITORY}:{}", pushed.tag);
             docker.pull(scene, tools, &by_tag)?;
-            let Some((id, repo_digests)) = docker.inspect(scene, tools, &by_tag)? else {
-                return fail(format!("docker has no image {by_tag} after pulling it"));
-            };
-            assert_eq!(id, pushed.config_digest, "image ID");
             let by_digest = format!("{REGISTRY_HOST}/{REPOSITORY}@{}", pushed.manifest_digest);
-            assert!(
-                repo_digests.contains(&by_digest),
-                "RepoDigests are {repo_digests:?}, expected {by_digest}"
-            );
+            docker.expect_image(scene, tools, &by_tag, pushed, &by_digest)?;
 
             setup.check_tokens_and_logs(scene);
             Ok(())
@@ -85,22 +78,35 @@ fn dockerd_pulls_a_token_auth_registry_through_hoards_credentials() -> Result {
 // The token-auth scene: an image pushed to an open registry, the same storage served again behind
 // token auth, our token server, and a hoard with credentials.
 
-struct TokenAuthSetup {
-    password: String,
-    pushed: harness::Pushed,
-    hoard: harness::Hoard,
-    token_server: TokenServer,
+/// A registry behind token auth holding the pushed test image, and our token server.
+pub(in crate::e2e) struct TokenRegistry {
+    pub(in crate::e2e) pki: harness::Pki,
+    pub(in crate::e2e) pushed: harness::Pushed,
+    pub(in crate::e2e) registry: harness::Registry,
+    pub(in crate::e2e) token_server: TokenServer,
 }
 
-fn token_auth_setup(scene: &mut harness::Scene, tools: &harness::Tools) -> Result<TokenAuthSetup> {
-    let password = random_password()?;
+impl TokenRegistry {
+    /// `upstream.resolve` entry for the token server's name, which only hoard resolves.
+    pub(in crate::e2e) fn resolve_auth_host(&self) -> (String, u16) {
+        (AUTH_HOST.to_owned(), self.token_server.port)
+    }
+}
+
+/// Pushes the test image to an open registry, then serves the same storage behind token auth
+/// from our token server, which grants tokens as `grant` says.
+pub(in crate::e2e) fn token_registry(
+    scene: &mut harness::Scene,
+    tools: &harness::Tools,
+    grant: &Grant,
+) -> Result<TokenRegistry> {
     let pki = harness::make_pki(scene, tools)?;
     let (auth_crt, auth_key) =
         harness::make_server_cert(scene, tools, &pki, "auth", &format!("DNS:{AUTH_HOST}"))?;
     let signer = TokenSigner::new()?;
     let bundle = scene.path("token-signer.pem");
     std::fs::write(&bundle, &signer.cert_pem).context("writing the token signer's certificate")?;
-    let token_server = TokenServer::start(&auth_crt, &auth_key, signer, &password)?;
+    let token_server = TokenServer::start(&auth_crt, &auth_key, signer, grant)?;
 
     // skopeo would have to reach the token server by its name to push through token auth, and
     // only hoard resolves that name: push while the registry is open, then serve the same storage
@@ -120,14 +126,32 @@ fn token_auth_setup(scene: &mut harness::Scene, tools: &harness::Tools) -> Resul
         },
     )?;
     check_registry_takes_tokens(&pki.ca_crt, registry.port, &token_server.signer)?;
+    Ok(TokenRegistry {
+        pki,
+        pushed,
+        registry,
+        token_server,
+    })
+}
 
-    let resolve = vec![(AUTH_HOST.to_owned(), token_server.port)];
-    let hoard = start_hoard_with_password(scene, &pki, &registry, &password, resolve)?;
+struct TokenAuthSetup {
+    password: String,
+    pushed: harness::Pushed,
+    hoard: harness::Hoard,
+    token_server: TokenServer,
+}
+
+fn token_auth_setup(scene: &mut harness::Scene, tools: &harness::Tools) -> Result<TokenAuthSetup> {
+    let password = random_password()?;
+    let upstream = token_registry(scene, tools, &Grant::Password(password.clone()))?;
+    let resolve = vec![upstream.resolve_auth_host()];
+    let hoard =
+        start_hoard_with_password(scene, &upstream.pki, &upstream.registry, &password, resolve)?;
     Ok(TokenAuthSetup {
         password,
-        pushed,
+        pushed: upstream.pushed,
         hoard,
-        token_server,
+        token_server: upstream.token_server,
     })
 }
 
@@ -147,21 +171,7 @@ impl TokenAuthSetup {
             requests.iter().all(|r| r.authorized),
             "hoard sent wrong or no credentials to the token server: {requests:#?}"
         );
-        let pull_scope = format!("repository:{REPOSITORY}:pull");
-        let pulls = requests
-            .iter()
-            .filter(|r| r.scopes.contains(&pull_scope))
-            .count();
-        assert_eq!(
-            pulls, 1,
-            "one token for {pull_scope}, kept and reused: {requests:#?}"
-        );
-        for (i, request) in requests.iter().enumerate() {
-            assert!(
-                !requests[..i].iter().any(|r| r.scopes == request.scopes),
-                "a token for the same scope was fetched twice: {requests:#?}"
-            );
-        }
+        assert_one_token_per_scope(&requests);
 
         let mut secrets = vec![
             ("password".to_owned(), self.password.clone()),

@@ -1,5 +1,6 @@
-//! The token server: `GET /token?service=...&scope=...` over TLS with Basic credentials, answered
-//! with `{"token": JWT, "expires_in": ...}` (the Docker token protocol). A blocking thread per
+//! The token server: `GET /token?service=...&scope=...` over TLS with Basic credentials (or none,
+//! for anonymous pulls as Docker Hub grants them), answered with `{"token": JWT, "expires_in": ...}`
+//! (the Docker token protocol). A blocking thread per
 //! connection, one request per connection.
 
 use std::io::{BufRead, BufReader};
@@ -12,21 +13,32 @@ use rustls_pki_types::PrivateKeyDer;
 use super::token::TokenSigner;
 use super::*;
 
-/// What the token server was asked.
-#[derive(Debug, Clone)]
-pub(super) struct TokenRequest {
-    /// The request line (method and target).
-    pub(super) line: String,
-    /// Whether the Basic credentials were the configured ones.
-    pub(super) authorized: bool,
-    /// The `scope` parameters, in order.
-    pub(super) scopes: Vec<String>,
-    /// The token handed out, if any.
-    pub(super) token: Option<String>,
+/// Who gets tokens.
+pub(in crate::e2e) enum Grant {
+    /// `USER` with this password, any action asked for.
+    Password(String),
+    /// Clients without credentials, pull only: Docker Hub's answer to anonymous clients.
+    AnonymousPull,
 }
 
-pub(super) struct TokenServer {
-    pub(super) port: u16,
+/// What the token server was asked.
+#[derive(Debug, Clone)]
+pub(in crate::e2e) struct TokenRequest {
+    /// The request line (method and target).
+    pub(in crate::e2e) line: String,
+    /// Whether the request was one the server grants: the configured Basic credentials, or no
+    /// `Authorization` at all for [`Grant::AnonymousPull`].
+    pub(in crate::e2e) authorized: bool,
+    /// Whether it came without `Authorization`.
+    pub(in crate::e2e) anonymous: bool,
+    /// The `scope` parameters, in order.
+    pub(in crate::e2e) scopes: Vec<String>,
+    /// The token handed out, if any.
+    pub(in crate::e2e) token: Option<String>,
+}
+
+pub(in crate::e2e) struct TokenServer {
+    pub(in crate::e2e) port: u16,
     pub(super) signer: Arc<TokenSigner>,
     requests: Arc<Mutex<Vec<TokenRequest>>>,
     stop: Arc<AtomicBool>,
@@ -34,17 +46,18 @@ pub(super) struct TokenServer {
 
 struct TokenService {
     signer: Arc<TokenSigner>,
-    expected_basic: String,
+    /// The `Authorization: Basic` value granted, or None: anonymous pulls only.
+    expected_basic: Option<String>,
     requests: Arc<Mutex<Vec<TokenRequest>>>,
 }
 
 impl TokenServer {
-    /// Listens on a loopback port with `crt`/`key`, accepting `USER`/`password`.
+    /// Listens on a loopback port with `crt`/`key`, granting tokens as `grant` says.
     pub(super) fn start(
         crt: &Path,
         key: &Path,
         signer: TokenSigner,
-        password: &str,
+        grant: &Grant,
     ) -> Result<TokenServer> {
         let certs = CertificateDer::pem_file_iter(crt)
             .context("reading the token server's certificate")?
@@ -68,7 +81,10 @@ impl TokenServer {
         let stop = Arc::new(AtomicBool::new(false));
         let service = Arc::new(TokenService {
             signer: signer.clone(),
-            expected_basic: basic(USER, password),
+            expected_basic: match grant {
+                Grant::Password(password) => Some(basic(USER, password)),
+                Grant::AnonymousPull => None,
+            },
             requests: requests.clone(),
         });
         let stopping = stop.clone();
@@ -96,7 +112,7 @@ impl TokenServer {
         })
     }
 
-    pub(super) fn requests(&self) -> Vec<TokenRequest> {
+    pub(in crate::e2e) fn requests(&self) -> Vec<TokenRequest> {
         self.requests
             .lock()
             .map(|r| r.clone())
@@ -195,14 +211,19 @@ impl TokenService {
             .flat_map(|(_, v)| v.split(' ').map(str::to_owned))
             .collect();
         let service_ok = params.iter().any(|(k, v)| k == "service" && v == SERVICE);
-        let authorized = authorization
-            .and_then(|value| value.split_once(' '))
-            .is_some_and(|(scheme, creds)| {
-                scheme.eq_ignore_ascii_case("basic") && creds.trim() == self.expected_basic
-            });
+        let anonymous = authorization.is_none();
+        let authorized = match &self.expected_basic {
+            Some(expected) => authorization
+                .and_then(|value| value.split_once(' '))
+                .is_some_and(|(scheme, creds)| {
+                    scheme.eq_ignore_ascii_case("basic") && creds.trim() == expected
+                }),
+            None => anonymous,
+        };
         let mut request = TokenRequest {
             line: format!("{method} {path}?{}", query_text(&params)),
             authorized,
+            anonymous,
             scopes: scopes.clone(),
             token: None,
         };
@@ -216,7 +237,10 @@ impl TokenService {
                 Some(request),
             ));
         }
-        let token = self.signer.token(USER, &scopes)?;
+        let token = match self.expected_basic {
+            Some(_) => self.signer.token(USER, &scopes)?,
+            None => self.signer.token("", &pull_only(&scopes))?,
+        };
         request.token = Some(token.clone());
         let body = serde_json::json!({
             "token": token,
@@ -226,6 +250,40 @@ impl TokenService {
         .to_string();
         Ok((200, body, Some(request)))
     }
+}
+
+/// hoard asked for the pull scope of the test repository once, and for no scope twice: it kept
+/// its tokens and reused them.
+pub(in crate::e2e) fn assert_one_token_per_scope(requests: &[TokenRequest]) {
+    let pull_scope = format!("repository:{}:pull", harness::REPOSITORY);
+    let pulls = requests
+        .iter()
+        .filter(|r| r.scopes.contains(&pull_scope))
+        .count();
+    assert_eq!(
+        pulls, 1,
+        "one token for {pull_scope}, kept and reused: {requests:#?}"
+    );
+    for (i, request) in requests.iter().enumerate() {
+        assert!(
+            !requests[..i].iter().any(|r| r.scopes == request.scopes),
+            "a token for the same scope was fetched twice: {requests:#?}"
+        );
+    }
+}
+
+/// `scopes` with every action but `pull` taken away, as Docker Hub grants anonymous clients.
+fn pull_only(scopes: &[String]) -> Vec<String> {
+    scopes
+        .iter()
+        .filter_map(|scope| {
+            let (resource, actions) = scope.rsplit_once(':')?;
+            actions
+                .split(',')
+                .any(|action| action == "pull")
+                .then(|| format!("{resource}:pull"))
+        })
+        .collect()
 }
 
 /// The query as decoded, for a readable failure message.

@@ -1,4 +1,4 @@
-//! containerd and dockerd with every path inside the scene, pulling only through hoard.
+//! dockerd (with its own containerd) with every path inside the scene, pulling only through hoard.
 
 use std::fs;
 use std::os::unix::net::UnixStream;
@@ -7,8 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::{
-    COMMAND_TIMEOUT, Context as _, Hoard, PULL_TIMEOUT, Result, START_TIMEOUT, Scene, Tools,
-    json_string, path_str, wait_for,
+    COMMAND_TIMEOUT, Context as _, Hoard, PULL_TIMEOUT, Pushed, Result, Route, START_TIMEOUT,
+    Scene, Tools, fail, path_str, start_containerd, wait_for,
 };
 
 /// A running dockerd (with its own containerd) whose only way to the registry is hoard.
@@ -20,52 +20,25 @@ pub struct Docker {
 /// Starts containerd and dockerd with every path inside the scene, `HTTPS_PROXY` pointing at hoard
 /// and `SSL_CERT_FILE` holding only hoard's CA.
 pub fn start_docker(scene: &mut Scene, tools: &Tools, hoard: &Hoard) -> Result<Docker> {
-    let ctd = scene.dir("ctd")?;
-    let ctd_sock = ctd.join("containerd.sock");
-    let ctd_config = ctd.join("config.toml");
-    fs::write(
-        &ctd_config,
-        format!(
-            "version = 2\n\
-             root = {root}\n\
-             state = {state}\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = {sock}\n\
-             [ttrpc]\n  address = {ttrpc}\n\
-             [debug]\n  address = \"\"\n  level = \"info\"\n\
-             [metrics]\n  address = \"\"\n\
-             [plugins]\n  [plugins.\"io.containerd.internal.v1.opt\"]\n    path = {opt}\n",
-            root = json_string(path_str(&ctd.join("root"))?),
-            state = json_string(path_str(&ctd.join("state"))?),
-            sock = json_string(path_str(&ctd_sock)?),
-            ttrpc = json_string(path_str(&ctd.join("containerd.sock.ttrpc"))?),
-            opt = json_string(path_str(&ctd.join("opt"))?),
-        ),
-    )
-    .context("writing containerd's config.toml")?;
-    let mut containerd = tools.command("containerd");
-    containerd.arg("--config").arg(&ctd_config);
-    scene.spawn("containerd", containerd, Duration::from_secs(10))?;
-    wait_for("containerd's socket", START_TIMEOUT, || {
-        scene.check_running("containerd")?;
-        Ok(UnixStream::connect(&ctd_sock).is_ok())
-    })?;
+    start_docker_with(scene, tools, &Route::Proxy(hoard))
+}
+
+/// Starts containerd and dockerd with every path inside the scene, reaching registries by `route`:
+/// through the mirror, by `registry-mirrors` in daemon.json and no proxy (for Docker Hub images
+/// only; should the mirror fail, dockerd's fallback to Docker Hub itself has nowhere to go).
+pub fn start_docker_with(scene: &mut Scene, tools: &Tools, route: &Route<'_>) -> Result<Docker> {
+    let containerd = start_containerd(scene, tools, "containerd")?;
 
     let dk = scene.dir("dk")?;
     let sock = dk.join("docker.sock");
     let daemon_json = dk.join("daemon.json");
     // deprecated-key-path keeps dockerd 20.10 from writing /etc/docker/key.json.
-    fs::write(
-        &daemon_json,
-        format!(
-            "{{\"deprecated-key-path\": {}}}\n",
-            json_string(path_str(&dk.join("key.json"))?)
-        ),
-    )
-    .context("writing daemon.json")?;
-    // Only hoard's CA: a pull can succeed only through hoard's minted certificate.
-    let bundle = dk.join("hoard-ca-bundle.crt");
-    fs::copy(&hoard.ca_crt, &bundle).context("copying hoard's CA")?;
+    let mut daemon = serde_json::json!({ "deprecated-key-path": path_str(&dk.join("key.json"))? });
+    if let Route::Mirror(hoard) = route {
+        daemon["registry-mirrors"] =
+            serde_json::json!([format!("http://{}", hoard.mirror_addr()?)]);
+    }
+    fs::write(&daemon_json, format!("{daemon}\n")).context("writing daemon.json")?;
 
     let mut dockerd = tools.command("dockerd");
     dockerd
@@ -74,9 +47,16 @@ pub fn start_docker(scene: &mut Scene, tools: &Tools, hoard: &Hoard) -> Result<D
             "PATH",
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         )
-        .env("HOME", &dk)
-        .env("HTTPS_PROXY", &hoard.proxy_url)
-        .env("SSL_CERT_FILE", &bundle)
+        .env("HOME", &dk);
+    if let Route::Proxy(hoard) = route {
+        // Only hoard's CA: a pull can succeed only through hoard's minted certificate.
+        let bundle = dk.join("hoard-ca-bundle.crt");
+        fs::copy(&hoard.ca_crt, &bundle).context("copying hoard's CA")?;
+        dockerd
+            .env("HTTPS_PROXY", &hoard.proxy_url)
+            .env("SSL_CERT_FILE", &bundle);
+    }
+    dockerd
         .arg("--config-file")
         .arg(&daemon_json)
         .arg("--data-root")
@@ -88,7 +68,7 @@ pub fn start_docker(scene: &mut Scene, tools: &Tools, hoard: &Hoard) -> Result<D
         .arg("--host")
         .arg(format!("unix://{}", path_str(&sock)?))
         .arg("--containerd")
-        .arg(&ctd_sock)
+        .arg(&containerd.sock)
         .args([
             "--bridge=none",
             "--iptables=false",
@@ -176,6 +156,33 @@ impl Docker {
             .filter_map(|d| d.as_str().map(str::to_owned))
             .collect();
         Ok(Some((id, digests)))
+    }
+
+    /// Fails unless docker has the image `reference` with the pushed config as its ID and
+    /// `repo_digest` among its RepoDigests.
+    pub fn expect_image(
+        &self,
+        scene: &mut Scene,
+        tools: &Tools,
+        reference: &str,
+        pushed: &Pushed,
+        repo_digest: &str,
+    ) -> Result {
+        let Some((id, repo_digests)) = self.inspect(scene, tools, reference)? else {
+            return fail(format!("docker has no image {reference} after pulling it"));
+        };
+        if id != pushed.config_digest {
+            return fail(format!(
+                "the image ID of {reference} is {id}, the pushed config is {}",
+                pushed.config_digest
+            ));
+        }
+        if !repo_digests.iter().any(|d| d == repo_digest) {
+            return fail(format!(
+                "RepoDigests of {reference} are {repo_digests:?}, expected {repo_digest}"
+            ));
+        }
+        Ok(())
     }
 
     /// `docker rmi <reference>`.

@@ -1,4 +1,5 @@
-//! hoard, the program under test, started as a binary; and skopeo pulling through it.
+//! hoard, the program under test, started as a binary; and skopeo pulling through it, by its
+//! proxy port or its mirror listener.
 
 use std::fs;
 use std::path::PathBuf;
@@ -8,8 +9,9 @@ use std::time::Duration;
 use crate::common::HOARD_BIN;
 
 use super::{
-    Context as _, PULL_TIMEOUT, Pki, REGISTRY_HOST, REPOSITORY, Registry, Result, START_TIMEOUT,
-    Scene, TAG_TTL, Tools, accepts, fail, free_port, json_string, path_str, skopeo, wait_for,
+    Context as _, PULL_TIMEOUT, Pki, Pushed, REGISTRY_HOST, REPOSITORY, Registry, Result, Route,
+    START_TIMEOUT, Scene, TAG_TTL, Tools, accepts, fail, free_port, json_string, path_str, sha256,
+    skopeo, wait_for,
 };
 
 /// A running hoard.
@@ -22,6 +24,8 @@ pub struct Hoard {
     pub ca_crt: PathBuf,
     /// A folder holding only a copy of hoard's `ca.crt` (skopeo's `--src-cert-dir`).
     pub ca_cert_dir: PathBuf,
+    /// The port of the mirror listener, when [`HoardOptions::mirror`] asked for one.
+    pub mirror_port: Option<u16>,
 }
 
 /// Process name of hoard in the scene.
@@ -41,6 +45,9 @@ pub struct HoardOptions {
     /// TOML appended to the config file (after the `[upstream]` table, so `[[upstream.credentials]]`
     /// entries fit here).
     pub extra_toml: String,
+    /// With `Some(lines)`, a `[mirror]` table listening on a free loopback port (plain HTTP),
+    /// holding these lines too (`registries = [...]`, ...).
+    pub mirror: Option<String>,
 }
 
 impl Default for HoardOptions {
@@ -51,6 +58,7 @@ impl Default for HoardOptions {
             intercept: true,
             pin_registry: true,
             extra_toml: String::new(),
+            mirror: None,
         }
     }
 }
@@ -87,6 +95,11 @@ pub fn start_hoard_with(
     for (host, port) in &options.resolve {
         resolve.push(format!("{} = \"127.0.0.1:{port}\"", json_string(host)));
     }
+    let mirror_port = options.mirror.as_ref().map(|_| free_port());
+    let mirror = match (&options.mirror, mirror_port) {
+        (Some(lines), Some(port)) => format!("[mirror]\nlisten = \"127.0.0.1:{port}\"\n{lines}\n"),
+        _ => String::new(),
+    };
     fs::write(
         &config,
         format!(
@@ -96,7 +109,7 @@ pub fn start_hoard_with(
              [intercept]\nhosts = [{intercept}]\n\
              [upstream]\nextra_ca_files = [{extra}]\n\
              resolve = {{ {resolve} }}\n\
-             {extra_toml}",
+             {extra_toml}\n{mirror}",
             ca = json_string(path_str(&ca_dir)?),
             cache = json_string(path_str(&cache_dir)?),
             ttl = TAG_TTL.as_secs(),
@@ -122,18 +135,34 @@ pub fn start_hoard_with(
     let ca_crt = ca_dir.join("ca.crt");
     wait_for("hoard to listen and write ca/ca.crt", START_TIMEOUT, || {
         scene.check_running(name)?;
-        Ok(accepts(port) && fs::metadata(&ca_crt).is_ok_and(|m| m.len() > 0))
+        Ok(accepts(port)
+            && mirror_port.is_none_or(accepts)
+            && fs::metadata(&ca_crt).is_ok_and(|m| m.len() > 0))
     })?;
 
     let ca_cert_dir = scene.dir(&format!("{name}-ca-certs"))?;
     fs::copy(&ca_crt, ca_cert_dir.join("ca.crt")).context("copying hoard's CA")?;
     eprintln!("e2e: {name} listening on 127.0.0.1:{port}");
+    if let Some(mirror_port) = mirror_port {
+        eprintln!("e2e: {name}'s mirror listening on 127.0.0.1:{mirror_port}");
+    }
     Ok(Hoard {
         name: name.to_owned(),
         proxy_url: format!("http://127.0.0.1:{port}"),
         ca_crt,
         ca_cert_dir,
+        mirror_port,
     })
+}
+
+impl Hoard {
+    /// `127.0.0.1:<port>` of the mirror listener.
+    pub fn mirror_addr(&self) -> Result<String> {
+        let port = self
+            .mirror_port
+            .context(format!("{} was started without [mirror]", self.name))?;
+        Ok(format!("127.0.0.1:{port}"))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -158,11 +187,22 @@ pub fn skopeo_copy_via_hoard(
     tag: &str,
     name: &str,
 ) -> Result<Copied> {
-    match try_skopeo_copy_via_hoard(scene, tools, hoard, tag, name)? {
+    skopeo_copy_by(scene, tools, &Route::Proxy(hoard), tag, name)
+}
+
+/// Copies `gcr.io/project/image:<tag>` into `dir:<scene>/<name>` by `route`.
+pub fn skopeo_copy_by(
+    scene: &mut Scene,
+    tools: &Tools,
+    route: &Route<'_>,
+    tag: &str,
+    name: &str,
+) -> Result<Copied> {
+    match try_skopeo_copy_by(scene, tools, route, tag, name)? {
         Ok(copied) => Ok(copied),
         Err(stderr) => fail(format!(
             "skopeo copy via {} ({name}) failed:\n{stderr}",
-            hoard.name
+            route.describe()
         )),
     }
 }
@@ -176,18 +216,51 @@ pub fn try_skopeo_copy_via_hoard(
     tag: &str,
     name: &str,
 ) -> Result<std::result::Result<Copied, String>> {
+    try_skopeo_copy_by(scene, tools, &Route::Proxy(hoard), tag, name)
+}
+
+/// Like [`skopeo_copy_by`], but a failing skopeo is an outcome (`Err` with its stderr), not a
+/// failed step.
+///
+/// Through the mirror, skopeo gets a `registries.conf` of its own whose `gcr.io` entry has the
+/// mirror as `<mirror address>/gcr.io`, plain HTTP (`insecure`), and no proxy: should the
+/// mirror fail, skopeo's fallback to `gcr.io` itself has nowhere to go.
+pub fn try_skopeo_copy_by(
+    scene: &mut Scene,
+    tools: &Tools,
+    route: &Route<'_>,
+    tag: &str,
+    name: &str,
+) -> Result<std::result::Result<Copied, String>> {
     let dir = scene.path(name);
     let digest_file = scene.path(&format!("{name}.digest"));
     let mut copy = skopeo(scene, tools)?;
-    copy.env("HTTPS_PROXY", &hoard.proxy_url)
-        .args(["copy", "--src-cert-dir"])
-        .arg(&hoard.ca_cert_dir)
-        .arg("--digestfile")
+    match route {
+        Route::Proxy(hoard) => {
+            copy.env("HTTPS_PROXY", &hoard.proxy_url)
+                .args(["copy", "--src-cert-dir"])
+                .arg(&hoard.ca_cert_dir);
+        }
+        Route::Mirror(hoard) => {
+            let conf = scene.path(&format!("{name}.registries.conf"));
+            fs::write(
+                &conf,
+                format!(
+                    "[[registry]]\nprefix = \"{REGISTRY_HOST}\"\nlocation = \"{REGISTRY_HOST}\"\n\n\
+                     [[registry.mirror]]\nlocation = \"{}/{REGISTRY_HOST}\"\ninsecure = true\n",
+                    hoard.mirror_addr()?
+                ),
+            )
+            .context("writing registries.conf")?;
+            copy.arg("--registries-conf").arg(&conf).arg("copy");
+        }
+    }
+    copy.arg("--digestfile")
         .arg(&digest_file)
         .arg(format!("docker://{REGISTRY_HOST}/{REPOSITORY}:{tag}"))
         .arg(format!("dir:{}", path_str(&dir)?));
     let (status, _, stderr) = scene.exec_status(
-        &format!("skopeo copy via {} ({name})", hoard.name),
+        &format!("skopeo copy via {} ({name})", route.describe()),
         &mut copy,
         PULL_TIMEOUT,
     )?;
@@ -202,4 +275,33 @@ pub fn try_skopeo_copy_via_hoard(
         manifest: fs::read(dir.join("manifest.json")).context("reading manifest.json")?,
         dir,
     }))
+}
+
+impl Copied {
+    /// Fails unless the copy is `pushed` byte for byte: the digest skopeo recorded, the
+    /// manifest, and every blob.
+    pub fn check_matches(&self, pushed: &Pushed) -> Result {
+        if self.digest != pushed.manifest_digest || self.manifest != pushed.manifest {
+            return fail(format!(
+                "{}: skopeo copied {} ({} bytes of manifest), the registry holds {} ({} bytes)",
+                self.dir.display(),
+                self.digest,
+                self.manifest.len(),
+                pushed.manifest_digest,
+                pushed.manifest.len()
+            ));
+        }
+        for digest in pushed.layer_digests.iter().chain([&pushed.config_digest]) {
+            let path = self.dir.join(digest.trim_start_matches("sha256:"));
+            let blob = fs::read(&path).context(format!("reading {}", path.display()))?;
+            if sha256(&blob) != *digest {
+                return fail(format!(
+                    "blob {digest} in {} is {}",
+                    path.display(),
+                    sha256(&blob)
+                ));
+            }
+        }
+        Ok(())
+    }
 }

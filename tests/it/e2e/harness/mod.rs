@@ -5,6 +5,7 @@
 //! Nothing here writes outside the test's folder except what dockerd 20.10 insists on
 //! (`/run/docker/plugins`, an empty folder).
 
+mod containerd;
 mod docker;
 mod hoard;
 mod image;
@@ -23,10 +24,11 @@ use std::time::{Duration, Instant};
 pub use crate::common::{free_port, sha256};
 
 pub use self::hoard::{
-    HOARD_PROC, Hoard, HoardOptions, skopeo_copy_via_hoard, start_hoard, start_hoard_with,
-    try_skopeo_copy_via_hoard,
+    HOARD_PROC, Hoard, HoardOptions, skopeo_copy_by, skopeo_copy_via_hoard, start_hoard,
+    start_hoard_with, try_skopeo_copy_via_hoard,
 };
-pub use docker::start_docker;
+pub use containerd::{Containerd, start_containerd};
+pub use docker::{start_docker, start_docker_with};
 pub use image::{Pushed, build_and_push, skopeo, urandom};
 pub use pki::{Pki, make_pki, make_server_cert};
 pub use registry::{REGISTRY_PROC, Registry, RegistryAuth, start_registry, start_registry_with};
@@ -34,6 +36,9 @@ pub use scene::Scene;
 
 /// The registry host the tests pull from; hoard intercepts it and resolves it to the test registry.
 pub const REGISTRY_HOST: &str = "gcr.io";
+/// Docker Hub's registry host: the upstream of dockerd's `registry-mirrors`, resolved by hoard to
+/// the test registry like [`REGISTRY_HOST`].
+pub const DOCKER_HUB_HOST: &str = "registry-1.docker.io";
 /// Repository the test image is pushed to.
 pub const REPOSITORY: &str = "project/image";
 /// hoard's `cache.tag_ttl` in the tests; the "registry down" steps wait longer than this so the
@@ -52,6 +57,17 @@ pub const DOCKERD_TOOLS: [&str; 8] = [
     "containerd",
     "dockerd",
     "docker",
+];
+
+/// The programs a test with a standalone containerd and `ctr` as the client needs.
+pub const CTR_TOOLS: [&str; 7] = [
+    "openssl",
+    "tar",
+    "gzip",
+    "docker-registry",
+    "skopeo",
+    "containerd",
+    "ctr",
 ];
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -100,6 +116,24 @@ impl<T, E: fmt::Display> Context<T> for std::result::Result<T, E> {
 impl<T> Context<T> for Option<T> {
     fn context(self, what: impl fmt::Display) -> Result<T> {
         self.ok_or_else(|| Failure(what.to_string()))
+    }
+}
+
+/// How a client reaches the registry: only ever through hoard.
+pub enum Route<'a> {
+    /// hoard's proxy port as `HTTPS_PROXY`, trusting only hoard's CA.
+    Proxy(&'a Hoard),
+    /// hoard's mirror listener (plain HTTP), configured as the client's registry mirror; no proxy.
+    Mirror(&'a Hoard),
+}
+
+impl Route<'_> {
+    /// "hoard" or "hoard's mirror", for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Route::Proxy(hoard) => hoard.name.clone(),
+            Route::Mirror(hoard) => format!("{}'s mirror", hoard.name),
+        }
     }
 }
 
@@ -162,7 +196,7 @@ pub fn run(
         reasons.push(format!("missing programs: {}", missing.join(", ")));
     }
     if needs_root && !is_root() {
-        reasons.push("needs root (dockerd)".to_owned());
+        reasons.push("needs root (containerd, dockerd)".to_owned());
     }
     if !reasons.is_empty() {
         let reason = reasons.join("; ");
@@ -174,8 +208,10 @@ pub fn run(
     }
     let dockerd = tools.contains(&"dockerd");
     check_environment(test, dockerd);
-    // Two dockerds (each with its containerd) never ran at once before the tests shared a process.
-    let _one_dockerd = dockerd.then(crate::common::serial::heavy_blocking);
+    // Two dockerds (each with its containerd) never ran at once before the tests shared a process;
+    // a standalone containerd is a daemon of the same weight.
+    let daemon = dockerd || tools.contains(&"containerd");
+    let _one_daemon = daemon.then(crate::common::serial::heavy_blocking);
 
     let mut scene = Scene::new(test)?;
     let outcome = body(&mut scene, &Tools(found));

@@ -3,9 +3,10 @@
 use std::fs;
 use std::path::PathBuf;
 
-use super::{Context as _, REGISTRY_HOST, Result, Scene, Tools};
+use super::{Context as _, DOCKER_HUB_HOST, REGISTRY_HOST, Result, Scene, Tools};
 
-/// The test CA and the upstream registry's certificate (for `gcr.io` and 127.0.0.1).
+/// The test CA and the upstream registry's certificate (for `gcr.io`, `registry-1.docker.io` and
+/// 127.0.0.1).
 pub struct Pki {
     /// The test CA certificate (PEM); hoard trusts it through `upstream.extra_ca_files`.
     pub ca_crt: PathBuf,
@@ -61,7 +62,7 @@ pub fn make_pki(scene: &mut Scene, tools: &Tools) -> Result<Pki> {
         tools,
         &pki,
         "server",
-        &format!("DNS:{REGISTRY_HOST},IP:127.0.0.1"),
+        &format!("DNS:{REGISTRY_HOST},DNS:{DOCKER_HUB_HOST},IP:127.0.0.1"),
     )?;
     pki.server_crt = server_crt;
     pki.server_key = server_key;

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{
-    Context as _, Pki, REPOSITORY, Result, START_TIMEOUT, Scene, Tools, accepts, free_port,
-    json_string, path_str, wait_for,
+    Context as _, Pki, REPOSITORY, Result, START_TIMEOUT, Scene, TAG_TTL, Tools, accepts, fail,
+    free_port, json_string, path_str, wait_for,
 };
 
 /// A running `docker-registry`.
@@ -132,5 +132,16 @@ impl Registry {
     /// Whether the registry still accepts connections.
     pub fn is_up(&self) -> bool {
         accepts(self.port)
+    }
+
+    /// Stops the registry and waits long enough for hoard's cached tags to be stale, so the next
+    /// pull has to try the upstream, find it down and serve from the cache.
+    pub fn stop_and_let_tags_expire(&self, scene: &mut Scene) -> Result {
+        scene.stop(REGISTRY_PROC)?;
+        if self.is_up() {
+            return fail("the registry still accepts connections after being stopped");
+        }
+        std::thread::sleep(TAG_TTL + Duration::from_millis(1500));
+        Ok(())
     }
 }

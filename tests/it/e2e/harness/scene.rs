@@ -177,6 +177,15 @@ impl Scene {
         fs::read_to_string(self.logs.join(format!("{name}.log"))).unwrap_or_default()
     }
 
+    /// The access-log lines (`hoard::log: request ...`) the hoard process `name` has written so far.
+    pub fn access_log(&self, name: &str) -> Vec<String> {
+        self.log(name)
+            .lines()
+            .filter(|l| l.contains("hoard::log: request "))
+            .map(str::to_owned)
+            .collect()
+    }
+
     pub(super) fn dump_logs(&self) {
         let Ok(entries) = fs::read_dir(&self.logs) else {
             return;
