@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # hoard benchmark (issue 5): hoard side by side with nginx, the Docker Distribution registry and the
-# Distribution registry in proxy (pull-through) mode, all started here on 127.0.0.1, in one run.
+# Distribution registry in proxy (pull-through) mode, all started here on 127.0.0.1, in one run;
+# hoard through its proxy port and through its registry-mirror port (issue 14).
 #
 #   bench/run.sh            full run: 1 GiB blob, 16 x 100 MiB, 4 GiB blob, 5 runs per case
 #   bench/run.sh --quick    smaller sizes, 3 runs (a fast check that everything works)
@@ -201,7 +202,8 @@ mkdir -p "$BASE"
 WORK=$(mktemp -d "$BASE/hoard-bench.XXXXXX") || die "mktemp"
 chmod 755 "$WORK"
 mkdir -p "$WORK/logs" "$WORK/files" "$WORK/pki"
-need_kib=$(( (MAIN_MIB + PAR_MIB + (BIG ? BIG_MIB : 0)) * 1024 * 6 ))
+# main and par: the files, the upstream, the Distribution proxy, a cold fill, five hoard caches.
+need_kib=$(( ((MAIN_MIB + PAR_MIB) * 10 + (BIG ? BIG_MIB : 0) * 6) * 1024 ))
 free_kib=$(df -Pk "$WORK" | awk 'NR==2 {print $4}')
 [ "$free_kib" -gt "$need_kib" ] || die "need about $((need_kib / 1048576)) GiB free in $BASE, have $((free_kib / 1048576)) GiB"
 
@@ -273,10 +275,11 @@ start_registry() { # name port storage [remoteurl] -> PID
     wait_port $PID "$2" "$1" "$lg" || die "$1 did not start"
 }
 
-start_nginx() { # name port -> PID
-    local d="$WORK/$1" u=""
+start_nginx() { # name port [plain] -> PID; plain: HTTP without TLS (the plain mirror's reference)
+    local d="$WORK/$1" u="" listen="listen 127.0.0.1:$2 ssl http2;"
     mkdir -p "$d/tmp"
     [ "$(id -u)" = 0 ] && u="user root;"
+    [ "${3:-}" = plain ] && listen="listen 127.0.0.1:$2;"
     cat >"$d/nginx.conf" <<EOF
 $u
 worker_processes auto;
@@ -294,7 +297,7 @@ http {
     proxy_temp_path $d/tmp/proxy;
     fastcgi_temp_path $d/tmp/fastcgi;
     server {
-        listen 127.0.0.1:$2 ssl http2;
+        $listen
         ssl_certificate $WORK/pki/server.crt;
         ssl_certificate_key $WORK/pki/server.key;
         ssl_protocols TLSv1.3;
@@ -339,8 +342,15 @@ EOF
 NGINX_TUNNEL_PORT=$(free_port)
 LINK_TUNNEL_PORT=$(free_port) # a relay in front of that nginx, for the tunnel over a link
 HOARD_CA_DIR="$WORK/hoard-ca"
-start_hoard() { # name cachedir [upstream port] -> PID, PORT
-    local cfg="$WORK/$1.toml" lg="$WORK/logs/$1.log" n resolve up=${3:-$UP_PORT}
+# The TLS mirror's name: under *.bench, as the CA every hoard here shares was made (by the first
+# one) for intercept.hosts only, and a new CA signs nothing else. A DNS name, not 127.0.0.1: a
+# leaf for an IP address carries it as its CN too, which OpenSSL (curl) checks against the DNS
+# constraint and refuses.
+MIRROR_NAME=mirror.bench
+start_hoard() { # name cachedir [upstream port] [plain|tls] -> PID, PORT (and MIRROR_PORT,
+                 # ADMIN_PORT with a mirror listener: plain HTTP, or TLS with a leaf from hoard's
+                 # CA for MIRROR_NAME)
+    local cfg="$WORK/$1.toml" lg="$WORK/logs/$1.log" n resolve up=${3:-$UP_PORT} mirror=${4:-}
     PORT=$(free_port)
     resolve=""
     for n in $NAMES; do resolve="$resolve\"$n\" = \"127.0.0.1:$up\", "; done
@@ -361,9 +371,16 @@ hosts = ["*.bench"]
 extra_ca_files = ["$CA"]
 resolve = { ${resolve%, } }
 EOF
+    if [ -n "$mirror" ]; then
+        MIRROR_PORT=$(free_port); ADMIN_PORT=$(free_port)
+        printf '[admin]\nlisten = "127.0.0.1:%s"\n[mirror]\nlisten = "127.0.0.1:%s"\n' \
+            "$ADMIN_PORT" "$MIRROR_PORT" >>"$cfg"
+        [ "$mirror" = tls ] && echo "names = [\"$MIRROR_NAME\"]" >>"$cfg"
+    fi
     RUST_LOG=hoard=warn "$HOARD" serve --config "$cfg" >"$lg" 2>&1 &
     PID=$!
     wait_port $PID "$PORT" "$1" "$lg" || die "$1 did not start"
+    if [ -n "$mirror" ]; then wait_port $PID "$MIRROR_PORT" "$1 (mirror)" "$lg" || die "$1 did not start"; fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -504,6 +521,7 @@ UP_LOG="$WORK/logs/upstream.log"
 add_case nginx "nginx TLS, $MAIN_L, http/1.1"
 add_case nginx_h2 "nginx TLS, $MAIN_L, h2"
 add_case nginx_par "nginx TLS, $PAR_L parallel"
+add_case nginx_plain "nginx plain HTTP, $MAIN_L, http/1.1"
 add_case direct "Distribution (upstream) direct, $MAIN_L, http/1.1"
 add_case direct_h2 "Distribution (upstream) direct, $MAIN_L, h2"
 add_case dist_cold "Distribution proxy cold, $MAIN_L"
@@ -511,6 +529,10 @@ add_case dist_warm "Distribution proxy warm, $MAIN_L"
 add_case dist_par "Distribution proxy warm, $PAR_L parallel"
 add_case hit "hoard hit, $MAIN_L, http/1.1"
 add_case hit_h2 "hoard hit, $MAIN_L, h2"
+# The same hits through the mirror listener (issue 14): plain HTTP, and TLS with hoard's leaf.
+add_case mirror "hoard mirror hit, plain HTTP, $MAIN_L, http/1.1"
+add_case mirror_tls "hoard mirror hit, TLS, $MAIN_L, http/1.1"
+add_case mirror_tls_h2 "hoard mirror hit, TLS, $MAIN_L, h2"
 add_case cold "hoard cold (fill), $MAIN_L, http/1.1"
 add_case cold_h2 "hoard cold (fill), $MAIN_L, h2"
 # Links of a fixed speed in front of the upstream (MiB/s): 1 Gbit/s and 2.5 Gbit/s.
@@ -529,6 +551,7 @@ add_case link_tunnel "nginx over a ${LINK_L[$TUNNEL_LINK]} link, hoard tunnel"
 [ "$BIG" = 1 ] && add_case big "hoard hit, $BIG_L, http/1.1"
 
 MAIN_PATH="/v2/$REPO/blobs/$main_DIGEST"
+MIRROR_PATH="$MAIN_PATH?ns=$HOST" # containerd's way of naming the registry to a mirror
 PAR_PATH="/v2/$REPO/blobs/$par_DIGEST"
 
 # --- Cold: every run on a fresh process with empty storage, interleaved with a direct fetch from
@@ -594,7 +617,8 @@ if [ ! -d "$HOARD_KEEP" ]; then mkdir -p "$HOARD_KEEP"; fi
 if [ ! -d "$DIST_KEEP" ]; then mkdir -p "$DIST_KEEP"; fi
 
 # --- Preparation (not measured): the parallel blob into both caches (and the main blob if a cold
-# run failed), then a copy of hoard's cache for the second hit process.
+# run failed), then a copy of hoard's cache for each other hit process (h2, the three mirror ones):
+# the mirror rows serve what the proxy port filled.
 log "filling the caches for the warm cases"
 DP=$(free_port)
 start_registry dist-prep "$DP" "$DIST_KEEP" "https://127.0.0.1:$UP_PORT"
@@ -609,7 +633,8 @@ for p in "$MAIN_PATH|$MAIN_BYTES" "$PAR_PATH|$PAR_BYTES"; do
         || log "warning: filling hoard: $FETCH_ERR"
 done
 stop_pid $PID
-rm -rf "$WORK/hoard-cache-h2"; cp -a "$HOARD_KEEP" "$WORK/hoard-cache-h2"
+MIRROR_CACHES=(mirror mirror-tls mirror-tls-h2)
+for d in h2 "${MIRROR_CACHES[@]}"; do rm -rf "$WORK/hoard-cache-$d"; cp -a "$HOARD_KEEP" "$WORK/hoard-cache-$d"; done
 BIG_PATH=
 if [ "$BIG" = 1 ]; then
     # The big blob in a cache of its own, filled by a process of its own.
@@ -630,7 +655,14 @@ DP=$(free_port); start_registry dist-warm "$DP" "$DIST_KEEP" "https://127.0.0.1:
 start_hoard hoard-hit "$HOARD_KEEP"; HIT_PID=$PID; HIT_PORT=$PORT
 start_hoard hoard-hit-h2 "$WORK/hoard-cache-h2"; HIT2_PID=$PID; HIT2_PORT=$PORT
 start_hoard hoard-tunnel "$WORK/hoard-tunnel-cache"; TUN_PID=$PID; TUN_PORT=$PORT
-WARM=(nginx hit nginx_h2 hit_h2 dist_warm tunnel)
+NP3=$(free_port); start_nginx nginx-plain "$NP3" plain; NGINXP_PID=$PID
+start_hoard hoard-mirror "$WORK/hoard-cache-mirror" "" plain
+MIR_PID=$PID; MIR_PORT=$MIRROR_PORT; MIR_ADMIN=$ADMIN_PORT
+start_hoard hoard-mirror-tls "$WORK/hoard-cache-mirror-tls" "" tls
+MIRT_PID=$PID; MIRT_PORT=$MIRROR_PORT; MIRT_ADMIN=$ADMIN_PORT
+start_hoard hoard-mirror-tls-h2 "$WORK/hoard-cache-mirror-tls-h2" "" tls
+MIRT2_PID=$PID; MIRT2_PORT=$MIRROR_PORT; MIRT2_ADMIN=$ADMIN_PORT
+WARM=(nginx hit nginx_h2 hit_h2 dist_warm tunnel nginx_plain mirror mirror_tls mirror_tls_h2)
 if [ "$BIG" = 1 ]; then
     start_hoard hoard-big "$WORK/hoard-cache-big"; BIG_PID=$PID; BIG_PORT=$PORT
     WARM+=(big)
@@ -647,6 +679,12 @@ run_warm() { # case -> one transfer (measured unless $1 is prefixed by "-")
         hit) via $HIT_PORT; a=($HIT_PID "$WORK/logs/hoard-hit.log" --http1.1 "${VIA[@]}" "https://$HOST$MAIN_PATH") ;;
         hit_h2) via $HIT2_PORT; a=($HIT2_PID "$WORK/logs/hoard-hit-h2.log" --http2 "${VIA[@]}" "https://$HOST$MAIN_PATH") ;;
         tunnel) via $TUN_PORT; EXTRA_PID=$NGINXT_PID; a=($TUN_PID "$WORK/logs/hoard-tunnel.log" --http1.1 "${VIA[@]}" --cacert "$CA" "https://127.0.0.1:$NGINX_TUNNEL_PORT/main") ;;
+        nginx_plain) a=($NGINXP_PID "$WORK/nginx-plain/error.log" --http1.1 "http://127.0.0.1:$NP3/main") ;;
+        mirror) a=($MIR_PID "$WORK/logs/hoard-mirror.log" --http1.1 "http://127.0.0.1:$MIR_PORT$MIRROR_PATH") ;;
+        mirror_tls) a=($MIRT_PID "$WORK/logs/hoard-mirror-tls.log" --http1.1 --cacert "$HOARD_CA_DIR/ca.crt" \
+            --resolve "$MIRROR_NAME:$MIRT_PORT:127.0.0.1" "https://$MIRROR_NAME:$MIRT_PORT$MIRROR_PATH") ;;
+        mirror_tls_h2) a=($MIRT2_PID "$WORK/logs/hoard-mirror-tls-h2.log" --http2 --cacert "$HOARD_CA_DIR/ca.crt" \
+            --resolve "$MIRROR_NAME:$MIRT2_PORT:127.0.0.1" "https://$MIRROR_NAME:$MIRT2_PORT$MIRROR_PATH") ;;
         big) via $BIG_PORT; bytes=$BIG_BYTES; a=($BIG_PID "$WORK/logs/hoard-big.log" --http1.1 "${VIA[@]}" "https://$HOST$BIG_PATH") ;;
     esac
     if [ "$c" != "$1" ]; then
@@ -661,6 +699,19 @@ for r in $(seq "$RUNS"); do
     log "  run $r/$RUNS"
     for c in "${WARM[@]}"; do run_warm "$c"; done
 done
+# A mirror row counts only if the mirror served it from the cache: no request through it went
+# upstream (hoard's metrics, from its admin listener).
+mirror_hits_only() { # case admin-port log
+    local m bad
+    m=$(curl -sS --max-time 10 "http://127.0.0.1:$2/metrics" 2>&1) || { fail_case "$1" "metrics: $m" "$3"; return; }
+    bad=$(grep '^hoard_requests_total{' <<<"$m" | grep 'via="mirror"' | grep -v 'cache="HIT"')
+    if [ -n "$bad" ] || ! grep -q '^hoard_requests_total{cache="HIT",via="mirror"}' <<<"$m"; then
+        fail_case "$1" "not every request through the mirror was a hit: $(grep '^hoard_requests_total{' <<<"$m" | tr '\n' ' ')" "$3"
+    fi
+}
+mirror_hits_only mirror $MIR_ADMIN "$WORK/logs/hoard-mirror.log"
+mirror_hits_only mirror_tls $MIRT_ADMIN "$WORK/logs/hoard-mirror-tls.log"
+mirror_hits_only mirror_tls_h2 $MIRT2_ADMIN "$WORK/logs/hoard-mirror-tls-h2.log"
 # For scale: TLS handshakes with nginx, direct and through hoard's tunnel.
 HS_NGINX=""; HS_NGINX_TUN=""
 for i in $(seq "$HS_NAMES"); do
@@ -689,9 +740,13 @@ note_rss link_tunnel_direct $LT_PID; stop_pid $LT_PID
 note_rss nginx $NGINX_PID; note_rss nginx_h2 $NGINX2_PID
 note_rss dist_warm $DISTW_PID; note_rss hit $HIT_PID; note_rss hit_h2 $HIT2_PID; note_rss tunnel $TUN_PID
 note_rss link_tunnel $TUN_PID
-for p in $NGINX_PID $NGINX2_PID $NGINXT_PID $DISTW_PID $HIT_PID $HIT2_PID $TUN_PID; do stop_pid $p; done
+note_rss nginx_plain $NGINXP_PID; note_rss mirror $MIR_PID; note_rss mirror_tls $MIRT_PID
+note_rss mirror_tls_h2 $MIRT2_PID
+for p in $NGINX_PID $NGINX2_PID $NGINXT_PID $DISTW_PID $HIT_PID $HIT2_PID $TUN_PID \
+    $NGINXP_PID $MIR_PID $MIRT_PID $MIRT2_PID; do stop_pid $p; done
 if [ "$BIG" = 1 ]; then note_rss big $BIG_PID; stop_pid $BIG_PID; fi
 rm -rf "$WORK/hoard-cache-h2" "$WORK/hoard-cache-big"
+for d in "${MIRROR_CACHES[@]}"; do rm -rf "$WORK/hoard-cache-$d"; done
 
 # --- Parallel hits, interleaved.
 log "parallel cases, $PAR_L: $RUNS interleaved runs"
@@ -759,10 +814,11 @@ per_gib() { # case kind -> CPU s/GiB of its server (server), the second server (
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 declare -A REF=([nginx_h2]=nginx [direct_h2]=direct [dist_cold]=direct [dist_warm]=nginx [dist_par]=nginx_par
-    [hit]=nginx [hit_h2]=hit [cold]=direct [cold_h2]=direct [par]=nginx_par [tunnel]=nginx [big]=hit)
+    [hit]=nginx [hit_h2]=hit [cold]=direct [cold_h2]=direct [par]=nginx_par [tunnel]=nginx [big]=hit
+    [mirror]=nginx_plain [mirror_tls]=nginx [mirror_tls_h2]=nginx_h2)
 declare -A SHORTUP=([direct]="curl h1" [direct_h2]="curl h2" [dist_cold]="Distribution proxy" [cold]="hoard h1" [cold_h2]="hoard h2")
 declare -A SHORT=([nginx]="nginx h1" [nginx_h2]="nginx h2" [nginx_par]="nginx par" [direct]=direct
-    [hit]="hoard hit h1" [nginx_par]="nginx par")
+    [hit]="hoard hit h1" [nginx_par]="nginx par" [nginx_plain]="nginx plain")
 for l in "${LINKS[@]}"; do REF[link${l}_cold]=link${l}_direct; SHORT[link${l}_direct]="link direct"; done
 REF[link_tunnel]=link_tunnel_direct; SHORT[link_tunnel_direct]="link direct"
 
@@ -811,6 +867,9 @@ echo "of transfer, out of $(nproc) CPUs. Parallel rows: $PAR_N curl clients at o
 echo "Cold rows: a fresh process with empty storage per run, interleaved run by run with the direct row."
 echo "Warm rows (and, apart, the parallel rows): one process each, all up at once, one unmeasured warm-up"
 echo "transfer each (not the $BIG_L row: its fill just wrote it), then interleaved run by run."
+echo "Mirror rows: GET /v2/$REPO/blobs/<digest>?ns=$HOST on hoard's mirror listener, one hoard"
+echo "each on a copy of the cache the proxy port filled (every request a hit, checked in its metrics);"
+echo "plain HTTP against nginx plain HTTP, TLS (a leaf from hoard's CA for $MIRROR_NAME) against nginx TLS."
 up=""
 for c in direct direct_h2 dist_cold cold cold_h2; do
     [ "${BYTES[$c]}" -gt 0 ] && up="$up, ${SHORTUP[$c]} $(per_gib $c upstream)"
@@ -878,7 +937,8 @@ for l in "${LINKS[@]}"; do
         "$(ratio "$(med link${l}_cold)" "$(med link${l}_direct)")" ">=" 0.9
 done
 maxrss=0
-for c in hit hit_h2 cold cold_h2 par tunnel link_tunnel big $(printf 'link%s_cold ' "${LINKS[@]}"); do
+for c in hit hit_h2 mirror mirror_tls mirror_tls_h2 cold cold_h2 par tunnel link_tunnel big \
+    $(printf 'link%s_cold ' "${LINKS[@]}"); do
     [ -n "${RSS[$c]:-}" ] && [ "${RSS[$c]}" -gt $maxrss ] && maxrss=${RSS[$c]}
 done
 check "hoard peak memory (all cases) <= 64 MiB" "$(awk -v k=$maxrss 'BEGIN {printf "%.1f", k / 1024}')" "<=" 64
