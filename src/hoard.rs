@@ -10,6 +10,7 @@ use anyhow::Context as _;
 
 use crate::access::{FillSlots, ProxyAuth};
 use crate::config::Config;
+use crate::fleet::Fleet;
 use crate::store::{Flights, Limits, Store};
 use crate::telemetry::Metrics;
 use crate::tls::{CertificateAuthority, root_store};
@@ -33,11 +34,13 @@ pub struct Hoard {
     upstream: RwLock<Arc<Upstream>>,
     pub metrics: Arc<Metrics>,
     pub flights: Flights,
-    pub registry_auth: RegistryAuth,
+    pub registry_auth: Arc<RegistryAuth>,
     /// Blob fills running, against `cache.max_fills` and `cache.max_fills_per_client`.
     pub fill_slots: FillSlots,
     /// The time tags are judged fresh by.
     pub clock: Clock,
+    /// The other hoards of the fleet (`[fleet]`); `None`: this one is alone.
+    pub(crate) fleet: Option<Arc<Fleet>>,
 }
 
 /// The time hoard judges a tag's freshness by: the system's, plus an offset that only tests move
@@ -104,6 +107,9 @@ impl Hoard {
             tracing::info!(parent = ?config.parent, "upstream settings changed; new upstream connections use them");
         }
         self.metrics.set_intercepted(config.intercept.clone());
+        if let (Some(fleet), Some(peers)) = (&self.fleet, &config.fleet) {
+            fleet.reconfigure(peers);
+        }
         *self.proxy_auth.write().unwrap_or_else(|e| e.into_inner()) = proxy_auth_for(&config);
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
         Ok(())
@@ -135,6 +141,10 @@ impl Hoard {
         let metrics: Arc<Metrics> = Arc::default();
         metrics.set_intercepted(config.intercept.clone());
         let upstream = upstream_for(&config, metrics.clone())?;
+        let fleet = config
+            .fleet
+            .as_ref()
+            .map(|fleet| Arc::new(Fleet::new(fleet, metrics.clone())));
         Ok(Hoard {
             proxy_auth: RwLock::new(proxy_auth_for(&config)),
             config: RwLock::new(Arc::new(config)),
@@ -143,9 +153,10 @@ impl Hoard {
             upstream: RwLock::new(Arc::new(upstream)),
             metrics,
             flights: Flights::new(FOLLOWER_WAIT),
-            registry_auth: RegistryAuth::default(),
+            registry_auth: Arc::default(),
             fill_slots: FillSlots::default(),
             clock: Clock::default(),
+            fleet,
         })
     }
 }

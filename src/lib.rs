@@ -9,11 +9,12 @@
 //!   access log, the status page's activity);
 //! - services that never import each other: [`tls`] (CA, leaves, roots), [`store`] (the disk),
 //!   [`upstream`] (the client, parent proxy, redirects, registry auth), [`access`] (connection
-//!   limits, proxy logins);
+//!   limits, proxy logins), [`fleet`] (the peers of a fleet: who owns what, signed requests);
 //! - [`hoard`]: the state every connection shares;
 //! - [`registry`]: the OCI rules (what to serve from the store, what to fill, what to revalidate);
 //! - listeners, which never import each other: [`proxy`] (front door, CONNECT, tunnel,
-//!   intercept, plain forward, setup scripts), [`mirror`] (the registry-mirror listener) and
+//!   intercept, plain forward, setup scripts), [`mirror`] (the registry-mirror listener, and
+//!   the fleet's peer endpoint) and
 //!   [`admin`] (metrics, health, status page);
 //! - [`server`] wires them; [`ops`] holds the operator commands and uses only the lower layers.
 
@@ -21,6 +22,7 @@ pub(crate) mod access;
 pub(crate) mod admin;
 pub mod config;
 pub(crate) mod error;
+pub(crate) mod fleet;
 pub(crate) mod hoard;
 pub mod http;
 pub(crate) mod mirror;

@@ -14,6 +14,7 @@ pub struct Server {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     mirror_addr: Option<SocketAddr>,
+    fleet_addr: Option<SocketAddr>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -38,6 +39,7 @@ impl Server {
             None => None,
         };
         let mirror_addr = start_mirror(&hoard).await?;
+        let fleet_addr = start_fleet(&hoard).await?;
         let task = tokio::spawn(crate::proxy::serve(listener, hoard.clone()));
         tokio::spawn(reconcile_now_and_then(hoard.clone()));
         Ok(Server {
@@ -45,6 +47,7 @@ impl Server {
             addr,
             admin_addr,
             mirror_addr,
+            fleet_addr,
             task: Some(task),
         })
     }
@@ -72,6 +75,10 @@ impl Server {
             (
                 "mirror.tls_cert, tls_key, names",
                 old.mirror.as_ref().map(|m| &m.tls) != config.mirror.as_ref().map(|m| &m.tls),
+            ),
+            (
+                "fleet (on or off), fleet.listen",
+                old.fleet.as_ref().map(|f| f.listen) != config.fleet.as_ref().map(|f| f.listen),
             ),
             ("cache.max_size", old.max_size != config.max_size),
             ("cache.min_free", old.min_free != config.min_free),
@@ -144,6 +151,17 @@ impl Server {
         self.mirror_addr
     }
 
+    /// Where the fleet's peer endpoint is, if this node is in a fleet.
+    pub fn fleet_addr(&self) -> Option<SocketAddr> {
+        self.fleet_addr
+    }
+
+    /// The peer of the fleet that owns `key` (a digest, or `registry/repository:tag`); `None`
+    /// when this node does, or is in no fleet.
+    pub fn fleet_owner(&self, key: &str) -> Option<String> {
+        self.hoard.fleet.as_ref()?.owner(key)
+    }
+
     /// The clock tags are judged fresh by; a test advances it instead of sleeping.
     pub fn clock(&self) -> &crate::hoard::Clock {
         &self.hoard.clock
@@ -200,6 +218,24 @@ async fn start_mirror(hoard: &Arc<Hoard>) -> anyhow::Result<Option<SocketAddr>> 
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(addr = %format!("{scheme}://{addr}"), "registry mirror listening");
     tokio::spawn(crate::mirror::serve(listener, hoard.clone(), tls));
+    Ok(Some(addr))
+}
+
+/// Binds and starts the fleet's peer endpoint when `[fleet]` is on, and the resolution of a DNS
+/// name for the peers.
+async fn start_fleet(hoard: &Arc<Hoard>) -> anyhow::Result<Option<SocketAddr>> {
+    use anyhow::Context as _;
+    let config = hoard.config();
+    let (Some(fleet), Some(peers)) = (config.fleet.as_ref(), hoard.fleet.as_ref()) else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(fleet.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (fleet.listen)", fleet.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, peers = ?peers.peers().iter().map(|p| &p.name).collect::<Vec<_>>(), "fleet peer endpoint listening");
+    tokio::spawn(crate::fleet::Fleet::refresh(Arc::downgrade(peers)));
+    tokio::spawn(crate::mirror::peers::serve(listener, hoard.clone()));
     Ok(Some(addr))
 }
 

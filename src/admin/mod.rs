@@ -101,4 +101,7 @@ fn refresh_gauges(hoard: &Hoard) {
     set(&m.fills_in_flight, usage.fills as u64);
     set(&m.store_evictions, hoard.store.evictions());
     set(&m.leaf_certificates, hoard.ca.minted());
+    if let Some(fleet) = &hoard.fleet {
+        fleet.update_metrics();
+    }
 }

@@ -1,5 +1,5 @@
 //! The status page at `/`: what the cache holds, the last hour minute by minute and per listener
-//! (proxy, mirror), recent and most pulled images. Plain HTML and an inline SVG chart, no scripts.
+//! (proxy, mirror, fleet), recent and most pulled images. Plain HTML and an inline SVG chart, no scripts.
 
 use std::fmt::Write as _;
 use std::time::SystemTime;
@@ -102,6 +102,9 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; 
     let totals: Vec<Traffic> = m.history().iter().map(Minute::total).collect();
     page.push_str(&chart(&totals));
     page.push_str(&by_listener(&m.last_hour()));
+    if let Some(fleet) = &hoard.fleet {
+        page.push_str(&fleet_table(&fleet.peers()));
+    }
 
     page.push_str("<h2>Most pulled images</h2>\n<table id=\"most-pulled\"><tr><th>image</th><th>pulls</th></tr>\n");
     let popular = m.most_pulled(10);
@@ -135,7 +138,7 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; 
 /// The last hour through each listener: requests, bytes from cache and from upstream.
 fn by_listener(last_hour: &[Traffic; Via::ALL.len()]) -> String {
     let mut table = String::from(
-        "<h2>Proxy and mirror, last hour</h2>\n<table id=\"via\"><tr><th>via</th><th>requests</th>\
+        "<h2>By listener, last hour</h2>\n<table id=\"via\"><tr><th>via</th><th>requests</th>\
          <th>from cache</th><th>from upstream</th></tr>\n",
     );
     for (via, t) in Via::ALL.iter().zip(last_hour) {
@@ -146,6 +149,27 @@ fn by_listener(last_hour: &[Traffic; Via::ALL.len()]) -> String {
             human(t.from_cache),
             human(t.from_upstream),
             via = via.as_str(),
+        );
+    }
+    table.push_str("</table>\n");
+    table
+}
+
+/// The fleet's peers, this node marked, each up or down by its last answer.
+fn fleet_table(peers: &[crate::fleet::PeerStatus]) -> String {
+    let mut table =
+        String::from("<h2>Fleet</h2>\n<table id=\"fleet\"><tr><th>peer</th><th>state</th></tr>\n");
+    for peer in peers {
+        let state = match (peer.me, peer.up) {
+            (true, _) => "this node",
+            (false, None) => "not asked yet",
+            (false, Some(true)) => "up",
+            (false, Some(false)) => "down",
+        };
+        let _ = writeln!(
+            table,
+            "<tr><td>{}</td><td>{state}</td></tr>",
+            escape(&peer.name)
         );
     }
     table.push_str("</table>\n");

@@ -14,6 +14,7 @@ use crate::error::{Classify, Side};
 use crate::net::{Cidr, HostPatterns, NoProxy, Parent};
 
 mod file;
+mod fleet;
 mod htpasswd;
 mod mirror;
 mod units;
@@ -23,6 +24,7 @@ pub use file::{
     AdminSection, CaSection, CacheSection, CredentialSection, FileConfig, InterceptSection,
     LogSection, ProxySection, UpstreamSection,
 };
+pub use fleet::{Fleet, FleetSection, Peers, PeersSection, Secret};
 pub use htpasswd::Htpasswd;
 pub use mirror::{Mirror, MirrorSection, MirrorTls};
 pub use units::{parse_duration, parse_size};
@@ -198,6 +200,8 @@ pub struct Config {
     pub log_filter: String,
     /// The registry-mirror listener (`[mirror]`); `None`: off.
     pub mirror: Option<Mirror>,
+    /// The other hoards this one shares upstream fetches with (`[fleet]`); `None`: alone.
+    pub fleet: Option<Fleet>,
 }
 
 /// Default intercepted registries.
@@ -236,6 +240,7 @@ impl Config {
         let upstream = validate::upstream(file.upstream)?;
         let admin = validate::admin(file.admin)?;
         let (log_format, log_filter) = validate::log(file.log)?;
+        let fleet = fleet::fleet(file.fleet)?;
         Ok(Config {
             listen: proxy.listen,
             ca_dir,
@@ -273,6 +278,7 @@ impl Config {
             log_format,
             log_filter,
             mirror,
+            fleet,
         })
     }
 

@@ -4,6 +4,8 @@
 //! mapped to its upstream registry (`route.rs`) and answered by the same registry rules as
 //! intercepted traffic (`answer.rs`).
 //!
+//! In a fleet, `peers.rs` serves the same API to the other hoards on `fleet.listen`.
+//!
 //! Plain HTTP, or TLS with the operator's certificate or a leaf from hoard's CA for
 //! `mirror.names`; HTTP/1.1, and h2 over TLS by ALPN. Connections count against limits of their
 //! own with the proxy's numbers, and close when idle as intercepted ones do.
@@ -23,6 +25,7 @@ use crate::registry::conn::{self, Peer};
 use crate::telemetry::Via;
 
 mod answer;
+pub(crate) mod peers;
 mod route;
 
 use answer::Mirrored;

@@ -22,6 +22,7 @@ use tracing::Instrument as _;
 use super::blobs::blob;
 use super::forward::pull;
 use super::forward::{forward, registry_send};
+use super::peer::Resume;
 use super::{Target, invalid_path, path_and_query};
 
 use crate::access::{ClientAddr, FillSlot};
@@ -116,13 +117,15 @@ async fn fill(
     let range = request.headers().get(RANGE).cloned();
     let mut headers = upstream_headers(request.headers());
     headers.remove(RANGE);
-    let response = match registry_send(hoard, target, Method::GET, uri, headers).await {
-        Ok(response) => response,
-        Err(err) => return upstream_error(&err), // the permit drops: followers ask again
-    };
+    let response =
+        match registry_send(hoard, target, Method::GET, uri.clone(), headers.clone()).await {
+            Ok(response) => response,
+            Err(err) => return upstream_error(&err), // the permit drops: followers ask again
+        };
     if response.status() != StatusCode::OK {
         return pass_through(response, CacheStatus::Bypass);
     }
+    let resume = Resume::for_fill(hoard, target, &response, uri, headers);
     let length = response
         .headers()
         .get(CONTENT_LENGTH)
@@ -151,6 +154,7 @@ async fn fill(
         metrics: hoard.metrics.clone(),
         read_timeout: config.read_timeout,
         abandon_after: (!config.finish_abandoned_fills).then_some(config.abandoned_fill_grace),
+        resume,
         _slot: slot,
     };
 
@@ -197,6 +201,8 @@ struct FillRun {
     /// How long a fill nobody reads waits for a reader before it stops; `None`: it never stops
     /// (`cache.finish_abandoned_fills`).
     abandon_after: Option<Duration>,
+    /// For a fill from a fleet peer: how to get the rest from the registry if the peer fails.
+    resume: Option<Resume>,
     /// Counts the fill against the fill limits while it runs.
     _slot: Option<FillSlot>,
 }
@@ -247,8 +253,9 @@ async fn run_fill(
     mut body: Incoming,
     writer: Option<BlobWriter>,
     tx: Option<mpsc::Sender<Chunk>>,
-    run: FillRun,
+    mut run: FillRun,
 ) {
+    let mut resume = run.resume.take();
     let FillRun {
         ref digest,
         ref store,
@@ -266,6 +273,8 @@ async fn run_fill(
     let mut pending = Piece::new();
     let mut pending_len = 0;
     let mut received: u64 = 0;
+    // Bytes a resumed source sends again (it ignored the range) and the fill has already.
+    let mut skip: u64 = 0;
     loop {
         if client.is_none()
             && let Check::Store(writer) = &check
@@ -276,6 +285,25 @@ async fn run_fill(
         }
         let frame = match tokio::time::timeout(read_timeout, body.frame()).await {
             Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(_))) | Err(_) if resume.is_some() => {
+                let Some(from) = resume.take() else { continue };
+                tracing::warn!(%digest, received, owner = from.owner(), "the owner's answer broke off; the rest comes from the registry");
+                match from.from(received).await {
+                    Ok((next, again)) => {
+                        (body, skip) = (next, again);
+                        continue;
+                    }
+                    Err(err) => {
+                        tracing::warn!(%digest, error = %err, "cannot resume the fill from the registry");
+                        send(
+                            &mut client,
+                            Err(format!("the fleet peer failed and the registry: {err}").into()),
+                        )
+                        .await;
+                        return;
+                    }
+                }
+            }
             Ok(Some(Err(err))) => {
                 tracing::warn!(%digest, error = %err, "upstream body failed during fill");
                 send(&mut client, Err(format!("upstream failed: {err}").into())).await;
@@ -288,9 +316,14 @@ async fn run_fill(
                 return;
             }
         };
-        let Ok(data) = frame.into_data() else {
+        let Ok(mut data) = frame.into_data() else {
             continue; // trailers carry nothing we keep
         };
+        if skip > 0 {
+            let drop = usize::try_from(skip).unwrap_or(usize::MAX).min(data.len());
+            let _ = data.split_to(drop);
+            skip -= drop as u64;
+        }
         if data.is_empty() {
             // h2 ends streams with an empty DATA frame: holding it back as "the last chunk"
             // would release the real last bytes before the digest is checked.

@@ -8,6 +8,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::peer::from_owner;
 use super::{Target, invalid_path, path_and_query};
 use crate::config::AuthOnHit;
 use crate::hoard::Hoard;
@@ -19,8 +20,9 @@ use crate::upstream::auth::Verdict;
 use crate::upstream::{UpstreamError, upstream_error};
 
 /// Sends a body-less request to the intercepted registry, with hoard's own credentials for it
-/// when the client sent none and it is a pull. A success names where the registry has the
-/// blob or manifest: that is kept as its origin.
+/// when the client sent none and it is a pull; in a fleet, a blob, manifest or tag another peer
+/// owns is asked of that peer first. A success names where the registry has the blob or
+/// manifest: that is kept as its origin.
 pub(super) async fn registry_send(
     hoard: &Hoard,
     target: &Target,
@@ -31,10 +33,15 @@ pub(super) async fn registry_send(
     let config = hoard.config();
     let credential = target.credential(&config);
     let route = Route::parse(uri.path());
-    let response = hoard
-        .registry_auth
-        .send_following(&hoard.upstream(), credential, method, uri, headers)
-        .await?;
+    let response = match from_owner(hoard, target, &route, &method, &uri, &headers).await {
+        Some(response) => response,
+        None => {
+            hoard
+                .registry_auth
+                .send_following(&hoard.upstream(), credential, method, uri, headers)
+                .await?
+        }
+    };
     if response.status().is_success() {
         let announced = || {
             response

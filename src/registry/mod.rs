@@ -13,6 +13,8 @@
 //! - `forward.rs`: what goes upstream unchanged, what goes with hoard's credentials, and the
 //!   registry's word on access to cached objects (`cache.auth_on_hit`);
 //! - `referrers.rs`: the referrers API, cached like a tag;
+//! - `peer.rs`: in a fleet, what is asked of the peer that owns an object instead of the
+//!   registry;
 //! - `conn.rs`: a registry connection served, for the intercept and the mirror alike;
 //! - everything else (pushes, tag lists, the catalog…): forwarded unchanged.
 
@@ -31,6 +33,7 @@ pub(crate) mod conn;
 mod fill;
 mod forward;
 mod manifests;
+mod peer;
 mod ping;
 mod referrers;
 mod tags;
@@ -43,6 +46,8 @@ pub struct Target {
     key: HostKey,
     /// For requests through the mirror: hoard stands in for a client that logs in nowhere.
     anonymous: Option<Credential>,
+    /// A fleet peer asks: this node answers it itself, never from another peer.
+    from_peer: bool,
 }
 
 impl Target {
@@ -64,6 +69,7 @@ impl Target {
             authority,
             key,
             anonymous: None,
+            from_peer: false,
         })
     }
 
@@ -73,6 +79,25 @@ impl Target {
         let mut target = Target::new(host, port)?;
         target.anonymous = Some(Credential::anonymous(target.key.as_str()));
         Some(target)
+    }
+
+    /// The same registry, asked for by a fleet peer: answered here, whoever owns the object, and
+    /// without `cache.auth_on_hit` (the peer asked the registry for its client already).
+    pub fn for_peer(self) -> Target {
+        Target {
+            from_peer: true,
+            ..self
+        }
+    }
+
+    /// How this registry is reached, as a fleet peer is told: with the client's own
+    /// credentials (`proxy`) or with hoard's (`mirror`).
+    fn mode(&self) -> &'static str {
+        if self.anonymous.is_some() {
+            "mirror"
+        } else {
+            "proxy"
+        }
     }
 
     /// hoard's credentials for this registry, or the anonymous stand-in of a mirrored one.
@@ -117,6 +142,7 @@ pub async fn handle(request: Request<Incoming>, target: &Target, hoard: &Hoard) 
         return write(request, target, hoard, route).await;
     }
     if matches!(route, Route::Blob { .. } | Route::Manifest { .. })
+        && !target.from_peer
         && let Some(refusal) = access_refused(&request, target, hoard, &route).await
     {
         return refusal;

@@ -277,7 +277,7 @@ mod tests {
             (total.requests, total.from_cache, total.from_upstream),
             (4, 105, 40)
         );
-        let [proxy, mirror] = a.last_hour();
+        let [proxy, mirror, fleet] = a.last_hour();
         assert_eq!(
             (proxy.requests, proxy.from_cache, proxy.from_upstream),
             (3, 100, 40)
@@ -286,6 +286,7 @@ mod tests {
             (mirror.requests, mirror.from_cache, mirror.from_upstream),
             (1, 5, 0)
         );
+        assert_eq!(fleet.requests, 0);
         assert_eq!(a.history().len(), HISTORY_MINUTES);
         // One image, pulled through either listener: one cache, one count.
         assert_eq!(a.most_pulled(5), vec![("gcr.io/p/app:v1".to_owned(), 2)]);

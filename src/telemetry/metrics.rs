@@ -1,5 +1,5 @@
 //! The Prometheus side: requests by cache status and bytes by source, each by listener (`via`:
-//! proxy or mirror), upstream requests, auth
+//! proxy, mirror or fleet), upstream requests, auth
 //! failures, connections, fills and store gauges, exposed on the admin listener at `/metrics`.
 //! Each family's labels are a type: a `#[derive(EncodeLabelSet)]` struct whose closed sets of
 //! values are enums, so a label name or value cannot be misspelt at a call site.
@@ -80,6 +80,32 @@ impl FillSkipped {
     }
 }
 
+/// Why a node asked the registry itself for something a peer owns: the `reason` label of
+/// `hoard_fleet_duplicate_fetches_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerFailure {
+    /// No connection to the owner.
+    Unreachable,
+    /// The owner did not answer with headers within `fleet.peer_timeout`.
+    Timeout,
+    /// The owner refused the request (a wrong secret, a registry it does not serve).
+    Refused,
+    /// The owner's answer broke off; the rest came from the registry.
+    Broken,
+}
+
+impl PeerFailure {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerFailure::Unreachable => "unreachable",
+            PeerFailure::Timeout => "timeout",
+            PeerFailure::Refused => "refused",
+            PeerFailure::Broken => "broken",
+        }
+    }
+}
+
 /// Label values written as their `as_str()`: prometheus-client's derive would write the
 /// variant's Rust name (`ProxyAuth`), not the snake_case or upper-case word hoard exposes.
 macro_rules! label_value_as_str {
@@ -98,7 +124,8 @@ label_value_as_str!(
     Via,
     AuthFailure,
     ConnectionRefused,
-    FillSkipped
+    FillSkipped,
+    PeerFailure
 );
 
 /// `hoard_requests_total`
@@ -149,6 +176,18 @@ struct FillSkippedLabel {
     reason: FillSkipped,
 }
 
+/// `hoard_fleet_duplicate_fetches_total`
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PeerFailureLabel {
+    reason: PeerFailure,
+}
+
+/// `hoard_fleet_peers`
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PeerStateLabel {
+    state: &'static str,
+}
+
 /// Everything counted since start.
 #[derive(Debug)]
 pub struct Metrics {
@@ -163,6 +202,9 @@ pub struct Metrics {
     connections_open: Gauge,
     connections_total: Counter,
     connections_refused: Family<ConnectionRefusedLabel, Counter>,
+    peer_reads: Counter,
+    duplicate_fetches: Family<PeerFailureLabel, Counter>,
+    peers: Family<PeerStateLabel, Gauge>,
     /// Set from the store, the CA and the fills just before each scrape.
     pub store_bytes: Gauge,
     pub store_entries: Gauge,
@@ -197,6 +239,9 @@ impl Metrics {
             connections_open: Gauge::default(),
             connections_total: Counter::default(),
             connections_refused: Family::default(),
+            peer_reads: Counter::default(),
+            duplicate_fetches: Family::default(),
+            peers: Family::default(),
             store_bytes: Gauge::default(),
             store_entries: Gauge::default(),
             store_reserved_bytes: Gauge::default(),
@@ -209,13 +254,13 @@ impl Metrics {
         };
         registry.register(
             "requests",
-            "Requests answered, by cache status and listener (via: proxy, mirror)",
+            "Requests answered, by cache status and listener (via: proxy, mirror, fleet)",
             m.requests_total.clone(),
         );
         registry.register(
             "response_bytes",
             "Body bytes sent to clients, by source (cache, upstream, tunnel, local) and listener \
-             (via: proxy, mirror)",
+             (via: proxy, mirror, fleet)",
             m.bytes_total.clone(),
         );
         registry.register(
@@ -286,6 +331,23 @@ impl Metrics {
             "leaf_certificates_minted",
             "Leaf certificates minted for intercepted hosts, since start",
             m.leaf_certificates.clone(),
+        );
+        registry.register(
+            "fleet_peer_reads",
+            "Requests this node sent to the fleet peer that owns the object, answered by it",
+            m.peer_reads.clone(),
+        );
+        registry.register(
+            "fleet_duplicate_fetches",
+            "Requests for an object a peer owns that this node sent the registry itself, by \
+             reason (unreachable, timeout: fleet.peer_timeout passed, refused, broken: the owner's \
+             answer broke off and the rest was asked for)",
+            m.duplicate_fetches.clone(),
+        );
+        registry.register(
+            "fleet_peers",
+            "Fleet peers by state (up: its last answer came; down: its last request failed)",
+            m.peers.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -360,6 +422,26 @@ impl Metrics {
     /// Counts a fill stopped because nobody read it.
     pub fn fill_abandoned(&self) {
         self.fills_abandoned.inc();
+    }
+
+    /// Counts a request a peer that owns the object answered.
+    pub fn peer_read(&self) {
+        self.peer_reads.inc();
+    }
+
+    /// Counts a request sent to the registry because the owner could not answer it.
+    pub fn duplicate_fetch(&self, reason: PeerFailure) {
+        self.duplicate_fetches
+            .get_or_create(&PeerFailureLabel { reason })
+            .inc();
+    }
+
+    /// Sets the number of peers up and down (before each scrape).
+    pub fn set_peers(&self, up: usize, down: usize) {
+        for (state, n) in [("up", up), ("down", down)] {
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            self.peers.get_or_create(&PeerStateLabel { state }).set(n);
+        }
     }
 
     /// Counts a client connection for as long as the returned guard lives.

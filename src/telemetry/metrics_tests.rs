@@ -13,6 +13,8 @@ fn one_of_each(m: &Metrics) {
     m.connection_refused(ConnectionRefused::PerClient);
     m.fill_skipped(FillSkipped::FarRange);
     m.fill_abandoned();
+    m.peer_read();
+    m.duplicate_fetch(PeerFailure::Timeout);
     std::mem::forget(m.connection());
     for (gauge, value) in [
         (&m.store_bytes, 12345),
@@ -28,7 +30,7 @@ fn one_of_each(m: &Metrics) {
 
 /// The exposition is the text hoard wrote before its labels were types
 /// (`testdata/exposition.txt`, captured from that version with the same events), with the
-/// `via` label of the request families since mirror mode.
+/// `via` label of the request families since mirror mode and the fleet's families.
 #[test]
 fn the_exposition_text_is_unchanged() {
     let m = Metrics::new();
@@ -59,6 +61,11 @@ fn the_exposition_text_is_unchanged() {
     [FarRange, MaxFills, MaxFillsPerClient]
         .into_iter()
         .for_each(|r| m.fill_skipped(r));
+    use PeerFailure::*;
+    [Unreachable, Timeout, Refused, Broken]
+        .into_iter()
+        .for_each(|r| m.duplicate_fetch(r));
+    m.set_peers(2, 1);
     // Series within a family come out in hash order: compare the sorted lines.
     let text = m.encode();
     let mut lines: Vec<&str> = text.lines().collect();
@@ -78,9 +85,10 @@ fn requests_feed_the_counters_by_listener() {
     m.record(Via::Mirror, CacheStatus::Hit, 30);
     m.record(Via::Mirror, CacheStatus::Hit, 2);
     assert_eq!(m.activity().count(CacheStatus::Hit), (3, 132));
-    let [proxy, mirror] = m.activity().last_hour();
+    let [proxy, mirror, fleet] = m.activity().last_hour();
     assert_eq!((proxy.requests, proxy.from_cache), (3, 100));
     assert_eq!((mirror.requests, mirror.from_cache), (2, 32));
+    assert_eq!(fleet.requests, 0);
     let text = m.encode();
     for line in [
         "hoard_requests_total{cache=\"HIT\",via=\"proxy\"} 1",

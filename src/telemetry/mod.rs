@@ -6,7 +6,7 @@ pub mod activity;
 pub mod metrics;
 
 pub use activity::Activity;
-pub use metrics::{AuthFailure, ConnectionRefused, FillSkipped, Metrics};
+pub use metrics::{AuthFailure, ConnectionRefused, FillSkipped, Metrics, PeerFailure};
 
 use crate::http::CacheStatus;
 
@@ -18,17 +18,20 @@ pub enum Via {
     Proxy,
     /// The registry-mirror listener (`[mirror]`).
     Mirror,
+    /// The fleet's peer endpoint (`[fleet]`): other hoards reading what this one owns.
+    Fleet,
 }
 
 impl Via {
     /// Every listener, in the order the status page lists them; `via as usize` indexes it.
-    pub(crate) const ALL: [Via; 2] = [Via::Proxy, Via::Mirror];
+    pub(crate) const ALL: [Via; 3] = [Via::Proxy, Via::Mirror, Via::Fleet];
 
     /// The label value.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Via::Proxy => "proxy",
             Via::Mirror => "mirror",
+            Via::Fleet => "fleet",
         }
     }
 }

@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod e2e;
 mod fills;
+mod fleet;
 mod lifecycle;
 mod mirror;
 mod ops;

@@ -24,6 +24,7 @@ pub struct ProxyBuilder<'a> {
     cache: String,
     upstream: String,
     mirror: String,
+    fleet: String,
     intercept: Option<String>,
     resolve: Option<String>,
 }
@@ -39,6 +40,7 @@ impl Proxy {
             cache: String::new(),
             upstream: String::new(),
             mirror: String::new(),
+            fleet: String::new(),
             intercept: None,
             resolve: None,
         }
@@ -131,6 +133,12 @@ impl ProxyBuilder<'_> {
         self
     }
 
+    /// Adds TOML lines to `[fleet]`.
+    pub fn fleet(mut self, toml: &str) -> Self {
+        push_line(&mut self.fleet, toml);
+        self
+    }
+
     /// `intercept.hosts` instead of `["registry.test"]`.
     pub fn intercept(mut self, hosts: &str) -> Self {
         self.intercept = Some(hosts.to_owned());
@@ -179,7 +187,8 @@ connect_timeout = "2s"
 {upstream_extra}
 [admin]
 listen = "127.0.0.1:0"
-{mirror}"#,
+{mirror}
+{fleet}"#,
             proxy_extra = self.proxy,
             ca_extra = self.ca,
             cache_extra = self.cache,
@@ -188,6 +197,11 @@ listen = "127.0.0.1:0"
                 String::new()
             } else {
                 format!("[mirror]\n{}", self.mirror)
+            },
+            fleet = if self.fleet.is_empty() {
+                String::new()
+            } else {
+                format!("[fleet]\n{}", self.fleet)
             },
             intercept = self
                 .intercept
