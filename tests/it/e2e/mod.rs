@@ -7,5 +7,6 @@
 mod harness;
 
 mod auth;
+mod fleet;
 mod mirror;
 mod pulls;

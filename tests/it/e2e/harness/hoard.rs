@@ -232,6 +232,68 @@ pub fn try_skopeo_copy_by(
     tag: &str,
     name: &str,
 ) -> Result<std::result::Result<Copied, String>> {
+    let (mut copy, copied) = skopeo_copy_command(scene, tools, route, tag, name)?;
+    let (status, _, stderr) = scene.exec_status(
+        &format!("skopeo copy via {} ({name})", route.describe()),
+        &mut copy,
+        PULL_TIMEOUT,
+    )?;
+    if !status.success() {
+        return Ok(Err(format!("{status}\n{stderr}")));
+    }
+    copied.read().map(Ok)
+}
+
+/// Runs one `skopeo copy` per `(route, name)` at once, and fails unless every one succeeds.
+pub fn skopeo_copies_at_once(
+    scene: &mut Scene,
+    tools: &Tools,
+    copies: &[(Route<'_>, String)],
+    tag: &str,
+) -> Result<Vec<Copied>> {
+    let mut commands = Vec::new();
+    let mut outcomes = Vec::new();
+    for (route, name) in copies {
+        let (command, copied) = skopeo_copy_command(scene, tools, route, tag, name)?;
+        commands.push(command);
+        outcomes.push(copied);
+    }
+    let results = scene.exec_all("skopeo copies at once", commands, PULL_TIMEOUT)?;
+    for ((status, _, stderr), (_, name)) in results.iter().zip(copies) {
+        if !status.success() {
+            return fail(format!("skopeo copy {name} failed ({status}):\n{stderr}"));
+        }
+    }
+    outcomes.into_iter().map(PendingCopy::read).collect()
+}
+
+/// A `skopeo copy` about to run, and where its result will be.
+pub struct PendingCopy {
+    dir: PathBuf,
+    digest_file: PathBuf,
+}
+
+impl PendingCopy {
+    fn read(self) -> Result<Copied> {
+        Ok(Copied {
+            digest: fs::read_to_string(&self.digest_file)
+                .context("reading the digest file")?
+                .trim()
+                .to_owned(),
+            manifest: fs::read(self.dir.join("manifest.json")).context("reading manifest.json")?,
+            dir: self.dir,
+        })
+    }
+}
+
+/// The `skopeo copy` of `gcr.io/project/image:<tag>` into `dir:<scene>/<name>` by `route`.
+fn skopeo_copy_command(
+    scene: &mut Scene,
+    tools: &Tools,
+    route: &Route<'_>,
+    tag: &str,
+    name: &str,
+) -> Result<(Command, PendingCopy)> {
     let dir = scene.path(name);
     let digest_file = scene.path(&format!("{name}.digest"));
     let mut copy = skopeo(scene, tools)?;
@@ -259,22 +321,7 @@ pub fn try_skopeo_copy_by(
         .arg(&digest_file)
         .arg(format!("docker://{REGISTRY_HOST}/{REPOSITORY}:{tag}"))
         .arg(format!("dir:{}", path_str(&dir)?));
-    let (status, _, stderr) = scene.exec_status(
-        &format!("skopeo copy via {} ({name})", route.describe()),
-        &mut copy,
-        PULL_TIMEOUT,
-    )?;
-    if !status.success() {
-        return Ok(Err(format!("{status}\n{stderr}")));
-    }
-    Ok(Ok(Copied {
-        digest: fs::read_to_string(&digest_file)
-            .context("reading the digest file")?
-            .trim()
-            .to_owned(),
-        manifest: fs::read(dir.join("manifest.json")).context("reading manifest.json")?,
-        dir,
-    }))
+    Ok((copy, PendingCopy { dir, digest_file }))
 }
 
 impl Copied {

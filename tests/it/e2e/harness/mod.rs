@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 pub use crate::common::{free_port, sha256};
 
 pub use self::hoard::{
-    HOARD_PROC, Hoard, HoardOptions, skopeo_copy_by, skopeo_copy_via_hoard, start_hoard,
-    start_hoard_with, try_skopeo_copy_via_hoard,
+    HOARD_PROC, Hoard, HoardOptions, skopeo_copies_at_once, skopeo_copy_by, skopeo_copy_via_hoard,
+    start_hoard, start_hoard_with, try_skopeo_copy_via_hoard,
 };
 pub use containerd::{Containerd, start_containerd};
 pub use docker::{start_docker, start_docker_with};
@@ -70,7 +70,7 @@ pub const CTR_TOOLS: [&str; 7] = [
     "ctr",
 ];
 
-const START_TIMEOUT: Duration = Duration::from_secs(20);
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 const PULL_TIMEOUT: Duration = Duration::from_secs(180);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -295,7 +295,7 @@ pub fn wait_for(
     }
 }
 
-fn accepts(port: u16) -> bool {
+pub fn accepts(port: u16) -> bool {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
 }

@@ -172,6 +172,55 @@ impl Scene {
         Ok((status, stdout, stderr))
     }
 
+    /// Runs commands at once, each to completion, and returns each one's status, stdout and
+    /// stderr whatever the status; fails if any is still running after `timeout`.
+    pub fn exec_all(
+        &mut self,
+        what: &str,
+        commands: Vec<Command>,
+        timeout: Duration,
+    ) -> Result<Vec<(ExitStatus, Vec<u8>, String)>> {
+        let mut running = Vec::new();
+        for (i, mut command) in commands.into_iter().enumerate() {
+            self.commands += 1;
+            let stem = format!("cmd{:02}-{}-{i}", self.commands, slug(what));
+            let out_path = self.logs.join(format!("{stem}.out"));
+            let err_path = self.logs.join(format!("{stem}.err"));
+            let out = File::create(&out_path).context("creating a command log")?;
+            let err = File::create(&err_path).context("creating a command log")?;
+            let child = command
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .context(format!("{what}: starting {command:?}"))?;
+            running.push((child, out_path, err_path));
+        }
+        let deadline = Instant::now() + timeout;
+        let mut results = Vec::new();
+        for (mut child, out_path, err_path) in running {
+            let status = loop {
+                if let Some(status) = child.try_wait().context(format!("{what}: waiting"))? {
+                    break status;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return fail(format!(
+                        "{what} did not finish within {timeout:?}\nstderr:\n{}",
+                        tail(&err_path, 40)
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            let stdout = fs::read(&out_path).context("reading a command's stdout")?;
+            let stderr =
+                String::from_utf8_lossy(&fs::read(&err_path).unwrap_or_default()).into_owned();
+            results.push((status, stdout, stderr));
+        }
+        Ok(results)
+    }
+
     /// What a process started with [`Scene::spawn`] has logged so far.
     pub fn log(&self, name: &str) -> String {
         fs::read_to_string(self.logs.join(format!("{name}.log"))).unwrap_or_default()
