@@ -25,6 +25,7 @@ pub struct ProxyBuilder<'a> {
     upstream: String,
     mirror: String,
     fleet: String,
+    upstream_cas: Vec<String>,
     intercept: Option<String>,
     resolve: Option<String>,
 }
@@ -41,6 +42,7 @@ impl Proxy {
             upstream: String::new(),
             mirror: String::new(),
             fleet: String::new(),
+            upstream_cas: Vec::new(),
             intercept: None,
             resolve: None,
         }
@@ -133,6 +135,13 @@ impl ProxyBuilder<'_> {
         self
     }
 
+    /// Trusts this CA (PEM) upstream too, beside the fixture registry's: a parent hoard's, whose
+    /// leaves an edge hoard sees when the parent intercepts.
+    pub fn upstream_ca(mut self, pem: &str) -> Self {
+        self.upstream_cas.push(pem.to_owned());
+        self
+    }
+
     /// Adds TOML lines to `[fleet]`.
     pub fn fleet(mut self, toml: &str) -> Self {
         push_line(&mut self.fleet, toml);
@@ -163,6 +172,12 @@ impl ProxyBuilder<'_> {
     pub fn write_config(&self, dir: &Path, listen: &str) -> PathBuf {
         let upstream_ca = dir.join("upstream-ca.crt");
         std::fs::write(&upstream_ca, &self.registry.ca.pem).unwrap();
+        let mut cas = vec![format!("\"{}\"", upstream_ca.display())];
+        for (i, pem) in self.upstream_cas.iter().enumerate() {
+            let path = dir.join(format!("upstream-ca-{i}.crt"));
+            std::fs::write(&path, pem).unwrap();
+            cas.push(format!("\"{}\"", path.display()));
+        }
         let pinned = format!(
             r#"{{ "{REGISTRY}" = "{addr}", "{CDN}" = "{addr}" }}"#,
             addr = self.registry.addr
@@ -181,7 +196,7 @@ dir = "{cache}"
 [intercept]
 hosts = {intercept}
 [upstream]
-extra_ca_files = ["{upstream_ca}"]
+extra_ca_files = [{cas}]
 resolve = {resolve}
 connect_timeout = "2s"
 {upstream_extra}
@@ -210,7 +225,7 @@ listen = "127.0.0.1:0"
             resolve = self.resolve.as_deref().unwrap_or(&pinned),
             ca = dir.join("ca").display(),
             cache = dir.join("cache").display(),
-            upstream_ca = upstream_ca.display(),
+            cas = cas.join(", "),
         );
         let path = dir.join("config.toml");
         std::fs::write(&path, text).unwrap();

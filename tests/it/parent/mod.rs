@@ -1,9 +1,11 @@
 //! hoard behind a parent proxy (`upstream.proxy`): an HTTP CONNECT parent with credentials, a
-//! SOCKS5 parent and a second hoard, each written or started here on loopback. The child hoard
+//! SOCKS5 parent and a second hoard (tunnelling, or intercepting as the regional level of a
+//! hierarchy: `hierarchy.rs`), each written or started here on loopback. The child hoard
 //! has no `upstream.resolve` entry for the fixture registry, so the parent is its only way there.
 
 mod fake;
 mod guard;
+mod hierarchy;
 
 use fake::FakeParent;
 
