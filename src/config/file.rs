@@ -29,6 +29,8 @@ pub struct FileConfig {
     pub log: LogSection,
     #[serde(default)]
     pub mirror: super::mirror::MirrorSection,
+    #[serde(default)]
+    pub store: super::s3::StoreSection,
 }
 
 impl FileConfig {

@@ -16,6 +16,7 @@ use crate::net::{Cidr, HostPatterns, NoProxy, Parent};
 mod file;
 mod htpasswd;
 mod mirror;
+mod s3;
 mod units;
 mod validate;
 
@@ -25,6 +26,7 @@ pub use file::{
 };
 pub use htpasswd::Htpasswd;
 pub use mirror::{Mirror, MirrorSection, MirrorTls};
+pub use s3::{S3Config, S3Credentials, S3Section, StoreSection};
 pub use units::{parse_duration, parse_size};
 
 /// A configuration problem: reported as one line, exit code 2.
@@ -198,6 +200,8 @@ pub struct Config {
     pub log_filter: String,
     /// The registry-mirror listener (`[mirror]`); `None`: off.
     pub mirror: Option<Mirror>,
+    /// The S3-API tier the hoards of a fleet share (`[store.s3]`); `None`: off.
+    pub s3: Option<S3Config>,
 }
 
 /// Default intercepted registries.
@@ -236,6 +240,7 @@ impl Config {
         let upstream = validate::upstream(file.upstream)?;
         let admin = validate::admin(file.admin)?;
         let (log_format, log_filter) = validate::log(file.log)?;
+        let s3 = s3::store(file.store, &|name| std::env::var(name).ok())?;
         Ok(Config {
             listen: proxy.listen,
             ca_dir,
@@ -273,6 +278,7 @@ impl Config {
             log_format,
             log_filter,
             mirror,
+            s3,
         })
     }
 
