@@ -17,3 +17,4 @@ mod packaging;
 mod parent;
 mod proxy;
 mod setup;
+mod tier;
