@@ -55,7 +55,9 @@ pub struct S3Config {
 /// An S3 access key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct S3Credentials {
+    /// The key's id (`AKIA…` on AWS).
     pub access_key_id: String,
+    /// The key's secret: never logged (`Debug` leaves it out).
     pub secret_access_key: String,
     /// A session token, for temporary keys (`AWS_SESSION_TOKEN`; only with keys from the
     /// environment).

@@ -7,7 +7,9 @@ use crate::oci::Digest;
 /// Which half of the layout an object is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// Under `blobs/`.
     Blob,
+    /// Under `manifests/`.
     Manifest,
 }
 

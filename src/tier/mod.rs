@@ -1,6 +1,7 @@
 //! The shared tier: an S3-API bucket (AWS S3, Ceph RGW, SeaweedFS, MinIO …) that the hoards of a
-//! fleet share behind each one's disk, configured by `[store.s3]`. A node that misses on its
-//! disk asks the bucket before the registry, and uploads what it filled and verified.
+//! fleet share behind each one's disk, configured by `[store.s3]`. Made for the fill path: a node
+//! that misses on its disk asks the bucket before the registry, and uploads what it filled and
+//! verified.
 //!
 //! Blobs and manifests are kept by digest ([`keys`]), so they are immutable: an upload is a
 //! conditional create (`If-None-Match: *`), and a second node uploading the same digest gets
@@ -88,21 +89,27 @@ pub struct BlobPart {
     pub range: Range<u64>,
     /// The whole blob's length.
     pub total: u64,
+    /// The bytes of `range`, unchecked.
     pub body: BlobStream,
 }
 
 /// A manifest read from the bucket, checked against its digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
+    /// Its media type, from the object's `Content-Type`.
     pub media_type: String,
+    /// The manifest byte for byte.
     pub bytes: Bytes,
 }
 
 /// An object listed in the bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TierObject {
+    /// Blob or manifest.
     pub kind: Kind,
+    /// The digest its key names (not checked against its content).
     pub digest: Digest,
+    /// Its length in bytes.
     pub size: u64,
     /// When it was uploaded (S3's `Last-Modified`; reads do not change it).
     pub last_modified: SystemTime,
