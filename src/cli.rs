@@ -100,16 +100,22 @@ pub enum CacheCommand {
         config: ConfigArg,
     },
     /// Remove entries not used for a while, or the least recently used beyond a size.
+    ///
+    /// With --s3, prune the shared tier ([store.s3]) instead of the local cache: objects
+    /// uploaded longer ago than --older-than (default: store.s3.retention).
     #[command(group = clap::ArgGroup::new("limit").required(true).multiple(true))]
     Prune {
         #[command(flatten)]
         config: ConfigArg,
-        /// Remove entries not used for this long, e.g. 30d.
+        /// Remove entries not used for this long, e.g. 30d (with --s3: uploaded this long ago).
         #[arg(long, value_parser = parse_duration, group = "limit")]
         older_than: Option<Duration>,
         /// Remove least recently used entries until the cache is at most this big, e.g. 100GiB.
         #[arg(long, value_parser = parse_size, group = "limit")]
         max_size: Option<u64>,
+        /// Prune the shared S3 tier of the config, not the local cache.
+        #[arg(long, group = "limit", conflicts_with = "max_size")]
+        s3: bool,
         /// Only say what would be removed.
         #[arg(long)]
         dry_run: bool,
@@ -196,6 +202,15 @@ fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
     let Some(config) = load_config(config, Overrides::default()) else {
         return Ok(ExitCode::from(2));
     };
+    if let CacheCommand::Prune {
+        s3: true,
+        older_than,
+        dry_run,
+        ..
+    } = command
+    {
+        return prune_s3(&config, older_than, dry_run);
+    }
     let dir = CacheDir::open(&config.cache_dir)?;
     let mut out = std::io::stdout();
     let outcome = match command {
@@ -208,6 +223,7 @@ fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
             older_than,
             max_size,
             dry_run,
+            s3: _,
             ..
         } => {
             let options = PruneOptions {
@@ -221,6 +237,26 @@ fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
             ops::rm::run(&dir, &images, &mut out, &mut std::io::stderr())?
         }
     };
+    Ok(exit_code(outcome))
+}
+
+/// `hoard cache prune --s3`: the shared tier only, the local disk untouched. A config without
+/// `[store.s3]`, or no age to prune by, is a usage error.
+fn prune_s3(
+    config: &Config,
+    older_than: Option<Duration>,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    let Some(s3) = &config.s3 else {
+        eprintln!("hoard: --s3 needs a [store.s3] section in the config");
+        return Ok(ExitCode::from(2));
+    };
+    let Some(older_than) = older_than.or(s3.retention) else {
+        eprintln!("hoard: --s3 needs --older-than or store.s3.retention in the config");
+        return Ok(ExitCode::from(2));
+    };
+    let mut out = std::io::stdout();
+    let outcome = runtime()?.block_on(ops::prune::run_s3(s3, older_than, dry_run, &mut out))?;
     Ok(exit_code(outcome))
 }
 

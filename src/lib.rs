@@ -8,8 +8,9 @@
 //! - [`config`] (file sections, validation per section, units) and [`telemetry`] (metrics,
 //!   access log, the status page's activity);
 //! - services that never import each other: [`tls`] (CA, leaves, roots), [`store`] (the disk),
-//!   [`upstream`] (the client, parent proxy, redirects, registry auth), [`access`] (connection
-//!   limits, proxy logins), [`fleet`] (the peers of a fleet: who owns what, signed requests);
+//!   [`tier`] (the S3-API bucket a fleet shares), [`upstream`] (the client, parent proxy,
+//!   redirects, registry auth), [`access`] (connection limits, proxy logins), [`fleet`] (the
+//!   peers of a fleet: who owns what, signed requests);
 //! - [`hoard`]: the state every connection shares;
 //! - [`registry`]: the OCI rules (what to serve from the store, what to fill, what to revalidate);
 //! - listeners, which never import each other: [`proxy`] (front door, CONNECT, tunnel,
@@ -34,6 +35,7 @@ pub(crate) mod registry;
 pub mod server;
 pub mod store;
 pub(crate) mod telemetry;
+pub mod tier;
 pub(crate) mod tls;
 pub mod upstream;
 

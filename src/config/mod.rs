@@ -17,6 +17,7 @@ mod file;
 mod fleet;
 mod htpasswd;
 mod mirror;
+mod s3;
 mod units;
 mod validate;
 
@@ -27,6 +28,7 @@ pub use file::{
 pub use fleet::{Fleet, FleetSection, Peers, PeersSection, Secret};
 pub use htpasswd::Htpasswd;
 pub use mirror::{Mirror, MirrorSection, MirrorTls};
+pub use s3::{S3Config, S3Credentials, S3Section, StoreSection};
 pub use units::{parse_duration, parse_size};
 
 /// A configuration problem: reported as one line, exit code 2.
@@ -202,6 +204,8 @@ pub struct Config {
     pub mirror: Option<Mirror>,
     /// The other hoards this one shares upstream fetches with (`[fleet]`); `None`: alone.
     pub fleet: Option<Fleet>,
+    /// The S3-API tier the hoards of a fleet share (`[store.s3]`); `None`: off.
+    pub s3: Option<S3Config>,
 }
 
 /// Default intercepted registries.
@@ -241,6 +245,7 @@ impl Config {
         let admin = validate::admin(file.admin)?;
         let (log_format, log_filter) = validate::log(file.log)?;
         let fleet = fleet::fleet(file.fleet)?;
+        let s3 = s3::store(file.store, &|name| std::env::var(name).ok())?;
         Ok(Config {
             listen: proxy.listen,
             ca_dir,
@@ -279,6 +284,7 @@ impl Config {
             log_filter,
             mirror,
             fleet,
+            s3,
         })
     }
 

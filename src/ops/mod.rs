@@ -54,12 +54,18 @@ pub enum OpsError {
     },
     #[error("cannot write the output")]
     Output(#[from] std::io::Error),
+    /// The shared tier failed (`hoard cache prune --s3`).
+    #[error(transparent)]
+    Tier(#[from] crate::tier::TierError),
 }
 
-/// A command's disk and output errors are hoard's own.
+/// A command's disk and output errors are hoard's own; the shared tier's are its own.
 impl Classify for OpsError {
     fn side(&self) -> Side {
-        Side::Internal
+        match self {
+            OpsError::Tier(err) => err.side(),
+            _ => Side::Internal,
+        }
     }
 }
 

@@ -2,16 +2,22 @@
 //! until the cache fits a size. "Used" is the file's mtime, which hoard sets when it serves an
 //! entry. Tag files whose manifests are all gone afterwards go too (hoard would refetch the tag
 //! anyway), so `hoard cache ls` lists only what can be served.
+//!
+//! `hoard cache prune --s3` prunes the shared tier instead ([`run_s3`]), and leaves the local
+//! disk alone.
 
 use std::collections::HashSet;
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt as _;
 use indicatif::HumanBytes;
 
+use crate::config::S3Config;
 use crate::oci::Digest;
 use crate::ops::disk::{CacheDir, Entry, Guard, Kind, Removal, remove_if_unchanged};
 use crate::ops::{OpsError, Outcome, rfc3339};
+use crate::tier::{Kind as TierKind, S3Tier};
 
 /// What to prune.
 #[derive(Debug, Clone, Copy, Default)]
@@ -115,6 +121,62 @@ pub fn run(
         "{verb} {files} entries and {tags} tags, {} {}",
         HumanBytes(freed),
         if options.dry_run { "to free" } else { "freed" }
+    )?;
+    Ok(Outcome::Done)
+}
+
+/// Prunes the shared tier of `config` (or with `dry_run`, lists what would be pruned): every
+/// manifest and blob uploaded more than `older_than` ago, by the bucket's `Last-Modified`. Reads
+/// do not renew an object, so a blob still in use goes too, and the next node that misses on it
+/// fills it from the registry and uploads it again.
+pub async fn run_s3(
+    config: &S3Config,
+    older_than: Duration,
+    dry_run: bool,
+    out: &mut dyn Write,
+) -> Result<Outcome, OpsError> {
+    let verb = if dry_run { "would remove" } else { "removed" };
+    let tier = S3Tier::new(config)?;
+    let cutoff = SystemTime::now()
+        .checked_sub(older_than)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let (mut objects, mut freed) = (0u64, 0u64);
+    for kind in [TierKind::Manifest, TierKind::Blob] {
+        let mut listing = std::pin::pin!(tier.list(kind));
+        while let Some(object) = listing.next().await {
+            let object = object?;
+            if object.last_modified >= cutoff {
+                continue;
+            }
+            if !dry_run {
+                tier.delete(kind, &object.digest).await?;
+            }
+            objects += 1;
+            freed += object.size;
+            let kind = match kind {
+                TierKind::Blob => "blob",
+                TierKind::Manifest => "manifest",
+            };
+            writeln!(
+                out,
+                "{verb} {kind} {} ({}, uploaded {})",
+                object.digest,
+                HumanBytes(object.size),
+                rfc3339(object.last_modified)
+            )?;
+        }
+    }
+    let prefix = if config.prefix.is_empty() {
+        String::new()
+    } else {
+        format!("/{}", config.prefix)
+    };
+    writeln!(
+        out,
+        "{verb} {objects} objects from s3://{}{prefix}, {} {}",
+        config.bucket,
+        HumanBytes(freed),
+        if dry_run { "to free" } else { "freed" }
     )?;
     Ok(Outcome::Done)
 }

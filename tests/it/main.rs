@@ -18,3 +18,4 @@ mod packaging;
 mod parent;
 mod proxy;
 mod setup;
+mod tier;

@@ -1,11 +1,12 @@
 //! Test fixtures: a small registry over real TLS (certificate from a CA minted at test time),
 //! a plain HTTP echo server, hoard started in-process or as a process, reqwest clients through
-//! it, raw sockets, and the lock that keeps heavy tests apart.
+//! it, raw sockets, SeaweedFS as an S3-API engine, and the lock that keeps heavy tests apart.
 
 mod echo;
 mod process;
 mod proxy;
 mod registry;
+pub mod seaweed;
 pub mod serial;
 mod tls;
 mod wire;

@@ -1,0 +1,451 @@
+//! The shared S3-API tier against a real engine (SeaweedFS, `common::seaweed`): blobs and
+//! manifests round trip, uploads are conditional creates, a corrupt object never reaches a reader
+//! whole, `hoard cache prune --s3` removes only old objects, and a bad `[store.s3]` is refused on
+//! one line.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use hoard::oci::Digest;
+use hoard::tier::{Kind, MIN_PART_SIZE, Put, S3Tier, TierError};
+use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+
+use crate::common::seaweed::{BUCKET, SECRET_KEY, Seaweed};
+use crate::common::{HOARD_BIN, assert_config_error, fresh_blob, serve_with, sha256};
+
+fn digest_of(bytes: &[u8]) -> Digest {
+    Digest::parse(&sha256(bytes)).unwrap()
+}
+
+/// `bytes` in a temp file, as the local store would hold a verified blob.
+fn blob_file(dir: &tempfile::TempDir, bytes: &[u8]) -> std::path::PathBuf {
+    let path = dir.path().join(sha256(bytes).replace(':', "-"));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// Everything a blob stream yields: the bytes before the first error, and that error.
+async fn drain(mut stream: hoard::tier::BlobStream) -> (Vec<u8>, usize, Option<TierError>) {
+    let (mut bytes, mut pieces) = (Vec::new(), 0);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(piece) => {
+                pieces += 1;
+                bytes.extend_from_slice(&piece);
+            }
+            Err(err) => {
+                assert!(stream.next().await.is_none(), "nothing after an error");
+                return (bytes, pieces, Some(err));
+            }
+        }
+    }
+    (bytes, pieces, None)
+}
+
+/// The raw bucket, to put objects behind the tier's back.
+fn raw_bucket(seaweed: &Seaweed) -> object_store::aws::AmazonS3 {
+    object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(seaweed.endpoint())
+        .with_allow_http(true)
+        .with_bucket_name(BUCKET)
+        .with_region("us-east-1")
+        .with_access_key_id(crate::common::seaweed::ACCESS_KEY)
+        .with_secret_access_key(SECRET_KEY)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn blobs_round_trip_and_a_second_upload_is_already_there() {
+    let Some(seaweed) = Seaweed::start("blobs_round_trip").await else {
+        return;
+    };
+    let tier = seaweed.tier("fleet/a");
+    let dir = tempfile::tempdir().unwrap();
+    let blob = fresh_blob(300 << 10);
+    let digest = digest_of(&blob);
+    let path = blob_file(&dir, &blob);
+
+    assert!(!tier.has_blob(&digest).await.unwrap());
+    assert!(tier.get_blob(&digest).await.unwrap().is_none());
+    assert_eq!(tier.put_blob(&digest, &path).await.unwrap(), Put::Created);
+    assert!(tier.has_blob(&digest).await.unwrap());
+
+    let (length, body) = tier.get_blob(&digest).await.unwrap().unwrap();
+    assert_eq!(length, blob.len() as u64);
+    let (bytes, _, err) = drain(body).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(bytes, blob);
+    let (_, body) = tier.get_verified_blob(&digest).await.unwrap().unwrap();
+    let (bytes, _, err) = drain(body).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(bytes, blob);
+
+    let part = tier
+        .get_blob_range(&digest, 1000..1010)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (part.range.clone(), part.total),
+        (1000..1010, blob.len() as u64)
+    );
+    assert_eq!(drain(part.body).await.0, &blob[1000..1010]);
+
+    // Another node uploading the same blob writes nothing.
+    assert_eq!(
+        tier.put_blob(&digest, &path).await.unwrap(),
+        Put::AlreadyThere
+    );
+    // The key is where the layout says, under the prefix.
+    let key = tier.key(Kind::Blob, &digest);
+    assert_eq!(
+        key,
+        format!(
+            "fleet/a/blobs/sha256/{}/{}",
+            &digest.hex()[..2],
+            digest.hex()
+        )
+    );
+    let listed: Vec<_> = tier.list_blobs().collect().await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].as_ref().unwrap().digest, digest);
+
+    // A file that does not match its digest is never uploaded.
+    let other = fresh_blob(1000);
+    let wrong = digest_of(b"something else");
+    let err = tier.put_blob(&wrong, &blob_file(&dir, &other)).await;
+    assert!(matches!(err, Err(TierError::Mismatch { .. })), "{err:?}");
+    assert!(!tier.has_blob(&wrong).await.unwrap());
+
+    // The engine requires a signature with the right key.
+    let mut config = seaweed.config("fleet/a");
+    if let Some(credentials) = config.credentials.as_mut() {
+        credentials.secret_access_key = "wrong".into();
+    }
+    let intruder = S3Tier::new(&config).unwrap();
+    assert!(intruder.has_blob(&digest).await.is_err());
+    assert!(intruder.get_blob(&digest).await.is_err());
+}
+
+#[tokio::test]
+async fn an_upload_never_overwrites_what_the_bucket_holds() {
+    let Some(seaweed) = Seaweed::start("conditional_create").await else {
+        return;
+    };
+    let tier = seaweed.tier("");
+    let dir = tempfile::tempdir().unwrap();
+    let blob = fresh_blob(64 << 10);
+    let digest = digest_of(&blob);
+    // Something else is already under the key: If-None-Match: * must leave it alone.
+    let squatter = Bytes::from_static(b"put there first by someone else");
+    let key = object_store::path::Path::from(tier.key(Kind::Blob, &digest).as_str());
+    let raw = raw_bucket(&seaweed);
+    raw.put(&key, PutPayload::from(squatter.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        tier.put_blob(&digest, &blob_file(&dir, &blob))
+            .await
+            .unwrap(),
+        Put::AlreadyThere
+    );
+    let held = raw.get(&key).await.unwrap().bytes().await.unwrap();
+    assert_eq!(
+        held, squatter,
+        "the conditional create overwrote the object"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_object_never_reaches_a_reader_whole() {
+    let Some(seaweed) = Seaweed::start("corrupt_object").await else {
+        return;
+    };
+    let tier = seaweed.tier("fleet");
+    let raw = raw_bucket(&seaweed);
+    let blob = fresh_blob(1 << 20);
+    let digest = digest_of(&blob);
+    let key = object_store::path::Path::from(tier.key(Kind::Blob, &digest).as_str());
+
+    // Same length, one byte changed at the very end.
+    let mut corrupt = blob.to_vec();
+    *corrupt.last_mut().unwrap() ^= 0xff;
+    raw.put(&key, PutPayload::from(corrupt.clone()))
+        .await
+        .unwrap();
+    let (length, body) = tier.get_verified_blob(&digest).await.unwrap().unwrap();
+    assert_eq!(length, blob.len() as u64);
+    let (bytes, pieces, err) = drain(body).await;
+    assert!(
+        matches!(&err, Some(TierError::Corrupt { why, .. }) if why.contains("does not hash")),
+        "{err:?}"
+    );
+    assert!(pieces > 0, "a 1 MiB body comes in several pieces");
+    assert!(bytes.len() < blob.len(), "the last piece was held back");
+    assert_eq!(
+        bytes,
+        blob[..bytes.len()],
+        "what came before was the object's own"
+    );
+    // The unchecked read hands over everything: checking is the caller's job there.
+    let (_, body) = tier.get_blob(&digest).await.unwrap().unwrap();
+    assert_eq!(drain(body).await.0, corrupt);
+
+    // A short object is caught by its length.
+    raw.put(&key, PutPayload::from(blob.slice(..1000)))
+        .await
+        .unwrap();
+    let (length, body) = tier.get_verified_blob(&digest).await.unwrap().unwrap();
+    assert_eq!(length, 1000);
+    let (bytes, _, err) = drain(body).await;
+    assert!(bytes.len() < 1000);
+    assert!(matches!(err, Some(TierError::Corrupt { .. })), "{err:?}");
+
+    // A corrupt manifest is refused whole.
+    let manifest = Bytes::from_static(br#"{"schemaVersion":2}"#);
+    let digest = digest_of(&manifest);
+    let key = object_store::path::Path::from(tier.key(Kind::Manifest, &digest).as_str());
+    let mut attributes = object_store::Attributes::new();
+    attributes.insert(
+        object_store::Attribute::ContentType,
+        "application/vnd.oci.image.manifest.v1+json".into(),
+    );
+    let options = object_store::PutOptions {
+        attributes,
+        ..Default::default()
+    };
+    raw.put_opts(
+        &key,
+        PutPayload::from_static(br#"{"schemaVersion":3}"#),
+        options,
+    )
+    .await
+    .unwrap();
+    let err = tier.get_manifest(&digest).await;
+    assert!(matches!(err, Err(TierError::Corrupt { .. })), "{err:?}");
+}
+
+#[tokio::test]
+async fn manifests_round_trip_with_their_media_type() {
+    let Some(seaweed) = Seaweed::start("manifests_round_trip").await else {
+        return;
+    };
+    let tier = seaweed.tier("fleet");
+    let manifest = Bytes::from(format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","layers":[]}}"#,
+        crate::common::DOCKER_V2
+    ));
+    let digest = digest_of(&manifest);
+    assert!(tier.get_manifest(&digest).await.unwrap().is_none());
+    let put = tier.put_manifest(&digest, crate::common::DOCKER_V2, manifest.clone());
+    assert_eq!(put.await.unwrap(), Put::Created);
+    let got = tier.get_manifest(&digest).await.unwrap().unwrap();
+    assert_eq!(got.media_type, crate::common::DOCKER_V2);
+    assert_eq!(got.bytes, manifest);
+    let again = tier.put_manifest(&digest, crate::common::OCI_INDEX, manifest.clone());
+    assert_eq!(again.await.unwrap(), Put::AlreadyThere);
+    assert_eq!(
+        tier.get_manifest(&digest)
+            .await
+            .unwrap()
+            .unwrap()
+            .media_type,
+        crate::common::DOCKER_V2,
+        "the first upload's media type stays"
+    );
+    let wrong = digest_of(b"x");
+    let put = tier.put_manifest(&wrong, crate::common::DOCKER_V2, manifest);
+    assert!(matches!(put.await, Err(TierError::Mismatch { .. })));
+    assert_eq!(
+        tier.key(Kind::Manifest, &digest),
+        format!(
+            "fleet/manifests/sha256/{}/{}",
+            &digest.hex()[..2],
+            digest.hex()
+        )
+    );
+}
+
+#[tokio::test]
+async fn big_blobs_go_up_in_parts_and_are_checked_first() {
+    let Some(seaweed) = Seaweed::start("multipart").await else {
+        return;
+    };
+    // Parts of the smallest size S3 takes (5 MiB), so that a 5.5 MiB blob goes up in two.
+    let tier = seaweed.tier("fleet").with_part_size(MIN_PART_SIZE);
+    let dir = tempfile::tempdir().unwrap();
+    let blob = fresh_blob(11 << 19);
+    let digest = digest_of(&blob);
+    let path = blob_file(&dir, &blob);
+    assert_eq!(tier.put_blob(&digest, &path).await.unwrap(), Put::Created);
+    let (length, body) = tier.get_verified_blob(&digest).await.unwrap().unwrap();
+    assert_eq!(length, blob.len() as u64);
+    let (bytes, _, err) = drain(body).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(bytes, blob);
+    assert_eq!(
+        tier.put_blob(&digest, &path).await.unwrap(),
+        Put::AlreadyThere
+    );
+    // A big file that does not match is aborted before it completes: nothing is left.
+    let other = fresh_blob(11 << 19);
+    let wrong = digest_of(b"not this");
+    let err = tier.put_blob(&wrong, &blob_file(&dir, &other)).await;
+    assert!(matches!(err, Err(TierError::Mismatch { .. })), "{err:?}");
+    assert!(!tier.has_blob(&wrong).await.unwrap());
+}
+
+/// `hoard cache prune <args>` with `config`, its environment free of AWS keys.
+fn prune(config: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(HOARD_BIN)
+        .args(["cache", "prune", "--config"])
+        .arg(config)
+        .args(args)
+        .env_remove("HOARD_CONFIG")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn prune_s3_removes_only_old_objects_and_leaves_the_disk_alone() {
+    let Some(seaweed) = Seaweed::start("prune_s3").await else {
+        return;
+    };
+    let tier = seaweed.tier("fleet");
+    let raw = raw_bucket(&seaweed);
+    let dir = tempfile::tempdir().unwrap();
+    let (old_blob, new_blob) = (fresh_blob(2000), fresh_blob(3000));
+    let old_manifest = Bytes::from_static(br#"{"schemaVersion":2,"old":true}"#);
+    let put = |bytes: &Bytes| {
+        let (tier, digest, path) = (&tier, digest_of(bytes), blob_file(&dir, bytes));
+        async move { tier.put_blob(&digest, &path).await.unwrap() }
+    };
+    put(&old_blob).await;
+    tier.put_manifest(
+        &digest_of(&old_manifest),
+        crate::common::OCI_INDEX,
+        old_manifest.clone(),
+    )
+    .await
+    .unwrap();
+    // Not in the layout: never pruned, however old.
+    let foreign = object_store::path::Path::from("fleet/blobs/README");
+    raw.put(&foreign, PutPayload::from_static(b"kept"))
+        .await
+        .unwrap();
+    // Last-Modified counts in whole seconds: 3.5 s apart, with a cutoff of 2 s, one side is
+    // surely older and the other surely newer.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    put(&new_blob).await;
+
+    let cache_dir = dir.path().join("local-cache");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cache]\ndir = {:?}\n\n{}retention = \"2s\"\n",
+            cache_dir.display().to_string(),
+            seaweed.config_toml("fleet", dir.path())
+        ),
+    )
+    .unwrap();
+
+    let dry = prune(&config, &["--s3", "--dry-run"]);
+    let stdout = String::from_utf8_lossy(&dry.stdout);
+    assert_eq!(
+        dry.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert!(stdout.contains("would remove 2 objects"), "{stdout}");
+    assert!(tier.has_blob(&digest_of(&old_blob)).await.unwrap());
+
+    // store.s3.retention is the age when --older-than is not given.
+    let run = prune(&config, &["--s3"]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("removed blob {}", digest_of(&old_blob)))
+            && stdout.contains(&format!("removed manifest {}", digest_of(&old_manifest)))
+            && stdout.contains("removed 2 objects from s3://hoard/fleet"),
+        "{stdout}"
+    );
+    assert!(!tier.has_blob(&digest_of(&old_blob)).await.unwrap());
+    assert!(
+        tier.get_manifest(&digest_of(&old_manifest))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(tier.has_blob(&digest_of(&new_blob)).await.unwrap());
+    assert!(
+        raw.head(&foreign).await.is_ok(),
+        "a foreign object was pruned"
+    );
+    assert!(
+        !cache_dir.exists(),
+        "prune --s3 touched the local cache folder"
+    );
+
+    // --older-than wins over the config; a long one removes nothing.
+    let run = prune(&config, &["--s3", "--older-than", "1h"]);
+    assert!(String::from_utf8_lossy(&run.stdout).contains("removed 0 objects"));
+    assert!(tier.has_blob(&digest_of(&new_blob)).await.unwrap());
+}
+
+#[test]
+fn prune_s3_needs_the_section_and_an_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "").unwrap();
+    let out = prune(&config, &["--s3"]);
+    assert_config_error(&out, "--s3 needs a [store.s3] section");
+    std::fs::write(
+        &config,
+        "[store.s3]\nbucket = \"hoard\"\nendpoint = \"https://s3.test\"\n\
+         access_key_id_file = \"/dev/null\"\nsecret_access_key_file = \"/dev/null\"\n",
+    )
+    .unwrap();
+    // /dev/null is an empty key file: refused by name.
+    let out = prune(&config, &["--s3"]);
+    assert_config_error(&out, "store.s3.access_key_id_file:");
+    let out = prune(&config, &["--s3", "--max-size", "1GiB"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_bad_store_s3_section_is_refused_on_one_line() {
+    let base = "[store.s3]\nbucket = \"hoard\"\n";
+    let http = format!("{base}endpoint = \"http://127.0.0.1:8333\"\n");
+    assert_config_error(
+        &serve_with(&http),
+        "store.s3.endpoint: http://127.0.0.1:8333 is plain HTTP",
+    );
+    assert_config_error(
+        &serve_with("[store.s3]\nregion = \"us-east-1\"\n"),
+        "store.s3.bucket: missing",
+    );
+    let unreadable = format!(
+        "{base}access_key_id_file = \"/nonexistent/key-id\"\n\
+         secret_access_key_file = \"/nonexistent/secret\"\n"
+    );
+    assert_config_error(
+        &serve_with(&unreadable),
+        "store.s3.access_key_id_file: cannot read /nonexistent/key-id",
+    );
+    assert_config_error(
+        &serve_with(&format!("{base}bukket = \"x\"\n")),
+        "unknown field `bukket`",
+    );
+}
