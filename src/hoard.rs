@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::fleet::Fleet;
 use crate::store::{Flights, Limits, Store};
 use crate::telemetry::Metrics;
+use crate::tier::S3Tier;
 use crate::tls::{CertificateAuthority, root_store};
 use crate::upstream::auth::RegistryAuth;
 use crate::upstream::{RESPONSE_TIMEOUT, Upstream};
@@ -41,6 +42,8 @@ pub struct Hoard {
     pub clock: Clock,
     /// The other hoards of the fleet (`[fleet]`); `None`: this one is alone.
     pub(crate) fleet: Option<Arc<Fleet>>,
+    /// The S3-API bucket the fleet shares (`[store.s3]`); `None`: off.
+    pub(crate) tier: Option<Arc<S3Tier>>,
 }
 
 /// The time hoard judges a tag's freshness by: the system's, plus an offset that only tests move
@@ -145,6 +148,10 @@ impl Hoard {
             .fleet
             .as_ref()
             .map(|fleet| Arc::new(Fleet::new(fleet, metrics.clone())));
+        let tier = match &config.s3 {
+            Some(s3) => Some(Arc::new(S3Tier::new(s3).context("store.s3")?)),
+            None => None,
+        };
         Ok(Hoard {
             proxy_auth: RwLock::new(proxy_auth_for(&config)),
             config: RwLock::new(Arc::new(config)),
@@ -157,6 +164,7 @@ impl Hoard {
             fill_slots: FillSlots::default(),
             clock: Clock::default(),
             fleet,
+            tier,
         })
     }
 }

@@ -31,6 +31,7 @@ pub struct FileConfig {
     pub mirror: super::mirror::MirrorSection,
     #[serde(default)]
     pub fleet: super::fleet::FleetSection,
+    #[serde(default)]
     pub store: super::s3::StoreSection,
 }
 

@@ -23,6 +23,7 @@ use super::blobs::blob;
 use super::forward::pull;
 use super::forward::{forward, registry_send};
 use super::peer::Resume;
+use super::shared::{self, Shared, Source};
 use super::{Target, invalid_path, path_and_query};
 
 use crate::access::{ClientAddr, FillSlot};
@@ -117,20 +118,33 @@ async fn fill(
     let range = request.headers().get(RANGE).cloned();
     let mut headers = upstream_headers(request.headers());
     headers.remove(RANGE);
-    let response =
-        match registry_send(hoard, target, Method::GET, uri.clone(), headers.clone()).await {
-            Ok(response) => response,
-            Err(err) => return upstream_error(&err), // the permit drops: followers ask again
-        };
-    if response.status() != StatusCode::OK {
-        return pass_through(response, CacheStatus::Bypass);
-    }
-    let resume = Resume::for_fill(hoard, target, &response, uri, headers);
-    let length = response
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    // The shared tier first, then the fleet's owner or the registry (`registry_send`).
+    let (body, length, source, resume) = match shared::blob(hoard, &digest).await {
+        Some((length, body)) => (body, Some(length), Source::Tier, None),
+        None => {
+            let response =
+                match registry_send(hoard, target, Method::GET, uri.clone(), headers.clone()).await
+                {
+                    Ok(response) => response,
+                    Err(err) => return upstream_error(&err), // the permit drops: followers ask again
+                };
+            if response.status() != StatusCode::OK {
+                return pass_through(response, CacheStatus::Bypass);
+            }
+            let resume = Resume::for_fill(hoard, target, &response, uri, headers);
+            let source = match resume {
+                Some(_) => Source::Owner,
+                None => Source::Registry,
+            };
+            let length = response
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let body = response.into_body().map_err(BoxError::from).boxed();
+            (body, length, source, resume)
+        }
+    };
     let (writer, slot) = match keep {
         Some((permit, slot)) => match permit.start(length).await {
             Ok(writer) => (Some(writer), Some(slot)),
@@ -155,6 +169,8 @@ async fn fill(
         read_timeout: config.read_timeout,
         abandon_after: (!config.finish_abandoned_fills).then_some(config.abandoned_fill_grace),
         resume,
+        source,
+        shared: Shared::of(hoard),
         _slot: slot,
     };
 
@@ -165,12 +181,12 @@ async fn fill(
         }
         // Joined before the fill starts, so the fill has its reader from the first byte.
         let joined = Box::pin(blob(request, target, hoard, digest)).await;
-        tokio::spawn(run_fill(response.into_body(), writer, None, run).in_current_span());
+        tokio::spawn(run_fill(body, writer, None, run).in_current_span());
         return joined;
     }
 
     let (tx, rx) = mpsc::channel(FILL_CHANNEL);
-    tokio::spawn(run_fill(response.into_body(), writer, Some(tx), run).in_current_span());
+    tokio::spawn(run_fill(body, writer, Some(tx), run).in_current_span());
     let mut out = Response::new(ChannelBody::new(rx, length).boxed());
     let headers = out.headers_mut();
     headers.insert(
@@ -203,6 +219,10 @@ struct FillRun {
     abandon_after: Option<Duration>,
     /// For a fill from a fleet peer: how to get the rest from the registry if the peer fails.
     resume: Option<Resume>,
+    /// Where the bytes come from.
+    source: Source,
+    /// The shared tier, which gets what came from a registry and loses a corrupt copy.
+    shared: Option<Shared>,
     /// Counts the fill against the fill limits while it runs.
     _slot: Option<FillSlot>,
 }
@@ -250,7 +270,7 @@ impl FillRun {
 /// checked (by the store's writer, next to the disk writes, or here when the blob is not kept);
 /// the sync into the store comes after it.
 async fn run_fill(
-    mut body: Incoming,
+    mut body: Body,
     writer: Option<BlobWriter>,
     tx: Option<mpsc::Sender<Chunk>>,
     mut run: FillRun,
@@ -290,7 +310,7 @@ async fn run_fill(
                 tracing::warn!(%digest, received, owner = from.owner(), "the owner's answer broke off; the rest comes from the registry");
                 match from.from(received).await {
                     Ok((next, again)) => {
-                        (body, skip) = (next, again);
+                        (body, skip) = (next.map_err(BoxError::from).boxed(), again);
                         continue;
                     }
                     Err(err) => {
@@ -378,6 +398,9 @@ async fn run_fill(
         Check::Inline(hasher) => (hasher.matches(digest), None),
     };
     if !verified {
+        if let Some(shared) = &run.shared {
+            shared.mismatched(run.source, digest);
+        }
         tracing::warn!(%digest, "upstream blob does not match its digest; discarded");
         send(
             &mut client,
@@ -393,7 +416,12 @@ async fn run_fill(
     drop(client);
     if let Some(blob) = stored {
         match blob.commit().await {
-            Ok(bytes) => tracing::debug!(%digest, bytes, "blob stored"),
+            Ok(bytes) => {
+                tracing::debug!(%digest, bytes, "blob stored");
+                if let Some(shared) = &run.shared {
+                    shared.stored(run.source, digest, store);
+                }
+            }
             Err(err) => store.disk_warning("cannot store a blob", &err),
         }
     }

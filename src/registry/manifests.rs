@@ -11,7 +11,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::forward::{forward, registry_send};
+use super::shared;
 use super::{Target, invalid_path, path_and_query};
+use crate::fleet::FromOwner;
 use crate::hoard::Hoard;
 use crate::http::{Body, CacheStatus, DOCKER_CONTENT_DIGEST, empty_body, error, full_body};
 use crate::http::{insert_digest_headers, pass_through, upstream_headers};
@@ -84,6 +86,7 @@ pub(super) async fn by_digest(
     }
 }
 
+/// A manifest by digest comes from the shared tier if it has it. Else:
 /// GETs a manifest from the upstream, checks it against `expected` (or the upstream's
 /// `Docker-Content-Digest`, or computes it), stores it, and returns it. Any other outcome is
 /// the response to give the client.
@@ -94,6 +97,18 @@ pub(super) async fn fetch_manifest(
     headers: HeaderMap,
     expected: Option<Digest>,
 ) -> Result<(StoredManifest, Digest), Response<Body>> {
+    if let Some(digest) = expected.as_ref()
+        && let Some(manifest) = shared::manifest(hoard, digest).await
+    {
+        if let Err(err) = hoard
+            .store
+            .put_manifest(digest, &manifest.media_type, &manifest.bytes)
+            .await
+        {
+            hoard.store.disk_warning("cannot store a manifest", &err);
+        }
+        return Ok((manifest, digest.clone()));
+    }
     let route = Route::parse(uri.path());
     let response = registry_send(hoard, target, Method::GET, uri, headers)
         .await
@@ -101,6 +116,7 @@ pub(super) async fn fetch_manifest(
     if response.status() != StatusCode::OK {
         return Err(pass_through(response, CacheStatus::Bypass));
     }
+    let from_registry = response.extensions().get::<FromOwner>().is_none();
     let media_type = response
         .headers()
         .get(CONTENT_TYPE)
@@ -136,7 +152,11 @@ pub(super) async fn fetch_manifest(
     if let Err(err) = hoard.store.put_manifest(&digest, &media_type, &bytes).await {
         hoard.store.disk_warning("cannot store a manifest", &err);
     }
-    Ok((StoredManifest { media_type, bytes }, digest))
+    let manifest = StoredManifest { media_type, bytes };
+    if from_registry {
+        shared::upload_manifest(hoard, &digest, &manifest);
+    }
+    Ok((manifest, digest))
 }
 
 /// Reads a manifest body whole, up to [`MAX_MANIFEST_SIZE`]. An upstream silent for

@@ -13,6 +13,8 @@
 //! - `forward.rs`: what goes upstream unchanged, what goes with hoard's credentials, and the
 //!   registry's word on access to cached objects (`cache.auth_on_hit`);
 //! - `referrers.rs`: the referrers API, cached like a tag;
+//! - `shared.rs`: the shared S3 tier (`[store.s3]`), asked on a local miss and given what came
+//!   from a registry;
 //! - `peer.rs`: in a fleet, what is asked of the peer that owns an object instead of the
 //!   registry;
 //! - `conn.rs`: a registry connection served, for the intercept and the mirror alike;
@@ -36,6 +38,7 @@ mod manifests;
 mod peer;
 mod ping;
 mod referrers;
+mod shared;
 mod tags;
 
 /// The intercepted registry a connection talks to.

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 
 use super::forward::registry_send;
 use super::manifests::{fetch_manifest, serve_manifest};
+use super::shared;
 use super::{Target, invalid_path, path_and_query, unusable};
 use crate::hoard::Hoard;
 use crate::http::{Body, CacheStatus, DOCKER_CONTENT_DIGEST, empty_body, insert_digest_headers};
@@ -98,7 +99,16 @@ pub(super) async fn by_tag(
         return match fetch_manifest(hoard, target, tag_uri, headers, None).await {
             Ok((manifest, digest)) => {
                 record_tag(hoard, target, repo, tag, &digest, &manifest).await;
+                shared::record_tag(hoard, target, repo, tag, &digest);
                 serve_manifest(manifest, &digest, false, CacheStatus::Miss)
+            }
+            Err(response) if unusable(response.status()) => {
+                match stale_from_tier(hoard, target, repo, tag).await {
+                    Some((entry, manifest)) => {
+                        serve_manifest(manifest, &entry.digest, false, CacheStatus::Stale)
+                    }
+                    None => response,
+                }
             }
             Err(response) => response,
         };
@@ -152,6 +162,9 @@ pub(super) async fn by_tag(
     if let Err(err) = store.put_tag(&target.key, repo, tag, fresh.clone()).await {
         hoard.store.disk_warning("cannot record a tag", &err);
     }
+    if fresh.digest != entry.digest {
+        shared::record_tag(hoard, target, repo, tag, &fresh.digest);
+    }
     if head {
         let cache = if fresh.digest == entry.digest {
             CacheStatus::Revalidated
@@ -190,8 +203,16 @@ async fn head_unknown_tag(
     headers: HeaderMap,
 ) -> Response<Body> {
     let response = match registry_send(hoard, target, Method::HEAD, uri, headers).await {
-        Ok(response) => response,
-        Err(err) => return upstream_error(&err),
+        Ok(response) if !unusable(response.status()) => response,
+        failed => {
+            if let Some((entry, _)) = stale_from_tier(hoard, target, repo, tag).await {
+                return serve_tag_head(&entry, CacheStatus::Stale);
+            }
+            return match failed {
+                Ok(response) => pass_through(response, CacheStatus::Bypass),
+                Err(err) => upstream_error(&err),
+            };
+        }
     };
     if response.status() == StatusCode::OK
         && let Some(entry) = tag_entry_from(response.headers(), hoard.clock.now())
@@ -202,6 +223,44 @@ async fn head_unknown_tag(
         return pass_through(response, CacheStatus::Miss);
     }
     pass_through(response, CacheStatus::Bypass)
+}
+
+/// A tag this node has never seen while the registry cannot be asked: what it named when a node
+/// of the fleet last asked, from the shared tier, with its manifest (from the store or the
+/// tier). It is recorded as fetched long ago, so the next request asks the registry again.
+async fn stale_from_tier(
+    hoard: &Hoard,
+    target: &Target,
+    repo: &str,
+    tag: &str,
+) -> Option<(TagEntry, StoredManifest)> {
+    let digest = shared::tag(hoard, target, repo, tag).await?;
+    let manifest = match hoard.store.manifest(&digest).await {
+        Some(manifest) => manifest,
+        None => {
+            let manifest = shared::manifest(hoard, &digest).await?;
+            let (media_type, bytes) = (&manifest.media_type, &manifest.bytes);
+            if let Err(err) = hoard.store.put_manifest(&digest, media_type, bytes).await {
+                hoard.store.disk_warning("cannot store a manifest", &err);
+            }
+            manifest
+        }
+    };
+    let entry = TagEntry {
+        digest,
+        size: manifest.bytes.len() as u64,
+        media_type: manifest.media_type.clone(),
+        fetched: SystemTime::UNIX_EPOCH,
+    };
+    if let Err(err) = hoard
+        .store
+        .put_tag(&target.key, repo, tag, entry.clone())
+        .await
+    {
+        hoard.store.disk_warning("cannot record a tag", &err);
+    }
+    tracing::info!(host = target.authority(), repo, tag, digest = %entry.digest, "registry unusable; serving the tag the shared tier recorded");
+    Some((entry, manifest))
 }
 
 /// Records that `tag` names `digest` now, after a GET by tag.

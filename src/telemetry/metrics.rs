@@ -106,6 +106,53 @@ impl PeerFailure {
     }
 }
 
+/// What a read of the shared S3 tier found: the `result` label of `hoard_tier_reads_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TierRead {
+    /// The bucket had it.
+    Hit,
+    /// The bucket did not have it.
+    Miss,
+    /// The bucket could not be asked.
+    Error,
+    /// What the bucket had did not match its digest (it is deleted there).
+    Corrupt,
+}
+
+impl TierRead {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TierRead::Hit => "hit",
+            TierRead::Miss => "miss",
+            TierRead::Error => "error",
+            TierRead::Corrupt => "corrupt",
+        }
+    }
+}
+
+/// What an upload to the shared S3 tier did: the `result` label of `hoard_tier_writes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TierWrite {
+    /// Written.
+    Created,
+    /// Another node had written it (a conditional create that found it).
+    AlreadyThere,
+    /// Failed.
+    Error,
+}
+
+impl TierWrite {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TierWrite::Created => "created",
+            TierWrite::AlreadyThere => "already_there",
+            TierWrite::Error => "error",
+        }
+    }
+}
+
 /// Label values written as their `as_str()`: prometheus-client's derive would write the
 /// variant's Rust name (`ProxyAuth`), not the snake_case or upper-case word hoard exposes.
 macro_rules! label_value_as_str {
@@ -125,7 +172,9 @@ label_value_as_str!(
     AuthFailure,
     ConnectionRefused,
     FillSkipped,
-    PeerFailure
+    PeerFailure,
+    TierRead,
+    TierWrite
 );
 
 /// `hoard_requests_total`
@@ -182,6 +231,18 @@ struct PeerFailureLabel {
     reason: PeerFailure,
 }
 
+/// `hoard_tier_reads_total`
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TierReadLabel {
+    result: TierRead,
+}
+
+/// `hoard_tier_writes_total`
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TierWriteLabel {
+    result: TierWrite,
+}
+
 /// `hoard_fleet_peers`
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct PeerStateLabel {
@@ -205,6 +266,8 @@ pub struct Metrics {
     peer_reads: Counter,
     duplicate_fetches: Family<PeerFailureLabel, Counter>,
     peers: Family<PeerStateLabel, Gauge>,
+    tier_reads: Family<TierReadLabel, Counter>,
+    tier_writes: Family<TierWriteLabel, Counter>,
     /// Set from the store, the CA and the fills just before each scrape.
     pub store_bytes: Gauge,
     pub store_entries: Gauge,
@@ -242,6 +305,8 @@ impl Metrics {
             peer_reads: Counter::default(),
             duplicate_fetches: Family::default(),
             peers: Family::default(),
+            tier_reads: Family::default(),
+            tier_writes: Family::default(),
             store_bytes: Gauge::default(),
             store_entries: Gauge::default(),
             store_reserved_bytes: Gauge::default(),
@@ -349,6 +414,18 @@ impl Metrics {
             "Fleet peers by state (up: its last answer came; down: its last request failed)",
             m.peers.clone(),
         );
+        registry.register(
+            "tier_reads",
+            "Reads of the shared S3 tier ([store.s3]) on a local miss, by result (hit, miss, \
+             error, corrupt: did not match its digest and was deleted)",
+            m.tier_reads.clone(),
+        );
+        registry.register(
+            "tier_writes",
+            "Uploads to the shared S3 tier of what this node fetched from a registry, by result \
+             (created, already_there, error)",
+            m.tier_writes.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -433,6 +510,20 @@ impl Metrics {
     pub fn duplicate_fetch(&self, reason: PeerFailure) {
         self.duplicate_fetches
             .get_or_create(&PeerFailureLabel { reason })
+            .inc();
+    }
+
+    /// Counts a read of the shared tier.
+    pub fn tier_read(&self, result: TierRead) {
+        self.tier_reads
+            .get_or_create(&TierReadLabel { result })
+            .inc();
+    }
+
+    /// Counts an upload to the shared tier.
+    pub fn tier_write(&self, result: TierWrite) {
+        self.tier_writes
+            .get_or_create(&TierWriteLabel { result })
             .inc();
     }
 

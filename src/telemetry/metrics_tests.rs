@@ -15,6 +15,8 @@ fn one_of_each(m: &Metrics) {
     m.fill_abandoned();
     m.peer_read();
     m.duplicate_fetch(PeerFailure::Timeout);
+    m.tier_read(TierRead::Hit);
+    m.tier_write(TierWrite::Created);
     std::mem::forget(m.connection());
     for (gauge, value) in [
         (&m.store_bytes, 12345),
@@ -66,6 +68,14 @@ fn the_exposition_text_is_unchanged() {
         .into_iter()
         .for_each(|r| m.duplicate_fetch(r));
     m.set_peers(2, 1);
+    use TierRead::*;
+    [Hit, Miss, TierRead::Error, Corrupt]
+        .into_iter()
+        .for_each(|r| m.tier_read(r));
+    use TierWrite::*;
+    [Created, AlreadyThere, TierWrite::Error]
+        .into_iter()
+        .for_each(|r| m.tier_write(r));
     // Series within a family come out in hash order: compare the sorted lines.
     let text = m.encode();
     let mut lines: Vec<&str> = text.lines().collect();

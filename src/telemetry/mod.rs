@@ -6,7 +6,9 @@ pub mod activity;
 pub mod metrics;
 
 pub use activity::Activity;
-pub use metrics::{AuthFailure, ConnectionRefused, FillSkipped, Metrics, PeerFailure};
+pub use metrics::{
+    AuthFailure, ConnectionRefused, FillSkipped, Metrics, PeerFailure, TierRead, TierWrite,
+};
 
 use crate::http::CacheStatus;
 

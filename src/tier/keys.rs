@@ -43,6 +43,18 @@ pub(super) fn key(prefix: &str, kind: Kind, digest: &Digest) -> String {
     )
 }
 
+/// The key of a tag's record: `<prefix>/tags/<registry>/<repository>/<tag>`. Registry keys,
+/// repository names and tags are checked names (no `..`, no empty components) before they get
+/// here.
+pub(super) fn tag_key(prefix: &str, registry: &str, repo: &str, tag: &str) -> String {
+    let folder = if prefix.is_empty() {
+        "tags".to_owned()
+    } else {
+        format!("{prefix}/tags")
+    };
+    format!("{folder}/{registry}/{repo}/{tag}")
+}
+
 /// The digest whose object of `kind` has `key`; `None` for a key that is not in the layout
 /// (something else under the prefix: never listed, never pruned).
 pub(super) fn parse(prefix: &str, kind: Kind, key: &str) -> Option<Digest> {

@@ -452,6 +452,58 @@ impl S3Tier {
         self.delete(Kind::Blob, digest).await
     }
 
+    /// The digest `tag` of `repo` at `registry` named when a node of the fleet last asked the
+    /// registry; `None` if no node has recorded it. Only a fallback for when the registry cannot
+    /// be asked (a stale tag): unlike blobs and manifests, a tag is not checked by its content.
+    pub async fn get_tag(
+        &self,
+        registry: &str,
+        repo: &str,
+        tag: &str,
+    ) -> Result<Option<Digest>, TierError> {
+        let key = keys::tag_key(&self.prefix, registry, repo, tag);
+        let Some(result) = self.get(&key, GetOptions::default()).await? else {
+            return Ok(None);
+        };
+        if result.meta.size > 256 {
+            return Err(TierError::Corrupt {
+                key,
+                why: "too long for a digest".into(),
+            });
+        }
+        let bytes = result
+            .bytes()
+            .await
+            .map_err(|source| request("GET", key.clone(), source))?;
+        let digest = std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|t| Digest::parse(t.trim()));
+        match digest {
+            Some(digest) => Ok(Some(digest)),
+            None => Err(TierError::Corrupt {
+                key,
+                why: "not a digest".into(),
+            }),
+        }
+    }
+
+    /// Records that `tag` of `repo` at `registry` names `digest` now (overwriting what was
+    /// recorded: a tag moves).
+    pub async fn put_tag(
+        &self,
+        registry: &str,
+        repo: &str,
+        tag: &str,
+        digest: &Digest,
+    ) -> Result<(), TierError> {
+        let key = keys::tag_key(&self.prefix, registry, repo, tag);
+        let payload = PutPayload::from(digest.to_string().into_bytes());
+        match self.store.put(&Key::from(key.as_str()), payload).await {
+            Ok(_) => Ok(()),
+            Err(source) => Err(request("PUT", key, source)),
+        }
+    }
+
     /// A GET; `None` for an object that is not there.
     async fn get(
         &self,

@@ -449,3 +449,205 @@ fn a_bad_store_s3_section_is_refused_on_one_line() {
         "unknown field `bukket`",
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The tier in the fill path: hoard nodes in front of the fixture registry and one bucket.
+
+mod in_the_fill_path {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::common::{DOCKER_V2, Mode, Proxy, REGISTRY, Registry, init};
+
+    const MIRROR: &str = "listen = \"127.0.0.1:0\"";
+
+    /// A hoard node on the bucket under `prefix`, reached by its mirror port.
+    async fn node(registry: &Registry, seaweed: &Seaweed, prefix: &str) -> Proxy {
+        let keys = tempfile::tempdir().unwrap();
+        let node = Proxy::builder(registry)
+            .mirror(MIRROR)
+            .tail(&seaweed.config_toml(prefix, keys.path()))
+            .start()
+            .await;
+        drop(keys); // read at start
+        node
+    }
+
+    async fn pull(node: &Proxy, path: &str) -> reqwest::Response {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("{}{path}?ns={REGISTRY}", node.mirror_url()))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Waits up to 10 s for `check` (uploads run in the background).
+    async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !check().await {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fresh_node_gets_a_whole_image_from_the_tier_while_the_registry_is_down() {
+        init();
+        let Some(seaweed) = Seaweed::start("fresh_node_from_tier").await else {
+            return;
+        };
+        let registry = Registry::start().await;
+        let layers: Vec<Bytes> = (0..2).map(|_| fresh_blob(300 << 10)).collect();
+        let digests: Vec<String> = layers
+            .iter()
+            .map(|l| registry.add_blob(l.clone()))
+            .collect();
+        let sizes: Vec<_> = digests.iter().map(|d| (d.as_str(), 300 << 10)).collect();
+        let manifest = Registry::manifest_json(&sizes, "tier");
+        registry.add_manifest("team/app", "v1", DOCKER_V2, manifest.clone());
+
+        let a = node(&registry, &seaweed, "fleet").await;
+        let got = pull(&a, "/v2/team/app/manifests/v1").await;
+        assert_eq!(got.bytes().await.unwrap(), manifest);
+        for (digest, layer) in digests.iter().zip(&layers) {
+            let got = pull(&a, &format!("/v2/team/app/blobs/{digest}")).await;
+            assert_eq!(&got.bytes().await.unwrap(), layer);
+        }
+        // A uploads what it fetched from the registry, after verifying it.
+        let tier = seaweed.tier("fleet");
+        let manifest_digest = digest_of(&manifest);
+        eventually("A's uploads reach the bucket", async || {
+            let mut all = tier.get_manifest(&manifest_digest).await.unwrap().is_some();
+            for digest in &digests {
+                all &= tier.has_blob(&digest_of_text(digest)).await.unwrap();
+            }
+            all && tier
+                .get_tag(REGISTRY, "team/app", "v1")
+                .await
+                .unwrap()
+                .is_some()
+        })
+        .await;
+
+        registry.set_mode(Mode::Down);
+        let before = registry.seen().len();
+        let b = node(&registry, &seaweed, "fleet").await;
+        let got = pull(&b, "/v2/team/app/manifests/v1").await;
+        assert_eq!(got.status(), 200, "the tag as the tier recorded it");
+        assert_eq!(got.bytes().await.unwrap(), manifest);
+        for (digest, layer) in digests.iter().zip(&layers) {
+            let got = pull(&b, &format!("/v2/team/app/blobs/{digest}")).await;
+            assert_eq!(got.status(), 200);
+            assert_eq!(&got.bytes().await.unwrap(), layer);
+        }
+        let asked: Vec<_> = registry.seen()[before..]
+            .iter()
+            .map(|s| format!("{} {}", s.method, s.path))
+            .collect();
+        assert!(
+            asked.iter().all(|r| r.contains("/manifests/v1")),
+            "only the tag was asked of the registry: {asked:?}"
+        );
+        // B keeps its own copies.
+        b.settled().await;
+        for (digest, layer) in digests.iter().zip(&layers) {
+            assert_eq!(&std::fs::read(b.blob_path(digest)).unwrap(), layer);
+        }
+        let metrics = metrics(&b).await;
+        let hits = "hoard_tier_reads_total{result=\"hit\"} 4";
+        assert!(
+            metrics.contains(hits),
+            "tag, manifest, two blobs: {metrics}"
+        );
+        assert!(
+            !metrics.contains("hoard_tier_writes_total{result=\"created\"}"),
+            "{metrics}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_blob_in_the_bucket_is_never_served_whole_and_is_replaced() {
+        init();
+        let Some(seaweed) = Seaweed::start("corrupt_in_fill_path").await else {
+            return;
+        };
+        let registry = Registry::start().await;
+        let blob = fresh_blob(400 << 10);
+        let digest = registry.add_blob(blob.clone());
+        let tier = seaweed.tier("fleet");
+        let key = tier.key(Kind::Blob, &digest_of_text(&digest));
+        let mut wrong = blob.to_vec();
+        wrong[1000] ^= 0xff;
+        raw_bucket(&seaweed)
+            .put(
+                &object_store::path::Path::from(key.as_str()),
+                PutPayload::from(wrong),
+            )
+            .await
+            .unwrap();
+
+        let node = node(&registry, &seaweed, "fleet").await;
+        let path = format!("/v2/p/app/blobs/{digest}");
+        let got = pull(&node, &path).await;
+        if let Ok(bytes) = got.bytes().await {
+            assert!(
+                bytes.len() < blob.len(),
+                "a corrupt body must not arrive whole ({} bytes)",
+                bytes.len()
+            );
+        }
+        assert_eq!(
+            registry.count("GET", &digest),
+            0,
+            "the tier was asked first"
+        );
+        node.settled().await;
+        assert!(!node.blob_path(&digest).exists(), "nothing corrupt is kept");
+        eventually("the corrupt object is deleted", async || {
+            !tier.has_blob(&digest_of_text(&digest)).await.unwrap()
+        })
+        .await;
+
+        // The next pull fetches it from the registry, verified, and the bucket gets it right.
+        let got = pull(&node, &path).await;
+        assert_eq!(got.bytes().await.unwrap(), blob);
+        eventually("the right bytes are uploaded", async || {
+            tier.has_blob(&digest_of_text(&digest)).await.unwrap()
+        })
+        .await;
+        let (_, body) = tier
+            .get_verified_blob(&digest_of_text(&digest))
+            .await
+            .unwrap()
+            .unwrap();
+        let (bytes, _, err) = drain(body).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(bytes, blob);
+        let metrics = metrics(&node).await;
+        assert!(
+            metrics.contains("hoard_tier_reads_total{result=\"corrupt\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("hoard_tier_writes_total{result=\"created\"} 1"),
+            "{metrics}"
+        );
+    }
+
+    fn digest_of_text(text: &str) -> Digest {
+        Digest::parse(text).unwrap()
+    }
+
+    async fn metrics(node: &Proxy) -> String {
+        let admin = node.server.admin_addr().unwrap();
+        reqwest::get(format!("http://{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}

@@ -26,6 +26,7 @@ pub struct ProxyBuilder<'a> {
     mirror: String,
     fleet: String,
     upstream_cas: Vec<String>,
+    tail: String,
     intercept: Option<String>,
     resolve: Option<String>,
 }
@@ -43,6 +44,7 @@ impl Proxy {
             mirror: String::new(),
             fleet: String::new(),
             upstream_cas: Vec::new(),
+            tail: String::new(),
             intercept: None,
             resolve: None,
         }
@@ -142,6 +144,12 @@ impl ProxyBuilder<'_> {
         self
     }
 
+    /// Adds TOML at the end of the file, whole tables (`[store.s3]`, say).
+    pub fn tail(mut self, toml: &str) -> Self {
+        push_line(&mut self.tail, toml);
+        self
+    }
+
     /// Adds TOML lines to `[fleet]`.
     pub fn fleet(mut self, toml: &str) -> Self {
         push_line(&mut self.fleet, toml);
@@ -203,7 +211,8 @@ connect_timeout = "2s"
 [admin]
 listen = "127.0.0.1:0"
 {mirror}
-{fleet}"#,
+{fleet}
+{tail}"#,
             proxy_extra = self.proxy,
             ca_extra = self.ca,
             cache_extra = self.cache,
@@ -213,6 +222,7 @@ listen = "127.0.0.1:0"
             } else {
                 format!("[mirror]\n{}", self.mirror)
             },
+            tail = self.tail,
             fleet = if self.fleet.is_empty() {
                 String::new()
             } else {

@@ -1,0 +1,236 @@
+//! The shared S3 tier in the registry rules (`[store.s3]`): a local miss asks the bucket before
+//! the fleet's owner or the registry, and what this node fetched from a registry and verified is
+//! uploaded after, in the background (a conditional create: the first node's upload wins, the
+//! others find it there). The bucket is trusted no more than a registry: a blob read from it is
+//! checked by the fill like any other, and one that does not match its digest is deleted from
+//! the bucket so that the next miss fetches it again. Tags are recorded there too, for a node
+//! that must serve a tag while the registry cannot be asked.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt as _;
+use http_body_util::BodyExt as _;
+use http_body_util::channel::Channel;
+
+use crate::hoard::Hoard;
+use crate::http::{Body, BoxError};
+use crate::oci::Digest;
+use crate::store::{Key, Store, StoredManifest};
+use crate::telemetry::{Metrics, TierRead, TierWrite};
+use crate::tier::{Kind, S3Tier, TierError};
+
+use super::Target;
+
+/// Pieces of a blob read from the bucket ahead of the fill.
+const TIER_CHANNEL: usize = 4;
+
+/// Where a fill's bytes came from, which decides what is done with the bucket after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    /// The registry: this node uploads what it verified.
+    Registry,
+    /// The fleet peer that owns the blob (it uploads).
+    Owner,
+    /// The bucket itself: a mismatch there is deleted.
+    Tier,
+}
+
+/// The bucket and the counters, for what a fill does after it ends.
+#[derive(Debug, Clone)]
+pub(super) struct Shared {
+    tier: Arc<S3Tier>,
+    metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    /// The bucket, if there is one.
+    pub(super) fn of(hoard: &Hoard) -> Option<Shared> {
+        Some(Shared {
+            tier: hoard.tier.clone()?,
+            metrics: hoard.metrics.clone(),
+        })
+    }
+
+    /// After a fill from `source` was verified and stored: a blob from a registry is uploaded.
+    pub(super) fn stored(&self, source: Source, digest: &Digest, store: &Store) {
+        if source != Source::Registry {
+            return;
+        }
+        let path = store.path(&Key::Blob(digest.clone()));
+        let (tier, metrics, digest) = (self.tier.clone(), self.metrics.clone(), digest.clone());
+        tokio::spawn(async move {
+            let result = tier.put_blob(&digest, &path).await;
+            written(&metrics, &digest, result);
+        });
+    }
+
+    /// After a fill from `source` did not match its digest: the bucket's copy is deleted.
+    pub(super) fn mismatched(&self, source: Source, digest: &Digest) {
+        if source == Source::Tier {
+            self.corrupt(Kind::Blob, digest);
+        }
+    }
+
+    /// Counts a corrupt object and deletes it from the bucket.
+    fn corrupt(&self, kind: Kind, digest: &Digest) {
+        self.metrics.tier_read(TierRead::Corrupt);
+        let (tier, digest) = (self.tier.clone(), digest.clone());
+        tokio::spawn(async move {
+            tracing::warn!(%digest, kind = kind.as_str(), "the shared tier's copy does not match its digest; deleted there");
+            if let Err(error) = tier.delete(kind, &digest).await {
+                tracing::warn!(%digest, error = %error_chain(&error), "cannot delete a corrupt object from the shared tier");
+            }
+        });
+    }
+}
+
+/// The blob's length and body from the bucket, unchecked (the fill checks it); `None` when the
+/// bucket is off, does not hold it, or cannot be asked.
+pub(super) async fn blob(hoard: &Hoard, digest: &Digest) -> Option<(u64, Body)> {
+    let tier = hoard.tier.as_ref()?;
+    match tier.get_blob(digest).await {
+        Ok(Some((length, mut stream))) => {
+            hoard.metrics.tier_read(TierRead::Hit);
+            // The bucket's stream is not Sync, a response body must be: a task hands its pieces
+            // over a channel, and stops when the fill drops the body.
+            let (mut tx, body) = Channel::<Bytes, BoxError>::new(TIER_CHANNEL);
+            tokio::spawn(async move {
+                loop {
+                    match stream.try_next().await {
+                        Ok(Some(bytes)) => {
+                            if tx.send_data(bytes).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => return,
+                        Err(error) => {
+                            tx.abort(BoxError::from(error_chain(&error)));
+                            return;
+                        }
+                    }
+                }
+            });
+            Some((length, body.boxed()))
+        }
+        Ok(None) => {
+            hoard.metrics.tier_read(TierRead::Miss);
+            None
+        }
+        Err(error) => {
+            hoard.metrics.tier_read(TierRead::Error);
+            tracing::warn!(%digest, error = %error_chain(&error), "the shared tier cannot be read; asking elsewhere");
+            None
+        }
+    }
+}
+
+/// The manifest from the bucket, checked; `None` when the bucket is off, does not hold it, holds
+/// a corrupt copy (deleted) or cannot be asked.
+pub(super) async fn manifest(hoard: &Hoard, digest: &Digest) -> Option<StoredManifest> {
+    let shared = Shared::of(hoard)?;
+    match shared.tier.get_manifest(digest).await {
+        Ok(Some(manifest)) => {
+            hoard.metrics.tier_read(TierRead::Hit);
+            Some(StoredManifest {
+                media_type: manifest.media_type,
+                bytes: manifest.bytes,
+            })
+        }
+        Ok(None) => {
+            hoard.metrics.tier_read(TierRead::Miss);
+            None
+        }
+        Err(TierError::Corrupt { .. }) => {
+            shared.corrupt(Kind::Manifest, digest);
+            None
+        }
+        Err(error) => {
+            hoard.metrics.tier_read(TierRead::Error);
+            tracing::warn!(%digest, error = %error_chain(&error), "the shared tier cannot be read; asking elsewhere");
+            None
+        }
+    }
+}
+
+/// Uploads a manifest fetched from a registry and verified, in the background.
+pub(super) fn upload_manifest(hoard: &Hoard, digest: &Digest, manifest: &StoredManifest) {
+    let Some(Shared { tier, metrics }) = Shared::of(hoard) else {
+        return;
+    };
+    let (digest, manifest) = (digest.clone(), manifest.clone());
+    tokio::spawn(async move {
+        let result = tier
+            .put_manifest(&digest, &manifest.media_type, manifest.bytes)
+            .await;
+        written(&metrics, &digest, result);
+    });
+}
+
+/// The digest a tag named when a node last asked the registry, for serving it stale.
+pub(super) async fn tag(hoard: &Hoard, target: &Target, repo: &str, tag: &str) -> Option<Digest> {
+    let tier = hoard.tier.as_ref()?;
+    match tier.get_tag(target.key.as_str(), repo, tag).await {
+        Ok(found) => {
+            let result = if found.is_some() {
+                TierRead::Hit
+            } else {
+                TierRead::Miss
+            };
+            hoard.metrics.tier_read(result);
+            found
+        }
+        Err(error) => {
+            hoard.metrics.tier_read(TierRead::Error);
+            tracing::warn!(repo, tag, error = %error_chain(&error), "the shared tier cannot be read");
+            None
+        }
+    }
+}
+
+/// Records in the bucket what a tag names now, in the background.
+pub(super) fn record_tag(hoard: &Hoard, target: &Target, repo: &str, tag: &str, digest: &Digest) {
+    let Some(Shared { tier, metrics }) = Shared::of(hoard) else {
+        return;
+    };
+    let (registry, repo, tag, digest) = (
+        target.key.as_str().to_owned(),
+        repo.to_owned(),
+        tag.to_owned(),
+        digest.clone(),
+    );
+    tokio::spawn(async move {
+        let result = tier.put_tag(&registry, &repo, &tag, &digest).await;
+        if let Err(error) = result {
+            metrics.tier_write(TierWrite::Error);
+            tracing::warn!(repo, tag, error = %error_chain(&error), "cannot record a tag in the shared tier");
+        }
+    });
+}
+
+/// Counts an upload's outcome and logs a failure.
+fn written(metrics: &Metrics, digest: &Digest, result: Result<crate::tier::Put, TierError>) {
+    match result {
+        Ok(crate::tier::Put::Created) => {
+            metrics.tier_write(TierWrite::Created);
+            tracing::debug!(%digest, "uploaded to the shared tier");
+        }
+        Ok(crate::tier::Put::AlreadyThere) => metrics.tier_write(TierWrite::AlreadyThere),
+        Err(error) => {
+            metrics.tier_write(TierWrite::Error);
+            tracing::warn!(%digest, error = %error_chain(&error), "cannot upload to the shared tier");
+        }
+    }
+}
+
+/// An error and its causes on one line (object_store's detail is in the sources).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
