@@ -103,7 +103,10 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; 
     page.push_str(&chart(&totals));
     page.push_str(&by_listener(&m.last_hour()));
     if let Some(fleet) = &hoard.fleet {
-        page.push_str(&fleet_table(&fleet.peers()));
+        page.push_str(&fleet_table(&fleet.peers(), hoard.metrics.fleet_counts()));
+    }
+    if hoard.tier.is_some() {
+        page.push_str(&tier_table(hoard.metrics.tier_counts()));
     }
 
     page.push_str("<h2>Most pulled images</h2>\n<table id=\"most-pulled\"><tr><th>image</th><th>pulls</th></tr>\n");
@@ -155,10 +158,14 @@ fn by_listener(last_hour: &[Traffic; Via::ALL.len()]) -> String {
     table
 }
 
-/// The fleet's peers, this node marked, each up or down by its last answer.
-fn fleet_table(peers: &[crate::fleet::PeerStatus]) -> String {
-    let mut table =
-        String::from("<h2>Fleet</h2>\n<table id=\"fleet\"><tr><th>peer</th><th>state</th></tr>\n");
+/// The fleet's peers, this node marked, each up or down by its last answer; and what this node
+/// read from owners against what it asked the registry for instead.
+fn fleet_table(peers: &[crate::fleet::PeerStatus], (reads, duplicates): (u64, u64)) -> String {
+    let mut table = format!(
+        "<h2>Fleet</h2>\n<p id=\"fleet-counts\">{reads} reads from owners, {duplicates} \
+         duplicate fetches from the registry (owner unreachable, slow or refusing)</p>\n\
+         <table id=\"fleet\"><tr><th>peer</th><th>state</th></tr>\n",
+    );
     for peer in peers {
         let state = match (peer.me, peer.up) {
             (true, _) => "this node",
@@ -174,6 +181,19 @@ fn fleet_table(peers: &[crate::fleet::PeerStatus]) -> String {
     }
     table.push_str("</table>\n");
     table
+}
+
+/// The shared S3 tier's reads and writes since start.
+fn tier_table(
+    ([hit, miss, failed, corrupt], [created, there, unwritten]): ([u64; 4], [u64; 3]),
+) -> String {
+    format!(
+        "<h2>Shared tier</h2>\n<table id=\"tier\"><tr><th></th><th>ok</th><th>not there</th>\
+         <th>failed</th><th>corrupt</th></tr>\n\
+         <tr><td>reads</td><td>{hit}</td><td>{miss}</td><td>{failed}</td><td>{corrupt}</td></tr>\n\
+         <tr><td>uploads</td><td>{created}</td><td>{there} already there</td><td>{unwritten}</td>\
+         <td>–</td></tr>\n</table>\n"
+    )
 }
 
 /// Stacked bars per minute: bytes from cache and from upstream.

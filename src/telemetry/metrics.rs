@@ -527,6 +527,45 @@ impl Metrics {
             .inc();
     }
 
+    /// The shared tier's reads (hit, miss, error, corrupt) and writes (created, already there,
+    /// error) since start, for the status page.
+    pub fn tier_counts(&self) -> ([u64; 4], [u64; 3]) {
+        use TierRead::{Corrupt, Hit, Miss};
+        use TierWrite::{AlreadyThere, Created};
+        let read = |result| {
+            self.tier_reads
+                .get_or_create(&TierReadLabel { result })
+                .get()
+        };
+        let write = |result| {
+            self.tier_writes
+                .get_or_create(&TierWriteLabel { result })
+                .get()
+        };
+        (
+            [read(Hit), read(Miss), read(TierRead::Error), read(Corrupt)],
+            [write(Created), write(AlreadyThere), write(TierWrite::Error)],
+        )
+    }
+
+    /// What this node read from owners, and asked the registry for instead, since start.
+    pub fn fleet_counts(&self) -> (u64, u64) {
+        let duplicates = [
+            PeerFailure::Unreachable,
+            PeerFailure::Timeout,
+            PeerFailure::Refused,
+            PeerFailure::Broken,
+        ]
+        .into_iter()
+        .map(|reason| {
+            self.duplicate_fetches
+                .get_or_create(&PeerFailureLabel { reason })
+                .get()
+        })
+        .sum();
+        (self.peer_reads.get(), duplicates)
+    }
+
     /// Sets the number of peers up and down (before each scrape).
     pub fn set_peers(&self, up: usize, down: usize) {
         for (state, n) in [("up", up), ("down", down)] {

@@ -143,6 +143,29 @@ async fn ten_clients_on_three_nodes_make_one_registry_get_per_blob() {
         peer_reads += counter(&metrics, "hoard_fleet_peer_reads_total");
     }
     assert!(peer_reads >= 2 * 3, "{peer_reads} peer reads");
+    // The status page lists the peers, this node among them, and what it read from owners.
+    let admin = nodes[0].server.admin_addr().unwrap();
+    let page = reqwest::get(format!("http://{admin}/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<table id=\"fleet\">"), "{page}");
+    for peer in &plan.peers {
+        assert!(
+            page.contains(&format!("<td>{peer}</td>")),
+            "{peer} not in {page}"
+        );
+    }
+    assert!(
+        page.contains("<td>this node</td>") && page.contains("<td>up</td>"),
+        "{page}"
+    );
+    assert!(
+        page.contains(" duplicate fetches from the registry"),
+        "{page}"
+    );
 }
 
 #[tokio::test]

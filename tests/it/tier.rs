@@ -566,6 +566,17 @@ mod in_the_fill_path {
             !metrics.contains("hoard_tier_writes_total{result=\"created\"}"),
             "{metrics}"
         );
+        let admin = b.server.admin_addr().unwrap();
+        let page = reqwest::get(format!("http://{admin}/"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains("<tr><td>reads</td><td>4</td><td>0</td>"),
+            "the status page counts the tier's reads: {page}"
+        );
     }
 
     #[tokio::test]
