@@ -21,7 +21,7 @@ use crate::access::accept::admitted;
 use crate::access::limits::{Limits, Ticket};
 use crate::config::{Mirror, MirrorTls};
 use crate::hoard::Hoard;
-use crate::registry::conn::{self, Peer};
+use crate::registry::conn::{self, Answer, Peer};
 use crate::telemetry::Via;
 
 mod answer;
@@ -64,11 +64,35 @@ pub(crate) async fn serve(
     let config = hoard.config();
     let limits = Limits::new(config.max_connections, config.max_connections_per_client);
     drop(config);
+    accept(
+        listener,
+        hoard,
+        tls,
+        limits,
+        Arc::new(Mirrored),
+        Via::Mirror,
+    )
+    .await;
+}
+
+/// Accepts connections to the registry API until the listener fails, each admitted by `limits`,
+/// over TLS when there is a config for it, and served by `answer`: the mirror's and the fleet's
+/// peer endpoint's loop.
+pub(crate) async fn accept<A: Answer>(
+    listener: TcpListener,
+    hoard: Arc<Hoard>,
+    tls: Option<Arc<ServerConfig>>,
+    limits: Arc<Limits>,
+    answer: Arc<A>,
+    via: Via,
+) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let answer = Arc::new(Mirrored);
     loop {
         let (stream, peer, ticket) = admitted(&listener, &limits, &hoard.metrics).await;
-        let span = tracing::info_span!("mirror", client = %peer);
+        let span = match via {
+            Via::Fleet => tracing::info_span!("fleet", peer = %peer),
+            _ => tracing::info_span!("mirror", client = %peer),
+        };
         let (hoard, acceptor, answer) = (hoard.clone(), acceptor.clone(), answer.clone());
         tokio::spawn(
             async move {
@@ -77,7 +101,7 @@ pub(crate) async fn serve(
                 let _ = stream.set_nodelay(true);
                 let peer = Peer {
                     client: peer.ip(),
-                    via: Via::Mirror,
+                    via,
                 };
                 let served = match acceptor {
                     None => conn::serve(stream, false, hoard, ticket, peer, answer).await,
@@ -90,7 +114,7 @@ pub(crate) async fn serve(
                     }
                 };
                 if let Err(error) = served {
-                    tracing::debug!(%error, "mirror connection ended");
+                    tracing::debug!(%error, "connection ended");
                 }
             }
             .instrument(span),

@@ -14,16 +14,14 @@ use http::header::AUTHORIZATION;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
-use tracing::Instrument as _;
 
 use super::route::{Mapped, map};
-use crate::access::accept::admitted;
 use crate::access::limits::Limits;
 use crate::fleet::{MODE, REFUSED, Signed, sign};
 use crate::hoard::Hoard;
 use crate::http::{Body, error};
 use crate::registry::Target;
-use crate::registry::conn::{self, Answer, Answered, Peer};
+use crate::registry::conn::{Answer, Answered};
 use crate::telemetry::Via;
 
 /// Requests from the fleet's peers.
@@ -53,27 +51,15 @@ pub(crate) async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
     let config = hoard.config();
     let limits = Limits::new(config.max_connections, config.max_connections);
     drop(config);
-    let answer = Arc::new(FromPeers);
-    loop {
-        let (stream, peer, ticket) = admitted(&listener, &limits, &hoard.metrics).await;
-        let span = tracing::info_span!("fleet", peer = %peer);
-        let (hoard, answer) = (hoard.clone(), answer.clone());
-        tokio::spawn(
-            async move {
-                let metrics = hoard.metrics.clone();
-                let _open = metrics.connection();
-                let _ = stream.set_nodelay(true);
-                let peer = Peer {
-                    client: peer.ip(),
-                    via: Via::Fleet,
-                };
-                if let Err(error) = conn::serve(stream, false, hoard, ticket, peer, answer).await {
-                    tracing::debug!(%error, "peer connection ended");
-                }
-            }
-            .instrument(span),
-        );
-    }
+    super::accept(
+        listener,
+        hoard,
+        None,
+        limits,
+        Arc::new(FromPeers),
+        Via::Fleet,
+    )
+    .await;
 }
 
 /// The registry a peer's request is for, and the request as that registry is to get it; or a

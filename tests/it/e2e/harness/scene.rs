@@ -140,36 +140,8 @@ impl Scene {
         command: &mut Command,
         timeout: Duration,
     ) -> Result<(ExitStatus, Vec<u8>, String)> {
-        self.commands += 1;
-        let stem = format!("cmd{:02}-{}", self.commands, slug(what));
-        let out_path = self.logs.join(format!("{stem}.out"));
-        let err_path = self.logs.join(format!("{stem}.err"));
-        let out = File::create(&out_path).context("creating a command log")?;
-        let err = File::create(&err_path).context("creating a command log")?;
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .context(format!("{what}: starting {command:?}"))?;
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = child.try_wait().context(format!("{what}: waiting"))? {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return fail(format!(
-                    "{what} did not finish within {timeout:?}: {command:?}\nstderr:\n{}",
-                    tail(&err_path, 40)
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let stdout = fs::read(&out_path).context("reading a command's stdout")?;
-        let stderr = String::from_utf8_lossy(&fs::read(&err_path).unwrap_or_default()).into_owned();
-        Ok((status, stdout, stderr))
+        let started = self.start_logged(what, command)?;
+        started.finish(what, Instant::now() + timeout, timeout)
     }
 
     /// Runs commands at once, each to completion, and returns each one's status, stdout and
@@ -181,44 +153,36 @@ impl Scene {
         timeout: Duration,
     ) -> Result<Vec<(ExitStatus, Vec<u8>, String)>> {
         let mut running = Vec::new();
-        for (i, mut command) in commands.into_iter().enumerate() {
-            self.commands += 1;
-            let stem = format!("cmd{:02}-{}-{i}", self.commands, slug(what));
-            let out_path = self.logs.join(format!("{stem}.out"));
-            let err_path = self.logs.join(format!("{stem}.err"));
-            let out = File::create(&out_path).context("creating a command log")?;
-            let err = File::create(&err_path).context("creating a command log")?;
-            let child = command
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .spawn()
-                .context(format!("{what}: starting {command:?}"))?;
-            running.push((child, out_path, err_path));
+        for mut command in commands {
+            running.push(self.start_logged(what, &mut command)?);
         }
         let deadline = Instant::now() + timeout;
-        let mut results = Vec::new();
-        for (mut child, out_path, err_path) in running {
-            let status = loop {
-                if let Some(status) = child.try_wait().context(format!("{what}: waiting"))? {
-                    break status;
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return fail(format!(
-                        "{what} did not finish within {timeout:?}\nstderr:\n{}",
-                        tail(&err_path, 40)
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            };
-            let stdout = fs::read(&out_path).context("reading a command's stdout")?;
-            let stderr =
-                String::from_utf8_lossy(&fs::read(&err_path).unwrap_or_default()).into_owned();
-            results.push((status, stdout, stderr));
-        }
-        Ok(results)
+        running
+            .into_iter()
+            .map(|started| started.finish(what, deadline, timeout))
+            .collect()
+    }
+
+    /// Starts a command with its stdout and stderr in files of the scene's logs.
+    fn start_logged(&mut self, what: &str, command: &mut Command) -> Result<Started> {
+        self.commands += 1;
+        let stem = format!("cmd{:02}-{}", self.commands, slug(what));
+        let out_path = self.logs.join(format!("{stem}.out"));
+        let err_path = self.logs.join(format!("{stem}.err"));
+        let out = File::create(&out_path).context("creating a command log")?;
+        let err = File::create(&err_path).context("creating a command log")?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .context(format!("{what}: starting {command:?}"))?;
+        Ok(Started {
+            child,
+            described: format!("{command:?}"),
+            out_path,
+            err_path,
+        })
     }
 
     /// What a process started with [`Scene::spawn`] has logged so far.
@@ -340,4 +304,42 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = String::from_utf8_lossy(&text);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A command started by [`Scene::start_logged`].
+struct Started {
+    child: Child,
+    described: String,
+    out_path: PathBuf,
+    err_path: PathBuf,
+}
+
+impl Started {
+    /// Waits for the command until `deadline` (killing it then) and reads what it wrote.
+    fn finish(
+        mut self,
+        what: &str,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(ExitStatus, Vec<u8>, String)> {
+        let status = loop {
+            if let Some(status) = self.child.try_wait().context(format!("{what}: waiting"))? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return fail(format!(
+                    "{what} did not finish within {timeout:?}: {}\nstderr:\n{}",
+                    self.described,
+                    tail(&self.err_path, 40)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let stdout = fs::read(&self.out_path).context("reading a command's stdout")?;
+        let stderr =
+            String::from_utf8_lossy(&fs::read(&self.err_path).unwrap_or_default()).into_owned();
+        Ok((status, stdout, stderr))
+    }
 }

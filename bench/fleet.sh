@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# hoard fleet benchmark (issue 15): a cold burst of 16 clients through one hoard, through three
+# hoards in a fleet and through three hoards that are not (the reference: what a fleet saves);
+# hit throughput of a node with the shared S3 tier and without, against nginx serving the same
+# files; and a node on an empty disk filling from the tier against filling from the registry. The
+# upstream is the Distribution registry behind a rate-limited link (nginx stream), the tier is
+# SeaweedFS; everything runs here, on 127.0.0.1, in one run.
+#
+#   bench/fleet.sh            4 layers of 64 MiB, a 100 MiB/s link, 3 runs per case
+#   bench/fleet.sh --quick    4 layers of 16 MiB, 1 run (a fast check that everything works)
+#   options: --runs N  --link MiB/s  --keep (keep the work folder)  --workdir DIR
+#
+# The report goes to stdout; progress and errors go to stderr. See BENCHMARKS.md.
+set -uo pipefail
+
+MODE=full
+RUNS=
+LINK=100
+KEEP=0
+BASE=${TMPDIR:-/tmp}
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) MODE=quick ;;
+        --runs) RUNS=$2; shift ;;
+        --link) LINK=$2; shift ;;
+        --keep) KEEP=1 ;;
+        --workdir) BASE=$2; shift ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+MIB=1048576
+LAYERS=4
+if [ "$MODE" = full ]; then LAYER_MIB=64; : "${RUNS:=3}"; else LAYER_MIB=16; : "${RUNS:=1}"; fi
+CLIENTS=16
+REPO=bench
+HOST=registry.bench
+IMAGE_BYTES=$((LAYERS * LAYER_MIB * MIB))
+SEAWEEDFS_VERSION=4.48
+
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
+export LC_ALL=C
+. "$(dirname "$0")/lib.sh"
+
+for t in docker-registry nginx curl openssl ss awk sha256sum cargo; do
+    need "$t" || die "missing tool: $t"
+done
+[ -f "$STREAM_MODULE" ] || die "nginx's stream module is missing (Debian: libnginx-mod-stream)"
+WEED=${HOARD_WEED:-$HOME/.cache/hoard-ci/seaweedfs-$SEAWEEDFS_VERSION/bin/weed}
+[ -x "$WEED" ] || die "no SeaweedFS at $WEED (.ci/run installs it; or set HOARD_WEED)"
+REPO_DIR=$(cd "$(dirname "$0")/.." && pwd)
+
+log "building hoard (cargo build --release)"
+(cd "$REPO_DIR" && cargo build --release -q >&2) || die "cargo build --release failed"
+HOARD="$REPO_DIR/target/release/hoard"
+
+mkdir -p "$BASE"
+WORK=$(mktemp -d "$BASE/hoard-fleet.XXXXXX") || die "mktemp"
+chmod 755 "$WORK"
+mkdir -p "$WORK/logs" "$WORK/files" "$WORK/pki"
+make_pki "$HOST"
+openssl rand -hex 32 >"$WORK/fleet.secret"
+
+# ---------------------------------------------------------------------------------------------
+# The image's layers, pushed into the upstream registry (its access log on: it counts the bytes
+# each run fetched).
+
+log "writing $LAYERS random layers of $LAYER_MIB MiB"
+DIGESTS=()
+for i in $(seq $LAYERS); do
+    make_blob "layer$i" $LAYER_MIB
+    v="layer${i}_DIGEST"
+    DIGESTS+=("${!v}")
+done
+UP_PORT=$(free_port)
+BENCH_REGISTRY_LOG=info start_registry upstream "$UP_PORT" "$WORK/upstream-storage"
+UP_LOG="$WORK/logs/upstream.log"
+for i in $(seq $LAYERS); do push_blob "$WORK/files/layer$i" "${DIGESTS[$((i - 1))]}"; done
+LINK_PORT=$(free_port)
+start_link link "$LINK_PORT" "$LINK"
+
+# Bytes of blob GETs the registry has sent so far (its access log: the combined format's size).
+upstream_bytes() {
+    awk '/"GET \/v2\/[^ ]*\/blobs\/sha256:/ { for (i = 1; i < NF; i++) if ($i ~ /^[0-9][0-9][0-9]$/ && $(i + 1) ~ /^[0-9]+$/ && $(i - 1) ~ /HTTP\/[0-9.]+"$/) { s += $(i + 1); break } }
+         END { printf "%d", s }' "$UP_LOG"
+}
+
+# ---------------------------------------------------------------------------------------------
+# SeaweedFS, the shared tier: `weed mini` on loopback ports, one access key, its bucket.
+
+S3_KEY=hoardbench
+S3_SECRET=$(openssl rand -hex 16)
+start_seaweed() {
+    local d="$WORK/seaweed" names n args=()
+    mkdir -p "$d/data"
+    printf '{"identities":[{"name":"hoard","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","Write","List","Tagging"]}]}' \
+        "$S3_KEY" "$S3_SECRET" >"$d/s3.json"
+    names="master.port master.port.grpc volume.port volume.port.grpc filer.port filer.port.grpc s3.port s3.port.grpc admin.port admin.port.grpc"
+    for n in $names; do
+        args+=("-$n=$(free_port)")
+        [ "$n" = s3.port ] && S3_PORT=${args[-1]#*=}
+    done
+    (cd "$d" && exec "$WEED" mini "${args[@]}" -dir="$d/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+        -s3.config="$d/s3.json" -bucket=hoard -s3.localSocket="$d/s3.sock" \
+        -filer.localSocket="$d/filer.sock" -master.telemetry=false -s3.port.iceberg=0 \
+        -s3.port.lance=0 -webdav=false -admin.ui=false -master.volumeSizeLimitMB=256) \
+        >"$WORK/logs/seaweed.log" 2>&1 &
+    SEAWEED_PID=$!
+    local i
+    for i in $(seq 300); do
+        kill -0 $SEAWEED_PID 2>/dev/null || { tail -n 30 "$WORK/logs/seaweed.log" >&2; die "SeaweedFS exited"; }
+        # Unsigned: refused (403) once the bucket is served.
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$S3_PORT/hoard/")" = 403 ] && return 0
+        sleep 0.1
+    done
+    die "SeaweedFS did not serve its bucket within 30 s"
+}
+log "starting SeaweedFS $SEAWEEDFS_VERSION"
+start_seaweed
+printf '%s\n' "$S3_KEY" >"$WORK/s3-key-id"
+printf '%s\n' "$S3_SECRET" >"$WORK/s3-secret"
+
+# ---------------------------------------------------------------------------------------------
+# hoard nodes: each with a mirror listener (plain HTTP, what the clients use) and an admin port;
+# optionally in a fleet (FLEET: the peers' list) and on the tier (S3_PREFIX).
+
+start_node() { # name [self] [s3 prefix] -> PID, MIRROR (port), ADMIN (port)
+    local cfg="$WORK/$1.toml" lg="$WORK/logs/$1.log" port
+    port=$(free_port); MIRROR=$(free_port); ADMIN=$(free_port)
+    cat >"$cfg" <<EOF
+[proxy]
+listen = "127.0.0.1:$port"
+[ca]
+dir = "$WORK/hoard-ca"
+[cache]
+dir = "$WORK/$1-cache"
+max_size = "50GiB"
+min_free = "0"
+[intercept]
+hosts = ["$HOST"]
+[upstream]
+extra_ca_files = ["$CA"]
+resolve = { "$HOST" = "127.0.0.1:$LINK_PORT" }
+[admin]
+listen = "127.0.0.1:$ADMIN"
+[mirror]
+listen = "127.0.0.1:$MIRROR"
+EOF
+    if [ -n "${2:-}" ]; then
+        printf '[fleet]\npeers = [%s]\nself = "%s"\nlisten = "%s"\nsecret_file = "%s"\n' \
+            "$FLEET" "$2" "$2" "$WORK/fleet.secret" >>"$cfg"
+    fi
+    if [ -n "${3:-}" ]; then
+        printf '[store.s3]\nendpoint = "http://127.0.0.1:%s"\nallow_http = true\nbucket = "hoard"\nprefix = "%s"\naccess_key_id_file = "%s"\nsecret_access_key_file = "%s"\n' \
+            "$S3_PORT" "$3" "$WORK/s3-key-id" "$WORK/s3-secret" >>"$cfg"
+    fi
+    RUST_LOG=hoard=warn "$HOARD" serve --config "$cfg" >"$lg" 2>&1 &
+    PID=$!
+    wait_port $PID "$MIRROR" "$1" "$lg" || die "$1 did not start"
+    if [ -n "${2:-}" ]; then wait_port $PID "${2#*:}" "$1 (peers)" "$lg" || die "$1 did not start"; fi
+}
+
+# burst <name> <mirror ports...>: CLIENTS clients at once, client i on port i mod n, each pulling
+# every layer in turn (starting at its own); sets SECS (wall time) or fails the run.
+burst() {
+    local name=$1 i k j port t0 t1 bad=0 pids=() ports
+    shift
+    ports=("$@")
+    t0=$(date +%s%N)
+    for i in $(seq 0 $((CLIENTS - 1))); do
+        port=${ports[$((i % ${#ports[@]}))]}
+        (
+            for k in $(seq 0 $((LAYERS - 1))); do
+                j=$(((i + k) % LAYERS))
+                curl -sS -o /dev/null --max-time 600 -w '%{http_code} %{size_download}\n' \
+                    "http://127.0.0.1:$port/v2/$REPO/blobs/${DIGESTS[$j]}?ns=$HOST"
+            done
+        ) >"$WORK/logs/$name.$i" 2>"$WORK/logs/$name.$i.err" &
+        pids+=($!)
+    done
+    for i in "${!pids[@]}"; do wait "${pids[$i]}" || bad=1; done
+    t1=$(date +%s%N)
+    for i in $(seq 0 $((CLIENTS - 1))); do
+        if [ "$(grep -c "^200 $((LAYER_MIB * MIB))$" "$WORK/logs/$name.$i")" != $LAYERS ]; then
+            bad=1
+            log "$name: client $i: $(tr '\n' ' ' <"$WORK/logs/$name.$i") $(tr '\n' ' ' <"$WORK/logs/$name.$i.err")"
+        fi
+    done
+    [ $bad = 0 ] || die "$name: a client failed"
+    SECS=$(awk -v ns=$((t1 - t0)) 'BEGIN {printf "%.2f", ns / 1e9}')
+}
+
+# Figures per case: its runs' values, one "value" per run.
+declare -A VALS
+add() { VALS[$1]="${VALS[$1]:-} $2"; }
+median() { printf '%s\n' $1 | sort -g | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]; else print "-"}'; }
+mibs() { awk -v b="$1" -v s="$2" -v m=$MIB 'BEGIN {printf "%.0f", b / m / s}'; }
+
+stop_nodes() { local p; for p in "$@"; do stop_pid "$p"; done; }
+
+# ---------------------------------------------------------------------------------------------
+# Cold bursts: every run on new, empty caches; the registry's bytes counted around each.
+
+for run in $(seq "$RUNS"); do
+    log "run $run of $RUNS: cold burst through one node"
+    sync
+    start_node "one-$run"; P1=$PID; M1=$MIRROR
+    before=$(upstream_bytes)
+    burst "one-$run" "$M1"
+    add one_s "$SECS"; add one_up $(($(upstream_bytes) - before))
+    stop_nodes $P1
+
+    log "run $run of $RUNS: cold burst through three nodes in a fleet"
+    sync
+    peers=("127.0.0.1:$(free_port)" "127.0.0.1:$(free_port)" "127.0.0.1:$(free_port)")
+    FLEET=$(printf '"%s", ' "${peers[@]}"); FLEET=${FLEET%, }
+    pids=(); mirrors=()
+    for n in 0 1 2; do start_node "fleet-$run-$n" "${peers[$n]}"; pids+=($PID); mirrors+=($MIRROR); done
+    before=$(upstream_bytes)
+    burst "fleet-$run" "${mirrors[@]}"
+    add fleet_s "$SECS"; add fleet_up $(($(upstream_bytes) - before))
+    stop_nodes "${pids[@]}"
+
+    log "run $run of $RUNS: cold burst through three nodes alone (no fleet)"
+    sync
+    pids=(); mirrors=()
+    for n in 0 1 2; do start_node "alone-$run-$n"; pids+=($PID); mirrors+=($MIRROR); done
+    before=$(upstream_bytes)
+    burst "alone-$run" "${mirrors[@]}"
+    add alone_s "$SECS"; add alone_up $(($(upstream_bytes) - before))
+    stop_nodes "${pids[@]}"
+done
+
+# ---------------------------------------------------------------------------------------------
+# Hits: one node warm, without and with the tier, against nginx serving the same files; and a
+# node on an empty disk filling from the tier against one filling from the registry.
+
+log "hits: nginx, a node without the tier, a node with it"
+NGINX_PORT=$(free_port)
+# nginx serves $WORK/files: the layers under the paths the clients ask for.
+mkdir -p "$WORK/files/v2/$REPO/blobs"
+for i in $(seq $LAYERS); do ln -s "../../../layer$i" "$WORK/files/v2/$REPO/blobs/${DIGESTS[$((i - 1))]}"; done
+start_nginx nginx "$NGINX_PORT" plain
+
+start_node plain; PLAIN=$PID; PLAIN_M=$MIRROR
+start_node tiered "" fleet; TIERED=$PID; TIERED_M=$MIRROR; TIERED_ADMIN=$ADMIN
+burst warm-plain "$PLAIN_M"
+burst warm-tiered "$TIERED_M"
+# The tiered node uploads what it filled, in the background: wait for the four uploads.
+for i in $(seq 600); do
+    done_n=$(curl -s "http://127.0.0.1:$TIERED_ADMIN/metrics" |
+        awk '/^hoard_tier_writes_total\{result="(created|already_there)"\}/ {s += $2} END {print s + 0}')
+    [ "$done_n" -ge $LAYERS ] && break
+    sleep 0.1
+done
+[ "$done_n" -ge $LAYERS ] || die "the tiered node's uploads did not finish"
+for run in $(seq "$RUNS"); do
+    burst "hit-nginx-$run" "$NGINX_PORT"; add hit_nginx "$SECS"
+    burst "hit-plain-$run" "$PLAIN_M"; add hit_plain "$SECS"
+    burst "hit-tiered-$run" "$TIERED_M"; add hit_tiered "$SECS"
+done
+stop_nodes $PLAIN
+
+log "cold fills of a node on an empty disk: from the tier, from the registry"
+for run in $(seq "$RUNS"); do
+    sync
+    start_node "from-tier-$run" "" fleet; P=$PID
+    before=$(upstream_bytes)
+    burst "from-tier-$run" "$MIRROR"
+    add tier_fill_s "$SECS"; add tier_fill_up $(($(upstream_bytes) - before))
+    stop_nodes $P
+    sync
+    start_node "from-registry-$run"; P=$PID
+    burst "from-registry-$run" "$MIRROR"
+    add reg_fill_s "$SECS"
+    stop_nodes $P
+done
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+served=$((CLIENTS * IMAGE_BYTES))
+row() { # label seconds-case [upstream-case]
+    local s up ratio="-"
+    s=$(median "${VALS[$2]:-}")
+    if [ -n "${3:-}" ]; then
+        up=$(median "${VALS[$3]:-}")
+        ratio=$(awk -v u="$up" -v i=$IMAGE_BYTES 'BEGIN {printf "%.2fx", u / i}')
+    fi
+    printf '| %-52s | %8s | %9s | %15s |\n' "$1" "$s" "$(mibs $served "$s")" "$ratio"
+}
+echo "hoard fleet benchmark, $(date -u +%Y-%m-%d), $(nproc) CPUs, $("$HOARD" --version), SeaweedFS $SEAWEEDFS_VERSION"
+echo
+echo "Image: $LAYERS layers of $LAYER_MIB MiB ($((IMAGE_BYTES / MIB)) MiB); $CLIENTS clients at once, each"
+echo "pulling every layer through a node's mirror port; upstream: the Distribution registry behind a"
+echo "$LINK MiB/s link; medians of $RUNS run(s). Upstream bytes: what the registry sent, over the image's size."
+echo
+printf '| %-52s | %8s | %9s | %15s |\n' case "wall (s)" "MiB/s" "upstream bytes"
+printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' $(seq 54))" ---------- ----------- -----------------
+row "cold burst, one node" one_s one_up
+row "cold burst, three nodes in a fleet" fleet_s fleet_up
+row "cold burst, three nodes alone (reference)" alone_s alone_up
+row "hits, nginx (reference, plain HTTP, sendfile)" hit_nginx
+row "hits, one node without the tier" hit_plain
+row "hits, one node with the tier" hit_tiered
+row "empty disk, filled from the tier" tier_fill_s tier_fill_up
+row "empty disk, filled from the registry (reference)" reg_fill_s
+echo
+echo "MiB/s: bytes delivered to all clients over the wall time ($CLIENTS x $((IMAGE_BYTES / MIB)) MiB)."
