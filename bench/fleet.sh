@@ -194,7 +194,7 @@ burst() {
 
 # Figures per case: its runs' values, one "value" per run.
 declare -A VALS
-add() { VALS[$1]="${VALS[$1]:-} $2"; }
+add() { VALS[$1]="${VALS[$1]:-} $2"; log "$1: $2"; }
 median() { printf '%s\n' $1 | sort -g | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]; else print "-"}'; }
 mibs() { awk -v b="$1" -v s="$2" -v m=$MIB 'BEGIN {printf "%.0f", b / m / s}'; }
 
@@ -294,8 +294,8 @@ row() { # label seconds-case [upstream-case]
 echo "hoard fleet benchmark, $(date -u +%Y-%m-%d), $(nproc) CPUs, $("$HOARD" --version), SeaweedFS $SEAWEEDFS_VERSION"
 echo
 echo "Image: $LAYERS layers of $LAYER_MIB MiB ($((IMAGE_BYTES / MIB)) MiB); $CLIENTS clients at once, each"
-echo "pulling every layer through a node's mirror port; upstream: the Distribution registry behind a"
-echo "$LINK MiB/s link; medians of $RUNS run(s). Upstream bytes: what the registry sent, over the image's size."
+echo "pulling every layer through a node's mirror port; upstream: the Distribution registry behind a relay"
+echo "reading each upstream connection at $LINK MiB/s; medians of $RUNS run(s). Upstream bytes: what the registry"; echo "sent, over the image's size."
 echo
 printf '| %-52s | %8s | %9s | %15s |\n' case "wall (s)" "MiB/s" "upstream bytes"
 printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' $(seq 54))" ---------- ----------- -----------------

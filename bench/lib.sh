@@ -96,13 +96,15 @@ hwm_kib() { # VmHWM summed over a process tree, KiB
     echo $t
 }
 
-PORTS_TAKEN=" "
-free_port() {
-    local p
+free_port() { # a loopback port nothing uses, below the kernel's ephemeral range (a port there can
+              # be the local end of an outgoing connection by the time a server binds it); picks
+              # are remembered in a file, as $(free_port) runs in a subshell
+    local p low=10000 high taken="${WORK:-/tmp}/ports-taken"
+    high=$(awk '{print $1 - 1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32767)
     while :; do
-        p=$((20000 + RANDOM % 40000))
-        case "$PORTS_TAKEN" in *" $p "*) continue ;; esac
-        if ! ss -Hltn "sport = :$p" | grep -q .; then PORTS_TAKEN="$PORTS_TAKEN$p "; echo $p; return; fi
+        p=$((low + RANDOM % (high - low)))
+        grep -qx "$p" "$taken" 2>/dev/null && continue
+        if ! ss -Htan "sport = :$p" | grep -q .; then echo "$p" >>"$taken"; echo $p; return; fi
     done
 }
 wait_port() { # pid port what logfile

@@ -19,7 +19,7 @@ mod health;
 mod status;
 
 use health::health;
-use status::status_page;
+use status::{fleet_figures, status_page};
 
 /// Serves the admin listener until it fails.
 pub async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
@@ -32,7 +32,7 @@ pub async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let hoard = hoard.clone();
-                async move { Ok::<_, Infallible>(answer(&request, &hoard)) }
+                async move { Ok::<_, Infallible>(answer(&request, &hoard).await) }
             });
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -43,7 +43,7 @@ pub async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
     }
 }
 
-fn answer(request: &Request<Incoming>, hoard: &Hoard) -> Response<Body> {
+async fn answer(request: &Request<Incoming>, hoard: &Hoard) -> Response<Body> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
     }
@@ -62,7 +62,8 @@ fn answer(request: &Request<Incoming>, hoard: &Hoard) -> Response<Body> {
         "/healthz" => health(hoard),
         "/" => {
             refresh_gauges(hoard);
-            let mut response = text(StatusCode::OK, status_page(hoard));
+            let fleet = fleet_figures(hoard).await;
+            let mut response = text(StatusCode::OK, status_page(hoard, fleet.as_deref()));
             response.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/html; charset=utf-8"),

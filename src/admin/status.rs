@@ -36,7 +36,7 @@ fn escape(text: &str) -> String {
 /// of bytes from cache against bytes from upstream over the last hour, and that hour's traffic
 /// through the proxy port beside the mirror's. Plain HTML and an inline SVG: no scripts,
 /// nothing fetched from elsewhere.
-pub(super) fn status_page(hoard: &Hoard) -> String {
+pub(super) fn status_page(hoard: &Hoard, fleet_figures: Option<&str>) -> String {
     let m = hoard.metrics.activity();
     let (hits, hit_bytes) = [
         CacheStatus::Hit,
@@ -104,6 +104,9 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; 
     page.push_str(&by_listener(&m.last_hour()));
     if let Some(fleet) = &hoard.fleet {
         page.push_str(&fleet_table(&fleet.peers(), hoard.metrics.fleet_counts()));
+    }
+    if let Some(figures) = fleet_figures {
+        page.push_str(figures);
     }
     if hoard.tier.is_some() {
         page.push_str(&tier_table(hoard.metrics.tier_counts()));
@@ -181,6 +184,108 @@ fn fleet_table(peers: &[crate::fleet::PeerStatus], (reads, duplicates): (u64, u6
     }
     table.push_str("</table>\n");
     table
+}
+
+/// A column of the fleet's figures: its heading, and the series summed for it with the labels
+/// they must have.
+type Figure = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// The fleet's figures, column by column.
+const FLEET_FIGURES: [Figure; 7] = [
+    (
+        "fetched for peers (owner misses)",
+        "hoard_requests_total",
+        &[("via", "fleet"), ("cache", "MISS")],
+    ),
+    (
+        "served peers from cache (owner hits)",
+        "hoard_requests_total",
+        &[("via", "fleet"), ("cache", "HIT")],
+    ),
+    ("read from owners", "hoard_fleet_peer_reads_total", &[]),
+    (
+        "duplicate fetches",
+        "hoard_fleet_duplicate_fetches_total",
+        &[],
+    ),
+    ("tier hits", "hoard_tier_reads_total", &[("result", "hit")]),
+    (
+        "tier uploads",
+        "hoard_tier_writes_total",
+        &[("result", "created")],
+    ),
+    ("registry requests", "hoard_upstream_requests_total", &[]),
+];
+
+/// The fleet's figures node by node and in all: each peer's counters read from its peer
+/// endpoint (within `fleet.peer_timeout`, all peers at once), this node's its own. `None` when
+/// this node is in no fleet.
+pub(super) async fn fleet_figures(hoard: &Hoard) -> Option<String> {
+    let fleet = hoard.fleet.clone()?;
+    let peers = fleet.peers();
+    let mut asks = tokio::task::JoinSet::new();
+    let mut nodes: Vec<(usize, String, Option<String>)> = Vec::new();
+    for (i, peer) in peers.into_iter().enumerate() {
+        if peer.me {
+            nodes.push((i, peer.name, Some(hoard.metrics.encode())));
+            continue;
+        }
+        let fleet = fleet.clone();
+        asks.spawn(async move {
+            let text = fleet.metrics_of(&peer.name).await.ok();
+            (i, peer.name, text)
+        });
+    }
+    while let Some(asked) = asks.join_next().await {
+        if let Ok(node) = asked {
+            nodes.push(node);
+        }
+    }
+    nodes.sort_by_key(|node| node.0);
+    let mut table = String::from(
+        "<h2>The fleet, all nodes</h2>\n<table id=\"fleet-figures\"><tr><th>node</th>",
+    );
+    for (heading, ..) in FLEET_FIGURES {
+        let _ = write!(table, "<th>{heading}</th>");
+    }
+    table.push_str("</tr>\n");
+    let mut total = [0u64; FLEET_FIGURES.len()];
+    let mut answered = 0;
+    for (_, name, text) in &nodes {
+        let _ = write!(table, "<tr><td>{}</td>", escape(name));
+        match text {
+            Some(text) => {
+                answered += 1;
+                for (sum, (_, series, labels)) in total.iter_mut().zip(FLEET_FIGURES) {
+                    let value = crate::telemetry::sum_series(text, series, labels);
+                    *sum += value;
+                    let _ = write!(table, "<td>{value}</td>");
+                }
+            }
+            None => {
+                let _ = write!(
+                    table,
+                    "<td colspan=\"{}\">no answer</td>",
+                    FLEET_FIGURES.len()
+                );
+            }
+        }
+        table.push_str("</tr>\n");
+    }
+    let _ = write!(
+        table,
+        "<tr id=\"fleet-total\"><td>fleet ({answered} of {} nodes)</td>",
+        nodes.len()
+    );
+    for sum in total {
+        let _ = write!(table, "<td>{sum}</td>");
+    }
+    table.push_str("</tr>\n</table>\n");
+    Some(table)
 }
 
 /// The shared S3 tier's reads and writes since start.

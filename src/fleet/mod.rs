@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use http::header::HOST;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
+use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -40,6 +41,16 @@ pub(crate) const MODE: &str = "hoard-fleet-mode";
 /// Marks a response that came from the owner peer, not the registry.
 #[derive(Debug, Clone)]
 pub(crate) struct FromOwner(pub String);
+
+/// Where a peer endpoint serves its node's metrics to the other peers (signed, mode
+/// [`STATS`]).
+pub(crate) const METRICS_PATH: &str = "/fleet/metrics";
+
+/// The signed mode of a request for a peer's metrics.
+pub(crate) const STATS: &str = "stats";
+
+/// The most of a peer's metrics read.
+const MAX_METRICS: usize = 4 << 20;
 
 /// How often a DNS name for the peers is resolved again.
 const DNS_REFRESH: Duration = Duration::from_secs(10);
@@ -155,6 +166,57 @@ impl Fleet {
         method: Method,
         path_and_query: &str,
         mode: &'static str,
+        headers: HeaderMap,
+    ) -> Result<Response<Incoming>, PeerError> {
+        let result = self
+            .request(peer, method, path_and_query, mode, headers)
+            .await
+            .map(|mut response| {
+                response.extensions_mut().insert(FromOwner(peer.to_owned()));
+                response
+            });
+        match &result {
+            Ok(_) => self.metrics.peer_read(),
+            Err(err) => self.metrics.duplicate_fetch(err.kind()),
+        }
+        result
+    }
+
+    /// `peer`'s own metrics (the Prometheus text of its counters), for the fleet's figures on
+    /// the status page; waits at most `fleet.peer_timeout` for all of it.
+    pub(crate) async fn metrics_of(&self, peer: &str) -> Result<String, PeerError> {
+        let timeout = self.state().config.peer_timeout;
+        let read = async {
+            let response = self
+                .request(peer, Method::GET, METRICS_PATH, STATS, HeaderMap::new())
+                .await?;
+            let body = Limited::new(response.into_body(), MAX_METRICS)
+                .collect()
+                .await
+                .map_err(|error| PeerError::Refused {
+                    peer: peer.to_owned(),
+                    reason: format!("reading its metrics: {error}"),
+                })?;
+            Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
+        };
+        tokio::time::timeout(timeout, read)
+            .await
+            .unwrap_or_else(|_| {
+                Err(PeerError::Timeout {
+                    peer: peer.to_owned(),
+                    timeout,
+                })
+            })
+    }
+
+    /// One signed request to `peer`, its response headers within `fleet.peer_timeout`; the peer
+    /// is marked up or down by the outcome.
+    async fn request(
+        &self,
+        peer: &str,
+        method: Method,
+        path_and_query: &str,
+        mode: &'static str,
         mut headers: HeaderMap,
     ) -> Result<Response<Incoming>, PeerError> {
         let state = self.state();
@@ -190,21 +252,13 @@ impl Fleet {
                     peer: peer.to_owned(),
                     reason: String::from_utf8_lossy(reason.as_bytes()).into_owned(),
                 }),
-                None => {
-                    let mut response = response;
-                    response.extensions_mut().insert(FromOwner(peer.to_owned()));
-                    Ok(response)
-                }
+                None => Ok(response),
             },
         };
         self.health
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(peer.to_owned(), result.is_ok());
-        match &result {
-            Ok(_) => self.metrics.peer_read(),
-            Err(err) => self.metrics.duplicate_fetch(err.kind()),
-        }
         result
     }
 

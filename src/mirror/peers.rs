@@ -2,24 +2,26 @@
 //! fleet only. A request must carry a signature made with the fleet's secret
 //! ([`crate::fleet::sign`]) and name its registry in `ns`; the registry must be one this node
 //! serves (`intercept.hosts`, `mirror.registries`), so the endpoint is no relay to anywhere
-//! else. What it gets is answered here, by the same registry rules as every other request
-//! (the owner fills once; everyone reads the growing blob), never from yet another peer.
+//! else. What it gets is answered here, by the same registry rules as every other request (the
+//! owner fills once; everyone reads the growing blob), never from yet another peer.
+//! `/fleet/metrics` (signed too) gives a peer this node's counters, for the fleet's figures on
+//! its status page.
 //!
-//! Plain HTTP/1.1 and h2 (prior knowledge): the fleet's traffic is content-addressed and
-//! verified by the reader, and the signature keeps strangers out; run it on a private network.
+//! Plain HTTP: the fleet's traffic is content-addressed and verified by the reader, and the
+//! signature keeps strangers out; run it on a private network.
 
 use std::sync::Arc;
 
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
 use super::route::{Mapped, map};
 use crate::access::limits::Limits;
-use crate::fleet::{MODE, REFUSED, Signed, sign};
+use crate::fleet::{METRICS_PATH, MODE, REFUSED, STATS, Signed, sign};
 use crate::hoard::Hoard;
-use crate::http::{Body, error};
+use crate::http::{Body, error, full_body};
 use crate::registry::Target;
 use crate::registry::conn::{Answer, Answered};
 use crate::telemetry::Via;
@@ -30,6 +32,17 @@ struct FromPeers;
 
 impl Answer for FromPeers {
     async fn answer(&self, request: Request<Incoming>, hoard: Arc<Hoard>) -> Answered {
+        if request.uri().path() == METRICS_PATH {
+            let response = match metrics(&request, &hoard) {
+                Ok(text) => text_response(text),
+                Err(Refusal(status, reason)) => refuse(status, &reason),
+            };
+            return Answered {
+                host: String::new(),
+                path: None,
+                response,
+            };
+        }
         match admitted_request(request, &hoard) {
             Ok((target, request)) => Answered {
                 host: target.authority().to_owned(),
@@ -60,6 +73,41 @@ pub(crate) async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
         Via::Fleet,
     )
     .await;
+}
+
+/// This node's metrics, for a peer that signed its request (the fleet's figures on its status
+/// page).
+fn metrics(request: &Request<Incoming>, hoard: &Hoard) -> Result<String, Refusal> {
+    let Some(fleet) = hoard.fleet.as_ref() else {
+        return Err(Refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            String::from("this node is not in a fleet"),
+        ));
+    };
+    let signed = Signed {
+        method: request.method().as_str(),
+        path_and_query: request.uri().path_and_query().map_or("/", |p| p.as_str()),
+        mode: STATS,
+    };
+    let secret = fleet.secret();
+    sign::verify(&secret.0, signed, request.headers().get(sign::SIGNATURE))
+        .map_err(|reason| Refusal(StatusCode::UNAUTHORIZED, String::from(reason)))?;
+    if request.method() != Method::GET {
+        return Err(Refusal(
+            StatusCode::METHOD_NOT_ALLOWED,
+            String::from("GET only"),
+        ));
+    }
+    Ok(hoard.metrics.encode())
+}
+
+fn text_response(text: String) -> Response<Body> {
+    let mut response = Response::new(full_body(text));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 /// The registry a peer's request is for, and the request as that registry is to get it; or a

@@ -603,6 +603,30 @@ impl Metrics {
     }
 }
 
+/// The sum of the series of `name` in a Prometheus text exposition whose labels include every
+/// one of `labels` (a fleet peer's metrics, read for the fleet's figures on the status page).
+pub fn sum_series(exposition: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+    exposition
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (set, value) = match rest.strip_prefix('{') {
+                Some(rest) => rest.split_once('}')?,
+                None if rest.starts_with(' ') => ("", rest),
+                None => return None,
+            };
+            let all = labels.iter().all(|(key, want)| {
+                set.split(',').any(|pair| {
+                    pair.strip_prefix(key).and_then(|p| p.strip_prefix("=\""))
+                        == Some(&format!("{want}\""))
+                })
+            });
+            let value = value.trim().parse::<f64>().ok()?;
+            all.then_some(value as u64)
+        })
+        .sum()
+}
+
 /// Decrements the open-connections gauge when dropped.
 #[derive(Debug)]
 pub struct ConnectionGuard<'a>(&'a Metrics);

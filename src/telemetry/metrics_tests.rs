@@ -113,3 +113,28 @@ fn requests_feed_the_counters_by_listener() {
     // Only the listeners a request came through have series.
     assert!(!text.contains("cache=\"MISS\",via=\"mirror\""), "{text}");
 }
+
+#[test]
+fn series_are_summed_by_name_and_labels() {
+    let m = Metrics::new();
+    m.record(Via::Fleet, CacheStatus::Hit, 10);
+    m.record(Via::Fleet, CacheStatus::Hit, 10);
+    m.record(Via::Fleet, CacheStatus::Miss, 10);
+    m.record(Via::Proxy, CacheStatus::Hit, 10);
+    m.peer_read();
+    let text = m.encode();
+    assert_eq!(
+        sum_series(&text, "hoard_requests_total", &[("via", "fleet")]),
+        3
+    );
+    let hits = [("via", "fleet"), ("cache", "HIT")];
+    assert_eq!(sum_series(&text, "hoard_requests_total", &hits), 2);
+    assert_eq!(sum_series(&text, "hoard_requests_total", &[]), 4);
+    assert_eq!(sum_series(&text, "hoard_fleet_peer_reads_total", &[]), 1);
+    assert_eq!(
+        sum_series(&text, "hoard_fleet_peer_reads", &[]),
+        0,
+        "a name is whole"
+    );
+    assert_eq!(sum_series("garbage\n{}\n", "hoard_requests_total", &[]), 0);
+}

@@ -8,6 +8,7 @@ pub mod metrics;
 pub use activity::Activity;
 pub use metrics::{
     AuthFailure, ConnectionRefused, FillSkipped, Metrics, PeerFailure, TierRead, TierWrite,
+    sum_series,
 };
 
 use crate::http::CacheStatus;

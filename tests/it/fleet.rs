@@ -166,6 +166,32 @@ async fn ten_clients_on_three_nodes_make_one_registry_get_per_blob() {
         page.contains(" duplicate fetches from the registry"),
         "{page}"
     );
+    // And the fleet's figures: every node's counters, read from its peer endpoint, in all.
+    let total = "<tr id=\"fleet-total\"><td>fleet (3 of 3 nodes)</td>";
+    let at = page
+        .find(total)
+        .unwrap_or_else(|| panic!("no fleet total in {page}"));
+    let cells: Vec<u64> = page[at + total.len()..]
+        .split("</tr>")
+        .next()
+        .unwrap()
+        .split("<td>")
+        .filter_map(|cell| cell.trim_end_matches("</td>").parse().ok())
+        .collect();
+    // owner misses, owner hits, read from owners, duplicates, tier hits and uploads, registry
+    // requests
+    assert_eq!(cells.len(), 7, "{page}");
+    assert_eq!(
+        cells[2], peer_reads,
+        "the fleet's reads from owners: {page}"
+    );
+    assert_eq!(
+        cells[0] + cells[1],
+        peer_reads,
+        "each read answered by an owner: {page}"
+    );
+    assert!(cells[0] >= 3, "the owners fetched the blobs: {page}");
+    assert_eq!(cells[3], 0, "{page}");
 }
 
 #[tokio::test]
@@ -433,6 +459,30 @@ async fn the_peer_endpoint_refuses_strangers_and_registries_it_does_not_serve() 
     let got = ask(bad, Some(signed), "mirror").await.unwrap();
     assert_eq!(got.status(), 400, "a bad digest");
     assert_eq!(registry.seen().len(), 0, "nothing was fetched");
+
+    // A node's metrics, for the fleet's figures: to a signed request only.
+    let got = client
+        .get(format!("{endpoint}/fleet/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 401);
+    assert!(got.headers().contains_key("hoard-fleet-refused"));
+    let signed = signature(SECRET.as_bytes(), "GET", "/fleet/metrics", "stats", now());
+    let got = client
+        .get(format!("{endpoint}/fleet/metrics"))
+        .header("hoard-fleet-mode", "stats")
+        .header("hoard-fleet-signature", signed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert!(
+        got.text()
+            .await
+            .unwrap()
+            .contains("# TYPE hoard_requests counter")
+    );
 
     // And a peer that signs right gets the blob.
     let signed = signature(SECRET.as_bytes(), "GET", &path, "mirror", now());
