@@ -81,10 +81,24 @@ for i in $(seq $LAYERS); do push_blob "$WORK/files/layer$i" "${DIGESTS[$((i - 1)
 LINK_PORT=$(free_port)
 start_link link "$LINK_PORT" "$LINK"
 
-# Bytes of blob GETs the registry has sent so far (its access log: the combined format's size).
+# Bytes of blob GETs the registry has sent so far (its access log: the combined format's size;
+# summed as a float: mawk's %d stops at 2^31). A line is written when its request ends, so a run's
+# bytes are read after its nodes have stopped, once the log has stopped growing.
 upstream_bytes() {
     awk '/"GET \/v2\/[^ ]*\/blobs\/sha256:/ { for (i = 1; i < NF; i++) if ($i ~ /^[0-9][0-9][0-9]$/ && $(i + 1) ~ /^[0-9]+$/ && $(i - 1) ~ /HTTP\/[0-9.]+"$/) { s += $(i + 1); break } }
-         END { printf "%d", s }' "$UP_LOG"
+         END { printf "%.0f", s }' "$UP_LOG"
+}
+
+upstream_settled() {
+    local a b i
+    b=$(upstream_bytes)
+    for i in $(seq 50); do
+        sleep 0.2
+        a=$(upstream_bytes)
+        [ "$a" = "$b" ] && break
+        b=$a
+    done
+    echo "$b"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -207,10 +221,10 @@ for run in $(seq "$RUNS"); do
     log "run $run of $RUNS: cold burst through one node"
     sync
     start_node "one-$run"; P1=$PID; M1=$MIRROR
-    before=$(upstream_bytes)
+    before=$(upstream_settled)
     burst "one-$run" "$M1"
-    add one_s "$SECS"; add one_up $(($(upstream_bytes) - before))
     stop_nodes $P1
+    add one_s "$SECS"; add one_up $(($(upstream_settled) - before))
 
     log "run $run of $RUNS: cold burst through three nodes in a fleet"
     sync
@@ -218,19 +232,19 @@ for run in $(seq "$RUNS"); do
     FLEET=$(printf '"%s", ' "${peers[@]}"); FLEET=${FLEET%, }
     pids=(); mirrors=()
     for n in 0 1 2; do start_node "fleet-$run-$n" "${peers[$n]}"; pids+=($PID); mirrors+=($MIRROR); done
-    before=$(upstream_bytes)
+    before=$(upstream_settled)
     burst "fleet-$run" "${mirrors[@]}"
-    add fleet_s "$SECS"; add fleet_up $(($(upstream_bytes) - before))
     stop_nodes "${pids[@]}"
+    add fleet_s "$SECS"; add fleet_up $(($(upstream_settled) - before))
 
     log "run $run of $RUNS: cold burst through three nodes alone (no fleet)"
     sync
     pids=(); mirrors=()
     for n in 0 1 2; do start_node "alone-$run-$n"; pids+=($PID); mirrors+=($MIRROR); done
-    before=$(upstream_bytes)
+    before=$(upstream_settled)
     burst "alone-$run" "${mirrors[@]}"
-    add alone_s "$SECS"; add alone_up $(($(upstream_bytes) - before))
     stop_nodes "${pids[@]}"
+    add alone_s "$SECS"; add alone_up $(($(upstream_settled) - before))
 done
 
 # ---------------------------------------------------------------------------------------------
@@ -267,10 +281,10 @@ log "cold fills of a node on an empty disk: from the tier, from the registry"
 for run in $(seq "$RUNS"); do
     sync
     start_node "from-tier-$run" "" fleet; P=$PID
-    before=$(upstream_bytes)
+    before=$(upstream_settled)
     burst "from-tier-$run" "$MIRROR"
-    add tier_fill_s "$SECS"; add tier_fill_up $(($(upstream_bytes) - before))
     stop_nodes $P
+    add tier_fill_s "$SECS"; add tier_fill_up $(($(upstream_settled) - before))
     sync
     start_node "from-registry-$run"; P=$PID
     burst "from-registry-$run" "$MIRROR"

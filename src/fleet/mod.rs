@@ -355,3 +355,56 @@ pub(crate) struct PeerStatus {
 fn is_local(addr: &SocketAddr) -> bool {
     std::net::TcpListener::bind((addr.ip(), 0)).is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dns_fleet(self_addr: Option<&str>) -> Fleet {
+        let config = config::Fleet {
+            peers: Peers::Dns {
+                host: "hoard-peers.test".into(),
+                port: 3129,
+            },
+            self_addr: self_addr.map(str::to_owned),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            secret: Secret(Arc::from(&b"0123456789abcdef"[..])),
+            peer_timeout: Duration::from_secs(1),
+        };
+        Fleet::new(&config, Arc::default())
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[tokio::test]
+    async fn a_dns_name_becomes_the_ring_and_this_node_is_the_address_it_can_bind() {
+        let fleet = dns_fleet(None);
+        // Before the name resolves, this node owns everything.
+        assert_eq!(fleet.owner("sha256:00"), None);
+        // 192.0.2.0/24 is documentation space: no host has it, so it cannot be bound here.
+        fleet.resolved(vec![addr("192.0.2.7:3129"), addr("127.0.0.1:3129")]);
+        let peers = fleet.peers();
+        let names: Vec<_> = peers.iter().map(|p| (p.name.as_str(), p.me)).collect();
+        assert_eq!(names, [("127.0.0.1:3129", true), ("192.0.2.7:3129", false)]);
+        // Some keys are the other node's now.
+        let other = (0..100)
+            .filter_map(|i| fleet.owner(&format!("sha256:{i:064x}")))
+            .collect::<Vec<_>>();
+        assert!(!other.is_empty() && other.iter().all(|o| o == "192.0.2.7:3129"));
+    }
+
+    #[tokio::test]
+    async fn fleet_self_wins_over_the_address_test() {
+        let fleet = dns_fleet(Some("192.0.2.7:3129"));
+        fleet.resolved(vec![addr("192.0.2.7:3129"), addr("127.0.0.1:3129")]);
+        let me: Vec<_> = fleet
+            .peers()
+            .into_iter()
+            .filter(|p| p.me)
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(me, ["192.0.2.7:3129"]);
+    }
+}
