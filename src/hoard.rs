@@ -3,11 +3,12 @@
 //! swaps the configuration and, when their settings changed, the upstream clients.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 
+use crate::access::limits::Limits as ConnectionLimits;
 use crate::access::{FillSlots, ProxyAuth};
 use crate::config::Config;
 use crate::fleet::Fleet;
@@ -44,6 +45,8 @@ pub struct Hoard {
     pub(crate) fleet: Option<Arc<Fleet>>,
     /// The S3-API bucket the fleet shares (`[store.s3]`); `None`: off.
     pub(crate) tier: Option<Arc<S3Tier>>,
+    /// Each listener's connection limits, so that a shutdown can close idle connections.
+    listeners: Mutex<Vec<Arc<ConnectionLimits>>>,
 }
 
 /// The time hoard judges a tag's freshness by: the system's, plus an offset that only tests move
@@ -96,6 +99,25 @@ impl Hoard {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Registers a listener's connection limits (each listener calls it once, at start).
+    pub(crate) fn listening(&self, limits: &Arc<ConnectionLimits>) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(limits.clone());
+    }
+
+    /// Closes every client connection with no request in flight, on every listener; a shutdown
+    /// does it over and over, as the others finish theirs.
+    pub fn close_idle_connections(&self) -> usize {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|limits| limits.close_idle())
+            .sum()
     }
 
     /// Puts a reloaded configuration in force for the requests that follow. When the upstream
@@ -165,6 +187,7 @@ impl Hoard {
             clock: Clock::default(),
             fleet,
             tier,
+            listeners: Mutex::default(),
         })
     }
 }

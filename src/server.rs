@@ -110,8 +110,9 @@ impl Server {
         Ok(())
     }
 
-    /// Stops accepting connections and lets the ones open finish, and the fills they started
-    /// reach the store, for at most `grace`.
+    /// Stops accepting connections, closes the ones with no request in flight, and lets the
+    /// others finish their requests, and the fills they started reach the store, for at most
+    /// `grace`.
     pub async fn shutdown(mut self, grace: std::time::Duration) {
         if let Some(task) = self.task.take() {
             task.abort();
@@ -123,7 +124,13 @@ impl Server {
                 self.fills_in_progress(),
             )
         };
-        while busy() != (0, 0) && tokio::time::Instant::now() < deadline {
+        // Connections waiting for their next request close now, and the others as soon as
+        // their requests end (a keep-alive client, a fleet peer's pooled connection).
+        while {
+            self.hoard.close_idle_connections();
+            busy() != (0, 0)
+        } && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         match busy() {

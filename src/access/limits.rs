@@ -155,6 +155,23 @@ impl Limits {
         admitted
     }
 
+    /// Closes every connection with no request in flight (at shutdown: a keep-alive connection
+    /// that waits for its next request, a fleet peer's pooled one, would otherwise hold the
+    /// shutdown for its whole grace). Returns how many.
+    pub fn close_idle(&self) -> usize {
+        let mut state = self.lock();
+        let idle: Vec<u64> = state
+            .by_age
+            .iter()
+            .filter(|(_, (_, shared))| shared.try_evict())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &idle {
+            state.forget(*id);
+        }
+        idle.len()
+    }
+
     /// Connections open now.
     #[cfg(test)]
     pub fn open(&self) -> usize {

@@ -63,6 +63,7 @@ pub(crate) async fn serve(
 ) {
     let config = hoard.config();
     let limits = Limits::new(config.max_connections, config.max_connections_per_client);
+    hoard.listening(&limits);
     drop(config);
     accept(
         listener,

@@ -63,6 +63,7 @@ impl Answer for FromPeers {
 pub(crate) async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
     let config = hoard.config();
     let limits = Limits::new(config.max_connections, config.max_connections);
+    hoard.listening(&limits);
     drop(config);
     super::accept(
         listener,

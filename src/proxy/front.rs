@@ -35,6 +35,7 @@ pub async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
     tracing::info!(addr = %hoard.config().listen, "hoard listening");
     let config = hoard.config();
     let limits = Limits::new(config.max_connections, config.max_connections_per_client);
+    hoard.listening(&limits);
     drop(config);
     loop {
         let (stream, peer, ticket) = admitted(&listener, &limits, &hoard.metrics).await;

@@ -190,7 +190,11 @@ async fn ten_clients_on_three_nodes_make_one_registry_get_per_blob() {
         peer_reads,
         "each read answered by an owner: {page}"
     );
-    assert!(cells[0] >= 3, "the owners fetched the blobs: {page}");
+    assert_eq!(
+        cells[6],
+        registry.seen().len() as u64,
+        "the fleet's registry requests are what the registry saw: {page}"
+    );
     assert_eq!(cells[3], 0, "{page}");
 }
 
@@ -525,4 +529,38 @@ fn counter(metrics: &str, name: &str) -> u64 {
         .lines()
         .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_node_stops_at_once_though_its_peers_hold_pooled_connections_to_it() {
+    init();
+    let registry = Registry::start().await;
+    let plan = Plan::new(2);
+    let reader = plan.start(&registry, 0).await;
+    let owner = plan.start(&registry, 1).await;
+    let (digest, bytes) = loop {
+        let bytes = fresh_blob(64 << 10);
+        let digest = sha256(&bytes);
+        if reader.server.fleet_owner(&digest).as_deref() == Some(plan.peers[1].as_str()) {
+            registry.add_blob(bytes.clone());
+            break (digest, bytes);
+        }
+    };
+    let got = pull(
+        &reqwest::Client::builder().no_proxy().build().unwrap(),
+        &reader.mirror_url(),
+        &format!("/v2/p/app/blobs/{digest}"),
+    )
+    .await;
+    assert_eq!(got.bytes().await.unwrap(), bytes);
+    // The reader keeps its connection to the owner's peer endpoint in its pool, idle: the
+    // owner's shutdown closes it instead of waiting out the grace.
+    let grace = Duration::from_secs(30);
+    let started = std::time::Instant::now();
+    owner.server.shutdown(grace).await;
+    assert!(
+        started.elapsed() < grace / 3,
+        "the shutdown waited {:?} for an idle connection",
+        started.elapsed()
+    );
 }
