@@ -69,14 +69,11 @@ async fn ten_clients_on_three_nodes_make_one_registry_get_per_blob() {
     for i in 0..3 {
         nodes.push(plan.start(&registry, i).await);
     }
-    let layers: Vec<_> = (0..3).map(|_| fresh_blob(768 << 10)).collect();
-    let digests: Vec<String> = layers
-        .iter()
-        .map(|b| registry.add_blob(b.clone()))
-        .collect();
-    let sizes: Vec<_> = digests.iter().map(|d| (d.as_str(), 768 << 10)).collect();
-    let manifest = Registry::manifest_json(&sizes, "fleet");
-    registry.add_manifest("team/app", "v1", DOCKER_V2, manifest.clone());
+    let Image {
+        layers,
+        digests,
+        manifest,
+    } = registry.add_image("team/app", "v1", 3, 768 << 10, "fleet");
     // Slow enough that every client asks while the fills still run.
     registry.set_mode(Mode::Slow {
         chunk: 64 << 10,

@@ -457,7 +457,7 @@ mod in_the_fill_path {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::common::{DOCKER_V2, Mode, Proxy, REGISTRY, Registry, init};
+    use crate::common::{Image, Mode, Proxy, REGISTRY, Registry, init};
 
     const MIRROR: &str = "listen = \"127.0.0.1:0\"";
 
@@ -500,14 +500,11 @@ mod in_the_fill_path {
             return;
         };
         let registry = Registry::start().await;
-        let layers: Vec<Bytes> = (0..2).map(|_| fresh_blob(300 << 10)).collect();
-        let digests: Vec<String> = layers
-            .iter()
-            .map(|l| registry.add_blob(l.clone()))
-            .collect();
-        let sizes: Vec<_> = digests.iter().map(|d| (d.as_str(), 300 << 10)).collect();
-        let manifest = Registry::manifest_json(&sizes, "tier");
-        registry.add_manifest("team/app", "v1", DOCKER_V2, manifest.clone());
+        let Image {
+            layers,
+            digests,
+            manifest,
+        } = registry.add_image("team/app", "v1", 2, 300 << 10, "tier");
 
         let a = node(&registry, &seaweed, "fleet").await;
         let got = pull(&a, "/v2/team/app/manifests/v1").await;

@@ -19,7 +19,7 @@ use sha2::Digest as _;
 pub use echo::echo_server;
 pub use process::{HOARD_BIN, HoardProcess, assert_config_error, serve_with};
 pub use proxy::{Proxy, ProxyBuilder, client_builder_via, client_via};
-pub use registry::{Mode, Registry, Seen};
+pub use registry::{Image, Mode, Registry, Seen};
 pub use tls::TestCa;
 pub use wire::{connect_from, raw, raw_head, raw_whole, read_some};
 

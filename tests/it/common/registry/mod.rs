@@ -29,6 +29,13 @@ pub struct Seen {
     pub headers: http::HeaderMap,
 }
 
+/// An image [`Registry::add_image`] added: its layers, their digests and its manifest.
+pub struct Image {
+    pub layers: Vec<Bytes>,
+    pub digests: Vec<String>,
+    pub manifest: Bytes,
+}
+
 /// How blob GETs are answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -189,6 +196,28 @@ impl Registry {
             );
         }
         digest
+    }
+
+    /// Adds an image of `count` random layers of `size` bytes under `repo:tag` (a Docker v2
+    /// manifest naming them, `marker` in it).
+    pub fn add_image(
+        &self,
+        repo: &str,
+        tag: &str,
+        count: usize,
+        size: usize,
+        marker: &str,
+    ) -> Image {
+        let layers: Vec<Bytes> = (0..count).map(|_| super::fresh_blob(size)).collect();
+        let digests: Vec<String> = layers.iter().map(|l| self.add_blob(l.clone())).collect();
+        let sizes: Vec<_> = digests.iter().map(|d| (d.as_str(), size)).collect();
+        let manifest = Registry::manifest_json(&sizes, marker);
+        self.add_manifest(repo, tag, DOCKER_V2, manifest.clone());
+        Image {
+            layers,
+            digests,
+            manifest,
+        }
     }
 
     /// A manifest JSON naming `layers`, with a marker to make digests differ.
