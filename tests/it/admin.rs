@@ -11,12 +11,7 @@ fn admin_url(proxy: &Proxy, path: &str) -> String {
 }
 
 async fn metrics(proxy: &Proxy) -> String {
-    reqwest::get(admin_url(proxy, "/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    proxy.admin("/metrics").await
 }
 
 /// The value of a sample line `name{labels} value`, 0 if absent.

@@ -132,7 +132,7 @@ async fn ten_clients_on_three_nodes_make_one_registry_get_per_blob() {
     // The nodes that did not own a blob read it from the owner, and none fetched it twice.
     let mut peer_reads = 0;
     for node in &nodes {
-        let metrics = metrics(node).await;
+        let metrics = node.admin("/metrics").await;
         assert!(
             !metrics.contains("hoard_fleet_duplicate_fetches_total{"),
             "{metrics}"
@@ -141,13 +141,7 @@ async fn ten_clients_on_three_nodes_make_one_registry_get_per_blob() {
     }
     assert!(peer_reads >= 2 * 3, "{peer_reads} peer reads");
     // The status page lists the peers, this node among them, and what it read from owners.
-    let admin = nodes[0].server.admin_addr().unwrap();
-    let page = reqwest::get(format!("http://{admin}/"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = nodes[0].admin("/").await;
     assert!(page.contains("<table id=\"fleet\">"), "{page}");
     for peer in &plan.peers {
         assert!(
@@ -274,7 +268,7 @@ async fn a_node_whose_owner_dies_mid_blob_gets_the_rest_from_the_registry() {
     .await;
     assert_eq!(got.status(), 200);
     assert_eq!(&got.bytes().await.unwrap(), bytes);
-    let metrics = metrics(&node).await;
+    let metrics = node.admin("/metrics").await;
     for reason in ["broken", "unreachable"] {
         let series = format!("hoard_fleet_duplicate_fetches_total{{reason=\"{reason}\"}} 1");
         assert!(metrics.contains(&series), "no {series} in\n{metrics}");
@@ -508,16 +502,6 @@ fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-async fn metrics(node: &Proxy) -> String {
-    let admin = node.server.admin_addr().unwrap();
-    reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 /// The value of an unlabelled counter in an exposition.

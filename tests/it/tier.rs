@@ -553,7 +553,7 @@ mod in_the_fill_path {
         for (digest, layer) in digests.iter().zip(&layers) {
             assert_eq!(&std::fs::read(b.blob_path(digest)).unwrap(), layer);
         }
-        let metrics = metrics(&b).await;
+        let metrics = b.admin("/metrics").await;
         let hits = "hoard_tier_reads_total{result=\"hit\"} 4";
         assert!(
             metrics.contains(hits),
@@ -563,13 +563,7 @@ mod in_the_fill_path {
             !metrics.contains("hoard_tier_writes_total{result=\"created\"}"),
             "{metrics}"
         );
-        let admin = b.server.admin_addr().unwrap();
-        let page = reqwest::get(format!("http://{admin}/"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = b.admin("/").await;
         assert!(
             page.contains("<tr><td>reads</td><td>4</td><td>0</td>"),
             "the status page counts the tier's reads: {page}"
@@ -634,7 +628,7 @@ mod in_the_fill_path {
         let (bytes, _, err) = drain(body).await;
         assert!(err.is_none(), "{err:?}");
         assert_eq!(bytes, blob);
-        let metrics = metrics(&node).await;
+        let metrics = node.admin("/metrics").await;
         assert!(
             metrics.contains("hoard_tier_reads_total{result=\"corrupt\"} 1"),
             "{metrics}"
@@ -647,15 +641,5 @@ mod in_the_fill_path {
 
     fn digest_of_text(text: &str) -> Digest {
         Digest::parse(text).unwrap()
-    }
-
-    async fn metrics(node: &Proxy) -> String {
-        let admin = node.server.admin_addr().unwrap();
-        reqwest::get(format!("http://{admin}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
     }
 }

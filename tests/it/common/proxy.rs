@@ -81,6 +81,17 @@ impl Proxy {
     }
 
     /// `http://<mirror address>`: the plain-HTTP mirror listener.
+    /// The body of a GET of `path` on the admin listener (`/metrics`, `/` …).
+    pub async fn admin(&self, path: &str) -> String {
+        let admin = self.server.admin_addr().unwrap();
+        reqwest::get(format!("http://{admin}{path}"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn mirror_url(&self) -> String {
         let addr = self.server.mirror_addr().expect("the mirror listener runs");
         format!("http://{addr}")
