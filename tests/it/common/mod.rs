@@ -67,14 +67,31 @@ pub fn fresh_blob(len: usize) -> Bytes {
     random_bytes(len, u64::from(SEED.fetch_add(1, Ordering::Relaxed)) * 7919)
 }
 
-/// A loopback port that was free a moment ago (hoard binds it with SO_REUSEADDR, so a restart
-/// can take it again right after a kill).
+/// Where [`free_port`] looks next (each pick moves on, so no two picks of this process meet).
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// A loopback port that was free a moment ago, for a server the test starts later (hoard binds it
+/// with SO_REUSEADDR, so a restart can take it again right after a kill). Picked below the
+/// kernel's ephemeral range: a port there can become the local end of an outgoing connection
+/// between the pick and the bind (SeaweedFS failed to start on one that way).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    const LOW: u16 = 20_000;
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|first| *first > LOW + 1_000)
+        .unwrap_or(32_768);
+    let span = high - LOW;
+    // Processes of the suite at once (a test's own `hoard` runs, another `cargo test`) start
+    // apart.
+    let start = (std::process::id() % u32::from(span)) as u16;
+    loop {
+        let step = NEXT_PORT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = LOW + (start + step) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Total size of the files under `dir`, recursively.

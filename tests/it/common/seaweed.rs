@@ -7,7 +7,6 @@
 //! (`~/.cache/hoard-ci/seaweedfs-<SEAWEEDFS_VERSION>/bin/weed`), else `weed` on `PATH`. Without it the tests
 //! print `skipped:` and pass, unless `CI=true`: then they fail.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -78,16 +77,8 @@ impl Seaweed {
         )
         .unwrap();
         // Every listener gets a port of its own (the defaults would clash between tests, and
-        // gRPC's default of port + 10000 can pass 65535). The listeners are held until all are
-        // picked, so no two picks are the same.
-        let holders: Vec<TcpListener> = (0..10)
-            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let ports: Vec<u16> = holders
-            .iter()
-            .map(|l| l.local_addr().unwrap().port())
-            .collect();
-        drop(holders);
+        // gRPC's default of port + 10000 can pass 65535).
+        let ports: Vec<u16> = (0..10).map(|_| super::free_port()).collect();
         let names = [
             "master.port",
             "master.port.grpc",
