@@ -132,16 +132,12 @@ pub(super) fn open_mirror_check(
     allow_list: bool,
     open: bool,
 ) -> Result<(), ConfigError> {
-    if listen.ip().is_loopback() || users || allow_list || open {
-        return Ok(());
-    }
-    Err(ConfigError::Invalid {
-        key: "mirror.listen",
-        message: format!(
-            "listening on {listen} without proxy.auth_file or proxy.allow_clients would open \
-             the cache to anyone who can reach it (set proxy.open = true if that is intended)"
-        ),
-    })
+    super::validate::guard_check(
+        "mirror.listen",
+        listen,
+        users || allow_list || open,
+        "open the cache to anyone who can reach it (set proxy.open = true if that is intended)",
+    )
 }
 
 /// `mirror.names`, lowercase: DNS names or IP addresses a minted leaf can carry.

@@ -111,14 +111,29 @@ pub(super) fn open_proxy_check(
     allow_list: bool,
     open: bool,
 ) -> Result<(), ConfigError> {
-    if listen.ip().is_loopback() || users || allow_list || open {
+    guard_check(
+        "proxy.listen",
+        listen,
+        users || allow_list || open,
+        "make hoard an open proxy; set one of them (or proxy.open = true)",
+    )
+}
+
+/// Refuses a listener (`key`) on `listen` beyond loopback unless `guarded` (proxy logins, a
+/// client allow-list, or `proxy.open` saying it is intended): it would `harm`.
+pub(super) fn guard_check(
+    key: &'static str,
+    listen: SocketAddr,
+    guarded: bool,
+    harm: &str,
+) -> Result<(), ConfigError> {
+    if listen.ip().is_loopback() || guarded {
         return Ok(());
     }
     Err(ConfigError::Invalid {
-        key: "proxy.listen",
+        key,
         message: format!(
-            "listening on {listen} without proxy.auth_file or proxy.allow_clients would \
-             make hoard an open proxy; set one of them (or proxy.open = true)"
+            "listening on {listen} without proxy.auth_file or proxy.allow_clients would {harm}"
         ),
     })
 }

@@ -95,6 +95,14 @@ pub enum PeerFailure {
 }
 
 impl PeerFailure {
+    /// Every reason.
+    pub const ALL: [PeerFailure; 4] = [
+        PeerFailure::Unreachable,
+        PeerFailure::Timeout,
+        PeerFailure::Refused,
+        PeerFailure::Broken,
+    ];
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -550,19 +558,14 @@ impl Metrics {
 
     /// What this node read from owners, and asked the registry for instead, since start.
     pub fn fleet_counts(&self) -> (u64, u64) {
-        let duplicates = [
-            PeerFailure::Unreachable,
-            PeerFailure::Timeout,
-            PeerFailure::Refused,
-            PeerFailure::Broken,
-        ]
-        .into_iter()
-        .map(|reason| {
-            self.duplicate_fetches
-                .get_or_create(&PeerFailureLabel { reason })
-                .get()
-        })
-        .sum();
+        let duplicates = PeerFailure::ALL
+            .into_iter()
+            .map(|reason| {
+                self.duplicate_fetches
+                    .get_or_create(&PeerFailureLabel { reason })
+                    .get()
+            })
+            .sum();
         (self.peer_reads.get(), duplicates)
     }
 

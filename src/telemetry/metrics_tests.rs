@@ -63,8 +63,7 @@ fn the_exposition_text_is_unchanged() {
     [FarRange, MaxFills, MaxFillsPerClient]
         .into_iter()
         .for_each(|r| m.fill_skipped(r));
-    use PeerFailure::*;
-    [Unreachable, Timeout, Refused, Broken]
+    PeerFailure::ALL
         .into_iter()
         .for_each(|r| m.duplicate_fetch(r));
     m.set_peers(2, 1);

@@ -14,13 +14,6 @@ async fn metrics(proxy: &Proxy) -> String {
     proxy.admin("/metrics").await
 }
 
-/// The value of a sample line `name{labels} value`, 0 if absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn metrics_move_with_a_miss_a_hit_and_a_tunnel() {
     init();

@@ -137,7 +137,7 @@ async fn ten_clients_on_three_nodes_make_one_registry_get_per_blob() {
             !metrics.contains("hoard_fleet_duplicate_fetches_total{"),
             "{metrics}"
         );
-        peer_reads += counter(&metrics, "hoard_fleet_peer_reads_total");
+        peer_reads += sample(&metrics, "hoard_fleet_peer_reads_total") as u64;
     }
     assert!(peer_reads >= 2 * 3, "{peer_reads} peer reads");
     // The status page lists the peers, this node among them, and what it read from owners.
@@ -502,14 +502,6 @@ fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-/// The value of an unlabelled counter in an exposition.
-fn counter(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test]

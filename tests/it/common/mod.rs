@@ -94,6 +94,13 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// The value of a sample line `name{labels} value` in a metrics exposition, 0 if absent.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Total size of the files under `dir`, recursively.
 pub fn disk_usage(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
