@@ -12,18 +12,12 @@ use crate::access::limits::Limits as ConnectionLimits;
 use crate::access::{FillSlots, ProxyAuth};
 use crate::config::Config;
 use crate::fleet::Fleet;
-use crate::store::{Flights, Limits, Store};
+use crate::store::{Limits, Store};
 use crate::telemetry::Metrics;
 use crate::tier::S3Tier;
 use crate::tls::{CertificateAuthority, root_store};
+use crate::upstream::Upstream;
 use crate::upstream::auth::RegistryAuth;
-use crate::upstream::{RESPONSE_TIMEOUT, Upstream};
-
-/// How long a request waits for another that asks the upstream the same thing before it asks
-/// alone: the upstream's response timeout (20 s) and 5 s for the leader to read a manifest (4 MiB
-/// at most) and store it. A leader that needs longer (a token round trip, a HEAD then a GET) is
-/// not waited for past that.
-const FOLLOWER_WAIT: Duration = RESPONSE_TIMEOUT.saturating_add(Duration::from_secs(5));
 
 /// Everything a connection needs, shared by all of them.
 #[derive(Debug)]
@@ -35,7 +29,6 @@ pub struct Hoard {
     pub store: Store,
     upstream: RwLock<Arc<Upstream>>,
     pub metrics: Arc<Metrics>,
-    pub flights: Flights,
     pub registry_auth: Arc<RegistryAuth>,
     /// Blob fills running, against `cache.max_fills` and `cache.max_fills_per_client`.
     pub fill_slots: FillSlots,
@@ -181,7 +174,6 @@ impl Hoard {
             store,
             upstream: RwLock::new(Arc::new(upstream)),
             metrics,
-            flights: Flights::new(FOLLOWER_WAIT),
             registry_auth: Arc::default(),
             fill_slots: FillSlots::default(),
             clock: Clock::default(),

@@ -27,9 +27,11 @@ use crate::telemetry::{Metrics, PeerFailure};
 
 mod ring;
 pub(crate) mod sign;
+mod trace;
 
 pub(crate) use ring::Ring;
 pub(crate) use sign::Signed;
+pub(crate) use trace::{TRACEPARENT, TraceParent};
 
 /// The header a peer endpoint puts on a refusal of its own (as opposed to a registry's answer it
 /// relays): the requester then asks the registry itself.
@@ -37,10 +39,6 @@ pub(crate) const REFUSED: &str = "hoard-fleet-refused";
 
 /// The header that says how the requester reaches the registry (signed with the request).
 pub(crate) const MODE: &str = "hoard-fleet-mode";
-
-/// Marks a response that came from the owner peer, not the registry.
-#[derive(Debug, Clone)]
-pub(crate) struct FromOwner(pub String);
 
 /// Where a peer endpoint serves its node's metrics to the other peers (signed, mode
 /// [`STATS`]).
@@ -170,11 +168,7 @@ impl Fleet {
     ) -> Result<Response<Incoming>, PeerError> {
         let result = self
             .request(peer, method, path_and_query, mode, headers)
-            .await
-            .map(|mut response| {
-                response.extensions_mut().insert(FromOwner(peer.to_owned()));
-                response
-            });
+            .await;
         match &result {
             Ok(_) => self.metrics.peer_read(),
             Err(err) => self.metrics.duplicate_fetch(err.kind()),

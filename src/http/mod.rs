@@ -1,10 +1,11 @@
-//! HTTP vocabulary shared by every listener and the upstream client: the body type, hoard-made
+//! HTTP vocabulary shared by every listener and the upstream client: the body types, hoard-made
 //! responses, hop-by-hop and digest headers, Basic credentials, the cache status a response
 //! carries, the idle timeout for client connections and h2 write batching.
 
 mod basic;
 mod body;
 mod cache_status;
+mod channel;
 mod headers;
 pub(crate) mod idle;
 mod response;
@@ -13,6 +14,7 @@ pub(crate) mod write_batch;
 pub use basic::{basic_credentials, basic_header};
 pub(crate) use body::{Body, BoxError, empty_body, full_body};
 pub(crate) use cache_status::CacheStatus;
+pub(crate) use channel::{ChannelBody, Chunk, Piece};
 pub(crate) use headers::{
     API_VERSION, DOCKER_CONTENT_DIGEST, insert_digest_headers, strip_hop_by_hop, upstream_headers,
 };

@@ -28,6 +28,16 @@ pub enum Route {
 }
 
 impl Route {
+    /// The repository the call names, if it names one.
+    pub fn repo(&self) -> Option<&str> {
+        match self {
+            Route::Blob { repo, .. }
+            | Route::Manifest { repo, .. }
+            | Route::Referrers { repo, .. } => Some(repo),
+            Route::Ping | Route::Other | Route::Invalid(_) => None,
+        }
+    }
+
     /// Classifies a request path (without the query string).
     pub fn parse(path: &str) -> Route {
         if path == "/v2/" || path == "/v2" {

@@ -3,7 +3,6 @@
 //! upstream's bytes as they arrive, and every request that comes while the fill runs reads the
 //! growing temp file. No client of a corrupt fill sees a complete body.
 
-use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use http::header::{
@@ -14,19 +13,18 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use tokio::sync::{mpsc, watch};
-use tokio::time::timeout_at;
+use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use super::Target;
-use super::fill::{ChannelBody, Chunk, alone, miss};
-use super::forward::{forward, pull};
+use super::fill::{Filled, alone, miss};
+use super::forward::{forward, pull_request};
+use super::source::{FOLLOWER_WAIT, Sources};
 
-use crate::hoard::Hoard;
-use crate::http::{Body, BoxError, CacheStatus, empty_body, error, insert_digest_headers};
+use crate::http::insert_digest_headers;
+use crate::http::{Body, BoxError, CacheStatus, ChannelBody, Chunk, empty_body, error};
 use crate::oci::{Digest, span};
 use crate::store::{
-    BlobHit, BlobLookup, FileChunks, FillState, Flight, FlightKey, Joined, Progress, chunk_len,
-    read_at,
+    BlobHit, FileChunks, FlightState, Joined, Lookup, Progress, chunk_len, read_at,
 };
 
 /// Read size for serving blobs from disk: 256 KiB keeps syscalls few and TLS records full.
@@ -36,85 +34,74 @@ const FILE_CHUNK: usize = 256 << 10;
 /// instead of waiting: at a typical 50 MiB/s, 64 MiB is over a second of waiting.
 const RANGE_WAIT_AHEAD: u64 = 64 << 20;
 
-/// Answers `GET` or `HEAD` for `/v2/<name>/blobs/<digest>`. A request that finds the blob being
-/// filled follows the fill; one that waits longer than a flight's follower for the fill to start
-/// gets the blob from the upstream alone.
+/// Fills a request follows before it fetches the blob alone: a fill that never starts is taken
+/// over, and so may be the one that took its place.
+const FOLLOW_ROUNDS: usize = 3;
+
+/// Answers `GET` or `HEAD` for `/v2/<name>/blobs/<digest>`: from the store, from a fill in
+/// progress, or by leading the blob's flight and filling it. A follower whose fill has not
+/// started within [`FOLLOWER_WAIT`] takes the fill over.
 pub(super) async fn blob(
     request: Request<Incoming>,
-    target: &Target,
-    hoard: &Hoard,
-    digest: Digest,
+    sources: &Sources<'_>,
+    digest: &Digest,
 ) -> Response<Body> {
+    let hoard = sources.hoard;
     let range = request.headers().get(RANGE).cloned();
     if request.method() == Method::HEAD {
-        return match hoard.store.blob_length(&digest) {
-            Some(len) => head_response(&digest, len),
-            None => forward(request, target, hoard).await,
+        return match hoard.store.blob_length(digest) {
+            Some(len) => head_response(digest, len),
+            None => forward(request, sources.target, hoard).await,
         };
     }
-    let deadline = tokio::time::Instant::now() + hoard.flights.wait();
-    // A fill can end between looking and joining; a few rounds always settle it.
-    for _ in 0..3 {
-        let key = FlightKey::Blob(digest.clone());
-        let look = || async {
-            match hoard.store.find_blob(&digest).await {
-                Some(found) => ControlFlow::Break(found),
-                None => ControlFlow::Continue(()),
+    for _ in 0..FOLLOW_ROUNDS {
+        let follower = match hoard.store.lookup_blob(digest).await {
+            Lookup::Hit(hit) => {
+                return serve_stored(hit, digest, range.as_ref(), CacheStatus::Hit).await;
             }
+            Lookup::Lead { permit, .. } => match miss(&request, sources, digest, permit).await {
+                Filled::Response(response) => return response,
+                Filled::Follow(follower) => follower,
+            },
+            Lookup::Follow(follower) => follower,
         };
-        let found = match hoard.flights.join(key, look).await {
-            Flight::Found(found) => found,
-            // The leader: its fill is registered before the guard drops, so the requests that
-            // followed it find the fill when they look again.
-            Flight::Ask {
-                guard: Some(_leading),
-                ..
-            } => match hoard.store.begin_fill(&digest) {
-                Some(permit) => BlobLookup::Miss(permit),
+        let (file, progress, length) = match follower.join(Instant::now() + FOLLOWER_WAIT).await {
+            Joined::Reading {
+                file,
+                progress,
+                length,
+            } => (file, progress, length),
+            Joined::LookAgain => continue,
+            Joined::Failed => {
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    "the upstream download of this blob failed; try again",
+                );
+            }
+            Joined::Stalled(follower) => match hoard.store.take_over(follower) {
+                Some(permit) => match miss(&request, sources, digest, permit).await {
+                    Filled::Response(response) => return response,
+                    Filled::Follow(follower) => match follower.join(Instant::now()).await {
+                        Joined::Reading {
+                            file,
+                            progress,
+                            length,
+                        } => (file, progress, length),
+                        _ => continue,
+                    },
+                },
                 None => continue,
             },
-            Flight::Ask { guard: None, .. } => {
-                tracing::info!(%digest, "no fill of this blob started in time; fetched alone, not kept");
-                return alone(request, target, hoard, digest).await;
-            }
         };
-        match found {
-            BlobLookup::Hit(hit) => {
-                return serve_stored(hit, &digest, range.as_ref(), CacheStatus::Hit).await;
-            }
-            BlobLookup::Filling(follower) => {
-                let Ok(joined) = timeout_at(deadline, follower.join()).await else {
-                    tracing::info!(%digest, "the fill of this blob has not started in time; fetched alone, not kept");
-                    return alone(request, target, hoard, digest).await;
-                };
-                let (file, progress, length) = match joined {
-                    Joined::Reading {
-                        file,
-                        progress,
-                        length,
-                    } => (file, progress, length),
-                    Joined::LookAgain => continue,
-                    Joined::Failed => {
-                        return error(
-                            StatusCode::BAD_GATEWAY,
-                            "the upstream download of this blob failed; try again",
-                        );
-                    }
-                };
-                if let Some(response) =
-                    serve_growing(file, progress, length, range.as_ref(), &digest).await
-                {
-                    return response;
-                }
-                // Too far ahead to wait for: the range comes from the upstream.
-                return pull(request, target, hoard).await;
-            }
-            BlobLookup::Miss(permit) => {
-                return miss(request, target, hoard, digest, permit).await;
-            }
+        if let Some(response) = serve_growing(file, progress, length, range.as_ref(), digest).await
+        {
+            return response;
         }
+        // Too far ahead to wait for: the range comes from the upstream.
+        return pull_request(&request, sources).await;
     }
-    forward(request, target, hoard).await
+    tracing::info!(%digest, "no fill of this blob started in time; fetched alone, not kept");
+    alone(&request, sources, digest).await
 }
 
 fn head_response(digest: &Digest, len: u64) -> Response<Body> {
@@ -232,7 +219,7 @@ async fn follow(
             let p = progress.borrow_and_update();
             (p.state, p.visible)
         };
-        if state == FillState::Failed {
+        if state == FlightState::Failed {
             let _ = tx
                 .send(Err("the upstream download of this blob failed".into()))
                 .await;
@@ -255,7 +242,7 @@ async fn follow(
                 return; // the client went away
             }
         }
-        if pos >= end || (state == FillState::Done && pos >= visible) {
+        if pos >= end || (state == FlightState::Done && pos >= visible) {
             return;
         }
         if progress.changed().await.is_err() {

@@ -20,6 +20,7 @@ use tracing::{Instrument as _, Span};
 
 use crate::access::ClientAddr;
 use crate::access::limits::{Activity, Ending, Held, Ticket};
+use crate::fleet::{TRACEPARENT, TraceParent};
 use crate::hoard::Hoard;
 use crate::http::write_batch::Coalesce;
 use crate::http::{Body, BoxError, head_too_large, making_room};
@@ -98,7 +99,17 @@ where
                 "request",
                 method = %request.method(),
                 path = %request.uri().path(),
+                trace_id = tracing::field::Empty,
             );
+            // A fleet node asking its owner names the trace both nodes log.
+            if let Some(trace) = request
+                .headers()
+                .get(TRACEPARENT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(TraceParent::parse)
+            {
+                span.record("trace_id", tracing::field::display(trace.trace_id()));
+            }
             request.extensions_mut().insert(ClientAddr(peer.client));
             let (hoard, answer, busy) = (hoard.clone(), answer.clone(), ticket.busy());
             async move {

@@ -5,36 +5,25 @@
 //! `cache.max_fills_per_client`; past them a blob is streamed and verified but not kept.
 
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RANGE};
-use http::{Method, Request, Response, StatusCode};
-use http_body::Frame;
+use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
-use super::blobs::blob;
-use super::forward::pull;
-use super::forward::{forward, registry_send};
-use super::peer::Resume;
-use super::shared::{self, Shared, Source};
-use super::{Target, invalid_path, path_and_query};
+use super::forward::pull_request;
+use super::source::{Fetched, Provenance, Sources};
 
 use crate::access::{ClientAddr, FillSlot};
-use crate::hoard::Hoard;
-use crate::http::{
-    Body, BoxError, CacheStatus, insert_digest_headers, pass_through, upstream_headers,
-};
+use crate::http::{Body, ChannelBody, Chunk, Piece, insert_digest_headers, upstream_headers};
+use crate::http::{BoxError, CacheStatus};
 use crate::oci::{Digest, Hasher, far_range};
-use crate::store::{BlobWriter, FillPermit, Store};
+use crate::store::{BlobWriter, Follower, Permit, Store, StoreError};
 use crate::telemetry::{FillSkipped, Metrics};
-use crate::upstream::upstream_error;
 
 /// Chunks buffered between a fill and its first client (4 × 128 KiB).
 const FILL_CHANNEL: usize = 4;
@@ -49,22 +38,32 @@ const MOSTLY_DONE_TAIL: u64 = 4 << 20;
 /// How often a fill that nobody reads looks for a new reader while it waits.
 const READER_POLL: Duration = Duration::from_millis(20);
 
-/// A blob neither stored nor being filled. A range far into it goes upstream as a range; else
-/// this request fills it, within the fill limits. Past a limit, a whole GET is still streamed
-/// from the upstream and verified, but not kept: the upstream is read only as fast as the
-/// client reads and stops when the client goes, so a busy client costs no more than it reads.
+/// What the request that leads a blob's flight gets.
+pub(super) enum Filled {
+    /// Its response: the fill streamed to it, or an answer other than the blob.
+    Response(Response<Body>),
+    /// It asked for a range: the fill runs for the store, and it reads its range from the
+    /// growing file like any follower.
+    Follow(Follower),
+}
+
+/// A blob neither stored nor being filled, whose flight this request leads. A range far into it
+/// goes upstream as a range; else this request fills it, within the fill limits. Past a limit, a
+/// whole GET is still streamed from the upstream and verified, but not kept: the upstream is read
+/// only as fast as the client reads and stops when the client goes, so a busy client costs no
+/// more than it reads.
 pub(super) async fn miss(
-    request: Request<Incoming>,
-    target: &Target,
-    hoard: &Hoard,
-    digest: Digest,
-    permit: FillPermit,
-) -> Response<Body> {
+    request: &Request<Incoming>,
+    sources: &Sources<'_>,
+    digest: &Digest,
+    permit: Permit,
+) -> Filled {
+    let hoard = sources.hoard;
     let range = request.headers().get(RANGE);
     if range.is_some_and(far_range) {
         drop(permit); // requests that joined meanwhile look again
         hoard.metrics.fill_skipped(FillSkipped::FarRange);
-        return pull(request, target, hoard).await;
+        return Filled::Response(pull_request(request, sources).await);
     }
     let config = hoard.config();
     // Counted as connections are: an IPv6 /64 is one client.
@@ -78,12 +77,12 @@ pub(super) async fn miss(
         .fill_slots
         .take(client, config.max_fills, config.max_fills_per_client)
     {
-        Ok(slot) => fill(request, target, hoard, digest, Some((permit, slot))).await,
+        Ok(slot) => fill(request, sources, digest, Some((permit, slot))).await,
         Err(limit) => {
             drop(permit);
             hoard.metrics.fill_skipped(limit.into());
             tracing::debug!(%client, %digest, limit = limit.as_str(), "fill limit reached; passed through, not kept");
-            alone(request, target, hoard, digest).await
+            Filled::Response(alone(request, sources, digest).await)
         }
     }
 }
@@ -91,63 +90,47 @@ pub(super) async fn miss(
 /// A blob for this client alone, from the upstream, verified but not kept: a range as that
 /// range, a whole blob streamed as a fill without a store writer.
 pub(super) async fn alone(
-    request: Request<Incoming>,
-    target: &Target,
-    hoard: &Hoard,
-    digest: Digest,
+    request: &Request<Incoming>,
+    sources: &Sources<'_>,
+    digest: &Digest,
 ) -> Response<Body> {
     if request.headers().contains_key(RANGE) {
-        return pull(request, target, hoard).await;
+        return pull_request(request, sources).await;
     }
-    fill(request, target, hoard, digest, None).await
+    match fill(request, sources, digest, None).await {
+        Filled::Response(response) => response,
+        // Without a permit there is no fill to follow; a range never gets here.
+        Filled::Follow(_) => pull_request(request, sources).await,
+    }
 }
 
-/// This request fills the blob: one upstream GET for the whole blob, streamed to this client
-/// (unless it asked for a range) while everyone else follows the temp file. Without a permit
-/// (past a fill limit) the blob is streamed and verified but not kept.
+/// This request fills the blob: one upstream GET for the whole blob, from where `source.rs`
+/// finds it, streamed to this client (unless it asked for a range) while everyone else follows
+/// the temp file. Without a permit (past a fill limit) the blob is streamed and verified but not
+/// kept.
 async fn fill(
-    request: Request<Incoming>,
-    target: &Target,
-    hoard: &Hoard,
-    digest: Digest,
-    keep: Option<(FillPermit, FillSlot)>,
-) -> Response<Body> {
-    let Some(uri) = target.uri(path_and_query(&request)) else {
-        return invalid_path();
-    };
+    request: &Request<Incoming>,
+    sources: &Sources<'_>,
+    digest: &Digest,
+    keep: Option<(Permit, FillSlot)>,
+) -> Filled {
+    let hoard = sources.hoard;
     let range = request.headers().get(RANGE).cloned();
     let mut headers = upstream_headers(request.headers());
     headers.remove(RANGE);
-    // The shared tier first, then the fleet's owner or the registry (`registry_send`).
-    let (body, length, source, resume) = match shared::blob(hoard, &digest).await {
-        Some((length, body)) => (body, Some(length), Source::Tier, None),
-        None => {
-            let response =
-                match registry_send(hoard, target, Method::GET, uri.clone(), headers.clone()).await
-                {
-                    Ok(response) => response,
-                    Err(err) => return upstream_error(&err), // the permit drops: followers ask again
-                };
-            if response.status() != StatusCode::OK {
-                return pass_through(response, CacheStatus::Bypass);
-            }
-            let resume = Resume::for_fill(hoard, target, &response, uri, headers);
-            let source = match resume {
-                Some(_) => Source::Owner,
-                None => Source::Registry,
-            };
-            let length = response
-                .headers()
-                .get(CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            let body = response.into_body().map_err(BoxError::from).boxed();
-            (body, length, source, resume)
-        }
+    // The permit drops on failure: followers ask again.
+    let Fetched {
+        body,
+        length,
+        provenance,
+    } = match sources.blob(digest, headers).await {
+        Ok(fetched) => fetched,
+        Err(response) => return Filled::Response(response),
     };
     let (writer, slot) = match keep {
         Some((permit, slot)) => match permit.start(length).await {
             Ok(writer) => (Some(writer), Some(slot)),
+            Err(StoreError::Superseded(_)) => (None, Some(slot)),
             Err(err) => {
                 hoard.store.disk_warning("cannot cache a blob", &err);
                 (None, Some(slot))
@@ -160,6 +143,7 @@ async fn fill(
         Some(_) => CacheStatus::Miss,
         None => CacheStatus::Bypass,
     };
+    let span = tracing::info_span!("fill", %digest, source = provenance.source().as_str());
     let config = hoard.config();
     let run = FillRun {
         digest: digest.clone(),
@@ -168,25 +152,23 @@ async fn fill(
         metrics: hoard.metrics.clone(),
         read_timeout: config.read_timeout,
         abandon_after: (!config.finish_abandoned_fills).then_some(config.abandoned_fill_grace),
-        resume,
-        source,
-        shared: Shared::of(hoard),
+        provenance,
         _slot: slot,
     };
 
     if range.is_some() {
         // The fill runs for the store; this client reads its range from the growing file.
-        if writer.is_none() {
-            return forward(request, target, hoard).await;
-        }
+        let Some(writer) = writer else {
+            return Filled::Response(pull_request(request, sources).await);
+        };
         // Joined before the fill starts, so the fill has its reader from the first byte.
-        let joined = Box::pin(blob(request, target, hoard, digest)).await;
-        tokio::spawn(run_fill(body, writer, None, run).in_current_span());
-        return joined;
+        let follower = writer.follower();
+        tokio::spawn(run_fill(body, Some(writer), None, run).instrument(span));
+        return Filled::Follow(follower);
     }
 
     let (tx, rx) = mpsc::channel(FILL_CHANNEL);
-    tokio::spawn(run_fill(body, writer, Some(tx), run).in_current_span());
+    tokio::spawn(run_fill(body, writer, Some(tx), run).instrument(span));
     let mut out = Response::new(ChannelBody::new(rx, length).boxed());
     let headers = out.headers_mut();
     headers.insert(
@@ -196,15 +178,10 @@ async fn fill(
     if let Some(length) = length {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
     }
-    insert_digest_headers(headers, &digest);
+    insert_digest_headers(headers, digest);
     out.extensions_mut().insert(status);
-    out
+    Filled::Response(out)
 }
-
-/// Buffers handed to a client together.
-type Piece = Vec<Bytes>;
-
-pub(super) type Chunk = Result<Piece, BoxError>;
 
 /// What a fill needs besides its bytes, its writer and its first client.
 struct FillRun {
@@ -217,12 +194,8 @@ struct FillRun {
     /// How long a fill nobody reads waits for a reader before it stops; `None`: it never stops
     /// (`cache.finish_abandoned_fills`).
     abandon_after: Option<Duration>,
-    /// For a fill from a fleet peer: how to get the rest from the registry if the peer fails.
-    resume: Option<Resume>,
-    /// Where the bytes come from.
-    source: Source,
-    /// The shared tier, which gets what came from a registry and loses a corrupt copy.
-    shared: Option<Shared>,
+    /// Where the bytes come from, and what follows from it (uploads, deletes, resuming).
+    provenance: Provenance,
     /// Counts the fill against the fill limits while it runs.
     _slot: Option<FillSlot>,
 }
@@ -275,7 +248,7 @@ async fn run_fill(
     tx: Option<mpsc::Sender<Chunk>>,
     mut run: FillRun,
 ) {
-    let mut resume = run.resume.take();
+    let mut resume = run.provenance.take_resume();
     let FillRun {
         ref digest,
         ref store,
@@ -398,9 +371,7 @@ async fn run_fill(
         Check::Inline(hasher) => (hasher.matches(digest), None),
     };
     if !verified {
-        if let Some(shared) = &run.shared {
-            shared.mismatched(run.source, digest);
-        }
+        run.provenance.mismatched(digest);
         tracing::warn!(%digest, "upstream blob does not match its digest; discarded");
         send(
             &mut client,
@@ -418,9 +389,7 @@ async fn run_fill(
         match blob.commit().await {
             Ok(bytes) => {
                 tracing::debug!(%digest, bytes, "blob stored");
-                if let Some(shared) = &run.shared {
-                    shared.stored(run.source, digest, store);
-                }
+                run.provenance.stored(digest, store);
             }
             Err(err) => store.disk_warning("cannot store a blob", &err),
         }
@@ -440,50 +409,5 @@ async fn send(client: &mut Option<mpsc::Sender<Chunk>>, chunk: Chunk) {
         && tx.send(chunk).await.is_err()
     {
         *client = None;
-    }
-}
-
-/// A response body fed by a task, piece by piece.
-pub(super) struct ChannelBody {
-    rx: mpsc::Receiver<Chunk>,
-    piece: std::vec::IntoIter<Bytes>,
-    length: Option<u64>,
-}
-
-impl ChannelBody {
-    pub(super) fn new(rx: mpsc::Receiver<Chunk>, length: Option<u64>) -> ChannelBody {
-        ChannelBody {
-            rx,
-            piece: Vec::new().into_iter(),
-            length,
-        }
-    }
-}
-
-impl http_body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        loop {
-            if let Some(bytes) = self.piece.next() {
-                return Poll::Ready(Some(Ok(Frame::data(bytes))));
-            }
-            match std::task::ready!(self.rx.poll_recv(cx)) {
-                Some(Ok(piece)) => self.piece = piece.into_iter(),
-                Some(Err(err)) => return Poll::Ready(Some(Err(err))),
-                None => return Poll::Ready(None),
-            }
-        }
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        match self.length {
-            Some(length) => http_body::SizeHint::with_exact(length),
-            None => http_body::SizeHint::default(),
-        }
     }
 }

@@ -1,80 +1,22 @@
-//! What goes to the registry: requests forwarded unchanged, body-less requests sent with hoard's
-//! own credentials (whose successes name an object's origin), and, with
-//! `cache.auth_on_hit = "upstream"`, the registry's verdict on a client's access to a cached
-//! object turned into the answer the client gets.
+//! What goes to the registry unchanged: requests forwarded with the client's own credentials,
+//! reads passed on uncached (from the object's owner or the registry, as `source.rs` decides),
+//! and, with `cache.auth_on_hit = "upstream"`, the registry's verdict on a client's access to a
+//! cached object turned into the answer the client gets.
 
 use http::header::WWW_AUTHENTICATE;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::peer::from_owner;
-use super::{Target, invalid_path, path_and_query};
+use super::source::{Sources, stored_object};
+use super::target::{Target, invalid_path, path_and_query};
 use crate::config::AuthOnHit;
 use crate::hoard::Hoard;
-use crate::http::{Body, CacheStatus, DOCKER_CONTENT_DIGEST, error, pass_through};
+use crate::http::{Body, CacheStatus, error, pass_through};
 use crate::http::{strip_hop_by_hop, upstream_headers};
-use crate::oci::{Digest, Reference, Route};
-use crate::store::Key;
+use crate::oci::{Reference, Route};
 use crate::upstream::auth::Verdict;
-use crate::upstream::{UpstreamError, upstream_error};
-
-/// Sends a body-less request to the intercepted registry, with hoard's own credentials for it
-/// when the client sent none and it is a pull; in a fleet, a blob, manifest or tag another peer
-/// owns is asked of that peer first. A success names where the registry has the blob or
-/// manifest: that is kept as its origin.
-pub(super) async fn registry_send(
-    hoard: &Hoard,
-    target: &Target,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response<Incoming>, UpstreamError> {
-    let config = hoard.config();
-    let credential = target.credential(&config);
-    let route = Route::parse(uri.path());
-    let response = match from_owner(hoard, target, &route, &method, &uri, &headers).await {
-        Some(response) => response,
-        None => {
-            hoard
-                .registry_auth
-                .send_following(&hoard.upstream(), credential, method, uri, headers)
-                .await?
-        }
-    };
-    if response.status().is_success() {
-        let announced = || {
-            response
-                .headers()
-                .get(DOCKER_CONTENT_DIGEST)
-                .and_then(|v| v.to_str().ok())
-                .and_then(Digest::parse)
-        };
-        let origin = match route {
-            Route::Manifest {
-                repo,
-                reference: Reference::Tag(_),
-            } => announced().map(|digest| (repo, Key::Manifest(digest))),
-            route => stored_object(&route).map(|(repo, key)| (repo.to_owned(), key)),
-        };
-        if let Some((repo, key)) = origin {
-            hoard.store.note_origin(key, &target.key, &repo);
-        }
-    }
-    Ok(response)
-}
-
-/// The repository and store entry of a blob or manifest by digest; `None` for any other route.
-fn stored_object(route: &Route) -> Option<(&str, Key)> {
-    match route {
-        Route::Blob { repo, digest } => Some((repo, Key::Blob(digest.clone()))),
-        Route::Manifest {
-            repo,
-            reference: Reference::Digest(digest),
-        } => Some((repo, Key::Manifest(digest.clone()))),
-        _ => None,
-    }
-}
+use crate::upstream::upstream_error;
 
 /// Forwards a request unchanged, body streamed both ways, nothing cached.
 pub(super) async fn forward(
@@ -104,21 +46,36 @@ pub(super) async fn forward(
 }
 
 /// A read nothing is kept of (a far blob range, a tag list for a mirror client), passed on as
-/// asked. As for a fill, redirects are followed, and hoard's credentials (or its anonymous
-/// stand-in) answer the registry's challenge, not the client.
+/// asked, with `headers` (the client's, made fit for the upstream). As for a fill, redirects are
+/// followed, and hoard's credentials (or its anonymous stand-in) answer the registry's
+/// challenge, not the client.
 pub(super) async fn pull(
-    request: Request<Incoming>,
-    target: &Target,
-    hoard: &Hoard,
+    sources: &Sources<'_>,
+    method: Method,
+    headers: HeaderMap,
 ) -> Response<Body> {
-    let Some(uri) = target.uri(path_and_query(&request)) else {
-        return invalid_path();
-    };
-    let headers = upstream_headers(request.headers());
-    let method = request.method().clone();
-    match registry_send(hoard, target, method, uri, headers).await {
-        Ok(response) => pass_through(response, CacheStatus::Bypass),
+    match sources.send(method, headers).await {
+        Ok((response, _)) => pass_through(response, CacheStatus::Bypass),
         Err(err) => upstream_error(&err),
+    }
+}
+
+/// [`pull`] for a whole client request.
+pub(super) async fn pull_request(
+    request: &Request<Incoming>,
+    sources: &Sources<'_>,
+) -> Response<Body> {
+    let headers = upstream_headers(request.headers());
+    pull(sources, request.method().clone(), headers).await
+}
+
+/// A read nothing is kept of (a tag list, the catalog): forwarded. A mirror client cannot log in
+/// upstream, so for it hoard does.
+pub(super) async fn uncached(request: Request<Incoming>, sources: &Sources<'_>) -> Response<Body> {
+    if sources.target.anonymous.is_some() {
+        pull_request(&request, sources).await
+    } else {
+        forward(request, sources.target, sources.hoard).await
     }
 }
 
@@ -129,10 +86,9 @@ pub(super) async fn pull(
 /// origins.
 pub(super) async fn access_refused(
     request: &Request<Incoming>,
-    target: &Target,
-    hoard: &Hoard,
-    route: &Route,
+    sources: &Sources<'_>,
 ) -> Option<Response<Body>> {
+    let (hoard, target, route) = (sources.hoard, sources.target, &sources.route);
     let config = hoard.config();
     if config.auth_on_hit != AuthOnHit::Upstream {
         return None;
@@ -153,8 +109,8 @@ pub(super) async fn access_refused(
         .await;
     let mut refusal = match verdict {
         Verdict::Allowed { asked } => {
-            if asked && let Some((repo, key)) = stored_object(route) {
-                hoard.store.note_origin(key, &target.key, repo);
+            if asked && let Some((_, key)) = stored_object(route) {
+                sources.note_origin(key);
             }
             return None;
         }

@@ -2,31 +2,33 @@
 //! manifests by digest (owned by digest) and manifests by tag (owned by registry, repository
 //! and tag, so that one node per tag revalidates it). The owner fetches each once for the
 //! fleet; this node still verifies what it gets and keeps its own copy. When the owner cannot
-//! answer in time, the registry is asked instead (see [`crate::fleet::Fleet::send`]).
+//! answer in time, the registry is asked instead (see [`crate::fleet::Fleet::send`]). Only
+//! `source.rs`, which decides where bytes come from, asks here.
 
 use std::sync::Arc;
 
 use http::header::{CONTENT_RANGE, HeaderValue, RANGE};
 use http::{HeaderMap, Method, Response, StatusCode, Uri};
 use hyper::body::Incoming;
+use tracing::Instrument as _;
 
-use super::Target;
+use super::target::Target;
 use crate::config::Credential;
-use crate::fleet::FromOwner;
+use crate::fleet::{TRACEPARENT, TraceParent};
 use crate::hoard::Hoard;
 use crate::oci::{Reference, Route};
 use crate::telemetry::{Metrics, PeerFailure};
 use crate::upstream::Upstream;
 use crate::upstream::auth::RegistryAuth;
 
-/// The owner's answer, when a peer owns what `route` names and answers; `None`: ask the
-/// registry.
-pub(super) async fn from_owner(
+/// The owner's answer, when a peer owns what the request names and answers; `None`: ask the
+/// registry. The request carries a `traceparent` whose trace id both nodes log.
+pub(super) async fn ask_owner(
     hoard: &Hoard,
     target: &Target,
     route: &Route,
-    method: &Method,
     uri: &Uri,
+    method: &Method,
     headers: &HeaderMap,
 ) -> Option<Response<Incoming>> {
     if target.from_peer {
@@ -36,22 +38,23 @@ pub(super) async fn from_owner(
     let key = owner_key(target, route)?;
     let owner = fleet.owner(&key)?;
     let path = peer_path(uri, target.key.as_str());
-    match fleet
-        .send(
-            &owner,
-            method.clone(),
-            &path,
-            target.mode(),
-            headers.clone(),
-        )
-        .await
-    {
+    let trace = TraceParent::new();
+    let mut headers = headers.clone();
+    if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
+        headers.insert(TRACEPARENT, value);
+    }
+    let span = tracing::debug_span!("owner", %owner, key, trace_id = %trace.trace_id());
+    let asked = fleet
+        .send(&owner, method.clone(), &path, target.mode(), headers)
+        .instrument(span)
+        .await;
+    match asked {
         Ok(response) => {
-            tracing::debug!(%owner, key, status = response.status().as_u16(), "asked the owner");
+            tracing::debug!(%owner, key, trace_id = %trace.trace_id(), status = response.status().as_u16(), "asked the owner");
             Some(response)
         }
         Err(error) => {
-            tracing::warn!(%error, key, "the owner did not answer; asking the registry");
+            tracing::warn!(%error, key, trace_id = %trace.trace_id(), "the owner did not answer; asking the registry");
             None
         }
     }
@@ -102,24 +105,30 @@ pub(super) struct Resume {
 }
 
 impl Resume {
-    /// A way to resume a fill whose bytes come in `response`, if they come from the owner.
-    pub(super) fn for_fill(
+    /// The way to resume a fill of the blob `route` names, asked of its owner at `uri` with
+    /// `headers`.
+    pub(super) fn new(
         hoard: &Hoard,
         target: &Target,
-        response: &Response<Incoming>,
+        route: &Route,
         uri: Uri,
         headers: HeaderMap,
-    ) -> Option<Resume> {
-        let FromOwner(owner) = response.extensions().get::<FromOwner>()?;
-        Some(Resume {
-            owner: owner.clone(),
+    ) -> Resume {
+        let owner = match &hoard.fleet {
+            Some(fleet) => owner_key(target, route)
+                .and_then(|key| fleet.owner(&key))
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        Resume {
+            owner,
             auth: hoard.registry_auth.clone(),
             upstream: hoard.upstream(),
             credential: target.credential(&hoard.config()).cloned(),
             uri,
             headers,
             metrics: hoard.metrics.clone(),
-        })
+        }
     }
 
     /// The peer the fill read from.

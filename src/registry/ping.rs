@@ -5,23 +5,19 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use super::forward::registry_send;
-use super::{Target, invalid_path, path_and_query, unusable};
-use crate::hoard::Hoard;
+use super::source::Sources;
+use super::target::unusable;
 use crate::http::{Body, CacheStatus, full_body, pass_through, upstream_headers};
 
 /// Answers `GET` or `HEAD` for `/v2/`.
-pub(super) async fn ping(
-    request: Request<Incoming>,
-    target: &Target,
-    hoard: &Hoard,
-) -> Response<Body> {
-    let Some(uri) = target.uri(path_and_query(&request)) else {
-        return invalid_path();
-    };
+pub(super) async fn ping(request: Request<Incoming>, sources: &Sources<'_>) -> Response<Body> {
+    let target = sources.target;
     let method = request.method().clone();
     let headers = upstream_headers(request.headers());
-    let result = registry_send(hoard, target, method, uri, headers).await;
+    let result = sources
+        .send(method, headers)
+        .await
+        .map(|(response, _)| response);
     match result {
         Ok(response) if !unusable(response.status()) => pass_through(response, CacheStatus::Bypass),
         Ok(response) => {

@@ -12,26 +12,26 @@ use std::ops::ControlFlow;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
-use super::manifests::{fetch_manifest, serve_manifest};
+use super::manifests::serve_manifest;
+use super::source::{FOLLOWER_WAIT, Sources};
 use super::tags::record_tag;
-use super::{Target, invalid_path, path_and_query, unusable};
+use super::target::unusable;
 use crate::config::AuthOnHit;
-use crate::hoard::Hoard;
 use crate::http::{Body, CacheStatus, upstream_headers};
 use crate::oci::Digest;
-use crate::store::{Flight, FlightKey};
+use crate::store::{FlightKey, Turn};
 
 /// Answers `GET` or `HEAD` for `/v2/<name>/referrers/<digest>`.
 pub(super) async fn referrers(
     request: Request<Incoming>,
-    target: &Target,
-    hoard: &Hoard,
-    repo: &str,
+    sources: &Sources<'_>,
     subject: &Digest,
 ) -> Response<Body> {
+    let (hoard, target) = (sources.hoard, sources.target);
+    let repo = sources.route.repo().unwrap_or_default();
     let filtered = request.uri().query().is_some_and(|q| !q.is_empty());
     if filtered || hoard.config().auth_on_hit == AuthOnHit::Upstream {
-        return super::uncached(request, target, hoard).await;
+        return super::forward::uncached(request, sources).await;
     }
     let head = request.method() == Method::HEAD;
     let tag = format!(
@@ -59,15 +59,12 @@ pub(super) async fn referrers(
         ControlFlow::Continue(known.zip(stored))
     };
     let key = FlightKey::Tag(target.key.clone(), repo.to_owned(), tag.clone());
-    let (_flight, known) = match hoard.flights.join(key, look).await {
-        Flight::Found(response) => return response,
-        Flight::Ask { guard, seen } => (guard, seen),
-    };
-    let Some(uri) = target.uri(path_and_query(&request)) else {
-        return invalid_path();
+    let (_permit, known) = match store.single_flight(key, FOLLOWER_WAIT, look).await {
+        Turn::Found(response) => return response,
+        Turn::Lead { permit, seen } => (permit, seen),
     };
     let headers = upstream_headers(request.headers());
-    match fetch_manifest(hoard, target, uri, headers, None).await {
+    match sources.manifest(headers, None).await {
         Ok((index, digest)) => {
             record_tag(hoard, target, repo, &tag, &digest, &index).await;
             let cache = match &known {

@@ -7,18 +7,17 @@ use std::ops::ControlFlow;
 use std::time::SystemTime;
 
 use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RANGE};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::forward::registry_send;
-use super::manifests::{fetch_manifest, serve_manifest};
-use super::shared;
-use super::{Target, invalid_path, path_and_query, unusable};
+use super::manifests::serve_manifest;
+use super::source::{FOLLOWER_WAIT, Sources};
+use super::target::{Target, invalid_path, unusable};
 use crate::hoard::Hoard;
 use crate::http::{Body, CacheStatus, DOCKER_CONTENT_DIGEST, empty_body, insert_digest_headers};
 use crate::http::{pass_through, upstream_headers};
 use crate::oci::{Digest, accepts};
-use crate::store::{Flight, FlightKey, StoredManifest, TagEntry};
+use crate::store::{FlightKey, StoredManifest, TagEntry, Turn};
 use crate::upstream::upstream_error;
 
 /// A HEAD answered from the tag map alone.
@@ -37,15 +36,12 @@ fn serve_tag_head(entry: &TagEntry, cache: CacheStatus) -> Response<Body> {
 /// Answers `GET` or `HEAD` for `/v2/<name>/manifests/<tag>`.
 pub(super) async fn by_tag(
     request: Request<Incoming>,
-    target: &Target,
-    hoard: &Hoard,
-    repo: &str,
+    sources: &Sources<'_>,
     tag: &str,
 ) -> Response<Body> {
+    let (hoard, target) = (sources.hoard, sources.target);
+    let repo = sources.route.repo().unwrap_or_default();
     let head = request.method() == Method::HEAD;
-    let Some(tag_uri) = target.uri(path_and_query(&request)) else {
-        return invalid_path();
-    };
     let store = &hoard.store;
     let accept: &[String] = &request
         .headers()
@@ -85,31 +81,29 @@ pub(super) async fn by_tag(
     };
     // One request asks the upstream; the others wait and find its answer fresh.
     let key = FlightKey::Tag(target.key.clone(), repo.to_owned(), tag.to_owned());
-    let (_flight, (known, stored)) = match hoard.flights.join(key, look).await {
-        Flight::Found(response) => return response,
-        Flight::Ask { guard, seen } => (guard, seen),
+    let (_permit, (known, stored)) = match store.single_flight(key, FOLLOWER_WAIT, look).await {
+        Turn::Found(response) => return response,
+        Turn::Lead { permit, seen } => (permit, seen),
     };
     let headers = upstream_headers(request.headers());
 
     // Never seen (for this Accept) and a GET: one upstream GET does it all.
     let Some(entry) = known else {
         if head {
-            return head_unknown_tag(hoard, target, repo, tag, tag_uri, headers).await;
+            return head_unknown_tag(sources, tag, headers).await;
         }
-        return match fetch_manifest(hoard, target, tag_uri, headers, None).await {
+        return match sources.manifest(headers, None).await {
             Ok((manifest, digest)) => {
                 record_tag(hoard, target, repo, tag, &digest, &manifest).await;
-                shared::record_tag(hoard, target, repo, tag, &digest);
+                sources.record_tag(tag, &digest);
                 serve_manifest(manifest, &digest, false, CacheStatus::Miss)
             }
-            Err(response) if unusable(response.status()) => {
-                match stale_from_tier(hoard, target, repo, tag).await {
-                    Some((entry, manifest)) => {
-                        serve_manifest(manifest, &entry.digest, false, CacheStatus::Stale)
-                    }
-                    None => response,
+            Err(response) if unusable(response.status()) => match sources.stale_tag(tag).await {
+                Some((entry, manifest)) => {
+                    serve_manifest(manifest, &entry.digest, false, CacheStatus::Stale)
                 }
-            }
+                None => response,
+            },
             Err(response) => response,
         };
     };
@@ -134,16 +128,11 @@ pub(super) async fn by_tag(
             (false, None) => None,
         }
     };
-    let response = match registry_send(
-        hoard,
-        target,
-        Method::HEAD,
-        tag_uri.clone(),
-        without_range(headers.clone()),
-    )
-    .await
+    let response = match sources
+        .send(Method::HEAD, without_range(headers.clone()))
+        .await
     {
-        Ok(response) => response,
+        Ok((response, _)) => response,
         Err(err) => return serve_stale(&err.to_string()).unwrap_or_else(|| upstream_error(&err)),
     };
     if unusable(response.status()) {
@@ -163,7 +152,7 @@ pub(super) async fn by_tag(
         hoard.store.disk_warning("cannot record a tag", &err);
     }
     if fresh.digest != entry.digest {
-        shared::record_tag(hoard, target, repo, tag, &fresh.digest);
+        sources.record_tag(tag, &fresh.digest);
     }
     if head {
         let cache = if fresh.digest == entry.digest {
@@ -176,17 +165,12 @@ pub(super) async fn by_tag(
     if let Some(manifest) = store.manifest(&fresh.digest).await {
         return serve_manifest(manifest, &fresh.digest, false, CacheStatus::Revalidated);
     }
-    let Some(digest_uri) = target.uri(&format!("/v2/{repo}/manifests/{}", fresh.digest)) else {
+    let Some(by_digest) = sources.of_manifest(&fresh.digest) else {
         return invalid_path();
     };
-    match fetch_manifest(
-        hoard,
-        target,
-        digest_uri,
-        headers,
-        Some(fresh.digest.clone()),
-    )
-    .await
+    match by_digest
+        .manifest(headers, Some(fresh.digest.clone()))
+        .await
     {
         Ok((manifest, digest)) => serve_manifest(manifest, &digest, false, CacheStatus::Miss),
         Err(response) => response,
@@ -194,22 +178,17 @@ pub(super) async fn by_tag(
 }
 
 /// A HEAD for a tag hoard has never seen: asked upstream as a HEAD, remembered if it says a digest.
-async fn head_unknown_tag(
-    hoard: &Hoard,
-    target: &Target,
-    repo: &str,
-    tag: &str,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response<Body> {
-    let response = match registry_send(hoard, target, Method::HEAD, uri, headers).await {
-        Ok(response) if !unusable(response.status()) => response,
+async fn head_unknown_tag(sources: &Sources<'_>, tag: &str, headers: HeaderMap) -> Response<Body> {
+    let (hoard, target) = (sources.hoard, sources.target);
+    let repo = sources.route.repo().unwrap_or_default();
+    let response = match sources.send(Method::HEAD, headers).await {
+        Ok((response, _)) if !unusable(response.status()) => response,
         failed => {
-            if let Some((entry, _)) = stale_from_tier(hoard, target, repo, tag).await {
+            if let Some((entry, _)) = sources.stale_tag(tag).await {
                 return serve_tag_head(&entry, CacheStatus::Stale);
             }
             return match failed {
-                Ok(response) => pass_through(response, CacheStatus::Bypass),
+                Ok((response, _)) => pass_through(response, CacheStatus::Bypass),
                 Err(err) => upstream_error(&err),
             };
         }
@@ -223,44 +202,6 @@ async fn head_unknown_tag(
         return pass_through(response, CacheStatus::Miss);
     }
     pass_through(response, CacheStatus::Bypass)
-}
-
-/// A tag this node has never seen while the registry cannot be asked: what it named when a node
-/// of the fleet last asked, from the shared tier, with its manifest (from the store or the
-/// tier). It is recorded as fetched long ago, so the next request asks the registry again.
-async fn stale_from_tier(
-    hoard: &Hoard,
-    target: &Target,
-    repo: &str,
-    tag: &str,
-) -> Option<(TagEntry, StoredManifest)> {
-    let digest = shared::tag(hoard, target, repo, tag).await?;
-    let manifest = match hoard.store.manifest(&digest).await {
-        Some(manifest) => manifest,
-        None => {
-            let manifest = shared::manifest(hoard, &digest).await?;
-            let (media_type, bytes) = (&manifest.media_type, &manifest.bytes);
-            if let Err(err) = hoard.store.put_manifest(&digest, media_type, bytes).await {
-                hoard.store.disk_warning("cannot store a manifest", &err);
-            }
-            manifest
-        }
-    };
-    let entry = TagEntry {
-        digest,
-        size: manifest.bytes.len() as u64,
-        media_type: manifest.media_type.clone(),
-        fetched: SystemTime::UNIX_EPOCH,
-    };
-    if let Err(err) = hoard
-        .store
-        .put_tag(&target.key, repo, tag, entry.clone())
-        .await
-    {
-        hoard.store.disk_warning("cannot record a tag", &err);
-    }
-    tracing::info!(host = target.authority(), repo, tag, digest = %entry.digest, "registry unusable; serving the tag the shared tier recorded");
-    Some((entry, manifest))
 }
 
 /// Records that `tag` names `digest` now, after a GET by tag.

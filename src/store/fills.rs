@@ -1,10 +1,14 @@
-//! One fill per blob: looking a blob up gives a stored hit, a fill in progress to follow, or the
-//! permit to fill it; the followers that join a fill read its file as it grows.
+//! Blobs in the single flight (`flight.rs`): looking a blob up gives a stored hit, a fill in
+//! progress to follow, or the permit to fill it; the permit starts the writer, and the followers
+//! that join a fill read its file as it grows.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
+use super::flight::{FlightKey, FlightState, Follower, Lookup, Permit, Progress, Waited};
 use super::read::open_sized;
 use super::{BlobWriter, Key, ReadPin, Store, StoreError, blocking, io_error};
 use crate::oci::Digest;
@@ -18,78 +22,24 @@ pub(crate) struct BlobHit {
     pub pin: ReadPin,
 }
 
-/// What the store knows of a blob.
-#[derive(Debug)]
-pub(crate) enum BlobLookup {
-    /// Stored: serve it.
-    Hit(BlobHit),
-    /// Being filled: follow the fill.
-    Filling(Follower),
-    /// Neither: the caller is now the one to fill it (or to drop the permit).
-    Miss(FillPermit),
-}
-
 impl Store {
-    /// Looks a blob up: stored, being filled, or to be filled by the caller. The request that
-    /// gets the permit is chosen here, under the store's lock; the registry chooses it in its
-    /// flight table instead, with [`Store::find_blob`] and [`Store::begin_fill`].
-    #[cfg(test)]
-    pub(crate) async fn lookup_blob(&self, digest: &Digest) -> BlobLookup {
-        for _ in 0..2 {
-            if let Some(found) = self.find_blob(digest).await {
-                return found;
-            }
-            if let Some(permit) = self.begin_fill(digest) {
-                return BlobLookup::Miss(permit);
-            }
-        }
-        // The file vanished twice under our feet: fill without followers.
-        BlobLookup::Miss(FillPermit {
-            store: self.clone(),
-            shared: Arc::new(FillShared::new(digest.clone())),
-            done: false,
-        })
-    }
-
-    /// A blob that is stored ([`BlobLookup::Hit`]) or being filled ([`BlobLookup::Filling`]),
-    /// or `None` when it is neither.
-    pub(crate) async fn find_blob(&self, digest: &Digest) -> Option<BlobLookup> {
+    /// Looks a blob up: stored, being filled, or to be filled by the caller, in the one flight
+    /// table.
+    pub(crate) async fn lookup_blob(&self, digest: &Digest) -> Lookup<BlobHit> {
         let key = Key::Blob(digest.clone());
-        for _ in 0..2 {
-            if let Some(pin) = self.pin(&key) {
-                match open_sized(&self.path(&key)).await {
-                    Ok((file, len)) => return Some(BlobLookup::Hit(BlobHit { file, len, pin })),
-                    Err(_) => self.forget(&key),
+        let look = || async {
+            let Some(pin) = self.pin(&key) else {
+                return ControlFlow::Continue(());
+            };
+            match open_sized(&self.path(&key)).await {
+                Ok((file, len)) => ControlFlow::Break(BlobHit { file, len, pin }),
+                Err(_) => {
+                    self.forget(&key);
+                    ControlFlow::Continue(())
                 }
-                continue;
             }
-            let state = self.lock();
-            if state.index.contains(&key) {
-                continue; // a fill finished in between
-            }
-            return state.fills.get(digest).map(|shared| {
-                BlobLookup::Filling(Follower {
-                    shared: shared.clone(),
-                })
-            });
-        }
-        None
-    }
-
-    /// The permit to fill a blob, registered so that requests looking it up from now on follow
-    /// the fill; `None` when the blob was stored or a fill began since it was looked up.
-    pub(crate) fn begin_fill(&self, digest: &Digest) -> Option<FillPermit> {
-        let mut state = self.lock();
-        if state.index.contains(&Key::Blob(digest.clone())) || state.fills.contains_key(digest) {
-            return None;
-        }
-        let shared = Arc::new(FillShared::new(digest.clone()));
-        state.fills.insert(digest.clone(), shared.clone());
-        Some(FillPermit {
-            store: self.clone(),
-            shared,
-            done: false,
-        })
+        };
+        self.lookup(FlightKey::Blob(digest.clone()), look).await
     }
 
     /// The length of a blob if it is stored or being filled with a known length.
@@ -98,79 +48,30 @@ impl Store {
         if let Some(size) = state.index.size_of(&Key::Blob(digest.clone())) {
             return Some(size);
         }
-        let fill = state.fills.get(digest)?;
+        let fill = state.flights.get(&FlightKey::Blob(digest.clone()))?;
         let progress = fill.progress.borrow();
         match progress.state {
-            FillState::Running => progress.length,
+            FlightState::Running => progress.length,
             _ => None,
         }
     }
 }
 
-/// Where a fill is, as followers see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FillState {
-    /// Waiting for the upstream's response headers.
-    Starting,
-    /// Writing; `visible` bytes of the temp file may be read.
-    Running,
-    /// Verified and stored.
-    Done,
-    /// Failed: the content is not coming.
-    Failed,
-    /// The upstream did not give the blob (an error, a redirect to nowhere…): ask again.
-    Abandoned,
-}
-
-/// The progress of a fill, published to followers.
-#[derive(Debug, Clone)]
-pub(crate) struct Progress {
-    pub state: FillState,
-    /// Bytes of the temp file that are written and may be read.
-    pub visible: u64,
-    /// The blob's length, when the upstream said it.
-    pub length: Option<u64>,
-    /// The file being written, for followers to read by descriptor: it stays the same file
-    /// when the fill is renamed into the store.
-    file: Option<Arc<std::fs::File>>,
-}
-
-/// A fill in progress, shared by its writer, the store's map of fills, and its followers.
-#[derive(Debug)]
-pub(super) struct FillShared {
-    pub(super) digest: Digest,
-    pub(super) progress: watch::Sender<Progress>,
-}
-
-impl FillShared {
-    fn new(digest: Digest) -> FillShared {
-        FillShared {
-            digest,
-            progress: watch::Sender::new(Progress {
-                state: FillState::Starting,
-                visible: 0,
-                length: None,
-                file: None,
-            }),
-        }
-    }
-
-    pub(super) fn publish(&self, change: impl FnOnce(&mut Progress)) {
-        self.progress.send_modify(change);
-    }
-}
-
-/// The right to fill a blob. Dropping it unused tells followers to ask again.
-#[derive(Debug)]
-pub(crate) struct FillPermit {
-    store: Store,
-    shared: Arc<FillShared>,
-    done: bool,
-}
-
-impl FillPermit {
-    /// Reserves room for `length` bytes (if known) and creates the temp file followers will read.
+impl Permit {
+    /// Starts filling the blob this permit leads: reserves room for `length` bytes (if known)
+    /// and creates the temp file followers will read. Refused when a follower took this
+    /// permit's place (it stalled): the blob is then not kept by this request.
     pub(crate) async fn start(mut self, length: Option<u64>) -> Result<BlobWriter, StoreError> {
+        let FlightKey::Blob(digest) = &self.flight.key else {
+            return Err(StoreError::BadKey(format!(
+                "{:?} is not a blob",
+                self.flight.key
+            )));
+        };
+        let digest = digest.clone();
+        if !self.listed() {
+            return Err(StoreError::Superseded(digest));
+        }
         let reservation = self.store.reserve(length.unwrap_or(0)).await?;
         let tmp = self.store.inner.tmp.clone();
         let (file, temp) = blocking(move || {
@@ -181,17 +82,19 @@ impl FillPermit {
             Ok(temp.into_parts())
         })
         .await?;
+        // From here the writer ends the flight, on commit or on drop.
         self.done = true;
         let file = Arc::new(file);
         let shown = file.clone();
-        self.shared.publish(|p| {
-            p.state = FillState::Running;
+        self.flight.publish(|p| {
+            p.state = FlightState::Running;
             p.length = length;
             p.file = Some(shown);
         });
         Ok(BlobWriter::new(
             self.store.clone(),
-            self.shared.clone(),
+            self.flight.clone(),
+            digest,
             file,
             temp,
             reservation,
@@ -199,35 +102,7 @@ impl FillPermit {
     }
 }
 
-impl Drop for FillPermit {
-    fn drop(&mut self) {
-        if !self.done {
-            end_fill(&self.store, &self.shared, FillState::Abandoned);
-        }
-    }
-}
-
-/// Takes a fill out of the map (if it is still the one there) and publishes how it ended.
-pub(super) fn end_fill(store: &Store, shared: &Arc<FillShared>, state: FillState) {
-    let mut guard = store.lock();
-    if guard
-        .fills
-        .get(&shared.digest)
-        .is_some_and(|f| Arc::ptr_eq(f, shared))
-    {
-        guard.fills.remove(&shared.digest);
-    }
-    drop(guard);
-    shared.publish(|p| p.state = state);
-}
-
-/// A request joining a fill in progress.
-#[derive(Debug)]
-pub(crate) struct Follower {
-    shared: Arc<FillShared>,
-}
-
-/// What a follower gets once the fill is under way.
+/// What a blob's follower gets once the fill is under way.
 #[derive(Debug)]
 pub(crate) enum Joined {
     /// Read the growing file; `progress` says how far it may be read.
@@ -240,26 +115,26 @@ pub(crate) enum Joined {
     LookAgain,
     /// The fill failed.
     Failed,
+    /// The fill has not started by the deadline: [`Store::take_over`] it.
+    Stalled(Follower),
 }
 
 impl Follower {
-    /// Waits for the upstream's answer, then takes a descriptor of the file being written.
-    pub(crate) async fn join(self) -> Joined {
-        let mut progress = self.shared.progress.subscribe();
-        let state = match progress.wait_for(|p| p.state != FillState::Starting).await {
-            Ok(p) => p.state,
-            Err(_) => FillState::Failed,
-        };
-        match state {
-            FillState::Running => {}
-            FillState::Failed => return Joined::Failed,
-            _ => return Joined::LookAgain,
+    /// Waits (until `deadline`) for the upstream's answer, then takes a descriptor of the file
+    /// being written.
+    pub(crate) async fn join(self, deadline: Instant) -> Joined {
+        match self.wait(deadline).await {
+            Waited::Moved(FlightState::Running) => {}
+            Waited::Moved(FlightState::Failed) => return Joined::Failed,
+            Waited::Moved(_) => return Joined::LookAgain,
+            Waited::Stalled => return Joined::Stalled(self),
         }
+        let progress = self.flight.progress.subscribe();
         // The writer's own file, duplicated: no path is opened and the store's lock is not
         // needed. If the fill is committed meanwhile, this is the stored blob, whole and
         // verified; if it fails, `progress` says so.
         let (file, length) = {
-            let progress = self.shared.progress.borrow();
+            let progress = self.flight.progress.borrow();
             (progress.file.clone(), progress.length)
         };
         let Some(file) = file.and_then(|f| f.try_clone().ok()) else {
@@ -268,8 +143,8 @@ impl Follower {
         // A fill that ended badly since the wait above is not read: look again, as for one
         // that ended before.
         if !matches!(
-            self.shared.progress.borrow().state,
-            FillState::Running | FillState::Done
+            self.flight.progress.borrow().state,
+            FlightState::Running | FlightState::Done
         ) {
             return Joined::LookAgain;
         }

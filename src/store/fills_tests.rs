@@ -14,16 +14,21 @@ fn content() -> (Vec<u8>, Digest) {
     (data, digest)
 }
 
-async fn permit(store: &Store, digest: &Digest) -> FillPermit {
+/// Far enough that no test here waits for it.
+fn deadline() -> Instant {
+    Instant::now() + std::time::Duration::from_secs(60)
+}
+
+async fn permit(store: &Store, digest: &Digest) -> Permit {
     match store.lookup_blob(digest).await {
-        BlobLookup::Miss(permit) => permit,
+        Lookup::Lead { permit, .. } => permit,
         other => panic!("expected a miss, got {other:?}"),
     }
 }
 
 async fn follower(store: &Store, digest: &Digest) -> Follower {
     match store.lookup_blob(digest).await {
-        BlobLookup::Filling(follower) => follower,
+        Lookup::Follow(follower) => follower,
         other => panic!("expected a fill to follow, got {other:?}"),
     }
 }
@@ -53,7 +58,7 @@ async fn followers_read_a_fill_through_its_commit_and_the_entry_is_admitted() {
         file,
         progress,
         length,
-    } = early.join().await
+    } = early.join(deadline()).await
     else {
         panic!("the follower cannot read the fill");
     };
@@ -70,14 +75,14 @@ async fn followers_read_a_fill_through_its_commit_and_the_entry_is_admitted() {
     let progress = progress.borrow().clone();
     assert_eq!(
         (progress.state, progress.visible),
-        (FillState::Done, 600_000)
+        (FlightState::Done, 600_000)
     );
     let read = read_at(Arc::new(file), 0, 600_000).await;
     assert!(
         read.is_ok_and(|read| read == data),
         "the follower read it all"
     );
-    assert!(matches!(late.join().await, Joined::LookAgain));
+    assert!(matches!(late.join(deadline()).await, Joined::LookAgain));
     let usage = store.usage();
     let expected = Usage {
         entries: 1,
@@ -87,7 +92,7 @@ async fn followers_read_a_fill_through_its_commit_and_the_entry_is_admitted() {
     };
     assert_eq!(usage, expected);
     match store.lookup_blob(&digest).await {
-        BlobLookup::Hit(hit) => assert_eq!(hit.len, 600_000),
+        Lookup::Hit(hit) => assert_eq!(hit.len, 600_000),
         other => panic!("expected a hit, got {other:?}"),
     }
     let left: Vec<_> = std::fs::read_dir(dir.path().join(TMP_DIR))
@@ -100,15 +105,15 @@ async fn followers_read_a_fill_through_its_commit_and_the_entry_is_admitted() {
 async fn a_fill_dropped_unfinished_fails_its_followers_and_gives_its_room_back() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (store, _, digest, writer) = half_written(&dir).await;
-    let joined = follower(&store, &digest).await.join().await;
+    let joined = follower(&store, &digest).await.join(deadline()).await;
     assert_eq!(store.usage().reserved, 600_000);
     let too_late = follower(&store, &digest).await;
     drop(writer);
     let Joined::Reading { progress, .. } = joined else {
         panic!("the follower cannot read the fill");
     };
-    assert_eq!(progress.borrow().state, FillState::Failed);
-    assert!(matches!(too_late.join().await, Joined::Failed));
+    assert_eq!(progress.borrow().state, FlightState::Failed);
+    assert!(matches!(too_late.join(deadline()).await, Joined::Failed));
     assert_eq!(store.usage().reserved, 0);
     assert_eq!(store.usage().fills, 0);
     // And the next request fills it anew.

@@ -1,27 +1,32 @@
-//! Single flight: of the requests that would ask the upstream the same question (a blob, a
-//! manifest by digest, a tag), one leads and asks; the others follow: they wait until it is done
-//! and find its answer in the store. One upstream call, not one per client, when a thousand nodes
-//! pull the same image at once. A follower waits a bounded time, then goes on alone: one silent
-//! upstream cannot stall everyone waiting on a tag. A blob's leader is done as soon as its fill
-//! is registered in the store (`Store::begin_fill`): its followers then read the growing file,
-//! and wait no longer than [`Flights::wait`] for the fill to start.
+//! Single flight, one table for blobs, manifests and tags (as pingora-cache's `lock.rs`): of the
+//! requests that would ask the upstream the same question, one leads and asks, the others follow.
+//! A lookup gives a hit, a flight to follow, or the lead (a [`Permit`]); the permit marks the
+//! flight abandoned when it is dropped unfinished, so no follower is left waiting on a leader that
+//! is gone. A follower waits until the leader has its answer (a blob's followers: until the fill
+//! starts, then they read the growing file), and no longer than its deadline: past it, it takes
+//! the stalled leader's place. One upstream call, not one per client, when a thousand nodes pull
+//! the same image at once; one silent upstream cannot stall everyone waiting on a tag.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::ops::ControlFlow;
-use std::sync::Mutex;
+use std::sync::Arc;
+
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::HostKey;
+use super::{HostKey, Key, Store};
 use crate::oci::Digest;
+
+/// Flights a request follows before it asks alone: a leader that stalls is taken over, and so
+/// may be the one that took its place.
+const FOLLOW_ROUNDS: usize = 3;
 
 /// What a flight asks the upstream about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum FlightKey {
-    /// A blob: its leader starts the fill that the others then follow.
+    /// A blob: its leader fills it, and the others read the growing file.
     Blob(Digest),
     /// A manifest by digest.
     Manifest(Digest),
@@ -39,213 +44,306 @@ impl Hash for FlightKey {
     }
 }
 
-/// The flights in progress: a leader per key, and how long its followers wait.
+/// Where a flight is, as its followers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FlightState {
+    /// The leader is asking (for a blob: waiting for the upstream's response headers).
+    Starting,
+    /// A blob's fill is writing; `visible` bytes of the temp file may be read.
+    Running,
+    /// The answer is in the store.
+    Done,
+    /// A blob's fill failed: the content is not coming.
+    Failed,
+    /// The leader went without an answer (an upstream error, a redirect to nowhere, a follower
+    /// took its place…): look again.
+    Abandoned,
+}
+
+/// The progress of a flight, published to its followers.
+#[derive(Debug, Clone)]
+pub(crate) struct Progress {
+    pub state: FlightState,
+    /// Bytes of a blob's temp file that are written and may be read.
+    pub visible: u64,
+    /// The blob's length, when the upstream said it.
+    pub length: Option<u64>,
+    /// The file being written, for followers to read by descriptor: it stays the same file
+    /// when the fill is renamed into the store.
+    pub(super) file: Option<Arc<std::fs::File>>,
+}
+
+/// A flight in progress, shared by its leader's permit (and a blob's writer), the store's table
+/// and its followers.
 #[derive(Debug)]
-pub(crate) struct Flights {
-    /// Each leader's channel; its followers wait for the sender (in the leader's guard) to drop.
-    map: Mutex<HashMap<FlightKey, watch::Receiver<()>>>,
-    /// The longest a follower waits, in all, before it goes on alone.
-    wait: Duration,
+pub(super) struct Flight {
+    pub(super) key: FlightKey,
+    pub(super) progress: watch::Sender<Progress>,
 }
 
-/// Held by a flight's leader while it asks the upstream. Dropping it, done, failed or cancelled,
-/// releases the followers, which then look in the store.
-#[derive(Debug)]
-pub(crate) struct FlightGuard<'a> {
-    flights: &'a Flights,
-    key: FlightKey,
-    _done: watch::Sender<()>,
-}
-
-/// Where a request's turn on a key ended.
-#[derive(Debug)]
-pub(crate) enum Flight<'a, T, M> {
-    /// The answer was found (another request's, or there all along).
-    Found(T),
-    /// This request asks the upstream: for everyone while it holds the guard, or alone (`None`)
-    /// after waiting as long as a follower may. `seen` is what the last look found.
-    Ask {
-        guard: Option<FlightGuard<'a>>,
-        seen: M,
-    },
-}
-
-/// What a request got from one go at a key.
-enum Entered<'a> {
-    Lead(FlightGuard<'a>),
-    /// The leader it followed is done: look again.
-    Followed,
-    /// Waited until the deadline.
-    Alone,
-}
-
-impl Flights {
-    /// A table whose followers wait at most `wait` in all.
-    pub(crate) fn new(wait: Duration) -> Flights {
-        Flights {
-            map: Mutex::default(),
-            wait,
+impl Flight {
+    fn new(key: FlightKey) -> Flight {
+        Flight {
+            key,
+            progress: watch::Sender::new(Progress {
+                state: FlightState::Starting,
+                visible: 0,
+                length: None,
+                file: None,
+            }),
         }
     }
 
-    /// The longest a follower waits for another request's answer.
-    pub(crate) fn wait(&self) -> Duration {
-        self.wait
+    pub(super) fn publish(&self, change: impl FnOnce(&mut Progress)) {
+        self.progress.send_modify(change);
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug)]
+pub(crate) enum Lookup<T, M = ()> {
+    /// The answer: stored, there all along or left by a leader.
+    Hit(T),
+    /// Another request is asking: follow it.
+    Follow(Follower),
+    /// This request asks, for everyone; `seen` is what the lookup found short of an answer.
+    Lead { permit: Permit, seen: M },
+}
+
+/// How a request's turn on a key ended ([`Store::single_flight`]).
+#[derive(Debug)]
+pub(crate) enum Turn<T, M> {
+    /// The answer.
+    Found(T),
+    /// This request asks; `seen` is what its last look found short of an answer.
+    Lead { permit: Permit, seen: M },
+}
+
+/// The right and duty to ask the upstream for a flight's key. Dropped unfinished (the upstream
+/// failed, the request was cancelled), it marks the flight abandoned: its followers look again.
+#[derive(Debug)]
+pub(crate) struct Permit {
+    pub(super) store: Store,
+    pub(super) flight: Arc<Flight>,
+    pub(super) done: bool,
+}
+
+impl Permit {
+    /// The leader's answer is in the store: its followers look again and find it.
+    pub(crate) fn finish(mut self) {
+        self.done = true;
+        end_flight(&self.store, &self.flight, FlightState::Done);
     }
 
-    /// Looks for the answer with `look` (`Break`: found), and when it is missing takes a turn on
-    /// `key`: leads, or follows the leader and looks again when it is done. Gives up following
-    /// after [`Flights::wait`] and asks alone.
-    pub(crate) async fn join<T, M, F>(
+    /// Whether the table still lists this flight: `false` once a follower took the place of a
+    /// leader that stalled.
+    pub(super) fn listed(&self) -> bool {
+        listed(&self.store.lock().flights, &self.flight)
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.done {
+            end_flight(&self.store, &self.flight, FlightState::Abandoned);
+        }
+    }
+}
+
+/// Whether `flight` is the one the table lists for its key.
+pub(super) fn listed(table: &super::Flights, flight: &Arc<Flight>) -> bool {
+    table
+        .get(&flight.key)
+        .is_some_and(|listed| Arc::ptr_eq(listed, flight))
+}
+
+/// Takes a flight out of the table (if it is still the one there) and publishes how it ended.
+pub(super) fn end_flight(store: &Store, flight: &Arc<Flight>, state: FlightState) {
+    {
+        let mut guard = store.lock();
+        if listed(&guard.flights, flight) {
+            guard.flights.remove(&flight.key);
+        }
+    }
+    flight.publish(|p| p.state = state);
+}
+
+/// A request following another's flight.
+#[derive(Debug)]
+pub(crate) struct Follower {
+    pub(super) flight: Arc<Flight>,
+}
+
+/// What a request got from the table.
+enum Entered {
+    Lead(Permit),
+    Follow(Follower),
+    /// The store holds the entry now: look again.
+    Stored,
+}
+
+/// How a follower's wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waited {
+    /// The flight moved on (`Running` for a blob: its file can be read; else done or gone).
+    Moved(FlightState),
+    /// The deadline passed with the leader still asking: [`Store::take_over`] its place.
+    Stalled,
+}
+
+impl Follower {
+    /// Waits until the flight leaves [`FlightState::Starting`], or `deadline` passes.
+    pub(crate) async fn wait(&self, deadline: Instant) -> Waited {
+        let mut progress = self.flight.progress.subscribe();
+        let waited = tokio::time::timeout_at(
+            deadline,
+            progress.wait_for(|p| p.state != FlightState::Starting),
+        )
+        .await;
+        match waited {
+            Ok(Ok(progress)) => Waited::Moved(progress.state),
+            // The sender lives in the flight this follower holds: it cannot be gone.
+            Ok(Err(_)) => Waited::Moved(FlightState::Abandoned),
+            Err(_) => Waited::Stalled,
+        }
+    }
+}
+
+impl Store {
+    /// Looks for the answer to `key` with `look` (`Break`: found); when it is missing, leads the
+    /// key's flight if nobody does, else follows it. Looked at again by a new leader: the last
+    /// one may have finished in between.
+    pub(crate) async fn lookup<T, M, F>(
         &self,
         key: FlightKey,
         mut look: impl FnMut() -> F,
-    ) -> Flight<'_, T, M>
+    ) -> Lookup<T, M>
     where
         F: Future<Output = ControlFlow<T, M>>,
     {
-        if let ControlFlow::Break(found) = look().await {
-            return Flight::Found(found);
-        }
-        let deadline = Instant::now() + self.wait;
-        loop {
-            let entered = self.enter(&key, deadline).await;
-            // Looked at again even by a new leader: the last one may have finished meanwhile.
-            let seen = match look().await {
-                ControlFlow::Break(found) => return Flight::Found(found),
-                ControlFlow::Continue(seen) => seen,
-            };
-            let guard = match entered {
-                Entered::Lead(guard) => Some(guard),
-                Entered::Followed => continue,
-                Entered::Alone => {
-                    tracing::info!(?key, wait = ?self.wait, "no answer from the request asking the upstream; asking alone");
-                    None
-                }
-            };
-            return Flight::Ask { guard, seen };
-        }
-    }
-
-    /// Leads `key` if nobody does, else waits until its leader is done or `deadline` passes.
-    async fn enter(&self, key: &FlightKey, deadline: Instant) -> Entered<'_> {
-        let mut done = {
-            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-            match map.get(key) {
-                Some(done) => done.clone(),
-                None => {
-                    let (tx, rx) = watch::channel(());
-                    map.insert(key.clone(), rx);
-                    return Entered::Lead(FlightGuard {
-                        flights: self,
-                        key: key.clone(),
-                        _done: tx,
-                    });
-                }
+        // An entry can be stored between looking and entering, or vanish from the disk after;
+        // a few rounds always settle it.
+        for _ in 0..3 {
+            if let ControlFlow::Break(found) = look().await {
+                return Lookup::Hit(found);
             }
+            let permit = match self.enter(&key) {
+                Entered::Lead(permit) => permit,
+                Entered::Follow(follower) => return Lookup::Follow(follower),
+                Entered::Stored => continue,
+            };
+            return match look().await {
+                ControlFlow::Break(found) => {
+                    permit.finish();
+                    Lookup::Hit(found)
+                }
+                ControlFlow::Continue(seen) => Lookup::Lead { permit, seen },
+            };
+        }
+        // The entry is listed but its file keeps vanishing: ask without followers.
+        let seen = match look().await {
+            ControlFlow::Break(found) => return Lookup::Hit(found),
+            ControlFlow::Continue(seen) => seen,
         };
-        // Nothing is ever sent: `changed` returns when the leader's guard drops its sender.
-        match tokio::time::timeout_at(deadline, done.changed()).await {
-            Ok(_) => Entered::Followed,
-            Err(_) => Entered::Alone,
+        let permit = self.permit(Arc::new(Flight::new(key)));
+        Lookup::Lead { permit, seen }
+    }
+
+    /// Leads `key`'s flight if nobody does and the store does not hold it, else follows.
+    fn enter(&self, key: &FlightKey) -> Entered {
+        let mut state = self.lock();
+        let stored = match key {
+            FlightKey::Blob(digest) => state.index.contains(&Key::Blob(digest.clone())),
+            FlightKey::Manifest(digest) => state.index.contains(&Key::Manifest(digest.clone())),
+            FlightKey::Tag(..) => false,
+        };
+        if stored {
+            return Entered::Stored;
+        }
+        if let Some(flight) = state.flights.get(key) {
+            return Entered::Follow(Follower {
+                flight: flight.clone(),
+            });
+        }
+        let flight = Arc::new(Flight::new(key.clone()));
+        state.flights.insert(key.clone(), flight.clone());
+        drop(state);
+        Entered::Lead(self.permit(flight))
+    }
+
+    /// The lead of a flight whose leader stalled past a follower's deadline; `None` when the
+    /// flight has moved on or another follower took it over first (look again). The stalled
+    /// leader's flight is marked abandoned, so its other followers look again and follow this
+    /// one; a fill it still starts is not kept.
+    pub(crate) fn take_over(&self, stalled: Follower) -> Option<Permit> {
+        let flight = Arc::new(Flight::new(stalled.flight.key.clone()));
+        {
+            let mut state = self.lock();
+            let starting = stalled.flight.progress.borrow().state == FlightState::Starting;
+            if !starting || !listed(&state.flights, &stalled.flight) {
+                return None;
+            }
+            state.flights.insert(flight.key.clone(), flight.clone());
+        }
+        tracing::info!(key = ?flight.key, "the request asking the upstream is stalled; another takes its place");
+        stalled.flight.publish(|p| p.state = FlightState::Abandoned);
+        Some(self.permit(flight))
+    }
+
+    /// A request's whole turn on `key`: looks, then leads, or follows until the leader is done
+    /// and looks again. A follower waits at most `wait` for its leader to move on; past it, it
+    /// takes the stalled leader's place. After a few rounds it asks alone, followed by nobody.
+    pub(crate) async fn single_flight<T, M, F>(
+        &self,
+        key: FlightKey,
+        wait: Duration,
+        mut look: impl FnMut() -> F,
+    ) -> Turn<T, M>
+    where
+        F: Future<Output = ControlFlow<T, M>>,
+    {
+        for _ in 0..FOLLOW_ROUNDS {
+            let follower = match self.lookup(key.clone(), &mut look).await {
+                Lookup::Hit(found) => return Turn::Found(found),
+                Lookup::Lead { permit, seen } => return Turn::Lead { permit, seen },
+                Lookup::Follow(follower) => follower,
+            };
+            if follower.wait(Instant::now() + wait).await != Waited::Stalled {
+                continue;
+            }
+            let Some(permit) = self.take_over(follower) else {
+                continue;
+            };
+            return match look().await {
+                ControlFlow::Break(found) => {
+                    permit.finish();
+                    Turn::Found(found)
+                }
+                ControlFlow::Continue(seen) => Turn::Lead { permit, seen },
+            };
+        }
+        tracing::info!(
+            ?key,
+            "no answer from the requests asking the upstream; asking alone"
+        );
+        match look().await {
+            ControlFlow::Break(found) => Turn::Found(found),
+            ControlFlow::Continue(seen) => Turn::Lead {
+                permit: self.permit(Arc::new(Flight::new(key))),
+                seen,
+            },
         }
     }
-}
 
-impl Drop for FlightGuard<'_> {
-    fn drop(&mut self) {
-        // Out of the map first, so that followers woken by the sender's drop (right after this)
-        // find the key free.
-        let mut map = self.flights.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.remove(&self.key);
+    fn permit(&self, flight: Arc<Flight>) -> Permit {
+        Permit {
+            store: self.clone(),
+            flight,
+            done: false,
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use super::*;
-
-    fn tag() -> FlightKey {
-        let host = HostKey::new("registry.test", 443).unwrap_or_else(|| panic!("host key"));
-        FlightKey::Tag(host, "a/b".to_owned(), "latest".to_owned())
-    }
-
-    /// A look that never finds anything, counting how often it was asked.
-    fn missing(looks: &AtomicUsize) -> impl FnMut() -> std::future::Ready<ControlFlow<(), ()>> {
-        move || {
-            looks.fetch_add(1, Ordering::Relaxed);
-            std::future::ready(ControlFlow::Continue(()))
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn leader_drop_releases_followers() {
-        let flights = Flights::new(Duration::from_secs(25));
-        let looks = AtomicUsize::new(0);
-        let Flight::Ask {
-            guard: Some(guard), ..
-        } = flights.join(tag(), missing(&looks)).await
-        else {
-            panic!("the first request leads");
-        };
-        let started = Instant::now();
-        let leader = async {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            drop(guard);
-        };
-        // The follower takes the lead once the leader is gone: the key is free again.
-        let (_, follower) = tokio::join!(leader, flights.join(tag(), missing(&looks)));
-        assert!(matches!(follower, Flight::Ask { guard: Some(_), .. }));
-        assert_eq!(started.elapsed(), Duration::from_secs(1));
-        // Before entering, after entering as a follower, after the leader left, as new leader.
-        assert_eq!(looks.load(Ordering::Relaxed), 2 + 3);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn followers_find_the_leaders_answer() {
-        let flights = Flights::new(Duration::from_secs(25));
-        let answer = Mutex::new(None);
-        let look = || {
-            std::future::ready(match *answer.lock().unwrap_or_else(|e| e.into_inner()) {
-                Some(found) => ControlFlow::Break(found),
-                None => ControlFlow::Continue(()),
-            })
-        };
-        let Flight::Ask {
-            guard: Some(guard), ..
-        } = flights.join(tag(), look).await
-        else {
-            panic!("the first request leads");
-        };
-        let leader = async {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            *answer.lock().unwrap_or_else(|e| e.into_inner()) = Some(7);
-            drop(guard);
-        };
-        let (_, follower) = tokio::join!(leader, flights.join(tag(), look));
-        assert!(matches!(follower, Flight::Found(7)));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_follower_goes_alone_after_the_wait() {
-        let flights = Flights::new(Duration::from_secs(25));
-        let looks = AtomicUsize::new(0);
-        let Flight::Ask {
-            guard: Some(_guard),
-            ..
-        } = flights.join(tag(), missing(&looks)).await
-        else {
-            panic!("the first request leads");
-        };
-        let started = Instant::now();
-        let follower = flights.join(tag(), missing(&looks)).await;
-        assert!(matches!(follower, Flight::Ask { guard: None, .. }));
-        assert_eq!(started.elapsed(), Duration::from_secs(25));
-        // Other keys are not held up.
-        let digest = Digest::sha256_of(b"{}");
-        let other = flights.join(FlightKey::Manifest(digest), missing(&looks));
-        assert!(matches!(other.await, Flight::Ask { guard: Some(_), .. }));
-    }
-}
+#[path = "flight_tests.rs"]
+mod tests;

@@ -35,9 +35,10 @@
 //! - `evict.rs`: reservations of room for new entries, and eviction.
 //! - `scan.rs`: the scan of the folder at start, and the periodic reconcile with the disk.
 //! - `manifests.rs`, `tags.rs`, `origins.rs`: reading and writing each kind of small file.
-//! - `fills.rs`: looking a blob up, one fill per blob, and the followers that join it.
-//! - `flight.rs`: single flight for manifests and tags: one request asks the upstream, the others
-//!   wait for its answer, for a bounded time.
+//! - `flight.rs`: the single flight for blobs, manifests and tags: one request asks the upstream,
+//!   the others follow it, for a bounded time.
+//! - `fills.rs`: blobs in the single flight: looking a blob up, starting its fill, and the
+//!   followers that read it as it grows.
 //! - `writer.rs`: writing a fill, verifying its digest, and committing it into the store.
 //! - `read.rs`: reading stored files in chunks, from the page cache or the blocking pool.
 //!
@@ -70,8 +71,8 @@ use crate::error::{Classify, Side};
 use crate::oci::Digest;
 
 pub(crate) use evict::Reservation;
-pub(crate) use fills::{BlobHit, BlobLookup, FillPermit, FillState, Joined, Progress};
-pub(crate) use flight::{Flight, FlightKey, Flights};
+pub(crate) use fills::{BlobHit, Joined};
+pub(crate) use flight::{FlightKey, FlightState, Follower, Lookup, Permit, Progress, Turn};
 pub(crate) use index::ReadPin;
 pub(crate) use layout::split_manifest_file;
 pub use layout::{TMP_DIR, TMP_MARKER, content_path, parse_origin_line, parse_tag_line};
@@ -80,7 +81,7 @@ pub(crate) use read::{FileChunks, chunk_len, read_at};
 pub use tags::{HostKey, TagEntry};
 pub(crate) use writer::BlobWriter;
 
-use fills::FillShared;
+use flight::Flight;
 use index::Index;
 
 /// Disk errors are logged at most this often, with a count of those not logged.
@@ -101,6 +102,8 @@ pub enum StoreError {
     BadKey(String),
     #[error("no room for {0} more bytes within the size limit")]
     Full(u64),
+    #[error("another request took over the fill of {0}")]
+    Superseded(Digest),
     #[error(
         "{path} is not hoard's cache folder ({why}); give cache.dir a folder of its own, \
          empty or made by hoard"
@@ -170,9 +173,13 @@ struct State {
     index: Index,
     /// Bytes promised to fills in progress (their temp files count against the limit).
     reserved: u64,
-    /// Blob fills in progress, for followers to join.
-    fills: HashMap<Digest, Arc<FillShared>>,
+    /// The single flight: blob fills, manifest and tag fetches in progress, for followers to
+    /// join.
+    flights: Flights,
 }
+
+/// The flights in progress, by key.
+type Flights = HashMap<FlightKey, Arc<Flight>>;
 
 #[derive(Debug)]
 struct Inner {
@@ -213,7 +220,7 @@ impl Store {
                 state: Mutex::new(State {
                     index,
                     reserved: 0,
-                    fills: HashMap::new(),
+                    flights: HashMap::new(),
                 }),
                 disk_warnings: Throttle::default(),
                 evictions: AtomicU64::new(0),
@@ -237,7 +244,11 @@ impl Store {
             entries: state.index.len(),
             bytes: state.index.bytes(),
             reserved: state.reserved,
-            fills: state.fills.len(),
+            fills: state
+                .flights
+                .keys()
+                .filter(|key| matches!(key, FlightKey::Blob(_)))
+                .count(),
         }
     }
 

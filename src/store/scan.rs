@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::index::{Index, Sweep};
-use super::{Key, Store};
+use super::{FlightKey, Key, Store};
 use crate::oci::{Algorithm, Digest};
 
 /// Folders listed at once when scanning. With a cold page cache, a scan waits on one metadata
@@ -70,7 +70,7 @@ impl Store {
             let mut state = self.lock();
             for (key, size) in batch {
                 // A blob whose fill is being committed: the fill admits it.
-                let filling = matches!(key, Key::Blob(d) if state.fills.contains_key(d));
+                let filling = matches!(key, Key::Blob(d) if state.flights.contains_key(&FlightKey::Blob(d.clone())));
                 if !filling {
                     // Unknown until now: least recently used.
                     state.index.insert_cold(key.clone(), *size);

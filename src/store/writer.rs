@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::fills::{FillShared, FillState, end_fill};
+use super::flight::{Flight, FlightState, end_flight, listed};
 use super::layout::sync_dir;
 use super::{Key, Reservation, Store, StoreError, blocking, io_error};
-use crate::oci::Hasher;
+use crate::oci::{Digest, Hasher};
 
 /// Bytes a fill writes at once. Followers see data in steps of this size; 256 KiB keeps the
 /// syscalls few (4 per MiB) while a follower lags the upstream by at most ~1 ms at 250 MiB/s.
@@ -29,7 +29,8 @@ const MAX_SLICES: usize = 1024;
 #[derive(Debug)]
 pub(crate) struct BlobWriter {
     store: Store,
-    shared: Arc<FillShared>,
+    shared: Arc<Flight>,
+    digest: Digest,
     file: Arc<std::fs::File>,
     temp: Option<tempfile::TempPath>,
     /// The upstream's buffers themselves, not copies: hashed, then written with one `writev`.
@@ -50,15 +51,17 @@ pub(crate) struct BlobWriter {
 impl BlobWriter {
     pub(super) fn new(
         store: Store,
-        shared: Arc<FillShared>,
+        shared: Arc<Flight>,
+        digest: Digest,
         file: Arc<std::fs::File>,
         temp: tempfile::TempPath,
         reservation: Reservation,
     ) -> BlobWriter {
-        let hasher = Some(shared.digest.hasher());
+        let hasher = Some(digest.hasher());
         BlobWriter {
             store,
             shared,
+            digest,
             file,
             temp: Some(temp),
             batch: Vec::new(),
@@ -130,6 +133,14 @@ impl BlobWriter {
         }
     }
 
+    /// A follower of this fill, made before the fill runs: the fill has its reader from the
+    /// first byte.
+    pub(crate) fn follower(&self) -> super::Follower {
+        super::Follower {
+            flight: self.shared.clone(),
+        }
+    }
+
     /// Whether no request reads this fill or is about to (a follower joining, or reading the
     /// growing file). A hint, without the lock: [`abandon_if_unread`](Self::abandon_if_unread)
     /// decides.
@@ -141,18 +152,14 @@ impl BlobWriter {
     /// from now on; the caller then drops the writer. `false` when a reader came after all.
     pub(crate) fn abandon_if_unread(&self) -> bool {
         let mut state = self.store.lock();
-        let digest = &self.shared.digest;
-        let listed = state
-            .fills
-            .get(digest)
-            .is_some_and(|f| Arc::ptr_eq(f, &self.shared));
+        let listed = listed(&state.flights, &self.shared);
         // Holders of the shared state: this writer, the map, and each follower.
         let holders = 1 + usize::from(listed);
         if self.shared.progress.receiver_count() > 0 || Arc::strong_count(&self.shared) > holders {
             return false;
         }
         if listed {
-            state.fills.remove(digest);
+            state.flights.remove(&self.shared.key);
         }
         true
     }
@@ -179,7 +186,7 @@ impl BlobWriter {
     /// [`StoreError::DigestMismatch`] means the content is wrong, or could not be checked (a
     /// blocking task was lost); the temp file is then deleted.
     pub async fn verify(mut self) -> Result<VerifiedBlob, StoreError> {
-        let digest = self.shared.digest.clone();
+        let digest = self.digest.clone();
         let mut earlier = self.wait_in_flight().await.err();
         let Some(mut hasher) = self.hasher.take() else {
             return Err(StoreError::DigestMismatch(digest));
@@ -209,9 +216,9 @@ impl BlobWriter {
             ))
         })
         .await
-        .map_err(|_| StoreError::DigestMismatch(self.shared.digest.clone()))?;
+        .map_err(|_| StoreError::DigestMismatch(self.digest.clone()))?;
         if !matches {
-            return Err(StoreError::DigestMismatch(self.shared.digest.clone()));
+            return Err(StoreError::DigestMismatch(self.digest.clone()));
         }
         let path = self.temp_path();
         let earlier = earlier.or_else(|| written.map_err(io_error("write", &path)).err());
@@ -249,7 +256,7 @@ impl VerifiedBlob {
         let Some(temp) = this.temp.take() else {
             return Err(StoreError::BadKey("fill without a temp file".into()));
         };
-        let key = Key::Blob(this.shared.digest.clone());
+        let key = Key::Blob(this.digest.clone());
         let dest = this.store.path(&key);
         let parent = dest.parent().unwrap_or(Path::new(".")).to_owned();
         let file = this.file.clone();
@@ -269,18 +276,14 @@ impl VerifiedBlob {
             let mut state = this.store.lock();
             state.reserved -= std::mem::take(&mut this.reservation.amount);
             state.index.insert(key, size);
-            if state
-                .fills
-                .get(&this.shared.digest)
-                .is_some_and(|f| Arc::ptr_eq(f, &this.shared))
-            {
-                state.fills.remove(&this.shared.digest);
+            if listed(&state.flights, &this.shared) {
+                state.flights.remove(&this.shared.key);
             }
         }
         this.finished = true;
         this.shared.publish(|p| {
             p.visible = size;
-            p.state = FillState::Done;
+            p.state = FlightState::Done;
         });
         blocking(move || sync_dir(&parent)).await?;
         Ok(size)
@@ -291,7 +294,7 @@ impl Drop for BlobWriter {
     fn drop(&mut self) {
         if !self.finished {
             // The temp file deletes itself (TempPath); followers learn the fill failed.
-            end_fill(&self.store, &self.shared, FillState::Failed);
+            end_flight(&self.store, &self.shared, FlightState::Failed);
         }
     }
 }

@@ -1,6 +1,6 @@
-//! The shared S3 tier in the registry rules (`[store.s3]`): a local miss asks the bucket before
-//! the fleet's owner or the registry, and what this node fetched from a registry and verified is
-//! uploaded after, in the background (a conditional create: the first node's upload wins, the
+//! The shared S3 tier's bucket (`[store.s3]`) as a source of bytes (`source.rs` decides when it
+//! is asked): a local miss asks the bucket before the fleet's owner or the registry, and what this
+//! node fetched from a registry and verified is uploaded after, in the background (a conditional create: the first node's upload wins, the
 //! others find it there). The bucket is trusted no more than a registry: a blob read from it is
 //! checked by the fill like any other, and one that does not match its digest is deleted from
 //! the bucket so that the next miss fetches it again. Tags are recorded there too, for a node
@@ -20,69 +20,36 @@ use crate::store::{Key, Store, StoredManifest};
 use crate::telemetry::{Metrics, TierRead, TierWrite};
 use crate::tier::{Kind, S3Tier, TierError};
 
-use super::Target;
+use super::target::Target;
 
 /// Pieces of a blob read from the bucket ahead of the fill.
 const TIER_CHANNEL: usize = 4;
 
-/// Where a fill's bytes came from, which decides what is done with the bucket after.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Source {
-    /// The registry: this node uploads what it verified.
-    Registry,
-    /// The fleet peer that owns the blob (it uploads).
-    Owner,
-    /// The bucket itself: a mismatch there is deleted.
-    Tier,
+/// Uploads a blob fetched from a registry, verified and stored, in the background.
+pub(super) fn upload_blob(
+    tier: &Arc<S3Tier>,
+    metrics: &Arc<Metrics>,
+    digest: &Digest,
+    store: &Store,
+) {
+    let path = store.path(&Key::Blob(digest.clone()));
+    let (tier, metrics, digest) = (tier.clone(), metrics.clone(), digest.clone());
+    tokio::spawn(async move {
+        let result = tier.put_blob(&digest, &path).await;
+        written(&metrics, &digest, result);
+    });
 }
 
-/// The bucket and the counters, for what a fill does after it ends.
-#[derive(Debug, Clone)]
-pub(super) struct Shared {
-    tier: Arc<S3Tier>,
-    metrics: Arc<Metrics>,
-}
-
-impl Shared {
-    /// The bucket, if there is one.
-    pub(super) fn of(hoard: &Hoard) -> Option<Shared> {
-        Some(Shared {
-            tier: hoard.tier.clone()?,
-            metrics: hoard.metrics.clone(),
-        })
-    }
-
-    /// After a fill from `source` was verified and stored: a blob from a registry is uploaded.
-    pub(super) fn stored(&self, source: Source, digest: &Digest, store: &Store) {
-        if source != Source::Registry {
-            return;
+/// Counts a corrupt object and deletes it from the bucket, in the background.
+pub(super) fn corrupt(tier: &Arc<S3Tier>, metrics: &Metrics, kind: Kind, digest: &Digest) {
+    metrics.tier_read(TierRead::Corrupt);
+    let (tier, digest) = (tier.clone(), digest.clone());
+    tokio::spawn(async move {
+        tracing::warn!(%digest, kind = kind.as_str(), "the shared tier's copy does not match its digest; deleted there");
+        if let Err(error) = tier.delete(kind, &digest).await {
+            tracing::warn!(%digest, error = %error_chain(&error), "cannot delete a corrupt object from the shared tier");
         }
-        let path = store.path(&Key::Blob(digest.clone()));
-        let (tier, metrics, digest) = (self.tier.clone(), self.metrics.clone(), digest.clone());
-        tokio::spawn(async move {
-            let result = tier.put_blob(&digest, &path).await;
-            written(&metrics, &digest, result);
-        });
-    }
-
-    /// After a fill from `source` did not match its digest: the bucket's copy is deleted.
-    pub(super) fn mismatched(&self, source: Source, digest: &Digest) {
-        if source == Source::Tier {
-            self.corrupt(Kind::Blob, digest);
-        }
-    }
-
-    /// Counts a corrupt object and deletes it from the bucket.
-    fn corrupt(&self, kind: Kind, digest: &Digest) {
-        self.metrics.tier_read(TierRead::Corrupt);
-        let (tier, digest) = (self.tier.clone(), digest.clone());
-        tokio::spawn(async move {
-            tracing::warn!(%digest, kind = kind.as_str(), "the shared tier's copy does not match its digest; deleted there");
-            if let Err(error) = tier.delete(kind, &digest).await {
-                tracing::warn!(%digest, error = %error_chain(&error), "cannot delete a corrupt object from the shared tier");
-            }
-        });
-    }
+    });
 }
 
 /// The blob's length and body from the bucket, unchecked (the fill checks it); `None` when the
@@ -128,8 +95,8 @@ pub(super) async fn blob(hoard: &Hoard, digest: &Digest) -> Option<(u64, Body)> 
 /// The manifest from the bucket, checked; `None` when the bucket is off, does not hold it, holds
 /// a corrupt copy (deleted) or cannot be asked.
 pub(super) async fn manifest(hoard: &Hoard, digest: &Digest) -> Option<StoredManifest> {
-    let shared = Shared::of(hoard)?;
-    match shared.tier.get_manifest(digest).await {
+    let tier = hoard.tier.as_ref()?;
+    match tier.get_manifest(digest).await {
         Ok(Some(manifest)) => {
             hoard.metrics.tier_read(TierRead::Hit);
             Some(StoredManifest {
@@ -142,7 +109,7 @@ pub(super) async fn manifest(hoard: &Hoard, digest: &Digest) -> Option<StoredMan
             None
         }
         Err(TierError::Corrupt { .. }) => {
-            shared.corrupt(Kind::Manifest, digest);
+            corrupt(tier, &hoard.metrics, Kind::Manifest, digest);
             None
         }
         Err(error) => {
@@ -155,9 +122,10 @@ pub(super) async fn manifest(hoard: &Hoard, digest: &Digest) -> Option<StoredMan
 
 /// Uploads a manifest fetched from a registry and verified, in the background.
 pub(super) fn upload_manifest(hoard: &Hoard, digest: &Digest, manifest: &StoredManifest) {
-    let Some(Shared { tier, metrics }) = Shared::of(hoard) else {
+    let Some(tier) = hoard.tier.clone() else {
         return;
     };
+    let metrics = hoard.metrics.clone();
     let (digest, manifest) = (digest.clone(), manifest.clone());
     tokio::spawn(async move {
         let result = tier
@@ -190,9 +158,10 @@ pub(super) async fn tag(hoard: &Hoard, target: &Target, repo: &str, tag: &str) -
 
 /// Records in the bucket what a tag names now, in the background.
 pub(super) fn record_tag(hoard: &Hoard, target: &Target, repo: &str, tag: &str, digest: &Digest) {
-    let Some(Shared { tier, metrics }) = Shared::of(hoard) else {
+    let Some(tier) = hoard.tier.clone() else {
         return;
     };
+    let metrics = hoard.metrics.clone();
     let (registry, repo, tag, digest) = (
         target.key.as_str().to_owned(),
         repo.to_owned(),
