@@ -134,7 +134,7 @@ pub(super) async fn access_refused(
     route: &Route,
 ) -> Option<Response<Body>> {
     let config = hoard.config();
-    if config.auth_on_hit != AuthOnHit::Upstream {
+    if config.cache.auth_on_hit != AuthOnHit::Upstream {
         return None;
     }
     let uri = target.uri(request.uri().path())?;

@@ -130,7 +130,7 @@ pub(super) async fn fetch_manifest(
         .get(DOCKER_CONTENT_DIGEST)
         .and_then(|v| v.to_str().ok())
         .and_then(Digest::parse);
-    let bytes = read_manifest(response.into_body(), hoard.config().read_timeout).await?;
+    let bytes = read_manifest(response.into_body(), hoard.config().upstream.read_timeout).await?;
     let computed = expected.is_none() && announced.is_none();
     let digest = expected
         .or(announced)
