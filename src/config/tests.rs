@@ -158,3 +158,52 @@ fn a_wide_mirror_needs_logins_or_an_allow_list_and_counts_as_shared() {
     );
     assert_eq!(config.cache.auth_on_hit, AuthOnHit::Upstream);
 }
+
+#[test]
+fn a_reload_names_only_the_changed_keys_that_need_a_restart() {
+    let base = "[proxy]\nmax_connections = 10\n[cache]\nmax_size = \"1GiB\"\n";
+    let old = config_from(base).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(old.restart_keys(&old), Vec::<&str>::new());
+    let new = config_from(&format!(
+        "{base}max_fills = 3\n[intercept]\nhosts = [\"quay.io\"]\n[log]\nlevel = \"debug\"\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(old.restart_keys(&new), ["log.level"]);
+    let new = config_from(
+        "[proxy]\nmax_connections = 11\nmax_connections_per_client = 3\n\
+         [cache]\nmax_size = \"1GiB\"\nmin_free = \"1MiB\"\n[mirror]\nlisten = \"127.0.0.1:5000\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        old.restart_keys(&new),
+        [
+            "proxy.max_connections",
+            "proxy.max_connections_per_client",
+            "cache.min_free",
+            "mirror.listen",
+            "mirror.tls_cert, tls_key, names",
+        ]
+    );
+}
+
+#[test]
+fn sections_compare_by_content() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let users = dir.path().join("users");
+    std::fs::write(&users, "alice:$2y$04$abcdefghijklmnopqrstuu\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = format!(
+        "[proxy]\nauth_file = {:?}\n[upstream]\nresolve = {{ \"gcr.io\" = \"10.0.0.1:443\" }}\n",
+        users.display().to_string()
+    );
+    let (a, b) = (config_from(&text), config_from(&text));
+    let (Ok(a), Ok(b)) = (a, b) else {
+        panic!("{text}");
+    };
+    // Each load salts its own dummy hash; the users are what counts.
+    assert_eq!(a, b);
+    let moved =
+        config_from(&text.replace("10.0.0.1", "10.0.0.2")).unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(a.upstream.clients, moved.upstream.clients);
+    assert_eq!(a.proxy, moved.proxy);
+}
