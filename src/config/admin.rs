@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
+use super::check::changed;
 use super::error::ConfigError;
 
 /// `[admin]` as written.
@@ -22,6 +23,13 @@ pub enum AdminListen {
     Default(SocketAddr),
     /// Configured: failing to bind it stops hoard.
     Configured(SocketAddr),
+}
+
+impl AdminListen {
+    /// The keys whose change only a restart puts in force: the listener binds at start.
+    pub(super) fn restart_keys(&self, new: &AdminListen) -> Vec<&'static str> {
+        changed([("admin.listen", self != new)])
+    }
 }
 
 /// `[admin]`, checked.

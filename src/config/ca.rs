@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::check::changed;
+
 /// `[ca]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +22,14 @@ pub struct CaConfig {
     /// Whether a new CA is limited to signing the intercepted domains (an existing CA keeps
     /// what it was made with).
     pub name_constraints: bool,
+}
+
+impl CaConfig {
+    /// The keys whose change only a restart puts in force (the CA is loaded at start).
+    /// `ca.name_constraints` is not one of them: a restart does not remake an existing CA.
+    pub(super) fn restart_keys(&self, new: &CaConfig) -> Vec<&'static str> {
+        changed([("ca.dir", self.dir != new.dir)])
+    }
 }
 
 /// `[ca]`, with `--ca-dir` over `ca.dir`.

@@ -141,13 +141,9 @@ impl Config {
     /// bound or opened at start (listeners and their limits, the CA, the store, the logger).
     pub(crate) fn restart_keys(&self, new: &Config) -> Vec<&'static str> {
         let mut keys = self.proxy.restart_keys(&new.proxy);
-        if self.ca.dir != new.ca.dir {
-            keys.push("ca.dir");
-        }
+        keys.extend(self.ca.restart_keys(&new.ca));
         keys.extend(self.cache.restart_keys(&new.cache));
-        if self.admin != new.admin {
-            keys.push("admin.listen");
-        }
+        keys.extend(self.admin.restart_keys(&new.admin));
         keys.extend(Mirror::restart_keys(
             self.mirror.as_ref(),
             new.mirror.as_ref(),
