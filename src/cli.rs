@@ -211,12 +211,12 @@ fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
     {
         return prune_s3(&config, older_than, dry_run);
     }
-    let dir = CacheDir::open(&config.cache_dir)?;
+    let dir = CacheDir::open(&config.cache.dir)?;
     let mut out = std::io::stdout();
     let outcome = match command {
         CacheCommand::Ls { json, .. } => ops::ls::run(&dir, json, &mut out)?,
         CacheCommand::Stats { json, .. } => {
-            runtime()?.block_on(ops::stats::run(&dir, config.listen, json, &mut out))?
+            runtime()?.block_on(ops::stats::run(&dir, config.proxy.listen, json, &mut out))?
         }
         CacheCommand::Verify { .. } => ops::verify::run(&dir, &mut out)?,
         CacheCommand::Prune {
@@ -247,7 +247,7 @@ fn prune_s3(
     older_than: Option<Duration>,
     dry_run: bool,
 ) -> anyhow::Result<ExitCode> {
-    let Some(s3) = &config.s3 else {
+    let Some(s3) = &config.store.s3 else {
         eprintln!("hoard: --s3 needs a [store.s3] section in the config");
         return Ok(ExitCode::from(2));
     };

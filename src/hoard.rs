@@ -12,7 +12,7 @@ use crate::access::limits::Limits as ConnectionLimits;
 use crate::access::{FillSlots, ProxyAuth};
 use crate::config::Config;
 use crate::fleet::Fleet;
-use crate::store::{Limits, Store};
+use crate::store::Store;
 use crate::telemetry::Metrics;
 use crate::tier::S3Tier;
 use crate::tls::{CertificateAuthority, root_store};
@@ -23,7 +23,7 @@ use crate::upstream::auth::RegistryAuth;
 #[derive(Debug)]
 pub struct Hoard {
     config: RwLock<Arc<Config>>,
-    /// The proxy users' checker, made anew from `config.users` by every reload.
+    /// The proxy users' checker, made anew from `config.proxy.users` by every reload.
     proxy_auth: RwLock<Option<Arc<ProxyAuth>>>,
     pub ca: CertificateAuthority,
     pub store: Store,
@@ -119,10 +119,10 @@ impl Hoard {
     /// old ones. What is bound or opened at start (listeners, the CA, the store) keeps its
     /// start-up settings until a restart. If the new clients cannot be built, nothing changes.
     pub fn reload(&self, config: Config) -> anyhow::Result<()> {
-        if upstream_changed(&self.config(), &config) {
+        if self.config().upstream.clients != config.upstream.clients {
             let upstream = upstream_for(&config, self.metrics.clone())?;
             *self.upstream.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(upstream);
-            tracing::info!(parent = ?config.parent, "upstream settings changed; new upstream connections use them");
+            tracing::info!(parent = ?config.upstream.clients.parent, "upstream settings changed; new upstream connections use them");
         }
         self.metrics.set_intercepted(config.intercept.clone());
         if let (Some(fleet), Some(peers)) = (&self.fleet, &config.fleet) {
@@ -141,7 +141,7 @@ impl Hoard {
             Some(crate::config::MirrorTls::Minted(names)) => names.as_slice(),
             _ => &[],
         };
-        let constrain_to = config.name_constraints.then(|| {
+        let constrain_to = config.ca.name_constraints.then(|| {
             config
                 .intercept
                 .names()
@@ -149,13 +149,10 @@ impl Hoard {
                 .collect()
         });
         let ca =
-            CertificateAuthority::load_or_create(&config.ca_dir, provider.clone(), constrain_to)
+            CertificateAuthority::load_or_create(&config.ca.dir, provider.clone(), constrain_to)
                 .context("loading the CA")?;
-        let limits = Limits {
-            max_size: config.max_size,
-            min_free: config.min_free,
-        };
-        let store = Store::open(&config.cache_dir, limits).context("opening the cache")?;
+        let store = Store::open(&config.cache.dir, config.cache.limits.into())
+            .context("opening the cache")?;
         let metrics: Arc<Metrics> = Arc::default();
         metrics.set_intercepted(config.intercept.clone());
         let upstream = upstream_for(&config, metrics.clone())?;
@@ -163,7 +160,7 @@ impl Hoard {
             .fleet
             .as_ref()
             .map(|fleet| Arc::new(Fleet::new(fleet, metrics.clone())));
-        let tier = match &config.s3 {
+        let tier = match &config.store.s3 {
             Some(s3) => Some(Arc::new(S3Tier::new(s3).context("store.s3")?)),
             None => None,
         };
@@ -184,26 +181,18 @@ impl Hoard {
     }
 }
 
-/// Whether the settings the upstream clients are built from differ.
-fn upstream_changed(old: &Config, new: &Config) -> bool {
-    old.extra_ca_files != new.extra_ca_files
-        || old.resolve != new.resolve
-        || old.connect_timeout != new.connect_timeout
-        || old.allow_private_destinations != new.allow_private_destinations
-        || old.parent != new.parent
-        || old.no_proxy != new.no_proxy
-}
-
 /// The upstream clients a configuration asks for.
 fn upstream_for(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Upstream> {
-    let roots = root_store(&config.extra_ca_files).context("setting up the upstream client")?;
-    Upstream::new(config, roots, crate::crypto_provider(), metrics)
+    let clients = &config.upstream.clients;
+    let roots = root_store(&clients.extra_ca_files).context("setting up the upstream client")?;
+    Upstream::new(clients, roots, crate::crypto_provider(), metrics)
         .context("setting up the upstream client")
 }
 
 /// A checker for the configuration's proxy users, with no logins remembered yet.
 fn proxy_auth_for(config: &Config) -> Option<Arc<ProxyAuth>> {
     config
+        .proxy
         .users
         .as_ref()
         .map(|users| Arc::new(ProxyAuth::new(users.clone())))

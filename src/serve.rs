@@ -22,7 +22,7 @@ pub fn serve(
         // Handlers first: a signal that arrives while hoard starts must not kill it.
         let mut terminate = signal(SignalKind::terminate())?;
         let mut hangup = signal(SignalKind::hangup())?;
-        let mut grace = config.shutdown_grace;
+        let mut grace = config.proxy.shutdown_grace;
         let server = hoard::Server::start(config).await?;
         loop {
             tokio::select! {
@@ -48,7 +48,7 @@ fn reload(
     overrides: &Overrides,
 ) -> anyhow::Result<Duration> {
     let config = Config::load(path, overrides.clone())?;
-    let grace = config.shutdown_grace;
+    let grace = config.proxy.shutdown_grace;
     server.reload(config)?;
     Ok(grace)
 }
@@ -56,11 +56,11 @@ fn reload(
 /// Text or JSON lines on stderr; the level from `RUST_LOG` if set, else `log.level`.
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_filter));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.filter));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match config.log_format {
+    match config.log.format {
         hoard::config::LogFormat::Json => logs.json().init(),
         hoard::config::LogFormat::Text => logs
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

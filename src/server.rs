@@ -19,11 +19,11 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `config.listen` and serves in the background.
+    /// Binds `config.proxy.listen` and serves in the background.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
         use anyhow::Context as _;
         // The CA and the store first: a client that can connect gets a working proxy.
-        let (listen, admin) = (config.listen, config.admin);
+        let (listen, admin) = (config.proxy.listen, config.admin);
         let hoard = Arc::new(Hoard::new(config)?);
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -63,42 +63,11 @@ impl Server {
             config.check_open_mirror(mirror)?;
         }
         let old = self.hoard.config();
-        let fixed = [
-            ("proxy.listen", old.listen != config.listen),
-            ("ca.dir", old.ca_dir != config.ca_dir),
-            ("cache.dir", old.cache_dir != config.cache_dir),
-            ("admin.listen", old.admin != config.admin),
-            (
-                "mirror.listen",
-                old.mirror.as_ref().map(|m| m.listen) != config.mirror.as_ref().map(|m| m.listen),
-            ),
-            (
-                "mirror.tls_cert, tls_key, names",
-                old.mirror.as_ref().map(|m| &m.tls) != config.mirror.as_ref().map(|m| &m.tls),
-            ),
-            (
-                "fleet (on or off), fleet.listen",
-                old.fleet.as_ref().map(|f| f.listen) != config.fleet.as_ref().map(|f| f.listen),
-            ),
-            ("cache.max_size", old.max_size != config.max_size),
-            ("cache.min_free", old.min_free != config.min_free),
-            (
-                "proxy.max_connections",
-                old.max_connections != config.max_connections,
-            ),
-            (
-                "proxy.max_connections_per_client",
-                old.max_connections_per_client != config.max_connections_per_client,
-            ),
-            ("log.format", old.log_format != config.log_format),
-            ("log.level", old.log_filter != config.log_filter),
-        ];
-        let new_ca_only = old.name_constraints != config.name_constraints;
+        let restart = old.restart_keys(&config);
+        let new_ca_only = old.ca.name_constraints != config.ca.name_constraints;
         self.hoard.reload(config)?;
-        for (key, changed) in fixed {
-            if changed {
-                tracing::warn!(key, "changed, but takes effect only after a restart");
-            }
+        for key in restart {
+            tracing::warn!(key, "changed, but takes effect only after a restart");
         }
         if new_ca_only {
             tracing::warn!(

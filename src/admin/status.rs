@@ -82,7 +82,7 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; 
 <div class="card" id="store-use"><b>{used}</b>of {limit} in {entries} entries</div>
 </div>
 "#,
-        listen = hoard.config().listen,
+        listen = hoard.config().proxy.listen,
         mirror = hoard
             .config()
             .mirror

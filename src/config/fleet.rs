@@ -1,4 +1,4 @@
-//! `[fleet]`, checked: the other hoards this one shares upstream fetches with, off unless
+//! `[fleet]`: the other hoards this one shares upstream fetches with, off unless
 //! `fleet.peers` is set.
 
 use std::fmt;
@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::check::changed;
+use super::error::ConfigError;
 use super::units::parse_duration;
 use crate::net::split_authority;
 
@@ -48,6 +49,17 @@ pub struct Fleet {
     /// How long a node waits for the owner's response headers (and at most for the
     /// connection) before it asks the registry itself.
     pub peer_timeout: Duration,
+}
+
+impl Fleet {
+    /// The keys whose change only a restart puts in force (the peer endpoint binds at start;
+    /// the peers and the secret follow a reload); `None` is a node alone.
+    pub(super) fn restart_keys(old: Option<&Fleet>, new: Option<&Fleet>) -> Vec<&'static str> {
+        changed([(
+            "fleet (on or off), fleet.listen",
+            old.map(|f| f.listen) != new.map(|f| f.listen),
+        )])
+    }
 }
 
 /// Who the peers are.

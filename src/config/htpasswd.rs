@@ -19,6 +19,14 @@ pub struct Htpasswd {
     dummy: String,
 }
 
+/// Two files are the same when they hold the same users with the same hashes (the dummy hash
+/// is salted anew each time, so it is not compared).
+impl PartialEq for Htpasswd {
+    fn eq(&self, other: &Htpasswd) -> bool {
+        self.users == other.users
+    }
+}
+
 impl std::fmt::Debug for Htpasswd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Htpasswd({} users)", self.users.len())

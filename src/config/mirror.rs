@@ -1,4 +1,4 @@
-//! `[mirror]`, checked: the registry-mirror listener, off unless `mirror.listen` is set.
+//! `[mirror]`: the registry-mirror listener, off unless `mirror.listen` is set.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +7,9 @@ use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::check::{changed, guard_check};
+use super::error::ConfigError;
+use super::proxy::ProxyConfig;
 use crate::net::HostPatterns;
 use crate::oci::{DOCKER_HUB, registry_key};
 
@@ -29,7 +31,7 @@ pub struct MirrorSection {
 
 /// The registry-mirror listener: hoard's store served as a registry mirror, for hosts that do
 /// not trust an intercepting CA.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mirror {
     /// Where it listens.
     pub listen: SocketAddr,
@@ -55,13 +57,28 @@ pub enum MirrorTls {
     Minted(Vec<String>),
 }
 
+impl Mirror {
+    /// The keys whose change only a restart puts in force (the listener and its certificate
+    /// are set up at start); `None` is a mirror that is off.
+    pub(super) fn restart_keys(old: Option<&Mirror>, new: Option<&Mirror>) -> Vec<&'static str> {
+        changed([
+            (
+                "mirror.listen",
+                old.map(|m| m.listen) != new.map(|m| m.listen),
+            ),
+            (
+                "mirror.tls_cert, tls_key, names",
+                old.map(|m| &m.tls) != new.map(|m| &m.tls),
+            ),
+        ])
+    }
+}
+
 /// `[mirror]`, or `None` when `mirror.listen` is unset. A listener beyond loopback needs
 /// `proxy.auth_file`, `proxy.allow_clients` or `proxy.open`, as the proxy's does.
 pub(super) fn mirror(
     section: MirrorSection,
-    users: bool,
-    allow_list: bool,
-    open: bool,
+    proxy: &ProxyConfig,
 ) -> Result<Option<Mirror>, ConfigError> {
     let invalid = |key, message: String| ConfigError::Invalid { key, message };
     let Some(listen) = section.listen else {
@@ -73,7 +90,7 @@ pub(super) fn mirror(
             format!("{listen:?} is not an address like 127.0.0.1:5000"),
         )
     })?;
-    open_mirror_check(listen, users, allow_list, open)?;
+    open_mirror_check(listen, proxy.guarded())?;
     let tls = match (section.tls_cert, section.tls_key) {
         (Some(cert), Some(key)) if section.names.is_empty() => {
             check_pem(&cert, &key)?;
@@ -107,7 +124,7 @@ pub(super) fn mirror(
             )
         })?,
     };
-    if section.forward_authorization && users {
+    if section.forward_authorization && proxy.users.is_some() {
         return Err(invalid(
             "mirror.forward_authorization",
             "clients log in to the mirror with proxy.auth_file: their Authorization is \
@@ -126,16 +143,11 @@ pub(super) fn mirror(
 
 /// Refuses a mirror on `listen` beyond loopback with neither logins, nor an allow-list, nor
 /// `proxy.open`: anyone who reached it would have the cache and hoard's registry credentials.
-pub(super) fn open_mirror_check(
-    listen: SocketAddr,
-    users: bool,
-    allow_list: bool,
-    open: bool,
-) -> Result<(), ConfigError> {
-    super::validate::guard_check(
+pub(super) fn open_mirror_check(listen: SocketAddr, guarded: bool) -> Result<(), ConfigError> {
+    guard_check(
         "mirror.listen",
         listen,
-        users || allow_list || open,
+        guarded,
         "open the cache to anyone who can reach it (set proxy.open = true if that is intended)",
     )
 }
@@ -178,84 +190,4 @@ fn check_pem(cert: &std::path::Path, key: &std::path::Path) -> Result<(), Config
         message: format!("{}: {err}", key.display()),
     })?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::{Config, FileConfig, Overrides};
-
-    fn resolve(toml: &str) -> Result<Config, String> {
-        let file = toml::from_str::<FileConfig>(toml).map_err(|e| e.to_string())?;
-        Config::resolve(file, Overrides::default()).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn the_mirror_is_off_unless_it_has_an_address() {
-        let config = resolve("").unwrap_or_else(|e| panic!("{e}"));
-        assert!(config.mirror.is_none());
-        let config =
-            resolve("[mirror]\nlisten = \"127.0.0.1:5000\"").unwrap_or_else(|e| panic!("{e}"));
-        let mirror = config.mirror.unwrap_or_else(|| panic!("no mirror"));
-        assert_eq!(mirror.tls, super::MirrorTls::Plain);
-        assert_eq!(mirror.default_registry, "registry-1.docker.io");
-        assert!(!mirror.forward_authorization);
-    }
-
-    #[test]
-    fn bad_mirror_settings_name_their_key() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let junk = dir.path().join("junk.pem");
-        std::fs::write(&junk, "not pem").unwrap_or_else(|e| panic!("{e}"));
-        let junk = junk.display();
-        for (mirror, key) in [
-            ("listen = \"5000\"", "mirror.listen"),
-            ("listen = \"0.0.0.0:5000\"", "mirror.listen"),
-            (
-                "listen = \"127.0.0.1:0\"\ntls_cert = \"/x\"",
-                "mirror.tls_cert",
-            ),
-            (
-                &format!("listen = \"127.0.0.1:0\"\ntls_cert = \"{junk}\"\ntls_key = \"{junk}\""),
-                "mirror.tls_cert",
-            ),
-            (
-                &format!(
-                    "listen = \"127.0.0.1:0\"\ntls_cert = \"{junk}\"\ntls_key = \"{junk}\"\nnames = [\"a\"]"
-                ),
-                "mirror.names",
-            ),
-            (
-                "listen = \"127.0.0.1:0\"\nnames = [\"a b\"]",
-                "mirror.names",
-            ),
-            (
-                "listen = \"127.0.0.1:0\"\nregistries = [\"*\"]",
-                "mirror.registries",
-            ),
-            (
-                "listen = \"127.0.0.1:0\"\ndefault_registry = \"a/b\"",
-                "mirror.default_registry",
-            ),
-        ] {
-            let err = resolve(&format!("[mirror]\n{mirror}"))
-                .err()
-                .unwrap_or_default();
-            assert!(err.starts_with(key), "{mirror}: {err}");
-        }
-    }
-
-    #[test]
-    fn a_wide_mirror_needs_logins_or_an_allow_list_and_counts_as_shared() {
-        let config = resolve(
-            "[proxy]\nallow_clients = [\"10.0.0.0/8\"]\n[mirror]\nlisten = \"0.0.0.0:5000\"\n\
-             names = [\"hoard.internal\", \"10.0.0.5\"]",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let mirror = config.mirror.unwrap_or_else(|| panic!("no mirror"));
-        assert_eq!(
-            mirror.tls,
-            super::MirrorTls::Minted(vec!["hoard.internal".into(), "10.0.0.5".into()])
-        );
-        assert_eq!(config.auth_on_hit, super::super::AuthOnHit::Upstream);
-    }
 }

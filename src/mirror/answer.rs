@@ -111,7 +111,12 @@ async fn admit(
         .get::<ClientAddr>()
         .map(|ClientAddr(ip)| *ip)
         .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-    if !config.allow_clients.is_empty() && !config.allow_clients.iter().any(|c| c.contains(client))
+    if !config.proxy.allow_clients.is_empty()
+        && !config
+            .proxy
+            .allow_clients
+            .iter()
+            .any(|c| c.contains(client))
     {
         hoard.metrics.auth_failure(AuthFailure::AllowList);
         return Err(error(

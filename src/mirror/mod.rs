@@ -62,7 +62,10 @@ pub(crate) async fn serve(
     tls: Option<Arc<ServerConfig>>,
 ) {
     let config = hoard.config();
-    let limits = Limits::new(config.max_connections, config.max_connections_per_client);
+    let limits = Limits::new(
+        config.proxy.connections.max,
+        config.proxy.connections.per_client,
+    );
     hoard.listening(&limits);
     drop(config);
     accept(

@@ -62,7 +62,7 @@ impl Answer for FromPeers {
 /// per request in flight over HTTP/1.1), so only the total connection limit applies.
 pub(crate) async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
     let config = hoard.config();
-    let limits = Limits::new(config.max_connections, config.max_connections);
+    let limits = Limits::new(config.proxy.connections.max, config.proxy.connections.max);
     hoard.listening(&limits);
     drop(config);
     super::accept(

@@ -9,7 +9,7 @@ enum Pattern<'a> {
 }
 
 /// Host names to intercept: exact names and `*.suffix` wildcards, compared case-insensitively.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostPatterns {
     exact: Vec<String>,
     suffixes: Vec<String>,

@@ -125,10 +125,10 @@ fn client(config: &Config, proxy: Option<&str>) -> Result<reqwest::Client, WarmE
     let setup = |e: &dyn std::fmt::Display| WarmError::Setup(e.to_string());
     let proxy = match proxy {
         Some(url) => url.to_owned(),
-        None => format!("http://{}", reachable(config.listen)),
+        None => format!("http://{}", reachable(config.proxy.listen)),
     };
-    let mut trusted = vec![config.ca_dir.join("ca.crt")];
-    trusted.extend(config.extra_ca_files.iter().cloned());
+    let mut trusted = vec![config.ca.dir.join("ca.crt")];
+    trusted.extend(config.upstream.clients.extra_ca_files.iter().cloned());
     let roots = crate::tls::root_store(&trusted).map_err(|e| setup(&e))?;
     let mut tls = rustls::ClientConfig::builder_with_provider(crate::crypto_provider())
         .with_safe_default_protocol_versions()

@@ -18,7 +18,7 @@ pub async fn forward(request: Request<Incoming>, hoard: &Hoard) -> Response<Body
         return error(StatusCode::BAD_REQUEST, "the URL has no host");
     };
     let port = request.uri().port_u16().unwrap_or(80);
-    if !hoard.config().forward_ports.contains(&port) {
+    if !hoard.config().proxy.forward_ports.contains(&port) {
         return error(
             StatusCode::FORBIDDEN,
             &format!("forwarding to port {port} is not allowed (proxy.forward_ports)"),

@@ -32,9 +32,12 @@ use crate::upstream::{UpstreamError, upstream_error};
 /// Accepts connections until the listener fails, each one admitted by the connection limits
 /// ([`crate::access::accept::admitted`]).
 pub async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
-    tracing::info!(addr = %hoard.config().listen, "hoard listening");
+    tracing::info!(addr = %hoard.config().proxy.listen, "hoard listening");
     let config = hoard.config();
-    let limits = Limits::new(config.max_connections, config.max_connections_per_client);
+    let limits = Limits::new(
+        config.proxy.connections.max,
+        config.proxy.connections.per_client,
+    );
     hoard.listening(&limits);
     drop(config);
     loop {
@@ -48,12 +51,12 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, hoard: Arc<Hoard>
     let _open = hoard.metrics.connection();
     let _ = stream.set_nodelay(true);
     let config = hoard.config();
-    let io = TokioIo::new(Idle::new(stream, config.idle_timeout));
+    let io = TokioIo::new(Idle::new(stream, config.proxy.idle_timeout));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
-        .max_buf_size(config.max_header_size);
+        .header_read_timeout(config.proxy.header_read_timeout)
+        .max_buf_size(config.proxy.max_header_size);
     let connection_span = Span::current();
     let service = service_fn({
         let hoard = hoard.clone();
@@ -147,11 +150,15 @@ async fn admit(
     peer: SocketAddr,
 ) -> Option<Response<Body>> {
     let config = hoard.config();
-    if let Some(too_big) = head_too_large(request, config.max_header_size) {
+    if let Some(too_big) = head_too_large(request, config.proxy.max_header_size) {
         return Some(too_big);
     }
-    if !config.allow_clients.is_empty()
-        && !config.allow_clients.iter().any(|c| c.contains(peer.ip()))
+    if !config.proxy.allow_clients.is_empty()
+        && !config
+            .proxy
+            .allow_clients
+            .iter()
+            .any(|c| c.contains(peer.ip()))
     {
         hoard.metrics.auth_failure(AuthFailure::AllowList);
         return Some(error(
@@ -243,7 +250,7 @@ async fn connect(
     };
     let host = crate::net::unbracket(authority.host()).to_owned();
 
-    if !hoard.config().connect_ports.contains(&port) {
+    if !hoard.config().proxy.connect_ports.contains(&port) {
         return error(
             StatusCode::FORBIDDEN,
             &format!("CONNECT to port {port} is not allowed (proxy.connect_ports)"),
@@ -296,7 +303,7 @@ async fn connect(
             match hyper::upgrade::on(request).await {
                 Ok(upgraded) => {
                     let metrics = hoard.metrics.clone();
-                    let idle_timeout = hoard.config().idle_timeout;
+                    let idle_timeout = hoard.config().proxy.idle_timeout;
                     let authority = authority.to_string();
                     super::tunnel::run(upgraded, server, authority, metrics, ticket, idle_timeout)
                         .await

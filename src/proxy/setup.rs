@@ -168,7 +168,7 @@ impl Script<'_> {
             proxy,
             ca_pem,
             patterns: config.intercept.names().collect(),
-            auth_required: config.users.is_some(),
+            auth_required: config.proxy.users.is_some(),
         }
     }
 
@@ -234,7 +234,7 @@ pub fn respond<B>(request: &Request<B>, hoard: &Hoard) -> Response<Body> {
     let host_header = request.headers().get(HOST);
     let proxy = match host_header {
         Some(value) => value.to_str().ok().and_then(ProxyAddr::parse),
-        None => ProxyAddr::from_listen(config.listen),
+        None => ProxyAddr::from_listen(config.proxy.listen),
     };
     let Some(proxy) = proxy else {
         return error(

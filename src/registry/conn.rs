@@ -84,9 +84,9 @@ where
 {
     let config = hoard.config();
     let (header_read_timeout, max_header_size, idle_timeout) = (
-        config.header_read_timeout,
-        config.max_header_size,
-        config.idle_timeout,
+        config.proxy.header_read_timeout,
+        config.proxy.max_header_size,
+        config.proxy.idle_timeout,
     );
     drop(config);
     // hyper runs each h2 stream in a task of its own: the request span names its parent.
@@ -124,7 +124,7 @@ where
                     start: Instant::now(),
                     via: peer.via,
                 };
-                let limit = hoard.config().max_header_size;
+                let limit = hoard.config().proxy.max_header_size;
                 let response = match head_too_large(&request, limit) {
                     Some(too_big) => too_big,
                     None => {

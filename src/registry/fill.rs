@@ -73,10 +73,11 @@ pub(super) async fn miss(
         .map_or(IpAddr::from([0, 0, 0, 0]), |c| {
             crate::access::limits::client_key(c.0)
         });
-    match hoard
-        .fill_slots
-        .take(client, config.max_fills, config.max_fills_per_client)
-    {
+    match hoard.fill_slots.take(
+        client,
+        config.cache.fills.max,
+        config.cache.fills.per_client,
+    ) {
         Ok(slot) => fill(request, sources, digest, Some((permit, slot))).await,
         Err(limit) => {
             drop(permit);
@@ -150,8 +151,9 @@ async fn fill(
         length,
         store: hoard.store.clone(),
         metrics: hoard.metrics.clone(),
-        read_timeout: config.read_timeout,
-        abandon_after: (!config.finish_abandoned_fills).then_some(config.abandoned_fill_grace),
+        read_timeout: config.upstream.read_timeout,
+        abandon_after: (!config.cache.fills.finish_abandoned)
+            .then_some(config.cache.fills.abandoned_grace),
         provenance,
         _slot: slot,
     };

@@ -90,7 +90,7 @@ pub(super) async fn access_refused(
 ) -> Option<Response<Body>> {
     let (hoard, target, route) = (sources.hoard, sources.target, &sources.route);
     let config = hoard.config();
-    if config.auth_on_hit != AuthOnHit::Upstream {
+    if config.cache.auth_on_hit != AuthOnHit::Upstream {
         return None;
     }
     let uri = target.uri(request.uri().path())?;

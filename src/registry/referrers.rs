@@ -30,7 +30,7 @@ pub(super) async fn referrers(
     let (hoard, target) = (sources.hoard, sources.target);
     let repo = sources.route.repo().unwrap_or_default();
     let filtered = request.uri().query().is_some_and(|q| !q.is_empty());
-    if filtered || hoard.config().auth_on_hit == AuthOnHit::Upstream {
+    if filtered || hoard.config().cache.auth_on_hit == AuthOnHit::Upstream {
         return super::forward::uncached(request, sources).await;
     }
     let head = request.method() == Method::HEAD;
@@ -51,7 +51,9 @@ pub(super) async fn referrers(
             None => None,
         };
         if let (Some(entry), Some(index)) = (&known, &stored)
-            && hoard.clock.is_fresh(entry.fetched, hoard.config().tag_ttl)
+            && hoard
+                .clock
+                .is_fresh(entry.fetched, hoard.config().cache.tag_ttl)
         {
             let hit = serve_manifest(index.clone(), &entry.digest, head, CacheStatus::Hit);
             return ControlFlow::Break(hit);

@@ -189,7 +189,7 @@ impl<'a> Sources<'a> {
             })
             .to_owned();
         let announced = announced_digest(response.headers());
-        let read_timeout = self.hoard.config().read_timeout;
+        let read_timeout = self.hoard.config().upstream.read_timeout;
         let bytes = read_manifest(response.into_body(), read_timeout).await?;
         let computed = expected.is_none() && announced.is_none();
         let digest = expected

@@ -62,7 +62,9 @@ pub(super) async fn by_tag(
             _ => None,
         };
         if let Some(entry) = &known
-            && hoard.clock.is_fresh(entry.fetched, hoard.config().tag_ttl)
+            && hoard
+                .clock
+                .is_fresh(entry.fetched, hoard.config().cache.tag_ttl)
         {
             if head {
                 return ControlFlow::Break(serve_tag_head(entry, CacheStatus::Hit));

@@ -73,6 +73,7 @@ impl Target {
     /// hoard's credentials for this registry, or the anonymous stand-in of a mirrored one.
     pub(super) fn credential<'a>(&'a self, config: &'a Config) -> Option<&'a Credential> {
         config
+            .upstream
             .credential_for(self.key.as_str())
             .or(self.anonymous.as_ref())
     }

@@ -159,6 +159,16 @@ pub struct Limits {
     pub min_free: u64,
 }
 
+/// The limits `[cache]` sets (`cache.max_size`, `cache.min_free`).
+impl From<crate::config::CacheLimits> for Limits {
+    fn from(limits: crate::config::CacheLimits) -> Limits {
+        Limits {
+            max_size: limits.max_size,
+            min_free: limits.min_free,
+        }
+    }
+}
+
 /// An entry of the store: a blob or a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Key {

@@ -16,7 +16,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 
-use crate::config::Config;
+use crate::config::UpstreamClients;
 use crate::error::{Classify, Side};
 use crate::http::Body;
 use crate::telemetry::Metrics;
@@ -110,7 +110,7 @@ pub(crate) struct Upstream {
 impl Upstream {
     /// Builds the client from the config's trust and resolve settings.
     pub(crate) fn new(
-        config: &Config,
+        config: &UpstreamClients,
         roots: RootCertStore,
         provider: Arc<CryptoProvider>,
         metrics: Arc<Metrics>,

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use crate::config::Config;
+use crate::config::UpstreamClients;
 use crate::net::{NoProxy, Parent};
 
 /// Which way each upstream connection goes: through the parent, or straight when there is no
@@ -17,7 +17,7 @@ pub(crate) struct Routes {
 
 impl Routes {
     /// The routes of a configuration.
-    pub(crate) fn new(config: &Config) -> Routes {
+    pub(crate) fn new(config: &UpstreamClients) -> Routes {
         Routes {
             parent: config.parent.clone(),
             no_proxy: config.no_proxy.clone(),

@@ -57,8 +57,8 @@ fn the_example_config_is_valid_and_complete() {
             .unwrap();
     let parsed: hoard::config::FileConfig = toml::from_str(&example).unwrap();
     let config = hoard::config::Config::resolve(parsed, Default::default()).unwrap();
-    assert_eq!(config.listen.to_string(), "127.0.0.1:3128");
-    assert_eq!(config.tag_ttl, std::time::Duration::from_secs(600));
+    assert_eq!(config.proxy.listen.to_string(), "127.0.0.1:3128");
+    assert_eq!(config.cache.tag_ttl, std::time::Duration::from_secs(600));
     assert!(config.intercept.matches("registry-1.docker.io"));
 }
 

@@ -37,9 +37,9 @@ fn parse(text: &str) -> FileConfig {
 /// /var/lib/hoard, and would be refused as an open proxy without its allow-list.
 fn check_shipped_config(text: &str) -> Config {
     let config = Config::resolve(parse(text), Overrides::default()).unwrap();
-    assert_eq!(config.listen, "0.0.0.0:3128".parse().unwrap());
-    assert_eq!(config.ca_dir, Path::new("/var/lib/hoard/ca"));
-    assert_eq!(config.cache_dir, Path::new("/var/lib/hoard/cache"));
+    assert_eq!(config.proxy.listen, "0.0.0.0:3128".parse().unwrap());
+    assert_eq!(config.ca.dir, Path::new("/var/lib/hoard/ca"));
+    assert_eq!(config.cache.dir, Path::new("/var/lib/hoard/cache"));
     for client in [
         "127.0.0.1",
         "10.1.2.3",
@@ -49,12 +49,18 @@ fn check_shipped_config(text: &str) -> Config {
     ] {
         let ip = client.parse().unwrap();
         assert!(
-            config.allow_clients.iter().any(|c| c.contains(ip)),
+            config.proxy.allow_clients.iter().any(|c| c.contains(ip)),
             "{client} not in allow_clients"
         );
     }
     let public = "8.8.8.8".parse().unwrap();
-    assert!(!config.allow_clients.iter().any(|c| c.contains(public)));
+    assert!(
+        !config
+            .proxy
+            .allow_clients
+            .iter()
+            .any(|c| c.contains(public))
+    );
 
     let mut open = parse(text);
     open.proxy.allow_clients.clear();
@@ -177,8 +183,8 @@ fn kubernetes_configmap_is_a_valid_config_matching_the_volumes() {
         ],
     );
     let config = check_shipped_config(&yaml_block(&manifest, "config.toml"));
-    let ca = format!("mountPath: {}", config.ca_dir.display());
-    let cache = format!("mountPath: {}", config.cache_dir.display());
+    let ca = format!("mountPath: {}", config.ca.dir.display());
+    let cache = format!("mountPath: {}", config.cache.dir.display());
     assert_contains(path, &[&ca, &cache]);
 }
 

@@ -133,7 +133,7 @@ impl MirrorScript<'_> {
             wildcards,
             default_registry: mirror.default_registry.clone(),
             default_served,
-            auth_required: config.users.is_some(),
+            auth_required: config.proxy.users.is_some(),
         })
     }
 

@@ -1,12 +1,13 @@
-//! `[store.s3]`, checked: the optional S3-API bucket a fleet of hoards shares as a second tier
-//! behind each one's disk. Off unless the section is present.
+//! `[store]`: only `[store.s3]` for now, the optional S3-API bucket a fleet of hoards shares
+//! as a second tier behind each one's disk. Off unless the section is present.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, parse_duration};
+use super::error::ConfigError;
+use super::units::parse_duration;
 
 /// `[store]` as written: only its `[store.s3]` table for now.
 #[derive(Debug, Default, Deserialize)]
@@ -28,6 +29,13 @@ pub struct S3Section {
     #[serde(default)]
     pub allow_http: bool,
     pub retention: Option<String>,
+}
+
+/// `[store]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The S3-API tier the hoards of a fleet share (`[store.s3]`); `None`: off.
+    pub s3: Option<S3Config>,
 }
 
 /// The shared S3-API tier: where the bucket is and how hoard signs its requests.
@@ -97,10 +105,17 @@ const ENV_TOKEN: &str = "AWS_SESSION_TOKEN";
 pub(super) fn store(
     section: StoreSection,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<S3Config>, ConfigError> {
-    let Some(section) = section.s3 else {
-        return Ok(None);
-    };
+) -> Result<StoreConfig, ConfigError> {
+    Ok(StoreConfig {
+        s3: section.s3.map(|s3| s3_tier(s3, env)).transpose()?,
+    })
+}
+
+/// `[store.s3]`, checked.
+fn s3_tier(
+    section: S3Section,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<S3Config, ConfigError> {
     let invalid = |key, message: String| ConfigError::Invalid { key, message };
     let allow_http = section.allow_http;
     let endpoint = section
@@ -152,7 +167,7 @@ pub(super) fn store(
         .map(|text| parse_duration(&text))
         .transpose()
         .map_err(|message| invalid("store.s3.retention", message))?;
-    Ok(Some(S3Config {
+    Ok(S3Config {
         endpoint,
         bucket: bucket.to_owned(),
         region,
@@ -160,7 +175,7 @@ pub(super) fn store(
         credentials,
         allow_http,
         retention,
-    }))
+    })
 }
 
 /// `scheme://host[:port]`, nothing after it but an optional `/`. Plain HTTP only with
@@ -302,7 +317,9 @@ mod tests {
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| (*v).to_owned())
         };
-        store(section, &env).map_err(|e| e.to_string())
+        store(section, &env)
+            .map(|store| store.s3)
+            .map_err(|e| e.to_string())
     }
 
     const KEYS: [(&str, &str); 2] = [(ENV_KEY_ID, "id"), (ENV_SECRET, "secret")];

@@ -1,0 +1,196 @@
+//! `[upstream]`: how hoard reaches registries, and its own credentials for them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::check::duration_key;
+use super::error::ConfigError;
+use crate::net::{NoProxy, Parent, ParentUrl, is_dns_name};
+
+/// `[upstream]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    #[serde(default)]
+    pub extra_ca_files: Vec<PathBuf>,
+    #[serde(default)]
+    pub resolve: HashMap<String, String>,
+    pub connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
+    #[serde(default)]
+    pub credentials: Vec<CredentialSection>,
+    pub proxy: Option<ParentUrl>,
+    #[serde(default)]
+    pub no_proxy: Vec<String>,
+}
+
+/// `[[upstream.credentials]]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSection {
+    pub host: String,
+    pub username: String,
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// `[upstream]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// What the upstream clients are built from: a reload that changes it builds new ones.
+    pub clients: UpstreamClients,
+    /// Longest silence allowed while reading an upstream body.
+    pub read_timeout: Duration,
+    /// hoard's own credentials per registry host.
+    pub credentials: Vec<Credential>,
+}
+
+/// The settings the upstream clients are built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamClients {
+    /// PEM files trusted for upstream TLS in addition to the system and webpki roots.
+    pub extra_ca_files: Vec<PathBuf>,
+    /// Fixed upstream addresses by host name, instead of DNS.
+    pub resolve: HashMap<String, SocketAddr>,
+    /// Time allowed for an upstream TCP connect.
+    pub connect_timeout: Duration,
+    /// The proxy upstream connections go through (`upstream.proxy`); `None`: straight.
+    pub parent: Option<Parent>,
+    /// Destinations reached straight even with a parent (`upstream.no_proxy`).
+    pub no_proxy: NoProxy,
+    /// Whether tunnels and plain forwards may reach private and loopback addresses
+    /// (`proxy.allow_private_destinations`: the guarded client is built with it).
+    pub allow_private_destinations: bool,
+}
+
+/// Credentials hoard uses for a registry when the client sends none.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// `host`, or `host:port` unless the port is 443, lowercase.
+    pub host: String,
+    pub username: String,
+    pub password: String,
+    /// No account: hoard answers a registry's Bearer challenge with an anonymous pull token
+    /// (as Docker Hub hands out), and a Basic one not at all. The mirror's stand-in for a
+    /// client that logs in to no registry.
+    pub anonymous: bool,
+}
+
+impl Credential {
+    /// The anonymous stand-in for `host` (see [`Credential::anonymous`]).
+    pub(crate) fn anonymous(host: &str) -> Credential {
+        Credential {
+            host: host.to_owned(),
+            username: String::new(),
+            password: String::new(),
+            anonymous: true,
+        }
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Credential({}@{}, password redacted{})",
+            self.username,
+            self.host,
+            if self.anonymous { ", anonymous" } else { "" }
+        )
+    }
+}
+
+impl UpstreamConfig {
+    /// hoard's credentials for `host_key` (`host` or `host:port`), if configured.
+    pub(crate) fn credential_for(&self, host_key: &str) -> Option<&Credential> {
+        self.credentials.iter().find(|c| c.host == host_key)
+    }
+}
+
+/// `[upstream]` and its `[[upstream.credentials]]`; `allow_private_destinations` is the
+/// `[proxy]` key the guarded client is built with.
+pub(super) fn upstream(
+    section: UpstreamSection,
+    allow_private_destinations: bool,
+) -> Result<UpstreamConfig, ConfigError> {
+    let connect_timeout = duration_key("upstream.connect_timeout", section.connect_timeout, 10)?;
+    let read_timeout = duration_key("upstream.read_timeout", section.read_timeout, 30)?;
+    let mut resolve = HashMap::new();
+    for (host, addr) in section.resolve {
+        let parsed = addr.parse().map_err(|_| ConfigError::Invalid {
+            key: "upstream.resolve",
+            message: format!("{addr:?} for {host:?} is not an address like 10.1.2.3:443"),
+        })?;
+        resolve.insert(host.to_ascii_lowercase(), parsed);
+    }
+    let parent = section
+        .proxy
+        .as_ref()
+        .map(|url| Parent::parse(&url.0))
+        .transpose()
+        .map_err(|message| ConfigError::Invalid {
+            key: "upstream.proxy",
+            message,
+        })?;
+    let no_proxy = NoProxy::parse(&section.no_proxy).map_err(|message| ConfigError::Invalid {
+        key: "upstream.no_proxy",
+        message,
+    })?;
+    let credentials = section
+        .credentials
+        .into_iter()
+        .map(credential)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(UpstreamConfig {
+        clients: UpstreamClients {
+            extra_ca_files: section.extra_ca_files,
+            resolve,
+            connect_timeout,
+            parent,
+            no_proxy,
+            allow_private_destinations,
+        },
+        read_timeout,
+        credentials,
+    })
+}
+
+/// One `[[upstream.credentials]]`: a registry host and exactly one of a password or a file
+/// holding it.
+fn credential(section: CredentialSection) -> Result<Credential, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        key: "upstream.credentials",
+        message,
+    };
+    let host = section.host.trim().to_ascii_lowercase();
+    let bare = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+    if !is_dns_name(bare) && bare.parse::<std::net::IpAddr>().is_err() {
+        return Err(invalid(format!(
+            "{:?} is not a registry host",
+            section.host
+        )));
+    }
+    let host = host.strip_suffix(":443").unwrap_or(&host).to_owned();
+    let password = match (section.password, section.password_file) {
+        (Some(password), None) => password,
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?
+            .trim_end_matches(['\n', '\r'])
+            .to_owned(),
+        _ => {
+            return Err(invalid(format!(
+                "{host}: give exactly one of password and password_file"
+            )));
+        }
+    };
+    Ok(Credential {
+        host,
+        username: section.username,
+        password,
+        anonymous: false,
+    })
+}
