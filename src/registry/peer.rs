@@ -43,6 +43,8 @@ pub(super) async fn ask_owner(
     if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
         headers.insert(TRACEPARENT, value);
     }
+    // The request's own span (and so its access log line) names the trace too.
+    tracing::Span::current().record("trace_id", tracing::field::display(trace.trace_id()));
     let span = tracing::debug_span!("owner", %owner, key, trace_id = %trace.trace_id());
     let asked = fleet
         .send(&owner, method.clone(), &path, target.mode(), headers)

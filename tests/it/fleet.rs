@@ -537,3 +537,53 @@ async fn a_node_stops_at_once_though_its_peers_hold_pooled_connections_to_it() {
         started.elapsed()
     );
 }
+
+/// The trace ids the access log lines of a hoard's log name.
+fn trace_ids(log: &str) -> std::collections::BTreeSet<String> {
+    log.lines()
+        .filter(|line| line.contains("hoard::log"))
+        .filter_map(|line| line.split("trace_id=").nth(1))
+        .map(|rest| rest.chars().take_while(char::is_ascii_hexdigit).collect())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_to_the_owner_carries_one_trace_id_into_both_nodes_logs() {
+    init();
+    let registry = Registry::start().await;
+    let plan = Plan::new(2);
+    let Image { digests, .. } = registry.add_image("team/traced", "v1", 1, 64 << 10, "trace");
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = format!("listen = \"127.0.0.1:{}\"", free_port());
+        let config = Proxy::builder(&registry)
+            .mirror(&mirror)
+            .fleet(&plan.fleet(i));
+        let port = free_port();
+        let path = config.write_config(dir.path(), &format!("127.0.0.1:{port}"));
+        let mut process = HoardProcess::spawn(&path, port, None);
+        process.wait_logged("fleet peer endpoint listening").await;
+        let url = format!("http://{}", mirror.split('"').nth(1).unwrap());
+        nodes.push((process, url, dir));
+    }
+    // Through both nodes: whichever does not own the blob asks the one that does.
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let path = format!("/v2/team/traced/blobs/{}", digests[0]);
+    for (_, url, _) in &nodes {
+        let got = pull(&client, url, &path).await;
+        assert_eq!(got.status(), 200);
+        assert_eq!(sha256(&got.bytes().await.unwrap()), digests[0]);
+    }
+    assert_eq!(
+        registry.count("GET", &path),
+        1,
+        "one registry GET for the fleet"
+    );
+    // The access log line is written when the body ends; give the owner's a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (asker, owner) = (trace_ids(&nodes[0].0.log()), trace_ids(&nodes[1].0.log()));
+    let shared: Vec<_> = asker.intersection(&owner).collect();
+    assert_eq!(shared.len(), 1, "node 0: {asker:?}, node 1: {owner:?}");
+    assert_eq!(shared[0].len(), 32);
+}
