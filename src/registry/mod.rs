@@ -95,11 +95,11 @@ impl Target {
 
     /// How this registry is reached, as a fleet peer is told: with the client's own
     /// credentials (`proxy`) or with hoard's (`mirror`).
-    fn mode(&self) -> &'static str {
+    fn mode(&self) -> crate::fleet::Mode {
         if self.anonymous.is_some() {
-            "mirror"
+            crate::fleet::Mode::Mirror
         } else {
-            "proxy"
+            crate::fleet::Mode::Proxy
         }
     }
 
