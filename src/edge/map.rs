@@ -12,6 +12,7 @@ use crate::fleet::Mode;
 use crate::hoard::Hoard;
 use crate::http::{Body, error};
 use crate::registry::Target;
+use crate::registry::conn::Answered;
 
 /// How a listener maps its requests.
 #[derive(Debug, Clone, Copy)]
@@ -40,18 +41,20 @@ pub(crate) enum Mapped {
     Registry(Target, Request<Incoming>),
 }
 
-/// Why a request cannot be mapped, and with what status it is refused.
+/// Why a request is refused (it cannot be mapped; on the peer endpoint, also a bad signature),
+/// and with what status.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Unmapped {
+pub(crate) struct Rejection {
     /// The refusal's status.
     pub status: StatusCode,
     /// What the refusal says.
     pub reason: String,
 }
 
-impl Unmapped {
-    fn new(status: StatusCode, reason: impl Into<String>) -> Unmapped {
-        Unmapped {
+impl Rejection {
+    /// A refusal with `status`, saying `reason`.
+    pub(crate) fn new(status: StatusCode, reason: impl Into<String>) -> Rejection {
+        Rejection {
             status,
             reason: reason.into(),
         }
@@ -74,36 +77,36 @@ pub(crate) fn mapped(
     mut request: Request<Incoming>,
     hoard: &Hoard,
     how: Mapping<'_>,
-) -> Result<Mapped, Unmapped> {
+) -> Result<Mapped, Rejection> {
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         let reason = if how.for_peer {
             "peers ask for pulls only (GET and HEAD)"
         } else {
             "a registry mirror serves pulls only (GET and HEAD)"
         };
-        return Err(Unmapped::new(StatusCode::METHOD_NOT_ALLOWED, reason));
+        return Err(Rejection::new(StatusCode::METHOD_NOT_ALLOWED, reason));
     }
     let uri = request.uri();
     let (registry, path) = match map(uri.path(), uri.query(), how.default_registry) {
         Ok(route::Mapped::Ping) => return Ok(Mapped::Ping),
         Ok(route::Mapped::Registry { registry, .. }) if registry.is_empty() => {
-            return Err(Unmapped::new(
+            return Err(Rejection::new(
                 StatusCode::BAD_REQUEST,
                 "a peer names the registry in ns",
             ));
         }
         Ok(route::Mapped::Registry { registry, path }) => (registry, path),
         Err(reason) if uri.path().starts_with("/v2") => {
-            return Err(Unmapped::new(StatusCode::BAD_REQUEST, reason));
+            return Err(Rejection::new(StatusCode::BAD_REQUEST, reason));
         }
-        Err(reason) => return Err(Unmapped::new(StatusCode::NOT_FOUND, reason)),
+        Err(reason) => return Err(Rejection::new(StatusCode::NOT_FOUND, reason)),
     };
     let (host, port) = match crate::net::split_authority(&registry) {
         Some(authority) => (authority.host, authority.port.unwrap_or(443)),
         None => (registry.as_str(), 443),
     };
     if !served(hoard, host) {
-        return Err(Unmapped::new(
+        return Err(Rejection::new(
             StatusCode::FORBIDDEN,
             format!(
                 "registry {registry} is not served by this {} (intercept.hosts, \
@@ -117,13 +120,13 @@ pub(crate) fn mapped(
         Mode::Proxy | Mode::Stats => Target::new(host, port),
     };
     let Some(target) = target else {
-        return Err(Unmapped::new(
+        return Err(Rejection::new(
             StatusCode::BAD_REQUEST,
             "not a registry host",
         ));
     };
     let Ok(uri) = path.parse::<Uri>() else {
-        return Err(Unmapped::new(
+        return Err(Rejection::new(
             StatusCode::BAD_REQUEST,
             "request path is not a valid URI",
         ));
@@ -138,6 +141,20 @@ pub(crate) fn mapped(
         target
     };
     Ok(Mapped::Registry(target, request))
+}
+
+/// A mapped request answered by the registry rules, logged under its registry and the path the
+/// registry got.
+pub(crate) async fn answered(
+    target: Target,
+    request: Request<Incoming>,
+    hoard: &Hoard,
+) -> Answered {
+    Answered {
+        host: target.authority().to_owned(),
+        path: Some(request.uri().path().to_owned()),
+        response: crate::registry::handle(request, &target, hoard).await,
+    }
 }
 
 /// Whether this node serves `host`'s registry through the mirror or to its peers.

@@ -70,11 +70,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 /// An accepted connection, admitted by the limits, after its TLS handshake if any.
 pub(crate) struct Accepted<I> {
+    /// The stream: TCP, or TLS over it.
     pub io: I,
     /// Whether the client chose h2 by ALPN.
     pub h2: bool,
+    /// Who connected.
     pub client: SocketAddr,
+    /// The connection's place in its listener's limits, for as long as it lives.
     pub ticket: Ticket,
+    /// The listener it came in by.
     pub via: Via,
 }
 
@@ -90,7 +94,10 @@ pub(crate) trait Serve: Send + Sync + 'static {
 
 /// Registry-API connections (the mirror, the peer endpoint), each request answered by `A`.
 #[derive(Debug)]
-pub(crate) struct Registry<A>(pub Arc<A>);
+pub(crate) struct Registry<A>(
+    /// What answers each request.
+    pub Arc<A>,
+);
 
 impl<A: Answer> Serve for Registry<A> {
     async fn serve<I: Io>(&self, connection: Accepted<I>, hoard: Arc<Hoard>) {

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 
 use crate::access::ClientAddr;
 use crate::edge::admit::{Login, admit};
-use crate::edge::map::{Mapped, Mapping, mapped};
+use crate::edge::map::{Mapped, Mapping, answered, mapped};
 use crate::fleet::Mode;
 use crate::hoard::Hoard;
 use crate::http::{API_VERSION, Body, error, full_body};
@@ -23,23 +23,10 @@ pub(crate) struct Mirrored;
 impl Answer for Mirrored {
     async fn answer(&self, request: Request<Incoming>, hoard: Arc<Hoard>) -> Answered {
         match mirrored(request, &hoard).await {
-            Ok(Mapped::Registry(target, request)) => Answered {
-                host: target.authority().to_owned(),
-                path: Some(request.uri().path().to_owned()),
-                response: crate::registry::handle(request, &target, &hoard).await,
-            },
-            Ok(Mapped::Ping) => answered_here(ping()),
-            Err(refusal) => answered_here(refusal),
+            Ok(Mapped::Registry(target, request)) => answered(target, request, &hoard).await,
+            Ok(Mapped::Ping) => Answered::here(ping()),
+            Err(refusal) => Answered::here(refusal),
         }
-    }
-}
-
-/// A response hoard gives for no registry.
-fn answered_here(response: Response<Body>) -> Answered {
-    Answered {
-        host: String::new(),
-        path: None,
-        response,
     }
 }
 
@@ -64,7 +51,7 @@ async fn mirrored(request: Request<Incoming>, hoard: &Hoard) -> Result<Mapped, R
         keep_authorization: mirror.forward_authorization,
         for_peer: false,
     };
-    mapped(request, hoard, how).map_err(|unmapped| unmapped.response())
+    mapped(request, hoard, how).map_err(|rejection| rejection.response())
 }
 
 /// `/v2/`: hoard answers for every registry behind it.

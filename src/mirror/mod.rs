@@ -24,10 +24,7 @@ pub(crate) use answer::Mirrored;
 
 /// The TLS server config the mirror presents, `None` for plain HTTP. Read or minted once, at
 /// start: a certificate that cannot be used stops hoard.
-pub(crate) fn tls_config(
-    mirror: &Mirror,
-    hoard: &Hoard,
-) -> anyhow::Result<Option<Arc<ServerConfig>>> {
+fn tls_config(mirror: &Mirror, hoard: &Hoard) -> anyhow::Result<Option<Arc<ServerConfig>>> {
     use anyhow::Context as _;
     Ok(match &mirror.tls {
         MirrorTls::Plain => None,

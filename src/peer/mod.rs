@@ -18,7 +18,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::access::limits::Limits;
-use crate::edge::map::{Mapped, Mapping, Unmapped, mapped};
+use crate::edge::map::{Mapped, Mapping, Rejection, answered, mapped};
 use crate::edge::{Listener, Registry};
 use crate::fleet::{METRICS_PATH, MODE, Mode, REFUSED, Signed, sign};
 use crate::hoard::Hoard;
@@ -37,25 +37,12 @@ impl Answer for FromPeers {
                 Ok(text) => text_response(text),
                 Err(refused) => refuse(&refused),
             };
-            return answered_here(response);
+            return Answered::here(response);
         }
         match admitted_request(request, &hoard) {
-            Ok((target, request)) => Answered {
-                host: target.authority().to_owned(),
-                path: Some(request.uri().path().to_owned()),
-                response: crate::registry::handle(request, &target, &hoard).await,
-            },
-            Err(refused) => answered_here(refuse(&refused)),
+            Ok((target, request)) => answered(target, request, &hoard).await,
+            Err(refused) => Answered::here(refuse(&refused)),
         }
-    }
-}
-
-/// A response of the endpoint's own, for no registry.
-fn answered_here(response: Response<Body>) -> Answered {
-    Answered {
-        host: String::new(),
-        path: None,
-        response,
     }
 }
 
@@ -80,7 +67,7 @@ pub(crate) fn service() -> Arc<Registry<FromPeers>> {
 
 /// This node's metrics, for a peer that signed its request (the fleet's figures on its status
 /// page).
-fn metrics(request: &Request<Incoming>, hoard: &Hoard) -> Result<String, Unmapped> {
+fn metrics(request: &Request<Incoming>, hoard: &Hoard) -> Result<String, Rejection> {
     let Some(fleet) = hoard.fleet.as_ref() else {
         return Err(not_in_a_fleet());
     };
@@ -91,9 +78,9 @@ fn metrics(request: &Request<Incoming>, hoard: &Hoard) -> Result<String, Unmappe
     };
     let secret = fleet.secret();
     sign::verify(&secret.0, signed, request.headers().get(sign::SIGNATURE))
-        .map_err(|reason| refused(StatusCode::UNAUTHORIZED, reason))?;
+        .map_err(|reason| Rejection::new(StatusCode::UNAUTHORIZED, reason))?;
     if request.method() != Method::GET {
-        return Err(refused(StatusCode::METHOD_NOT_ALLOWED, "GET only"));
+        return Err(Rejection::new(StatusCode::METHOD_NOT_ALLOWED, "GET only"));
     }
     Ok(hoard.metrics.encode())
 }
@@ -112,16 +99,16 @@ fn text_response(text: String) -> Response<Body> {
 fn admitted_request(
     mut request: Request<Incoming>,
     hoard: &Hoard,
-) -> Result<(crate::registry::Target, Request<Incoming>), Unmapped> {
+) -> Result<(crate::registry::Target, Request<Incoming>), Rejection> {
     let Some(fleet) = hoard.fleet.as_ref() else {
         return Err(not_in_a_fleet());
     };
-    let mode = match request.headers().get(MODE).map(HeaderValue::as_bytes) {
-        Some(text) => Mode::parse(text).filter(|mode| *mode != Mode::Stats),
-        None => None,
-    };
-    let Some(mode) = mode else {
-        return Err(refused(
+    let mode = request.headers().get(MODE).map(HeaderValue::as_bytes);
+    let Some(mode) = mode
+        .and_then(Mode::parse)
+        .filter(|mode| *mode != Mode::Stats)
+    else {
+        return Err(Rejection::new(
             StatusCode::BAD_REQUEST,
             "hoard-fleet-mode must be proxy or mirror",
         ));
@@ -134,7 +121,7 @@ fn admitted_request(
     };
     let secret = fleet.secret();
     sign::verify(&secret.0, signed, request.headers().get(sign::SIGNATURE))
-        .map_err(|reason| refused(StatusCode::UNAUTHORIZED, reason))?;
+        .map_err(|reason| Rejection::new(StatusCode::UNAUTHORIZED, reason))?;
     let headers = request.headers_mut();
     headers.remove(sign::SIGNATURE);
     headers.remove(MODE);
@@ -146,29 +133,22 @@ fn admitted_request(
     };
     match mapped(request, hoard, how)? {
         Mapped::Registry(target, request) => Ok((target, request)),
-        Mapped::Ping => Err(refused(
+        Mapped::Ping => Err(Rejection::new(
             StatusCode::BAD_REQUEST,
             "a peer names the registry in ns",
         )),
     }
 }
 
-fn not_in_a_fleet() -> Unmapped {
-    refused(
+fn not_in_a_fleet() -> Rejection {
+    Rejection::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "this node is not in a fleet",
     )
 }
 
-fn refused(status: StatusCode, reason: &str) -> Unmapped {
-    Unmapped {
-        status,
-        reason: reason.to_owned(),
-    }
-}
-
 /// A refusal of the endpoint's own, with the header that tells the peer so.
-fn refuse(refused: &Unmapped) -> Response<Body> {
+fn refuse(refused: &Rejection) -> Response<Body> {
     let (status, reason) = (refused.status, refused.reason.as_str());
     tracing::info!(status = status.as_u16(), reason, "peer request refused");
     let mut response = refused.response();

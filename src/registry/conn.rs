@@ -58,10 +58,23 @@ pub(crate) struct Answered {
     pub path: Option<String>,
 }
 
+impl Answered {
+    /// A response of the listener's own, for no registry (`/v2/` on the mirror, a refusal).
+    pub(crate) fn here(response: Response<Body>) -> Answered {
+        Answered {
+            response,
+            host: String::new(),
+            path: None,
+        }
+    }
+}
+
 /// The client of a registry connection: its address and the listener it came in by.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Client {
+    /// The client's address.
     pub ip: IpAddr,
+    /// The listener it came in by.
     pub via: Via,
 }
 
