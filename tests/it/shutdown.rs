@@ -1,6 +1,7 @@
 //! SIGTERM on a hoard process with every listener open (the proxy, the mirror, the fleet's peer
 //! endpoint): all of them stop accepting at once, the transfer in flight on each finishes whole,
 //! the admin listener answers until the end with `/readyz` at 503, and hoard exits with success.
+//! A `Server` dropped stops every listener, the admin one too.
 
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -130,4 +131,45 @@ async fn sigterm_closes_every_listener_at_once_and_lets_each_transfer_finish() {
         "{}",
         hoard.log()
     );
+}
+
+#[tokio::test]
+async fn a_dropped_server_stops_every_listener() {
+    init();
+    let registry = Registry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let me = format!("127.0.0.1:{}", free_port());
+    let fleet = format!(
+        "peers = [\"{me}\"]\nself = \"{me}\"\nlisten = \"{me}\"\nsecret_file = \"{}\"",
+        secret.display()
+    );
+    let proxy = Proxy::builder(&registry)
+        .mirror("listen = \"127.0.0.1:0\"")
+        .fleet(&fleet)
+        .start()
+        .await;
+    let server = &proxy.server;
+    let addrs = [
+        Some(server.local_addr()),
+        server.mirror_addr(),
+        server.fleet_addr(),
+        server.admin_addr(),
+    ]
+    .map(Option::unwrap);
+    for addr in addrs {
+        TcpStream::connect(addr).unwrap();
+    }
+    drop(proxy);
+    let dropped = Instant::now();
+    for addr in addrs {
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            assert!(
+                dropped.elapsed() < Duration::from_secs(1),
+                "{addr} still accepts 1 s after the server was dropped"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
