@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use crate::config::AdminListen;
-use crate::config::Config;
+use crate::config::{AdminListen, Config};
 use crate::edge::{Stop, StopSender};
 use crate::hoard::Hoard;
 
