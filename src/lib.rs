@@ -13,15 +13,19 @@
 //!   peers of a fleet: who owns what, signed requests);
 //! - [`hoard`]: the state every connection shares;
 //! - [`registry`]: the OCI rules (what to serve from the store, what to fill, what to revalidate);
+//! - [`edge`]: what every client listener shares: the socket with its connection limits, TLS
+//!   and `via` label, the one accept loop, the TLS handshake, admission (allow-list, logins,
+//!   429), the mapping of a registry-API request to its registry, and the server's stop signal;
 //! - listeners, which never import each other: [`proxy`] (front door, CONNECT, tunnel,
-//!   intercept, plain forward, setup scripts), [`mirror`] (the registry-mirror listener, and
-//!   the fleet's peer endpoint) and
-//!   [`admin`] (metrics, health, status page);
+//!   intercept, plain forward, setup scripts), [`mirror`] (the registry-mirror listener),
+//!   [`peer`] (the fleet's peer endpoint) and [`admin`] (metrics, health, readiness, status
+//!   page);
 //! - [`server`] wires them; [`ops`] holds the operator commands and uses only the lower layers.
 
 pub(crate) mod access;
 pub(crate) mod admin;
 pub mod config;
+pub(crate) mod edge;
 pub(crate) mod error;
 pub(crate) mod fleet;
 pub(crate) mod hoard;
@@ -30,6 +34,7 @@ pub(crate) mod mirror;
 pub mod net;
 pub mod oci;
 pub mod ops;
+pub(crate) mod peer;
 pub(crate) mod proxy;
 pub(crate) mod registry;
 pub mod server;

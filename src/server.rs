@@ -1,13 +1,18 @@
-//! The running server: binds the proxy and admin listeners on a [`Hoard`], reconciles the store
-//! with the disk now and then, reloads on request and shuts down with a grace period.
+//! The running server: binds the proxy, mirror, peer-endpoint and admin listeners on a
+//! [`Hoard`], reconciles the store with the disk now and then, reloads on request and shuts down
+//! with a grace period. It owns every task it starts, in one set with one stop signal.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::task::JoinSet;
+
 use crate::config::{AdminListen, Config};
+use crate::edge::{Stop, StopSender};
 use crate::hoard::Hoard;
 
-/// A running proxy: the listener's address and the task serving it. Dropping it stops serving.
+/// A running proxy: its listeners' addresses and every task serving them. Dropping it stops
+/// everything.
 #[derive(Debug)]
 pub struct Server {
     hoard: Arc<Hoard>,
@@ -15,40 +20,54 @@ pub struct Server {
     admin_addr: Option<SocketAddr>,
     mirror_addr: Option<SocketAddr>,
     fleet_addr: Option<SocketAddr>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    /// The listeners' accept loops, the admin listener, the store's reconcile loop and the
+    /// fleet's DNS refresh.
+    tasks: JoinSet<()>,
+    /// Given at shutdown: every client listener stops accepting, `/readyz` says 503.
+    stop: StopSender,
 }
 
 impl Server {
-    /// Binds `config.proxy.listen` and serves in the background.
+    /// Binds every configured listener and serves in the background.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
-        use anyhow::Context as _;
         // The CA and the store first: a client that can connect gets a working proxy.
-        let (listen, admin) = (config.proxy.listen, config.admin);
+        let admin = config.admin;
         let hoard = Arc::new(Hoard::new(config)?);
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        let addr = listener.local_addr()?;
+        // Every socket bound before anything is served: an address that does not bind stops
+        // hoard with nothing started.
+        let proxy = crate::proxy::bind(&hoard).await?;
+        let addr = proxy.local_addr()?;
         let admin = bind_admin(admin).await?;
-        let admin_addr = match admin {
-            Some(admin) => {
-                let admin_addr = admin.local_addr().ok();
-                tokio::spawn(crate::admin::serve(admin, hoard.clone()));
-                admin_addr
-            }
-            None => None,
-        };
-        let mirror_addr = start_mirror(&hoard).await?;
-        let fleet_addr = start_fleet(&hoard).await?;
-        let task = tokio::spawn(crate::proxy::serve(listener, hoard.clone()));
-        tokio::spawn(reconcile_now_and_then(hoard.clone()));
+        let admin_addr = admin.as_ref().and_then(|admin| admin.local_addr().ok());
+        let mirror = crate::mirror::bind(&hoard).await?;
+        let mirror_addr = mirror.as_ref().and_then(|m| m.local_addr().ok());
+        let peer = crate::peer::bind(&hoard).await?;
+        let fleet_addr = peer.as_ref().and_then(|p| p.local_addr().ok());
+
+        let (sender, stop) = Stop::new();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(proxy.serve(hoard.clone(), Arc::new(crate::proxy::Front), stop.clone()));
+        if let Some(mirror) = mirror {
+            tasks.spawn(mirror.serve(hoard.clone(), crate::mirror::service(), stop.clone()));
+        }
+        if let Some(peer) = peer {
+            tasks.spawn(peer.serve(hoard.clone(), crate::peer::service(), stop.clone()));
+        }
+        if let Some(fleet) = hoard.fleet.as_ref() {
+            tasks.spawn(crate::fleet::Fleet::refresh(Arc::downgrade(fleet)));
+        }
+        if let Some(admin) = admin {
+            tasks.spawn(crate::admin::serve(admin, hoard.clone(), stop));
+        }
+        tasks.spawn(reconcile_now_and_then(hoard.clone()));
         Ok(Server {
             hoard,
             addr,
             admin_addr,
             mirror_addr,
             fleet_addr,
-            task: Some(task),
+            tasks,
+            stop: sender,
         })
     }
 
@@ -79,13 +98,12 @@ impl Server {
         Ok(())
     }
 
-    /// Stops accepting connections, closes the ones with no request in flight, and lets the
-    /// others finish their requests, and the fills they started reach the store, for at most
-    /// `grace`.
-    pub async fn shutdown(mut self, grace: std::time::Duration) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+    /// Stops accepting connections on every client listener at once, closes the ones with no
+    /// request in flight, and lets the others finish their requests, and the fills they started
+    /// reach the store, for at most `grace`. The admin listener answers until the end, with
+    /// `/readyz` at 503; then every task stops.
+    pub async fn shutdown(self, grace: std::time::Duration) {
+        self.stop.give();
         let deadline = tokio::time::Instant::now() + grace;
         let busy = || {
             (
@@ -148,10 +166,10 @@ impl Server {
         self.addr
     }
 
-    /// Serves until the task ends (it does not, unless the listener fails).
+    /// Serves until a task ends (none does, unless it panics).
     pub async fn wait(mut self) -> anyhow::Result<()> {
-        if let Some(task) = self.task.take() {
-            task.await?;
+        if let Some(ended) = self.tasks.join_next().await {
+            ended?;
         }
         Ok(())
     }
@@ -178,43 +196,6 @@ async fn bind_admin(admin: AdminListen) -> anyhow::Result<Option<tokio::net::Tcp
     }
 }
 
-/// Binds and starts the registry-mirror listener when `[mirror]` is on: its certificate and
-/// address must work, or hoard does not start.
-async fn start_mirror(hoard: &Arc<Hoard>) -> anyhow::Result<Option<SocketAddr>> {
-    use anyhow::Context as _;
-    let config = hoard.config();
-    let Some(mirror) = config.mirror.as_ref() else {
-        return Ok(None);
-    };
-    let tls = crate::mirror::tls_config(mirror, hoard)?;
-    let listener = tokio::net::TcpListener::bind(mirror.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (mirror.listen)", mirror.listen))?;
-    let addr = listener.local_addr()?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(addr = %format!("{scheme}://{addr}"), "registry mirror listening");
-    tokio::spawn(crate::mirror::serve(listener, hoard.clone(), tls));
-    Ok(Some(addr))
-}
-
-/// Binds and starts the fleet's peer endpoint when `[fleet]` is on, and the resolution of a DNS
-/// name for the peers.
-async fn start_fleet(hoard: &Arc<Hoard>) -> anyhow::Result<Option<SocketAddr>> {
-    use anyhow::Context as _;
-    let config = hoard.config();
-    let (Some(fleet), Some(peers)) = (config.fleet.as_ref(), hoard.fleet.as_ref()) else {
-        return Ok(None);
-    };
-    let listener = tokio::net::TcpListener::bind(fleet.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (fleet.listen)", fleet.listen))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, peers = ?peers.peers().iter().map(|p| &p.name).collect::<Vec<_>>(), "fleet peer endpoint listening");
-    tokio::spawn(crate::fleet::Fleet::refresh(Arc::downgrade(peers)));
-    tokio::spawn(crate::mirror::peers::serve(listener, hoard.clone()));
-    Ok(Some(addr))
-}
-
 /// How often the store's index is checked against the disk, so that entries removed by
 /// `hoard cache prune`/`rm` while hoard runs stop counting against the limit. One scan of 100,000
 /// entries takes well under a second of one core's time.
@@ -234,8 +215,7 @@ async fn reconcile_now_and_then(hoard: Arc<Hoard>) {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
+        self.stop.give();
+        self.tasks.abort_all();
     }
 }

@@ -1,5 +1,7 @@
 //! The admin listener (`admin.listen`, 127.0.0.1:9128 by default): Prometheus metrics at
-//! `/metrics`, `/healthz` (up, store writable, CA key readable and matching), and a status page at `/`.
+//! `/metrics`, `/healthz` (up, store writable, CA key readable and matching), `/readyz` (ready
+//! for new connections: not while draining), and a status page at `/`. It keeps answering while
+//! the other listeners drain, until hoard exits.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use crate::edge::Stop;
 use crate::hoard::Hoard;
 use crate::http::{Body, full_body};
 
@@ -21,18 +24,19 @@ mod status;
 use health::health;
 use status::{fleet_figures, status_page};
 
-/// Serves the admin listener until it fails.
-pub async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
+/// Serves the admin listener until its task is stopped (when the server is); `stop` tells it
+/// the server is draining.
+pub(crate) async fn serve(listener: TcpListener, hoard: Arc<Hoard>, stop: Stop) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let hoard = hoard.clone();
+        let (hoard, stop) = (hoard.clone(), stop.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let hoard = hoard.clone();
-                async move { Ok::<_, Infallible>(answer(&request, &hoard).await) }
+                let (hoard, draining) = (hoard.clone(), stop.is_given());
+                async move { Ok::<_, Infallible>(answer(&request, &hoard, draining).await) }
             });
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -43,7 +47,7 @@ pub async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
     }
 }
 
-async fn answer(request: &Request<Incoming>, hoard: &Hoard) -> Response<Body> {
+async fn answer(request: &Request<Incoming>, hoard: &Hoard, draining: bool) -> Response<Body> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
     }
@@ -60,6 +64,8 @@ async fn answer(request: &Request<Incoming>, hoard: &Hoard) -> Response<Body> {
             response
         }
         "/healthz" => health(hoard),
+        "/readyz" if draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into()),
+        "/readyz" => text(StatusCode::OK, "ready\n".into()),
         "/" => {
             refresh_gauges(hoard);
             let fleet = fleet_figures(hoard).await;
@@ -72,7 +78,7 @@ async fn answer(request: &Request<Incoming>, hoard: &Hoard) -> Response<Body> {
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "hoard admin: / (status), /metrics, /healthz\n".into(),
+            "hoard admin: / (status), /metrics, /healthz, /readyz\n".into(),
         ),
     }
 }

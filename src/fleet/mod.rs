@@ -1,7 +1,7 @@
 //! The fleet (`[fleet]`): several hoards that fetch each object from the registry once between
 //! them. Every blob and manifest digest, and every tag, has one owner among the peers
 //! (`ring.rs`); a node that misses something a peer owns reads it from that peer's endpoint
-//! (the mirror's API, for peers only; see `crate::mirror::peers`), with requests signed by the
+//! (the mirror's API, for peers only; see `crate::peer`), with requests signed by the
 //! fleet's shared secret (`sign.rs`). When the owner cannot answer in time, the node asks the
 //! registry itself: a bounded duplicate, counted.
 //!
@@ -30,7 +30,7 @@ pub(crate) mod sign;
 mod trace;
 
 pub(crate) use ring::Ring;
-pub(crate) use sign::Signed;
+pub(crate) use sign::{Mode, Signed};
 pub(crate) use trace::{TRACEPARENT, TraceParent};
 
 /// The header a peer endpoint puts on a refusal of its own (as opposed to a registry's answer it
@@ -41,11 +41,8 @@ pub(crate) const REFUSED: &str = "hoard-fleet-refused";
 pub(crate) const MODE: &str = "hoard-fleet-mode";
 
 /// Where a peer endpoint serves its node's metrics to the other peers (signed, mode
-/// [`STATS`]).
+/// [`Mode::Stats`]).
 pub(crate) const METRICS_PATH: &str = "/fleet/metrics";
-
-/// The signed mode of a request for a peer's metrics.
-pub(crate) const STATS: &str = "stats";
 
 /// The most of a peer's metrics read.
 const MAX_METRICS: usize = 4 << 20;
@@ -163,7 +160,7 @@ impl Fleet {
         peer: &str,
         method: Method,
         path_and_query: &str,
-        mode: &'static str,
+        mode: Mode,
         headers: HeaderMap,
     ) -> Result<Response<Incoming>, PeerError> {
         let result = self
@@ -182,7 +179,13 @@ impl Fleet {
         let timeout = self.state().config.peer_timeout;
         let read = async {
             let response = self
-                .request(peer, Method::GET, METRICS_PATH, STATS, HeaderMap::new())
+                .request(
+                    peer,
+                    Method::GET,
+                    METRICS_PATH,
+                    Mode::Stats,
+                    HeaderMap::new(),
+                )
                 .await?;
             let body = Limited::new(response.into_body(), MAX_METRICS)
                 .collect()
@@ -210,7 +213,7 @@ impl Fleet {
         peer: &str,
         method: Method,
         path_and_query: &str,
-        mode: &'static str,
+        mode: Mode,
         mut headers: HeaderMap,
     ) -> Result<Response<Incoming>, PeerError> {
         let state = self.state();
@@ -225,7 +228,7 @@ impl Fleet {
             mode,
         };
         headers.insert(sign::SIGNATURE, sign::sign(&state.config.secret.0, signed));
-        headers.insert(MODE, HeaderValue::from_static(mode));
+        headers.insert(MODE, HeaderValue::from_static(mode.as_str()));
         headers.remove(HOST);
         let mut request = Request::new(empty_body());
         *request.method_mut() = method;

@@ -20,16 +20,48 @@ pub(crate) const MAX_SKEW: Duration = Duration::from_secs(300);
 pub(crate) struct Signed<'a> {
     pub method: &'a str,
     pub path_and_query: &'a str,
-    /// How the requester reaches the registry: `proxy` (the client's own credentials) or
-    /// `mirror` (hoard's, or anonymous).
-    pub mode: &'a str,
+    /// What the request is for, and how the requester reaches the registry.
+    pub mode: Mode,
+}
+
+/// What a signed request is for: a registry read, and how the requester reaches the registry,
+/// or the peer's metrics. On the wire (the `hoard-fleet-mode` header and the signed text):
+/// `proxy`, `mirror`, `stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A registry read for a client with its own credentials (an intercepted connection).
+    Proxy,
+    /// A registry read with hoard's credentials, or anonymous (the mirror).
+    Mirror,
+    /// The peer's own metrics ([`super::METRICS_PATH`]).
+    Stats,
+}
+
+impl Mode {
+    /// The wire string.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Mode::Proxy => "proxy",
+            Mode::Mirror => "mirror",
+            Mode::Stats => "stats",
+        }
+    }
+
+    /// The mode a wire string names.
+    pub(crate) fn parse(text: &[u8]) -> Option<Mode> {
+        [Mode::Proxy, Mode::Mirror, Mode::Stats]
+            .into_iter()
+            .find(|mode| mode.as_str().as_bytes() == text)
+    }
 }
 
 impl Signed<'_> {
     fn message(&self, time: u64) -> String {
         format!(
             "hoard-fleet-v1\n{}\n{}\n{}\n{time}",
-            self.method, self.path_and_query, self.mode
+            self.method,
+            self.path_and_query,
+            self.mode.as_str()
         )
     }
 }
@@ -99,8 +131,22 @@ mod tests {
         Signed {
             method: "GET",
             path_and_query: path,
-            mode: "mirror",
+            mode: Mode::Mirror,
         }
+    }
+
+    #[test]
+    fn modes_keep_their_wire_strings() {
+        for (mode, text) in [
+            (Mode::Proxy, "proxy"),
+            (Mode::Mirror, "mirror"),
+            (Mode::Stats, "stats"),
+        ] {
+            assert_eq!(mode.as_str(), text);
+            assert_eq!(Mode::parse(text.as_bytes()), Some(mode));
+        }
+        assert_eq!(Mode::parse(b"Mirror"), None);
+        assert_eq!(Mode::parse(b""), None);
     }
 
     #[test]
@@ -124,7 +170,7 @@ mod tests {
             .is_err()
         );
         let proxy = Signed {
-            mode: "proxy",
+            mode: Mode::Proxy,
             ..request("/v2/a/blobs/sha256:00?ns=gcr.io")
         };
         assert!(verify(SECRET, proxy, Some(&header)).is_err());

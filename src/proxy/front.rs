@@ -4,94 +4,97 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use http::header::{CONTENT_TYPE, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, RETRY_AFTER};
+use http::header::CONTENT_TYPE;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument as _, Span};
 
-use crate::access::AuthVerdict;
-use crate::access::accept::admitted;
 use crate::access::limits::{Held, Limits, Ticket};
-use crate::http::idle::Idle;
-
+use crate::edge::admit::{Login, admit};
+use crate::edge::{Accepted, Io, Listener, Serve};
 use crate::error::Chain;
 use crate::hoard::Hoard;
-use crate::http::{Body, full_body};
-use crate::http::{error, head_too_large, internal, making_room};
-use crate::telemetry::AuthFailure;
+use crate::http::idle::Idle;
+use crate::http::{Body, error, full_body, head_too_large, internal, making_room};
+use crate::telemetry::Via;
 use crate::telemetry::access_log::{RequestInfo, logged};
 use crate::upstream::{UpstreamError, upstream_error};
 
-/// Accepts connections until the listener fails, each one admitted by the connection limits
-/// ([`crate::access::accept::admitted`]).
-pub async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
-    tracing::info!(addr = %hoard.config().proxy.listen, "hoard listening");
+/// Binds the proxy's listener (`proxy.listen`), with its connection limits.
+pub(crate) async fn bind(hoard: &Hoard) -> anyhow::Result<Listener> {
     let config = hoard.config();
     let limits = Limits::new(
         config.proxy.connections.max,
         config.proxy.connections.per_client,
     );
-    hoard.listening(&limits);
-    drop(config);
-    loop {
-        let (stream, peer, ticket) = admitted(&listener, &limits, &hoard.metrics).await;
-        let span = tracing::info_span!("conn", client = %peer);
-        tokio::spawn(serve_connection(stream, peer, hoard.clone(), ticket).instrument(span));
-    }
+    let listener = Listener::bind(
+        config.proxy.listen,
+        "proxy.listen",
+        Via::Proxy,
+        limits,
+        None,
+    )
+    .await?;
+    tracing::info!(addr = %listener.local_addr()?, "hoard listening");
+    Ok(listener)
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, hoard: Arc<Hoard>, ticket: Ticket) {
-    let _open = hoard.metrics.connection();
-    let _ = stream.set_nodelay(true);
-    let config = hoard.config();
-    let io = TokioIo::new(Idle::new(stream, config.proxy.idle_timeout));
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.proxy.header_read_timeout)
-        .max_buf_size(config.proxy.max_header_size);
-    let connection_span = Span::current();
-    let service = service_fn({
-        let hoard = hoard.clone();
-        let ticket = ticket.clone();
-        move |request: Request<Incoming>| {
-            let hoard = hoard.clone();
+/// The proxy's connections: HTTP/1.1 with upgrades (CONNECT).
+#[derive(Debug)]
+pub(crate) struct Front;
+
+impl Serve for Front {
+    async fn serve<I: Io>(&self, connection: Accepted<I>, hoard: Arc<Hoard>) {
+        let (peer, ticket) = (connection.client, connection.ticket);
+        let config = hoard.config();
+        let io = TokioIo::new(Idle::new(connection.io, config.proxy.idle_timeout));
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.proxy.header_read_timeout)
+            .max_buf_size(config.proxy.max_header_size);
+        drop(config);
+        let connection_span = Span::current();
+        let service = service_fn({
             let ticket = ticket.clone();
-            let busy = ticket.busy();
-            let span = tracing::info_span!(
-                parent: &connection_span,
-                "request",
-                method = %request.method(),
-                host = %logged_host(request.uri()),
-            );
-            async move {
-                let Some(busy) = busy else {
-                    return Ok::<_, Infallible>(making_room());
-                };
-                let response = handle(request, hoard, peer, ticket).await;
-                Ok(response.map(|body| Held::new(body, busy).boxed()))
+            move |request: Request<Incoming>| {
+                let hoard = hoard.clone();
+                let ticket = ticket.clone();
+                let busy = ticket.busy();
+                let span = tracing::info_span!(
+                    parent: &connection_span,
+                    "request",
+                    method = %request.method(),
+                    host = %logged_host(request.uri()),
+                );
+                async move {
+                    let Some(busy) = busy else {
+                        return Ok::<_, Infallible>(making_room());
+                    };
+                    let response = handle(request, hoard, peer, ticket).await;
+                    Ok(response.map(|body| Held::new(body, busy).boxed()))
+                }
+                .instrument(span)
             }
-            .instrument(span)
+        });
+        let connection = builder.serve_connection(io, service).with_upgrades();
+        // A connection with no request in flight closes at once when evicted to make room.
+        let result = tokio::select! {
+            result = connection => result,
+            () = ticket.evicted() => {
+                tracing::debug!(%peer, "client connection closed to make room");
+                return;
+            }
+        };
+        if let Err(error) = result {
+            tracing::debug!(%peer, %error, "client connection ended");
         }
-    });
-    let connection = builder.serve_connection(io, service).with_upgrades();
-    // A connection with no request in flight closes at once when evicted to make room.
-    let result = tokio::select! {
-        result = connection => result,
-        () = ticket.evicted() => {
-            tracing::debug!(%peer, "client connection closed to make room");
-            return;
-        }
-    };
-    if let Err(error) = result {
-        tracing::debug!(%peer, %error, "client connection ended");
     }
 }
 
@@ -109,7 +112,7 @@ async fn handle(
         start: Instant::now(),
         via: crate::telemetry::Via::Proxy,
     };
-    if let Some(refusal) = admit(&request, &hoard, peer).await {
+    if let Err(refusal) = admitted(&request, &hoard, peer).await {
         if request.method() == Method::CONNECT {
             tracing::info!(host = %info.host, method = %"CONNECT", %peer, status = refusal.status().as_u16(), "refused");
         }
@@ -141,74 +144,24 @@ fn logged_host(uri: &http::Uri) -> String {
     }
 }
 
-/// The client allow-list and proxy authentication. `/ca.crt`, `/healthz` and the `/setup/`
-/// scripts are open to every allowed client, so a host can be set up before it has credentials:
-/// they hold nothing secret (the scripts take proxy credentials as an argument).
-async fn admit(
+/// The client allow-list and proxy authentication ([`crate::edge::admit`]). `/ca.crt`,
+/// `/healthz` and the `/setup/` scripts are open to every allowed client, so a host can be set up
+/// before it has credentials: they hold nothing secret (the scripts take proxy credentials as an
+/// argument).
+async fn admitted(
     request: &Request<Incoming>,
     hoard: &Hoard,
     peer: SocketAddr,
-) -> Option<Response<Body>> {
-    let config = hoard.config();
-    if let Some(too_big) = head_too_large(request, config.proxy.max_header_size) {
-        return Some(too_big);
+) -> Result<(), Response<Body>> {
+    if let Some(too_big) = head_too_large(request, hoard.config().proxy.max_header_size) {
+        return Err(too_big);
     }
-    if !config.proxy.allow_clients.is_empty()
-        && !config
-            .proxy
-            .allow_clients
-            .iter()
-            .any(|c| c.contains(peer.ip()))
-    {
-        hoard.metrics.auth_failure(AuthFailure::AllowList);
-        return Some(error(
-            StatusCode::FORBIDDEN,
-            &format!("client address {} is not in proxy.allow_clients", peer.ip()),
-        ));
-    }
-    let users = hoard.proxy_auth()?;
     let public = request.uri().scheme().is_none()
         && request.method() != Method::CONNECT
         && (matches!(request.uri().path(), "/ca.crt" | "/healthz")
             || request.uri().path().starts_with("/setup/"));
-    if public {
-        return None;
-    }
-    match users
-        .check(request.headers().get(PROXY_AUTHORIZATION), peer.ip())
-        .await
-    {
-        AuthVerdict::Allowed => return None,
-        AuthVerdict::Throttled(wait) => return Some(throttled(peer, wait, hoard)),
-        AuthVerdict::Denied => {}
-    }
-    hoard.metrics.auth_failure(AuthFailure::ProxyAuth);
-    let mut response = error(
-        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-        "proxy authentication required (user:password in the proxy URL)",
-    );
-    response.headers_mut().insert(
-        PROXY_AUTHENTICATE,
-        http::HeaderValue::from_static("Basic realm=\"hoard\""),
-    );
-    Some(response)
-}
-
-/// The answer to a login from an address with too many failed ones: 429 and when to retry.
-fn throttled(peer: SocketAddr, wait: Duration, hoard: &Hoard) -> Response<Body> {
-    hoard.metrics.auth_failure(AuthFailure::Throttled);
-    let seconds = wait.as_secs().max(1);
-    let mut response = error(
-        StatusCode::TOO_MANY_REQUESTS,
-        &format!(
-            "too many failed proxy logins from {}; try again in {seconds} s",
-            peer.ip()
-        ),
-    );
-    response
-        .headers_mut()
-        .insert(RETRY_AFTER, http::HeaderValue::from(seconds));
-    response
+    let login = if public { Login::Open } else { Login::Proxy };
+    admit(request.headers(), peer.ip(), hoard, login).await
 }
 
 /// Requests addressed to hoard itself.

@@ -7,4 +7,4 @@ mod intercept;
 pub mod setup;
 mod tunnel;
 
-pub use front::serve;
+pub(crate) use front::{Front, bind};

@@ -1,6 +1,6 @@
 //! A registry connection being served, wherever it came from (an intercepted CONNECT, the mirror
-//! listener): HTTP/1.1 or h2, each request logged and counted against its connection's ticket,
-//! the connection closed when idle or evicted.
+//! listener, the fleet's peer endpoint): HTTP/1.1 or h2, each request logged and counted against
+//! its connection's ticket, the connection closed when idle or evicted.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -59,10 +59,23 @@ pub(crate) struct Answered {
     pub path: Option<String>,
 }
 
-/// Who is on the other end of a registry connection.
+impl Answered {
+    /// A response of the listener's own, for no registry (`/v2/` on the mirror, a refusal).
+    pub(crate) fn here(response: Response<Body>) -> Answered {
+        Answered {
+            response,
+            host: String::new(),
+            path: None,
+        }
+    }
+}
+
+/// The client of a registry connection: its address and the listener it came in by.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Peer {
-    pub client: IpAddr,
+pub(crate) struct Client {
+    /// The client's address.
+    pub ip: IpAddr,
+    /// The listener it came in by.
     pub via: Via,
 }
 
@@ -75,7 +88,7 @@ pub(crate) async fn serve<I, A>(
     h2: bool,
     hoard: Arc<Hoard>,
     ticket: Ticket,
-    peer: Peer,
+    client: Client,
     answer: Arc<A>,
 ) -> Result<(), BoxError>
 where
@@ -110,7 +123,7 @@ where
             {
                 span.record("trace_id", tracing::field::display(trace.trace_id()));
             }
-            request.extensions_mut().insert(ClientAddr(peer.client));
+            request.extensions_mut().insert(ClientAddr(client.ip));
             let (hoard, answer, busy) = (hoard.clone(), answer.clone(), ticket.busy());
             async move {
                 let Some(busy) = busy else {
@@ -122,7 +135,7 @@ where
                     method: request.method().clone(),
                     path: request.uri().path().to_owned(),
                     start: Instant::now(),
-                    via: peer.via,
+                    via: client.via,
                 };
                 let limit = hoard.config().proxy.max_header_size;
                 let response = match head_too_large(&request, limit) {

@@ -5,6 +5,7 @@ use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 
 use crate::config::{Config, Credential};
+use crate::fleet::Mode;
 use crate::http::{Body, error};
 use crate::store::HostKey;
 
@@ -62,11 +63,11 @@ impl Target {
 
     /// How this registry is reached, as a fleet peer is told: with the client's own
     /// credentials (`proxy`) or with hoard's (`mirror`).
-    pub(super) fn mode(&self) -> &'static str {
+    pub(super) fn mode(&self) -> Mode {
         if self.anonymous.is_some() {
-            "mirror"
+            Mode::Mirror
         } else {
-            "proxy"
+            Mode::Proxy
         }
     }
 

@@ -1,5 +1,5 @@
-//! The admin listener: metrics that move with a hit, a miss and a tunnel; `/healthz` that fails
-//! when the store cannot be written; the status page, rendered by headless Chromium.
+//! The admin listener: metrics that move with a hit, a miss and a tunnel; `/readyz`; `/healthz`
+//! that fails when the store cannot be written; the status page, rendered by headless Chromium.
 
 use std::process::Command;
 use std::time::Duration;
@@ -228,6 +228,17 @@ async fn metric_host_labels_name_only_intercepted_hosts() {
         "{text}"
     );
     assert!(!text.contains(CDN), "{text}");
+}
+
+#[tokio::test]
+async fn readyz_says_ready_while_hoard_takes_connections() {
+    init();
+    let registry = Registry::start().await;
+    let proxy = Proxy::builder(&registry).start().await;
+    let ready = reqwest::get(admin_url(&proxy, "/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.text().await.unwrap(), "ready\n");
+    // Draining (503) is pinned by `shutdown::`, on a process under SIGTERM.
 }
 
 #[tokio::test]

@@ -488,22 +488,6 @@ async fn the_peer_endpoint_refuses_strangers_and_registries_it_does_not_serve() 
 
 /// The fleet's request signature as the protocol says (`src/fleet/sign.rs`), made here
 /// independently: HMAC-SHA-256 of `hoard-fleet-v1\n<method>\n<path?query>\n<mode>\n<time>`.
-fn signature(secret: &[u8], method: &str, path: &str, mode: &str, time: u64) -> String {
-    use aws_lc_rs::hmac;
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let message = format!("hoard-fleet-v1\n{method}\n{path}\n{mode}\n{time}");
-    let tag = hmac::sign(&key, message.as_bytes());
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("{time} {hex}")
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 #[tokio::test]
 async fn a_node_stops_at_once_though_its_peers_hold_pooled_connections_to_it() {
     init();

@@ -18,4 +18,5 @@ mod packaging;
 mod parent;
 mod proxy;
 mod setup;
+mod shutdown;
 mod tier;

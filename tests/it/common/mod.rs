@@ -120,3 +120,22 @@ pub fn disk_usage(dir: &std::path::Path) -> u64 {
 pub fn url(path: &str) -> String {
     format!("https://{REGISTRY}{path}")
 }
+
+/// A fleet peer request's `hoard-fleet-signature` value: `mode` (`proxy`, `mirror`, `stats`)
+/// signed with `secret` at `time`, as a peer signs it.
+pub fn signature(secret: &[u8], method: &str, path: &str, mode: &str, time: u64) -> String {
+    use aws_lc_rs::hmac;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let message = format!("hoard-fleet-v1\n{method}\n{path}\n{mode}\n{time}");
+    let tag = hmac::sign(&key, message.as_bytes());
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("{time} {hex}")
+}
+
+/// Unix seconds now, for [`signature`].
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}

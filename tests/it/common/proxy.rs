@@ -25,6 +25,7 @@ pub struct ProxyBuilder<'a> {
     upstream: String,
     mirror: String,
     fleet: String,
+    admin: Option<String>,
     upstream_cas: Vec<String>,
     tail: String,
     intercept: Option<String>,
@@ -43,6 +44,7 @@ impl Proxy {
             upstream: String::new(),
             mirror: String::new(),
             fleet: String::new(),
+            admin: None,
             upstream_cas: Vec::new(),
             tail: String::new(),
             intercept: None,
@@ -161,6 +163,12 @@ impl ProxyBuilder<'_> {
         self
     }
 
+    /// `admin.listen` instead of `127.0.0.1:0`: a test of a process must know the port.
+    pub fn admin(mut self, listen: &str) -> Self {
+        self.admin = Some(listen.to_owned());
+        self
+    }
+
     /// Adds TOML lines to `[fleet]`.
     pub fn fleet(mut self, toml: &str) -> Self {
         push_line(&mut self.fleet, toml);
@@ -220,11 +228,12 @@ resolve = {resolve}
 connect_timeout = "2s"
 {upstream_extra}
 [admin]
-listen = "127.0.0.1:0"
+listen = "{admin}"
 {mirror}
 {fleet}
 {tail}"#,
             proxy_extra = self.proxy,
+            admin = self.admin.as_deref().unwrap_or("127.0.0.1:0"),
             ca_extra = self.ca,
             cache_extra = self.cache,
             upstream_extra = self.upstream,

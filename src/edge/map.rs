@@ -1,0 +1,168 @@
+//! A registry-API request mapped to its registry, for the mirror and the fleet's peer endpoint
+//! alike: pulls only, the registry named (`route.rs`) and served by this node
+//! (`intercept.hosts`, `mirror.registries`), the path as that registry is to get it, and the
+//! client's `Authorization` dropped where hoard logs in itself.
+
+use http::header::{ALLOW, AUTHORIZATION};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+
+use super::route::{self, map};
+use crate::fleet::Mode;
+use crate::hoard::Hoard;
+use crate::http::{Body, error};
+use crate::registry::Target;
+use crate::registry::conn::Answered;
+
+/// How a listener maps its requests.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mapping<'a> {
+    /// The registry of a request that names none; empty: a request must name one (in `ns`).
+    pub default_registry: &'a str,
+    /// How the registry is reached: with hoard's credentials or anonymous (`Mirror`), or with
+    /// the client's own (`Proxy`).
+    pub mode: Mode,
+    /// Whether the client's `Authorization` goes to the registry.
+    pub keep_authorization: bool,
+    /// A fleet peer asks: answered by this node, never by another peer.
+    pub for_peer: bool,
+}
+
+/// A request, mapped.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "made once per request and taken apart at once; a box would cost an allocation"
+)]
+pub(crate) enum Mapped {
+    /// `/v2/`: answered by the listener itself.
+    Ping,
+    /// A registry read, and the request as that registry is to get it.
+    Registry(Target, Request<Incoming>),
+}
+
+/// Why a request is refused (it cannot be mapped; on the peer endpoint, also a bad signature),
+/// and with what status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Rejection {
+    /// The refusal's status.
+    pub status: StatusCode,
+    /// What the refusal says.
+    pub reason: String,
+}
+
+impl Rejection {
+    /// A refusal with `status`, saying `reason`.
+    pub(crate) fn new(status: StatusCode, reason: impl Into<String>) -> Rejection {
+        Rejection {
+            status,
+            reason: reason.into(),
+        }
+    }
+
+    /// The refusal as a response (a 405 says what is allowed).
+    pub(crate) fn response(&self) -> Response<Body> {
+        let mut response = error(self.status, &self.reason);
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        response
+    }
+}
+
+/// Maps `request` as `how` says, or says why not.
+pub(crate) fn mapped(
+    mut request: Request<Incoming>,
+    hoard: &Hoard,
+    how: Mapping<'_>,
+) -> Result<Mapped, Rejection> {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        let reason = if how.for_peer {
+            "peers ask for pulls only (GET and HEAD)"
+        } else {
+            "a registry mirror serves pulls only (GET and HEAD)"
+        };
+        return Err(Rejection::new(StatusCode::METHOD_NOT_ALLOWED, reason));
+    }
+    let uri = request.uri();
+    let (registry, path) = match map(uri.path(), uri.query(), how.default_registry) {
+        Ok(route::Mapped::Ping) => return Ok(Mapped::Ping),
+        Ok(route::Mapped::Registry { registry, .. }) if registry.is_empty() => {
+            return Err(Rejection::new(
+                StatusCode::BAD_REQUEST,
+                "a peer names the registry in ns",
+            ));
+        }
+        Ok(route::Mapped::Registry { registry, path }) => (registry, path),
+        Err(reason) if uri.path().starts_with("/v2") => {
+            return Err(Rejection::new(StatusCode::BAD_REQUEST, reason));
+        }
+        Err(reason) => return Err(Rejection::new(StatusCode::NOT_FOUND, reason)),
+    };
+    let (host, port) = match crate::net::split_authority(&registry) {
+        Some(authority) => (authority.host, authority.port.unwrap_or(443)),
+        None => (registry.as_str(), 443),
+    };
+    if !served(hoard, host) {
+        return Err(Rejection::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "registry {registry} is not served by this {} (intercept.hosts, \
+                 mirror.registries)",
+                if how.for_peer { "node" } else { "mirror" }
+            ),
+        ));
+    }
+    let target = match how.mode {
+        Mode::Mirror => Target::mirrored(host, port),
+        Mode::Proxy | Mode::Stats => Target::new(host, port),
+    };
+    let Some(target) = target else {
+        return Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "not a registry host",
+        ));
+    };
+    let Ok(uri) = path.parse::<Uri>() else {
+        return Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "request path is not a valid URI",
+        ));
+    };
+    *request.uri_mut() = uri;
+    if !how.keep_authorization {
+        request.headers_mut().remove(AUTHORIZATION);
+    }
+    let target = if how.for_peer {
+        target.for_peer()
+    } else {
+        target
+    };
+    Ok(Mapped::Registry(target, request))
+}
+
+/// A mapped request answered by the registry rules, logged under its registry and the path the
+/// registry got.
+pub(crate) async fn answered(
+    target: Target,
+    request: Request<Incoming>,
+    hoard: &Hoard,
+) -> Answered {
+    Answered {
+        host: target.authority().to_owned(),
+        path: Some(request.uri().path().to_owned()),
+        response: crate::registry::handle(request, &target, hoard).await,
+    }
+}
+
+/// Whether this node serves `host`'s registry through the mirror or to its peers.
+fn served(hoard: &Hoard, host: &str) -> bool {
+    let config = hoard.config();
+    config.intercept.matches(host)
+        || config
+            .mirror
+            .as_ref()
+            .is_some_and(|m| m.registries.matches(host))
+}

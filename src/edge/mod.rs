@@ -1,0 +1,255 @@
+//! The listener edge every client listener shares (the proxy, the mirror, the fleet's peer
+//! endpoint): a [`Listener`] owns its socket, its connection limits, its optional TLS and its
+//! `via` label, and runs the one accept loop until the server's [`Stop`] signal. Below it:
+//! `admit.rs`, who may ask (allow-list, logins, 429); `map.rs` and `route.rs`, a registry-API
+//! request mapped to its registry, for the mirror and the peer endpoint alike.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tracing::Instrument as _;
+
+use crate::access::accept::admitted;
+use crate::access::limits::{Limits, Ticket};
+use crate::hoard::Hoard;
+use crate::registry::conn::{self, Answer};
+use crate::telemetry::Via;
+
+pub(crate) mod admit;
+pub(crate) mod map;
+pub(crate) mod route;
+
+/// Time allowed for a client's TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The server's one shutdown signal, as each task that must stop holds it.
+#[derive(Debug, Clone)]
+pub struct Stop(watch::Receiver<bool>);
+
+/// The sending side of [`Stop`], held by the server; dropping it stops everyone too.
+#[derive(Debug)]
+pub struct StopSender(watch::Sender<bool>);
+
+impl Stop {
+    /// A new signal, not given yet.
+    pub fn new() -> (StopSender, Stop) {
+        let (sender, receiver) = watch::channel(false);
+        (StopSender(sender), Stop(receiver))
+    }
+
+    /// Waits until the signal is given (or its sender is gone).
+    pub async fn given(&mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+
+    /// Whether the signal was given: the server is draining.
+    pub fn is_given(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+impl StopSender {
+    /// Gives the signal: every listener stops accepting.
+    pub fn give(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// A stream a connection is served on: TCP, or TLS over it.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// An accepted connection, admitted by the limits, after its TLS handshake if any.
+pub(crate) struct Accepted<I> {
+    /// The stream: TCP, or TLS over it.
+    pub io: I,
+    /// Whether the client chose h2 by ALPN.
+    pub h2: bool,
+    /// Who connected.
+    pub client: SocketAddr,
+    /// The connection's place in its listener's limits, for as long as it lives.
+    pub ticket: Ticket,
+    /// The listener it came in by.
+    pub via: Via,
+}
+
+/// What a listener does with each connection it accepts.
+pub(crate) trait Serve: Send + Sync + 'static {
+    /// Serves `connection` until it ends.
+    fn serve<I: Io>(
+        &self,
+        connection: Accepted<I>,
+        hoard: Arc<Hoard>,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// Registry-API connections (the mirror, the peer endpoint), each request answered by `A`.
+#[derive(Debug)]
+pub(crate) struct Registry<A>(
+    /// What answers each request.
+    pub Arc<A>,
+);
+
+impl<A: Answer> Serve for Registry<A> {
+    async fn serve<I: Io>(&self, connection: Accepted<I>, hoard: Arc<Hoard>) {
+        let client = conn::Client {
+            ip: connection.client.ip(),
+            via: connection.via,
+        };
+        let (io, h2, ticket) = (connection.io, connection.h2, connection.ticket);
+        let served = conn::serve(io, h2, hoard, ticket, client, self.0.clone()).await;
+        if let Err(error) = served {
+            tracing::debug!(%error, "connection ended");
+        }
+    }
+}
+
+/// A bound client listener.
+pub(crate) struct Listener {
+    socket: TcpListener,
+    limits: Arc<Limits>,
+    tls: Option<TlsAcceptor>,
+    via: Via,
+}
+
+impl Listener {
+    /// Binds `addr` (`key` names the setting in errors), with connection limits of its own and
+    /// TLS when there is a config for it.
+    pub(crate) async fn bind(
+        addr: SocketAddr,
+        key: &str,
+        via: Via,
+        limits: Arc<Limits>,
+        tls: Option<Arc<ServerConfig>>,
+    ) -> anyhow::Result<Listener> {
+        use anyhow::Context as _;
+        let socket = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} ({key})"))?;
+        Ok(Listener {
+            socket,
+            limits,
+            tls: tls.map(TlsAcceptor::from),
+            via,
+        })
+    }
+
+    /// Where it listens.
+    pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Accepts connections, each admitted by the limits and served by `service` in a task of its
+    /// own, until `stop` is given; then the socket closes, so new connections are refused, and
+    /// the connections open finish on their own (a shutdown closes the idle ones).
+    pub(crate) async fn serve<S: Serve>(self, hoard: Arc<Hoard>, service: Arc<S>, mut stop: Stop) {
+        hoard.listening(&self.limits);
+        loop {
+            let (stream, client, ticket) = tokio::select! {
+                admitted = admitted(&self.socket, &self.limits, &hoard.metrics) => admitted,
+                () = stop.given() => break,
+            };
+            let span = match self.via {
+                Via::Proxy => tracing::info_span!("conn", client = %client),
+                Via::Mirror => tracing::info_span!("mirror", client = %client),
+                Via::Fleet => tracing::info_span!("fleet", peer = %client),
+            };
+            let (hoard, service, tls, via) =
+                (hoard.clone(), service.clone(), self.tls.clone(), self.via);
+            tokio::spawn(
+                async move {
+                    let metrics = hoard.metrics.clone();
+                    let _open = metrics.connection();
+                    let _ = stream.set_nodelay(true);
+                    let Some(tls) = tls else {
+                        let accepted = Accepted {
+                            io: stream,
+                            h2: false,
+                            client,
+                            ticket,
+                            via,
+                        };
+                        return service.serve(accepted, hoard).await;
+                    };
+                    let io = match handshake(&tls, stream, &ticket).await {
+                        Ok(io) => io,
+                        Err(failed) => {
+                            let hint = format!(
+                                "does it trust the {} listener's certificate?",
+                                via.as_str()
+                            );
+                            return failed.log(&hint);
+                        }
+                    };
+                    let h2 = io.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let accepted = Accepted {
+                        io,
+                        h2,
+                        client,
+                        ticket,
+                        via,
+                    };
+                    service.serve(accepted, hoard).await;
+                }
+                .instrument(span),
+            );
+        }
+        tracing::info!(via = self.via.as_str(), "listener closed");
+    }
+}
+
+/// Why a TLS handshake gave no connection.
+#[derive(Debug)]
+pub(crate) enum HandshakeFailed {
+    /// Closed to make room for another connection.
+    Evicted,
+    /// The client took longer than [`HANDSHAKE_TIMEOUT`].
+    TimedOut,
+    /// The handshake failed (typically: the client does not trust the certificate).
+    Failed(std::io::Error),
+}
+
+impl HandshakeFailed {
+    /// Logs the failure: the one an operator must see (a client that does not trust the
+    /// certificate, as `hint` asks) as a warning.
+    pub(crate) fn log(&self, hint: &str) {
+        match self {
+            HandshakeFailed::Evicted => {
+                tracing::debug!("closed in the TLS handshake to make room");
+            }
+            HandshakeFailed::TimedOut => tracing::debug!("TLS handshake timed out"),
+            HandshakeFailed::Failed(error) => tracing::warn!(
+                %error,
+                "TLS handshake with client failed ({hint})"
+            ),
+        }
+    }
+}
+
+/// A client's TLS handshake, bounded in time; a connection still in it has no request in flight
+/// and may be evicted. The mirror's and every intercepted CONNECT's.
+pub(crate) async fn handshake<I: Io>(
+    acceptor: &TlsAcceptor,
+    io: I,
+    ticket: &Ticket,
+) -> Result<TlsStream<I>, HandshakeFailed> {
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io));
+    let done = tokio::select! {
+        done = handshake => done,
+        () = ticket.evicted() => return Err(HandshakeFailed::Evicted),
+    };
+    match done {
+        Ok(Ok(tls)) => Ok(tls),
+        Ok(Err(error)) => Err(HandshakeFailed::Failed(error)),
+        Err(_) => Err(HandshakeFailed::TimedOut),
+    }
+}
