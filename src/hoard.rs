@@ -8,11 +8,11 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 
-use crate::access::limits::Limits as ConnectionLimits;
+use crate::access::limits::ConnectionLimits;
 use crate::access::{FillSlots, ProxyAuth};
 use crate::config::Config;
 use crate::fleet::Fleet;
-use crate::store::{Flights, Limits, Store};
+use crate::store::{Capacity, Flights, Store};
 use crate::telemetry::Metrics;
 use crate::tier::S3Tier;
 use crate::tls::{CertificateAuthority, root_store};
@@ -158,7 +158,7 @@ impl Hoard {
         let ca =
             CertificateAuthority::load_or_create(&config.ca_dir, provider.clone(), constrain_to)
                 .context("loading the CA")?;
-        let limits = Limits {
+        let limits = Capacity {
             max_size: config.max_size,
             min_free: config.min_free,
         };

@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument as _;
 
 use crate::access::accept::admitted;
-use crate::access::limits::{Limits, Ticket};
+use crate::access::limits::{ConnectionLimits, Ticket};
 use crate::config::{Mirror, MirrorTls};
 use crate::hoard::Hoard;
 use crate::registry::conn::{self, Answer, Peer};
@@ -62,7 +62,7 @@ pub(crate) async fn serve(
     tls: Option<Arc<ServerConfig>>,
 ) {
     let config = hoard.config();
-    let limits = Limits::new(config.max_connections, config.max_connections_per_client);
+    let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_client);
     hoard.listening(&limits);
     drop(config);
     accept(
@@ -83,7 +83,7 @@ pub(crate) async fn accept<A: Answer>(
     listener: TcpListener,
     hoard: Arc<Hoard>,
     tls: Option<Arc<ServerConfig>>,
-    limits: Arc<Limits>,
+    limits: Arc<ConnectionLimits>,
     answer: Arc<A>,
     via: Via,
 ) {

@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
 use super::route::{Mapped, map};
-use crate::access::limits::Limits;
+use crate::access::limits::ConnectionLimits;
 use crate::fleet::{METRICS_PATH, MODE, REFUSED, STATS, Signed, sign};
 use crate::hoard::Hoard;
 use crate::http::{Body, error, full_body};
@@ -62,7 +62,7 @@ impl Answer for FromPeers {
 /// per request in flight over HTTP/1.1), so only the total connection limit applies.
 pub(crate) async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
     let config = hoard.config();
-    let limits = Limits::new(config.max_connections, config.max_connections);
+    let limits = ConnectionLimits::new(config.max_connections, config.max_connections);
     hoard.listening(&limits);
     drop(config);
     super::accept(

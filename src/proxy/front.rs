@@ -18,7 +18,7 @@ use tracing::{Instrument as _, Span};
 
 use crate::access::AuthVerdict;
 use crate::access::accept::admitted;
-use crate::access::limits::{Held, Limits, Ticket};
+use crate::access::limits::{ConnectionLimits, Held, Ticket};
 use crate::http::idle::Idle;
 
 use crate::error::Chain;
@@ -34,7 +34,7 @@ use crate::upstream::{UpstreamError, upstream_error};
 pub async fn serve(listener: TcpListener, hoard: Arc<Hoard>) {
     tracing::info!(addr = %hoard.config().listen, "hoard listening");
     let config = hoard.config();
-    let limits = Limits::new(config.max_connections, config.max_connections_per_client);
+    let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_client);
     hoard.listening(&limits);
     drop(config);
     loop {

@@ -149,7 +149,7 @@ async fn blocking<T: Send + 'static>(
 
 /// What the store may use of its disk.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct Capacity {
     /// The most bytes all entries and fills in progress may hold.
     pub max_size: u64,
     /// Free space to leave on the file system holding the store.
@@ -178,7 +178,7 @@ struct State {
 struct Inner {
     root: PathBuf,
     tmp: PathBuf,
-    limits: Limits,
+    limits: Capacity,
     state: Mutex<State>,
     disk_warnings: Throttle,
     evictions: AtomicU64,
@@ -202,7 +202,7 @@ pub struct Usage {
 impl Store {
     /// Opens (creating if needed) the store at `root`, removes leftovers of unfinished fills, and
     /// builds the index from what is on disk, oldest modification time least recently used.
-    pub fn open(root: &Path, limits: Limits) -> Result<Store, StoreError> {
+    pub fn open(root: &Path, limits: Capacity) -> Result<Store, StoreError> {
         let tmp = layout::claim_root(root)?;
         let index = scan::index_at_start(root);
         let store = Store {
@@ -242,7 +242,7 @@ impl Store {
     }
 
     /// The size limit in force.
-    pub(crate) fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Capacity {
         self.inner.limits
     }
 

@@ -1,9 +1,9 @@
 //! Helpers shared by the store's tests.
 
-use super::{Digest, Key, Limits, Store};
+use super::{Capacity, Digest, Key, Store};
 
-pub(super) fn limits(max_size: u64) -> Limits {
-    Limits {
+pub(super) fn limits(max_size: u64) -> Capacity {
+    Capacity {
         max_size,
         min_free: 0,
     }
