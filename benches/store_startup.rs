@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hoard::store::{Limits, Store};
+use hoard::config::CacheLimits;
+use hoard::store::Store;
 use sha2::Digest as _;
 
 /// The figure: 100,000 entries, opened in under a second.
@@ -47,7 +48,7 @@ fn main() -> Outcome<()> {
         }
     );
 
-    let limits = Limits {
+    let limits = CacheLimits {
         max_size: u64::MAX,
         min_free: 0,
     };

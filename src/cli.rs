@@ -169,7 +169,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(2));
             };
             let options = WarmOptions { proxy, platform };
-            let outcome = runtime()?.block_on(ops::warm::run(&config, &images, &options));
+            let outcome = hoard::runtime()?.block_on(ops::warm::run(&config, &images, &options));
             Ok(exit_code(outcome))
         }
         Command::Completions { shell } => {
@@ -215,9 +215,12 @@ fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout();
     let outcome = match command {
         CacheCommand::Ls { json, .. } => ops::ls::run(&dir, json, &mut out)?,
-        CacheCommand::Stats { json, .. } => {
-            runtime()?.block_on(ops::stats::run(&dir, config.proxy.listen, json, &mut out))?
-        }
+        CacheCommand::Stats { json, .. } => hoard::runtime()?.block_on(ops::stats::run(
+            &dir,
+            config.proxy.listen,
+            json,
+            &mut out,
+        ))?,
         CacheCommand::Verify { .. } => ops::verify::run(&dir, &mut out)?,
         CacheCommand::Prune {
             older_than,
@@ -256,7 +259,8 @@ fn prune_s3(
         return Ok(ExitCode::from(2));
     };
     let mut out = std::io::stdout();
-    let outcome = runtime()?.block_on(ops::prune::run_s3(s3, older_than, dry_run, &mut out))?;
+    let outcome =
+        hoard::runtime()?.block_on(ops::prune::run_s3(s3, older_than, dry_run, &mut out))?;
     Ok(exit_code(outcome))
 }
 
@@ -286,10 +290,4 @@ fn exit_code(outcome: Outcome) -> ExitCode {
         Outcome::Done => ExitCode::SUCCESS,
         Outcome::Trouble => ExitCode::FAILURE,
     }
-}
-
-pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 
-use crate::access::limits::Limits as ConnectionLimits;
+use crate::access::limits::ConnectionLimits;
 use crate::access::{FillSlots, ProxyAuth};
 use crate::config::Config;
 use crate::fleet::Fleet;
@@ -151,8 +151,8 @@ impl Hoard {
         let ca =
             CertificateAuthority::load_or_create(&config.ca.dir, provider.clone(), constrain_to)
                 .context("loading the CA")?;
-        let store = Store::open(&config.cache.dir, config.cache.limits.into())
-            .context("opening the cache")?;
+        let store =
+            Store::open(&config.cache.dir, config.cache.limits).context("opening the cache")?;
         let metrics: Arc<Metrics> = Arc::default();
         metrics.set_intercepted(config.intercept.clone());
         let upstream = upstream_for(&config, metrics.clone())?;

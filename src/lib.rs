@@ -26,7 +26,7 @@ pub(crate) mod access;
 pub(crate) mod admin;
 pub mod config;
 pub(crate) mod edge;
-pub(crate) mod error;
+pub mod error;
 pub(crate) mod fleet;
 pub(crate) mod hoard;
 pub mod http;
@@ -50,4 +50,11 @@ pub use server::Server;
 /// The crypto provider: aws-lc-rs, the only one in the tree.
 pub fn crypto_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
     std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The tokio runtime the commands run on: multi-threaded, with I/O and timers.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }

@@ -26,7 +26,7 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("hoard: {err:#}");
+            eprintln!("hoard: {}", hoard::error::Chain(err.as_ref()));
             // A cache.dir that is not hoard's to use is a configuration problem.
             let misconfigured = err.chain().any(|cause| {
                 matches!(

@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use hoard::config::{Config, Overrides};
-
-use crate::cli::runtime;
+use hoard::error::Chain;
 
 /// Runs until SIGTERM or SIGINT, then lets transfers in progress finish (`proxy.shutdown_grace`).
 /// SIGHUP reloads the config file; a config that does not load is refused and the old one stays.
@@ -18,7 +17,7 @@ pub fn serve(
 ) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{SignalKind, signal};
     init_logging(&config);
-    runtime()?.block_on(async {
+    hoard::runtime()?.block_on(async {
         // Handlers first: a signal that arrives while hoard starts must not kill it.
         let mut terminate = signal(SignalKind::terminate())?;
         let mut hangup = signal(SignalKind::hangup())?;
@@ -30,7 +29,7 @@ pub fn serve(
                 _ = terminate.recv() => break,
                 _ = hangup.recv() => match reload(&server, path.as_deref(), &overrides) {
                     Ok(new_grace) => grace = new_grace,
-                    Err(err) => tracing::error!(error = format!("{err:#}"), "reload refused; the running configuration stays"),
+                    Err(err) => tracing::error!(error = %Chain(err.as_ref()), "reload refused; the running configuration stays"),
                 },
             }
         }

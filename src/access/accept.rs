@@ -1,5 +1,5 @@
 //! The accept loop every client listener shares: a connection is admitted by the connection
-//! limits ([`Limits`]) or answered with a 503 that says why and closed.
+//! limits ([`ConnectionLimits`]) or answered with a 503 that says why and closed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use super::limits::{Limits, Refusal, Ticket};
+use super::limits::{ConnectionLimits, Refusal, Ticket};
 use crate::telemetry::{ConnectionRefused, Metrics};
 
 /// Waits for the next connection the limits admit. Over the per-client limit a connection is
@@ -16,7 +16,7 @@ use crate::telemetry::{ConnectionRefused, Metrics};
 /// the backlog). Accept errors (EMFILE and friends) back off instead of spinning.
 pub async fn admitted(
     listener: &TcpListener,
-    limits: &Arc<Limits>,
+    limits: &Arc<ConnectionLimits>,
     metrics: &Metrics,
 ) -> (TcpStream, SocketAddr, Ticket) {
     loop {

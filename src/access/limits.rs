@@ -31,7 +31,7 @@ const EVICTED: usize = usize::MAX;
 
 /// The connection registry.
 #[derive(Debug)]
-pub struct Limits {
+pub struct ConnectionLimits {
     max: usize,
     per_client: usize,
     epoch: Instant,
@@ -49,16 +49,16 @@ struct State {
     open: usize,
     per_client: HashMap<IpAddr, usize>,
     /// Every open connection by the order it came in: the first evictable one is the oldest.
-    by_age: BTreeMap<u64, (IpAddr, Arc<Shared>)>,
+    by_age: BTreeMap<u64, (IpAddr, Arc<Slot>)>,
     next_id: u64,
 }
 
-/// What a connection shares with the registry.
+/// A connection's slot in the registry: what the two share.
 #[derive(Debug)]
-struct Shared {
+struct Slot {
     /// Requests in flight (a tunnel counts as one for its life), or [`EVICTED`].
     busy: AtomicUsize,
-    /// Milliseconds from [`Limits::epoch`] to the last sign of life.
+    /// Milliseconds from [`ConnectionLimits::epoch`] to the last sign of life.
     last_active: AtomicU64,
     /// Becomes `true` when the connection must close to make room.
     evicted: watch::Sender<bool>,
@@ -73,10 +73,10 @@ pub enum Refusal {
     Full,
 }
 
-impl Limits {
+impl ConnectionLimits {
     /// A registry for at most `max` connections, `per_client` of them from one address.
-    pub fn new(max: usize, per_client: usize) -> Arc<Limits> {
-        Arc::new(Limits {
+    pub fn new(max: usize, per_client: usize) -> Arc<ConnectionLimits> {
+        Arc::new(ConnectionLimits {
             max,
             per_client,
             epoch: Instant::now(),
@@ -119,7 +119,7 @@ impl Limits {
         state.next_id += 1;
         state.open += 1;
         *state.per_client.entry(key).or_insert(0) += 1;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Slot {
             busy: AtomicUsize::new(0),
             last_active: AtomicU64::new(self.now_ms()),
             evicted: watch::Sender::new(false),
@@ -196,7 +196,7 @@ impl State {
     }
 }
 
-impl Shared {
+impl Slot {
     /// Marks the connection evicted if it has no request in flight.
     fn try_evict(&self) -> bool {
         let idle = self
@@ -224,9 +224,9 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
 
 #[derive(Debug)]
 struct Registration {
-    limits: Arc<Limits>,
+    limits: Arc<ConnectionLimits>,
     id: u64,
-    shared: Arc<Shared>,
+    shared: Arc<Slot>,
 }
 
 impl Drop for Registration {
@@ -387,7 +387,7 @@ mod tests {
         IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
     }
 
-    fn admit(limits: &Arc<Limits>, last: u8) -> (Ticket, bool) {
+    fn admit(limits: &Arc<ConnectionLimits>, last: u8) -> (Ticket, bool) {
         let Ok(admitted) = limits.admit(ip(last)) else {
             panic!("127.0.0.{last} not admitted");
         };
@@ -396,7 +396,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_oldest_connection_without_a_request_gives_way() {
-        let limits = Limits::new(3, 2);
+        let limits = ConnectionLimits::new(3, 2);
         let (tunnel, _) = admit(&limits, 1);
         let pinned = tunnel.busy();
         assert!(pinned.is_some());
@@ -421,7 +421,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_accept_waiting_for_room_gets_it_when_a_request_ends() {
-        let limits = Limits::new(1, 1);
+        let limits = ConnectionLimits::new(1, 1);
         let (only, _) = admit(&limits, 1);
         let request = only.busy();
         let waiting = tokio::spawn({

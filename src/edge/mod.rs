@@ -18,7 +18,7 @@ use tokio_rustls::server::TlsStream;
 use tracing::Instrument as _;
 
 use crate::access::accept::admitted;
-use crate::access::limits::{Limits, Ticket};
+use crate::access::limits::{ConnectionLimits, Ticket};
 use crate::hoard::Hoard;
 use crate::registry::conn::{self, Answer};
 use crate::telemetry::Via;
@@ -116,7 +116,7 @@ impl<A: Answer> Serve for Registry<A> {
 /// A bound client listener.
 pub(crate) struct Listener {
     socket: TcpListener,
-    limits: Arc<Limits>,
+    limits: Arc<ConnectionLimits>,
     tls: Option<TlsAcceptor>,
     via: Via,
 }
@@ -128,7 +128,7 @@ impl Listener {
         addr: SocketAddr,
         key: &str,
         via: Via,
-        limits: Arc<Limits>,
+        limits: Arc<ConnectionLimits>,
         tls: Option<Arc<ServerConfig>>,
     ) -> anyhow::Result<Listener> {
         use anyhow::Context as _;

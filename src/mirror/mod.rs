@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use rustls::ServerConfig;
 
-use crate::access::limits::Limits;
+use crate::access::limits::ConnectionLimits;
 use crate::config::{Mirror, MirrorTls};
 use crate::edge::{Listener, Registry};
 use crate::hoard::Hoard;
@@ -50,7 +50,7 @@ pub(crate) async fn bind(hoard: &Hoard) -> anyhow::Result<Option<Listener>> {
     };
     let tls = tls_config(mirror, hoard)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let limits = Limits::new(
+    let limits = ConnectionLimits::new(
         config.proxy.connections.max,
         config.proxy.connections.per_client,
     );

@@ -96,15 +96,16 @@ impl TagFile {
     }
 }
 
-/// A manifest read from the store.
+/// A manifest file of a cache directory, parsed (the store's own, served one is
+/// `store::StoredManifest`).
 #[derive(Debug)]
-pub struct StoredManifest {
+pub struct ManifestFile {
     pub media_type: String,
     /// The parsed body; empty if it is not JSON of a known shape.
     pub doc: Manifest,
 }
 
-impl StoredManifest {
+impl ManifestFile {
     /// Whether it is an index or manifest list.
     pub(crate) fn is_index(&self) -> bool {
         self.doc.is_index(&self.media_type)
@@ -203,10 +204,10 @@ impl CacheDir {
     }
 
     /// Reads a stored manifest; `None` if it is missing or has no media-type line.
-    pub fn manifest(&self, digest: &Digest) -> Option<StoredManifest> {
+    pub fn manifest(&self, digest: &Digest) -> Option<ManifestFile> {
         let data = read_bounded(&self.path_of(Kind::Manifest, digest), MAX_MANIFEST_FILE)?;
         let (media_type, start) = split_manifest_file(&data)?;
-        Some(StoredManifest {
+        Some(ManifestFile {
             media_type: media_type.to_owned(),
             doc: Manifest::parse(&data[start..]).unwrap_or_default(),
         })

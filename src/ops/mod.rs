@@ -69,17 +69,6 @@ impl Classify for OpsError {
     }
 }
 
-/// A warm's failures are the registry's, except a client that cannot be set up or a platform
-/// the image does not have, which are the operator's.
-impl Classify for warm::WarmError {
-    fn side(&self) -> Side {
-        match self {
-            warm::WarmError::Setup(_) | warm::WarmError::NoPlatform { .. } => Side::Client,
-            _ => Side::Upstream,
-        }
-    }
-}
-
 /// Wraps a file-system error with what was being done to which path.
 pub(crate) fn io_error(
     action: &'static str,

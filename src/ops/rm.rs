@@ -11,7 +11,7 @@ use indicatif::HumanBytes;
 
 use crate::oci::Digest;
 use crate::ops::disk::{
-    CacheDir, Guard, Kind, Removal, StoredManifest, TagFile, remove_if_unchanged,
+    CacheDir, Guard, Kind, ManifestFile, Removal, TagFile, remove_if_unchanged,
 };
 use crate::ops::imageref::ImageRef;
 use crate::ops::{OpsError, Outcome};
@@ -47,7 +47,7 @@ struct Plan {
 
 /// Removes one image; `false` if the cache knows nothing of it.
 fn remove_image(dir: &CacheDir, image: &ImageRef, out: &mut dyn Write) -> Result<bool, OpsError> {
-    let stored: HashMap<Digest, StoredManifest> = dir
+    let stored: HashMap<Digest, ManifestFile> = dir
         .entries(Kind::Manifest)?
         .into_iter()
         .filter_map(|e| Some((e.digest.clone(), dir.manifest(&e.digest)?)))
@@ -102,7 +102,7 @@ fn sorted<'a>(digests: impl Iterator<Item = &'a Digest>) -> Vec<&'a Digest> {
 /// Works out what removing `image` takes; `None` if nothing in the cache is that image.
 fn plan(
     tags: Vec<TagFile>,
-    stored: &HashMap<Digest, StoredManifest>,
+    stored: &HashMap<Digest, ManifestFile>,
     image: &ImageRef,
 ) -> Option<Plan> {
     let same_repo = |t: &TagFile| t.registry == image.registry && t.repository == image.repository;
@@ -153,7 +153,7 @@ fn plan(
     kept.retain(|d, _| stored.contains_key(d));
 
     // Blobs of the doomed manifests that no remaining stored manifest uses.
-    let blobs_of = |digests: &mut dyn Iterator<Item = &StoredManifest>| -> HashSet<Digest> {
+    let blobs_of = |digests: &mut dyn Iterator<Item = &ManifestFile>| -> HashSet<Digest> {
         digests
             .flat_map(|m| m.doc.blobs().map(|(d, _)| d))
             .collect()

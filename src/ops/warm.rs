@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 
 use crate::config::Config;
-use crate::error::Chain;
+use crate::error::{Chain, Classify, Side};
 use crate::oci::{Challenge, DOCKER_MANIFEST_V2, Digest, Reference};
 use crate::ops::imageref::ImageRef;
 use crate::ops::manifest::{ACCEPT as MANIFEST_TYPES, Manifest, Platform};
@@ -59,6 +59,17 @@ pub(crate) enum WarmError {
     Manifest { url: String, reason: String },
     #[error("no manifest for {platform} in the index (it has: {available})")]
     NoPlatform { platform: String, available: String },
+}
+
+/// A warm's failures are the registry's, except a client that cannot be set up or a platform
+/// the image does not have, which are the operator's.
+impl Classify for WarmError {
+    fn side(&self) -> Side {
+        match self {
+            WarmError::Setup(_) | WarmError::NoPlatform { .. } => Side::Client,
+            _ => Side::Upstream,
+        }
+    }
 }
 
 /// What a warmed image came to.

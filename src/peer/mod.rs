@@ -17,7 +17,7 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::access::limits::Limits;
+use crate::access::limits::ConnectionLimits;
 use crate::edge::map::{Mapped, Mapping, Rejection, answered, mapped};
 use crate::edge::{Listener, Registry};
 use crate::fleet::{METRICS_PATH, MODE, Mode, REFUSED, Signed, sign};
@@ -53,7 +53,7 @@ pub(crate) async fn bind(hoard: &Hoard) -> anyhow::Result<Option<Listener>> {
     let (Some(fleet), Some(peers)) = (config.fleet.as_ref(), hoard.fleet.as_ref()) else {
         return Ok(None);
     };
-    let limits = Limits::new(config.proxy.connections.max, config.proxy.connections.max);
+    let limits = ConnectionLimits::new(config.proxy.connections.max, config.proxy.connections.max);
     let listener = Listener::bind(fleet.listen, "fleet.listen", Via::Fleet, limits, None).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, peers = ?peers.peers().iter().map(|p| p.name.clone()).collect::<Vec<_>>(), "fleet peer endpoint listening");

@@ -15,7 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tracing::{Instrument as _, Span};
 
-use crate::access::limits::{Held, Limits, Ticket};
+use crate::access::limits::{ConnectionLimits, Held, Ticket};
 use crate::edge::admit::{Login, admit};
 use crate::edge::{Accepted, Io, Listener, Serve};
 use crate::error::Chain;
@@ -29,7 +29,7 @@ use crate::upstream::{UpstreamError, upstream_error};
 /// Binds the proxy's listener (`proxy.listen`), with its connection limits.
 pub(crate) async fn bind(hoard: &Hoard) -> anyhow::Result<Listener> {
     let config = hoard.config();
-    let limits = Limits::new(
+    let limits = ConnectionLimits::new(
         config.proxy.connections.max,
         config.proxy.connections.per_client,
     );

@@ -2,7 +2,7 @@
 
 use super::super::scan::scan;
 use super::super::test_util::{limits, put, stored};
-use super::super::{Key, Limits, Store, StoreError};
+use super::super::{Key, Store, StoreError};
 
 fn open(dir: &tempfile::TempDir, max_size: u64) -> Store {
     Store::open(dir.path(), limits(max_size)).unwrap_or_else(|e| panic!("{e}"))
@@ -119,7 +119,7 @@ async fn a_reservation_near_u64_max_is_refused_not_wrapped() {
     drop(held);
 
     // The free-space floor is summed with the need too.
-    let floor = Limits {
+    let floor = crate::config::CacheLimits {
         max_size: u64::MAX,
         min_free: u64::MAX - 10,
     };

@@ -67,6 +67,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::config::CacheLimits;
 use crate::error::{Classify, Side};
 use crate::oci::Digest;
 
@@ -150,25 +151,6 @@ async fn blocking<T: Send + 'static>(
         })?
 }
 
-/// What the store may use of its disk.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// The most bytes all entries and fills in progress may hold.
-    pub max_size: u64,
-    /// Free space to leave on the file system holding the store.
-    pub min_free: u64,
-}
-
-/// The limits `[cache]` sets (`cache.max_size`, `cache.min_free`).
-impl From<crate::config::CacheLimits> for Limits {
-    fn from(limits: crate::config::CacheLimits) -> Limits {
-        Limits {
-            max_size: limits.max_size,
-            min_free: limits.min_free,
-        }
-    }
-}
-
 /// An entry of the store: a blob or a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Key {
@@ -195,7 +177,7 @@ type Flights = HashMap<FlightKey, Arc<Flight>>;
 struct Inner {
     root: PathBuf,
     tmp: PathBuf,
-    limits: Limits,
+    limits: CacheLimits,
     state: Mutex<State>,
     disk_warnings: Throttle,
     evictions: AtomicU64,
@@ -219,7 +201,7 @@ pub struct Usage {
 impl Store {
     /// Opens (creating if needed) the store at `root`, removes leftovers of unfinished fills, and
     /// builds the index from what is on disk, oldest modification time least recently used.
-    pub fn open(root: &Path, limits: Limits) -> Result<Store, StoreError> {
+    pub fn open(root: &Path, limits: CacheLimits) -> Result<Store, StoreError> {
         let tmp = layout::claim_root(root)?;
         let index = scan::index_at_start(root);
         let store = Store {
@@ -263,7 +245,7 @@ impl Store {
     }
 
     /// The size limit in force.
-    pub(crate) fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> CacheLimits {
         self.inner.limits
     }
 

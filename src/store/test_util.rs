@@ -1,9 +1,9 @@
 //! Helpers shared by the store's tests.
 
-use super::{Digest, Key, Limits, Store};
+use super::{Digest, Key, Store};
 
-pub(super) fn limits(max_size: u64) -> Limits {
-    Limits {
+pub(super) fn limits(max_size: u64) -> crate::config::CacheLimits {
+    crate::config::CacheLimits {
         max_size,
         min_free: 0,
     }

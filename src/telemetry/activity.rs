@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{Source, Via};
+use super::labels::{BytesFrom, Via};
 use crate::http::CacheStatus;
 use crate::oci::{Reference, Route};
 
@@ -32,10 +32,10 @@ pub struct Traffic {
 impl Traffic {
     fn add(&mut self, status: CacheStatus, bytes: u64) {
         self.requests += 1;
-        match Source::of(status) {
-            Source::Cache => self.from_cache += bytes,
-            Source::Upstream => self.from_upstream += bytes,
-            Source::Tunnel | Source::Local => {}
+        match BytesFrom::of(status) {
+            BytesFrom::Cache => self.from_cache += bytes,
+            BytesFrom::Upstream => self.from_upstream += bytes,
+            BytesFrom::Tunnel | BytesFrom::Local => {}
         }
     }
 }

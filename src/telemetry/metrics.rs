@@ -1,261 +1,21 @@
 //! The Prometheus side: requests by cache status and bytes by source, each by listener (`via`:
 //! proxy, mirror or fleet), upstream requests, auth
 //! failures, connections, fills and store gauges, exposed on the admin listener at `/metrics`.
-//! Each family's labels are a type: a `#[derive(EncodeLabelSet)]` struct whose closed sets of
-//! values are enums, so a label name or value cannot be misspelt at a call site.
+//! Each family's labels are a type (see `labels.rs`).
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::{Activity, Source, Via};
+use super::activity::Activity;
+use super::labels::{
+    AuthFailure, AuthFailureLabel, BytesFrom, BytesLabels, ConnectionRefused,
+    ConnectionRefusedLabel, FillSkipped, FillSkippedLabel, HostLabel, PeerFailure,
+    PeerFailureLabel, PeerStateLabel, RequestLabels, TierRead, TierReadLabel, TierWrite,
+    TierWriteLabel, UpstreamLabels, Via,
+};
 use crate::http::CacheStatus;
-
-/// Why a client's request was refused: the `reason` label of `hoard_auth_failures_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AuthFailure {
-    /// No or wrong proxy login.
-    ProxyAuth,
-    /// Too many failed proxy logins from the client's address.
-    Throttled,
-    /// The client's address is not in `proxy.allow_clients`.
-    AllowList,
-}
-
-impl AuthFailure {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthFailure::ProxyAuth => "proxy_auth",
-            AuthFailure::Throttled => "throttled",
-            AuthFailure::AllowList => "allow_list",
-        }
-    }
-}
-
-/// Why the connection limits refused or closed a connection: the `reason` label of
-/// `hoard_connections_refused_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ConnectionRefused {
-    /// Over `proxy.max_connections_per_client`.
-    PerClient,
-    /// At `proxy.max_connections` with no idle connection to close.
-    Full,
-    /// An idle connection closed at `proxy.max_connections` to admit a new one.
-    Evicted,
-}
-
-impl ConnectionRefused {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnectionRefused::PerClient => "per_client",
-            ConnectionRefused::Full => "full",
-            ConnectionRefused::Evicted => "evicted",
-        }
-    }
-}
-
-/// Why a blob miss did not become a fill: the `reason` label of `hoard_fills_skipped_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FillSkipped {
-    /// The range asked for starts far into the blob; it went upstream as a range.
-    FarRange,
-    /// At `cache.max_fills`.
-    MaxFills,
-    /// At `cache.max_fills_per_client`.
-    MaxFillsPerClient,
-}
-
-impl FillSkipped {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FillSkipped::FarRange => "far_range",
-            FillSkipped::MaxFills => "max_fills",
-            FillSkipped::MaxFillsPerClient => "max_fills_per_client",
-        }
-    }
-}
-
-/// Why a node asked the registry itself for something a peer owns: the `reason` label of
-/// `hoard_fleet_duplicate_fetches_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PeerFailure {
-    /// No connection to the owner.
-    Unreachable,
-    /// The owner did not answer with headers within `fleet.peer_timeout`.
-    Timeout,
-    /// The owner refused the request (a wrong secret, a registry it does not serve).
-    Refused,
-    /// The owner's answer broke off; the rest came from the registry.
-    Broken,
-}
-
-impl PeerFailure {
-    /// Every reason.
-    pub const ALL: [PeerFailure; 4] = [
-        PeerFailure::Unreachable,
-        PeerFailure::Timeout,
-        PeerFailure::Refused,
-        PeerFailure::Broken,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PeerFailure::Unreachable => "unreachable",
-            PeerFailure::Timeout => "timeout",
-            PeerFailure::Refused => "refused",
-            PeerFailure::Broken => "broken",
-        }
-    }
-}
-
-/// What a read of the shared S3 tier found: the `result` label of `hoard_tier_reads_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TierRead {
-    /// The bucket had it.
-    Hit,
-    /// The bucket did not have it.
-    Miss,
-    /// The bucket could not be asked.
-    Error,
-    /// What the bucket had did not match its digest (it is deleted there).
-    Corrupt,
-}
-
-impl TierRead {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TierRead::Hit => "hit",
-            TierRead::Miss => "miss",
-            TierRead::Error => "error",
-            TierRead::Corrupt => "corrupt",
-        }
-    }
-}
-
-/// What an upload to the shared S3 tier did: the `result` label of `hoard_tier_writes_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TierWrite {
-    /// Written.
-    Created,
-    /// Another node had written it (a conditional create that found it).
-    AlreadyThere,
-    /// Failed.
-    Error,
-}
-
-impl TierWrite {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TierWrite::Created => "created",
-            TierWrite::AlreadyThere => "already_there",
-            TierWrite::Error => "error",
-        }
-    }
-}
-
-/// Label values written as their `as_str()`: prometheus-client's derive would write the
-/// variant's Rust name (`ProxyAuth`), not the snake_case or upper-case word hoard exposes.
-macro_rules! label_value_as_str {
-    ($($t:ty),*) => {$(
-        impl EncodeLabelValue for $t {
-            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-                std::fmt::Write::write_str(encoder, self.as_str())
-            }
-        }
-    )*};
-}
-
-label_value_as_str!(
-    CacheStatus,
-    Source,
-    Via,
-    AuthFailure,
-    ConnectionRefused,
-    FillSkipped,
-    PeerFailure,
-    TierRead,
-    TierWrite
-);
-
-/// `hoard_requests_total`
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct RequestLabels {
-    cache: CacheStatus,
-    via: Via,
-}
-
-/// `hoard_response_bytes_total`
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct BytesLabels {
-    source: Source,
-    via: Via,
-}
-
-/// `hoard_registry_manifest_gets_total`
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct HostLabel {
-    /// An intercepted host, its `*.domain` pattern, or `other`.
-    host: String,
-}
-
-/// `hoard_upstream_requests_total`
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct UpstreamLabels {
-    /// As in [`HostLabel`].
-    host: String,
-    /// The response's status; 0: no response.
-    status: u16,
-}
-
-/// `hoard_auth_failures_total`
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct AuthFailureLabel {
-    reason: AuthFailure,
-}
-
-/// `hoard_connections_refused_total`
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ConnectionRefusedLabel {
-    reason: ConnectionRefused,
-}
-
-/// `hoard_fills_skipped_total`
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct FillSkippedLabel {
-    reason: FillSkipped,
-}
-
-/// `hoard_fleet_duplicate_fetches_total`
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct PeerFailureLabel {
-    reason: PeerFailure,
-}
-
-/// `hoard_tier_reads_total`
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct TierReadLabel {
-    result: TierRead,
-}
-
-/// `hoard_tier_writes_total`
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct TierWriteLabel {
-    result: TierWrite,
-}
-
-/// `hoard_fleet_peers`
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct PeerStateLabel {
-    state: &'static str,
-}
 
 /// Everything counted since start.
 #[derive(Debug)]
@@ -443,7 +203,7 @@ impl Metrics {
         self.requests_total
             .get_or_create(&RequestLabels { cache: status, via })
             .inc();
-        let source = Source::of(status);
+        let source = BytesFrom::of(status);
         self.bytes_total
             .get_or_create(&BytesLabels { source, via })
             .inc_by(bytes);

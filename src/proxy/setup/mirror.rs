@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use super::{COMMON, Engine, ProxyAddr, pem_text};
+use super::script::{COMMON, Engine, ProxyAddr, pem_text};
 use crate::config::{Config, Mirror, MirrorTls};
 use crate::net::split_authority;
 use crate::oci::registry_key;

@@ -20,13 +20,11 @@ use sha2::Digest as _;
 use crate::config::Credential;
 use crate::oci::Challenge;
 use crate::upstream::{Origin, Upstream, UpstreamError};
-use on_hit::Judged;
 use tokens::{basic, fetch_token, pull_only, pull_scope};
 
 mod on_hit;
 mod tokens;
 
-pub(crate) use on_hit::Verdict;
 pub use tokens::lends_credentials;
 
 /// Basic credentials need no refresh; an hour bounds how long a changed password goes unnoticed.
@@ -39,6 +37,30 @@ const MAX_REMEMBERED: usize = 10_000;
 struct Remembered {
     header: HeaderValue,
     until: Instant,
+}
+
+/// The registry's word on whether a client may have a cached blob or manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// The registry accepted the client's credentials for the object. `asked`: it said so just
+    /// now, not from memory, so the object is known to be in the route's repository.
+    Allowed { asked: bool },
+    /// The registry refused: the client gets its status, and its challenge if it sent one.
+    Refused {
+        status: StatusCode,
+        challenge: Option<HeaderValue>,
+    },
+    /// The registry cannot be asked right now (unreachable, 5xx, 429): the object may go only to
+    /// a credential the registry accepted before for a repository the object comes from (see
+    /// [`RegistryAuth::allowed_before`]).
+    Unreachable,
+}
+
+/// A verdict and when the registry gave it.
+#[derive(Debug, Clone)]
+struct Judged {
+    verdict: Verdict,
+    at: Instant,
 }
 
 /// Tokens and verdicts, shared by all connections.

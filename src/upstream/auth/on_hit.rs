@@ -8,37 +8,13 @@ use std::time::{Duration, Instant};
 use http::header::{AUTHORIZATION, HeaderValue, RANGE, WWW_AUTHENTICATE};
 use http::{HeaderMap, Method, StatusCode, Uri};
 
-use super::{RegistryAuth, bounded, fingerprint, lock};
+use super::{Judged, RegistryAuth, Verdict, bounded, fingerprint, lock};
 use crate::config::Credential;
 use crate::oci::Route;
 use crate::upstream::Upstream;
 
 /// How long the registry's verdict on a client's credentials for an object is reused.
 const VERDICT_TTL: Duration = Duration::from_secs(300);
-
-/// The registry's word on whether a client may have a cached blob or manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    /// The registry accepted the client's credentials for the object. `asked`: it said so just
-    /// now, not from memory, so the object is known to be in the route's repository.
-    Allowed { asked: bool },
-    /// The registry refused: the client gets its status, and its challenge if it sent one.
-    Refused {
-        status: StatusCode,
-        challenge: Option<HeaderValue>,
-    },
-    /// The registry cannot be asked right now (unreachable, 5xx, 429): the object may go only to
-    /// a credential the registry accepted before for a repository the object comes from (see
-    /// [`RegistryAuth::allowed_before`]).
-    Unreachable,
-}
-
-/// A verdict and when the registry gave it.
-#[derive(Debug, Clone)]
-pub(super) struct Judged {
-    verdict: Verdict,
-    at: Instant,
-}
 
 /// The `Authorization` a client presented, as the key of what the registry said of it.
 fn presented(client_headers: &HeaderMap) -> &[u8] {

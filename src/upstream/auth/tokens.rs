@@ -8,6 +8,7 @@ use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 
 use crate::config::Credential;
+use crate::error::Chain;
 use crate::oci::{Route, valid_repository};
 use crate::upstream::{RESPONSE_TIMEOUT, Upstream};
 
@@ -104,7 +105,7 @@ pub(super) async fn fetch_token(
     let response = match upstream.send_guarded(request).await {
         Ok(response) => response,
         Err(err) => {
-            tracing::warn!(host = %credential.host, error = %err, "cannot reach the token service");
+            tracing::warn!(host = %credential.host, error = %Chain(&err), "cannot reach the token service");
             return None;
         }
     };

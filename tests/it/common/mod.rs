@@ -9,6 +9,7 @@ mod registry;
 pub mod seaweed;
 pub mod serial;
 mod tls;
+pub mod verified;
 mod wire;
 
 use std::sync::atomic::{AtomicU16, Ordering};

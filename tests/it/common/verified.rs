@@ -1,7 +1,7 @@
-//! Reading an object from the bucket as a check of its digest: the bytes are hashed as they pass,
-//! and the last piece is held back until the hash and the length are checked, so a reader never
-//! sees a complete corrupt body (the rule of the local fill, `registry/fill.rs`). Anyone with
-//! write access to the bucket could have put anything under a digest's key.
+//! Reading a blob from the shared tier's bucket as a check of its digest (sha256), for tests that
+//! look at what the bucket holds: the bytes are hashed as they pass, and the last piece is held
+//! back until the hash and the length are checked, so a reader never sees a complete corrupt body
+//! (the rule of the local fill, `registry/fill.rs`, which checks what hoard reads from the tier).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,8 +9,25 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::Stream;
 
-use super::TierError;
-use crate::oci::{Digest, Hasher};
+use hoard::oci::Digest;
+use hoard::tier::{BlobStream, Kind, S3Tier, TierError};
+use sha2::{Digest as _, Sha256};
+
+/// As `S3Tier::get_blob`, the body checked against the digest on the way ([`verified`]): a
+/// corrupt object ends in an error before its last piece. `None` if the bucket does not hold it.
+pub async fn get_verified_blob(
+    tier: &S3Tier,
+    digest: &Digest,
+) -> Result<Option<(u64, BlobStream)>, TierError> {
+    let Some((length, inner)) = tier.get_blob(digest).await? else {
+        return Ok(None);
+    };
+    let key = tier.key(Kind::Blob, digest);
+    Ok(Some((
+        length,
+        Box::pin(verified(digest, &key, length, inner)),
+    )))
+}
 
 /// `inner`, the body of the object `key` announced as `length` bytes, checked against `digest`:
 /// each piece is passed on only once the next one has arrived; after the last, the length and
@@ -25,7 +42,7 @@ where
         digest: digest.clone(),
         key: key.to_owned(),
         length,
-        hasher: Some(digest.hasher()),
+        hasher: Some(Sha256::new()),
         seen: 0,
         held: None,
         done: false,
@@ -39,7 +56,7 @@ pub struct Verified<S> {
     key: String,
     length: u64,
     /// `None` once the end was checked.
-    hasher: Option<Hasher>,
+    hasher: Option<Sha256>,
     seen: u64,
     held: Option<Bytes>,
     done: bool,
@@ -95,10 +112,9 @@ where
                     }
                 }
                 Poll::Ready(None) => {
-                    let matches = this
-                        .hasher
-                        .take()
-                        .is_some_and(|hasher| hasher.matches(&this.digest));
+                    let matches = this.hasher.take().is_some_and(|hasher| {
+                        const_hex::encode(hasher.finalize()) == this.digest.hex()
+                    });
                     if this.seen != this.length {
                         let why = format!("ended after {} of {} bytes", this.seen, this.length);
                         return this.corrupt(why);
@@ -121,7 +137,7 @@ mod tests {
     /// What a reader of `pieces` (announced as `length` bytes) verified against the digest of
     /// `content` gets: the pieces passed on, and the error if any.
     async fn read(content: &[u8], length: u64, pieces: &[&[u8]]) -> (Vec<Bytes>, Option<String>) {
-        let digest = Digest::sha256_of(content);
+        let digest = Digest::parse(&crate::common::sha256(content)).unwrap();
         let inner = futures_util::stream::iter(
             pieces
                 .iter()
