@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use crate::config::{AdminListen, Config};
+use crate::config::Config;
 use crate::edge::{Stop, StopSender};
 use crate::hoard::Hoard;
 
@@ -37,7 +37,7 @@ impl Server {
         // hoard with nothing started.
         let proxy = crate::proxy::bind(&hoard).await?;
         let addr = proxy.local_addr()?;
-        let admin = bind_admin(admin).await?;
+        let admin = crate::admin::bind(admin).await?;
         let admin_addr = admin.as_ref().and_then(|admin| admin.local_addr().ok());
         let mirror = crate::mirror::bind(&hoard).await?;
         let mirror_addr = mirror.as_ref().and_then(|m| m.local_addr().ok());
@@ -57,7 +57,11 @@ impl Server {
             tasks.spawn(crate::fleet::Fleet::refresh(Arc::downgrade(fleet)));
         }
         if let Some(admin) = admin {
-            tasks.spawn(crate::admin::serve(admin, hoard.clone(), stop));
+            tasks.spawn(admin.serve(
+                hoard.clone(),
+                Arc::new(crate::admin::Admin(stop.clone())),
+                stop,
+            ));
         }
         tasks.spawn(reconcile_now_and_then(hoard.clone()));
         Ok(Server {
@@ -172,27 +176,6 @@ impl Server {
             ended?;
         }
         Ok(())
-    }
-}
-
-/// Binds the admin listener. The default address may be taken (a second hoard on the host):
-/// then hoard runs without it and says so; a configured address must bind.
-async fn bind_admin(admin: AdminListen) -> anyhow::Result<Option<tokio::net::TcpListener>> {
-    use anyhow::Context as _;
-    match admin {
-        AdminListen::Off => Ok(None),
-        AdminListen::Configured(addr) => Ok(Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (admin.listen)"))?,
-        )),
-        AdminListen::Default(addr) => match tokio::net::TcpListener::bind(addr).await {
-            Ok(listener) => Ok(Some(listener)),
-            Err(err) => {
-                tracing::warn!(%addr, error = %err, "admin listener not started (set admin.listen to choose another address)");
-                Ok(None)
-            }
-        },
     }
 }
 

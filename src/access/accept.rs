@@ -1,5 +1,6 @@
-//! The accept loop every client listener shares: a connection is admitted by the connection
-//! limits ([`ConnectionLimits`]) or answered with a 503 that says why and closed.
+//! Admission, the first step of the edge's accept loop (`crate::edge`): a connection is admitted
+//! by the connection limits ([`ConnectionLimits`]) or answered with a 503 that says why and
+//! closed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

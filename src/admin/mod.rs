@@ -7,16 +7,17 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::access::limits::ConnectionLimits;
+use crate::config::AdminListen;
+use crate::edge::{Accepted, Io, Listener, Role, Serve, Stop};
+use crate::error::Chain;
+use crate::hoard::Hoard;
+use crate::http::{Body, full_body};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-
-use crate::edge::Stop;
-use crate::hoard::Hoard;
-use crate::http::{Body, full_body};
 
 mod health;
 mod status;
@@ -24,26 +25,52 @@ mod status;
 use health::health;
 use status::{fleet_figures, status_page};
 
-/// Serves the admin listener until its task is stopped (when the server is); `stop` tells it
-/// the server is draining.
-pub(crate) async fn serve(listener: TcpListener, hoard: Arc<Hoard>, stop: Stop) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let (hoard, stop) = (hoard.clone(), stop.clone());
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let (hoard, draining) = (hoard.clone(), stop.is_given());
-                async move { Ok::<_, Infallible>(answer(&request, &hoard, draining).await) }
-            });
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+/// Admin connections held at once. Scrapers and an operator's browser need a few; past the
+/// limit the oldest is closed to make room.
+const MAX_CONNECTIONS: usize = 64;
+
+/// Binds the admin listener. The default address may be taken (a second hoard on the host):
+/// then hoard runs without it and says so; a configured address must bind.
+pub(crate) async fn bind(admin: AdminListen) -> anyhow::Result<Option<Listener>> {
+    let (addr, configured) = match admin {
+        AdminListen::Off => return Ok(None),
+        AdminListen::Configured(addr) => (addr, true),
+        AdminListen::Default(addr) => (addr, false),
+    };
+    let limits = ConnectionLimits::new(MAX_CONNECTIONS, MAX_CONNECTIONS);
+    match Listener::bind(addr, "admin.listen", Role::Admin, limits, None).await {
+        Ok(listener) => Ok(Some(listener)),
+        Err(err) if !configured => {
+            tracing::warn!(%addr, error = %Chain(err.as_ref()), "admin listener not started (set admin.listen to choose another address)");
+            Ok(None)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// The admin listener's connections; `stop` tells `/readyz` the server is draining.
+#[derive(Debug)]
+pub(crate) struct Admin(
+    /// The server's stop signal.
+    pub Stop,
+);
+
+impl Serve for Admin {
+    async fn serve<I: Io>(&self, connection: Accepted<I>, hoard: Arc<Hoard>) {
+        let stop = self.0.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let (hoard, draining) = (hoard.clone(), stop.is_given());
+            async move { Ok::<_, Infallible>(answer(&request, &hoard, draining).await) }
         });
+        let served = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10))
+            .serve_connection(TokioIo::new(connection.io), service);
+        // Closed to make room for another at the limit, whatever it is doing.
+        tokio::select! {
+            _ = served => {}
+            () = connection.ticket.evicted() => {}
+        }
     }
 }
 

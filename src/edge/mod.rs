@@ -1,6 +1,7 @@
-//! The listener edge every client listener shares (the proxy, the mirror, the fleet's peer
-//! endpoint): a [`Listener`] owns its socket, its connection limits, its optional TLS and its
-//! `via` label, and runs the one accept loop until the server's [`Stop`] signal. Below it:
+//! The listener edge every listener shares (the proxy, the mirror, the fleet's peer endpoint and
+//! the admin listener): a [`Listener`] owns its socket, its connection limits, its optional TLS
+//! and its role (a client listener's `via` label, or admin), and runs the one accept loop, a
+//! client listener's until the server's [`Stop`] signal. Below it:
 //! `admit.rs`, who may ask (allow-list, logins, 429); `map.rs` and `route.rs`, a registry-API
 //! request mapped to its registry, for the mirror and the peer endpoint alike.
 
@@ -68,6 +69,29 @@ pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
+/// What a listener is for, which decides how long it accepts and whether a shutdown waits for
+/// its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// A client listener (the proxy, the mirror, the peer endpoint) with its `via` label: its
+    /// connections count in `hoard_connections_open` and are drained by a shutdown, and it stops
+    /// accepting at the stop signal.
+    Client(Via),
+    /// The admin listener: it answers `/metrics`, `/healthz` and `/readyz` until hoard exits,
+    /// and a shutdown does not wait for its connections.
+    Admin,
+}
+
+impl Role {
+    /// The name in logs.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Role::Client(via) => via.as_str(),
+            Role::Admin => "admin",
+        }
+    }
+}
+
 /// An accepted connection, admitted by the limits, after its TLS handshake if any.
 pub(crate) struct Accepted<I> {
     /// The stream: TCP, or TLS over it.
@@ -79,7 +103,7 @@ pub(crate) struct Accepted<I> {
     /// The connection's place in its listener's limits, for as long as it lives.
     pub ticket: Ticket,
     /// The listener it came in by.
-    pub via: Via,
+    pub role: Role,
 }
 
 /// What a listener does with each connection it accepts.
@@ -101,9 +125,12 @@ pub(crate) struct Registry<A>(
 
 impl<A: Answer> Serve for Registry<A> {
     async fn serve<I: Io>(&self, connection: Accepted<I>, hoard: Arc<Hoard>) {
+        let Role::Client(via) = connection.role else {
+            return; // the admin listener serves no registry API
+        };
         let client = conn::Client {
             ip: connection.client.ip(),
-            via: connection.via,
+            via,
         };
         let (io, h2, ticket) = (connection.io, connection.h2, connection.ticket);
         let served = conn::serve(io, h2, hoard, ticket, client, self.0.clone()).await;
@@ -118,7 +145,7 @@ pub(crate) struct Listener {
     socket: TcpListener,
     limits: Arc<ConnectionLimits>,
     tls: Option<TlsAcceptor>,
-    via: Via,
+    role: Role,
 }
 
 impl Listener {
@@ -127,7 +154,7 @@ impl Listener {
     pub(crate) async fn bind(
         addr: SocketAddr,
         key: &str,
-        via: Via,
+        role: Role,
         limits: Arc<ConnectionLimits>,
         tls: Option<Arc<ServerConfig>>,
     ) -> anyhow::Result<Listener> {
@@ -139,7 +166,7 @@ impl Listener {
             socket,
             limits,
             tls: tls.map(TlsAcceptor::from),
-            via,
+            role,
         })
     }
 
@@ -149,26 +176,31 @@ impl Listener {
     }
 
     /// Accepts connections, each admitted by the limits and served by `service` in a task of its
-    /// own, until `stop` is given; then the socket closes, so new connections are refused, and
-    /// the connections open finish on their own (a shutdown closes the idle ones).
+    /// own. A client listener accepts until `stop` is given; then the socket closes, so new
+    /// connections are refused, and the connections open finish on their own (a shutdown closes
+    /// the idle ones). The admin listener accepts until its task is stopped, at exit.
     pub(crate) async fn serve<S: Serve>(self, hoard: Arc<Hoard>, service: Arc<S>, mut stop: Stop) {
-        hoard.listening(&self.limits);
+        let role = self.role;
+        let drained = role != Role::Admin;
+        if drained {
+            hoard.listening(&self.limits);
+        }
         loop {
             let (stream, client, ticket) = tokio::select! {
                 admitted = admitted(&self.socket, &self.limits, &hoard.metrics) => admitted,
-                () = stop.given() => break,
+                () = stop.given(), if drained => break,
             };
-            let span = match self.via {
-                Via::Proxy => tracing::info_span!("conn", client = %client),
-                Via::Mirror => tracing::info_span!("mirror", client = %client),
-                Via::Fleet => tracing::info_span!("fleet", peer = %client),
+            let span = match role {
+                Role::Client(Via::Proxy) => tracing::info_span!("conn", client = %client),
+                Role::Client(Via::Mirror) => tracing::info_span!("mirror", client = %client),
+                Role::Client(Via::Fleet) => tracing::info_span!("fleet", peer = %client),
+                Role::Admin => tracing::debug_span!("admin", client = %client),
             };
-            let (hoard, service, tls, via) =
-                (hoard.clone(), service.clone(), self.tls.clone(), self.via);
+            let (hoard, service, tls) = (hoard.clone(), service.clone(), self.tls.clone());
             tokio::spawn(
                 async move {
                     let metrics = hoard.metrics.clone();
-                    let _open = metrics.connection();
+                    let _open = drained.then(|| metrics.connection());
                     let _ = stream.set_nodelay(true);
                     let Some(tls) = tls else {
                         let accepted = Accepted {
@@ -176,7 +208,7 @@ impl Listener {
                             h2: false,
                             client,
                             ticket,
-                            via,
+                            role,
                         };
                         return service.serve(accepted, hoard).await;
                     };
@@ -185,7 +217,7 @@ impl Listener {
                         Err(failed) => {
                             let hint = format!(
                                 "does it trust the {} listener's certificate?",
-                                via.as_str()
+                                role.as_str()
                             );
                             return failed.log(&hint);
                         }
@@ -196,14 +228,14 @@ impl Listener {
                         h2,
                         client,
                         ticket,
-                        via,
+                        role,
                     };
                     service.serve(accepted, hoard).await;
                 }
                 .instrument(span),
             );
         }
-        tracing::info!(via = self.via.as_str(), "listener closed");
+        tracing::info!(via = role.as_str(), "listener closed");
     }
 }
 

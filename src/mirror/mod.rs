@@ -14,7 +14,7 @@ use rustls::ServerConfig;
 
 use crate::access::limits::ConnectionLimits;
 use crate::config::{Mirror, MirrorTls};
-use crate::edge::{Listener, Registry};
+use crate::edge::{Listener, Registry, Role};
 use crate::hoard::Hoard;
 use crate::telemetry::Via;
 
@@ -54,7 +54,14 @@ pub(crate) async fn bind(hoard: &Hoard) -> anyhow::Result<Option<Listener>> {
         config.proxy.connections.max,
         config.proxy.connections.per_client,
     );
-    let listener = Listener::bind(mirror.listen, "mirror.listen", Via::Mirror, limits, tls).await?;
+    let listener = Listener::bind(
+        mirror.listen,
+        "mirror.listen",
+        Role::Client(Via::Mirror),
+        limits,
+        tls,
+    )
+    .await?;
     let addr = listener.local_addr()?;
     tracing::info!(addr = %format!("{scheme}://{addr}"), "registry mirror listening");
     Ok(Some(listener))

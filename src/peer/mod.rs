@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 
 use crate::access::limits::ConnectionLimits;
 use crate::edge::map::{Mapped, Mapping, Rejection, answered, mapped};
-use crate::edge::{Listener, Registry};
+use crate::edge::{Listener, Registry, Role};
 use crate::fleet::{METRICS_PATH, MODE, Mode, REFUSED, Signed, sign};
 use crate::hoard::Hoard;
 use crate::http::{Body, full_body};
@@ -54,7 +54,14 @@ pub(crate) async fn bind(hoard: &Hoard) -> anyhow::Result<Option<Listener>> {
         return Ok(None);
     };
     let limits = ConnectionLimits::new(config.proxy.connections.max, config.proxy.connections.max);
-    let listener = Listener::bind(fleet.listen, "fleet.listen", Via::Fleet, limits, None).await?;
+    let listener = Listener::bind(
+        fleet.listen,
+        "fleet.listen",
+        Role::Client(Via::Fleet),
+        limits,
+        None,
+    )
+    .await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, peers = ?peers.peers().iter().map(|p| p.name.clone()).collect::<Vec<_>>(), "fleet peer endpoint listening");
     Ok(Some(listener))

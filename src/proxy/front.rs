@@ -17,7 +17,7 @@ use tracing::{Instrument as _, Span};
 
 use crate::access::limits::{ConnectionLimits, Held, Ticket};
 use crate::edge::admit::{Login, admit};
-use crate::edge::{Accepted, Io, Listener, Serve};
+use crate::edge::{Accepted, Io, Listener, Role, Serve};
 use crate::error::Chain;
 use crate::hoard::Hoard;
 use crate::http::idle::Idle;
@@ -36,7 +36,7 @@ pub(crate) async fn bind(hoard: &Hoard) -> anyhow::Result<Listener> {
     let listener = Listener::bind(
         config.proxy.listen,
         "proxy.listen",
-        Via::Proxy,
+        Role::Client(Via::Proxy),
         limits,
         None,
     )
