@@ -38,7 +38,7 @@ pub use htpasswd::Htpasswd;
 pub use intercept::InterceptSection;
 pub use log::{LogConfig, LogFormat, LogSection};
 pub use mirror::{Mirror, MirrorSection, MirrorTls};
-pub use proxy::{ConnectionLimits, ProxyConfig, ProxySection};
+pub use proxy::{Connections, ProxyConfig, ProxySection};
 pub use store::{S3Config, S3Credentials, S3Section, StoreConfig, StoreSection};
 pub use units::{parse_duration, parse_size};
 pub use upstream::{

@@ -51,7 +51,7 @@ pub struct ProxyConfig {
     /// Ports plain `http://` forwards may reach.
     pub forward_ports: Vec<u16>,
     /// Client connections held at once, in all and per client.
-    pub connections: ConnectionLimits,
+    pub connections: Connections,
     /// Largest request head accepted, in bytes.
     pub max_header_size: usize,
     /// Time a client has to send a request head.
@@ -65,7 +65,7 @@ pub struct ProxyConfig {
 /// Client connections held at once, tunnels and intercepted connections included (a listener's
 /// limits are set when it starts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionLimits {
+pub struct Connections {
     /// `proxy.max_connections`: at the limit the oldest connection with no request in flight is
     /// closed to admit a new one; when there is none, new connections wait to be accepted.
     pub max: usize,
@@ -144,7 +144,7 @@ pub(super) fn proxy(
         open: section.open,
         connect_ports: section.connect_ports.unwrap_or_else(|| vec![443]),
         forward_ports: section.forward_ports.unwrap_or_else(|| vec![80]),
-        connections: ConnectionLimits {
+        connections: Connections {
             max: count_key("proxy.max_connections", section.max_connections, 1024)?,
             per_client: count_key(
                 "proxy.max_connections_per_client",
