@@ -37,7 +37,7 @@ pub enum PeersSection {
 /// A fleet of hoards: each blob, manifest and tag has one owner among the peers, which alone
 /// fetches it from the registry; the others read it from the owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fleet {
+pub struct FleetConfig {
     pub peers: Peers,
     /// This node as the peers name it (`host:port`); `None` with DNS peers: the resolved
     /// address that is one of this host's own.
@@ -51,10 +51,13 @@ pub struct Fleet {
     pub peer_timeout: Duration,
 }
 
-impl Fleet {
+impl FleetConfig {
     /// The keys whose change only a restart puts in force (the peer endpoint binds at start;
     /// the peers and the secret follow a reload); `None` is a node alone.
-    pub(super) fn restart_keys(old: Option<&Fleet>, new: Option<&Fleet>) -> Vec<&'static str> {
+    pub(super) fn restart_keys(
+        old: Option<&FleetConfig>,
+        new: Option<&FleetConfig>,
+    ) -> Vec<&'static str> {
         changed([(
             "fleet (on or off), fleet.listen",
             old.map(|f| f.listen) != new.map(|f| f.listen),
@@ -92,7 +95,7 @@ const MIN_SECRET: usize = 16;
 const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `[fleet]`, or `None` when `fleet.peers` is unset.
-pub(super) fn fleet(section: FleetSection) -> Result<Option<Fleet>, ConfigError> {
+pub(super) fn fleet(section: FleetSection) -> Result<Option<FleetConfig>, ConfigError> {
     let invalid = |key, message: String| ConfigError::Invalid { key, message };
     let Some(peers) = section.peers else {
         return match (&section.self_addr, &section.listen, &section.secret_file) {
@@ -187,7 +190,7 @@ pub(super) fn fleet(section: FleetSection) -> Result<Option<Fleet>, ConfigError>
                 )
             })?,
     };
-    Ok(Some(Fleet {
+    Ok(Some(FleetConfig {
         peers,
         self_addr,
         listen,

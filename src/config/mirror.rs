@@ -32,7 +32,7 @@ pub struct MirrorSection {
 /// The registry-mirror listener: hoard's store served as a registry mirror, for hosts that do
 /// not trust an intercepting CA.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mirror {
+pub struct MirrorConfig {
     /// Where it listens.
     pub listen: SocketAddr,
     /// Plain HTTP, or TLS with which certificate.
@@ -57,10 +57,13 @@ pub enum MirrorTls {
     Minted(Vec<String>),
 }
 
-impl Mirror {
+impl MirrorConfig {
     /// The keys whose change only a restart puts in force (the listener and its certificate
     /// are set up at start); `None` is a mirror that is off.
-    pub(super) fn restart_keys(old: Option<&Mirror>, new: Option<&Mirror>) -> Vec<&'static str> {
+    pub(super) fn restart_keys(
+        old: Option<&MirrorConfig>,
+        new: Option<&MirrorConfig>,
+    ) -> Vec<&'static str> {
         changed([
             (
                 "mirror.listen",
@@ -79,7 +82,7 @@ impl Mirror {
 pub(super) fn mirror(
     section: MirrorSection,
     proxy: &ProxyConfig,
-) -> Result<Option<Mirror>, ConfigError> {
+) -> Result<Option<MirrorConfig>, ConfigError> {
     let invalid = |key, message: String| ConfigError::Invalid { key, message };
     let Some(listen) = section.listen else {
         return Ok(None);
@@ -132,7 +135,7 @@ pub(super) fn mirror(
                 .into(),
         ));
     }
-    Ok(Some(Mirror {
+    Ok(Some(MirrorConfig {
         listen,
         tls,
         registries,

@@ -33,11 +33,11 @@ pub use ca::{CaConfig, CaSection};
 pub use cache::{AuthOnHit, CacheConfig, CacheLimits, CacheSection, FillLimits};
 pub use error::ConfigError;
 pub use file::FileConfig;
-pub use fleet::{Fleet, FleetSection, Peers, PeersSection, Secret};
+pub use fleet::{FleetConfig, FleetSection, Peers, PeersSection, Secret};
 pub use htpasswd::Htpasswd;
 pub use intercept::InterceptSection;
 pub use log::{LogConfig, LogFormat, LogSection};
-pub use mirror::{Mirror, MirrorSection, MirrorTls};
+pub use mirror::{MirrorConfig, MirrorSection, MirrorTls};
 pub use proxy::{Connections, ProxyConfig, ProxySection};
 pub use store::{S3Config, S3Credentials, S3Section, StoreConfig, StoreSection};
 pub use units::{parse_duration, parse_size};
@@ -72,9 +72,9 @@ pub struct Config {
     /// `[log]`: the log lines' format and level.
     pub log: LogConfig,
     /// `[mirror]`: the registry-mirror listener; `None`: off.
-    pub mirror: Option<Mirror>,
+    pub mirror: Option<MirrorConfig>,
     /// `[fleet]`: the other hoards this one shares upstream fetches with; `None`: alone.
-    pub fleet: Option<Fleet>,
+    pub fleet: Option<FleetConfig>,
     /// `[store]`: the S3-API tier the hoards of a fleet share.
     pub store: StoreConfig,
 }
@@ -144,11 +144,14 @@ impl Config {
         keys.extend(self.ca.restart_keys(&new.ca));
         keys.extend(self.cache.restart_keys(&new.cache));
         keys.extend(self.admin.restart_keys(&new.admin));
-        keys.extend(Mirror::restart_keys(
+        keys.extend(MirrorConfig::restart_keys(
             self.mirror.as_ref(),
             new.mirror.as_ref(),
         ));
-        keys.extend(Fleet::restart_keys(self.fleet.as_ref(), new.fleet.as_ref()));
+        keys.extend(FleetConfig::restart_keys(
+            self.fleet.as_ref(),
+            new.fleet.as_ref(),
+        ));
         keys.extend(self.log.restart_keys(&new.log));
         keys
     }

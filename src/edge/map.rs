@@ -88,14 +88,14 @@ pub(crate) fn mapped(
     }
     let uri = request.uri();
     let (registry, path) = match map(uri.path(), uri.query(), how.default_registry) {
-        Ok(route::Mapped::Ping) => return Ok(Mapped::Ping),
-        Ok(route::Mapped::Registry { registry, .. }) if registry.is_empty() => {
+        Ok(route::Routed::Ping) => return Ok(Mapped::Ping),
+        Ok(route::Routed::Registry { registry, .. }) if registry.is_empty() => {
             return Err(Rejection::new(
                 StatusCode::BAD_REQUEST,
                 "a peer names the registry in ns",
             ));
         }
-        Ok(route::Mapped::Registry { registry, path }) => (registry, path),
+        Ok(route::Routed::Registry { registry, path }) => (registry, path),
         Err(reason) if uri.path().starts_with("/v2") => {
             return Err(Rejection::new(StatusCode::BAD_REQUEST, reason));
         }

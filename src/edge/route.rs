@@ -11,7 +11,7 @@ use crate::oci::{DOCKER_HUB, names_a_registry, registry_key, valid_repository};
 
 /// A mirror request, mapped.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Mapped {
+pub(crate) enum Routed {
     /// `/v2/`: answered by hoard itself.
     Ping,
     /// A registry call: the registry key (lowercase `host[:port]`, Docker Hub as
@@ -23,9 +23,9 @@ pub(crate) enum Mapped {
 const CALLS: [&str; 4] = ["/manifests/", "/blobs/", "/tags/list", "/referrers/"];
 
 /// Maps a request path and query; `Err` is the reason for a 400 (or 404 beyond `/v2/`).
-pub(crate) fn map(path: &str, query: Option<&str>, default: &str) -> Result<Mapped, String> {
+pub(crate) fn map(path: &str, query: Option<&str>, default: &str) -> Result<Routed, String> {
     if path == "/v2/" || path == "/v2" {
-        return Ok(Mapped::Ping);
+        return Ok(Routed::Ping);
     }
     let Some(rest) = path.strip_prefix("/v2/") else {
         return Err("a registry mirror serves the registry API under /v2/".into());
@@ -57,7 +57,7 @@ pub(crate) fn map(path: &str, query: Option<&str>, default: &str) -> Result<Mapp
         path.push('?');
         path.push_str(&query);
     }
-    Ok(Mapped::Registry { registry, path })
+    Ok(Routed::Registry { registry, path })
 }
 
 /// The registry key of a registry named by a client.
@@ -118,8 +118,8 @@ mod tests {
 
     fn mapped(path: &str, query: Option<&str>) -> String {
         match map(path, query, DOCKER_HUB) {
-            Ok(Mapped::Ping) => "ping".into(),
-            Ok(Mapped::Registry { registry, path }) => format!("{registry} {path}"),
+            Ok(Routed::Ping) => "ping".into(),
+            Ok(Routed::Registry { registry, path }) => format!("{registry} {path}"),
             Err(reason) => format!("error: {reason}"),
         }
     }
@@ -173,7 +173,7 @@ mod tests {
         );
         assert_eq!(
             map("/v2/app/manifests/v1", None, "gcr.io"),
-            Ok(Mapped::Registry {
+            Ok(Routed::Registry {
                 registry: "gcr.io".into(),
                 path: "/v2/app/manifests/v1".into()
             })

@@ -70,7 +70,7 @@ struct State {
     /// This node as the peers name it; `None` until a DNS name for the peers has resolved to one
     /// of this host's addresses.
     me: Option<String>,
-    config: config::Fleet,
+    config: config::FleetConfig,
 }
 
 /// Why the owner did not answer.
@@ -103,7 +103,7 @@ impl PeerError {
 impl Fleet {
     /// A fleet on `config`; with a DNS name for the peers, the ring stays empty (this node owns
     /// everything) until [`Fleet::refresh`] has resolved it.
-    pub(crate) fn new(config: &config::Fleet, metrics: Arc<Metrics>) -> Fleet {
+    pub(crate) fn new(config: &config::FleetConfig, metrics: Arc<Metrics>) -> Fleet {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.peer_timeout));
         connector.set_nodelay(true);
@@ -124,7 +124,7 @@ impl Fleet {
 
     /// Puts a reloaded `[fleet]` in force: a changed list of peers moves only the keys the
     /// added or removed peers win or held.
-    pub(crate) fn reconfigure(&self, config: &config::Fleet) {
+    pub(crate) fn reconfigure(&self, config: &config::FleetConfig) {
         let old = self.state();
         if old.config == *config {
             return;
@@ -331,7 +331,7 @@ impl Fleet {
 }
 
 impl State {
-    fn new(config: config::Fleet) -> State {
+    fn new(config: config::FleetConfig) -> State {
         let (ring, me) = match &config.peers {
             Peers::List(list) => (Ring::new(list.clone()), config.self_addr.clone()),
             Peers::Dns { .. } => (Ring::default(), config.self_addr.clone()),
@@ -358,7 +358,7 @@ mod tests {
     use super::*;
 
     fn dns_fleet(self_addr: Option<&str>) -> Fleet {
-        let config = config::Fleet {
+        let config = config::FleetConfig {
             peers: Peers::Dns {
                 host: "hoard-peers.test".into(),
                 port: 3129,

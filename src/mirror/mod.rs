@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rustls::ServerConfig;
 
 use crate::access::limits::ConnectionLimits;
-use crate::config::{Mirror, MirrorTls};
+use crate::config::{MirrorConfig, MirrorTls};
 use crate::edge::{Listener, Registry, Role};
 use crate::hoard::Hoard;
 use crate::telemetry::Via;
@@ -24,7 +24,7 @@ pub(crate) use answer::Mirrored;
 
 /// The TLS server config the mirror presents, `None` for plain HTTP. Read or minted once, at
 /// start: a certificate that cannot be used stops hoard.
-fn tls_config(mirror: &Mirror, hoard: &Hoard) -> anyhow::Result<Option<Arc<ServerConfig>>> {
+fn tls_config(mirror: &MirrorConfig, hoard: &Hoard) -> anyhow::Result<Option<Arc<ServerConfig>>> {
     use anyhow::Context as _;
     Ok(match &mirror.tls {
         MirrorTls::Plain => None,

@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 
 use super::script::{COMMON, Engine, ProxyAddr, pem_text};
-use crate::config::{Config, Mirror, MirrorTls};
+use crate::config::{Config, MirrorConfig, MirrorTls};
 use crate::net::split_authority;
 use crate::oci::registry_key;
 
@@ -42,7 +42,7 @@ impl MirrorUrl {
     /// mirror's certificate (the name it is valid for), else the host the script was fetched by
     /// (`from_header`: a `Host` header named it), else `mirror.listen`'s address when it is not
     /// a wildcard, else the proxy's.
-    pub(crate) fn new(mirror: &Mirror, fetched: &ProxyAddr, from_header: bool) -> MirrorUrl {
+    pub(crate) fn new(mirror: &MirrorConfig, fetched: &ProxyAddr, from_header: bool) -> MirrorUrl {
         let port = mirror.listen.port();
         let host = match (&mirror.tls, ProxyAddr::from_listen(mirror.listen)) {
             (MirrorTls::Minted(names), _) if !names.is_empty() => url_host(&names[0]),
@@ -167,7 +167,7 @@ fn flag(on: bool) -> &'static str {
 
 /// The registries the mirror serves: exact hosts of `intercept.hosts` then `mirror.registries`
 /// as registry keys, each once; and the wildcard patterns among them.
-fn served(config: &Config, mirror: &Mirror) -> (Vec<String>, Vec<String>) {
+fn served(config: &Config, mirror: &MirrorConfig) -> (Vec<String>, Vec<String>) {
     let (mut registries, mut wildcards) = (Vec::new(), Vec::new());
     for name in config.intercept.names().chain(mirror.registries.names()) {
         let (list, item) = match name.strip_prefix("*.") {
@@ -185,8 +185,8 @@ fn served(config: &Config, mirror: &Mirror) -> (Vec<String>, Vec<String>) {
 mod tests {
     use super::*;
 
-    fn mirror(listen: &str, tls: MirrorTls) -> Mirror {
-        Mirror {
+    fn mirror(listen: &str, tls: MirrorTls) -> MirrorConfig {
+        MirrorConfig {
             listen: listen.parse().unwrap_or(([0; 4], 0).into()),
             tls,
             registries: Default::default(),
