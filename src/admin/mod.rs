@@ -90,7 +90,10 @@ async fn answer(request: &Request<Incoming>, hoard: &Hoard, draining: bool) -> R
             );
             response
         }
-        "/healthz" => health(hoard),
+        "/healthz" => {
+            let (status, body) = health(hoard);
+            text(status, body)
+        }
         "/readyz" if draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into()),
         "/readyz" => text(StatusCode::OK, "ready\n".into()),
         "/" => {

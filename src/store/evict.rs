@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use super::{Store, StoreError, blocking};
+use super::Store;
+use super::error::{StoreError, blocking};
 
 impl Store {
     /// Promises `need` bytes to a new entry, deleting least-recently-used entries if the limit

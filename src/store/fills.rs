@@ -8,9 +8,14 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::flight::{FlightKey, FlightState, Follower, Lookup, Permit, Progress, Waited};
+use super::Store;
+use super::error::{StoreError, blocking, io_error};
+use super::flight::{Follower, Lookup, Permit, Waited};
+use super::flights::{FlightKey, FlightState, Progress};
+use super::key::Key;
+use super::pins::ReadPin;
 use super::read::open_sized;
-use super::{BlobWriter, Key, ReadPin, Store, StoreError, blocking, io_error};
+use super::writer::BlobWriter;
 use crate::oci::Digest;
 
 /// A stored blob, open for reading. The entry is not evicted while this (or the [`ReadPin`]

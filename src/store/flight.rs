@@ -7,97 +7,19 @@
 //! the stalled leader's place. One upstream call, not one per client, when a thousand nodes pull
 //! the same image at once; one silent upstream cannot stall everyone waiting on a tag.
 
-use std::hash::{Hash, Hasher};
 use std::ops::ControlFlow;
 use std::sync::Arc;
-
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{HostKey, Key, Store};
-use crate::oci::Digest;
+use super::Store;
+use super::flights::{Flight, FlightKey, FlightState, listed};
+use super::key::Key;
 
 /// Flights a request follows before it asks alone: a leader that stalls is taken over, and so
 /// may be the one that took its place.
 const FOLLOW_ROUNDS: usize = 3;
-
-/// What a flight asks the upstream about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum FlightKey {
-    /// A blob: its leader fills it, and the others read the growing file.
-    Blob(Digest),
-    /// A manifest by digest.
-    Manifest(Digest),
-    /// A tag: the registry host, the repository, the tag.
-    Tag(HostKey, String, String),
-}
-
-impl Hash for FlightKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        std::mem::discriminant(self).hash(state);
-        match self {
-            FlightKey::Blob(digest) | FlightKey::Manifest(digest) => digest.hash(state),
-            FlightKey::Tag(host, repo, tag) => (host.as_str(), repo, tag).hash(state),
-        }
-    }
-}
-
-/// Where a flight is, as its followers see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FlightState {
-    /// The leader is asking (for a blob: waiting for the upstream's response headers).
-    Starting,
-    /// A blob's fill is writing; `visible` bytes of the temp file may be read.
-    Running,
-    /// The answer is in the store.
-    Done,
-    /// A blob's fill failed: the content is not coming.
-    Failed,
-    /// The leader went without an answer (an upstream error, a redirect to nowhere, a follower
-    /// took its place…): look again.
-    Abandoned,
-}
-
-/// The progress of a flight, published to its followers.
-#[derive(Debug, Clone)]
-pub(crate) struct Progress {
-    pub state: FlightState,
-    /// Bytes of a blob's temp file that are written and may be read.
-    pub visible: u64,
-    /// The blob's length, when the upstream said it.
-    pub length: Option<u64>,
-    /// The file being written, for followers to read by descriptor: it stays the same file
-    /// when the fill is renamed into the store.
-    pub(super) file: Option<Arc<std::fs::File>>,
-}
-
-/// A flight in progress, shared by its leader's permit (and a blob's writer), the store's table
-/// and its followers.
-#[derive(Debug)]
-pub(super) struct Flight {
-    pub(super) key: FlightKey,
-    pub(super) progress: watch::Sender<Progress>,
-}
-
-impl Flight {
-    fn new(key: FlightKey) -> Flight {
-        Flight {
-            key,
-            progress: watch::Sender::new(Progress {
-                state: FlightState::Starting,
-                visible: 0,
-                length: None,
-                file: None,
-            }),
-        }
-    }
-
-    pub(super) fn publish(&self, change: impl FnOnce(&mut Progress)) {
-        self.progress.send_modify(change);
-    }
-}
 
 /// What a lookup found.
 #[derive(Debug)]
@@ -148,13 +70,6 @@ impl Drop for Permit {
             end_flight(&self.store, &self.flight, FlightState::Abandoned);
         }
     }
-}
-
-/// Whether `flight` is the one the table lists for its key.
-pub(super) fn listed(table: &super::Flights, flight: &Arc<Flight>) -> bool {
-    table
-        .get(&flight.key)
-        .is_some_and(|listed| Arc::ptr_eq(listed, flight))
 }
 
 /// Takes a flight out of the table (if it is still the one there) and publishes how it ended.

@@ -4,8 +4,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::super::test_util::limits;
-use super::super::{Joined, StoreError};
+use super::super::{HostKey, Joined, StoreError};
 use super::*;
+use crate::oci::Digest;
 
 const WAIT: Duration = Duration::from_secs(25);
 

@@ -1,5 +1,5 @@
-//! The in-memory index: every entry's size and its place in least-recently-used order, and the
-//! read pins that keep an entry from eviction while a response reads it.
+//! The in-memory index: every entry's size, its place in least-recently-used order, and its
+//! readers (the store's read pins, `pins.rs`, count them here).
 //!
 //! Every use of an entry gives it a new stamp from a counter, so stamps order entries by last
 //! use. Entries nobody reads sit in `idle`, ordered by stamp: eviction takes the coldest with one
@@ -10,9 +10,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use super::{Key, Store};
+use super::key::Key;
 
 /// How often the modification time of an entry that is being served is refreshed. The mtime is
 /// the "last used" time that survives restarts (LRU order at start, `cache prune --older-than`);
@@ -57,7 +57,7 @@ struct Entry {
 /// A pin taken by [`Index::pin`].
 #[derive(Debug)]
 pub(super) struct Pinned {
-    id: u64,
+    pub(super) id: u64,
     /// Whether the caller should refresh the file's mtime.
     pub(super) touch: bool,
 }
@@ -178,7 +178,7 @@ impl Index {
 
     /// Takes a reader away (if the entry is still the one pinned); without readers the entry
     /// goes back to its place in the eviction order.
-    fn unpin(&mut self, key: &Key, id: u64) {
+    pub(super) fn unpin(&mut self, key: &Key, id: u64) {
         let Some(entry) = self.entries.get_mut(key) else {
             return;
         };
@@ -248,54 +248,6 @@ impl Index {
             }),
             (None, true) => None,
         }
-    }
-}
-
-/// Keeps an entry from eviction while a response reads it.
-#[derive(Debug)]
-pub(crate) struct ReadPin {
-    store: Store,
-    key: Key,
-    id: u64,
-}
-
-impl Drop for ReadPin {
-    fn drop(&mut self) {
-        self.store.lock().index.unpin(&self.key, self.id);
-    }
-}
-
-impl Store {
-    /// Marks an entry used and pins it for reading. `None` if it is not stored.
-    pub(super) fn pin(&self, key: &Key) -> Option<ReadPin> {
-        let pinned = self.lock().index.pin(key)?;
-        if pinned.touch {
-            let path = self.path(key);
-            tokio::task::spawn_blocking(move || {
-                let _ = std::fs::File::options()
-                    .write(true)
-                    .open(path)
-                    .and_then(|f| f.set_modified(SystemTime::now()));
-            });
-        }
-        Some(ReadPin {
-            store: self.clone(),
-            key: key.clone(),
-            id: pinned.id,
-        })
-    }
-
-    /// Drops an entry whose file has gone (removed by `hoard cache prune`, say).
-    pub(super) fn forget(&self, key: &Key) {
-        self.lock().index.remove(key);
-    }
-
-    /// Records a new entry in the index as the most recently used, turning its reservation into
-    /// stored bytes.
-    pub(super) fn admit(&self, key: Key, size: u64, reservation: super::Reservation) {
-        let mut state = self.lock();
-        state.reserved -= reservation.take();
-        state.index.insert(key, size);
     }
 }
 

@@ -2,9 +2,10 @@
 //! start, atomic writes, and the line and file formats that `hoard cache` reads too.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{Key, Store, StoreError, TagEntry, io_error};
+use super::error::{StoreError, io_error};
+use super::key::Key;
 use crate::oci::{Digest, valid_repository};
 
 /// The temp folder of fills in progress, under the store's root.
@@ -114,40 +115,27 @@ pub fn content_path(dir: &Path, digest: &Digest) -> PathBuf {
         .join(hex)
 }
 
+/// Path of an entry's file in the store at `root`.
+pub(super) fn entry_path(root: &Path, key: &Key) -> PathBuf {
+    match key {
+        Key::Blob(d) => content_path(&root.join("blobs"), d),
+        Key::Manifest(d) => content_path(&root.join("manifests"), d),
+    }
+}
+
+/// Path of the file listing where an entry came from, in the store at `root`.
+pub(super) fn origin_path(root: &Path, key: &Key) -> PathBuf {
+    let origins = root.join("origins");
+    match key {
+        Key::Blob(d) => content_path(&origins.join("blobs"), d),
+        Key::Manifest(d) => content_path(&origins.join("manifests"), d),
+    }
+}
+
 /// The temp folder of origins files being rewritten. Not the store's: that is for content, and a
 /// test (or an operator) that finds it empty after a fill should not see an origins file there.
 pub(super) fn origins_tmp(root: &Path) -> PathBuf {
     root.join("origins").join("tmp")
-}
-
-impl Store {
-    /// Path of an entry's file.
-    pub(crate) fn path(&self, key: &Key) -> PathBuf {
-        match key {
-            Key::Blob(d) => content_path(&self.inner.root.join("blobs"), d),
-            Key::Manifest(d) => content_path(&self.inner.root.join("manifests"), d),
-        }
-    }
-
-    /// Path of the file listing where an entry came from.
-    pub(super) fn origin_path(&self, key: &Key) -> PathBuf {
-        let origins = self.inner.root.join("origins");
-        match key {
-            Key::Blob(d) => content_path(&origins.join("blobs"), d),
-            Key::Manifest(d) => content_path(&origins.join("manifests"), d),
-        }
-    }
-
-    /// Writes `data` to `dest` atomically, on the blocking pool.
-    pub(super) async fn write_atomically(
-        &self,
-        dest: &Path,
-        data: Vec<u8>,
-    ) -> Result<(), StoreError> {
-        let tmp = self.inner.tmp.clone();
-        let dest = dest.to_owned();
-        super::blocking(move || write_file_atomically(&tmp, &dest, &data)).await
-    }
 }
 
 /// Writes `data` to `dest` through a synced temp file in `tmp`, then syncs `dest`'s folder.
@@ -198,6 +186,15 @@ pub(crate) fn split_manifest_file(data: &[u8]) -> Option<(&str, usize)> {
     Some((media_type, newline + 1))
 }
 
+/// One tag → digest mapping, as learned from the upstream at `fetched`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagEntry {
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+    pub fetched: SystemTime,
+}
+
 /// Parses one line of a tag file: `<fetched unix ms> <digest> <size> <media type>`.
 pub fn parse_tag_line(line: &str) -> Option<TagEntry> {
     let mut parts = line.split(' ');
@@ -239,6 +236,7 @@ pub fn parse_origin_line(line: &str) -> Option<(String, String)> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Store;
     use super::super::test_util::limits;
     use super::*;
 

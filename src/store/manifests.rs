@@ -2,8 +2,10 @@
 
 use bytes::Bytes;
 
+use super::Store;
+use super::error::StoreError;
+use super::key::Key;
 use super::layout::{manifest_file, split_manifest_file};
-use super::{Key, Store, StoreError};
 use crate::oci::Digest;
 
 /// Manifests larger than this are not cached (registries themselves refuse above 4 MiB).

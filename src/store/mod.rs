@@ -18,7 +18,7 @@
 //!
 //! Every write goes to a temp file in `hoard-tmp/`, is fsynced and renamed into place (then the folder
 //! is fsynced), so a reader sees a whole verified entry or none, whenever the process dies.
-//! Paths are built only from parsed [`Digest`]s, validated repository names and tags, and checked
+//! Paths are built only from parsed [`Digest`](crate::oci::Digest)s, validated repository names and tags, and checked
 //! host names.
 //!
 //! In memory the store keeps an index of every entry in least-recently-used order, the bytes
@@ -27,14 +27,20 @@
 //! reading are deleted first, so the folder never holds more than the limit.
 //!
 //! Where each job is done:
-//! - `mod.rs` (here): [`Store`], its shared state and lock, opening, usage, disk warnings.
+//! - `mod.rs` (here): [`Store`], its shared state and lock, opening, usage, disk warnings, and
+//!   the paths and atomic writes of this store's folder.
+//! - `key.rs`: what entries and tag folders are named by (`Key`, [`HostKey`]).
+//! - `error.rs`: [`StoreError`], and the blocking pool that disk work runs on.
 //! - `layout.rs`: paths, claiming the folder at start, atomic writes, and the file formats that
 //!   `hoard cache` reads too (tag lines, origin lines, manifest files).
-//! - `index.rs`: the in-memory index in least-recently-used order, and the read pins that keep
-//!   an entry from eviction.
+//! - `index.rs`: the in-memory index in least-recently-used order, with each entry's readers.
+//! - `pins.rs`: the read pins that keep an entry from eviction; admitting and forgetting entries.
 //! - `evict.rs`: reservations of room for new entries, and eviction.
-//! - `scan.rs`: the scan of the folder at start, and the periodic reconcile with the disk.
+//! - `scan.rs`: the scan of the folder, and the index it builds at start.
+//! - `reconcile.rs`: the periodic reconcile of the index with the disk.
 //! - `manifests.rs`, `tags.rs`, `origins.rs`: reading and writing each kind of small file.
+//! - `flights.rs`: the flights in progress as the store's table holds them: what each asks the
+//!   upstream about, and the progress it publishes to its followers.
 //! - `flight.rs`: the single flight for blobs, manifests and tags: one request asks the upstream,
 //!   the others follow it, for a bounded time.
 //! - `fills.rs`: blobs in the single flight: looking a blob up, starting its fill, and the
@@ -42,19 +48,28 @@
 //! - `writer.rs`: writing a fill, verifying its digest, and committing it into the store.
 //! - `read.rs`: reading stored files in chunks, from the page cache or the blocking pool.
 //!
+//! The files that opening the store and `State` need (`key.rs`, `error.rs`, `layout.rs`,
+//! `index.rs`, `scan.rs`, `flights.rs`) never name `Store`; the ones that add its methods do, and
+//! this file names none of them (`.ci/layers`: no import loops between files).
+//!
 //! Locking: one `std` mutex guards `State`. A critical section costs O(log entries) for each
 //! entry it changes (an eviction, one per victim) and never touches a file: renames, opens,
 //! unlinks and syncs happen before or after it, on the blocking pool. Reconcile, the one job that
 //! looks at every entry, takes the lock once per batch of entries.
 
+mod error;
 mod evict;
 mod fills;
 mod flight;
+mod flights;
 mod index;
+mod key;
 mod layout;
 mod manifests;
 mod origins;
+mod pins;
 mod read;
+mod reconcile;
 mod scan;
 mod tags;
 #[cfg(test)]
@@ -68,95 +83,24 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::config::CacheLimits;
-use crate::error::{Classify, Side};
-use crate::oci::Digest;
 
-pub(crate) use evict::Reservation;
+pub use error::StoreError;
+use error::blocking;
 pub(crate) use fills::{BlobHit, Joined};
-pub(crate) use flight::{FlightKey, FlightState, Follower, Lookup, Permit, Progress, Turn};
-pub(crate) use index::ReadPin;
+pub(crate) use flight::{Follower, Lookup, Permit, Turn};
+use flights::Flights;
+pub(crate) use flights::{FlightKey, FlightState, Progress};
+use index::Index;
+pub use key::HostKey;
+pub(crate) use key::Key;
 pub(crate) use layout::split_manifest_file;
-pub use layout::{TMP_DIR, TMP_MARKER, content_path, parse_origin_line, parse_tag_line};
+pub use layout::{TMP_DIR, TMP_MARKER, TagEntry, content_path, parse_origin_line, parse_tag_line};
 pub use manifests::{MAX_MANIFEST_SIZE, StoredManifest};
 pub(crate) use read::{FileChunks, chunk_len, read_at};
-pub use tags::{HostKey, TagEntry};
 pub(crate) use writer::BlobWriter;
-
-use flight::Flight;
-use index::Index;
 
 /// Disk errors are logged at most this often, with a count of those not logged.
 const DISK_WARNING_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Store errors: all internal (disk) problems, or a full store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot {action} {path}: {error}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error("content does not match digest {0}")]
-    DigestMismatch(Digest),
-    #[error("{0:?} is not a usable cache key")]
-    BadKey(String),
-    #[error("no room for {0} more bytes within the size limit")]
-    Full(u64),
-    #[error("another request took over the fill of {0}")]
-    Superseded(Digest),
-    #[error(
-        "{path} is not hoard's cache folder ({why}); give cache.dir a folder of its own, \
-         empty or made by hoard"
-    )]
-    NotOurs { path: PathBuf, why: String },
-}
-
-/// The disk is hoard's own business; a folder that is not hoard's is the operator's mistake.
-impl Classify for StoreError {
-    fn side(&self) -> Side {
-        match self {
-            StoreError::NotOurs { .. } => Side::Client,
-            _ => Side::Internal,
-        }
-    }
-
-    fn status(&self) -> http::StatusCode {
-        match self {
-            StoreError::Full(_) => http::StatusCode::INSUFFICIENT_STORAGE,
-            _ => http::StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-}
-
-fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
-    let path = path.to_owned();
-    move |error| StoreError::Io {
-        action,
-        path,
-        error,
-    }
-}
-
-/// Runs disk work on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| StoreError::Io {
-            action: "finish a disk task for",
-            path: PathBuf::new(),
-            error: std::io::Error::other(e),
-        })?
-}
-
-/// An entry of the store: a blob or a manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Key {
-    Blob(Digest),
-    Manifest(Digest),
-}
 
 /// What the store's lock guards.
 #[derive(Debug)]
@@ -169,9 +113,6 @@ struct State {
     /// join.
     flights: Flights,
 }
-
-/// The flights in progress, by key.
-type Flights = HashMap<FlightKey, Arc<Flight>>;
 
 #[derive(Debug)]
 struct Inner {
@@ -242,6 +183,23 @@ impl Store {
                 .filter(|key| matches!(key, FlightKey::Blob(_)))
                 .count(),
         }
+    }
+
+    /// Path of an entry's file.
+    pub(crate) fn path(&self, key: &Key) -> PathBuf {
+        layout::entry_path(&self.inner.root, key)
+    }
+
+    /// Path of the file listing where an entry came from.
+    fn origin_path(&self, key: &Key) -> PathBuf {
+        layout::origin_path(&self.inner.root, key)
+    }
+
+    /// Writes `data` to `dest` atomically, on the blocking pool.
+    async fn write_atomically(&self, dest: &Path, data: Vec<u8>) -> Result<(), StoreError> {
+        let tmp = self.inner.tmp.clone();
+        let dest = dest.to_owned();
+        blocking(move || layout::write_file_atomically(&tmp, &dest, &data)).await
     }
 
     /// The size limit in force.

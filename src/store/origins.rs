@@ -4,8 +4,10 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use super::Store;
+use super::error::{StoreError, blocking, io_error};
+use super::key::{HostKey, Key};
 use super::layout::{origins_tmp, parse_origin_line, write_file_atomically};
-use super::{HostKey, Key, Store, StoreError, blocking, io_error};
 use crate::oci::valid_repository;
 
 /// Origins kept per entry; past it the oldest is dropped. 32 lines of at most ~520 bytes (a

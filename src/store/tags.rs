@@ -2,45 +2,12 @@
 //! when hoard learned it. One small file per tag, rewritten whole.
 
 use std::path::PathBuf;
-use std::time::SystemTime;
 
-use super::layout::{format_tag_line, parse_tag_line};
-use super::{Store, StoreError, io_error};
-use crate::oci::{Digest, valid_repository, valid_tag};
-
-/// One tag → digest mapping, as learned from the upstream at `fetched`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TagEntry {
-    pub digest: Digest,
-    pub size: u64,
-    pub media_type: String,
-    pub fetched: SystemTime,
-}
-
-/// A registry host as used in tag paths: a DNS name or IP literal, with a port unless 443.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostKey(String);
-
-impl HostKey {
-    /// The folder name under `tags/`: `host`, or `host:port` unless the port is 443.
-    pub(crate) fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// Builds the key from a CONNECT authority's parts; `None` for anything not a plain host.
-    pub(crate) fn new(host: &str, port: u16) -> Option<HostKey> {
-        let host = host.to_ascii_lowercase();
-        let valid = crate::net::is_dns_name(&host) || host.parse::<std::net::IpAddr>().is_ok();
-        if !valid || host.contains('/') {
-            return None;
-        }
-        Some(HostKey(if port == 443 {
-            host
-        } else {
-            format!("{host}:{port}")
-        }))
-    }
-}
+use super::Store;
+use super::error::{StoreError, io_error};
+use super::key::HostKey;
+use super::layout::{TagEntry, format_tag_line, parse_tag_line};
+use crate::oci::{valid_repository, valid_tag};
 
 impl Store {
     fn tag_path(&self, host: &HostKey, repo: &str, tag: &str) -> Result<PathBuf, StoreError> {
@@ -52,7 +19,7 @@ impl Store {
             .inner
             .root
             .join("tags")
-            .join(&host.0)
+            .join(host.as_str())
             .join(repo)
             .join("_tags")
             .join(tag))
@@ -103,21 +70,5 @@ impl Store {
             }
             _ => Ok(()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_keys_reject_paths() {
-        assert!(HostKey::new("gcr.io", 443).is_some());
-        assert_eq!(
-            HostKey::new("localhost", 5000).map(|h| h.0),
-            Some("localhost:5000".into())
-        );
-        assert!(HostKey::new("../etc", 443).is_none());
-        assert!(HostKey::new("a/b", 443).is_none());
     }
 }

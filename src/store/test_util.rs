@@ -1,6 +1,8 @@
 //! Helpers shared by the store's tests.
 
-use super::{Digest, Key, Store};
+use super::Store;
+use super::key::Key;
+use crate::oci::Digest;
 
 pub(super) fn limits(max_size: u64) -> crate::config::CacheLimits {
     crate::config::CacheLimits {

@@ -6,9 +6,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::flight::{Flight, FlightState, end_flight, listed};
+use super::Store;
+use super::error::{StoreError, blocking, io_error};
+use super::evict::Reservation;
+use super::flight::{Follower, end_flight};
+use super::flights::{Flight, FlightState, listed};
+use super::key::Key;
 use super::layout::sync_dir;
-use super::{Key, Reservation, Store, StoreError, blocking, io_error};
 use crate::oci::{Digest, Hasher};
 
 /// Bytes a fill writes at once. Followers see data in steps of this size; 256 KiB keeps the
@@ -135,8 +139,8 @@ impl BlobWriter {
 
     /// A follower of this fill, made before the fill runs: the fill has its reader from the
     /// first byte.
-    pub(crate) fn follower(&self) -> super::Follower {
-        super::Follower {
+    pub(crate) fn follower(&self) -> Follower {
+        Follower {
             flight: self.shared.clone(),
         }
     }
