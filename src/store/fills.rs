@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::Store;
 use super::error::{StoreError, blocking, io_error};
 use super::flight::{Follower, Lookup, Permit, Waited};
-use super::flights::{FlightKey, FlightState, Progress};
+use super::in_flight::{FlightKey, FlightState, Progress};
 use super::key::Key;
 use super::pins::ReadPin;
 use super::read::open_sized;

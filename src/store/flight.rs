@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Store;
-use super::flights::{Flight, FlightKey, FlightState, listed};
+use super::in_flight::{Flight, FlightKey, FlightState, listed};
 use super::key::Key;
 
 /// Flights a request follows before it asks alone: a leader that stalls is taken over, and so

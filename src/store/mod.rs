@@ -39,7 +39,7 @@
 //! - `scan.rs`: the scan of the folder, and the index it builds at start.
 //! - `reconcile.rs`: the periodic reconcile of the index with the disk.
 //! - `manifests.rs`, `tags.rs`, `origins.rs`: reading and writing each kind of small file.
-//! - `flights.rs`: the flights in progress as the store's table holds them: what each asks the
+//! - `in_flight.rs`: the flights in progress as the store's table holds them: what each asks the
 //!   upstream about, and the progress it publishes to its followers.
 //! - `flight.rs`: the single flight for blobs, manifests and tags: one request asks the upstream,
 //!   the others follow it, for a bounded time.
@@ -49,7 +49,7 @@
 //! - `read.rs`: reading stored files in chunks, from the page cache or the blocking pool.
 //!
 //! The files that opening the store and `State` need (`key.rs`, `error.rs`, `layout.rs`,
-//! `index.rs`, `scan.rs`, `flights.rs`) never name `Store`; the ones that add its methods do, and
+//! `index.rs`, `scan.rs`, `in_flight.rs`) never name `Store`; the ones that add its methods do, and
 //! this file names none of them (`.ci/layers`: no import loops between files).
 //!
 //! Locking: one `std` mutex guards `State`. A critical section costs O(log entries) for each
@@ -61,7 +61,7 @@ mod error;
 mod evict;
 mod fills;
 mod flight;
-mod flights;
+mod in_flight;
 mod index;
 mod key;
 mod layout;
@@ -88,8 +88,8 @@ pub use error::StoreError;
 use error::blocking;
 pub(crate) use fills::{BlobHit, Joined};
 pub(crate) use flight::{Follower, Lookup, Permit, Turn};
-use flights::Flights;
-pub(crate) use flights::{FlightKey, FlightState, Progress};
+use in_flight::Flights;
+pub(crate) use in_flight::{FlightKey, FlightState, Progress};
 use index::Index;
 pub use key::HostKey;
 pub(crate) use key::Key;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::Store;
-use super::flights::FlightKey;
+use super::in_flight::FlightKey;
 use super::index::Sweep;
 use super::key::Key;
 use super::scan::scan;

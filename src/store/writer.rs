@@ -10,7 +10,7 @@ use super::Store;
 use super::error::{StoreError, blocking, io_error};
 use super::evict::Reservation;
 use super::flight::{Follower, end_flight};
-use super::flights::{Flight, FlightState, listed};
+use super::in_flight::{Flight, FlightState, listed};
 use super::key::Key;
 use super::layout::sync_dir;
 use crate::oci::{Digest, Hasher};
