@@ -17,13 +17,13 @@ use hoard::ops::{self, Outcome};
 /// A caching HTTPS proxy for container registries.
 #[derive(Debug, Parser)]
 #[command(name = "hoard", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the proxy.
     Serve {
         #[command(flatten)]
@@ -77,7 +77,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum CacheCommand {
+pub(crate) enum CacheCommand {
     /// List the tagged images: registry/repository:tag, digest, size, last used.
     Ls {
         #[command(flatten)]
@@ -131,14 +131,14 @@ pub enum CacheCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct ConfigArg {
+pub(crate) struct ConfigArg {
     /// TOML config file (see config.toml.example).
     #[arg(long, short, env = "HOARD_CONFIG")]
     pub config: Option<PathBuf>,
 }
 
 /// Runs a parsed command line.
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve {
             config,

@@ -21,7 +21,7 @@ use crate::upstream::auth::RegistryAuth;
 
 /// Everything a connection needs, shared by all of them.
 #[derive(Debug)]
-pub struct Hoard {
+pub(crate) struct Hoard {
     config: RwLock<Arc<Config>>,
     /// The proxy users' checker, made anew from `config.proxy.users` by every reload.
     proxy_auth: RwLock<Option<Arc<ProxyAuth>>>,
@@ -71,7 +71,7 @@ impl Clock {
 
 impl Hoard {
     /// The configuration in force (replaced as a whole by a reload).
-    pub fn config(&self) -> Arc<Config> {
+    pub(crate) fn config(&self) -> Arc<Config> {
         self.config
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -79,7 +79,7 @@ impl Hoard {
     }
 
     /// The proxy users' checker in force, if `proxy.auth_file` is set.
-    pub fn proxy_auth(&self) -> Option<Arc<ProxyAuth>> {
+    pub(crate) fn proxy_auth(&self) -> Option<Arc<ProxyAuth>> {
         self.proxy_auth
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -87,7 +87,7 @@ impl Hoard {
     }
 
     /// The upstream clients in force (replaced as a whole by a reload that changes them).
-    pub fn upstream(&self) -> Arc<Upstream> {
+    pub(crate) fn upstream(&self) -> Arc<Upstream> {
         self.upstream
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -104,7 +104,7 @@ impl Hoard {
 
     /// Closes every client connection with no request in flight, on every listener; a shutdown
     /// does it over and over, as the others finish theirs.
-    pub fn close_idle_connections(&self) -> usize {
+    pub(crate) fn close_idle_connections(&self) -> usize {
         self.listeners
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -118,7 +118,7 @@ impl Hoard {
     /// upstream clients with fresh connection pools take over; requests in flight finish on the
     /// old ones. What is bound or opened at start (listeners, the CA, the store) keeps its
     /// start-up settings until a restart. If the new clients cannot be built, nothing changes.
-    pub fn reload(&self, config: Config) -> anyhow::Result<()> {
+    pub(crate) fn reload(&self, config: Config) -> anyhow::Result<()> {
         if self.config().upstream.clients != config.upstream.clients {
             let upstream = upstream_for(&config, self.metrics.clone())?;
             *self.upstream.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(upstream);
@@ -134,7 +134,7 @@ impl Hoard {
     }
 
     /// Loads the CA, opens the store and builds the upstream client.
-    pub fn new(config: Config) -> anyhow::Result<Hoard> {
+    pub(crate) fn new(config: Config) -> anyhow::Result<Hoard> {
         let provider = crate::crypto_provider();
         // A new CA signs the intercepted hosts and the mirror's own names, nothing else.
         let mirror_names = match config.mirror.as_ref().map(|m| &m.tls) {

@@ -10,7 +10,7 @@ use hoard::error::Chain;
 
 /// Runs until SIGTERM or SIGINT, then lets transfers in progress finish (`proxy.shutdown_grace`).
 /// SIGHUP reloads the config file; a config that does not load is refused and the old one stays.
-pub fn serve(
+pub(crate) fn serve(
     config: Config,
     path: Option<PathBuf>,
     overrides: Overrides,

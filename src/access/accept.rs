@@ -15,7 +15,7 @@ use crate::telemetry::{ConnectionRefused, Metrics};
 /// refused with a 503; at the total limit the oldest connection with no request in flight is
 /// closed to make room, and when every one is busy the accept waits (new connections wait in
 /// the backlog). Accept errors (EMFILE and friends) back off instead of spinning.
-pub async fn admitted(
+pub(crate) async fn admitted(
     listener: &TcpListener,
     limits: &Arc<ConnectionLimits>,
     metrics: &Metrics,

@@ -10,12 +10,12 @@ use crate::telemetry::FillSkipped;
 /// The address a request came from, put in its extensions by the intercepting server; fills
 /// are counted against it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub IpAddr);
+pub(crate) struct ClientAddr(pub IpAddr);
 
 /// Fills running now, in all and per client address, within `cache.max_fills` and
 /// `cache.max_fills_per_client`.
 #[derive(Debug, Default)]
-pub struct FillSlots {
+pub(crate) struct FillSlots {
     running: Arc<Mutex<Running>>,
 }
 
@@ -28,7 +28,7 @@ struct Running {
 
 /// Which limit kept a miss from becoming a fill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FillLimit {
+pub(crate) enum FillLimit {
     /// `cache.max_fills`
     Global,
     /// `cache.max_fills_per_client`
@@ -37,7 +37,7 @@ pub enum FillLimit {
 
 impl FillLimit {
     /// The config key's last part, for logs and the metric label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FillLimit::Global => "max_fills",
             FillLimit::PerClient => "max_fills_per_client",
@@ -56,7 +56,7 @@ impl From<FillLimit> for FillSkipped {
 
 /// One running fill, counted until dropped.
 #[derive(Debug)]
-pub struct FillSlot {
+pub(crate) struct FillSlot {
     running: Arc<Mutex<Running>>,
     client: IpAddr,
 }
@@ -67,7 +67,7 @@ fn lock_running(running: &Mutex<Running>) -> std::sync::MutexGuard<'_, Running> 
 
 impl FillSlots {
     /// A slot for one more fill by `client`, unless a limit is reached.
-    pub fn take(
+    pub(crate) fn take(
         &self,
         client: IpAddr,
         max_total: usize,

@@ -31,7 +31,7 @@ const EVICTED: usize = usize::MAX;
 
 /// The connection registry.
 #[derive(Debug)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     max: usize,
     per_client: usize,
     epoch: Instant,
@@ -66,7 +66,7 @@ struct Slot {
 
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The client address holds `proxy.max_connections_per_client` already.
     PerClient,
     /// `proxy.max_connections` are open and every one has a request in flight.
@@ -75,7 +75,7 @@ pub enum Refusal {
 
 impl ConnectionLimits {
     /// A registry for at most `max` connections, `per_client` of them from one address.
-    pub fn new(max: usize, per_client: usize) -> Arc<ConnectionLimits> {
+    pub(crate) fn new(max: usize, per_client: usize) -> Arc<ConnectionLimits> {
         Arc::new(ConnectionLimits {
             max,
             per_client,
@@ -96,7 +96,7 @@ impl ConnectionLimits {
 
     /// Admits a connection from `ip` now, closing the oldest connection with no request in
     /// flight if the total limit is reached. The `bool` says whether one was closed.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<(Ticket, bool), Refusal> {
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<(Ticket, bool), Refusal> {
         let key = client_key(ip);
         let mut state = self.lock();
         if state.per_client.get(&key).copied().unwrap_or(0) >= self.per_client {
@@ -135,7 +135,10 @@ impl ConnectionLimits {
 
     /// Admits a connection from `ip`, waiting while every open connection has a request in
     /// flight (the next ones wait in the listen backlog meanwhile).
-    pub async fn admit_or_wait(self: &Arc<Self>, ip: IpAddr) -> Result<(Ticket, bool), Refusal> {
+    pub(crate) async fn admit_or_wait(
+        self: &Arc<Self>,
+        ip: IpAddr,
+    ) -> Result<(Ticket, bool), Refusal> {
         match self.admit(ip) {
             Err(Refusal::Full) => {}
             other => return other,
@@ -158,7 +161,7 @@ impl ConnectionLimits {
     /// Closes every connection with no request in flight (at shutdown: a keep-alive connection
     /// that waits for its next request, a fleet peer's pooled one, would otherwise hold the
     /// shutdown for its whole grace). Returns how many.
-    pub fn close_idle(&self) -> usize {
+    pub(crate) fn close_idle(&self) -> usize {
         let mut state = self.lock();
         let idle: Vec<u64> = state
             .by_age
@@ -174,7 +177,7 @@ impl ConnectionLimits {
 
     /// Connections open now.
     #[cfg(test)]
-    pub fn open(&self) -> usize {
+    pub(crate) fn open(&self) -> usize {
         self.lock().open
     }
 }
@@ -212,7 +215,7 @@ impl Slot {
 
 /// The address connections are counted by: IPv4 addresses as they are, IPv6 by /64 (one host
 /// or one small network usually has a whole /64).
-pub fn client_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -239,11 +242,11 @@ impl Drop for Registration {
 
 /// An admitted connection. Clones share one registration, released when the last one drops.
 #[derive(Debug, Clone)]
-pub struct Ticket(Arc<Registration>);
+pub(crate) struct Ticket(Arc<Registration>);
 
 /// What ends a connection early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
+pub(crate) enum Ending {
     /// Closed to make room for a new connection.
     Evicted,
     /// Idle for `proxy.idle_timeout`.
@@ -252,7 +255,7 @@ pub enum Ending {
 
 /// What counts as activity for [`Ticket::ended`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activity {
+pub(crate) enum Activity {
     /// Requests: a connection is idle when none has been in flight for the timeout (an h2
     /// connection's PINGs do not count).
     Requests,
@@ -264,7 +267,7 @@ impl Ticket {
     /// Marks a request in flight until the guard drops: the connection cannot be evicted
     /// meanwhile. `None` when it was evicted already: the request must not be served (its
     /// place went to another connection), only answered.
-    pub fn busy(&self) -> Option<Busy> {
+    pub(crate) fn busy(&self) -> Option<Busy> {
         let shared = &self.0.shared;
         shared
             .busy
@@ -277,26 +280,26 @@ impl Ticket {
     }
 
     /// Records activity now.
-    pub fn touch(&self) {
+    pub(crate) fn touch(&self) {
         let now = self.0.limits.now_ms();
         self.0.shared.last_active.store(now, Ordering::Relaxed);
     }
 
     /// Whether the connection was chosen to close.
     #[cfg(test)]
-    pub fn is_evicted(&self) -> bool {
+    pub(crate) fn is_evicted(&self) -> bool {
         *self.0.shared.evicted.borrow()
     }
 
     /// Resolves when the connection is evicted.
-    pub async fn evicted(&self) {
+    pub(crate) async fn evicted(&self) {
         let mut evicted = self.0.shared.evicted.subscribe();
         // The sender lives as long as `self`: the wait ends only by eviction.
         let _ = evicted.wait_for(|e| *e).await;
     }
 
     /// Resolves when the connection should close: evicted, or idle for `timeout` by `activity`.
-    pub async fn ended(&self, timeout: Duration, activity: Activity) -> Ending {
+    pub(crate) async fn ended(&self, timeout: Duration, activity: Activity) -> Ending {
         tokio::select! {
             () = self.evicted() => Ending::Evicted,
             () = self.idle(timeout, activity) => Ending::Idle,
@@ -325,7 +328,7 @@ impl Ticket {
 
 /// A request in flight on a connection (see [`Ticket::busy`]).
 #[derive(Debug)]
-pub struct Busy(Ticket);
+pub(crate) struct Busy(Ticket);
 
 impl Drop for Busy {
     fn drop(&mut self) {
@@ -346,14 +349,14 @@ impl Drop for Busy {
 }
 
 /// A response body that keeps its request counted as in flight until it is sent or dropped.
-pub struct Held {
+pub(crate) struct Held {
     body: Body,
     _busy: Busy,
 }
 
 impl Held {
     /// Wraps `body`.
-    pub fn new(body: Body, busy: Busy) -> Held {
+    pub(crate) fn new(body: Body, busy: Busy) -> Held {
         Held { body, _busy: busy }
     }
 }

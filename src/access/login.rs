@@ -41,7 +41,7 @@ static BCRYPT_SLOTS: LazyLock<Semaphore> = LazyLock::new(|| {
 /// Checks `Proxy-Authorization` against the htpasswd users, remembering successes for a while
 /// and failures per client address.
 #[derive(Debug)]
-pub struct ProxyAuth {
+pub(crate) struct ProxyAuth {
     users: Arc<Htpasswd>,
     verified: Mutex<HashMap<[u8; 32], Instant>>,
     failures: Mutex<HashMap<IpAddr, Failures>>,
@@ -56,7 +56,7 @@ struct Failures {
 
 /// The result of a proxy authentication check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthVerdict {
+pub(crate) enum AuthVerdict {
     Allowed,
     /// No credentials, or wrong ones: answer 407.
     Denied,
@@ -66,7 +66,7 @@ pub enum AuthVerdict {
 
 impl ProxyAuth {
     /// A checker for these users.
-    pub fn new(users: Arc<Htpasswd>) -> ProxyAuth {
+    pub(crate) fn new(users: Arc<Htpasswd>) -> ProxyAuth {
         ProxyAuth {
             users,
             verified: Mutex::new(HashMap::new()),
@@ -79,7 +79,7 @@ impl ProxyAuth {
     /// runs on the blocking pool, at most `BCRYPT_SLOTS` checks at once; an unknown user is
     /// checked against a dummy hash. Past `MAX_FAILURES` failures from `peer`, credentials not
     /// verified before are not checked at all until the window ends.
-    pub async fn check(&self, login: Option<&HeaderValue>, peer: IpAddr) -> AuthVerdict {
+    pub(crate) async fn check(&self, login: Option<&HeaderValue>, peer: IpAddr) -> AuthVerdict {
         let Some(value) = login else {
             return AuthVerdict::Denied;
         };

@@ -2,10 +2,10 @@
 //! timeouts and eviction of the oldest idle connection), blob fills per client and in total, and
 //! proxy logins (htpasswd, bcrypt).
 
-pub mod accept;
-pub mod fills;
-pub mod limits;
-pub mod login;
+pub(crate) mod accept;
+pub(crate) mod fills;
+pub(crate) mod limits;
+pub(crate) mod login;
 
-pub use fills::{ClientAddr, FillSlot, FillSlots};
-pub use login::{AuthVerdict, ProxyAuth};
+pub(crate) use fills::{ClientAddr, FillSlot, FillSlots};
+pub(crate) use login::{AuthVerdict, ProxyAuth};

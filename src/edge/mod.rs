@@ -33,33 +33,33 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The server's one shutdown signal, as each task that must stop holds it.
 #[derive(Debug, Clone)]
-pub struct Stop(watch::Receiver<bool>);
+pub(crate) struct Stop(watch::Receiver<bool>);
 
 /// The sending side of [`Stop`], held by the server; dropping it stops everyone too.
 #[derive(Debug)]
-pub struct StopSender(watch::Sender<bool>);
+pub(crate) struct StopSender(watch::Sender<bool>);
 
 impl Stop {
     /// A new signal, not given yet.
-    pub fn new() -> (StopSender, Stop) {
+    pub(crate) fn new() -> (StopSender, Stop) {
         let (sender, receiver) = watch::channel(false);
         (StopSender(sender), Stop(receiver))
     }
 
     /// Waits until the signal is given (or its sender is gone).
-    pub async fn given(&mut self) {
+    pub(crate) async fn given(&mut self) {
         let _ = self.0.wait_for(|stop| *stop).await;
     }
 
     /// Whether the signal was given: the server is draining.
-    pub fn is_given(&self) -> bool {
+    pub(crate) fn is_given(&self) -> bool {
         *self.0.borrow()
     }
 }
 
 impl StopSender {
     /// Gives the signal: every listener stops accepting.
-    pub fn give(&self) {
+    pub(crate) fn give(&self) {
         self.0.send_replace(true);
     }
 }

@@ -14,7 +14,7 @@ pub(crate) enum Challenge {
 
 impl Challenge {
     /// Parses `Basic realm="…"` or `Bearer realm="…",service="…",scope="…"`.
-    pub fn parse(value: &str) -> Option<Challenge> {
+    pub(crate) fn parse(value: &str) -> Option<Challenge> {
         let value = value.trim();
         let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
         if scheme.eq_ignore_ascii_case("basic") {

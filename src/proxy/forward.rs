@@ -13,7 +13,7 @@ use crate::http::{pass_through, strip_hop_by_hop};
 use crate::upstream::{UpstreamError, upstream_error};
 
 /// Forwards a plain `http://` request.
-pub async fn forward(request: Request<Incoming>, hoard: &Hoard) -> Response<Body> {
+pub(super) async fn forward(request: Request<Incoming>, hoard: &Hoard) -> Response<Body> {
     let Some(host) = request.uri().host() else {
         return error(StatusCode::BAD_REQUEST, "the URL has no host");
     };

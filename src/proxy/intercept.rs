@@ -15,7 +15,7 @@ use crate::telemetry::Via;
 
 /// Terminates TLS on an upgraded CONNECT to `host:port` from `client` and serves registry
 /// requests on it ([`conn::serve`]: the ticket keeps it counted against the connection limits).
-pub async fn serve(
+pub(super) async fn serve(
     upgraded: Upgraded,
     host: String,
     port: u16,

@@ -2,9 +2,9 @@
 //! forwarding, and the setup scripts it serves.
 
 mod forward;
-pub mod front;
+pub(crate) mod front;
 mod intercept;
-pub mod setup;
+pub(crate) mod setup;
 mod tunnel;
 
 pub(crate) use front::{Front, bind};

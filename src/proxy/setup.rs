@@ -47,7 +47,7 @@ impl Mode {
 /// Answers `GET /setup/<engine>[?mode=proxy|mirror]`: the script, 404 for an unknown engine, 400
 /// for another mode or a `Host` header that is not a host[:port], 409 for `mode=mirror` with the
 /// mirror off or on port 0.
-pub fn respond<B>(request: &Request<B>, hoard: &Hoard) -> Response<Body> {
+pub(crate) fn respond<B>(request: &Request<B>, hoard: &Hoard) -> Response<Body> {
     let path = request.uri().path();
     let name = path.strip_prefix("/setup/").unwrap_or(path);
     let Some(engine) = Engine::from_name(name) else {

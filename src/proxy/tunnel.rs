@@ -21,7 +21,11 @@ use crate::upstream::UpstreamError;
 /// Connects to `host:port` as every upstream connection is made: through the parent proxy, or
 /// straight (config overrides first, then DNS, each address in turn). A private destination the
 /// guard refuses is a `PermissionDenied` error.
-pub async fn connect(hoard: &Hoard, host: &str, port: u16) -> Result<TcpStream, UpstreamError> {
+pub(super) async fn connect(
+    hoard: &Hoard,
+    host: &str,
+    port: u16,
+) -> Result<TcpStream, UpstreamError> {
     hoard.upstream().connect(host, port).await
 }
 
@@ -29,7 +33,7 @@ pub async fn connect(hoard: &Hoard, host: &str, port: u16) -> Result<TcpStream, 
 /// logs one line. The client's TCP stream is taken back from hyper so the kernel can move the
 /// bytes with splice(2): ~0.25 s of CPU per GiB instead of ~1 s through 8 KiB user-space buffers.
 /// The ticket keeps the tunnel counted against the connection limits until it closes.
-pub async fn run(
+pub(super) async fn run(
     client: Upgraded,
     server: TcpStream,
     authority: String,

@@ -65,7 +65,11 @@ impl conn::Answer for Target {
 }
 
 /// Answers one request on an intercepted connection. The route is parsed here, once.
-pub async fn handle(request: Request<Incoming>, target: &Target, hoard: &Hoard) -> Response<Body> {
+pub(crate) async fn handle(
+    request: Request<Incoming>,
+    target: &Target,
+    hoard: &Hoard,
+) -> Response<Body> {
     let route = Route::parse(request.uri().path());
     if let Route::Invalid(reason) = route {
         return error(StatusCode::BAD_REQUEST, reason);

@@ -23,7 +23,7 @@ pub(crate) struct Target {
 
 impl Target {
     /// `None` when `host` is not a plain host name or IP address.
-    pub fn new(host: &str, port: u16) -> Option<Target> {
+    pub(crate) fn new(host: &str, port: u16) -> Option<Target> {
         let key = HostKey::new(host, port)?;
         let host = if host.contains(':') {
             format!("[{host}]")
@@ -46,7 +46,7 @@ impl Target {
 
     /// A registry reached through the mirror: with no `[[upstream.credentials]]` for it, hoard
     /// pulls anonymously, answering the registry's token challenge itself.
-    pub fn mirrored(host: &str, port: u16) -> Option<Target> {
+    pub(crate) fn mirrored(host: &str, port: u16) -> Option<Target> {
         let mut target = Target::new(host, port)?;
         target.anonymous = Some(Credential::anonymous(target.key.as_str()));
         Some(target)
@@ -54,7 +54,7 @@ impl Target {
 
     /// The same registry, asked for by a fleet peer: answered here, whoever owns the object, and
     /// without `cache.auth_on_hit` (the peer asked the registry for its client already).
-    pub fn for_peer(self) -> Target {
+    pub(crate) fn for_peer(self) -> Target {
         Target {
             from_peer: true,
             ..self
@@ -80,7 +80,7 @@ impl Target {
     }
 
     /// `host[:port]`, as the client named it.
-    pub fn authority(&self) -> &str {
+    pub(crate) fn authority(&self) -> &str {
         &self.authority
     }
 

@@ -189,7 +189,7 @@ impl BlobWriter {
     /// [`VerifiedBlob::commit`], which may come after the client has its last bytes.
     /// [`StoreError::DigestMismatch`] means the content is wrong, or could not be checked (a
     /// blocking task was lost); the temp file is then deleted.
-    pub async fn verify(mut self) -> Result<VerifiedBlob, StoreError> {
+    pub(crate) async fn verify(mut self) -> Result<VerifiedBlob, StoreError> {
         let digest = self.digest.clone();
         let mut earlier = self.wait_in_flight().await.err();
         let Some(mut hasher) = self.hasher.take() else {

@@ -17,11 +17,11 @@ use crate::telemetry::Metrics;
 
 /// The target of access log lines, as it was before the module moved: `RUST_LOG` filters and
 /// log searches name it.
-pub const TARGET: &str = "hoard::log";
+pub(crate) const TARGET: &str = "hoard::log";
 
 /// What a log line says about the request, captured before the handler runs.
 #[derive(Debug, Clone)]
-pub struct RequestInfo {
+pub(crate) struct RequestInfo {
     pub metrics: Arc<Metrics>,
     pub host: String,
     pub method: Method,
@@ -33,7 +33,7 @@ pub struct RequestInfo {
 
 /// Wraps a response so that its log line is written when the body is finished or dropped.
 /// The handler states the cache status as a response extension; none means [`CacheStatus::Local`].
-pub fn logged(info: RequestInfo, response: Response<Body>) -> Response<Body> {
+pub(crate) fn logged(info: RequestInfo, response: Response<Body>) -> Response<Body> {
     let status = response.status();
     let cache = response
         .extensions()

@@ -23,7 +23,7 @@ const MAX_IMAGES: usize = 10_000;
 
 /// Requests answered and body bytes sent, from the store and from upstreams.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Traffic {
+pub(crate) struct Traffic {
     pub requests: u64,
     pub from_cache: u64,
     pub from_upstream: u64,
@@ -52,7 +52,7 @@ impl std::iter::Sum for Traffic {
 
 /// The traffic of one minute, per listener.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Minute {
+pub(crate) struct Minute {
     /// Minutes since the Unix epoch.
     pub minute: u64,
     /// Indexed by `Via as usize`.
@@ -61,14 +61,14 @@ pub struct Minute {
 
 impl Minute {
     /// Both listeners together.
-    pub fn total(&self) -> Traffic {
+    pub(crate) fn total(&self) -> Traffic {
         self.via.iter().copied().sum()
     }
 }
 
 /// One pull of an image by tag, as the status page lists it.
 #[derive(Debug, Clone)]
-pub struct Pull {
+pub(crate) struct Pull {
     pub at: SystemTime,
     pub image: String,
     pub cache: CacheStatus,
@@ -77,7 +77,7 @@ pub struct Pull {
 
 /// Requests, bytes and pulls since start, for the status page.
 #[derive(Debug)]
-pub struct Activity {
+pub(crate) struct Activity {
     requests: [AtomicU64; CacheStatus::ALL.len()],
     bytes: [AtomicU64; CacheStatus::ALL.len()],
     history: Mutex<VecDeque<Minute>>,
@@ -130,7 +130,14 @@ impl Activity {
     }
 
     /// Notes a pull when a request resolved a tag (`HEAD`/`GET` of `/v2/<repo>/manifests/<tag>`).
-    pub fn note_request(&self, via: Via, host: &str, path: &str, status: u16, cache: CacheStatus) {
+    pub(crate) fn note_request(
+        &self,
+        via: Via,
+        host: &str,
+        path: &str,
+        status: u16,
+        cache: CacheStatus,
+    ) {
         if status != 200 {
             return;
         }
@@ -164,7 +171,7 @@ impl Activity {
 
     /// Requests and body bytes by cache status:
     /// `{"requests":{"HIT":n,…},"bytes":{"HIT":n,…}}`.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         let map = |counters: &[AtomicU64; CacheStatus::ALL.len()]| {
             CacheStatus::ALL
                 .iter()
@@ -186,7 +193,7 @@ impl Activity {
     }
 
     /// Requests and bytes for one status.
-    pub fn count(&self, status: CacheStatus) -> (u64, u64) {
+    pub(crate) fn count(&self, status: CacheStatus) -> (u64, u64) {
         let i = status as usize;
         (
             self.requests[i].load(Ordering::Relaxed),
@@ -195,7 +202,7 @@ impl Activity {
     }
 
     /// The last hour, a minute at a time, oldest first, minutes without traffic included.
-    pub fn history(&self) -> Vec<Minute> {
+    pub(crate) fn history(&self) -> Vec<Minute> {
         let now = now_minute();
         let history = lock(&self.history);
         (0..HISTORY_MINUTES as u64)
@@ -215,7 +222,7 @@ impl Activity {
     }
 
     /// The last hour's traffic through each listener, indexed by `Via as usize`.
-    pub fn last_hour(&self) -> [Traffic; Via::ALL.len()] {
+    pub(crate) fn last_hour(&self) -> [Traffic; Via::ALL.len()] {
         let since = now_minute().saturating_sub(HISTORY_MINUTES as u64 - 1);
         let history = lock(&self.history);
         let recent = history.iter().filter(|m| m.minute >= since);
@@ -223,12 +230,12 @@ impl Activity {
     }
 
     /// The most recent pulls, newest first.
-    pub fn recent_pulls(&self) -> Vec<Pull> {
+    pub(crate) fn recent_pulls(&self) -> Vec<Pull> {
         lock(&self.recent).iter().cloned().collect()
     }
 
     /// The `n` most pulled images with their pull counts.
-    pub fn most_pulled(&self, n: usize) -> Vec<(String, u64)> {
+    pub(crate) fn most_pulled(&self, n: usize) -> Vec<(String, u64)> {
         let mut all: Vec<(String, u64)> = lock(&self.popular)
             .iter()
             .map(|(k, v)| (k.clone(), *v))

@@ -10,7 +10,7 @@ use crate::http::CacheStatus;
 /// Which listener a request came in on: the `via` label of request metrics, and the status
 /// page's split of traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Via {
+pub(crate) enum Via {
     /// The proxy port: intercepted CONNECTs, tunnels, plain forwards.
     Proxy,
     /// The registry-mirror listener (`[mirror]`).
@@ -71,7 +71,7 @@ impl BytesFrom {
 
 /// Why a client's request was refused: the `reason` label of `hoard_auth_failures_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AuthFailure {
+pub(crate) enum AuthFailure {
     /// No or wrong proxy login.
     ProxyAuth,
     /// Too many failed proxy logins from the client's address.
@@ -82,7 +82,7 @@ pub enum AuthFailure {
 
 impl AuthFailure {
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             AuthFailure::ProxyAuth => "proxy_auth",
             AuthFailure::Throttled => "throttled",
@@ -94,7 +94,7 @@ impl AuthFailure {
 /// Why the connection limits refused or closed a connection: the `reason` label of
 /// `hoard_connections_refused_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ConnectionRefused {
+pub(crate) enum ConnectionRefused {
     /// Over `proxy.max_connections_per_client`.
     PerClient,
     /// At `proxy.max_connections` with no idle connection to close.
@@ -105,7 +105,7 @@ pub enum ConnectionRefused {
 
 impl ConnectionRefused {
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ConnectionRefused::PerClient => "per_client",
             ConnectionRefused::Full => "full",
@@ -116,7 +116,7 @@ impl ConnectionRefused {
 
 /// Why a blob miss did not become a fill: the `reason` label of `hoard_fills_skipped_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FillSkipped {
+pub(crate) enum FillSkipped {
     /// The range asked for starts far into the blob; it went upstream as a range.
     FarRange,
     /// At `cache.max_fills`.
@@ -127,7 +127,7 @@ pub enum FillSkipped {
 
 impl FillSkipped {
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FillSkipped::FarRange => "far_range",
             FillSkipped::MaxFills => "max_fills",
@@ -139,7 +139,7 @@ impl FillSkipped {
 /// Why a node asked the registry itself for something a peer owns: the `reason` label of
 /// `hoard_fleet_duplicate_fetches_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PeerFailure {
+pub(crate) enum PeerFailure {
     /// No connection to the owner.
     Unreachable,
     /// The owner did not answer with headers within `fleet.peer_timeout`.
@@ -152,7 +152,7 @@ pub enum PeerFailure {
 
 impl PeerFailure {
     /// Every reason.
-    pub const ALL: [PeerFailure; 4] = [
+    pub(crate) const ALL: [PeerFailure; 4] = [
         PeerFailure::Unreachable,
         PeerFailure::Timeout,
         PeerFailure::Refused,
@@ -160,7 +160,7 @@ impl PeerFailure {
     ];
 
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PeerFailure::Unreachable => "unreachable",
             PeerFailure::Timeout => "timeout",
@@ -172,7 +172,7 @@ impl PeerFailure {
 
 /// What a read of the shared S3 tier found: the `result` label of `hoard_tier_reads_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TierRead {
+pub(crate) enum TierRead {
     /// The bucket had it.
     Hit,
     /// The bucket did not have it.
@@ -185,7 +185,7 @@ pub enum TierRead {
 
 impl TierRead {
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TierRead::Hit => "hit",
             TierRead::Miss => "miss",
@@ -197,7 +197,7 @@ impl TierRead {
 
 /// What an upload to the shared S3 tier did: the `result` label of `hoard_tier_writes_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TierWrite {
+pub(crate) enum TierWrite {
     /// Written.
     Created,
     /// Another node had written it (a conditional create that found it).
@@ -208,7 +208,7 @@ pub enum TierWrite {
 
 impl TierWrite {
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TierWrite::Created => "created",
             TierWrite::AlreadyThere => "already_there",

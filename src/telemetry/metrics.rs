@@ -19,7 +19,7 @@ use crate::http::CacheStatus;
 
 /// Everything counted since start.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests_total: Family<RequestLabels, Counter>,
     bytes_total: Family<BytesLabels, Counter>,
@@ -57,7 +57,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Creates the counters and registers them.
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("hoard");
         let m = Metrics {
             requests_total: Family::default(),
@@ -199,7 +199,7 @@ impl Metrics {
 
     /// Counts one request answered through the listener `via` and the body bytes it sent (and
     /// shows it on the status page).
-    pub fn record(&self, via: Via, status: CacheStatus, bytes: u64) {
+    pub(crate) fn record(&self, via: Via, status: CacheStatus, bytes: u64) {
         self.requests_total
             .get_or_create(&RequestLabels { cache: status, via })
             .inc();
@@ -211,13 +211,13 @@ impl Metrics {
     }
 
     /// What the status page shows: the last hour, recent and most pulled images.
-    pub fn activity(&self) -> &Activity {
+    pub(crate) fn activity(&self) -> &Activity {
         &self.activity
     }
 
     /// Sets the intercepted hosts (at start and on reload): `host` labels name these and
     /// call every other host `other`, so clients cannot grow the label set without bound.
-    pub fn set_intercepted(&self, patterns: crate::net::HostPatterns) {
+    pub(crate) fn set_intercepted(&self, patterns: crate::net::HostPatterns) {
         *self.intercepted.write().unwrap_or_else(|e| e.into_inner()) = patterns;
     }
 
@@ -231,7 +231,13 @@ impl Metrics {
     }
 
     /// Counts a request hoard sent upstream and the status it got (0: no response).
-    pub fn upstream_request(&self, host: &str, method: &http::Method, path: &str, status: u16) {
+    pub(crate) fn upstream_request(
+        &self,
+        host: &str,
+        method: &http::Method,
+        path: &str,
+        status: u16,
+    ) {
         let host = self.host_label(host);
         if method == http::Method::GET && path.contains("/manifests/") {
             self.manifest_gets
@@ -244,52 +250,52 @@ impl Metrics {
     }
 
     /// Counts a refused client.
-    pub fn auth_failure(&self, reason: AuthFailure) {
+    pub(crate) fn auth_failure(&self, reason: AuthFailure) {
         self.auth_failures
             .get_or_create(&AuthFailureLabel { reason })
             .inc();
     }
 
     /// Counts a connection refused or evicted by the connection limits.
-    pub fn connection_refused(&self, reason: ConnectionRefused) {
+    pub(crate) fn connection_refused(&self, reason: ConnectionRefused) {
         self.connections_refused
             .get_or_create(&ConnectionRefusedLabel { reason })
             .inc();
     }
 
     /// Counts a blob miss that did not start a fill.
-    pub fn fill_skipped(&self, reason: FillSkipped) {
+    pub(crate) fn fill_skipped(&self, reason: FillSkipped) {
         self.fills_skipped
             .get_or_create(&FillSkippedLabel { reason })
             .inc();
     }
 
     /// Counts a fill stopped because nobody read it.
-    pub fn fill_abandoned(&self) {
+    pub(crate) fn fill_abandoned(&self) {
         self.fills_abandoned.inc();
     }
 
     /// Counts a request a peer that owns the object answered.
-    pub fn peer_read(&self) {
+    pub(crate) fn peer_read(&self) {
         self.peer_reads.inc();
     }
 
     /// Counts a request sent to the registry because the owner could not answer it.
-    pub fn duplicate_fetch(&self, reason: PeerFailure) {
+    pub(crate) fn duplicate_fetch(&self, reason: PeerFailure) {
         self.duplicate_fetches
             .get_or_create(&PeerFailureLabel { reason })
             .inc();
     }
 
     /// Counts a read of the shared tier.
-    pub fn tier_read(&self, result: TierRead) {
+    pub(crate) fn tier_read(&self, result: TierRead) {
         self.tier_reads
             .get_or_create(&TierReadLabel { result })
             .inc();
     }
 
     /// Counts an upload to the shared tier.
-    pub fn tier_write(&self, result: TierWrite) {
+    pub(crate) fn tier_write(&self, result: TierWrite) {
         self.tier_writes
             .get_or_create(&TierWriteLabel { result })
             .inc();
@@ -297,7 +303,7 @@ impl Metrics {
 
     /// The shared tier's reads (hit, miss, error, corrupt) and writes (created, already there,
     /// error) since start, for the status page.
-    pub fn tier_counts(&self) -> ([u64; 4], [u64; 3]) {
+    pub(crate) fn tier_counts(&self) -> ([u64; 4], [u64; 3]) {
         use TierRead::{Corrupt, Hit, Miss};
         use TierWrite::{AlreadyThere, Created};
         let read = |result| {
@@ -317,7 +323,7 @@ impl Metrics {
     }
 
     /// What this node read from owners, and asked the registry for instead, since start.
-    pub fn fleet_counts(&self) -> (u64, u64) {
+    pub(crate) fn fleet_counts(&self) -> (u64, u64) {
         let duplicates = PeerFailure::ALL
             .into_iter()
             .map(|reason| {
@@ -330,7 +336,7 @@ impl Metrics {
     }
 
     /// Sets the number of peers up and down (before each scrape).
-    pub fn set_peers(&self, up: usize, down: usize) {
+    pub(crate) fn set_peers(&self, up: usize, down: usize) {
         for (state, n) in [("up", up), ("down", down)] {
             let n = i64::try_from(n).unwrap_or(i64::MAX);
             self.peers.get_or_create(&PeerStateLabel { state }).set(n);
@@ -338,7 +344,7 @@ impl Metrics {
     }
 
     /// Counts a client connection for as long as the returned guard lives.
-    pub fn connection(&self) -> ConnectionGuard<'_> {
+    pub(crate) fn connection(&self) -> ConnectionGuard<'_> {
         self.connections_total.inc();
         self.connections_open.inc();
         ConnectionGuard(self)
@@ -346,18 +352,18 @@ impl Metrics {
 
     /// Counts a connection handed over from the proxy port (an intercepted or tunnelled
     /// CONNECT) as open while the guard lives; it was counted as accepted already.
-    pub fn upgraded(&self) -> ConnectionGuard<'_> {
+    pub(crate) fn upgraded(&self) -> ConnectionGuard<'_> {
         self.connections_open.inc();
         ConnectionGuard(self)
     }
 
     /// Client connections open now.
-    pub fn open_connections(&self) -> i64 {
+    pub(crate) fn open_connections(&self) -> i64 {
         self.connections_open.get()
     }
 
     /// Prometheus text exposition.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -368,7 +374,7 @@ impl Metrics {
 
 /// The sum of the series of `name` in a Prometheus text exposition whose labels include every
 /// one of `labels` (a fleet peer's metrics, read for the fleet's figures on the status page).
-pub fn sum_series(exposition: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+pub(crate) fn sum_series(exposition: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
     exposition
         .lines()
         .filter_map(|line| {
@@ -392,7 +398,7 @@ pub fn sum_series(exposition: &str, name: &str, labels: &[(&str, &str)]) -> u64 
 
 /// Decrements the open-connections gauge when dropped.
 #[derive(Debug)]
-pub struct ConnectionGuard<'a>(&'a Metrics);
+pub(crate) struct ConnectionGuard<'a>(&'a Metrics);
 
 impl Drop for ConnectionGuard<'_> {
     fn drop(&mut self) {

@@ -1,12 +1,12 @@
 //! What hoard tells its operators: the access log, the Prometheus metrics, and the activity the
 //! status page shows (the last hour, recent and most pulled images).
 
-pub mod access_log;
-pub mod activity;
-pub mod labels;
-pub mod metrics;
+pub(crate) mod access_log;
+pub(crate) mod activity;
+pub(crate) mod labels;
+pub(crate) mod metrics;
 
-pub use labels::{
+pub(crate) use labels::{
     AuthFailure, ConnectionRefused, FillSkipped, PeerFailure, TierRead, TierWrite, Via,
 };
-pub use metrics::{Metrics, sum_series};
+pub(crate) use metrics::{Metrics, sum_series};

@@ -23,7 +23,7 @@ const LEAF_CACHE_SIZE: usize = 1024;
 
 /// Errors loading the CA or minting a leaf.
 #[derive(Debug, thiserror::Error)]
-pub enum CaError {
+pub(crate) enum CaError {
     #[error("cannot {action} {path}: {error}")]
     Io {
         action: &'static str,
@@ -52,7 +52,7 @@ impl Classify for CaError {
 }
 
 /// The CA: its certificate (served at `/ca.crt`), its signing key, and the minted leaves.
-pub struct CertificateAuthority {
+pub(crate) struct CertificateAuthority {
     /// Where `ca.key` was read from, for the health check.
     pub(super) key_path: PathBuf,
     /// The signing key's public half, to tell that `ca.key` still holds it.
@@ -78,7 +78,7 @@ impl CertificateAuthority {
     /// Loads `dir/ca.crt` and `dir/ca.key`, creating both (ECDSA P-256, 10 years, key mode 0600)
     /// when neither exists. A new CA is limited to signing `constrain_to` (host names, `*.domain`
     /// patterns, IP addresses) when that is given.
-    pub fn load_or_create(
+    pub(crate) fn load_or_create(
         dir: &Path,
         provider: Arc<CryptoProvider>,
         constrain_to: Option<Vec<String>>,
@@ -122,7 +122,7 @@ impl CertificateAuthority {
     /// Whether `ca.key` on disk can still be read and holds the key hoard signs with: a key file
     /// deleted, made unreadable or replaced under a running hoard would make the next start fail,
     /// so `/healthz` reports it now. Reads one small file.
-    pub fn key_file_problem(&self) -> Option<String> {
+    pub(crate) fn key_file_problem(&self) -> Option<String> {
         let pem = match read(&self.key_path) {
             Ok(pem) => pem,
             Err(err) => return Some(err.to_string()),
@@ -141,7 +141,7 @@ impl CertificateAuthority {
     }
 
     /// The CA certificate in PEM, for `/ca.crt`.
-    pub fn ca_pem(&self) -> &str {
+    pub(crate) fn ca_pem(&self) -> &str {
         &self.ca_pem
     }
 }

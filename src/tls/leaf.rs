@@ -18,12 +18,12 @@ use super::ca::{CaError, CertificateAuthority};
 
 impl CertificateAuthority {
     /// Leaf certificates minted since start.
-    pub fn minted(&self) -> u64 {
+    pub(crate) fn minted(&self) -> u64 {
         self.minted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A TLS server config presenting a leaf for `host`, minted on first use.
-    pub fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, CaError> {
+    pub(crate) fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, CaError> {
         let host = host.to_ascii_lowercase();
         if let Some(config) = self.lock().get(&host) {
             return Ok(config.clone());
@@ -38,7 +38,7 @@ impl CertificateAuthority {
     /// A TLS server config presenting one leaf for all of `names` (DNS names or IP addresses),
     /// minted now: the mirror listener's certificate. Each name is checked as a client would
     /// check it: a CA created with name constraints for other names cannot serve them.
-    pub fn server_config_for(&self, names: &[String]) -> Result<Arc<ServerConfig>, CaError> {
+    pub(crate) fn server_config_for(&self, names: &[String]) -> Result<Arc<ServerConfig>, CaError> {
         let leaf = self.leaf(names)?;
         self.check_covers(&leaf, names)?;
         self.minted
@@ -149,7 +149,7 @@ pub(super) fn server_config(
 
 /// A TLS server config from an operator's PEM files: the certificate chain, leaf first, and
 /// its private key.
-pub fn server_config_from_files(
+pub(crate) fn server_config_from_files(
     provider: Arc<rustls::crypto::CryptoProvider>,
     cert: &std::path::Path,
     key: &std::path::Path,

@@ -5,6 +5,6 @@ mod ca;
 mod leaf;
 mod roots;
 
-pub use ca::CertificateAuthority;
-pub use leaf::server_config_from_files;
-pub use roots::root_store;
+pub(crate) use ca::CertificateAuthority;
+pub(crate) use leaf::server_config_from_files;
+pub(crate) use roots::root_store;

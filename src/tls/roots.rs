@@ -7,7 +7,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 /// The roots hoard trusts: the compiled-in Mozilla roots, the system store, and `extra` PEM files.
-pub fn root_store(extra: &[std::path::PathBuf]) -> Result<RootCertStore, RootsError> {
+pub(crate) fn root_store(extra: &[std::path::PathBuf]) -> Result<RootCertStore, RootsError> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let native = rustls_native_certs::load_native_certs();
@@ -35,7 +35,7 @@ pub fn root_store(extra: &[std::path::PathBuf]) -> Result<RootCertStore, RootsEr
 /// An `upstream.extra_ca_files` entry that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read extra CA file {path}: {message}")]
-pub struct RootsError {
+pub(crate) struct RootsError {
     path: String,
     message: String,
 }

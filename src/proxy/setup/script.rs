@@ -17,7 +17,7 @@ const NO_PROXY_BASE: [&str; 3] = ["localhost", "127.0.0.0/8", "::1"];
 
 /// The container engines a script is served for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
+pub(super) enum Engine {
     Docker,
     Containerd,
     Podman,
@@ -25,7 +25,7 @@ pub enum Engine {
 
 impl Engine {
     /// The engine named by the last segment of `/setup/<name>`.
-    pub fn from_name(name: &str) -> Option<Engine> {
+    pub(super) fn from_name(name: &str) -> Option<Engine> {
         match name {
             "docker" => Some(Engine::Docker),
             "containerd" => Some(Engine::Containerd),
@@ -35,7 +35,7 @@ impl Engine {
     }
 
     /// The name in the URL and in the script's output.
-    pub fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Engine::Docker => "docker",
             Engine::Containerd => "containerd",
@@ -54,7 +54,7 @@ impl Engine {
 
 /// Where clients reach hoard: a DNS name or an IP address, and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProxyAddr {
+pub(super) struct ProxyAddr {
     pub(super) host: String,
     pub(super) port: u16,
 }
@@ -62,7 +62,7 @@ pub struct ProxyAddr {
 impl ProxyAddr {
     /// Parses a `Host` header value: `name`, `1.2.3.4` or `[::1]`, with an optional `:port`
     /// (80 without one, as for any `http://` URL). `None` for anything else.
-    pub fn parse(text: &str) -> Option<ProxyAddr> {
+    pub(super) fn parse(text: &str) -> Option<ProxyAddr> {
         let authority = split_authority(text)?;
         let host = authority.host.to_ascii_lowercase();
         let (valid, host) = match authority.bracketed {
@@ -75,7 +75,7 @@ impl ProxyAddr {
 
     /// `proxy.listen`, when a request has no `Host` header; `None` for a wildcard address, which
     /// no client can use.
-    pub fn from_listen(listen: SocketAddr) -> Option<ProxyAddr> {
+    pub(super) fn from_listen(listen: SocketAddr) -> Option<ProxyAddr> {
         let host = match listen.ip() {
             ip if ip.is_unspecified() => return None,
             IpAddr::V4(ip) => ip.to_string(),
@@ -88,7 +88,7 @@ impl ProxyAddr {
     }
 
     /// `host:port`, as in a URL.
-    pub fn authority(&self) -> String {
+    pub(super) fn authority(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
 
@@ -103,7 +103,7 @@ impl ProxyAddr {
 
 /// Everything a setup script is made from.
 #[derive(Debug, Clone)]
-pub struct Script<'a> {
+pub(super) struct Script<'a> {
     pub engine: Engine,
     /// Where the host reaches hoard.
     pub proxy: ProxyAddr,
@@ -117,7 +117,7 @@ pub struct Script<'a> {
 
 impl Script<'_> {
     /// The script for `engine` with `config`'s hosts and authentication.
-    pub fn new<'a>(
+    pub(super) fn new<'a>(
         engine: Engine,
         proxy: ProxyAddr,
         ca_pem: &'a str,
@@ -134,7 +134,7 @@ impl Script<'_> {
 
     /// The shell script. Every value put into it is a validated host name, address or port, or
     /// the PEM inside a quoted heredoc.
-    pub fn render(&self) -> String {
+    pub(super) fn render(&self) -> String {
         let (wildcards, hosts): (Vec<&str>, Vec<&str>) = self
             .patterns
             .iter()

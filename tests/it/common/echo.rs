@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 /// A plain HTTP server that answers with the request headers it got, as JSON-ish text.
-pub async fn echo_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+pub(crate) async fn echo_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {

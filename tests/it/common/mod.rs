@@ -6,10 +6,10 @@ mod echo;
 mod process;
 mod proxy;
 mod registry;
-pub mod seaweed;
-pub mod serial;
+pub(crate) mod seaweed;
+pub(crate) mod serial;
 mod tls;
-pub mod verified;
+pub(crate) mod verified;
 mod wire;
 
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -17,21 +17,21 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use bytes::Bytes;
 use sha2::Digest as _;
 
-pub use echo::echo_server;
-pub use process::{HOARD_BIN, HoardProcess, assert_config_error, serve_with};
-pub use proxy::{Proxy, ProxyBuilder, client_builder_via, client_via};
-pub use registry::{Image, Mode, Registry, Seen};
-pub use tls::TestCa;
-pub use wire::{connect_from, raw, raw_head, raw_whole, read_some};
+pub(crate) use echo::echo_server;
+pub(crate) use process::{HOARD_BIN, HoardProcess, assert_config_error, serve_with};
+pub(crate) use proxy::{Proxy, ProxyBuilder, client_builder_via, client_via};
+pub(crate) use registry::{Image, Mode, Registry, Seen};
+pub(crate) use tls::TestCa;
+pub(crate) use wire::{connect_from, raw, raw_head, raw_whole, read_some};
 
-pub const REGISTRY: &str = "registry.test";
-pub const CDN: &str = "cdn.test";
-pub const DOCKER_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const REGISTRY: &str = "registry.test";
+pub(crate) const CDN: &str = "cdn.test";
+pub(crate) const DOCKER_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// Installs the crypto provider and the log subscriber once per process (`RUST_LOG` or
 /// `hoard=debug`, into the test's captured output).
-pub fn init() {
+pub(crate) fn init() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -43,12 +43,12 @@ pub fn init() {
 }
 
 /// `sha256:<hex>` of `bytes`.
-pub fn sha256(bytes: &[u8]) -> String {
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", const_hex::encode(sha2::Sha256::digest(bytes)))
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so tests need no rand crate.
-pub fn random_bytes(len: usize, seed: u64) -> Bytes {
+pub(crate) fn random_bytes(len: usize, seed: u64) -> Bytes {
     let mut x = seed | 1;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
@@ -64,7 +64,7 @@ pub fn random_bytes(len: usize, seed: u64) -> Bytes {
 static SEED: AtomicU16 = AtomicU16::new(1);
 
 /// Random bytes that differ between calls.
-pub fn fresh_blob(len: usize) -> Bytes {
+pub(crate) fn fresh_blob(len: usize) -> Bytes {
     random_bytes(len, u64::from(SEED.fetch_add(1, Ordering::Relaxed)) * 7919)
 }
 
@@ -75,7 +75,7 @@ static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 /// with SO_REUSEADDR, so a restart can take it again right after a kill). Picked below the
 /// kernel's ephemeral range: a port there can become the local end of an outgoing connection
 /// between the pick and the bind (SeaweedFS failed to start on one that way).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     const LOW: u16 = 20_000;
     let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -96,14 +96,14 @@ pub fn free_port() -> u16 {
 }
 
 /// The value of a sample line `name{labels} value` in a metrics exposition, 0 if absent.
-pub fn sample(text: &str, series: &str) -> f64 {
+pub(crate) fn sample(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)
 }
 
 /// Total size of the files under `dir`, recursively.
-pub fn disk_usage(dir: &std::path::Path) -> u64 {
+pub(crate) fn disk_usage(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -118,13 +118,13 @@ pub fn disk_usage(dir: &std::path::Path) -> u64 {
 }
 
 /// `https://registry.test<path>`: a URL on the intercepted fixture registry.
-pub fn url(path: &str) -> String {
+pub(crate) fn url(path: &str) -> String {
     format!("https://{REGISTRY}{path}")
 }
 
 /// A fleet peer request's `hoard-fleet-signature` value: `mode` (`proxy`, `mirror`, `stats`)
 /// signed with `secret` at `time`, as a peer signs it.
-pub fn signature(secret: &[u8], method: &str, path: &str, mode: &str, time: u64) -> String {
+pub(crate) fn signature(secret: &[u8], method: &str, path: &str, mode: &str, time: u64) -> String {
     use aws_lc_rs::hmac;
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
     let message = format!("hoard-fleet-v1\n{method}\n{path}\n{mode}\n{time}");
@@ -134,7 +134,7 @@ pub fn signature(secret: &[u8], method: &str, path: &str, mode: &str, time: u64)
 }
 
 /// Unix seconds now, for [`signature`].
-pub fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use super::proxy::client_via;
 
 /// The hoard binary cargo built for these tests.
-pub const HOARD_BIN: &str = env!("CARGO_BIN_EXE_hoard");
+pub(crate) const HOARD_BIN: &str = env!("CARGO_BIN_EXE_hoard");
 
 /// A `hoard serve` process that is killed and reaped when dropped, whatever the test's outcome.
-pub struct HoardProcess {
+pub(crate) struct HoardProcess {
     pub child: Child,
     pub port: u16,
     /// The config file it was started with.
@@ -27,7 +27,7 @@ impl HoardProcess {
     /// and the config as `$0` and `$1`), listening on `port`, with its stderr in a new
     /// `hoard-<n>.log` next to the config (so each start's log can be read on its own). Returns
     /// at once: wait with [`HoardProcess::wait_logged`] or [`HoardProcess::wait_healthy`].
-    pub fn spawn(config: &Path, port: u16, script: Option<&str>) -> HoardProcess {
+    pub(crate) fn spawn(config: &Path, port: u16, script: Option<&str>) -> HoardProcess {
         let dir = config.parent().unwrap().to_owned();
         let mut command = match script {
             Some(script) => {
@@ -63,7 +63,7 @@ impl HoardProcess {
     }
 
     /// Waits until hoard logs `line`, failing if it exits or takes over 20 s.
-    pub async fn wait_logged(&mut self, line: &str) {
+    pub(crate) async fn wait_logged(&mut self, line: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !self.log().contains(line) {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -79,7 +79,7 @@ impl HoardProcess {
     }
 
     /// Waits until hoard answers `/healthz`, which it does only after the store is open.
-    pub async fn wait_healthy(&mut self) {
+    pub(crate) async fn wait_healthy(&mut self) {
         let plain = reqwest::Client::builder().no_proxy().build().unwrap();
         let health = format!("{}/healthz", self.url());
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -101,18 +101,18 @@ impl HoardProcess {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// A client through this hoard, trusting the CA it wrote.
-    pub fn client(&self) -> reqwest::Client {
+    pub(crate) fn client(&self) -> reqwest::Client {
         let ca = std::fs::read_to_string(self.dir.join("ca/ca.crt")).unwrap();
         client_via(&self.url(), &ca, false)
     }
 
     /// Sends signal `name` (`HUP`, `TERM`) to the process by its PID.
-    pub fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
@@ -121,13 +121,13 @@ impl HoardProcess {
     }
 
     /// SIGKILL (what `Child::kill` sends on Unix), then reap.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// What this start of hoard has logged so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -139,7 +139,7 @@ impl Drop for HoardProcess {
 }
 
 /// Runs `hoard serve --config <file holding config>` in a scratch folder until it exits.
-pub fn serve_with(config: &str) -> Output {
+pub(crate) fn serve_with(config: &str) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).unwrap();
@@ -152,7 +152,7 @@ pub fn serve_with(config: &str) -> Output {
 }
 
 /// Asserts a refused start: exit code 2 and one line on stderr that contains `needle`.
-pub fn assert_config_error(output: &Output, needle: &str) {
+pub(crate) fn assert_config_error(output: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");

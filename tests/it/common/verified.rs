@@ -15,7 +15,7 @@ use sha2::{Digest as _, Sha256};
 
 /// As `S3Tier::get_blob`, the body checked against the digest on the way ([`verified`]): a
 /// corrupt object ends in an error before its last piece. `None` if the bucket does not hold it.
-pub async fn get_verified_blob(
+pub(crate) async fn get_verified_blob(
     tier: &S3Tier,
     digest: &Digest,
 ) -> Result<Option<(u64, BlobStream)>, TierError> {
@@ -33,7 +33,7 @@ pub async fn get_verified_blob(
 /// each piece is passed on only once the next one has arrived; after the last, the length and
 /// the digest are checked and the held piece is passed on only if both match, else the stream
 /// ends with [`TierError::Corrupt`]. After an error nothing more is read.
-pub fn verified<S>(digest: &Digest, key: &str, length: u64, inner: S) -> Verified<S>
+pub(crate) fn verified<S>(digest: &Digest, key: &str, length: u64, inner: S) -> Verified<S>
 where
     S: Stream<Item = Result<Bytes, TierError>> + Unpin,
 {
@@ -50,7 +50,7 @@ where
 }
 
 /// The stream [`verified`] returns.
-pub struct Verified<S> {
+pub(crate) struct Verified<S> {
     inner: S,
     digest: Digest,
     key: String,

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use super::proxy::Proxy;
 
 /// Sends `request` to hoard and returns the start of the answer (one read, within 5 s).
-pub async fn raw(proxy: &Proxy, request: &str) -> String {
+pub(crate) async fn raw(proxy: &Proxy, request: &str) -> String {
     let mut tcp = TcpStream::connect(proxy.server.local_addr()).await.unwrap();
     tcp.write_all(request.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 4096];
@@ -22,14 +22,14 @@ pub async fn raw(proxy: &Proxy, request: &str) -> String {
 
 /// Sends `request` to hoard and returns what came back up to the end of the head (at most 8 KiB
 /// or 5 s).
-pub async fn raw_head(proxy: &Proxy, request: &[u8]) -> String {
+pub(crate) async fn raw_head(proxy: &Proxy, request: &[u8]) -> String {
     let mut tcp = TcpStream::connect(proxy.server.local_addr()).await.unwrap();
     tcp.write_all(request).await.unwrap();
     read_some(&mut tcp).await
 }
 
 /// Sends `request` (which asks for `Connection: close`) to hoard and returns the whole answer.
-pub async fn raw_whole(proxy: &Proxy, request: &str) -> String {
+pub(crate) async fn raw_whole(proxy: &Proxy, request: &str) -> String {
     let mut tcp = TcpStream::connect(proxy.server.local_addr()).await.unwrap();
     tcp.write_all(request.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
@@ -38,7 +38,7 @@ pub async fn raw_whole(proxy: &Proxy, request: &str) -> String {
 }
 
 /// Reads from `stream` until a head ends, 8 KiB arrived, the peer closed or 5 s passed.
-pub async fn read_some(stream: &mut (impl AsyncReadExt + Unpin)) -> String {
+pub(crate) async fn read_some(stream: &mut (impl AsyncReadExt + Unpin)) -> String {
     let mut buf = vec![0u8; 8192];
     let mut got = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -58,7 +58,7 @@ pub async fn read_some(stream: &mut (impl AsyncReadExt + Unpin)) -> String {
 
 /// Connects to `to` from the loopback address `ip` (all of 127/8 is local on Linux), so hoard
 /// sees another client.
-pub async fn connect_from(ip: &str, to: std::net::SocketAddr) -> TcpStream {
+pub(crate) async fn connect_from(ip: &str, to: std::net::SocketAddr) -> TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
     socket.connect(to).await.unwrap()

@@ -21,7 +21,7 @@ use super::{CDN, DOCKER_V2, REGISTRY, sha256};
 
 /// One request as the fixture registry saw it.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub method: String,
     pub host: String,
     pub path: String,
@@ -30,7 +30,7 @@ pub struct Seen {
 }
 
 /// An image [`Registry::add_image`] added: its layers, their digests and its manifest.
-pub struct Image {
+pub(crate) struct Image {
     pub layers: Vec<Bytes>,
     pub digests: Vec<String>,
     pub manifest: Bytes,
@@ -38,7 +38,7 @@ pub struct Image {
 
 /// How blob GETs are answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// 200 with the bytes.
     Direct,
     /// 307 to an absolute CDN URL, then 302 path-absolute, then 301 relative, then the bytes.
@@ -80,7 +80,7 @@ struct State {
 }
 
 /// A small OCI registry over TLS that counts what it is asked.
-pub struct Registry {
+pub(crate) struct Registry {
     pub addr: SocketAddr,
     pub ca: TestCa,
     state: Arc<Mutex<State>>,
@@ -95,7 +95,7 @@ impl Drop for Registry {
 }
 
 impl Registry {
-    pub async fn start() -> Registry {
+    pub(crate) async fn start() -> Registry {
         let ca = TestCa::new();
         let config = Arc::new(ca.server_config(&[REGISTRY, CDN, "127.0.0.1"]));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -143,16 +143,16 @@ impl Registry {
     }
 
     /// Stops listening and closes every connection: the registry is gone.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.task.abort();
     }
 
-    pub fn set_mode(&self, mode: Mode) {
+    pub(crate) fn set_mode(&self, mode: Mode) {
         *self.mode.lock().unwrap() = mode;
     }
 
     /// Adds a blob and returns its digest.
-    pub fn add_blob(&self, bytes: Bytes) -> String {
+    pub(crate) fn add_blob(&self, bytes: Bytes) -> String {
         let digest = sha256(&bytes);
         self.state
             .lock()
@@ -163,12 +163,12 @@ impl Registry {
     }
 
     /// Serves other bytes than the digest says for this blob.
-    pub fn corrupt(&self, digest: &str) {
+    pub(crate) fn corrupt(&self, digest: &str) {
         self.state.lock().unwrap().corrupt.insert(digest.to_owned());
     }
 
     /// Answers 401 for this repository unless a request carries exactly `authorization`.
-    pub fn require(&self, repo: &str, authorization: &str) {
+    pub(crate) fn require(&self, repo: &str, authorization: &str) {
         self.state
             .lock()
             .unwrap()
@@ -177,7 +177,7 @@ impl Registry {
     }
 
     /// Answers 401 for this repository unless a request carries `Authorization`.
-    pub fn make_private(&self, repo: &str) {
+    pub(crate) fn make_private(&self, repo: &str) {
         self.state
             .lock()
             .unwrap()
@@ -186,7 +186,13 @@ impl Registry {
     }
 
     /// Adds a manifest under its digest and `tag`; returns the digest.
-    pub fn add_manifest(&self, repo: &str, tag: &str, media_type: &str, bytes: Bytes) -> String {
+    pub(crate) fn add_manifest(
+        &self,
+        repo: &str,
+        tag: &str,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> String {
         let digest = sha256(&bytes);
         let mut state = self.state.lock().unwrap();
         for reference in [tag, digest.as_str()] {
@@ -200,7 +206,7 @@ impl Registry {
 
     /// Adds an image of `count` random layers of `size` bytes under `repo:tag` (a Docker v2
     /// manifest naming them, `marker` in it).
-    pub fn add_image(
+    pub(crate) fn add_image(
         &self,
         repo: &str,
         tag: &str,
@@ -221,7 +227,7 @@ impl Registry {
     }
 
     /// A manifest JSON naming `layers`, with a marker to make digests differ.
-    pub fn manifest_json(layers: &[(&str, usize)], marker: &str) -> Bytes {
+    pub(crate) fn manifest_json(layers: &[(&str, usize)], marker: &str) -> Bytes {
         let layers: Vec<String> = layers
             .iter()
             .map(|(d, size)| {
@@ -239,7 +245,7 @@ impl Registry {
     }
 
     /// Answers `/v2/<repo>/referrers/<subject>` with this index.
-    pub fn set_referrers(&self, repo: &str, subject: &str, index: &str) {
+    pub(crate) fn set_referrers(&self, repo: &str, subject: &str, index: &str) {
         self.state.lock().unwrap().referrers.insert(
             (repo.to_owned(), subject.to_owned()),
             Bytes::from(index.to_owned()),
@@ -247,28 +253,28 @@ impl Registry {
     }
 
     /// Answers `GET /token` with this JSON body (a Docker token service).
-    pub fn serve_token(&self, body: &str) {
+    pub(crate) fn serve_token(&self, body: &str) {
         self.state.lock().unwrap().token_body = Some(body.to_owned());
     }
 
     /// Blob body bytes sent so far (handed to the connection; a cancelled transfer stops).
-    pub fn sent(&self) -> u64 {
+    pub(crate) fn sent(&self) -> u64 {
         self.state.lock().unwrap().sent.load(Ordering::Relaxed)
     }
 
-    pub fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.state.lock().unwrap().seen.clone()
     }
 
     /// How many requests with `method` had a path containing `fragment`.
-    pub fn count(&self, method: &str, fragment: &str) -> usize {
+    pub(crate) fn count(&self, method: &str, fragment: &str) -> usize {
         self.seen()
             .iter()
             .filter(|s| s.method == method && s.path.contains(fragment))
             .count()
     }
 
-    pub fn forget(&self) {
+    pub(crate) fn forget(&self) {
         self.state.lock().unwrap().seen.clear();
     }
 }

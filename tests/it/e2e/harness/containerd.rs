@@ -12,7 +12,7 @@ use super::{
 };
 
 /// A running containerd.
-pub struct Containerd {
+pub(crate) struct Containerd {
     /// Its process name in the scene.
     pub name: String,
     /// Its gRPC socket (`ctr --address`, `dockerd --containerd`).
@@ -21,7 +21,7 @@ pub struct Containerd {
 
 /// Starts containerd as the process `name`, with root, state, sockets and opt path in the
 /// folder `name` of the scene, and the CRI plugin off.
-pub fn start_containerd(scene: &mut Scene, tools: &Tools, name: &str) -> Result<Containerd> {
+pub(crate) fn start_containerd(scene: &mut Scene, tools: &Tools, name: &str) -> Result<Containerd> {
     let ctd = scene.dir(name)?;
     let sock = ctd.join("containerd.sock");
     let config = ctd.join("config.toml");
@@ -60,7 +60,7 @@ pub fn start_containerd(scene: &mut Scene, tools: &Tools, name: &str) -> Result<
 
 impl Containerd {
     /// `ctr` talking to this containerd, in its `default` namespace.
-    pub fn ctr(&self, tools: &Tools) -> Command {
+    pub(crate) fn ctr(&self, tools: &Tools) -> Command {
         let mut command = tools.command("ctr");
         command.arg("--address").arg(&self.sock);
         command
@@ -68,7 +68,7 @@ impl Containerd {
 
     /// `ctr image pull --hosts-dir <hosts_dir> <reference>`: the registry configuration comes
     /// from `<hosts_dir>/<registry>/hosts.toml` only.
-    pub fn pull(
+    pub(crate) fn pull(
         &self,
         scene: &mut Scene,
         tools: &Tools,
@@ -88,7 +88,7 @@ impl Containerd {
     }
 
     /// The target digest of the image `reference` (`ctr image ls`), or None if there is none.
-    pub fn image_digest(
+    pub(crate) fn image_digest(
         &self,
         scene: &mut Scene,
         tools: &Tools,
@@ -114,7 +114,7 @@ impl Containerd {
     }
 
     /// The digests in the content store (`ctr content ls`).
-    pub fn content(&self, scene: &mut Scene, tools: &Tools) -> Result<Vec<String>> {
+    pub(crate) fn content(&self, scene: &mut Scene, tools: &Tools) -> Result<Vec<String>> {
         let listed = scene.exec_text(
             "ctr content ls",
             self.ctr(tools).args(["content", "ls", "--quiet"]),
@@ -124,7 +124,7 @@ impl Containerd {
 
     /// `ctr image rm --sync`: the image goes, and the garbage collection that frees its content
     /// has run when the command returns.
-    pub fn remove_image(&self, scene: &mut Scene, tools: &Tools, reference: &str) -> Result {
+    pub(crate) fn remove_image(&self, scene: &mut Scene, tools: &Tools, reference: &str) -> Result {
         scene.exec(
             &format!("ctr image rm {reference}"),
             self.ctr(tools).args(["image", "rm", "--sync", reference]),

@@ -12,21 +12,25 @@ use super::{
 };
 
 /// A running dockerd (with its own containerd) whose only way to the registry is hoard.
-pub struct Docker {
+pub(crate) struct Docker {
     host: String,
     cli_config: PathBuf,
 }
 
 /// Starts containerd and dockerd with every path inside the scene, `HTTPS_PROXY` pointing at hoard
 /// and `SSL_CERT_FILE` holding only hoard's CA.
-pub fn start_docker(scene: &mut Scene, tools: &Tools, hoard: &Hoard) -> Result<Docker> {
+pub(crate) fn start_docker(scene: &mut Scene, tools: &Tools, hoard: &Hoard) -> Result<Docker> {
     start_docker_with(scene, tools, &Route::Proxy(hoard))
 }
 
 /// Starts containerd and dockerd with every path inside the scene, reaching registries by `route`:
 /// through the mirror, by `registry-mirrors` in daemon.json and no proxy (for Docker Hub images
 /// only; should the mirror fail, dockerd's fallback to Docker Hub itself has nowhere to go).
-pub fn start_docker_with(scene: &mut Scene, tools: &Tools, route: &Route<'_>) -> Result<Docker> {
+pub(crate) fn start_docker_with(
+    scene: &mut Scene,
+    tools: &Tools,
+    route: &Route<'_>,
+) -> Result<Docker> {
     let containerd = start_containerd(scene, tools, "containerd")?;
 
     let dk = scene.dir("dk")?;
@@ -106,7 +110,7 @@ pub fn start_docker_with(scene: &mut Scene, tools: &Tools, route: &Route<'_>) ->
 
 impl Docker {
     /// The docker CLI talking to this dockerd (and no other configuration).
-    pub fn cli(&self, tools: &Tools) -> Command {
+    pub(crate) fn cli(&self, tools: &Tools) -> Command {
         let mut command = tools.command("docker");
         command
             .env_clear()
@@ -118,7 +122,7 @@ impl Docker {
     }
 
     /// `docker pull <reference>`.
-    pub fn pull(&self, scene: &mut Scene, tools: &Tools, reference: &str) -> Result<()> {
+    pub(crate) fn pull(&self, scene: &mut Scene, tools: &Tools, reference: &str) -> Result<()> {
         let output = scene.exec(
             &format!("docker pull {reference}"),
             self.cli(tools).args(["pull", reference]),
@@ -132,7 +136,7 @@ impl Docker {
     }
 
     /// `docker image inspect`: the image ID and repo digests, or None if there is no such image.
-    pub fn inspect(
+    pub(crate) fn inspect(
         &self,
         scene: &mut Scene,
         tools: &Tools,
@@ -160,7 +164,7 @@ impl Docker {
 
     /// Fails unless docker has the image `reference` with the pushed config as its ID and
     /// `repo_digest` among its RepoDigests.
-    pub fn expect_image(
+    pub(crate) fn expect_image(
         &self,
         scene: &mut Scene,
         tools: &Tools,
@@ -186,7 +190,7 @@ impl Docker {
     }
 
     /// `docker rmi <reference>`.
-    pub fn rmi(&self, scene: &mut Scene, tools: &Tools, reference: &str) -> Result<()> {
+    pub(crate) fn rmi(&self, scene: &mut Scene, tools: &Tools, reference: &str) -> Result<()> {
         scene.exec_text(
             &format!("docker rmi {reference}"),
             self.cli(tools).args(["rmi", reference]),

@@ -15,7 +15,7 @@ use super::{
 };
 
 /// A running hoard.
-pub struct Hoard {
+pub(crate) struct Hoard {
     /// Its process name in the scene (for [`Scene::log`]).
     pub name: String,
     /// `http://127.0.0.1:<port>`, the value for `HTTPS_PROXY`.
@@ -29,10 +29,10 @@ pub struct Hoard {
 }
 
 /// Process name of hoard in the scene.
-pub const HOARD_PROC: &str = "hoard";
+pub(crate) const HOARD_PROC: &str = "hoard";
 
 /// What varies between the hoards of the tests.
-pub struct HoardOptions {
+pub(crate) struct HoardOptions {
     /// Process name, also the name of its folder in the scene (so one scene can run several).
     pub name: String,
     /// More `upstream.resolve` entries: host name to a loopback port.
@@ -64,12 +64,12 @@ impl Default for HoardOptions {
 }
 
 /// Starts `hoard serve --config FILE` intercepting [`REGISTRY_HOST`], resolved to the registry.
-pub fn start_hoard(scene: &mut Scene, pki: &Pki, registry: &Registry) -> Result<Hoard> {
+pub(crate) fn start_hoard(scene: &mut Scene, pki: &Pki, registry: &Registry) -> Result<Hoard> {
     start_hoard_with(scene, pki, registry, &HoardOptions::default())
 }
 
 /// Like [`start_hoard`], with the [`HoardOptions`].
-pub fn start_hoard_with(
+pub(crate) fn start_hoard_with(
     scene: &mut Scene,
     pki: &Pki,
     registry: &Registry,
@@ -157,7 +157,7 @@ pub fn start_hoard_with(
 
 impl Hoard {
     /// `127.0.0.1:<port>` of the mirror listener.
-    pub fn mirror_addr(&self) -> Result<String> {
+    pub(crate) fn mirror_addr(&self) -> Result<String> {
         let port = self
             .mirror_port
             .context(format!("{} was started without [mirror]", self.name))?;
@@ -169,7 +169,7 @@ impl Hoard {
 // skopeo through hoard.
 
 /// What `skopeo copy docker://gcr.io/... dir:OUT` through hoard produced.
-pub struct Copied {
+pub(crate) struct Copied {
     /// The digest skopeo recorded with `--digestfile`.
     pub digest: String,
     /// `manifest.json` as written to the `dir:` destination (byte for byte what was served).
@@ -180,7 +180,7 @@ pub struct Copied {
 
 /// Copies `gcr.io/project/image:<tag>` through hoard into `dir:<scene>/<name>`, verifying TLS
 /// against hoard's CA only.
-pub fn skopeo_copy_via_hoard(
+pub(crate) fn skopeo_copy_via_hoard(
     scene: &mut Scene,
     tools: &Tools,
     hoard: &Hoard,
@@ -191,7 +191,7 @@ pub fn skopeo_copy_via_hoard(
 }
 
 /// Copies `gcr.io/project/image:<tag>` into `dir:<scene>/<name>` by `route`.
-pub fn skopeo_copy_by(
+pub(crate) fn skopeo_copy_by(
     scene: &mut Scene,
     tools: &Tools,
     route: &Route<'_>,
@@ -209,7 +209,7 @@ pub fn skopeo_copy_by(
 
 /// Like [`skopeo_copy_via_hoard`], but a failing skopeo is an outcome (`Err` with its stderr),
 /// not a failed step.
-pub fn try_skopeo_copy_via_hoard(
+pub(crate) fn try_skopeo_copy_via_hoard(
     scene: &mut Scene,
     tools: &Tools,
     hoard: &Hoard,
@@ -225,7 +225,7 @@ pub fn try_skopeo_copy_via_hoard(
 /// Through the mirror, skopeo gets a `registries.conf` of its own whose `gcr.io` entry has the
 /// mirror as `<mirror address>/gcr.io`, plain HTTP (`insecure`), and no proxy: should the
 /// mirror fail, skopeo's fallback to `gcr.io` itself has nowhere to go.
-pub fn try_skopeo_copy_by(
+pub(super) fn try_skopeo_copy_by(
     scene: &mut Scene,
     tools: &Tools,
     route: &Route<'_>,
@@ -245,7 +245,7 @@ pub fn try_skopeo_copy_by(
 }
 
 /// Runs one `skopeo copy` per `(route, name)` at once, and fails unless every one succeeds.
-pub fn skopeo_copies_at_once(
+pub(crate) fn skopeo_copies_at_once(
     scene: &mut Scene,
     tools: &Tools,
     copies: &[(Route<'_>, String)],
@@ -268,7 +268,7 @@ pub fn skopeo_copies_at_once(
 }
 
 /// A `skopeo copy` about to run, and where its result will be.
-pub struct PendingCopy {
+pub(super) struct PendingCopy {
     dir: PathBuf,
     digest_file: PathBuf,
 }
@@ -327,7 +327,7 @@ fn skopeo_copy_command(
 impl Copied {
     /// Fails unless the copy is `pushed` byte for byte: the digest skopeo recorded, the
     /// manifest, and every blob.
-    pub fn check_matches(&self, pushed: &Pushed) -> Result {
+    pub(crate) fn check_matches(&self, pushed: &Pushed) -> Result {
         if self.digest != pushed.manifest_digest || self.manifest != pushed.manifest {
             return fail(format!(
                 "{}: skopeo copied {} ({} bytes of manifest), the registry holds {} ({} bytes)",

@@ -10,7 +10,7 @@ use super::{
 };
 
 /// What was pushed to the registry.
-pub struct Pushed {
+pub(crate) struct Pushed {
     /// The tag.
     pub tag: String,
     /// Digest of the manifest as stored by the registry.
@@ -35,7 +35,7 @@ fn docker_arch() -> &'static str {
 }
 
 /// `len` bytes from /dev/urandom.
-pub fn urandom(len: usize) -> Result<Vec<u8>> {
+pub(crate) fn urandom(len: usize) -> Result<Vec<u8>> {
     let mut bytes = vec![0; len];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
@@ -45,7 +45,7 @@ pub fn urandom(len: usize) -> Result<Vec<u8>> {
 
 /// Writes a three-layer image (random content, so every run is new to every cache) as an OCI
 /// layout, pushes it with skopeo as Docker v2 schema 2 and reads back what the registry stored.
-pub fn build_and_push(
+pub(crate) fn build_and_push(
     scene: &mut Scene,
     tools: &Tools,
     pki: &Pki,
@@ -206,7 +206,7 @@ pub fn build_and_push(
 
 /// skopeo with the machine's policy, registries.conf and credentials replaced by the scene's own:
 /// no registry credentials at all unless a command passes `--creds`.
-pub fn skopeo(scene: &Scene, tools: &Tools) -> Result<Command> {
+pub(crate) fn skopeo(scene: &Scene, tools: &Tools) -> Result<Command> {
     let conf = scene.path("registries.conf");
     if !conf.exists() {
         fs::write(&conf, "").context("writing an empty registries.conf")?;

@@ -21,34 +21,36 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-pub use crate::common::{free_port, sha256};
+pub(super) use crate::common::{free_port, sha256};
 
-pub use self::hoard::{
+pub(super) use self::hoard::{
     HOARD_PROC, Hoard, HoardOptions, skopeo_copies_at_once, skopeo_copy_by, skopeo_copy_via_hoard,
     start_hoard, start_hoard_with, try_skopeo_copy_via_hoard,
 };
-pub use containerd::{Containerd, start_containerd};
-pub use docker::{start_docker, start_docker_with};
-pub use image::{Pushed, build_and_push, skopeo, urandom};
-pub use pki::{Pki, make_pki, make_server_cert};
-pub use registry::{REGISTRY_PROC, Registry, RegistryAuth, start_registry, start_registry_with};
-pub use scene::Scene;
+pub(super) use containerd::{Containerd, start_containerd};
+pub(super) use docker::{start_docker, start_docker_with};
+pub(super) use image::{Pushed, build_and_push, skopeo, urandom};
+pub(super) use pki::{Pki, make_pki, make_server_cert};
+pub(super) use registry::{
+    REGISTRY_PROC, Registry, RegistryAuth, start_registry, start_registry_with,
+};
+pub(super) use scene::Scene;
 
 /// The registry host the tests pull from; hoard intercepts it and resolves it to the test registry.
-pub const REGISTRY_HOST: &str = "gcr.io";
+pub(super) const REGISTRY_HOST: &str = "gcr.io";
 /// Docker Hub's registry host: the upstream of dockerd's `registry-mirrors`, resolved by hoard to
 /// the test registry like [`REGISTRY_HOST`].
-pub const DOCKER_HUB_HOST: &str = "registry-1.docker.io";
+pub(super) const DOCKER_HUB_HOST: &str = "registry-1.docker.io";
 /// Repository the test image is pushed to.
-pub const REPOSITORY: &str = "project/image";
+pub(super) const REPOSITORY: &str = "project/image";
 /// hoard's `cache.tag_ttl` in the tests; the "registry down" steps wait longer than this so the
 /// tag is stale and hoard has to fall back to its cache.
-pub const TAG_TTL: Duration = Duration::from_secs(1);
+pub(super) const TAG_TTL: Duration = Duration::from_secs(1);
 
 /// The programs a test with skopeo as the client needs.
-pub const SKOPEO_TOOLS: [&str; 5] = ["openssl", "tar", "gzip", "docker-registry", "skopeo"];
+pub(super) const SKOPEO_TOOLS: [&str; 5] = ["openssl", "tar", "gzip", "docker-registry", "skopeo"];
 /// The programs a test with dockerd as the client needs (skopeo still pushes the image).
-pub const DOCKERD_TOOLS: [&str; 8] = [
+pub(super) const DOCKERD_TOOLS: [&str; 8] = [
     "openssl",
     "tar",
     "gzip",
@@ -60,7 +62,7 @@ pub const DOCKERD_TOOLS: [&str; 8] = [
 ];
 
 /// The programs a test with a standalone containerd and `ctr` as the client needs.
-pub const CTR_TOOLS: [&str; 7] = [
+pub(super) const CTR_TOOLS: [&str; 7] = [
     "openssl",
     "tar",
     "gzip",
@@ -70,7 +72,7 @@ pub const CTR_TOOLS: [&str; 7] = [
     "ctr",
 ];
 
-pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+pub(super) const START_TIMEOUT: Duration = Duration::from_secs(20);
 const PULL_TIMEOUT: Duration = Duration::from_secs(180);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -79,7 +81,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 // harness when a test returns Err.
 
 /// A test failure with a readable message.
-pub struct Failure(String);
+pub(super) struct Failure(String);
 
 impl fmt::Debug for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -94,15 +96,15 @@ impl<E: std::error::Error> From<E> for Failure {
 }
 
 /// Result of a test step.
-pub type Result<T = ()> = std::result::Result<T, Failure>;
+pub(super) type Result<T = ()> = std::result::Result<T, Failure>;
 
 /// Builds a [`Failure`] from a message.
-pub fn fail<T>(message: impl Into<String>) -> Result<T> {
+pub(super) fn fail<T>(message: impl Into<String>) -> Result<T> {
     Err(Failure(message.into()))
 }
 
 /// Adds what was being done to an error (`.context("reading x")?`).
-pub trait Context<T> {
+pub(super) trait Context<T> {
     /// Wraps the error (or `None`) with `what`.
     fn context(self, what: impl fmt::Display) -> Result<T>;
 }
@@ -120,7 +122,7 @@ impl<T> Context<T> for Option<T> {
 }
 
 /// How a client reaches the registry: only ever through hoard.
-pub enum Route<'a> {
+pub(super) enum Route<'a> {
     /// hoard's proxy port as `HTTPS_PROXY`, trusting only hoard's CA.
     Proxy(&'a Hoard),
     /// hoard's mirror listener (plain HTTP), configured as the client's registry mirror; no proxy.
@@ -129,7 +131,7 @@ pub enum Route<'a> {
 
 impl Route<'_> {
     /// "hoard" or "hoard's mirror", for messages.
-    pub fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         match self {
             Route::Proxy(hoard) => hoard.name.clone(),
             Route::Mirror(hoard) => format!("{}'s mirror", hoard.name),
@@ -141,12 +143,12 @@ impl Route<'_> {
 // Prerequisites and the skipping policy.
 
 /// Absolute paths of the external programs a test uses.
-pub struct Tools(HashMap<&'static str, PathBuf>);
+pub(super) struct Tools(HashMap<&'static str, PathBuf>);
 
 impl Tools {
     /// A command for `tool`, with proxy variables removed so nothing leaks in from the caller's
     /// environment (the tests set `HTTPS_PROXY` themselves where they want it).
-    pub fn command(&self, tool: &str) -> Command {
+    pub(super) fn command(&self, tool: &str) -> Command {
         let program = self
             .0
             .get(tool)
@@ -175,7 +177,7 @@ impl Tools {
 /// variable `CI` is `true`: then it panics, so CI cannot go green without running it. A machine
 /// that would make the test fail for reasons of its own (see [`check_environment`]) panics with
 /// one line naming the cause, CI or not.
-pub fn run(
+pub(super) fn run(
     test: &str,
     tools: &[&'static str],
     needs_root: bool,
@@ -227,7 +229,7 @@ pub fn run(
 /// must take listeners on port 0, and for dockerd [`REGISTRY_HOST`] must not resolve to loopback
 /// (hoard's `upstream.resolve` maps it for hoard only; an `/etc/hosts` entry pointing it at
 /// loopback makes dockerd treat it as an insecure registry and skip TLS checks).
-pub fn check_environment(test: &str, dockerd: bool) {
+pub(super) fn check_environment(test: &str, dockerd: bool) {
     let wrong =
         |cause: String| -> ! { panic!("{test}: wrong environment for the e2e tests: {cause}") };
     if let Err(e) = tempfile::Builder::new()
@@ -278,7 +280,7 @@ fn is_root() -> bool {
 // Small helpers.
 
 /// Waits until `check` returns true, failing after `timeout` with `what`.
-pub fn wait_for(
+pub(super) fn wait_for(
     what: &str,
     timeout: Duration,
     mut check: impl FnMut() -> Result<bool>,
@@ -295,7 +297,7 @@ pub fn wait_for(
     }
 }
 
-pub fn accepts(port: u16) -> bool {
+pub(super) fn accepts(port: u16) -> bool {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
 }
@@ -309,12 +311,12 @@ fn loopback_address_of(host: &str) -> Option<SocketAddr> {
 }
 
 /// `text` as a JSON string literal, which is also a TOML basic string and a YAML double-quoted one.
-pub fn json_string(text: &str) -> String {
+pub(super) fn json_string(text: &str) -> String {
     serde_json::Value::String(text.to_owned()).to_string()
 }
 
 /// `path` as UTF-8, or a failure naming it.
-pub fn path_str(path: &Path) -> Result<&str> {
+pub(super) fn path_str(path: &Path) -> Result<&str> {
     path.to_str()
         .context(format!("path is not UTF-8: {}", path.display()))
 }

@@ -7,7 +7,7 @@ use super::{Context as _, DOCKER_HUB_HOST, REGISTRY_HOST, Result, Scene, Tools};
 
 /// The test CA and the upstream registry's certificate (for `gcr.io`, `registry-1.docker.io` and
 /// 127.0.0.1).
-pub struct Pki {
+pub(crate) struct Pki {
     /// The test CA certificate (PEM); hoard trusts it through `upstream.extra_ca_files`.
     pub ca_crt: PathBuf,
     /// The test CA's private key, for [`make_server_cert`].
@@ -21,7 +21,7 @@ pub struct Pki {
 }
 
 /// Generates a P-256 CA and a server certificate signed by it.
-pub fn make_pki(scene: &mut Scene, tools: &Tools) -> Result<Pki> {
+pub(crate) fn make_pki(scene: &mut Scene, tools: &Tools) -> Result<Pki> {
     let dir = scene.dir("pki")?;
     let ca_key = dir.join("test-ca.key");
     let ca_crt = dir.join("test-ca.crt");
@@ -71,7 +71,7 @@ pub fn make_pki(scene: &mut Scene, tools: &Tools) -> Result<Pki> {
 
 /// A P-256 server certificate signed by the test CA for `subject_alt_names` (openssl syntax,
 /// `DNS:a,IP:b`), as `pki/<stem>.crt` and `pki/<stem>.key`.
-pub fn make_server_cert(
+pub(crate) fn make_server_cert(
     scene: &mut Scene,
     tools: &Tools,
     pki: &Pki,

@@ -11,7 +11,7 @@ use super::{
 };
 
 /// A running `docker-registry`.
-pub struct Registry {
+pub(crate) struct Registry {
     /// Its loopback port.
     pub port: u16,
     /// `user:password` for skopeo's `--creds` when the registry checks an htpasswd file.
@@ -19,7 +19,7 @@ pub struct Registry {
 }
 
 /// How the registry authenticates its clients.
-pub enum RegistryAuth {
+pub(crate) enum RegistryAuth {
     /// Everyone may pull and push.
     None,
     /// HTTP Basic against an htpasswd file holding one bcrypt line for `user`.
@@ -43,16 +43,16 @@ pub enum RegistryAuth {
 }
 
 /// Process name of the registry in the scene (for [`Scene::stop`]).
-pub const REGISTRY_PROC: &str = "registry";
+pub(crate) const REGISTRY_PROC: &str = "registry";
 
 /// Starts `docker-registry serve` with TLS, no auth, storage in the scene.
-pub fn start_registry(scene: &mut Scene, tools: &Tools, pki: &Pki) -> Result<Registry> {
+pub(crate) fn start_registry(scene: &mut Scene, tools: &Tools, pki: &Pki) -> Result<Registry> {
     start_registry_with(scene, tools, pki, &RegistryAuth::None)
 }
 
 /// Starts `docker-registry serve` with TLS and `auth`, storage in the scene (the same folder every
 /// time, so a registry restarted with other settings serves what was pushed before).
-pub fn start_registry_with(
+pub(crate) fn start_registry_with(
     scene: &mut Scene,
     tools: &Tools,
     pki: &Pki,
@@ -125,18 +125,18 @@ pub fn start_registry_with(
 
 impl Registry {
     /// `docker://127.0.0.1:<port>/<repo>:<tag>`, the registry's own address.
-    pub fn reference(&self, tag: &str) -> String {
+    pub(crate) fn reference(&self, tag: &str) -> String {
         format!("docker://127.0.0.1:{}/{REPOSITORY}:{tag}", self.port)
     }
 
     /// Whether the registry still accepts connections.
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         accepts(self.port)
     }
 
     /// Stops the registry and waits long enough for hoard's cached tags to be stale, so the next
     /// pull has to try the upstream, find it down and serve from the cache.
-    pub fn stop_and_let_tags_expire(&self, scene: &mut Scene) -> Result {
+    pub(crate) fn stop_and_let_tags_expire(&self, scene: &mut Scene) -> Result {
         scene.stop(REGISTRY_PROC)?;
         if self.is_up() {
             return fail("the registry still accepts connections after being stopped");

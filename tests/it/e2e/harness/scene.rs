@@ -17,7 +17,7 @@ struct Proc {
 /// One test's temporary folder and the long-running processes started in it. Dropping it stops
 /// the processes (last started first), unmounts whatever is still mounted below the folder and
 /// removes the folder.
-pub struct Scene {
+pub(crate) struct Scene {
     procs: Vec<Proc>,
     logs: PathBuf,
     commands: usize,
@@ -43,12 +43,12 @@ impl Scene {
     }
 
     /// A path inside the test folder.
-    pub fn path(&self, relative: &str) -> PathBuf {
+    pub(crate) fn path(&self, relative: &str) -> PathBuf {
         self.root.path().join(relative)
     }
 
     /// A new folder inside the test folder.
-    pub fn dir(&self, relative: &str) -> Result<PathBuf> {
+    pub(crate) fn dir(&self, relative: &str) -> Result<PathBuf> {
         let dir = self.path(relative);
         fs::create_dir_all(&dir).context(format!("creating {}", dir.display()))?;
         Ok(dir)
@@ -57,7 +57,12 @@ impl Scene {
     /// Starts a long-running process with stdout and stderr in `logs/<name>.log` (appended to, so
     /// a process restarted under the same name keeps the earlier log). `grace` is how long
     /// [`Scene::stop`] waits after SIGTERM before SIGKILL (zero: SIGKILL at once).
-    pub fn spawn(&mut self, name: &str, mut command: Command, grace: Duration) -> Result<()> {
+    pub(crate) fn spawn(
+        &mut self,
+        name: &str,
+        mut command: Command,
+        grace: Duration,
+    ) -> Result<()> {
         let log = self.logs.join(format!("{name}.log"));
         let out = fs::OpenOptions::new()
             .create(true)
@@ -82,7 +87,7 @@ impl Scene {
     }
 
     /// Fails if the process `name` has exited.
-    pub fn check_running(&mut self, name: &str) -> Result<()> {
+    pub(crate) fn check_running(&mut self, name: &str) -> Result<()> {
         let proc = self
             .procs
             .iter_mut()
@@ -98,7 +103,7 @@ impl Scene {
     }
 
     /// Stops the process `name` by its PID and waits for it.
-    pub fn stop(&mut self, name: &str) -> Result<()> {
+    pub(crate) fn stop(&mut self, name: &str) -> Result<()> {
         let index = self
             .procs
             .iter()
@@ -111,7 +116,7 @@ impl Scene {
 
     /// Runs a short command to completion (killed after `timeout`); stdout and stderr are kept in
     /// `logs/`. Fails unless it exits with status 0.
-    pub fn exec(
+    pub(crate) fn exec(
         &mut self,
         what: &str,
         command: &mut Command,
@@ -128,13 +133,13 @@ impl Scene {
     }
 
     /// Like [`Scene::exec`] with the default timeout, returning stdout as text.
-    pub fn exec_text(&mut self, what: &str, command: &mut Command) -> Result<String> {
+    pub(crate) fn exec_text(&mut self, what: &str, command: &mut Command) -> Result<String> {
         let stdout = self.exec(what, command, COMMAND_TIMEOUT)?;
         String::from_utf8(stdout).context(format!("{what}: stdout is not UTF-8"))
     }
 
     /// Runs a command to completion and returns its status, stdout and stderr whatever the status.
-    pub fn exec_status(
+    pub(crate) fn exec_status(
         &mut self,
         what: &str,
         command: &mut Command,
@@ -146,7 +151,7 @@ impl Scene {
 
     /// Runs commands at once, each to completion, and returns each one's status, stdout and
     /// stderr whatever the status; fails if any is still running after `timeout`.
-    pub fn exec_all(
+    pub(crate) fn exec_all(
         &mut self,
         what: &str,
         commands: Vec<Command>,
@@ -186,12 +191,12 @@ impl Scene {
     }
 
     /// What a process started with [`Scene::spawn`] has logged so far.
-    pub fn log(&self, name: &str) -> String {
+    pub(crate) fn log(&self, name: &str) -> String {
         fs::read_to_string(self.logs.join(format!("{name}.log"))).unwrap_or_default()
     }
 
     /// The access-log lines (`hoard::log: request ...`) the hoard process `name` has written so far.
-    pub fn access_log(&self, name: &str) -> Vec<String> {
+    pub(crate) fn access_log(&self, name: &str) -> Vec<String> {
         self.log(name)
             .lines()
             .filter(|l| l.contains("hoard::log: request "))
