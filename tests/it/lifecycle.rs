@@ -212,18 +212,5 @@ async fn sigterm_lets_transfers_in_progress_finish() {
         "no new connections once stopping"
     );
     assert_eq!(transfer.await.unwrap(), bytes, "the transfer finished");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = hoard.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "hoard did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(status.success(), "{status}");
-    assert!(
-        hoard.log().contains("all connections and fills finished"),
-        "{}",
-        hoard.log()
-    );
+    hoard.wait_drained_exit().await;
 }

@@ -117,20 +117,7 @@ async fn sigterm_closes_every_listener_at_once_and_lets_each_transfer_finish() {
         let got = transfer.await.unwrap();
         assert!(got == *bytes, "the transfer of {digest} finished whole");
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = hoard.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "hoard did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(status.success(), "{status}");
-    assert!(
-        hoard.log().contains("all connections and fills finished"),
-        "{}",
-        hoard.log()
-    );
+    hoard.wait_drained_exit().await;
 }
 
 #[tokio::test]

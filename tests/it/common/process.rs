@@ -62,6 +62,22 @@ impl HoardProcess {
         }
     }
 
+    /// Waits for the process to exit (at most 10 s) and checks that it drained cleanly: exit
+    /// code 0, and its word that every connection and fill finished.
+    pub(crate) async fn wait_drained_exit(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "hoard did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(status.success(), "{status}");
+        let log = self.log();
+        assert!(log.contains("all connections and fills finished"), "{log}");
+    }
+
     /// Waits until hoard logs `line`, failing if it exits or takes over 20 s.
     pub(crate) async fn wait_logged(&mut self, line: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
