@@ -10,7 +10,7 @@ use anyhow::Context as _;
 
 use crate::access::limits::ConnectionLimits;
 use crate::access::{FillSlots, ProxyAuth};
-use crate::config::Config;
+use crate::config::{Config, LendTo};
 use crate::fleet::Fleet;
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -135,6 +135,7 @@ impl Hoard {
 
     /// Loads the CA, opens the store and builds the upstream client.
     pub(crate) fn new(config: Config) -> anyhow::Result<Hoard> {
+        log_lending(&config);
         let provider = crate::crypto_provider();
         // A new CA signs the intercepted hosts and the mirror's own names, nothing else.
         let mirror_names = match config.mirror.as_ref().map(|m| &m.tls) {
@@ -178,6 +179,25 @@ impl Hoard {
             tier,
             listeners: Mutex::default(),
         })
+    }
+}
+
+/// Says, at start, which of hoard's registry accounts are not lent to every client, and why.
+fn log_lending(config: &Config) {
+    for credential in &config.upstream.credentials {
+        let host = credential.host.as_str();
+        match &credential.lend_to {
+            LendTo::Everyone => {}
+            LendTo::Users(users) if users.is_empty() => tracing::warn!(
+                host,
+                "hoard's account is lent to nobody: lend_to is empty, or absent on a shared \
+                 hoard (a listener beyond loopback, or proxy.auth_file); clients use their own \
+                 credentials. lend_to = [\"*\"] lends it to every client as before"
+            ),
+            LendTo::Users(users) => {
+                tracing::info!(host, ?users, "hoard's account is lent only to these users (lend_to)")
+            }
+        }
     }
 }
 

@@ -38,6 +38,12 @@ static BCRYPT_SLOTS: LazyLock<Semaphore> = LazyLock::new(|| {
     Semaphore::new((cores / 2).clamp(1, 4))
 });
 
+/// A hoard user (of `proxy.auth_file`) a request logged in as: on the proxy port, the proxy
+/// login of its connection; on the mirror, its `Authorization`. Decides which of hoard's
+/// registry accounts are lent to the request (`lend_to`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct User(pub String);
+
 /// Checks `Proxy-Authorization` against the htpasswd users, remembering successes for a while
 /// and failures per client address.
 #[derive(Debug)]
@@ -55,9 +61,10 @@ struct Failures {
 }
 
 /// The result of a proxy authentication check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum AuthVerdict {
-    Allowed,
+    /// A good login, by this user.
+    Allowed(User),
     /// No credentials, or wrong ones: answer 407.
     Denied,
     /// Too many failed logins from this address: answer 429, retry after this long.
@@ -84,8 +91,10 @@ impl ProxyAuth {
             return AuthVerdict::Denied;
         };
         let key: [u8; 32] = sha2::Sha256::digest(value.as_bytes()).into();
-        if self.recently_verified(&key) {
-            return AuthVerdict::Allowed;
+        if self.recently_verified(&key)
+            && let Some((user, _)) = basic_credentials(value.as_bytes())
+        {
+            return AuthVerdict::Allowed(User(user));
         }
         let peer = crate::access::limits::client_key(peer);
         if let Some(wait) = self.throttled(peer) {
@@ -108,7 +117,7 @@ impl ProxyAuth {
             }
         }
         verified.insert(key, Instant::now());
-        AuthVerdict::Allowed
+        AuthVerdict::Allowed(User(user))
     }
 
     /// How long `peer` must wait before its logins are checked again, if it must.
@@ -187,12 +196,12 @@ mod tests {
         assert_eq!(
             auth.check(with(&basic_header("alice", "pw")).as_ref(), LOCAL)
                 .await,
-            AuthVerdict::Allowed
+            AuthVerdict::Allowed(User("alice".into()))
         );
         assert_eq!(
             auth.check(with(&basic_header("alice", "pw")).as_ref(), LOCAL)
                 .await,
-            AuthVerdict::Allowed
+            AuthVerdict::Allowed(User("alice".into()))
         );
         assert_eq!(
             auth.check(with(&basic_header("alice", "no")).as_ref(), LOCAL)

@@ -8,4 +8,4 @@ pub(crate) mod limits;
 pub(crate) mod login;
 
 pub(crate) use fills::{ClientAddr, FillSlot, FillSlots};
-pub(crate) use login::{AuthVerdict, ProxyAuth};
+pub(crate) use login::{AuthVerdict, ProxyAuth, User};

@@ -84,6 +84,11 @@ fn dummy_hash(cost: Option<u32>) -> String {
 impl Htpasswd {
     /// The hash to check `user`'s password against, and whether `user` is known: an unknown
     /// user gets the dummy hash, so that a wrong name costs as much as a wrong password.
+    /// Whether `user` is in the file.
+    pub fn has(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+
     pub(crate) fn hash_for(&self, user: &str) -> (&str, bool) {
         match self.users.get(user) {
             Some(hash) => (hash, true),

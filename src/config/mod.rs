@@ -19,6 +19,7 @@ mod check;
 mod error;
 mod file;
 mod fleet;
+mod groups;
 mod htpasswd;
 mod intercept;
 mod log;
@@ -34,6 +35,7 @@ pub use cache::{AuthOnHit, CacheConfig, CacheLimits, CacheSection, FillLimits};
 pub use error::ConfigError;
 pub use file::FileConfig;
 pub use fleet::{FleetConfig, FleetSection, Peers, PeersSection, Secret};
+pub use groups::Groups;
 pub use htpasswd::Htpasswd;
 pub use intercept::InterceptSection;
 pub use log::{LogConfig, LogFormat, LogSection};
@@ -42,7 +44,7 @@ pub use proxy::{Connections, ProxyConfig, ProxySection};
 pub use store::{S3Config, S3Credentials, S3Section, StoreConfig, StoreSection};
 pub use units::{parse_duration, parse_size};
 pub use upstream::{
-    Credential, CredentialSection, UpstreamClients, UpstreamConfig, UpstreamSection,
+    Credential, CredentialSection, LendTo, UpstreamClients, UpstreamConfig, UpstreamSection,
 };
 
 /// Command-line values that override the file (all optional).
@@ -105,7 +107,31 @@ impl Config {
             || !file.upstream.credentials.is_empty();
         let cache = cache::cache(file.cache, cli.cache_dir, cli.tag_ttl, shared)?;
         let intercept = intercept::intercept(file.intercept)?;
-        let upstream = upstream::upstream(file.upstream, allow_private_destinations)?;
+        // hoard's accounts are lent to everyone only on a hoard nobody else reaches and nobody
+        // logs in to; elsewhere `lend_to` says to whom.
+        let lenders = upstream::Lenders {
+            users: proxy.users.as_deref(),
+            groups: &proxy.groups,
+            default_everyone: proxy.listen.ip().is_loopback()
+                && mirror.as_ref().is_none_or(|m| m.listen.ip().is_loopback())
+                && proxy.users.is_none(),
+        };
+        let upstream = upstream::upstream(file.upstream, allow_private_destinations, &lenders)?;
+        if cache.auth_on_hit == AuthOnHit::None
+            && let Some(narrow) = upstream
+                .credentials
+                .iter()
+                .find(|c| c.lend_to != LendTo::Everyone)
+        {
+            return Err(ConfigError::Invalid {
+                key: "cache.auth_on_hit",
+                message: format!(
+                    "\"none\" serves cached objects to everyone, but the account for {} is not \
+                     lent to everyone (lend_to); use \"upstream\"",
+                    narrow.host
+                ),
+            });
+        }
         let admin = admin::admin(file.admin)?;
         let log = log::log(file.log)?;
         let fleet = fleet::fleet(file.fleet)?;

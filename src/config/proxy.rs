@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::check::{changed, count_key, duration_key, guard_check, size_key};
 use super::error::ConfigError;
+use super::groups::Groups;
 use super::htpasswd::Htpasswd;
 use crate::net::Cidr;
 
@@ -18,6 +19,7 @@ use crate::net::Cidr;
 pub struct ProxySection {
     pub listen: Option<String>,
     pub auth_file: Option<PathBuf>,
+    pub groups_file: Option<PathBuf>,
     #[serde(default)]
     pub allow_clients: Vec<String>,
     #[serde(default)]
@@ -42,6 +44,8 @@ pub struct ProxyConfig {
     pub listen: SocketAddr,
     /// Users who may use the proxy (`proxy.auth_file`); `None`: no proxy authentication.
     pub users: Option<Arc<Htpasswd>>,
+    /// Groups of those users (`proxy.groups_file`), for `lend_to = ["@group"]`.
+    pub groups: Groups,
     /// Client address blocks allowed (`proxy.allow_clients`); empty: everyone.
     pub allow_clients: Vec<Cidr>,
     /// Whether a listener beyond loopback may go without authentication and allow-list.
@@ -116,6 +120,13 @@ pub(super) fn proxy(
         })?)),
         None => None,
     };
+    let groups = match &section.groups_file {
+        Some(path) => Groups::load(path).map_err(|message| ConfigError::Invalid {
+            key: "proxy.groups_file",
+            message,
+        })?,
+        None => Groups::default(),
+    };
     let allow_clients = section
         .allow_clients
         .iter()
@@ -140,6 +151,7 @@ pub(super) fn proxy(
     Ok(ProxyConfig {
         listen,
         users,
+        groups,
         allow_clients,
         open: section.open,
         connect_ports: section.connect_ports.unwrap_or_else(|| vec![443]),

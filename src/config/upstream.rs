@@ -1,6 +1,6 @@
 //! `[upstream]`: how hoard reaches registries, and its own credentials for them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,6 +9,8 @@ use serde::Deserialize;
 
 use super::check::duration_key;
 use super::error::ConfigError;
+use super::groups::Groups;
+use super::htpasswd::Htpasswd;
 use crate::net::{NoProxy, Parent, ParentUrl, is_dns_name};
 
 /// `[upstream]` as written.
@@ -36,6 +38,8 @@ pub struct CredentialSection {
     pub username: String,
     pub password: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// Who hoard lends this account to: proxy users, `"@group"`s, or `"*"`.
+    pub lend_to: Option<Vec<String>>,
 }
 
 /// `[upstream]`, checked.
@@ -78,6 +82,36 @@ pub struct Credential {
     /// (as Docker Hub hands out), and a Basic one not at all. The mirror's stand-in for a
     /// client that logs in to no registry.
     pub anonymous: bool,
+    /// Who hoard lends this account to (`lend_to`).
+    pub lend_to: LendTo,
+}
+
+/// Who hoard lends one of its registry accounts to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LendTo {
+    /// Every client (`lend_to = ["*"]`).
+    Everyone,
+    /// These proxy users (groups resolved); empty: nobody.
+    Users(BTreeSet<String>),
+}
+
+impl LendTo {
+    /// Whether a request by `user` (the hoard login it gave, if any) may use the account.
+    pub fn lends_to(&self, user: Option<&str>) -> bool {
+        match self {
+            LendTo::Everyone => true,
+            LendTo::Users(users) => user.is_some_and(|user| users.contains(user)),
+        }
+    }
+}
+
+/// What `lend_to` is resolved against: the proxy users and groups, and what an absent `lend_to`
+/// means.
+pub(super) struct Lenders<'a> {
+    pub(super) users: Option<&'a Htpasswd>,
+    pub(super) groups: &'a Groups,
+    /// `lend_to` absent means `"*"` (a hoard only this host reaches, with no logins) or nobody.
+    pub(super) default_everyone: bool,
 }
 
 impl Credential {
@@ -88,6 +122,7 @@ impl Credential {
             username: String::new(),
             password: String::new(),
             anonymous: true,
+            lend_to: LendTo::Everyone,
         }
     }
 }
@@ -105,8 +140,17 @@ impl std::fmt::Debug for Credential {
 }
 
 impl UpstreamConfig {
-    /// hoard's credentials for `host_key` (`host` or `host:port`), if configured.
-    pub(crate) fn credential_for(&self, host_key: &str) -> Option<&Credential> {
+    /// hoard's credentials for `host_key` (`host` or `host:port`) lent to `user` (the hoard
+    /// login of the request, if any): the first block for the host whose `lend_to` includes it.
+    pub(crate) fn credential_for(&self, host_key: &str, user: Option<&str>) -> Option<&Credential> {
+        self.credentials
+            .iter()
+            .find(|c| c.host == host_key && c.lend_to.lends_to(user))
+    }
+
+    /// hoard's first credentials for `host_key`, to whoever asks: for a fleet node's request,
+    /// when the node says it lent the account.
+    pub(crate) fn any_credential_for(&self, host_key: &str) -> Option<&Credential> {
         self.credentials.iter().find(|c| c.host == host_key)
     }
 }
@@ -116,6 +160,7 @@ impl UpstreamConfig {
 pub(super) fn upstream(
     section: UpstreamSection,
     allow_private_destinations: bool,
+    lenders: &Lenders<'_>,
 ) -> Result<UpstreamConfig, ConfigError> {
     let connect_timeout = duration_key("upstream.connect_timeout", section.connect_timeout, 10)?;
     let read_timeout = duration_key("upstream.read_timeout", section.read_timeout, 30)?;
@@ -143,7 +188,7 @@ pub(super) fn upstream(
     let credentials = section
         .credentials
         .into_iter()
-        .map(credential)
+        .map(|section| credential(section, lenders))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(UpstreamConfig {
         clients: UpstreamClients {
@@ -161,7 +206,7 @@ pub(super) fn upstream(
 
 /// One `[[upstream.credentials]]`: a registry host and exactly one of a password or a file
 /// holding it.
-fn credential(section: CredentialSection) -> Result<Credential, ConfigError> {
+fn credential(section: CredentialSection, lenders: &Lenders<'_>) -> Result<Credential, ConfigError> {
     let invalid = |message: String| ConfigError::Invalid {
         key: "upstream.credentials",
         message,
@@ -187,10 +232,50 @@ fn credential(section: CredentialSection) -> Result<Credential, ConfigError> {
             )));
         }
     };
+    let lend_to = lend_to(&host, section.lend_to, lenders)?;
     Ok(Credential {
         host,
         username: section.username,
         password,
         anonymous: false,
+        lend_to,
     })
+}
+
+/// `lend_to` of the credentials for `host`: every name a user of `proxy.auth_file` or a group
+/// of `proxy.groups_file` (`"@group"`), or `"*"`.
+fn lend_to(
+    host: &str,
+    names: Option<Vec<String>>,
+    lenders: &Lenders<'_>,
+) -> Result<LendTo, ConfigError> {
+    let Some(names) = names else {
+        return Ok(match lenders.default_everyone {
+            true => LendTo::Everyone,
+            false => LendTo::Users(BTreeSet::new()),
+        });
+    };
+    let invalid = |message: String| ConfigError::Invalid {
+        key: "upstream.credentials.lend_to",
+        message: format!("{host}: {message}"),
+    };
+    if names.iter().any(|name| name == "*") {
+        return Ok(LendTo::Everyone);
+    }
+    let mut users = BTreeSet::new();
+    for name in names {
+        if let Some(group) = name.strip_prefix('@') {
+            let members = lenders.groups.members(group).ok_or_else(|| {
+                invalid(format!("no group {group:?} in proxy.groups_file"))
+            })?;
+            users.extend(members.iter().cloned());
+        } else if lenders.users.is_some_and(|users| users.has(&name)) {
+            users.insert(name);
+        } else {
+            return Err(invalid(format!(
+                "{name:?} is not a user of proxy.auth_file (a group is \"@name\", everyone \"*\")"
+            )));
+        }
+    }
+    Ok(LendTo::Users(users))
 }

@@ -11,7 +11,7 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
-use crate::access::AuthVerdict;
+use crate::access::{AuthVerdict, User};
 use crate::hoard::Hoard;
 use crate::http::{Body, error};
 use crate::telemetry::AuthFailure;
@@ -57,14 +57,15 @@ impl Login {
     }
 }
 
-/// `Ok` when `client` may ask with `headers`; else the refusal: 403 off the allow-list, 407 or
+/// `Ok` when `client` may ask with `headers`, with the user it logged in as (none without
+/// `proxy.auth_file`, or for an open request); else the refusal: 403 off the allow-list, 407 or
 /// 401 without a good login, 429 after too many bad ones.
 pub(crate) async fn admit(
     headers: &HeaderMap,
     client: IpAddr,
     hoard: &Hoard,
     login: Login,
-) -> Result<(), Response<Body>> {
+) -> Result<Option<User>, Response<Body>> {
     let allowed = {
         let config = hoard.config();
         config.proxy.allow_clients.is_empty()
@@ -84,10 +85,10 @@ pub(crate) async fn admit(
     let (Some(users), Some((header, status, challenge, reason))) =
         (hoard.proxy_auth(), login.how())
     else {
-        return Ok(());
+        return Ok(None);
     };
     match users.check(headers.get(header), client).await {
-        AuthVerdict::Allowed => return Ok(()),
+        AuthVerdict::Allowed(user) => return Ok(Some(user)),
         AuthVerdict::Throttled(wait) => return Err(throttled(client, wait, hoard, login)),
         AuthVerdict::Denied => {}
     }

@@ -8,6 +8,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 
 use super::route::{self, map};
+use crate::access::User;
 use crate::fleet::Mode;
 use crate::hoard::Hoard;
 use crate::http::{Body, error};
@@ -15,7 +16,7 @@ use crate::registry::Target;
 use crate::registry::conn::Answered;
 
 /// How a listener maps its requests.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Mapping<'a> {
     /// The registry of a request that names none; empty: a request must name one (in `ns`).
     pub default_registry: &'a str,
@@ -24,8 +25,11 @@ pub(crate) struct Mapping<'a> {
     pub mode: Mode,
     /// Whether the client's `Authorization` goes to the registry.
     pub keep_authorization: bool,
-    /// A fleet peer asks: answered by this node, never by another peer.
+    /// A fleet peer asks: answered by this node, never by another peer, lending hoard's account
+    /// only as far as the node did (`mode`).
     pub for_peer: bool,
+    /// The hoard user a mirror client logged in as, for `lend_to`.
+    pub user: Option<User>,
 }
 
 /// A request, mapped.
@@ -116,8 +120,8 @@ pub(crate) fn mapped(
         ));
     }
     let target = match how.mode {
-        Mode::Mirror => Target::mirrored(host, port),
-        Mode::Proxy | Mode::Stats => Target::new(host, port),
+        Mode::Mirror { .. } => Target::mirrored(host, port),
+        Mode::Proxy { .. } | Mode::Stats => Target::new(host, port),
     };
     let Some(target) = target else {
         return Err(Rejection::new(
@@ -136,9 +140,9 @@ pub(crate) fn mapped(
         request.headers_mut().remove(AUTHORIZATION);
     }
     let target = if how.for_peer {
-        target.for_peer()
+        target.for_peer(how.mode.lent())
     } else {
-        target
+        target.borrowed_by(how.user)
     };
     Ok(Mapped::Registry(target, request))
 }

@@ -24,34 +24,56 @@ pub(crate) struct Signed<'a> {
     pub mode: Mode,
 }
 
-/// What a signed request is for: a registry read, and how the requester reaches the registry,
-/// or the peer's metrics. On the wire (the `hoard-fleet-mode` header and the signed text):
-/// `proxy`, `mirror`, `stats`.
+/// What a signed request is for: a registry read, how the requester reaches the registry and
+/// whether it lent its client hoard's account (`lend_to`: the owner never lends more), or the
+/// peer's metrics. On the wire (the `hoard-fleet-mode` header and the signed text): `proxy`,
+/// `proxy+lent`, `mirror`, `mirror+lent`, `stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
     /// A registry read for a client with its own credentials (an intercepted connection).
-    Proxy,
+    Proxy {
+        /// Whether the node lent the client hoard's account.
+        lent: bool,
+    },
     /// A registry read with hoard's credentials, or anonymous (the mirror).
-    Mirror,
+    Mirror {
+        /// Whether the node lent the client hoard's account.
+        lent: bool,
+    },
     /// The peer's own metrics ([`super::METRICS_PATH`]).
     Stats,
 }
 
 impl Mode {
+    const ALL: [Mode; 5] = [
+        Mode::Proxy { lent: false },
+        Mode::Proxy { lent: true },
+        Mode::Mirror { lent: false },
+        Mode::Mirror { lent: true },
+        Mode::Stats,
+    ];
+
     /// The wire string.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
-            Mode::Proxy => "proxy",
-            Mode::Mirror => "mirror",
+            Mode::Proxy { lent: false } => "proxy",
+            Mode::Proxy { lent: true } => "proxy+lent",
+            Mode::Mirror { lent: false } => "mirror",
+            Mode::Mirror { lent: true } => "mirror+lent",
             Mode::Stats => "stats",
         }
     }
 
     /// The mode a wire string names.
     pub(crate) fn parse(text: &[u8]) -> Option<Mode> {
-        [Mode::Proxy, Mode::Mirror, Mode::Stats]
+        Mode::ALL
             .into_iter()
             .find(|mode| mode.as_str().as_bytes() == text)
+    }
+
+    /// Whether the requester lent its client hoard's account.
+    pub(crate) fn lent(self) -> bool {
+        matches!(self, Mode::Proxy { lent: true } | Mode::Mirror { lent: true })
     }
 }
 
@@ -131,15 +153,17 @@ mod tests {
         Signed {
             method: "GET",
             path_and_query: path,
-            mode: Mode::Mirror,
+            mode: Mode::Mirror { lent: false },
         }
     }
 
     #[test]
     fn modes_keep_their_wire_strings() {
         for (mode, text) in [
-            (Mode::Proxy, "proxy"),
-            (Mode::Mirror, "mirror"),
+            (Mode::Proxy { lent: false }, "proxy"),
+            (Mode::Proxy { lent: true }, "proxy+lent"),
+            (Mode::Mirror { lent: false }, "mirror"),
+            (Mode::Mirror { lent: true }, "mirror+lent"),
             (Mode::Stats, "stats"),
         ] {
             assert_eq!(mode.as_str(), text);
@@ -170,7 +194,7 @@ mod tests {
             .is_err()
         );
         let proxy = Signed {
-            mode: Mode::Proxy,
+            mode: Mode::Proxy { lent: true },
             ..request("/v2/a/blobs/sha256:00?ns=gcr.io")
         };
         assert!(verify(SECRET, proxy, Some(&header)).is_err());

@@ -44,12 +44,14 @@ async fn mirrored(request: Request<Incoming>, hoard: &Hoard) -> Result<Mapped, R
         .get::<ClientAddr>()
         .map(|ClientAddr(ip)| *ip)
         .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-    admit(request.headers(), client, hoard, Login::Mirror).await?;
+    let user = admit(request.headers(), client, hoard, Login::Mirror).await?;
     let how = Mapping {
         default_registry: &mirror.default_registry,
-        mode: Mode::Mirror,
+        // Whether the account is lent is decided by the target, which knows the user.
+        mode: Mode::Mirror { lent: false },
         keep_authorization: mirror.forward_authorization,
         for_peer: false,
+        user,
     };
     mapped(request, hoard, how).map_err(|rejection| rejection.response())
 }

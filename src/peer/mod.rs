@@ -135,8 +135,9 @@ fn admitted_request(
     let how = Mapping {
         default_registry: "",
         mode,
-        keep_authorization: mode == Mode::Proxy,
+        keep_authorization: matches!(mode, Mode::Proxy { .. }),
         for_peer: true,
+        user: None,
     };
     match mapped(request, hoard, how)? {
         Mapped::Registry(target, request) => Ok((target, request)),

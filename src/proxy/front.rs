@@ -15,6 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tracing::{Instrument as _, Span};
 
+use crate::access::User;
 use crate::access::limits::{ConnectionLimits, Held, Ticket};
 use crate::edge::admit::{Login, admit};
 use crate::edge::{Accepted, Io, Listener, Role, Serve};
@@ -112,14 +113,17 @@ async fn handle(
         start: Instant::now(),
         via: crate::telemetry::Via::Proxy,
     };
-    if let Err(refusal) = admitted(&request, &hoard, peer).await {
-        if request.method() == Method::CONNECT {
-            tracing::info!(host = %info.host, method = %"CONNECT", %peer, status = refusal.status().as_u16(), "refused");
+    let user = match admitted(&request, &hoard, peer).await {
+        Ok(user) => user,
+        Err(refusal) => {
+            if request.method() == Method::CONNECT {
+                tracing::info!(host = %info.host, method = %"CONNECT", %peer, status = refusal.status().as_u16(), "refused");
+            }
+            return logged(info, refusal);
         }
-        return logged(info, refusal);
-    }
+    };
     if request.method() == Method::CONNECT {
-        return connect(request, hoard, ticket, peer).await;
+        return connect(request, hoard, ticket, peer, user).await;
     }
     let response = match request.uri().scheme_str() {
         Some("http") => super::forward::forward(request, &hoard).await,
@@ -152,7 +156,7 @@ async fn admitted(
     request: &Request<Incoming>,
     hoard: &Hoard,
     peer: SocketAddr,
-) -> Result<(), Response<Body>> {
+) -> Result<Option<User>, Response<Body>> {
     if let Some(too_big) = head_too_large(request, hoard.config().proxy.max_header_size) {
         return Err(too_big);
     }
@@ -188,12 +192,14 @@ fn local(request: &Request<Incoming>, hoard: &Hoard) -> Response<Body> {
 }
 
 /// Answers a CONNECT and hands the upgraded connection, with its ticket, to an intercept or
-/// tunnel task: it stays counted against the connection limits until that task ends.
+/// tunnel task: it stays counted against the connection limits until that task ends. The
+/// requests of an intercepted connection are its proxy login's, `user`.
 async fn connect(
     request: Request<Incoming>,
     hoard: Arc<Hoard>,
     ticket: Ticket,
     peer: SocketAddr,
+    user: Option<User>,
 ) -> Response<Body> {
     let Some(authority) = request.uri().authority().cloned() else {
         return error(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
@@ -223,6 +229,7 @@ async fn connect(
                             hoard.clone(),
                             ticket,
                             peer.ip(),
+                            user,
                         )
                         .await
                     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 
+use crate::access::User;
 use crate::access::limits::Ticket;
 use crate::edge::handshake;
 use crate::error::Chain;
@@ -22,6 +23,7 @@ pub(super) async fn serve(
     hoard: Arc<Hoard>,
     ticket: Ticket,
     client: std::net::IpAddr,
+    user: Option<User>,
 ) {
     let config = match hoard.ca.server_config(&host) {
         Ok(config) => config,
@@ -36,7 +38,7 @@ pub(super) async fn serve(
         Err(failed) => return failed.log("does it trust hoard's CA?"),
     };
 
-    let target = crate::registry::Target::new(&host, port);
+    let target = crate::registry::Target::new(&host, port).map(|t| t.borrowed_by(user));
     let Some(target) = target else {
         tracing::warn!(%host, "not a usable registry host name");
         return;

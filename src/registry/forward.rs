@@ -15,7 +15,7 @@ use crate::hoard::Hoard;
 use crate::http::{Body, CacheStatus, error, pass_through};
 use crate::http::{strip_hop_by_hop, upstream_headers};
 use crate::oci::{Reference, Route};
-use crate::upstream::auth::Verdict;
+use crate::upstream::auth::{Asker, Verdict};
 use crate::upstream::upstream_error;
 
 /// Forwards a request unchanged, body streamed both ways, nothing cached.
@@ -97,6 +97,7 @@ pub(super) async fn access_refused(
     let credential = target.credential(&config);
     let host = target.key.as_str();
     let auth = &hoard.registry_auth;
+    let asker = Asker::of(request.headers(), credential, target.user());
     let verdict = auth
         .check_access(
             &hoard.upstream(),
@@ -105,6 +106,7 @@ pub(super) async fn access_refused(
             route,
             uri,
             request.headers(),
+            &asker,
         )
         .await;
     let mut refusal = match verdict {
@@ -117,7 +119,7 @@ pub(super) async fn access_refused(
         Verdict::Refused { status, challenge } => refused(status, challenge),
         Verdict::Unreachable => {
             let repos = known_repos(hoard, target, route).await;
-            if auth.allowed_before(request.headers(), host, &repos) {
+            if auth.allowed_before(&asker, host, &repos) {
                 return None;
             }
             error(

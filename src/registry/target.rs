@@ -4,6 +4,7 @@
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 
+use crate::access::User;
 use crate::config::{Config, Credential};
 use crate::fleet::Mode;
 use crate::http::{Body, error};
@@ -19,6 +20,20 @@ pub(crate) struct Target {
     pub(super) anonymous: Option<Credential>,
     /// A fleet peer asks: this node answers it itself, never from another peer.
     pub(super) from_peer: bool,
+    /// Who would borrow hoard's account for this registry.
+    borrower: Borrower,
+}
+
+/// Who would borrow one of hoard's registry accounts for a request (`lend_to`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Borrower {
+    /// A client of this node, logged in as this hoard user (none without `proxy.auth_file`).
+    Client(Option<User>),
+    /// A fleet node asks: it decided for its client, and says whether it lent the account.
+    Node {
+        /// Whether the node lent its client the account.
+        lent: bool,
+    },
 }
 
 impl Target {
@@ -41,6 +56,7 @@ impl Target {
             key,
             anonymous: None,
             from_peer: false,
+            borrower: Borrower::Client(None),
         })
     }
 
@@ -54,29 +70,56 @@ impl Target {
 
     /// The same registry, asked for by a fleet peer: answered here, whoever owns the object, and
     /// without `cache.auth_on_hit` (the peer asked the registry for its client already).
-    pub(crate) fn for_peer(self) -> Target {
+    pub(crate) fn for_peer(self, lent: bool) -> Target {
         Target {
             from_peer: true,
+            borrower: Borrower::Node { lent },
+            ..self
+        }
+    }
+
+    /// The same registry, for the requests of the hoard user `user` (none: nobody logged in).
+    pub(crate) fn borrowed_by(self, user: Option<User>) -> Target {
+        Target {
+            borrower: Borrower::Client(user),
             ..self
         }
     }
 
     /// How this registry is reached, as a fleet peer is told: with the client's own
     /// credentials (`proxy`) or with hoard's (`mirror`).
-    pub(super) fn mode(&self) -> Mode {
+    pub(super) fn mode(&self, config: &Config) -> Mode {
+        let lent = self.lent(config).is_some();
         if self.anonymous.is_some() {
-            Mode::Mirror
+            Mode::Mirror { lent }
         } else {
-            Mode::Proxy
+            Mode::Proxy { lent }
+        }
+    }
+
+    /// hoard's account for this registry, if it is lent to this request's borrower.
+    pub(super) fn lent<'a>(&self, config: &'a Config) -> Option<&'a Credential> {
+        let host = self.key.as_str();
+        match &self.borrower {
+            Borrower::Client(user) => config
+                .upstream
+                .credential_for(host, user.as_ref().map(|User(name)| name.as_str())),
+            Borrower::Node { lent: true } => config.upstream.any_credential_for(host),
+            Borrower::Node { lent: false } => None,
+        }
+    }
+
+    /// The hoard user this request logged in as, if any.
+    pub(super) fn user(&self) -> Option<&str> {
+        match &self.borrower {
+            Borrower::Client(Some(User(name))) => Some(name),
+            _ => None,
         }
     }
 
     /// hoard's credentials for this registry, or the anonymous stand-in of a mirrored one.
     pub(super) fn credential<'a>(&'a self, config: &'a Config) -> Option<&'a Credential> {
-        config
-            .upstream
-            .credential_for(self.key.as_str())
-            .or(self.anonymous.as_ref())
+        self.lent(config).or(self.anonymous.as_ref())
     }
 
     /// `host[:port]`, as the client named it.

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use http::header::{AUTHORIZATION, HeaderValue, RANGE, WWW_AUTHENTICATE};
+use http::header::{AUTHORIZATION, RANGE, WWW_AUTHENTICATE};
 use http::{HeaderMap, Method, StatusCode, Uri};
 
 use super::{Judged, RegistryAuth, Verdict, bounded, fingerprint, lock};
@@ -16,11 +16,29 @@ use crate::upstream::Upstream;
 /// How long the registry's verdict on a client's credentials for an object is reused.
 const VERDICT_TTL: Duration = Duration::from_secs(300);
 
-/// The `Authorization` a client presented, as the key of what the registry said of it.
-fn presented(client_headers: &HeaderMap) -> &[u8] {
-    client_headers
-        .get(AUTHORIZATION)
-        .map_or(&b""[..], HeaderValue::as_bytes)
+/// Who asks, as the key of what the registry said of it: the client's own `Authorization`, or
+/// else the account hoard lends it and the hoard user it lends it to, or else nobody. A verdict
+/// for one asker is never another's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Asker(Vec<u8>);
+
+impl Asker {
+    /// The asker of a request with `client_headers`, lent `credential` (if any) as `user`.
+    pub(crate) fn of(
+        client_headers: &HeaderMap,
+        credential: Option<&Credential>,
+        user: Option<&str>,
+    ) -> Asker {
+        if let Some(own) = client_headers.get(AUTHORIZATION) {
+            return Asker([b"own ", own.as_bytes()].concat());
+        }
+        match credential.filter(|c| !c.anonymous) {
+            Some(lent) => Asker(
+                format!("lent {} {} to {}", lent.host, lent.username, user.unwrap_or("")).into_bytes(),
+            ),
+            None => Asker(b"anonymous".to_vec()),
+        }
+    }
 }
 
 /// The repository of a blob or manifest route.
@@ -38,7 +56,9 @@ fn repo_key(presented: &[u8], host: &str, repo: &str) -> [u8; 32] {
 impl RegistryAuth {
     /// Whether this client may have the object at `uri` (a blob or manifest `route`) of the
     /// registry `host`. The registry is asked with a HEAD carrying the client's own credentials
-    /// (or hoard's, when the client has none); its answer is reused for [`VERDICT_TTL`].
+    /// (or the account hoard lends it, when it has none); its answer is reused for
+    /// [`VERDICT_TTL`] for the same `asker` (see [`Asker`]).
+    #[expect(clippy::too_many_arguments, reason = "each is one fact of the question")]
     pub(crate) async fn check_access(
         &self,
         upstream: &Upstream,
@@ -47,8 +67,9 @@ impl RegistryAuth {
         route: &Route,
         uri: Uri,
         client_headers: &HeaderMap,
+        asker: &Asker,
     ) -> Verdict {
-        let presented = presented(client_headers);
+        let presented = asker.0.as_slice();
         let key = fingerprint(&[presented, host.as_bytes(), uri.path().as_bytes()]);
         if let Some(judged) = lock(&self.verdicts).get(&key).cloned()
             && judged.at.elapsed() < VERDICT_TTL
@@ -101,13 +122,8 @@ impl RegistryAuth {
     /// come from (for a tag, its own; for a blob or manifest, its origins as the store keeps
     /// them, which are none for entries stored before origins were kept: those wait for the
     /// registry).
-    pub(crate) fn allowed_before(
-        &self,
-        client_headers: &HeaderMap,
-        host: &str,
-        repos: &[String],
-    ) -> bool {
-        let presented = presented(client_headers);
+    pub(crate) fn allowed_before(&self, asker: &Asker, host: &str, repos: &[String]) -> bool {
+        let presented = asker.0.as_slice();
         let allowed = lock(&self.allowed_repos);
         repos
             .iter()
