@@ -195,7 +195,11 @@ fn log_lending(config: &Config) {
                  credentials. lend_to = [\"*\"] lends it to every client as before"
             ),
             LendTo::Users(users) => {
-                tracing::info!(host, ?users, "hoard's account is lent only to these users (lend_to)")
+                tracing::info!(
+                    host,
+                    ?users,
+                    "hoard's account is lent only to these users (lend_to)"
+                )
             }
         }
     }

@@ -206,7 +206,10 @@ pub(super) fn upstream(
 
 /// One `[[upstream.credentials]]`: a registry host and exactly one of a password or a file
 /// holding it.
-fn credential(section: CredentialSection, lenders: &Lenders<'_>) -> Result<Credential, ConfigError> {
+fn credential(
+    section: CredentialSection,
+    lenders: &Lenders<'_>,
+) -> Result<Credential, ConfigError> {
     let invalid = |message: String| ConfigError::Invalid {
         key: "upstream.credentials",
         message,
@@ -265,9 +268,10 @@ fn lend_to(
     let mut users = BTreeSet::new();
     for name in names {
         if let Some(group) = name.strip_prefix('@') {
-            let members = lenders.groups.members(group).ok_or_else(|| {
-                invalid(format!("no group {group:?} in proxy.groups_file"))
-            })?;
+            let members = lenders
+                .groups
+                .members(group)
+                .ok_or_else(|| invalid(format!("no group {group:?} in proxy.groups_file")))?;
             users.extend(members.iter().cloned());
         } else if lenders.users.is_some_and(|users| users.has(&name)) {
             users.insert(name);

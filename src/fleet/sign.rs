@@ -73,7 +73,10 @@ impl Mode {
 
     /// Whether the requester lent its client hoard's account.
     pub(crate) fn lent(self) -> bool {
-        matches!(self, Mode::Proxy { lent: true } | Mode::Mirror { lent: true })
+        matches!(
+            self,
+            Mode::Proxy { lent: true } | Mode::Mirror { lent: true }
+        )
     }
 }
 

@@ -47,7 +47,13 @@ pub(super) async fn ask_owner(
     tracing::Span::current().record("trace_id", tracing::field::display(trace.trace_id()));
     let span = tracing::debug_span!("owner", %owner, key, trace_id = %trace.trace_id());
     let asked = fleet
-        .send(&owner, method.clone(), &path, target.mode(&hoard.config()), headers)
+        .send(
+            &owner,
+            method.clone(),
+            &path,
+            target.mode(&hoard.config()),
+            headers,
+        )
         .instrument(span)
         .await;
     match asked {

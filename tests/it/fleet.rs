@@ -571,3 +571,58 @@ async fn a_request_to_the_owner_carries_one_trace_id_into_both_nodes_logs() {
     assert_eq!(shared.len(), 1, "node 0: {asker:?}, node 1: {owner:?}");
     assert_eq!(shared[0].len(), 32);
 }
+
+#[tokio::test]
+async fn an_owner_never_lends_its_account_to_a_node_that_did_not() {
+    init();
+    let registry = Registry::start().await;
+    registry.require("team/private", "Bearer tok");
+    let account = hoard::http::basic_header("hoard", "s3cret");
+    registry.serve_token_to(&account, r#"{"token":"tok","expires_in":300}"#);
+    let plan = Plan::new(2);
+    let credentials = |lend_to: &str| {
+        format!(
+            "[[upstream.credentials]]\nhost = \"{REGISTRY}\"\nusername = \"hoard\"\npassword = \"s3cret\"\nlend_to = {lend_to}\n"
+        )
+    };
+    // Node 0 lends its account to nobody, node 1 to every client; the blob is node 1's.
+    let start = |i: usize, lend_to: &str| {
+        Proxy::builder(&registry)
+            .mirror(MIRROR)
+            .fleet(&plan.fleet(i))
+            .upstream(&credentials(lend_to))
+            .start()
+    };
+    let node0 = start(0, "[]").await;
+    let node1 = start(1, "[\"*\"]").await;
+    let digest = loop {
+        let digest = registry.add_blob(fresh_blob(64 << 10));
+        if node0.server.fleet_owner(&digest).as_deref() == Some(plan.peers[1].as_str()) {
+            break digest;
+        }
+    };
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let path = format!("/v2/team/private/blobs/{digest}");
+    let refused = pull(&client, &node0.mirror_url(), &path).await;
+    assert_eq!(
+        refused.status(),
+        401,
+        "node 0 lent nothing, so neither may its owner"
+    );
+    assert_eq!(
+        registry.count("GET", &path),
+        0,
+        "nothing fetched with a token that opens it"
+    );
+    let lent = pull(&client, &node1.mirror_url(), &path).await;
+    assert_eq!(
+        lent.status(),
+        200,
+        "node 1's own client is lent its account"
+    );
+    let logins = registry.token_logins();
+    assert!(
+        logins.contains(&None),
+        "the owner asked anonymously for node 0: {logins:?}"
+    );
+}

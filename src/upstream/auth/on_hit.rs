@@ -34,7 +34,13 @@ impl Asker {
         }
         match credential.filter(|c| !c.anonymous) {
             Some(lent) => Asker(
-                format!("lent {} {} to {}", lent.host, lent.username, user.unwrap_or("")).into_bytes(),
+                format!(
+                    "lent {} {} to {}",
+                    lent.host,
+                    lent.username,
+                    user.unwrap_or("")
+                )
+                .into_bytes(),
             ),
             None => Asker(b"anonymous".to_vec()),
         }
@@ -58,7 +64,10 @@ impl RegistryAuth {
     /// registry `host`. The registry is asked with a HEAD carrying the client's own credentials
     /// (or the account hoard lends it, when it has none); its answer is reused for
     /// [`VERDICT_TTL`] for the same `asker` (see [`Asker`]).
-    #[expect(clippy::too_many_arguments, reason = "each is one fact of the question")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is one fact of the question"
+    )]
     pub(crate) async fn check_access(
         &self,
         upstream: &Upstream,

@@ -5,6 +5,7 @@
 
 mod auth;
 mod guard;
+mod lending;
 mod limits;
 
 use std::sync::Arc;

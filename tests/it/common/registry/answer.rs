@@ -162,6 +162,11 @@ pub(super) fn answer(
     if path == "/token"
         && let Some(body) = state.token_body.clone()
     {
+        if let Some(account) = &state.token_account
+            && authorization.as_deref() != Some(account.as_str())
+        {
+            return respond(StatusCode::OK, r#"{"token":"anonymous","expires_in":300}"#);
+        }
         return respond(StatusCode::OK, body);
     }
     if path == "/v2/" {

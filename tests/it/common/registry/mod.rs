@@ -74,6 +74,9 @@ struct State {
     tokens: HashMap<String, String>,
     /// The body `GET /token` answers with, if any.
     token_body: Option<String>,
+    /// When set, only a token request with this `Authorization` gets `token_body`; the others
+    /// get an anonymous token that opens no required repository.
+    token_account: Option<String>,
     seen: Vec<Seen>,
     /// Blob body bytes handed to the connection so far.
     sent: Arc<AtomicU64>,
@@ -255,6 +258,23 @@ impl Registry {
     /// Answers `GET /token` with this JSON body (a Docker token service).
     pub(crate) fn serve_token(&self, body: &str) {
         self.state.lock().unwrap().token_body = Some(body.to_owned());
+    }
+
+    /// The `Authorization` of each token request seen, in order (`None`: asked anonymously).
+    pub(crate) fn token_logins(&self) -> Vec<Option<String>> {
+        self.seen()
+            .into_iter()
+            .filter(|s| s.path.starts_with("/token"))
+            .map(|s| s.authorization)
+            .collect()
+    }
+
+    /// Answers `GET /token` with this JSON body only to a request logged in with
+    /// `authorization` (an account's `Basic …`); anyone else gets an anonymous token.
+    pub(crate) fn serve_token_to(&self, authorization: &str, body: &str) {
+        let mut state = self.state.lock().unwrap();
+        state.token_body = Some(body.to_owned());
+        state.token_account = Some(authorization.to_owned());
     }
 
     /// Blob body bytes sent so far (handed to the connection; a cancelled transfer stops).
