@@ -25,6 +25,8 @@ use crate::config::{self, Peers, Secret};
 use crate::http::{Body, empty_body};
 use crate::telemetry::{Metrics, PeerFailure};
 
+mod replay;
+use replay::Replays;
 mod ring;
 pub(crate) mod sign;
 mod trace;
@@ -61,6 +63,8 @@ pub(crate) struct Fleet {
     /// Each peer's last answer: `true` when it came.
     health: Mutex<HashMap<String, bool>>,
     metrics: Arc<Metrics>,
+    /// The signatures of peer requests accepted lately: each is good once.
+    replays: Replays,
 }
 
 /// What a reload may change.
@@ -115,6 +119,7 @@ impl Fleet {
             client,
             health: Mutex::default(),
             metrics,
+            replays: Replays::default(),
         }
     }
 
@@ -145,6 +150,16 @@ impl Fleet {
         let me = state.me.as_deref()?;
         let owner = state.ring.owner(key)?;
         (owner != me).then(|| owner.to_owned())
+    }
+
+    /// Checks a peer request's signature (and that it is not a replay); `Err` is the reason to
+    /// refuse it.
+    pub(crate) fn verify(
+        &self,
+        request: Signed<'_>,
+        header: Option<&HeaderValue>,
+    ) -> Result<(), &'static str> {
+        sign::verify(&self.secret().0, request, header, &self.replays)
     }
 
     /// The secret requests are signed with.
@@ -226,8 +241,10 @@ impl Fleet {
             method: method.as_str(),
             path_and_query,
             mode,
+            headers: &headers,
         };
-        headers.insert(sign::SIGNATURE, sign::sign(&state.config.secret.0, signed));
+        let signature = sign::sign(&state.config.secret.0, signed);
+        headers.insert(sign::SIGNATURE, signature);
         headers.insert(MODE, HeaderValue::from_static(mode.as_str()));
         headers.remove(HOST);
         let mut request = Request::new(empty_body());

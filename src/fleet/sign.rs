@@ -1,19 +1,24 @@
-//! Requests between peers, signed with the fleet's shared secret: HMAC-SHA-256 (aws-lc-rs, the
-//! crypto hoard's TLS already uses) over the method, the path and query, how the requester
-//! reaches the registry and the time. The secret itself never crosses the network; a signature
-//! is good for one such request within [`MAX_SKEW`] of its time, for an object any peer may read
-//! anyway.
+//! Requests between peers, signed with the fleet's shared secret (`hoard-fleet-v2`):
+//! HMAC-SHA-256 (aws-lc-rs, the crypto hoard's TLS already uses) over the method, the path and
+//! query, how the requester reaches the registry and whether it lent its client hoard's account,
+//! the time, a random nonce, and the request's `Range`, `Accept` and `Authorization`. The secret
+//! itself never crosses the network; a signature is good once ([`super::replay`]), within
+//! [`MAX_SKEW`] of its time. A `v1` signature (no nonce) is refused.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::hmac;
-use http::HeaderValue;
+use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
+use http::header::{ACCEPT, AUTHORIZATION, RANGE};
+use http::{HeaderMap, HeaderValue};
+
+use super::replay::Replays;
 
 /// The header that carries a peer request's time and signature: `<unix seconds> <hex>`.
 pub(crate) const SIGNATURE: &str = "hoard-fleet-signature";
 
 /// How far a request's time may be from the receiver's clock.
-pub(crate) const MAX_SKEW: Duration = Duration::from_secs(300);
+pub(crate) const MAX_SKEW: Duration = Duration::from_secs(60);
 
 /// What is signed, besides the time.
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +27,8 @@ pub(crate) struct Signed<'a> {
     pub path_and_query: &'a str,
     /// What the request is for, and how the requester reaches the registry.
     pub mode: Mode,
+    /// The request's headers: its `Range`, `Accept` and `Authorization` are signed.
+    pub headers: &'a HeaderMap,
 }
 
 /// What a signed request is for: a registry read, how the requester reaches the registry and
@@ -81,41 +88,65 @@ impl Mode {
 }
 
 impl Signed<'_> {
-    fn message(&self, time: u64) -> String {
-        format!(
-            "hoard-fleet-v1\n{}\n{}\n{}\n{time}",
+    fn message(&self, time: u64, nonce: &[u8; 16]) -> Vec<u8> {
+        let mut message = format!(
+            "hoard-fleet-v2\n{}\n{}\n{}\n{time}\n{}",
             self.method,
             self.path_and_query,
-            self.mode.as_str()
+            self.mode.as_str(),
+            const_hex::encode(nonce)
         )
+        .into_bytes();
+        for name in [RANGE, ACCEPT, AUTHORIZATION] {
+            message.push(b'\n');
+            message.extend_from_slice(name.as_str().as_bytes());
+            for value in self.headers.get_all(&name) {
+                message.push(b'\t');
+                message.extend_from_slice(value.as_bytes());
+            }
+        }
+        message
     }
 }
 
-/// The signature header for `request`, made now.
+/// The signature header for `request`, made now: `<unix seconds> <nonce hex> <tag hex>`.
 pub(crate) fn sign(secret: &[u8], request: Signed<'_>) -> HeaderValue {
     let time = unix_now();
+    let mut nonce = [0u8; 16];
+    let _ = SystemRandom::new().fill(&mut nonce);
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let tag = hmac::sign(&key, request.message(time).as_bytes());
-    let mut text = format!("{time} ");
-    for byte in tag.as_ref() {
-        text.push_str(&format!("{byte:02x}"));
-    }
-    // Digits, a space and hex: always a valid header value.
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("0 0"))
+    let tag = hmac::sign(&key, &request.message(time, &nonce));
+    let text = format!(
+        "{time} {} {}",
+        const_hex::encode(nonce),
+        const_hex::encode(tag.as_ref())
+    );
+    // Digits, spaces and hex: always a valid header value.
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("0 0 0"))
 }
 
-/// Checks a request's signature header; `Err` is the reason to refuse it.
+/// Checks a request's signature header, and that it was not used before (`replays`); `Err` is
+/// the reason to refuse it.
 pub(crate) fn verify(
     secret: &[u8],
     request: Signed<'_>,
     header: Option<&HeaderValue>,
+    replays: &Replays,
 ) -> Result<(), &'static str> {
     let header = header.ok_or("no fleet signature: only peers of this fleet may ask here")?;
-    let (time, hex) = header
+    let text = header
         .to_str()
-        .ok()
-        .and_then(|text| text.split_once(' '))
-        .ok_or("the fleet signature is not `<time> <hex>`")?;
+        .map_err(|_| "the fleet signature is not text")?;
+    let parts: Vec<&str> = text.split(' ').collect();
+    let (time, nonce, hex) = match parts.as_slice() {
+        [time, nonce, hex] => (time, nonce, hex),
+        [_, _] => {
+            return Err(
+                "a v1 fleet signature: every node of the fleet must run this hoard version",
+            );
+        }
+        _ => return Err("the fleet signature is not `<time> <nonce> <hex>`"),
+    };
     let time: u64 = time
         .parse()
         .map_err(|_| "the fleet signature's time is not a number")?;
@@ -123,11 +154,18 @@ pub(crate) fn verify(
     if now.abs_diff(time) > MAX_SKEW.as_secs() {
         return Err("the fleet signature is too old or from the future (check the clocks)");
     }
+    let mut nonce_bytes = [0u8; 16];
+    const_hex::decode_to_slice(nonce, &mut nonce_bytes)
+        .map_err(|_| "the fleet signature's nonce is not 32 hex digits")?;
     let tag = decode_hex(hex).ok_or("the fleet signature is not hex")?;
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    hmac::verify(&key, request.message(time).as_bytes(), &tag).map_err(
+    hmac::verify(&key, &request.message(time, &nonce_bytes), &tag).map_err(
         |_| "the fleet signature does not match (is fleet.secret_file the same on every node?)",
-    )
+    )?;
+    if !replays.first_use(nonce_bytes, time, now) {
+        return Err("this fleet signature was used before (a replayed request)");
+    }
+    Ok(())
 }
 
 fn unix_now() -> u64 {
@@ -152,11 +190,12 @@ mod tests {
 
     const SECRET: &[u8] = b"0123456789abcdef";
 
-    fn request(path: &str) -> Signed<'_> {
+    fn request<'a>(path: &'a str, headers: &'a HeaderMap) -> Signed<'a> {
         Signed {
             method: "GET",
             path_and_query: path,
             mode: Mode::Mirror { lent: false },
+            headers,
         }
     }
 
@@ -177,56 +216,87 @@ mod tests {
     }
 
     #[test]
-    fn a_signed_request_verifies_and_nothing_else_does() {
-        let header = sign(SECRET, request("/v2/a/blobs/sha256:00?ns=gcr.io"));
-        assert_eq!(
-            verify(
-                SECRET,
-                request("/v2/a/blobs/sha256:00?ns=gcr.io"),
-                Some(&header)
-            ),
-            Ok(())
-        );
-        // Another path, another mode, another secret, no header, garbage.
+    fn a_signed_request_verifies_once_and_nothing_else_does() {
+        let none = HeaderMap::new();
+        let path = "/v2/a/blobs/sha256:00?ns=gcr.io";
+        let header = sign(SECRET, request(path, &none));
+        let verify_with = |request: Signed<'_>, header: Option<&HeaderValue>| {
+            verify(SECRET, request, header, &Replays::default())
+        };
+        assert_eq!(verify_with(request(path, &none), Some(&header)), Ok(()));
+        // Another path, another mode, another Range, another secret, no header, garbage.
         assert!(
-            verify(
-                SECRET,
-                request("/v2/b/blobs/sha256:00?ns=gcr.io"),
+            verify_with(
+                request("/v2/b/blobs/sha256:00?ns=gcr.io", &none),
                 Some(&header)
             )
             .is_err()
         );
         let proxy = Signed {
             mode: Mode::Proxy { lent: true },
-            ..request("/v2/a/blobs/sha256:00?ns=gcr.io")
+            ..request(path, &none)
         };
-        assert!(verify(SECRET, proxy, Some(&header)).is_err());
+        assert!(verify_with(proxy, Some(&header)).is_err());
+        let mut ranged = HeaderMap::new();
+        ranged.insert(RANGE, HeaderValue::from_static("bytes=0-9"));
+        assert!(verify_with(request(path, &ranged), Some(&header)).is_err());
+        let replays = Replays::default();
         assert!(
             verify(
                 b"another secret!!",
-                request("/v2/a/blobs/sha256:00?ns=gcr.io"),
-                Some(&header)
+                request(path, &none),
+                Some(&header),
+                &replays
             )
             .is_err()
         );
-        assert!(verify(SECRET, request("/"), None).is_err());
-        for bad in ["", "x", "1 zz", "99999999999999999999 00", "1 0", "ü 00"] {
+        assert!(verify_with(request("/", &none), None).is_err());
+        for bad in [
+            "",
+            "x",
+            "1 zz",
+            "1 2 zz",
+            "99999999999999999999 00 00",
+            "ü 00 00",
+        ] {
             let value = HeaderValue::from_bytes(bad.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
-            assert!(verify(SECRET, request("/"), Some(&value)).is_err(), "{bad}");
+            assert!(
+                verify_with(request("/", &none), Some(&value)).is_err(),
+                "{bad}"
+            );
         }
+        // Good once: the same signature again is a replay.
+        assert_eq!(
+            verify(SECRET, request(path, &none), Some(&header), &replays),
+            Ok(())
+        );
+        assert_eq!(
+            verify(SECRET, request(path, &none), Some(&header), &replays),
+            Err("this fleet signature was used before (a replayed request)")
+        );
     }
 
     #[test]
-    fn an_old_signature_is_refused() {
+    fn an_old_or_v1_signature_is_refused() {
+        let none = HeaderMap::new();
         let old = unix_now() - MAX_SKEW.as_secs() - 10;
+        let nonce = [7u8; 16];
         let key = hmac::Key::new(hmac::HMAC_SHA256, SECRET);
-        let tag = hmac::sign(&key, request("/").message(old).as_bytes());
-        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        let header =
-            HeaderValue::from_str(&format!("{old} {hex}")).unwrap_or_else(|e| panic!("{e}"));
+        let tag = hmac::sign(&key, &request("/", &none).message(old, &nonce));
+        let header = HeaderValue::from_str(&format!(
+            "{old} {} {}",
+            const_hex::encode(nonce),
+            const_hex::encode(tag.as_ref())
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let replays = Replays::default();
         assert_eq!(
-            verify(SECRET, request("/"), Some(&header)),
+            verify(SECRET, request("/", &none), Some(&header), &replays),
             Err("the fleet signature is too old or from the future (check the clocks)")
         );
+        let v1 =
+            HeaderValue::from_str(&format!("{} 00", unix_now())).unwrap_or_else(|e| panic!("{e}"));
+        let refused = verify(SECRET, request("/", &none), Some(&v1), &replays);
+        assert!(refused.is_err_and(|why| why.contains("v1")));
     }
 }

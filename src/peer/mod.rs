@@ -82,9 +82,10 @@ fn metrics(request: &Request<Incoming>, hoard: &Hoard) -> Result<String, Rejecti
         method: request.method().as_str(),
         path_and_query: request.uri().path_and_query().map_or("/", |p| p.as_str()),
         mode: Mode::Stats,
+        headers: request.headers(),
     };
-    let secret = fleet.secret();
-    sign::verify(&secret.0, signed, request.headers().get(sign::SIGNATURE))
+    fleet
+        .verify(signed, request.headers().get(sign::SIGNATURE))
         .map_err(|reason| Rejection::new(StatusCode::UNAUTHORIZED, reason))?;
     if request.method() != Method::GET {
         return Err(Rejection::new(StatusCode::METHOD_NOT_ALLOWED, "GET only"));
@@ -125,9 +126,10 @@ fn admitted_request(
         method: request.method().as_str(),
         path_and_query,
         mode,
+        headers: request.headers(),
     };
-    let secret = fleet.secret();
-    sign::verify(&secret.0, signed, request.headers().get(sign::SIGNATURE))
+    fleet
+        .verify(signed, request.headers().get(sign::SIGNATURE))
         .map_err(|reason| Rejection::new(StatusCode::UNAUTHORIZED, reason))?;
     let headers = request.headers_mut();
     headers.remove(sign::SIGNATURE);

@@ -479,6 +479,43 @@ async fn the_peer_endpoint_refuses_strangers_and_registries_it_does_not_serve() 
             .contains("# TYPE hoard_requests counter")
     );
 
+    // v2: a v1 signature (no nonce) is refused, a signature is good once, and the Range is
+    // covered.
+    let v1 = signature(SECRET.as_bytes(), "GET", &path, "mirror", now());
+    let v1 = format!(
+        "{} {}",
+        v1.split(' ').next().unwrap(),
+        v1.split(' ').nth(2).unwrap()
+    );
+    refused(
+        ask(path.clone(), Some(v1), "mirror").await.unwrap(),
+        401,
+        "v1",
+    )
+    .await;
+    let nonce = fresh_nonce();
+    let once = signature_with(SECRET.as_bytes(), "GET", &path, "mirror", now(), &nonce, "");
+    let first = ask(path.clone(), Some(once.clone()), "mirror")
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    refused(
+        ask(path.clone(), Some(once), "mirror").await.unwrap(),
+        401,
+        "used before",
+    )
+    .await;
+    let whole = signature(SECRET.as_bytes(), "GET", &path, "mirror", now());
+    let ranged = client
+        .get(format!("{endpoint}{path}"))
+        .header("hoard-fleet-mode", "mirror")
+        .header("hoard-fleet-signature", whole)
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    refused(ranged, 401, "does not match").await;
+
     // And a peer that signs right gets the blob.
     let signed = signature(SECRET.as_bytes(), "GET", &path, "mirror", now());
     let got = ask(path, Some(signed), "mirror").await.unwrap();
@@ -486,8 +523,6 @@ async fn the_peer_endpoint_refuses_strangers_and_registries_it_does_not_serve() 
     assert_eq!(sha256(&got.bytes().await.unwrap()), digest);
 }
 
-/// The fleet's request signature as the protocol says (`src/fleet/sign.rs`), made here
-/// independently: HMAC-SHA-256 of `hoard-fleet-v1\n<method>\n<path?query>\n<mode>\n<time>`.
 #[tokio::test]
 async fn a_node_stops_at_once_though_its_peers_hold_pooled_connections_to_it() {
     init();

@@ -125,12 +125,40 @@ pub(crate) fn url(path: &str) -> String {
 /// A fleet peer request's `hoard-fleet-signature` value: `mode` (`proxy`, `mirror`, `stats`)
 /// signed with `secret` at `time`, as a peer signs it.
 pub(crate) fn signature(secret: &[u8], method: &str, path: &str, mode: &str, time: u64) -> String {
+    signature_with(secret, method, path, mode, time, &fresh_nonce(), "")
+}
+
+/// A random nonce of a signature, in hex.
+pub(crate) fn fresh_nonce() -> String {
+    let mut nonce = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut nonce).unwrap();
+    nonce.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// [`signature`] with its nonce given, over a request whose `Range` is `range` (empty: none) and
+/// whose `Accept` is reqwest's own `*/*`.
+pub(crate) fn signature_with(
+    secret: &[u8],
+    method: &str,
+    path: &str,
+    mode: &str,
+    time: u64,
+    nonce: &str,
+    range: &str,
+) -> String {
     use aws_lc_rs::hmac;
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let message = format!("hoard-fleet-v1\n{method}\n{path}\n{mode}\n{time}");
+    let range = if range.is_empty() {
+        String::new()
+    } else {
+        format!("\t{range}")
+    };
+    let message = format!(
+        "hoard-fleet-v2\n{method}\n{path}\n{mode}\n{time}\n{nonce}\nrange{range}\naccept\t*/*\nauthorization"
+    );
     let tag = hmac::sign(&key, message.as_bytes());
     let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("{time} {hex}")
+    format!("{time} {nonce} {hex}")
 }
 
 /// Unix seconds now, for [`signature`].
