@@ -154,9 +154,12 @@ pub(crate) async fn answered(
     request: Request<Incoming>,
     hoard: &Hoard,
 ) -> Answered {
+    let (user, lent) = target.borrower(&hoard.config());
     Answered {
         host: target.authority().to_owned(),
         path: Some(request.uri().path().to_owned()),
+        user,
+        lent,
         response: crate::registry::handle(request, &target, hoard).await,
     }
 }

@@ -112,6 +112,8 @@ async fn handle(
         path: request.uri().path().to_owned(),
         start: Instant::now(),
         via: crate::telemetry::Via::Proxy,
+        user: String::new(),
+        lent: false,
     };
     let user = match admitted(&request, &hoard, peer).await {
         Ok(user) => user,
@@ -125,6 +127,10 @@ async fn handle(
     if request.method() == Method::CONNECT {
         return connect(request, hoard, ticket, peer, user).await;
     }
+    let info = RequestInfo {
+        user: user.map(|User(name)| name).unwrap_or_default(),
+        ..info
+    };
     let response = match request.uri().scheme_str() {
         Some("http") => super::forward::forward(request, &hoard).await,
         Some(_) => error(

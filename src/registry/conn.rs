@@ -57,6 +57,10 @@ pub(crate) struct Answered {
     pub host: String,
     /// The path as the registry got it, when it differs from the client's (the mirror's).
     pub path: Option<String>,
+    /// The hoard user the request logged in as; empty when none.
+    pub user: String,
+    /// Whether hoard's account for the registry was lent to the request.
+    pub lent: bool,
 }
 
 impl Answered {
@@ -66,6 +70,8 @@ impl Answered {
             response,
             host: String::new(),
             path: None,
+            user: String::new(),
+            lent: false,
         }
     }
 }
@@ -136,6 +142,8 @@ where
                     path: request.uri().path().to_owned(),
                     start: Instant::now(),
                     via: client.via,
+                    user: String::new(),
+                    lent: false,
                 };
                 let limit = hoard.config().proxy.max_header_size;
                 let response = match head_too_large(&request, limit) {
@@ -143,6 +151,7 @@ where
                     None => {
                         let answered = answer.answer(request, hoard).await;
                         info.host = answered.host;
+                        (info.user, info.lent) = (answered.user, answered.lent);
                         if let Some(path) = answered.path {
                             info.path = path;
                         }

@@ -56,9 +56,12 @@ impl conn::Answer for Target {
         request: Request<Incoming>,
         hoard: std::sync::Arc<Hoard>,
     ) -> conn::Answered {
+        let (user, lent) = self.borrower(&hoard.config());
         conn::Answered {
             host: self.authority().to_owned(),
             path: None,
+            user,
+            lent,
             response: handle(request, self, &hoard).await,
         }
     }

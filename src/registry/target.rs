@@ -109,6 +109,13 @@ impl Target {
         }
     }
 
+    /// For the access log: the hoard user of the request (empty when none) and whether hoard's
+    /// account was lent to it.
+    pub(crate) fn borrower(&self, config: &Config) -> (String, bool) {
+        let user = self.user().unwrap_or_default().to_owned();
+        (user, self.lent(config).is_some())
+    }
+
     /// The hoard user this request logged in as, if any.
     pub(super) fn user(&self) -> Option<&str> {
         match &self.borrower {

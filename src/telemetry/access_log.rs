@@ -29,6 +29,10 @@ pub(crate) struct RequestInfo {
     pub start: Instant,
     /// The listener the request came in on.
     pub via: crate::telemetry::Via,
+    /// The hoard user the request logged in as (proxy user or mirror login); empty when none.
+    pub user: String,
+    /// Whether one of hoard's registry accounts was lent to the request (`lend_to`).
+    pub lent: bool,
 }
 
 /// Wraps a response so that its log line is written when the body is finished or dropped.
@@ -102,6 +106,8 @@ impl Line {
             ms = format_args!("{ms:.1}"),
             cache = %self.cache.as_str(),
             via = %via.as_str(),
+            user = %self.info.user,
+            lent = self.info.lent,
             complete,
             error = self.error.as_deref().unwrap_or(""),
             "request"

@@ -185,3 +185,43 @@ fn lend_to_names_only_known_users_and_groups() {
     );
     assert_config_error(&serve_with(&config), "cache.auth_on_hit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_names_the_user_and_whether_the_account_was_lent() {
+    init();
+    let registry = Registry::start().await;
+    private_registry(&registry);
+    let dir = tempfile::tempdir().unwrap();
+    let config = Proxy::builder(&registry)
+        .proxy(&users_and_groups(dir.path()))
+        .upstream(&account(Some("[\"alice\"]")));
+    let port = free_port();
+    let path = config.write_config(dir.path(), &format!("127.0.0.1:{port}"));
+    let mut hoard = HoardProcess::spawn(&path, port, None);
+    hoard.wait_logged("hoard listening").await;
+    let digest = registry.add_blob(fresh_blob(BLOB_SIZE));
+    for (user, status) in [("alice", 200), ("bob", 401)] {
+        let got = hoard
+            .client_as(user, "wonderland")
+            .get(blob_path("team/private", &digest))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), status, "{user}");
+        got.bytes().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = hoard.log();
+    let line = |user: &str| {
+        log.lines()
+            .find(|l| {
+                l.contains("hoard::log")
+                    && l.contains("/blobs/")
+                    && l.contains(&format!("user={user}"))
+            })
+            .unwrap_or_else(|| panic!("no access log line for {user}:\n{log}"))
+            .to_owned()
+    };
+    assert!(line("alice").contains("lent=true"), "{}", line("alice"));
+    assert!(line("bob").contains("lent=false"), "{}", line("bob"));
+}

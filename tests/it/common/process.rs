@@ -127,6 +127,19 @@ impl HoardProcess {
         client_via(&self.url(), &ca, false)
     }
 
+    /// A client through this hoard logged in as `user` with `password`, trusting its CA.
+    pub(crate) fn client_as(&self, user: &str, password: &str) -> reqwest::Client {
+        let ca = std::fs::read_to_string(self.dir.join("ca/ca.crt")).unwrap();
+        let login = reqwest::Proxy::all(self.url())
+            .unwrap()
+            .basic_auth(user, password);
+        reqwest::Client::builder()
+            .proxy(login)
+            .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])
+            .build()
+            .unwrap()
+    }
+
     /// Sends signal `name` (`HUP`, `TERM`) to the process by its PID.
     pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")
