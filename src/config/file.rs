@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::access::AccessSection;
 use super::admin::AdminSection;
 use super::ca::CaSection;
 use super::cache::CacheSection;
@@ -42,6 +43,8 @@ pub struct FileConfig {
     pub fleet: FleetSection,
     #[serde(default)]
     pub store: StoreSection,
+    #[serde(default)]
+    pub access: AccessSection,
 }
 
 impl FileConfig {

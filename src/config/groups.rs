@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use super::htpasswd::Htpasswd;
+
 /// Groups of users by name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Groups(BTreeMap<String, BTreeSet<String>>);
@@ -38,6 +40,31 @@ impl Groups {
                 .extend(users.split_whitespace().map(str::to_owned));
         }
         Ok(Groups(groups))
+    }
+
+    /// The users `names` stand for: users of `users` (`proxy.auth_file`) and `"@group"`s of
+    /// these groups. The error names the first name that is neither.
+    pub(crate) fn users_named(
+        &self,
+        names: &[String],
+        users: Option<&Htpasswd>,
+    ) -> Result<BTreeSet<String>, String> {
+        let mut named = BTreeSet::new();
+        for name in names {
+            if let Some(group) = name.strip_prefix('@') {
+                let members = self
+                    .members(group)
+                    .ok_or_else(|| format!("no group {group:?} in proxy.groups_file"))?;
+                named.extend(members.iter().cloned());
+            } else if users.is_some_and(|users| users.has(name)) {
+                named.insert(name.clone());
+            } else {
+                return Err(format!(
+                    "{name:?} is not a user of proxy.auth_file (a group is \"@name\")"
+                ));
+            }
+        }
+        Ok(named)
     }
 
     /// The users of `group`, if it exists.

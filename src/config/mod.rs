@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::net::HostPatterns;
 
+mod access;
 mod admin;
 mod ca;
 mod cache;
@@ -29,6 +30,7 @@ mod store;
 mod units;
 mod upstream;
 
+pub use access::{AccessConfig, AccessSection, Grant, GrantSection};
 pub use admin::{AdminListen, AdminSection};
 pub use ca::{CaConfig, CaSection};
 pub use cache::{AuthOnHit, CacheConfig, CacheLimits, CacheSection, FillLimits};
@@ -79,6 +81,8 @@ pub struct Config {
     pub fleet: Option<FleetConfig>,
     /// `[store]`: the S3-API tier the hoards of a fleet share.
     pub store: StoreConfig,
+    /// `[access]`: which repositories the logged-in users may pull.
+    pub access: AccessConfig,
 }
 
 impl Config {
@@ -136,6 +140,7 @@ impl Config {
         let log = log::log(file.log)?;
         let fleet = fleet::fleet(file.fleet)?;
         let store = store::store(file.store, &|name| std::env::var(name).ok())?;
+        let access = access::access(file.access, proxy.users.as_deref(), &proxy.groups)?;
         Ok(Config {
             proxy,
             ca,
@@ -147,6 +152,7 @@ impl Config {
             mirror,
             fleet,
             store,
+            access,
         })
     }
 

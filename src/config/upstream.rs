@@ -265,21 +265,9 @@ fn lend_to(
     if names.iter().any(|name| name == "*") {
         return Ok(LendTo::Everyone);
     }
-    let mut users = BTreeSet::new();
-    for name in names {
-        if let Some(group) = name.strip_prefix('@') {
-            let members = lenders
-                .groups
-                .members(group)
-                .ok_or_else(|| invalid(format!("no group {group:?} in proxy.groups_file")))?;
-            users.extend(members.iter().cloned());
-        } else if lenders.users.is_some_and(|users| users.has(&name)) {
-            users.insert(name);
-        } else {
-            return Err(invalid(format!(
-                "{name:?} is not a user of proxy.auth_file (a group is \"@name\", everyone \"*\")"
-            )));
-        }
-    }
+    let users = lenders
+        .groups
+        .users_named(&names, lenders.users)
+        .map_err(|message| invalid(format!("{message}, or \"*\" for everyone")))?;
     Ok(LendTo::Users(users))
 }

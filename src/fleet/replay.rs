@@ -4,8 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-
-use super::sign::MAX_SKEW;
+use std::time::Duration;
 
 /// Nonces kept at most: about 2,000 peer requests a second for two minutes. Past it, requests
 /// are refused (the node then asks the registry itself) until old nonces expire.
@@ -18,12 +17,13 @@ pub(crate) struct Replays {
 }
 
 impl Replays {
-    /// Records `nonce` signed at `time` (unix seconds, `now` the receiver's clock); `false` when
-    /// it was used before, or when too many are kept to tell.
-    pub(crate) fn first_use(&self, nonce: [u8; 16], time: u64, now: u64) -> bool {
+    /// Records `nonce` signed at `time` (unix seconds, `now` the receiver's clock), for a
+    /// signature good within `window` of its time; `false` when it was used before, or when too
+    /// many are kept to tell.
+    pub(crate) fn first_use(&self, nonce: [u8; 16], time: u64, now: u64, window: Duration) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         if seen.len() >= MAX_NONCES / 2 {
-            let oldest = now.saturating_sub(MAX_SKEW.as_secs());
+            let oldest = now.saturating_sub(window.as_secs());
             seen.retain(|_, signed| *signed >= oldest);
         }
         if seen.len() >= MAX_NONCES {
@@ -40,8 +40,9 @@ mod tests {
     #[test]
     fn a_nonce_is_good_once() {
         let replays = Replays::default();
-        assert!(replays.first_use([1; 16], 100, 100));
-        assert!(!replays.first_use([1; 16], 100, 100));
-        assert!(replays.first_use([2; 16], 100, 100));
+        let window = Duration::from_secs(60);
+        assert!(replays.first_use([1; 16], 100, 100, window));
+        assert!(!replays.first_use([1; 16], 100, 100, window));
+        assert!(replays.first_use([2; 16], 100, 100, window));
     }
 }

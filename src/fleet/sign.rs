@@ -162,7 +162,7 @@ pub(crate) fn verify(
     hmac::verify(&key, &request.message(time, &nonce_bytes), &tag).map_err(
         |_| "the fleet signature does not match (is fleet.secret_file the same on every node?)",
     )?;
-    if !replays.first_use(nonce_bytes, time, now) {
+    if !replays.first_use(nonce_bytes, time, now, MAX_SKEW) {
         return Err("this fleet signature was used before (a replayed request)");
     }
     Ok(())

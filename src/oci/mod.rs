@@ -4,6 +4,7 @@
 mod challenge;
 mod digest;
 mod media;
+mod pattern;
 mod range;
 mod registry;
 mod route;
@@ -11,6 +12,7 @@ mod route;
 pub(crate) use challenge::Challenge;
 pub use digest::{Algorithm, Digest, Hasher};
 pub(crate) use media::{DOCKER_MANIFEST_V2, accepts};
+pub use pattern::RepoPattern;
 pub use range::{RANGE_FILL_AHEAD, far_range, parse_range, span};
 pub use registry::{DOCKER_HUB, names_a_registry, registry_key};
 pub use route::{Reference, Route, valid_repository, valid_tag};

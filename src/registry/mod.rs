@@ -83,6 +83,11 @@ pub(crate) async fn handle(
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         return write(request, &sources).await;
     }
+    if !target.from_peer
+        && let Some(refusal) = not_granted(request.uri().path(), &sources)
+    {
+        return refusal;
+    }
     if matches!(sources.route, Route::Blob { .. } | Route::Manifest { .. })
         && !target.from_peer
         && let Some(refusal) = access_refused(&request, &sources).await
@@ -104,6 +109,41 @@ pub(crate) async fn handle(
         Route::Other => forward::uncached(request, &sources).await,
         Route::Invalid(reason) => error(StatusCode::BAD_REQUEST, reason),
     }
+}
+
+/// With `[[access.grants]]`, the refusal of a pull the grants do not give the request's user
+/// (hits included); `None` when it may pull. A fleet peer's request was judged by its node.
+fn not_granted(path: &str, sources: &Sources<'_>) -> Option<Response<Body>> {
+    let access = &sources.hoard.config().access;
+    if access.grants.is_empty() {
+        return None;
+    }
+    let target = sources.target;
+    let repo = match &sources.route {
+        Route::Ping => return None,
+        Route::Other => match path
+            .strip_prefix("/v2/")
+            .and_then(|p| p.strip_suffix("/tags/list"))
+        {
+            Some(repo) if crate::oci::valid_repository(repo) => repo,
+            _ => {
+                return Some(error(
+                    StatusCode::FORBIDDEN,
+                    "with access.grants, only repositories a grant names are served",
+                ));
+            }
+        },
+        route => route.repo()?,
+    };
+    let registry = target.key.as_str();
+    if access.allows(target.user(), registry, repo) {
+        return None;
+    }
+    let who = target.user().unwrap_or("a client that logged in as nobody");
+    Some(error(
+        StatusCode::FORBIDDEN,
+        &format!("no grant lets {who} pull {registry}/{repo} (access.grants)"),
+    ))
 }
 
 /// A push, a tag change, a delete: forwarded with the client's own credentials (hoard lends
