@@ -9,17 +9,8 @@ async fn granted() -> (Registry, Proxy, tempfile::TempDir) {
     init();
     let registry = Registry::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let hash = bcrypt::hash("wonderland", 4).unwrap();
-    let users = dir.path().join("htpasswd");
-    std::fs::write(&users, format!("alice:{hash}\nbob:{hash}\n")).unwrap();
-    let groups = dir.path().join("groups");
-    std::fs::write(&groups, "ops: alice\n").unwrap();
     let proxy = Proxy::builder(&registry)
-        .proxy(&format!(
-            "auth_file = \"{}\"\ngroups_file = \"{}\"",
-            users.display(),
-            groups.display()
-        ))
+        .proxy(&users_and_groups(dir.path()))
         .mirror("listen = \"127.0.0.1:0\"")
         .tail(&format!(
             "[[access.grants]]\nusers = [\"@ops\"]\nrepositories = [\"{REGISTRY}/team/**\"]\n\
@@ -30,24 +21,12 @@ async fn granted() -> (Registry, Proxy, tempfile::TempDir) {
     (registry, proxy, dir)
 }
 
-/// A client of the proxy port logged in as `user`.
-fn as_user(proxy: &Proxy, user: &str) -> reqwest::Client {
-    let login = reqwest::Proxy::all(proxy.url())
-        .unwrap()
-        .basic_auth(user, "wonderland");
-    reqwest::Client::builder()
-        .proxy(login)
-        .tls_certs_only([reqwest::Certificate::from_pem(proxy.ca_pem.as_bytes()).unwrap()])
-        .build()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_user_pulls_only_what_a_grant_names_cached_or_not() {
     let (registry, proxy, _dir) = granted().await;
     let bytes = fresh_blob(64 << 10);
     let digest = registry.add_blob(bytes.clone());
-    let (alice, bob) = (as_user(&proxy, "alice"), as_user(&proxy, "bob"));
+    let (alice, bob) = (proxy_client(&proxy, "alice"), proxy_client(&proxy, "bob"));
     let get = |client: &reqwest::Client, repo: &str| {
         client
             .get(format!("https://{REGISTRY}/v2/{repo}/blobs/{digest}"))

@@ -25,21 +25,6 @@ fn private_registry(registry: &Registry) {
     );
 }
 
-/// `proxy.auth_file` with alice and bob (password "wonderland"), and `proxy.groups_file` with
-/// the group `ops` of alice, as `[proxy]` lines.
-fn users_and_groups(dir: &std::path::Path) -> String {
-    let hash = bcrypt::hash("wonderland", 4).unwrap();
-    let users = dir.join("htpasswd");
-    std::fs::write(&users, format!("alice:{hash}\nbob:{hash}\n")).unwrap();
-    let groups = dir.join("groups");
-    std::fs::write(&groups, "ops: alice\n").unwrap();
-    format!(
-        "auth_file = \"{}\"\ngroups_file = \"{}\"",
-        users.display(),
-        groups.display()
-    )
-}
-
 /// `[[upstream.credentials]]` for the fixture registry with `lend_to` (absent when `None`).
 fn account(lend_to: Option<&str>) -> String {
     let lend_to = lend_to.map_or(String::new(), |l| format!("lend_to = {l}\n"));
@@ -64,18 +49,6 @@ async fn start(lend_to: Option<&str>, mirror: bool) -> (Registry, Proxy, tempfil
     }
     let proxy = builder.start().await;
     (registry, proxy, dir)
-}
-
-/// A client of the proxy port logged in as `user`.
-fn proxy_client(proxy: &Proxy, user: &str) -> reqwest::Client {
-    let login = reqwest::Proxy::all(proxy.url())
-        .unwrap()
-        .basic_auth(user, "wonderland");
-    reqwest::Client::builder()
-        .proxy(login)
-        .tls_certs_only([reqwest::Certificate::from_pem(proxy.ca_pem.as_bytes()).unwrap()])
-        .build()
-        .unwrap()
 }
 
 #[tokio::test]

@@ -159,3 +159,30 @@ async fn login(proxy: &Proxy, from: &str, user: &str, password: &str) -> String 
     tcp.write_all(request.as_bytes()).await.unwrap();
     read_some(&mut tcp).await
 }
+
+/// `proxy.auth_file` with alice and bob (password "wonderland"), and `proxy.groups_file` with
+/// the group `ops` of alice, as `[proxy]` lines.
+pub(crate) fn users_and_groups(dir: &std::path::Path) -> String {
+    let hash = bcrypt::hash("wonderland", 4).unwrap();
+    let users = dir.join("htpasswd");
+    std::fs::write(&users, format!("alice:{hash}\nbob:{hash}\n")).unwrap();
+    let groups = dir.join("groups");
+    std::fs::write(&groups, "ops: alice\n").unwrap();
+    format!(
+        "auth_file = \"{}\"\ngroups_file = \"{}\"",
+        users.display(),
+        groups.display()
+    )
+}
+
+/// A client of the proxy port logged in as `user`.
+pub(crate) fn proxy_client(proxy: &Proxy, user: &str) -> reqwest::Client {
+    let login = reqwest::Proxy::all(proxy.url())
+        .unwrap()
+        .basic_auth(user, "wonderland");
+    reqwest::Client::builder()
+        .proxy(login)
+        .tls_certs_only([reqwest::Certificate::from_pem(proxy.ca_pem.as_bytes()).unwrap()])
+        .build()
+        .unwrap()
+}
