@@ -63,7 +63,7 @@ pub(super) struct Sources<'a> {
     pub(super) target: &'a Target,
     /// What the request asks for, parsed once.
     pub(super) route: Route,
-    /// The request's path and query at the registry.
+    /// The request's path at the registry, with its query for a route that is not cached.
     uri: Uri,
 }
 
