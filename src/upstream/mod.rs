@@ -161,11 +161,34 @@ impl Upstream {
         &self,
         method: Method,
         uri: Uri,
+        headers: HeaderMap,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        self.send_with_hops(method, uri, headers, MAX_REDIRECTS)
+            .await
+    }
+
+    /// Sends a body-less request to the origin alone: a redirect is the answer, not followed.
+    pub(crate) async fn send_at_origin(
+        &self,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        self.send_with_hops(method, uri, headers, 0).await
+    }
+
+    /// [`send_following`](Self::send_following) with at most `hops` redirects followed: with
+    /// none, a redirect is the answer; past `hops` of them, an error.
+    async fn send_with_hops(
+        &self,
+        method: Method,
+        uri: Uri,
         mut headers: HeaderMap,
+        hops: usize,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let origin = uri.clone();
         let mut uri = uri;
-        for _ in 0..=MAX_REDIRECTS {
+        for _ in 0..=hops {
             let mut request = Request::new(crate::http::empty_body());
             *request.method_mut() = method.clone();
             *request.uri_mut() = uri.clone();
@@ -179,7 +202,9 @@ impl Upstream {
             };
             let mut response = self.send_on(client, request).await?;
             response.extensions_mut().insert(Origin(at_origin));
-            if !response.status().is_redirection() || response.status().as_u16() == 304 {
+            let redirected =
+                response.status().is_redirection() && response.status().as_u16() != 304;
+            if !redirected || hops == 0 {
                 return Ok(response);
             }
             let Some(location) = response
