@@ -28,7 +28,7 @@ mod store;
 mod units;
 mod upstream;
 
-pub use admin::{AdminListen, AdminSection};
+pub use admin::{AdminConfig, AdminListen, AdminSection};
 pub use ca::{CaConfig, CaSection};
 pub use cache::{AuthOnHit, CacheConfig, CacheLimits, CacheSection, FillLimits};
 pub use error::ConfigError;
@@ -67,8 +67,8 @@ pub struct Config {
     pub intercept: HostPatterns,
     /// `[upstream]`: how registries are reached, and hoard's own credentials for them.
     pub upstream: UpstreamConfig,
-    /// `[admin]`: the admin listener.
-    pub admin: AdminListen,
+    /// `[admin]`: the admin listener and the names it answers to.
+    pub admin: AdminConfig,
     /// `[log]`: the log lines' format and level.
     pub log: LogConfig,
     /// `[mirror]`: the registry-mirror listener; `None`: off.
