@@ -290,8 +290,36 @@ fn https_client(tls: ClientConfig, connector: Connector) -> HttpsClient {
 }
 
 /// The client's view of an upstream failure: 504 for a timeout, 403 for a refused destination,
-/// 502 otherwise, with the whole chain as the reason ("client error (Connect)" alone does not
-/// say why).
-pub(crate) fn upstream_error(err: &UpstreamError) -> Response<Body> {
-    crate::error::response(err)
+/// 502 otherwise. A request that failed on the network names the upstream as the client did,
+/// `asked` (`host[:port]`), and a parent proxy's complaint; the address it resolved to and the
+/// system's error go to the log only.
+pub(crate) fn upstream_error(err: &UpstreamError, asked: &str) -> Response<Body> {
+    let failed = match err {
+        UpstreamError::Connect { .. } => "cannot connect to",
+        UpstreamError::Request(inner) if inner.is_connect() => "cannot connect to",
+        UpstreamError::Request(_) => "no answer from",
+        _ => return crate::error::response(err),
+    };
+    tracing::warn!(upstream = asked, error = %crate::error::Chain(err), "upstream failed");
+    let reason = match parent_complaint(err) {
+        Some(parent) => format!("{failed} {asked}: {parent}"),
+        None => format!("{failed} {asked} (hoard's log says why)"),
+    };
+    crate::http::error(err.status(), &reason)
+}
+
+/// What a parent proxy said, if the failure is its (`parent proxy <addr>: ...`): the operator's
+/// own proxy, whose answer the client may see.
+fn parent_complaint(err: &UpstreamError) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(now) = cause {
+        if let Some(io) = now.downcast_ref::<std::io::Error>()
+            && io.raw_os_error().is_none()
+            && io.to_string().starts_with("parent proxy ")
+        {
+            return Some(io.to_string());
+        }
+        cause = now.source();
+    }
+    None
 }
