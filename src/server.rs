@@ -31,7 +31,7 @@ impl Server {
     /// Binds every configured listener and serves in the background.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
         // The CA and the store first: a client that can connect gets a working proxy.
-        let admin = config.admin;
+        let admin = config.admin.listen;
         let hoard = Arc::new(Hoard::new(config)?);
         // Every socket bound before anything is served: an address that does not bind stops
         // hoard with nothing started.

@@ -1,7 +1,8 @@
 //! The admin listener (`admin.listen`, 127.0.0.1:9128 by default): Prometheus metrics at
 //! `/metrics`, `/healthz` (up, store writable, CA key readable and matching), `/readyz` (ready
 //! for new connections: not while draining), and a status page at `/`. It keeps answering while
-//! the other listeners drain, until hoard exits.
+//! the other listeners drain, until hoard exits. It answers only a `Host` that names it
+//! (`host.rs`): its address, loopback, or `admin.names`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
 mod health;
+mod host;
 mod status;
 
 use health::health;
@@ -57,10 +59,17 @@ pub(crate) struct Admin(
 
 impl Serve for Admin {
     async fn serve<I: Io>(&self, connection: Accepted<I>, hoard: Arc<Hoard>) {
-        let stop = self.0.clone();
+        let (stop, local) = (self.0.clone(), connection.local);
         let service = hyper::service::service_fn(move |request| {
             let (hoard, draining) = (hoard.clone(), stop.is_given());
-            async move { Ok::<_, Infallible>(answer(&request, &hoard, draining).await) }
+            async move {
+                let names = &hoard.config().admin.names;
+                if let Some(reason) = host::misnamed(&request, local, names) {
+                    let reason = format!("{reason}\n");
+                    return Ok::<_, Infallible>(text(StatusCode::MISDIRECTED_REQUEST, reason));
+                }
+                Ok(answer(&request, &hoard, draining).await)
+            }
         });
         let served = http1::Builder::new()
             .timer(TokioTimer::new())

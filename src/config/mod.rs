@@ -31,7 +31,7 @@ mod units;
 mod upstream;
 
 pub use access::{AccessConfig, AccessSection, Grant, GrantSection};
-pub use admin::{AdminListen, AdminSection};
+pub use admin::{AdminConfig, AdminListen, AdminSection};
 pub use ca::{CaConfig, CaSection};
 pub use cache::{AuthOnHit, CacheConfig, CacheLimits, CacheSection, FillLimits};
 pub use error::ConfigError;
@@ -71,8 +71,8 @@ pub struct Config {
     pub intercept: HostPatterns,
     /// `[upstream]`: how registries are reached, and hoard's own credentials for them.
     pub upstream: UpstreamConfig,
-    /// `[admin]`: the admin listener.
-    pub admin: AdminListen,
+    /// `[admin]`: the admin listener and the names it answers to.
+    pub admin: AdminConfig,
     /// `[log]`: the log lines' format and level.
     pub log: LogConfig,
     /// `[mirror]`: the registry-mirror listener; `None`: off.

@@ -109,15 +109,21 @@ pub(crate) fn mapped(
         Some(authority) => (authority.host, authority.port.unwrap_or(443)),
         None => (registry.as_str(), 443),
     };
-    if !served(hoard, host) {
-        return Err(Rejection::new(
-            StatusCode::FORBIDDEN,
+    if !served(hoard, host, port) {
+        let this = if how.for_peer { "node" } else { "mirror" };
+        let reason = if port == 443 {
             format!(
-                "registry {registry} is not served by this {} (intercept.hosts, \
-                 mirror.registries)",
-                if how.for_peer { "node" } else { "mirror" }
-            ),
-        ));
+                "registry {registry} is not served by this {this} (intercept.hosts, \
+                 mirror.registries)"
+            )
+        } else {
+            format!(
+                "registry {registry} is not served by this {this}: it reaches port 443, or \
+                 another port listed with the host (host:port) in mirror.registries or \
+                 intercept.hosts"
+            )
+        };
+        return Err(Rejection::new(StatusCode::FORBIDDEN, reason));
     }
     let target = match how.mode {
         Mode::Mirror { .. } => Target::mirrored(host, port),
@@ -164,12 +170,13 @@ pub(crate) async fn answered(
     }
 }
 
-/// Whether this node serves `host`'s registry through the mirror or to its peers.
-fn served(hoard: &Hoard, host: &str) -> bool {
+/// Whether this node serves the registry at `host` and `port` through the mirror or to its
+/// peers: on 443 if its name is listed, on another port if listed as `host:port`.
+fn served(hoard: &Hoard, host: &str, port: u16) -> bool {
     let config = hoard.config();
-    config.intercept.matches(host)
+    config.intercept.matches_at(host, port)
         || config
             .mirror
             .as_ref()
-            .is_some_and(|m| m.registries.matches(host))
+            .is_some_and(|m| m.registries.matches_at(host, port))
 }

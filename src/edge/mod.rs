@@ -100,6 +100,8 @@ pub(crate) struct Accepted<I> {
     pub h2: bool,
     /// Who connected.
     pub client: SocketAddr,
+    /// The address the client connected to, if the socket says.
+    pub local: Option<SocketAddr>,
     /// The connection's place in its listener's limits, for as long as it lives.
     pub ticket: Ticket,
     /// The listener it came in by.
@@ -202,11 +204,13 @@ impl Listener {
                     let metrics = hoard.metrics.clone();
                     let _open = drained.then(|| metrics.connection());
                     let _ = stream.set_nodelay(true);
+                    let local = stream.local_addr().ok();
                     let Some(tls) = tls else {
                         let accepted = Accepted {
                             io: stream,
                             h2: false,
                             client,
+                            local,
                             ticket,
                             role,
                         };
@@ -227,6 +231,7 @@ impl Listener {
                         io,
                         h2,
                         client,
+                        local,
                         ticket,
                         role,
                     };

@@ -1,4 +1,6 @@
-//! Host patterns: the hosts hoard intercepts, as exact names and `*.domain` wildcards.
+//! Host patterns: the hosts hoard intercepts, as exact names and `*.domain` wildcards, and the
+//! `host:port` entries that let the mirror and the peer endpoint reach a registry on another
+//! port than 443.
 
 use super::host::is_dns_name;
 
@@ -13,6 +15,8 @@ enum Pattern<'a> {
 pub struct HostPatterns {
     exact: Vec<String>,
     suffixes: Vec<String>,
+    /// `host:port` entries: that host on that port only.
+    with_port: Vec<(String, u16)>,
 }
 
 impl HostPatterns {
@@ -30,16 +34,29 @@ impl HostPatterns {
                 out.suffixes.push(format!(".{suffix}"));
             } else if is_dns_name(&pattern) {
                 out.exact.push(pattern);
+            } else if let Some((host, port)) = pattern.rsplit_once(':')
+                && is_dns_name(host)
+                && let Ok(port) = port.parse::<u16>()
+            {
+                out.with_port.push((host.to_owned(), port));
             } else {
                 return Err(format!(
-                    "{pattern:?} is not a host name or *.domain pattern"
+                    "{pattern:?} is not a host name, *.domain pattern or host:port"
                 ));
             }
         }
         Ok(out)
     }
 
-    /// Whether `host` (no port) is intercepted.
+    /// Whether the registry at `host` and `port` is listed: on 443 as a name or pattern, on
+    /// another port as `host:port` exactly.
+    pub fn matches_at(&self, host: &str, port: u16) -> bool {
+        let host = host.to_ascii_lowercase();
+        (port == 443 && self.matching(&host).is_some())
+            || self.with_port.iter().any(|(h, p)| *h == host && *p == port)
+    }
+
+    /// Whether `host` (no port) is intercepted (`host:port` entries aside).
     pub fn matches(&self, host: &str) -> bool {
         self.matching(&host.to_ascii_lowercase()).is_some()
     }
@@ -87,5 +104,19 @@ mod tests {
         assert_eq!(p.pattern_for("eu.pkg.dev").as_deref(), Some("*.pkg.dev"));
         assert_eq!(p.pattern_for("Gcr.io").as_deref(), Some("gcr.io"));
         assert_eq!(p.pattern_for("cdn.example"), None);
+    }
+
+    #[test]
+    fn a_host_is_reached_on_443_or_on_the_port_it_is_listed_with() {
+        let p = HostPatterns::new(&["gcr.io".into(), "r.example:5000".into()]).unwrap_or_default();
+        assert!(p.matches_at("gcr.io", 443));
+        assert!(!p.matches_at("gcr.io", 5000));
+        assert!(p.matches_at("R.example", 5000));
+        assert!(!p.matches_at("r.example", 443));
+        assert!(
+            !p.matches("r.example"),
+            "a host:port entry intercepts nothing"
+        );
+        assert!(HostPatterns::new(&["r.example:x".into()]).is_err());
     }
 }

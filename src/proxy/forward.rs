@@ -29,13 +29,14 @@ pub(super) async fn forward(request: Request<Incoming>, hoard: &Hoard) -> Respon
     if let Err(err @ UpstreamError::Refused(_)) =
         hoard.upstream().check_destination(host, port).await
     {
-        return upstream_error(&err);
+        return upstream_error(&err, &crate::net::authority(host, port));
     }
+    let asked = crate::net::authority(host, port);
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let request = Request::from_parts(parts, body.map_err(Into::into).boxed());
     match hoard.upstream().send_guarded(request).await {
         Ok(response) => pass_through(response, CacheStatus::Bypass),
-        Err(err) => upstream_error(&err),
+        Err(err) => upstream_error(&err, &asked),
     }
 }

@@ -254,7 +254,7 @@ async fn connect(
             if !matches!(err, UpstreamError::Refused(_)) {
                 tracing::info!(host = %logged_host(request.uri()), method = %"CONNECT", status = 502, cache = %"TUNNEL", error = %Chain(&err), "request");
             }
-            return upstream_error(&err);
+            return upstream_error(&err, &crate::net::authority(&host, port));
         }
     };
     // A tunnel's traffic is opaque: it counts as a request in flight for its whole life, so it

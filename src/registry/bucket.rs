@@ -1,10 +1,12 @@
 //! The shared S3 tier's bucket (`[store.s3]`) as a source of bytes (`source.rs` decides when it
 //! is asked): a local miss asks the bucket before the fleet's owner or the registry, and what this
-//! node fetched from a registry and verified is uploaded after, in the background (a conditional create: the first node's upload wins, the
-//! others find it there). The bucket is trusted no more than a registry: a blob read from it is
-//! checked by the fill like any other, and one that does not match its digest is deleted from
-//! the bucket so that the next miss fetches it again. Tags are recorded there too, for a node
-//! that must serve a tag while the registry cannot be asked.
+//! node fetched from a registry and verified is uploaded after, in the background (a conditional
+//! create: the first node's upload wins, the others find it there). The bucket is trusted no more
+//! than a registry: a small blob read from it is checked whole before a byte is sent (a big one
+//! by the fill, like any other), and one that does not match its digest is deleted from the
+//! bucket and not read from it for a while (`tier::S3Tier::skip`), so that this request, if
+//! nothing was sent yet, and the next ones fetch it elsewhere. Tags are recorded there too, for a
+//! node that must serve a tag while the registry cannot be asked.
 
 use std::sync::Arc;
 
@@ -25,6 +27,12 @@ use super::target::Target;
 /// Pieces of a blob read from the bucket ahead of the fill.
 const TIER_CHANNEL: usize = 4;
 
+/// Blobs up to this size are read whole from the bucket and checked before a byte goes to the
+/// client, so that a corrupt copy costs the request nothing: it goes to the owner or the registry
+/// instead. A bigger blob streams, checked by its fill at the end, when its client has most of it
+/// already. 4 MiB, a manifest's bound (`store::MAX_MANIFEST_SIZE`): the memory a request may hold.
+const CHECKED_WHOLE: u64 = 4 << 20;
+
 /// Uploads a blob fetched from a registry, verified and stored, in the background.
 pub(super) fn upload_blob(
     tier: &Arc<S3Tier>,
@@ -43,6 +51,8 @@ pub(super) fn upload_blob(
 /// Counts a corrupt object and deletes it from the bucket, in the background.
 pub(super) fn corrupt(tier: &Arc<S3Tier>, metrics: &Metrics, kind: Kind, digest: &Digest) {
     metrics.tier_read(TierRead::Corrupt);
+    // Skipped at once: the requests that follow go elsewhere even before the delete lands.
+    tier.skip(digest);
     let (tier, digest) = (tier.clone(), digest.clone());
     tokio::spawn(async move {
         tracing::warn!(%digest, kind = kind.as_str(), "the shared tier's copy does not match its digest; deleted there");
@@ -53,9 +63,9 @@ pub(super) fn corrupt(tier: &Arc<S3Tier>, metrics: &Metrics, kind: Kind, digest:
 }
 
 /// The blob's length and body from the bucket, unchecked (the fill checks it); `None` when the
-/// bucket is off, does not hold it, or cannot be asked.
+/// bucket is off, does not hold it, cannot be asked, or its copy was found corrupt lately.
 pub(super) async fn blob(hoard: &Hoard, digest: &Digest) -> Option<(u64, Body)> {
-    let tier = hoard.tier.as_ref()?;
+    let tier = hoard.tier.as_ref().filter(|tier| !tier.skipped(digest))?;
     match tier.get_blob(digest).await {
         Ok(Some((length, mut stream))) => {
             hoard.metrics.tier_read(TierRead::Hit);
@@ -78,6 +88,9 @@ pub(super) async fn blob(hoard: &Hoard, digest: &Digest) -> Option<(u64, Body)> 
                     }
                 }
             });
+            if length <= CHECKED_WHOLE {
+                return checked_whole(tier, &hoard.metrics, digest, length, body.boxed()).await;
+            }
             Some((length, body.boxed()))
         }
         Ok(None) => {
@@ -93,9 +106,9 @@ pub(super) async fn blob(hoard: &Hoard, digest: &Digest) -> Option<(u64, Body)> 
 }
 
 /// The manifest from the bucket, checked; `None` when the bucket is off, does not hold it, holds
-/// a corrupt copy (deleted) or cannot be asked.
+/// a corrupt copy (deleted, and skipped for a while) or cannot be asked.
 pub(super) async fn manifest(hoard: &Hoard, digest: &Digest) -> Option<StoredManifest> {
-    let tier = hoard.tier.as_ref()?;
+    let tier = hoard.tier.as_ref().filter(|tier| !tier.skipped(digest))?;
     match tier.get_manifest(digest).await {
         Ok(Some(manifest)) => {
             hoard.metrics.tier_read(TierRead::Hit);
@@ -202,4 +215,40 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// A small blob from the bucket, read whole and checked: `None` (and the copy deleted there and
+/// skipped) when it does not match `digest`, `None` too when the read fails.
+async fn checked_whole(
+    tier: &Arc<S3Tier>,
+    metrics: &Metrics,
+    digest: &Digest,
+    length: u64,
+    body: Body,
+) -> Option<(u64, Body)> {
+    let mut body = body;
+    let mut bytes = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(error) => {
+                tracing::warn!(%digest, %error, "the shared tier's blob cannot be read; asking elsewhere");
+                return None;
+            }
+        };
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() as u64 + data.len() as u64 > length {
+                break; // longer than the bucket said: not the blob
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    let bytes = bytes.freeze();
+    let mut hasher = digest.hasher();
+    hasher.update(&bytes);
+    if bytes.len() as u64 != length || !hasher.matches(digest) {
+        corrupt(tier, metrics, Kind::Blob, digest);
+        return None;
+    }
+    Some((length, crate::http::full_body(bytes)))
 }

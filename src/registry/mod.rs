@@ -77,7 +77,13 @@ pub(crate) async fn handle(
     if let Route::Invalid(reason) = route {
         return error(StatusCode::BAD_REQUEST, reason);
     }
-    let Some(sources) = Sources::new(hoard, target, route, path_and_query(&request)) else {
+    // A blob or manifest answer is cached for every client: it is asked for by its path alone, so
+    // no client's query string shapes what the others get.
+    let asked = match route {
+        Route::Blob { .. } | Route::Manifest { .. } => request.uri().path(),
+        _ => path_and_query(&request),
+    };
+    let Some(sources) = Sources::new(hoard, target, route, asked) else {
         return invalid_path();
     };
     if !matches!(*request.method(), Method::GET | Method::HEAD) {

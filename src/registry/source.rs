@@ -63,7 +63,7 @@ pub(super) struct Sources<'a> {
     pub(super) target: &'a Target,
     /// What the request asks for, parsed once.
     pub(super) route: Route,
-    /// The request's path and query at the registry.
+    /// The request's path at the registry, with its query for a route that is not cached.
     uri: Uri,
 }
 
@@ -129,7 +129,7 @@ impl<'a> Sources<'a> {
         let (response, source) = self
             .send(Method::GET, headers.clone())
             .await
-            .map_err(|err| upstream_error(&err))?;
+            .map_err(|err| upstream_error(&err, self.target.authority()))?;
         if response.status() != StatusCode::OK {
             return Err(pass_through(response, CacheStatus::Bypass));
         }
@@ -176,7 +176,7 @@ impl<'a> Sources<'a> {
         let (response, source) = self
             .send(Method::GET, headers)
             .await
-            .map_err(|err| upstream_error(&err))?;
+            .map_err(|err| upstream_error(&err, self.target.authority()))?;
         if response.status() != StatusCode::OK {
             return Err(pass_through(response, CacheStatus::Bypass));
         }

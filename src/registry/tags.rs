@@ -135,7 +135,10 @@ pub(super) async fn by_tag(
         .await
     {
         Ok((response, _)) => response,
-        Err(err) => return serve_stale(&err.to_string()).unwrap_or_else(|| upstream_error(&err)),
+        Err(err) => {
+            return serve_stale(&err.to_string())
+                .unwrap_or_else(|| upstream_error(&err, target.authority()));
+        }
     };
     if unusable(response.status()) {
         let status = response.status();
@@ -191,7 +194,7 @@ async fn head_unknown_tag(sources: &Sources<'_>, tag: &str, headers: HeaderMap) 
             }
             return match failed {
                 Ok((response, _)) => pass_through(response, CacheStatus::Bypass),
-                Err(err) => upstream_error(&err),
+                Err(err) => upstream_error(&err, target.authority()),
             };
         }
     };

@@ -17,6 +17,7 @@
 
 pub mod keys;
 mod reads;
+mod skips;
 mod writes;
 
 use std::path::PathBuf;
@@ -51,6 +52,8 @@ pub type BlobStream = Pin<Box<dyn Stream<Item = Result<Bytes, TierError>> + Send
 pub struct S3Tier {
     store: Arc<AmazonS3>,
     prefix: String,
+    /// Digests found corrupt here lately, not read for a while.
+    skips: Arc<skips::Skips>,
 }
 
 /// What an upload did.
@@ -192,7 +195,19 @@ impl S3Tier {
         Ok(S3Tier {
             store: Arc::new(store),
             prefix: config.prefix.clone(),
+            skips: Arc::default(),
         })
+    }
+
+    /// Not to read `digest` from the bucket for a while ([`skips::SKIP_FOR`]): its copy there
+    /// was found corrupt.
+    pub(crate) fn skip(&self, digest: &Digest) {
+        self.skips.skip(digest);
+    }
+
+    /// Whether `digest` is not to be read from the bucket now (found corrupt lately).
+    pub(crate) fn skipped(&self, digest: &Digest) -> bool {
+        self.skips.skipped(digest)
     }
 
     /// The key of `digest`'s object of `kind` in the bucket.

@@ -161,11 +161,34 @@ impl Upstream {
         &self,
         method: Method,
         uri: Uri,
+        headers: HeaderMap,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        self.send_with_hops(method, uri, headers, MAX_REDIRECTS)
+            .await
+    }
+
+    /// Sends a body-less request to the origin alone: a redirect is the answer, not followed.
+    pub(crate) async fn send_at_origin(
+        &self,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        self.send_with_hops(method, uri, headers, 0).await
+    }
+
+    /// [`send_following`](Self::send_following) with at most `hops` redirects followed: with
+    /// none, a redirect is the answer; past `hops` of them, an error.
+    async fn send_with_hops(
+        &self,
+        method: Method,
+        uri: Uri,
         mut headers: HeaderMap,
+        hops: usize,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let origin = uri.clone();
         let mut uri = uri;
-        for _ in 0..=MAX_REDIRECTS {
+        for _ in 0..=hops {
             let mut request = Request::new(crate::http::empty_body());
             *request.method_mut() = method.clone();
             *request.uri_mut() = uri.clone();
@@ -179,7 +202,9 @@ impl Upstream {
             };
             let mut response = self.send_on(client, request).await?;
             response.extensions_mut().insert(Origin(at_origin));
-            if !response.status().is_redirection() || response.status().as_u16() == 304 {
+            let redirected =
+                response.status().is_redirection() && response.status().as_u16() != 304;
+            if !redirected || hops == 0 {
                 return Ok(response);
             }
             let Some(location) = response
@@ -265,8 +290,36 @@ fn https_client(tls: ClientConfig, connector: Connector) -> HttpsClient {
 }
 
 /// The client's view of an upstream failure: 504 for a timeout, 403 for a refused destination,
-/// 502 otherwise, with the whole chain as the reason ("client error (Connect)" alone does not
-/// say why).
-pub(crate) fn upstream_error(err: &UpstreamError) -> Response<Body> {
-    crate::error::response(err)
+/// 502 otherwise. A request that failed on the network names the upstream as the client did,
+/// `asked` (`host[:port]`), and a parent proxy's complaint; the address it resolved to and the
+/// system's error go to the log only.
+pub(crate) fn upstream_error(err: &UpstreamError, asked: &str) -> Response<Body> {
+    let failed = match err {
+        UpstreamError::Connect { .. } => "cannot connect to",
+        UpstreamError::Request(inner) if inner.is_connect() => "cannot connect to",
+        UpstreamError::Request(_) => "no answer from",
+        _ => return crate::error::response(err),
+    };
+    tracing::warn!(upstream = asked, error = %crate::error::Chain(err), "upstream failed");
+    let reason = match parent_complaint(err) {
+        Some(parent) => format!("{failed} {asked}: {parent}"),
+        None => format!("{failed} {asked} (hoard's log says why)"),
+    };
+    crate::http::error(err.status(), &reason)
+}
+
+/// What a parent proxy said, if the failure is its (`parent proxy <addr>: ...`): the operator's
+/// own proxy, whose answer the client may see.
+fn parent_complaint(err: &UpstreamError) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(now) = cause {
+        if let Some(io) = now.downcast_ref::<std::io::Error>()
+            && io.raw_os_error().is_none()
+            && io.to_string().starts_with("parent proxy ")
+        {
+            return Some(io.to_string());
+        }
+        cause = now.source();
+    }
+    None
 }

@@ -393,3 +393,46 @@ async fn the_status_page_renders_in_a_browser() {
         std::fs::copy(&shot, keep).unwrap();
     }
 }
+
+/// `GET /readyz` on the admin listener with `host` as the `Host` header: the whole answer.
+async fn admin_with_host(proxy: &Proxy, host: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = proxy.server.admin_addr().unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /readyz HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A web page the operator's browser opens cannot read the admin listener by pointing a name of
+/// its own at 127.0.0.1 (DNS rebinding): only the address connected to, a loopback name or a
+/// name in `admin.names` is answered.
+#[tokio::test]
+async fn the_admin_listener_answers_only_its_own_names() {
+    init();
+    let registry = Registry::start().await;
+    let proxy = Proxy::builder(&registry)
+        .admin_toml("names = [\"hoard.internal\"]")
+        .start()
+        .await;
+    let addr = proxy.server.admin_addr().unwrap();
+    for host in [
+        addr.to_string(),
+        "localhost".to_owned(),
+        "localhost:9128".to_owned(),
+        "127.0.0.1:1".to_owned(),
+        "[::1]:9128".to_owned(),
+        "hoard.internal".to_owned(),
+        "HOARD.internal:9128".to_owned(),
+    ] {
+        let answer = admin_with_host(&proxy, &host).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
+    }
+    for host in ["evil.example", "evil.example:9128", "10.1.2.3:9128"] {
+        let answer = admin_with_host(&proxy, host).await;
+        assert!(answer.starts_with("HTTP/1.1 421"), "{host}: {answer}");
+        assert!(answer.contains("admin.names"), "{host}: {answer}");
+    }
+}

@@ -549,3 +549,44 @@ async fn a_ca_limited_to_other_names_stops_the_start_with_advice() {
         "{refused}"
     );
 }
+
+/// A mirror reaches a registry on port 443, or on a port its `host:port` is listed with; anything
+/// else is refused before a connection is made. An unreachable registry's 502 names it as the
+/// client did, never the address it resolved to or the system's error.
+#[tokio::test]
+async fn a_mirror_reaches_only_port_443_or_a_listed_host_port() {
+    init();
+    let registry = Registry::start().await;
+    let closed = format!("127.0.0.1:{}", free_port());
+    let proxy = Proxy::builder(&registry)
+        .mirror(&format!(
+            "{LISTEN}\nregistries = [\"down.test\", \"other.test:5000\"]"
+        ))
+        .resolve(&format!(
+            r#"{{ "{REGISTRY}" = "{addr}", "down.test" = "{closed}", "other.test" = "{closed}" }}"#,
+            addr = registry.addr
+        ))
+        .start()
+        .await;
+    let digest = format!("sha256:{}", "a".repeat(64));
+    for ns in [
+        format!("{REGISTRY}:8443"),
+        "down.test:5000".to_owned(),
+        "other.test:5001".to_owned(),
+    ] {
+        let answer = raw_get(&proxy, &format!("/v2/p/app/blobs/{digest}?ns={ns}")).await;
+        assert!(answer.starts_with("HTTP/1.1 403 "), "{ns}: {answer}");
+        assert!(answer.contains("port"), "{ns}: {answer}");
+        let answer = raw_get(&proxy, &format!("/v2/{ns}/p/app/blobs/{digest}")).await;
+        assert!(answer.starts_with("HTTP/1.1 403 "), "{ns}: {answer}");
+    }
+    assert!(registry.seen().is_empty(), "{:?}", registry.seen());
+
+    for ns in ["down.test", "other.test:5000"] {
+        let answer = raw_get(&proxy, &format!("/v2/p/app/blobs/{digest}?ns={ns}")).await;
+        assert!(answer.starts_with("HTTP/1.1 502 "), "{ns}: {answer}");
+        assert!(answer.contains(ns), "{ns}: {answer}");
+        assert!(!answer.contains("127.0.0.1"), "{ns}: {answer}");
+        assert!(!answer.contains("os error"), "{ns}: {answer}");
+    }
+}

@@ -560,6 +560,49 @@ mod in_the_fill_path {
         );
     }
 
+    /// A blob of `size` bytes added to `registry`, and a copy of it with one byte changed put in
+    /// the bucket under its digest: the blob and its digest.
+    async fn corrupt_in_bucket(
+        registry: &Registry,
+        seaweed: &Seaweed,
+        size: usize,
+    ) -> (Bytes, String) {
+        let blob = fresh_blob(size);
+        let digest = registry.add_blob(blob.clone());
+        let key = seaweed
+            .tier("fleet")
+            .key(Kind::Blob, &digest_of_text(&digest));
+        let mut wrong = blob.to_vec();
+        wrong[1000] ^= 0xff;
+        raw_bucket(seaweed)
+            .put(
+                &object_store::path::Path::from(key.as_str()),
+                PutPayload::from(wrong),
+            )
+            .await
+            .unwrap();
+        (blob, digest)
+    }
+
+    /// Every read of the bucket, whatever its result.
+    async fn tier_reads(node: &Proxy) -> f64 {
+        let metrics = node.admin("/metrics").await;
+        ["hit", "miss", "error", "corrupt"]
+            .iter()
+            .map(|result| {
+                let series = format!("hoard_tier_reads_total{{result=\"{result}\"}}");
+                if metrics.contains(&series) {
+                    crate::common::sample(&metrics, &series)
+                } else {
+                    0.0
+                }
+            })
+            .sum()
+    }
+
+    /// A blob too big to be checked before it is sent (over 4 MiB) streams from the bucket, and
+    /// its fill finds it corrupt at the end: that pull fails, and the digest is skipped in the
+    /// bucket at once, so the next pull goes to the registry even before the delete lands.
     #[tokio::test]
     async fn a_corrupt_blob_in_the_bucket_is_never_served_whole_and_is_replaced() {
         init();
@@ -567,19 +610,8 @@ mod in_the_fill_path {
             return;
         };
         let registry = Registry::start().await;
-        let blob = fresh_blob(400 << 10);
-        let digest = registry.add_blob(blob.clone());
+        let (blob, digest) = corrupt_in_bucket(&registry, &seaweed, 5 << 20).await;
         let tier = seaweed.tier("fleet");
-        let key = tier.key(Kind::Blob, &digest_of_text(&digest));
-        let mut wrong = blob.to_vec();
-        wrong[1000] ^= 0xff;
-        raw_bucket(&seaweed)
-            .put(
-                &object_store::path::Path::from(key.as_str()),
-                PutPayload::from(wrong),
-            )
-            .await
-            .unwrap();
 
         let node = node(&registry, &seaweed, "fleet").await;
         let path = format!("/v2/p/app/blobs/{digest}");
@@ -598,6 +630,11 @@ mod in_the_fill_path {
         );
         node.settled().await;
         assert!(!node.blob_path(&digest).exists(), "nothing corrupt is kept");
+        let reads = tier_reads(&node).await;
+        let got = pull(&node, &path).await;
+        assert_eq!(got.bytes().await.unwrap(), blob);
+        assert_eq!(registry.count("GET", &digest), 1);
+        assert_eq!(tier_reads(&node).await, reads, "the bucket is skipped");
         eventually("the corrupt object is deleted", async || {
             !tier.has_blob(&digest_of_text(&digest)).await.unwrap()
         })
@@ -626,6 +663,31 @@ mod in_the_fill_path {
             metrics.contains("hoard_tier_writes_total{result=\"created\"} 1"),
             "{metrics}"
         );
+    }
+
+    /// A small blob is checked whole before a byte is sent, as a manifest is: a corrupt copy in
+    /// the bucket costs the pull nothing, it goes to the registry.
+    #[tokio::test]
+    async fn a_corrupt_small_blob_or_manifest_in_the_bucket_falls_back_to_the_registry() {
+        init();
+        let Some(seaweed) = Seaweed::start("corrupt_small_falls_back").await else {
+            return;
+        };
+        let registry = Registry::start().await;
+        let (blob, digest) = corrupt_in_bucket(&registry, &seaweed, 400 << 10).await;
+
+        let node = node(&registry, &seaweed, "fleet").await;
+        let got = pull(&node, &format!("/v2/p/app/blobs/{digest}")).await;
+        assert_eq!(got.status(), 200);
+        assert_eq!(got.bytes().await.unwrap(), blob, "whole, from the registry");
+        assert_eq!(registry.count("GET", &digest), 1);
+        let metrics = node.admin("/metrics").await;
+        assert!(
+            metrics.contains("hoard_tier_reads_total{result=\"corrupt\"} 1"),
+            "{metrics}"
+        );
+        node.settled().await;
+        assert_eq!(std::fs::read(node.blob_path(&digest)).unwrap(), blob);
     }
 
     fn digest_of_text(text: &str) -> Digest {

@@ -89,6 +89,14 @@ fn bounded<K, V>(map: &mut HashMap<K, V>, age: impl Fn(&V) -> Instant) {
     }
 }
 
+/// Whether a request to a registry follows its redirects.
+#[derive(Clone, Copy)]
+enum Hops {
+    Follow,
+    /// The registry's own answer, a redirect included, is the answer.
+    OriginOnly,
+}
+
 impl RegistryAuth {
     /// Sends a body-less request to a registry. When the client sent no `Authorization`, the
     /// request is a pull ([`lends_credentials`]) and hoard has `credential` for the registry,
@@ -100,21 +108,40 @@ impl RegistryAuth {
         credential: Option<&Credential>,
         method: Method,
         uri: Uri,
-        mut headers: HeaderMap,
+        headers: HeaderMap,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        self.send_authenticated(upstream, credential, method, uri, headers, Hops::Follow)
+            .await
+    }
+
+    /// [`send_following`](Self::send_following), or the same at the registry alone (a redirect
+    /// is its answer).
+    async fn send_authenticated(
+        &self,
+        upstream: &Upstream,
+        credential: Option<&Credential>,
+        method: Method,
+        uri: Uri,
+        mut headers: HeaderMap,
+        hops: Hops,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let send = |method, uri, headers| async move {
+            match hops {
+                Hops::Follow => upstream.send_following(method, uri, headers).await,
+                Hops::OriginOnly => upstream.send_at_origin(method, uri, headers).await,
+            }
+        };
         let Some(credential) = credential.filter(|_| {
             !headers.contains_key(AUTHORIZATION) && lends_credentials(&method, uri.path())
         }) else {
-            return upstream.send_following(method, uri, headers).await;
+            return send(method, uri, headers).await;
         };
         let scope = pull_scope(uri.path()).unwrap_or_default();
         let key = (credential.host.clone(), scope.clone());
         if let Some(header) = self.remembered(&key) {
             headers.insert(AUTHORIZATION, header);
         }
-        let response = upstream
-            .send_following(method.clone(), uri.clone(), headers.clone())
-            .await?;
+        let response = send(method.clone(), uri.clone(), headers.clone()).await?;
         // Only the registry's own challenge is answered: a CDN host that a blob redirects to
         // gets neither hoard's credentials nor a token fetched on its say-so.
         let from_origin = response.extensions().get::<Origin>() == Some(&Origin(true));
@@ -159,7 +186,7 @@ impl RegistryAuth {
             );
         }
         headers.insert(AUTHORIZATION, header);
-        upstream.send_following(method, uri, headers).await
+        send(method, uri, headers).await
     }
 
     /// The remembered `Authorization` for a forwarded request that is a pull

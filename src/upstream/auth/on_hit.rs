@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use http::header::{AUTHORIZATION, RANGE, WWW_AUTHENTICATE};
 use http::{HeaderMap, Method, StatusCode, Uri};
 
-use super::{Judged, RegistryAuth, Verdict, bounded, fingerprint, lock};
+use super::{Hops, Judged, RegistryAuth, Verdict, bounded, fingerprint, lock};
 use crate::config::Credential;
 use crate::oci::Route;
 use crate::upstream::Upstream;
@@ -62,8 +62,9 @@ fn repo_key(presented: &[u8], host: &str, repo: &str) -> [u8; 32] {
 impl RegistryAuth {
     /// Whether this client may have the object at `uri` (a blob or manifest `route`) of the
     /// registry `host`. The registry is asked with a HEAD carrying the client's own credentials
-    /// (or the account hoard lends it, when it has none); its answer is reused for
-    /// [`VERDICT_TTL`] for the same `asker` (see [`Asker`]).
+    /// (or the account hoard lends it, when it has none), and its redirects are not followed:
+    /// its own 2xx or 3xx means yes. The answer is reused for [`VERDICT_TTL`] for the same
+    /// `asker` (see [`Asker`]).
     #[expect(
         clippy::too_many_arguments,
         reason = "each is one fact of the question"
@@ -90,8 +91,17 @@ impl RegistryAuth {
         }
         let mut headers = crate::http::upstream_headers(client_headers);
         headers.remove(RANGE);
+        // The registry's own answer is the verdict: where it redirects to (a presigned CDN URL
+        // that answers a HEAD 403 while the GET works) is not asked.
         let result = self
-            .send_following(upstream, credential, Method::HEAD, uri, headers)
+            .send_authenticated(
+                upstream,
+                credential,
+                Method::HEAD,
+                uri,
+                headers,
+                Hops::OriginOnly,
+            )
             .await;
         let status = match &result {
             Ok(response) => response.status(),

@@ -295,3 +295,38 @@ async fn hostile_input_gets_a_4xx_with_a_reason_and_hoard_keeps_serving() {
         .unwrap();
     assert_eq!(got.bytes().await.unwrap(), bytes);
 }
+
+/// The access check asks the registry alone: its redirect means yes, and where it points (a
+/// presigned CDN URL answers a HEAD 403 or 401 while the GET would work) is never asked, let alone
+/// remembered as the verdict.
+#[tokio::test]
+async fn auth_on_hit_takes_the_registrys_redirect_as_a_yes_and_never_asks_its_target() {
+    init();
+    let registry = Registry::start().await;
+    registry.require("team/secret", "Bearer good");
+    let proxy = Proxy::builder(&registry)
+        .cache("auth_on_hit = \"upstream\"")
+        .start()
+        .await;
+    let layer = fresh_blob(10_000);
+    let digest = registry.add_blob(layer.clone());
+    let client = proxy.client(false);
+    // Cached through a public repository; then asked for in the private one.
+    let public = url(&format!("/v2/team/public/blobs/{digest}"));
+    let got = client.get(&public).send().await.unwrap();
+    assert_eq!(got.bytes().await.unwrap(), layer);
+    proxy.settled().await;
+    let blob = url(&format!("/v2/team/secret/blobs/{digest}"));
+
+    // Now the registry redirects its blobs to a CDN that refuses a HEAD.
+    registry.set_mode(Mode::RedirectToChallenge);
+    registry.forget();
+    for _ in 0..2 {
+        let got = client.get(&blob).bearer_auth("good").send().await.unwrap();
+        assert_eq!(got.status(), 200);
+        assert_eq!(got.bytes().await.unwrap(), layer);
+    }
+    let seen = registry.seen();
+    assert!(seen.iter().all(|s| s.host != CDN), "{seen:?}");
+    assert_eq!(registry.count("HEAD", "/blobs/"), 1, "{seen:?}");
+}

@@ -26,6 +26,7 @@ pub(crate) struct ProxyBuilder<'a> {
     mirror: String,
     fleet: String,
     admin: Option<String>,
+    admin_extra: String,
     upstream_cas: Vec<String>,
     tail: String,
     intercept: Option<String>,
@@ -45,6 +46,7 @@ impl Proxy {
             mirror: String::new(),
             fleet: String::new(),
             admin: None,
+            admin_extra: String::new(),
             upstream_cas: Vec::new(),
             tail: String::new(),
             intercept: None,
@@ -169,6 +171,12 @@ impl ProxyBuilder<'_> {
         self
     }
 
+    /// Adds TOML lines to `[admin]`.
+    pub(crate) fn admin_toml(mut self, toml: &str) -> Self {
+        push_line(&mut self.admin_extra, toml);
+        self
+    }
+
     /// Adds TOML lines to `[fleet]`.
     pub(crate) fn fleet(mut self, toml: &str) -> Self {
         push_line(&mut self.fleet, toml);
@@ -229,11 +237,13 @@ connect_timeout = "2s"
 {upstream_extra}
 [admin]
 listen = "{admin}"
+{admin_extra}
 {mirror}
 {fleet}
 {tail}"#,
             proxy_extra = self.proxy,
             admin = self.admin.as_deref().unwrap_or("127.0.0.1:0"),
+            admin_extra = self.admin_extra,
             ca_extra = self.ca,
             cache_extra = self.cache,
             upstream_extra = self.upstream,

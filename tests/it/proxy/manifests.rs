@@ -341,3 +341,34 @@ async fn errors_are_passed_through_and_never_cached() {
             .starts_with("Bearer realm=")
     );
 }
+
+/// A tag's answer is cached for everyone, so what asks the registry for it is the tag alone: a
+/// client's query string never reaches the registry, whichever request leads.
+#[tokio::test]
+async fn a_manifest_by_tag_goes_upstream_without_the_clients_query_string() {
+    init();
+    let registry = Registry::start().await;
+    let proxy = Proxy::builder(&registry).start().await;
+    let client = proxy.client(false);
+    let manifest = Registry::manifest_json(&[], "query");
+    let digest = registry.add_manifest("p/app", "q1", DOCKER_V2, manifest.clone());
+
+    for method in [reqwest::Method::HEAD, reqwest::Method::GET] {
+        let got = client
+            .request(method, url("/v2/p/app/manifests/q1?poison=1"))
+            .header("accept", DOCKER_V2)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200);
+        assert_eq!(got.headers()["docker-content-digest"], digest.as_str());
+    }
+    let seen = registry.seen();
+    assert!(
+        seen.iter()
+            .filter(|s| s.path.contains("/manifests/"))
+            .all(|s| s.query.is_none()),
+        "{seen:?}"
+    );
+    assert!(registry.count("GET", "/manifests/") + registry.count("HEAD", "/manifests/") >= 1);
+}

@@ -59,6 +59,7 @@ pub(super) async fn put_manifest(
         method: parts.method.to_string(),
         host: parts.uri.host().unwrap_or(REGISTRY).to_owned(),
         path: path.clone(),
+        query: parts.uri.query().map(str::to_owned),
         authorization: authorization.clone(),
         headers: parts.headers.clone(),
     });
@@ -118,6 +119,7 @@ pub(super) fn answer(
         method: req.method().to_string(),
         host: host.clone(),
         path: path.clone(),
+        query: req.uri().query().map(str::to_owned),
         authorization: authorization.clone(),
         headers: req.headers().clone(),
     });

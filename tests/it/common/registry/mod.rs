@@ -25,6 +25,8 @@ pub(crate) struct Seen {
     pub method: String,
     pub host: String,
     pub path: String,
+    /// The query string, if the request had one.
+    pub query: Option<String>,
     pub authorization: Option<String>,
     pub headers: http::HeaderMap,
 }
