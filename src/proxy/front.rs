@@ -209,7 +209,9 @@ async fn connect(
             &format!("CONNECT to port {port} is not allowed (proxy.connect_ports)"),
         );
     }
-    if hoard.config().intercept.matches(&host) {
+    // A host added to `intercept.hosts` that the CA's name constraints leave out would get a
+    // leaf its clients reject: it is tunnelled instead (the reload warned about it).
+    if hoard.config().intercept.matches(&host) && hoard.ca.covers(&host) {
         // The tasks carry the CONNECT's span (client, host) into the tunnel or intercept.
         tokio::spawn(
             async move {
