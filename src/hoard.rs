@@ -159,7 +159,6 @@ impl Hoard {
         let metrics: Arc<Metrics> = Arc::default();
         metrics.set_intercepted(config.intercept.clone());
         metrics.ca_expiry.set(ca.not_after());
-        tracing::info!(fingerprint = %ca.fingerprint(), "hoard's CA");
         let uncovered = RwLock::new(uncovered(&ca, &config, &metrics));
         let upstream = upstream_for(&config, metrics.clone())?;
         let fleet = config

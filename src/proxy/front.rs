@@ -41,7 +41,8 @@ pub(crate) async fn bind(hoard: &Hoard) -> anyhow::Result<Listener> {
         None,
     )
     .await?;
-    tracing::info!(addr = %listener.local_addr()?, "hoard listening");
+    // The CA's fingerprint: what a setup script's `--ca-sha256` checks.
+    tracing::info!(addr = %listener.local_addr()?, ca = %hoard.ca.fingerprint(), "hoard listening");
     Ok(listener)
 }
 
