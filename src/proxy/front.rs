@@ -178,7 +178,7 @@ fn local(request: &Request<Incoming>, hoard: &Hoard) -> Response<Body> {
             .body(full_body(hoard.metrics.activity().to_json()))
             .unwrap_or_else(|_| internal()),
         (&Method::GET, path) if path.starts_with("/setup/") => {
-            super::setup::respond(request, hoard)
+            crate::edge::setup::respond(request, hoard)
         }
         _ => error(
             StatusCode::BAD_REQUEST,

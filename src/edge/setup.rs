@@ -44,6 +44,14 @@ impl Mode {
     }
 }
 
+/// Whether `request` asks for a mirror-mode setup script (`GET /setup/<engine>?mode=mirror`),
+/// which the mirror listener serves too, without a login, as the proxy port does.
+pub(crate) fn asks_for_mirror_script<B>(request: &Request<B>) -> bool {
+    request.method() == http::Method::GET
+        && request.uri().path().starts_with("/setup/")
+        && Mode::from_query(request.uri().query()) == Some(Mode::Mirror)
+}
+
 /// Answers `GET /setup/<engine>[?mode=proxy|mirror]`: the script, 404 for an unknown engine, 400
 /// for another mode or a `Host` header that is not a host[:port], 409 for `mode=mirror` with the
 /// mirror off or on port 0.
