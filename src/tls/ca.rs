@@ -313,3 +313,29 @@ fn create(
         .map_err(io("write", cert_path))?;
     Ok(cert.der().to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4_all() -> GeneralSubtree {
+        GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4]))
+    }
+
+    fn v6_all() -> GeneralSubtree {
+        GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16]))
+    }
+
+    #[test]
+    fn an_ip_family_no_name_uses_stays_excluded() {
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let only_dns = name_constraints(&names(&["gcr.io"]));
+        assert_eq!(only_dns.excluded_subtrees, vec![v4_all(), v6_all()]);
+        let with_v4 = name_constraints(&names(&["gcr.io", "10.0.0.5"]));
+        assert_eq!(with_v4.excluded_subtrees, vec![v6_all()]);
+        let with_v6 = name_constraints(&names(&["fd00::5"]));
+        assert_eq!(with_v6.excluded_subtrees, vec![v4_all()]);
+        let both = name_constraints(&names(&["10.0.0.5", "fd00::5"]));
+        assert!(both.excluded_subtrees.is_empty());
+    }
+}

@@ -170,3 +170,29 @@ async fn a_reloaded_host_outside_the_name_constraints_is_tunnelled_not_intercept
         "{page}"
     );
 }
+
+#[tokio::test]
+async fn a_ca_near_its_end_is_warned_about_on_the_status_page() {
+    let registry = Registry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = dir.path().join("ca");
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(30);
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(ca_dir.join("ca.crt"), cert.pem()).unwrap();
+    std::fs::write(ca_dir.join("ca.key"), key.serialize_pem()).unwrap();
+    let proxy = Proxy::builder(&registry).dir(dir).start().await;
+    let page = proxy.admin("/").await;
+    assert!(
+        page.contains("ca-expiry") && page.contains("hoard ca renew"),
+        "{page}"
+    );
+    let metrics = proxy.admin("/metrics").await;
+    let expiry = sample(&metrics, "hoard_ca_expiry_timestamp_seconds");
+    assert!((expiry - (now.unix_timestamp() + 30 * 86_400) as f64).abs() < 5.0);
+}
