@@ -44,6 +44,9 @@ pub(crate) enum Command {
     /// Look after the cache folder of a config (safe while hoard serves).
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Look after hoard's CA: its fingerprint, and a new one.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Pull images through a running hoard, so that later pulls are served from its cache.
     Warm {
         #[command(flatten)]
@@ -130,6 +133,22 @@ pub(crate) enum CacheCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub(crate) enum CaCommand {
+    /// Print the CA's fingerprint (sha256:<hex> of ca.crt's DER), for a setup script's
+    /// --ca-sha256; exit status 1 if there is no CA yet.
+    Fingerprint {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Write a new CA (a new key) for the config's intercepted hosts, used from the next start,
+    /// and print its fingerprint. Clients need the new ca.crt.
+    Renew {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct ConfigArg {
     /// TOML config file (see config.toml.example).
@@ -159,6 +178,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::serve::serve(loaded, config.config, overrides)
         }
         Command::Cache(command) => cache(command),
+        Command::Ca(command) => ca(command),
         Command::Warm {
             config,
             images,
@@ -189,6 +209,21 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_bytes(&page)
         }
     }
+}
+
+fn ca(command: CaCommand) -> anyhow::Result<ExitCode> {
+    let (CaCommand::Fingerprint { config } | CaCommand::Renew { config }) = &command;
+    let Some(config) = load_config(config, Overrides::default()) else {
+        return Ok(ExitCode::from(2));
+    };
+    let mut out = std::io::stdout();
+    let outcome = match command {
+        CaCommand::Fingerprint { .. } => {
+            ops::ca::fingerprint(&config, &mut out, &mut std::io::stderr())?
+        }
+        CaCommand::Renew { .. } => ops::ca::renew(&config, &mut out)?,
+    };
+    Ok(exit_code(outcome))
 }
 
 fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {

@@ -38,6 +38,9 @@ pub(crate) struct Hoard {
     pub(crate) fleet: Option<Arc<Fleet>>,
     /// The S3-API bucket the fleet shares (`[store.s3]`); `None`: off.
     pub(crate) tier: Option<Arc<S3Tier>>,
+    /// The intercepted host patterns the CA's name constraints leave out: tunnelled, and
+    /// warned about, until `hoard ca renew` and a restart.
+    uncovered: RwLock<Vec<String>>,
     /// Each listener's connection limits, so that a shutdown can close idle connections.
     listeners: Mutex<Vec<Arc<ConnectionLimits>>>,
 }
@@ -94,6 +97,14 @@ impl Hoard {
             .clone()
     }
 
+    /// The intercepted host patterns the CA cannot sign for (see [`Hoard::reload`]).
+    pub(crate) fn uncovered(&self) -> Vec<String> {
+        self.uncovered
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Registers a listener's connection limits (each listener calls it once, at start).
     pub(crate) fn listening(&self, limits: &Arc<ConnectionLimits>) {
         self.listeners
@@ -125,6 +136,8 @@ impl Hoard {
             tracing::info!(parent = ?config.upstream.clients.parent, "upstream settings changed; new upstream connections use them");
         }
         self.metrics.set_intercepted(config.intercept.clone());
+        *self.uncovered.write().unwrap_or_else(|e| e.into_inner()) =
+            uncovered(&self.ca, &config, &self.metrics);
         if let (Some(fleet), Some(peers)) = (&self.fleet, &config.fleet) {
             fleet.reconfigure(peers);
         }
@@ -138,17 +151,7 @@ impl Hoard {
         log_lending(&config);
         let provider = crate::crypto_provider();
         // A new CA signs the intercepted hosts and the mirror's own names, nothing else.
-        let mirror_names = match config.mirror.as_ref().map(|m| &m.tls) {
-            Some(crate::config::MirrorTls::Minted(names)) => names.as_slice(),
-            _ => &[],
-        };
-        let constrain_to = config.ca.name_constraints.then(|| {
-            config
-                .intercept
-                .names()
-                .chain(mirror_names.iter().cloned())
-                .collect()
-        });
+        let constrain_to = config.ca_constraints();
         let ca =
             CertificateAuthority::load_or_create(&config.ca.dir, provider.clone(), constrain_to)
                 .context("loading the CA")?;
@@ -156,6 +159,8 @@ impl Hoard {
             Store::open(&config.cache.dir, config.cache.limits).context("opening the cache")?;
         let metrics: Arc<Metrics> = Arc::default();
         metrics.set_intercepted(config.intercept.clone());
+        metrics.ca_expiry.set(ca.not_after());
+        let uncovered = RwLock::new(uncovered(&ca, &config, &metrics));
         let upstream = upstream_for(&config, metrics.clone())?;
         let fleet = config
             .fleet
@@ -177,6 +182,7 @@ impl Hoard {
             clock: Clock::default(),
             fleet,
             tier,
+            uncovered,
             listeners: Mutex::default(),
         })
     }
@@ -203,6 +209,23 @@ fn log_lending(config: &Config) {
             }
         }
     }
+}
+
+/// The intercepted host patterns `ca` cannot sign for (a `*.domain` pattern is tried on the
+/// domain itself), warned about once each time the configuration is loaded.
+fn uncovered(ca: &CertificateAuthority, config: &Config, metrics: &Metrics) -> Vec<String> {
+    let uncovered: Vec<String> = config
+        .intercept
+        .names()
+        .filter(|name| !ca.covers(name.trim_start_matches("*.")))
+        .collect();
+    metrics
+        .ca_uncovered_hosts
+        .set(i64::try_from(uncovered.len()).unwrap_or(i64::MAX));
+    if !uncovered.is_empty() {
+        tracing::warn!(hosts = ?uncovered, "hoard's CA is limited to other names (ca.name_constraints): these hosts are tunnelled, not intercepted; run `hoard ca renew` and restart, then give clients the new ca.crt");
+    }
+    uncovered
 }
 
 /// The upstream clients a configuration asks for.

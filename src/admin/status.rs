@@ -99,6 +99,7 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; 
         limit = human(limit),
         entries = usage.entries,
     );
+    page.push_str(&ca_section(hoard));
     let totals: Vec<Traffic> = m.history().iter().map(Minute::total).collect();
     page.push_str(&chart(&totals));
     page.push_str(&by_listener(&m.last_hour()));
@@ -142,6 +143,41 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; 
 }
 
 /// The last hour through each listener: requests, bytes from cache and from upstream.
+/// The CA's fingerprint (what `--ca-sha256` of a setup script checks), and warnings: expiry
+/// within 60 days, intercepted hosts its name constraints leave out.
+fn ca_section(hoard: &Hoard) -> String {
+    // 60 days: time to renew the CA and hand clients the new one.
+    const WARN_BEFORE_S: i64 = 60 * 86_400;
+    let mut out = format!(
+        "<p id=\"ca\">CA fingerprint: <code id=\"ca-fingerprint\">{}</code> (check a setup \
+         script with <code>--ca-sha256</code>)</p>\n",
+        hoard.ca.fingerprint()
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let left = hoard.ca.not_after() - now;
+    if left < WARN_BEFORE_S {
+        let _ = writeln!(
+            out,
+            "<p class=\"warning\" id=\"ca-expiry\">warning: hoard's CA expires in {} days: \
+             run <code>hoard ca renew</code>, restart, and give clients the new ca.crt</p>",
+            left / 86_400
+        );
+    }
+    let uncovered = hoard.uncovered();
+    if !uncovered.is_empty() {
+        let _ = writeln!(
+            out,
+            "<p class=\"warning\" id=\"ca-uncovered\">warning: hoard's CA cannot sign for {} \
+             (ca.name_constraints), so they are tunnelled, not intercepted: run <code>hoard ca \
+             renew</code> and restart</p>",
+            escape(&uncovered.join(", "))
+        );
+    }
+    out
+}
+
 fn by_listener(last_hour: &[Traffic; Via::ALL.len()]) -> String {
     let mut table = String::from(
         "<h2>By listener, last hour</h2>\n<table id=\"via\"><tr><th>via</th><th>requests</th>\

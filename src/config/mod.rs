@@ -86,6 +86,21 @@ pub struct Config {
 }
 
 impl Config {
+    /// The names a new CA is limited to signing (`ca.name_constraints`): the intercepted hosts
+    /// and the mirror's own minted names. `None`: unconstrained.
+    pub(crate) fn ca_constraints(&self) -> Option<Vec<String>> {
+        let mirror_names = match self.mirror.as_ref().map(|m| &m.tls) {
+            Some(MirrorTls::Minted(names)) => names.as_slice(),
+            _ => &[],
+        };
+        self.ca.name_constraints.then(|| {
+            self.intercept
+                .names()
+                .chain(mirror_names.iter().cloned())
+                .collect()
+        })
+    }
+
     /// Reads `path` if given and merges the overrides into a validated config.
     pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
         let file = match path {

@@ -3,7 +3,8 @@
 //! and its role (a client listener's `via` label, or admin), and runs the one accept loop, a
 //! client listener's until the server's [`Stop`] signal. Below it:
 //! `admit.rs`, who may ask (allow-list, logins, 429); `map.rs` and `route.rs`, a registry-API
-//! request mapped to its registry, for the mirror and the peer endpoint alike.
+//! request mapped to its registry, for the mirror and the peer endpoint alike; `setup.rs`, the
+//! host setup scripts the proxy and the TLS mirror serve.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use crate::telemetry::Via;
 pub(crate) mod admit;
 pub(crate) mod map;
 pub(crate) mod route;
+pub(crate) mod setup;
 
 /// Time allowed for a client's TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);

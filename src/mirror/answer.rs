@@ -1,6 +1,7 @@
 //! One request on the mirror: who may ask (the proxy's allow-list and logins, with
 //! `Authorization` instead of `Proxy-Authorization`), which registry it is for and whether hoard
-//! serves it, then the registry rules every intercepted request goes through.
+//! serves it, then the registry rules every intercepted request goes through. And the
+//! mirror-mode setup scripts, open to every allowed client.
 
 use std::sync::Arc;
 
@@ -22,12 +23,33 @@ pub(crate) struct Mirrored;
 
 impl Answer for Mirrored {
     async fn answer(&self, request: Request<Incoming>, hoard: Arc<Hoard>) -> Answered {
+        if crate::edge::setup::asks_for_mirror_script(&request) {
+            return Answered::here(setup_script(&request, &hoard).await);
+        }
         match mirrored(request, &hoard).await {
             Ok(Mapped::Registry(target, request)) => answered(target, request, &hoard).await,
             Ok(Mapped::Ping) => Answered::here(ping()),
             Err(refusal) => Answered::here(refusal),
         }
     }
+}
+
+/// `/setup/<engine>?mode=mirror`: open to every allowed client, as on the proxy port, so a host
+/// that reaches only the mirror can be set up before it has credentials.
+async fn setup_script(request: &Request<Incoming>, hoard: &Hoard) -> Response<Body> {
+    match admit(request.headers(), client(request), hoard, Login::Open).await {
+        Ok(_) => crate::edge::setup::respond(request, hoard),
+        Err(refusal) => refusal,
+    }
+}
+
+/// The client's address, as the listener recorded it.
+fn client(request: &Request<Incoming>) -> std::net::IpAddr {
+    request
+        .extensions()
+        .get::<ClientAddr>()
+        .map(|ClientAddr(ip)| *ip)
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into())
 }
 
 /// The request admitted and mapped to its registry, or hoard's refusal.
@@ -39,12 +61,7 @@ async fn mirrored(request: Request<Incoming>, hoard: &Hoard) -> Result<Mapped, R
             "mirror mode was turned off by a reload; the listener closes at the next restart",
         ));
     };
-    let client = request
-        .extensions()
-        .get::<ClientAddr>()
-        .map(|ClientAddr(ip)| *ip)
-        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-    let user = admit(request.headers(), client, hoard, Login::Mirror).await?;
+    let user = admit(request.headers(), client(&request), hoard, Login::Mirror).await?;
     let how = Mapping {
         default_registry: &mirror.default_registry,
         // Whether the account is lent is decided by the target, which knows the user.

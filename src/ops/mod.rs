@@ -1,10 +1,12 @@
-//! Operator commands that work on a cache folder: `hoard cache …` and `hoard warm`.
+//! Operator commands that work on a cache folder: `hoard cache …` and `hoard warm`; and on the
+//! CA folder: `hoard ca …`.
 //!
 //! They run beside a serving hoard, so they never write into the store: they read entry files
 //! and delete whole files (hoard checks for a file before it serves it, and refetches what is
 //! gone), and they never touch `tmp/`, where fills are in progress. Every path they build comes
 //! from a parsed digest, a checked repository name and tag, and a checked host (see [`disk`]).
 
+pub mod ca;
 pub mod disk;
 pub mod imageref;
 pub mod ls;
@@ -54,6 +56,9 @@ pub enum OpsError {
     },
     #[error("cannot write the output")]
     Output(#[from] std::io::Error),
+    /// The CA could not be read or written (`hoard ca …`).
+    #[error("{0}")]
+    Ca(String),
     /// The shared tier failed (`hoard cache prune --s3`).
     #[error(transparent)]
     Tier(#[from] crate::tier::TierError),

@@ -42,7 +42,8 @@ pub(crate) async fn bind(hoard: &Hoard) -> anyhow::Result<Listener> {
         None,
     )
     .await?;
-    tracing::info!(addr = %listener.local_addr()?, "hoard listening");
+    // The CA's fingerprint: what a setup script's `--ca-sha256` checks.
+    tracing::info!(addr = %listener.local_addr()?, ca = %hoard.ca.fingerprint(), "hoard listening");
     Ok(listener)
 }
 
@@ -187,7 +188,7 @@ fn local(request: &Request<Incoming>, hoard: &Hoard) -> Response<Body> {
             .body(full_body(hoard.metrics.activity().to_json()))
             .unwrap_or_else(|_| internal()),
         (&Method::GET, path) if path.starts_with("/setup/") => {
-            super::setup::respond(request, hoard)
+            crate::edge::setup::respond(request, hoard)
         }
         _ => error(
             StatusCode::BAD_REQUEST,
@@ -221,7 +222,9 @@ async fn connect(
             &format!("CONNECT to port {port} is not allowed (proxy.connect_ports)"),
         );
     }
-    if hoard.config().intercept.matches(&host) {
+    // A host added to `intercept.hosts` that the CA's name constraints leave out would get a
+    // leaf its clients reject: it is tunnelled instead (the reload warned about it).
+    if hoard.config().intercept.matches(&host) && hoard.ca.covers(&host) {
         // The tasks carry the CONNECT's span (client, host) into the tunnel or intercept.
         tokio::spawn(
             async move {

@@ -43,6 +43,9 @@ pub(crate) struct Metrics {
     pub store_evictions: Gauge,
     pub fills_in_flight: Gauge,
     pub leaf_certificates: Gauge,
+    /// When the CA expires (Unix seconds), and how many intercepted hosts it cannot sign for.
+    pub ca_expiry: Gauge,
+    pub ca_uncovered_hosts: Gauge,
     /// What the status page shows, fed by [`Metrics::record`] too.
     activity: Activity,
     /// The intercepted host patterns: the only hosts named in a `host` label.
@@ -81,6 +84,8 @@ impl Metrics {
             store_evictions: Gauge::default(),
             fills_in_flight: Gauge::default(),
             leaf_certificates: Gauge::default(),
+            ca_expiry: Gauge::default(),
+            ca_uncovered_hosts: Gauge::default(),
             activity: Activity::default(),
             intercepted: std::sync::RwLock::default(),
             registry: Registry::default(),
@@ -164,6 +169,17 @@ impl Metrics {
             "leaf_certificates_minted",
             "Leaf certificates minted for intercepted hosts, since start",
             m.leaf_certificates.clone(),
+        );
+        registry.register(
+            "ca_expiry_timestamp_seconds",
+            "When hoard's CA certificate expires, in seconds since the Unix epoch",
+            m.ca_expiry.clone(),
+        );
+        registry.register(
+            "ca_uncovered_hosts",
+            "Intercepted host patterns the CA's name constraints leave out (tunnelled; run \
+             hoard ca renew and restart)",
+            m.ca_uncovered_hosts.clone(),
         );
         registry.register(
             "fleet_peer_reads",

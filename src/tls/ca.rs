@@ -21,6 +21,9 @@ use time::{Duration, OffsetDateTime};
 /// Leaf TLS configs kept ready: one per intercepted host, so 1024 covers any realistic set.
 const LEAF_CACHE_SIZE: usize = 1024;
 
+/// How long a new CA lasts: 3 × 365 days, at most 3 years, so a lost key is not good for a decade.
+const CA_DAYS: i64 = 3 * 365;
+
 /// Errors loading the CA or minting a leaf.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CaError {
@@ -65,6 +68,10 @@ pub(crate) struct CertificateAuthority {
     pub(super) provider: Arc<CryptoProvider>,
     pub(super) leaves: Mutex<LruCache<String, Arc<ServerConfig>>>,
     pub(super) minted: std::sync::atomic::AtomicU64,
+    /// Whether the CA carries name constraints: then each host is checked before it is served.
+    pub(super) constrained: bool,
+    /// When the CA certificate expires, in seconds since the Unix epoch.
+    pub(super) not_after: i64,
 }
 
 impl std::fmt::Debug for CertificateAuthority {
@@ -75,7 +82,7 @@ impl std::fmt::Debug for CertificateAuthority {
 }
 
 impl CertificateAuthority {
-    /// Loads `dir/ca.crt` and `dir/ca.key`, creating both (ECDSA P-256, 10 years, key mode 0600)
+    /// Loads `dir/ca.crt` and `dir/ca.key`, creating both (ECDSA P-256, 3 years, key mode 0600)
     /// when neither exists. A new CA is limited to signing `constrain_to` (host names, `*.domain`
     /// patterns, IP addresses) when that is given.
     pub(crate) fn load_or_create(
@@ -100,6 +107,16 @@ impl CertificateAuthority {
                 what: "certificate",
             })?;
         let public_key = key.public_key_raw().to_vec();
+        let (constrained, not_after) = x509_parser::parse_x509_certificate(&ca_der)
+            .ok()
+            .and_then(|(_, cert)| {
+                let constrained = cert.name_constraints().ok()?.is_some();
+                Some((constrained, cert.validity().not_after.timestamp()))
+            })
+            .ok_or_else(|| CaError::BadPem {
+                path: cert_path.clone(),
+                what: "CA certificate",
+            })?;
         let issuer = Issuer::from_ca_cert_der(&ca_der, key).map_err(|_| CaError::BadPem {
             path: cert_path,
             what: "CA certificate matching ca.key",
@@ -116,7 +133,19 @@ impl CertificateAuthority {
                 NonZeroUsize::new(LEAF_CACHE_SIZE).unwrap_or(NonZeroUsize::MIN),
             )),
             minted: std::sync::atomic::AtomicU64::new(0),
+            constrained,
+            not_after,
         })
+    }
+
+    /// `sha256:<hex>` of the CA certificate's DER: what clients check a setup script against.
+    pub(crate) fn fingerprint(&self) -> String {
+        fingerprint(&self.ca_der)
+    }
+
+    /// When the CA certificate expires, in seconds since the Unix epoch.
+    pub(crate) fn not_after(&self) -> i64 {
+        self.not_after
     }
 
     /// Whether `ca.key` on disk can still be read and holds the key hoard signs with: a key file
@@ -146,23 +175,43 @@ impl CertificateAuthority {
     }
 }
 
+/// `sha256:<64 lowercase hex>` of a certificate's DER.
+pub(crate) fn fingerprint(der: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", const_hex::encode(sha2::Sha256::digest(der)))
+}
+
+/// The fingerprint of `dir/ca.crt`, or `None` when there is no such file.
+pub(crate) fn fingerprint_of(dir: &Path) -> Result<Option<String>, CaError> {
+    let cert_path = dir.join("ca.crt");
+    if !cert_path.exists() {
+        return Ok(None);
+    }
+    let pem = read(&cert_path)?;
+    let der = CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|_| CaError::BadPem {
+        path: cert_path,
+        what: "certificate",
+    })?;
+    Ok(Some(fingerprint(&der)))
+}
+
 /// Constraints that let the CA sign only the given names: a DNS subtree per host (which covers
 /// its subdomains, so `*.pkg.dev` becomes `pkg.dev`), exactly the given IP addresses, and no
 /// other IP address at all (IP names are unconstrained unless an IP subtree is present).
 fn name_constraints(names: &[String]) -> NameConstraints {
     let mut permitted = Vec::new();
-    let mut ips = false;
+    let (mut v4, mut v6) = (false, false);
     for name in names {
         match name.parse::<std::net::IpAddr>() {
             Ok(std::net::IpAddr::V4(ip)) => {
-                ips = true;
+                v4 = true;
                 permitted.push(GeneralSubtree::IpAddress(CidrSubnet::V4(
                     ip.octets(),
                     [255; 4],
                 )));
             }
             Ok(std::net::IpAddr::V6(ip)) => {
-                ips = true;
+                v6 = true;
                 permitted.push(GeneralSubtree::IpAddress(CidrSubnet::V6(
                     ip.octets(),
                     [255; 16],
@@ -173,14 +222,15 @@ fn name_constraints(names: &[String]) -> NameConstraints {
             )),
         }
     }
-    let excluded = if ips {
-        Vec::new()
-    } else {
-        vec![
-            GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4])),
-            GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16])),
-        ]
-    };
+    // A family with no permitted address is excluded whole: a permitted IPv4 address alone
+    // would otherwise leave every IPv6 address open, and the other way round.
+    let mut excluded = Vec::new();
+    if !v4 {
+        excluded.push(GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4])));
+    }
+    if !v6 {
+        excluded.push(GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16])));
+    }
     NameConstraints {
         permitted_subtrees: permitted,
         excluded_subtrees: excluded,
@@ -195,20 +245,41 @@ fn read(path: &Path) -> Result<String, CaError> {
     })
 }
 
+/// Writes a new CA (a new key) into `dir`, replacing `ca.crt` and `ca.key`: both are written
+/// beside them under temporary names, then renamed into place, so a reader sees the old pair or
+/// the new one. A running hoard keeps its CA; the next start uses the new one. Gives the new
+/// fingerprint.
+pub(crate) fn renew(dir: &Path, constrain_to: Option<Vec<String>>) -> Result<String, CaError> {
+    let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
+    let (new_cert, new_key) = (dir.join(".ca.crt.new"), dir.join(".ca.key.new"));
+    for stale in [&new_cert, &new_key] {
+        // Left by a renewal that stopped half-way; absent is the usual case.
+        let _ = std::fs::remove_file(stale);
+    }
+    let der = create(dir, &new_cert, &new_key, constrain_to)?;
+    for (from, to) in [(&new_key, &key_path), (&new_cert, &cert_path)] {
+        std::fs::rename(from, to).map_err(io("replace", to))?;
+    }
+    Ok(fingerprint(&der))
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CaError {
+    let path = path.to_owned();
+    move |error| CaError::Io {
+        action,
+        path,
+        error,
+    }
+}
+
+/// Creates a new CA: the key at `key_path` (mode 0600), the certificate at `cert_path`, whose
+/// DER it gives.
 fn create(
     dir: &Path,
     cert_path: &Path,
     key_path: &Path,
     constrain_to: Option<Vec<String>>,
-) -> Result<(), CaError> {
-    let io = |action, path: &Path| {
-        let path = path.to_owned();
-        move |error| CaError::Io {
-            action,
-            path,
-            error,
-        }
-    };
+) -> Result<Vec<u8>, CaError> {
     std::fs::create_dir_all(dir).map_err(io("create", dir))?;
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
@@ -224,7 +295,7 @@ fn create(
     params.name_constraints = constrain_to.map(|names| name_constraints(&names));
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::days(1);
-    params.not_after = now + Duration::days(3652);
+    params.not_after = now + Duration::days(CA_DAYS);
     let cert = params.self_signed(&key)?;
 
     // The key first, created 0600 from the start so it is never readable by others.
@@ -236,6 +307,35 @@ fn create(
     file.write_all(key.serialize_pem().as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(io("write", key_path))?;
-    std::fs::write(cert_path, cert.pem()).map_err(io("write", cert_path))?;
-    Ok(())
+    let mut file = std::fs::File::create(cert_path).map_err(io("create", cert_path))?;
+    file.write_all(cert.pem().as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io("write", cert_path))?;
+    Ok(cert.der().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4_all() -> GeneralSubtree {
+        GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4]))
+    }
+
+    fn v6_all() -> GeneralSubtree {
+        GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16]))
+    }
+
+    #[test]
+    fn an_ip_family_no_name_uses_stays_excluded() {
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let only_dns = name_constraints(&names(&["gcr.io"]));
+        assert_eq!(only_dns.excluded_subtrees, vec![v4_all(), v6_all()]);
+        let with_v4 = name_constraints(&names(&["gcr.io", "10.0.0.5"]));
+        assert_eq!(with_v4.excluded_subtrees, vec![v6_all()]);
+        let with_v6 = name_constraints(&names(&["fd00::5"]));
+        assert_eq!(with_v6.excluded_subtrees, vec![v4_all()]);
+        let both = name_constraints(&names(&["10.0.0.5", "fd00::5"]));
+        assert!(both.excluded_subtrees.is_empty());
+    }
 }

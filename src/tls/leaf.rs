@@ -28,11 +28,23 @@ impl CertificateAuthority {
         if let Some(config) = self.lock().get(&host) {
             return Ok(config.clone());
         }
-        let config = Arc::new(self.mint(std::slice::from_ref(&host))?);
+        let names = std::slice::from_ref(&host);
+        let leaf = self.leaf(names)?;
+        if self.constrained {
+            self.check_covers(&leaf, names)?;
+        }
+        let config = Arc::new(self.config(leaf)?);
         self.minted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.lock().put(host, config.clone());
         Ok(config)
+    }
+
+    /// Whether a leaf for `host` would be accepted by a client trusting the CA: a CA created with
+    /// name constraints does not cover a host added to `intercept.hosts` later. An unconstrained
+    /// CA covers every host, and a covered host's leaf is then kept ready.
+    pub(crate) fn covers(&self, host: &str) -> bool {
+        !self.constrained || !matches!(self.server_config(host), Err(CaError::NotCovered { .. }))
     }
 
     /// A TLS server config presenting one leaf for all of `names` (DNS names or IP addresses),
@@ -75,10 +87,6 @@ impl CertificateAuthority {
     fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, Arc<ServerConfig>>> {
         // A panic while holding this lock cannot leave the cache inconsistent: take it anyway.
         self.leaves.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn mint(&self, names: &[String]) -> Result<ServerConfig, CaError> {
-        self.config(self.leaf(names)?)
     }
 
     /// The server config presenting `leaf` and the CA.

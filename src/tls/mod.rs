@@ -5,6 +5,6 @@ mod ca;
 mod leaf;
 mod roots;
 
-pub(crate) use ca::CertificateAuthority;
+pub(crate) use ca::{CertificateAuthority, fingerprint_of, renew};
 pub(crate) use leaf::server_config_from_files;
 pub(crate) use roots::root_store;

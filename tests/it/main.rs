@@ -6,6 +6,7 @@ mod common;
 
 mod access;
 mod admin;
+mod ca;
 mod cli;
 mod crash;
 mod e2e;

@@ -590,3 +590,50 @@ async fn a_mirror_reaches_only_port_443_or_a_listed_host_port() {
         assert!(!answer.contains("os error"), "{ns}: {answer}");
     }
 }
+
+#[tokio::test]
+async fn a_tls_mirror_serves_its_setup_script_without_a_login_and_nothing_else() {
+    init();
+    let registry = Registry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    std::fs::write(&users, format!("alice:{hash}\n")).unwrap();
+    let port = free_port();
+    let proxy = Proxy::builder(&registry)
+        .proxy(&format!("auth_file = \"{}\"", users.display()))
+        .mirror(&format!(
+            "listen = \"127.0.0.1:{port}\"\nnames = [\"mirror.test\"]"
+        ))
+        .start()
+        .await;
+    let addr = proxy.server.mirror_addr().unwrap();
+    let ca = reqwest::Certificate::from_pem(proxy.ca_pem.as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .resolve("mirror.test", addr)
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+    let base = format!("https://mirror.test:{port}");
+    let script = client
+        .get(format!("{base}/setup/containerd?mode=mirror"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), 200);
+    let text = script.text().await.unwrap();
+    assert!(text.starts_with("#!/bin/sh"), "{text}");
+    assert!(
+        text.contains(proxy.ca_pem.trim()),
+        "the script carries the CA"
+    );
+    assert!(
+        text.contains(&format!("https://mirror.test:{port}")),
+        "{text}"
+    );
+    // The registry API still needs a login.
+    let v2 = client.get(format!("{base}/v2/")).send().await.unwrap();
+    assert_eq!(v2.status(), 401);
+    assert!(registry.seen().is_empty());
+}

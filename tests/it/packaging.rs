@@ -213,6 +213,24 @@ fn kubernetes_mirror_mode_is_two_lines_away_and_its_daemonset_asks_for_it() {
 }
 
 #[test]
+fn kubernetes_node_setup_checks_the_ca_fingerprint_from_a_config_map() {
+    for path in [
+        "contrib/kubernetes/node-setup.yaml",
+        "contrib/kubernetes/node-setup-mirror.yaml",
+    ] {
+        assert_contains(
+            path,
+            &[
+                "- name: HOARD_CA_SHA256",
+                "configMapKeyRef: { name: hoard-ca, key: sha256 }",
+                "create configmap hoard-ca",
+                "hoard ca fingerprint",
+            ],
+        );
+    }
+}
+
+#[test]
 fn compose_publishes_the_port_on_loopback_only() {
     assert_contains("docker-compose.yml", &[r#"- "127.0.0.1:3128:3128""#]);
 }

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use crate::common::Proxy;
 use base64::Engine as _;
 
+mod fingerprint;
 mod merge;
 mod mirror;
 mod proxy;
@@ -49,6 +50,7 @@ fn run(script: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .env_remove("HOARD_SETUP_ROOT")
         .env_remove("HOARD_PROXY_USER")
         .env_remove("HOARD_NO_PROXY")
+        .env_remove("HOARD_CA_SHA256")
         .envs(env.iter().copied())
         .output()
         .unwrap();

@@ -9,6 +9,8 @@ Usage: curl -fsSL '$SETUP_URL' | sudo sh -s -- [OPTIONS]
   -n, --dry-run                 say what would change; change nothing
   --root DIR                    write every file under DIR and restart nothing
                                 (env HOARD_SETUP_ROOT), e.g. for an image build
+  --ca-sha256 HEX               change nothing unless the CA in this script has this
+                                fingerprint (hoard ca fingerprint; env HOARD_CA_SHA256)
   -h, --help                    this text
 EOF
 }

@@ -5,6 +5,7 @@ DRY_RUN=0
 ROOT=${HOARD_SETUP_ROOT-}
 PROXY_USER=${HOARD_PROXY_USER-}
 EXTRA_NO_PROXY=${HOARD_NO_PROXY-}
+CA_SHA256=${HOARD_CA_SHA256-}
 CHANGES=0
 PF_CHANGED=0
 CA_CHANGED=0
@@ -22,6 +23,8 @@ Usage: curl -fsSL http://$PROXY_HOSTPORT/setup/$ENGINE | sudo sh -s -- [OPTIONS]
                                 (env HOARD_PROXY_USER)
   --no-proxy LIST               more NO_PROXY entries, comma-separated
                                 (env HOARD_NO_PROXY)
+  --ca-sha256 HEX               change nothing unless the CA in this script has this
+                                fingerprint (hoard ca fingerprint; env HOARD_CA_SHA256)
   -h, --help                    this text
 EOF
 }
@@ -60,6 +63,12 @@ parse_args() {
 			shift
 			;;
 		--no-proxy=*) EXTRA_NO_PROXY=${1#--no-proxy=} ;;
+		--ca-sha256)
+			[ $# -ge 2 ] || usage_error "--ca-sha256 needs a fingerprint"
+			CA_SHA256=$2
+			shift
+			;;
+		--ca-sha256=*) CA_SHA256=${1#--ca-sha256=} ;;
 		-h | --help)
 			usage
 			exit 0
@@ -70,6 +79,45 @@ parse_args() {
 	done
 	# "/" and "" both mean the real root.
 	while [ "${ROOT%/}" != "$ROOT" ]; do ROOT=${ROOT%/}; done
+	check_ca_sha256
+}
+
+# Compares --ca-sha256 (or HOARD_CA_SHA256) with the fingerprint of the CA in this script,
+# computed here from the PEM below (a fingerprint written by the server would be rewritten by
+# whoever rewrote the script): a malformed value exits 2, a mismatch exits 1, both before
+# anything is looked at or changed.
+check_ca_sha256() {
+	if [ -z "$CA_SHA256" ]; then
+		printf 'hoard setup: note: --ca-sha256 HEX (from hoard ca fingerprint or its status page) checks the CA before it is trusted\n' >&2
+		return 0
+	fi
+	cs_want=$(printf '%s' "$CA_SHA256" | tr 'A-Z' 'a-z')
+	cs_want=${cs_want#sha256:}
+	case $cs_want in
+	*[!0-9a-f]* | '') usage_error "--ca-sha256 needs 64 hex digits, optionally after sha256:, not $CA_SHA256" ;;
+	esac
+	[ ${#cs_want} -eq 64 ] || usage_error "--ca-sha256 needs 64 hex digits, optionally after sha256:, not $CA_SHA256"
+	if command -v sha256sum >/dev/null 2>&1; then
+		cs_hash() { sha256sum; }
+	elif command -v openssl >/dev/null 2>&1; then
+		cs_hash() { openssl dgst -sha256 -r; }
+	else
+		fail "checking --ca-sha256 needs sha256sum or openssl, and this host has neither: nothing changed"
+	fi
+	if command -v base64 >/dev/null 2>&1; then
+		cs_unbase64() { base64 -d; }
+	elif command -v openssl >/dev/null 2>&1; then
+		cs_unbase64() { openssl base64 -d -A; }
+	else
+		fail "checking --ca-sha256 needs base64 or openssl, and this host has neither: nothing changed"
+	fi
+	# The first certificate's base64, armour and line breaks removed, decoded to DER.
+	cs_got=$(ca_pem | awk '/^-----BEGIN/ { on = 1; next } /^-----END/ { exit } on' | tr -d ' \t\r\n' | cs_unbase64 | cs_hash)
+	cs_got=${cs_got%%[!0-9a-f]*}
+	if [ "$cs_got" != "$cs_want" ]; then
+		fail "the CA in this script is not the one --ca-sha256 names: expected sha256:$cs_want, got sha256:$cs_got; nothing changed (is this script really from your hoard?)"
+	fi
+	say "CA fingerprint checked: sha256:$cs_got"
 }
 
 # urlencode TEXT: percent-encodes every byte but RFC 3986's unreserved ones (LC_ALL=C: bytes).

@@ -44,6 +44,14 @@ impl Mode {
     }
 }
 
+/// Whether `request` asks for a mirror-mode setup script (`GET /setup/<engine>?mode=mirror`),
+/// which the mirror listener serves too, without a login, as the proxy port does.
+pub(crate) fn asks_for_mirror_script<B>(request: &Request<B>) -> bool {
+    request.method() == http::Method::GET
+        && request.uri().path().starts_with("/setup/")
+        && Mode::from_query(request.uri().query()) == Some(Mode::Mirror)
+}
+
 /// Answers `GET /setup/<engine>[?mode=proxy|mirror]`: the script, 404 for an unknown engine, 400
 /// for another mode or a `Host` header that is not a host[:port], 409 for `mode=mirror` with the
 /// mirror off or on port 0.
@@ -197,7 +205,8 @@ mod tests {
         }
     }
 
-    /// `?mode=proxy` and no mode serve the script as it was before mirror mode: these bytes.
+    /// `?mode=proxy` and no mode serve the script as it was before mirror mode (plus the
+    /// `--ca-sha256` check since): these bytes.
     #[test]
     fn proxy_scripts_are_unchanged_by_mirror_mode() {
         use sha2::Digest as _;
@@ -222,7 +231,7 @@ mod tests {
         let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             hex,
-            "8b2ddfd90231e517a3b8a4f33ba6e62d382ded940e368a752889d0b2d5ff3f2e"
+            "ea888d2e9b39ff662931b96e031d93515f1265e1961460d653f8e2fb7df45bda"
         );
     }
 }
