@@ -11,7 +11,8 @@ use super::check::duration_key;
 use super::error::ConfigError;
 use super::groups::Groups;
 use super::htpasswd::Htpasswd;
-use crate::net::{NoProxy, Parent, ParentUrl, is_dns_name};
+use crate::net::{NoProxy, Parent, ParentUrl};
+use crate::oci::registry_key;
 
 /// `[upstream]` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -35,6 +36,12 @@ pub struct UpstreamSection {
 #[serde(deny_unknown_fields)]
 pub struct CredentialSection {
     pub host: String,
+    /// Where the account comes from: `"static"` (default) or `"docker-config"`.
+    pub source: Option<String>,
+    /// For `source = "docker-config"`: a docker `config.json` (or a mounted
+    /// `kubernetes.io/dockerconfigjson` Secret).
+    pub config_file: Option<PathBuf>,
+    #[serde(default)]
     pub username: String,
     pub password: Option<String>,
     pub password_file: Option<PathBuf>,
@@ -84,6 +91,18 @@ pub struct Credential {
     pub anonymous: bool,
     /// Who hoard lends this account to (`lend_to`).
     pub lend_to: LendTo,
+    /// Where the account comes from.
+    pub source: CredentialSource,
+}
+
+/// Where one of hoard's registry accounts comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// `username` and `password` (or `password_file`), as configured.
+    Static,
+    /// The `auths` entry for the host in a docker `config.json`, read again each time the
+    /// account is needed, so a rewritten file (a rotated Secret) takes effect at once.
+    DockerConfig(PathBuf),
 }
 
 /// Who hoard lends one of its registry accounts to.
@@ -123,6 +142,7 @@ impl Credential {
             password: String::new(),
             anonymous: true,
             lend_to: LendTo::Everyone,
+            source: CredentialSource::Static,
         }
     }
 }
@@ -214,35 +234,77 @@ fn credential(
         key: "upstream.credentials",
         message,
     };
-    let host = section.host.trim().to_ascii_lowercase();
-    let bare = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
-    if !is_dns_name(bare) && bare.parse::<std::net::IpAddr>().is_err() {
-        return Err(invalid(format!(
-            "{:?} is not a registry host",
-            section.host
-        )));
-    }
-    let host = host.strip_suffix(":443").unwrap_or(&host).to_owned();
-    let password = match (section.password, section.password_file) {
-        (Some(password), None) => password,
-        (None, Some(path)) => std::fs::read_to_string(&path)
-            .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?
-            .trim_end_matches(['\n', '\r'])
-            .to_owned(),
-        _ => {
+    // As hoard keys registries: lowercase, port 443 dropped, Docker Hub's names folded.
+    let host = registry_key(section.host.trim())
+        .ok_or_else(|| invalid(format!("{:?} is not a registry host", section.host)))?;
+    let (source, username, password) = match section.source.as_deref().unwrap_or("static") {
+        "static" => {
+            if section.config_file.is_some() {
+                return Err(invalid(format!(
+                    "{host}: config_file is for source = \"docker-config\""
+                )));
+            }
+            if section.username.is_empty() {
+                return Err(invalid(format!("{host}: give username (and a password)")));
+            }
+            let password = static_password(&host, section.password, section.password_file)
+                .map_err(&invalid)?;
+            (CredentialSource::Static, section.username, password)
+        }
+        "docker-config" => {
+            let given = !section.username.is_empty()
+                || section.password.is_some()
+                || section.password_file.is_some();
+            if given {
+                return Err(invalid(format!(
+                    "{host}: source = \"docker-config\" takes the account from config_file; \
+                     no username or password here"
+                )));
+            }
+            let file = section.config_file.ok_or_else(|| {
+                invalid(format!(
+                    "{host}: source = \"docker-config\" needs config_file"
+                ))
+            })?;
+            (
+                CredentialSource::DockerConfig(file),
+                String::new(),
+                String::new(),
+            )
+        }
+        other => {
             return Err(invalid(format!(
-                "{host}: give exactly one of password and password_file"
+                "{host}: source {other:?} is not one this hoard has (\"static\", \"docker-config\")"
             )));
         }
     };
     let lend_to = lend_to(&host, section.lend_to, lenders)?;
     Ok(Credential {
         host,
-        username: section.username,
+        username,
         password,
         anonymous: false,
         lend_to,
+        source,
     })
+}
+
+/// The password of a static account: exactly one of `password` and `password_file`.
+fn static_password(
+    host: &str,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+) -> Result<String, String> {
+    match (password, password_file) {
+        (Some(password), None) => Ok(password),
+        (None, Some(path)) => Ok(std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .trim_end_matches(['\n', '\r'])
+            .to_owned()),
+        _ => Err(format!(
+            "{host}: give exactly one of password and password_file"
+        )),
+    }
 }
 
 /// `lend_to` of the credentials for `host`: every name a user of `proxy.auth_file` or a group

@@ -22,6 +22,7 @@ use crate::oci::Challenge;
 use crate::upstream::{Origin, Upstream, UpstreamError};
 use tokens::{basic, fetch_token, pull_only, pull_scope};
 
+mod docker_config;
 mod on_hit;
 pub(crate) use on_hit::Asker;
 mod tokens;
@@ -157,7 +158,7 @@ impl RegistryAuth {
             return Ok(response);
         };
         let answer = match challenge {
-            Challenge::Basic => basic(credential).map(|h| (h, BASIC_LIFETIME)),
+            Challenge::Basic => basic(credential).await.map(|h| (h, BASIC_LIFETIME)),
             Challenge::Bearer {
                 realm,
                 service,

@@ -7,7 +7,7 @@ use http::header::{AUTHORIZATION, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 
-use crate::config::Credential;
+use crate::config::{Credential, CredentialSource};
 use crate::error::Chain;
 use crate::oci::{Route, valid_repository};
 use crate::upstream::{RESPONSE_TIMEOUT, Upstream};
@@ -100,7 +100,7 @@ pub(super) async fn fetch_token(
     if !credential.anonymous {
         request
             .headers_mut()
-            .insert(AUTHORIZATION, basic(credential)?);
+            .insert(AUTHORIZATION, basic(credential).await?);
     }
     let response = match upstream.send_guarded(request).await {
         Ok(response) => response,
@@ -134,17 +134,26 @@ pub(super) async fn fetch_token(
     ))
 }
 
-/// hoard's credentials for a registry as a `Basic` `Authorization` value, marked sensitive.
-/// `None` for the anonymous stand-in.
-pub(super) fn basic(credential: &Credential) -> Option<HeaderValue> {
+/// hoard's credentials for a registry as a `Basic` `Authorization` value, marked sensitive:
+/// as configured, or read from their source now. `None` for the anonymous stand-in, or when the
+/// source has none (said in the log, never with a secret).
+pub(super) async fn basic(credential: &Credential) -> Option<HeaderValue> {
     if credential.anonymous {
         return None;
     }
-    let mut value = HeaderValue::from_str(&crate::http::basic_header(
-        &credential.username,
-        &credential.password,
-    ))
-    .ok()?;
+    let (username, password) = match &credential.source {
+        CredentialSource::Static => (credential.username.clone(), credential.password.clone()),
+        CredentialSource::DockerConfig(path) => {
+            match super::docker_config::account(path, &credential.host).await {
+                Ok(account) => account,
+                Err(why) => {
+                    tracing::warn!(host = %credential.host, %why, "no account from the docker config");
+                    return None;
+                }
+            }
+        }
+    };
+    let mut value = HeaderValue::from_str(&crate::http::basic_header(&username, &password)).ok()?;
     value.set_sensitive(true);
     Some(value)
 }

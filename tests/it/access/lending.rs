@@ -198,3 +198,55 @@ async fn the_access_log_names_the_user_and_whether_the_account_was_lent() {
     assert!(line("alice").contains("lent=true"), "{}", line("alice"));
     assert!(line("bob").contains("lent=false"), "{}", line("bob"));
 }
+
+#[tokio::test]
+async fn the_account_can_come_from_a_docker_config_file_read_when_needed() {
+    init();
+    let registry = Registry::start().await;
+    private_registry(&registry);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.json");
+    // Written after hoard starts: the file is read when the account is needed.
+    let proxy = Proxy::builder(&registry)
+        .upstream(&format!(
+            "[[upstream.credentials]]\nhost = \"{REGISTRY}\"\nsource = \"docker-config\"\nconfig_file = \"{}\"\n",
+            file.display()
+        ))
+        .start()
+        .await;
+    let auth = hoard::http::basic_header(ACCOUNT.0, ACCOUNT.1);
+    let auth = auth.strip_prefix("Basic ").unwrap();
+    std::fs::write(
+        &file,
+        format!(r#"{{"auths":{{"https://{REGISTRY}/v2/":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    let bytes = fresh_blob(BLOB_SIZE);
+    let digest = registry.add_blob(bytes.clone());
+    let got = proxy
+        .client(false)
+        .get(blob_path("team/private", &digest))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap(), bytes);
+    let account = hoard::http::basic_header(ACCOUNT.0, ACCOUNT.1);
+    assert!(registry.token_logins().contains(&Some(account)));
+}
+
+#[test]
+fn a_docker_config_source_takes_no_password_and_unknown_sources_are_refused() {
+    let block = |lines: &str| format!("[[upstream.credentials]]\nhost = \"gcr.io\"\n{lines}\n");
+    for (lines, needle) in [
+        ("source = \"docker-config\"", "needs config_file"),
+        (
+            "source = \"docker-config\"\nconfig_file = \"/x\"\nusername = \"u\"",
+            "no username or password",
+        ),
+        ("source = \"gcp-metadata\"", "gcp-metadata"),
+        ("password = \"p\"", "give username"),
+    ] {
+        assert_config_error(&serve_with(&block(lines)), needle);
+    }
+}
