@@ -36,8 +36,11 @@ pub struct UpstreamSection {
 #[serde(deny_unknown_fields)]
 pub struct CredentialSection {
     pub host: String,
-    /// Where the account comes from: `"static"` (default) or `"docker-config"`.
+    /// Where the account comes from: `"static"` (default), `"docker-config"` or `"helper"`.
     pub source: Option<String>,
+    /// For `source = "helper"`: the docker credential helper's name (`ecr-login` runs
+    /// `docker-credential-ecr-login` from `PATH`).
+    pub helper: Option<String>,
     /// For `source = "docker-config"`: a docker `config.json` (or a mounted
     /// `kubernetes.io/dockerconfigjson` Secret).
     pub config_file: Option<PathBuf>,
@@ -103,6 +106,9 @@ pub enum CredentialSource {
     /// The `auths` entry for the host in a docker `config.json`, read again each time the
     /// account is needed, so a rewritten file (a rotated Secret) takes effect at once.
     DockerConfig(PathBuf),
+    /// What a docker credential helper (`docker-credential-<name> get`) says, asked each time the
+    /// account is needed.
+    Helper(String),
 }
 
 /// Who hoard lends one of its registry accounts to.
@@ -239,9 +245,9 @@ fn credential(
         .ok_or_else(|| invalid(format!("{:?} is not a registry host", section.host)))?;
     let (source, username, password) = match section.source.as_deref().unwrap_or("static") {
         "static" => {
-            if section.config_file.is_some() {
+            if section.config_file.is_some() || section.helper.is_some() {
                 return Err(invalid(format!(
-                    "{host}: config_file is for source = \"docker-config\""
+                    "{host}: config_file and helper are for source = \"docker-config\" and \"helper\""
                 )));
             }
             if section.username.is_empty() {
@@ -272,9 +278,38 @@ fn credential(
                 String::new(),
             )
         }
+        "helper" => {
+            let given = !section.username.is_empty()
+                || section.password.is_some()
+                || section.password_file.is_some();
+            if given {
+                return Err(invalid(format!(
+                    "{host}: source = \"helper\" takes the account from the helper; no username \
+                     or password here"
+                )));
+            }
+            let helper = section
+                .helper
+                .filter(|name| {
+                    !name.is_empty()
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                })
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "{host}: source = \"helper\" needs helper, a name like \"ecr-login\""
+                    ))
+                })?;
+            (
+                CredentialSource::Helper(helper),
+                String::new(),
+                String::new(),
+            )
+        }
         other => {
             return Err(invalid(format!(
-                "{host}: source {other:?} is not one this hoard has (\"static\", \"docker-config\")"
+                "{host}: source {other:?} is not one this hoard has (\"static\", \"docker-config\", \"helper\")"
             )));
         }
     };

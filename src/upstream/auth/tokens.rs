@@ -152,6 +152,15 @@ pub(super) async fn basic(credential: &Credential) -> Option<HeaderValue> {
                 }
             }
         }
+        CredentialSource::Helper(helper) => {
+            match super::helper::account(helper, &credential.host).await {
+                Ok(account) => account,
+                Err(why) => {
+                    tracing::warn!(host = %credential.host, %why, "no account from the credential helper");
+                    return None;
+                }
+            }
+        }
     };
     let mut value = HeaderValue::from_str(&crate::http::basic_header(&username, &password)).ok()?;
     value.set_sensitive(true);

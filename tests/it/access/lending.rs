@@ -250,3 +250,58 @@ fn a_docker_config_source_takes_no_password_and_unknown_sources_are_refused() {
         assert_config_error(&serve_with(&block(lines)), needle);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_can_come_from_a_docker_credential_helper_on_path() {
+    use std::os::unix::fs::PermissionsExt as _;
+    init();
+    let registry = Registry::start().await;
+    private_registry(&registry);
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let helper = bin.join("docker-credential-test");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread -r host || true\necho \"$host\" >> \"{asked}\"\n\
+             printf '{{\"ServerURL\":\"%s\",\"Username\":\"{}\",\"Secret\":\"{}\"}}' \"$host\"\n",
+            ACCOUNT.0,
+            ACCOUNT.1,
+            asked = dir.path().join("asked").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = Proxy::builder(&registry).upstream(&format!(
+        "[[upstream.credentials]]\nhost = \"{REGISTRY}\"\nsource = \"helper\"\nhelper = \"test\"\n"
+    ));
+    let port = free_port();
+    let path = config.write_config(dir.path(), &format!("127.0.0.1:{port}"));
+    let script = format!(
+        "PATH=\"{}:$PATH\" exec \"$0\" serve --config \"$1\"",
+        bin.display()
+    );
+    let mut hoard = HoardProcess::spawn(&path, port, Some(&script));
+    hoard.wait_logged("hoard listening").await;
+    let bytes = fresh_blob(BLOB_SIZE);
+    let digest = registry.add_blob(bytes.clone());
+    let got = hoard
+        .client()
+        .get(blob_path("team/private", &digest))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap(), bytes);
+    let asked = std::fs::read_to_string(dir.path().join("asked")).unwrap();
+    assert_eq!(
+        asked.trim(),
+        REGISTRY,
+        "the helper was asked for the registry"
+    );
+    assert!(
+        !hoard.log().contains(ACCOUNT.1),
+        "the secret never reaches the log"
+    );
+}
