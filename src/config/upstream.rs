@@ -258,15 +258,7 @@ fn credential(
             (CredentialSource::Static, section.username, password)
         }
         "docker-config" => {
-            let given = !section.username.is_empty()
-                || section.password.is_some()
-                || section.password_file.is_some();
-            if given {
-                return Err(invalid(format!(
-                    "{host}: source = \"docker-config\" takes the account from config_file; \
-                     no username or password here"
-                )));
-            }
+            no_static_account(&section, &host, "docker-config").map_err(&invalid)?;
             let file = section.config_file.ok_or_else(|| {
                 invalid(format!(
                     "{host}: source = \"docker-config\" needs config_file"
@@ -279,15 +271,7 @@ fn credential(
             )
         }
         "helper" => {
-            let given = !section.username.is_empty()
-                || section.password.is_some()
-                || section.password_file.is_some();
-            if given {
-                return Err(invalid(format!(
-                    "{host}: source = \"helper\" takes the account from the helper; no username \
-                     or password here"
-                )));
-            }
+            no_static_account(&section, &host, "helper").map_err(&invalid)?;
             let helper = section
                 .helper
                 .filter(|name| {
@@ -322,6 +306,19 @@ fn credential(
         lend_to,
         source,
     })
+}
+
+/// A source other than `"static"` gives the account itself: no `username` or password here.
+fn no_static_account(section: &CredentialSection, host: &str, source: &str) -> Result<(), String> {
+    let given = !section.username.is_empty()
+        || section.password.is_some()
+        || section.password_file.is_some();
+    match given {
+        true => Err(format!(
+            "{host}: source = \"{source}\" gives the account itself; no username or password here"
+        )),
+        false => Ok(()),
+    }
 }
 
 /// The password of a static account: exactly one of `password` and `password_file`.

@@ -141,25 +141,17 @@ pub(super) async fn basic(credential: &Credential) -> Option<HeaderValue> {
     if credential.anonymous {
         return None;
     }
-    let (username, password) = match &credential.source {
-        CredentialSource::Static => (credential.username.clone(), credential.password.clone()),
-        CredentialSource::DockerConfig(path) => {
-            match super::docker_config::account(path, &credential.host).await {
-                Ok(account) => account,
-                Err(why) => {
-                    tracing::warn!(host = %credential.host, %why, "no account from the docker config");
-                    return None;
-                }
-            }
-        }
-        CredentialSource::Helper(helper) => {
-            match super::helper::account(helper, &credential.host).await {
-                Ok(account) => account,
-                Err(why) => {
-                    tracing::warn!(host = %credential.host, %why, "no account from the credential helper");
-                    return None;
-                }
-            }
+    let host = credential.host.as_str();
+    let sourced = match &credential.source {
+        CredentialSource::Static => Ok((credential.username.clone(), credential.password.clone())),
+        CredentialSource::DockerConfig(path) => super::docker_config::account(path, host).await,
+        CredentialSource::Helper(helper) => super::helper::account(helper, host).await,
+    };
+    let (username, password) = match sourced {
+        Ok(account) => account,
+        Err(why) => {
+            tracing::warn!(host, %why, "no account from the credential's source");
+            return None;
         }
     };
     let mut value = HeaderValue::from_str(&crate::http::basic_header(&username, &password)).ok()?;
