@@ -109,6 +109,8 @@ pub enum CredentialSource {
     /// What a docker credential helper (`docker-credential-<name> get`) says, asked each time the
     /// account is needed.
     Helper(String),
+    /// The VM's service-account token from the GCP metadata server.
+    GcpMetadata,
 }
 
 /// Who hoard lends one of its registry accounts to.
@@ -291,9 +293,13 @@ fn credential(
                 String::new(),
             )
         }
+        "gcp-metadata" => {
+            no_static_account(&section, &host, "gcp-metadata").map_err(&invalid)?;
+            (CredentialSource::GcpMetadata, String::new(), String::new())
+        }
         other => {
             return Err(invalid(format!(
-                "{host}: source {other:?} is not one this hoard has (\"static\", \"docker-config\", \"helper\")"
+                "{host}: source {other:?} is not one this hoard has (\"static\", \"docker-config\", \"helper\", \"gcp-metadata\")"
             )));
         }
     };

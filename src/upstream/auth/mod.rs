@@ -23,6 +23,7 @@ use crate::upstream::{Origin, Upstream, UpstreamError};
 use tokens::{basic, fetch_token, pull_only, pull_scope};
 
 mod docker_config;
+mod gcp;
 mod helper;
 mod on_hit;
 pub(crate) use on_hit::Asker;

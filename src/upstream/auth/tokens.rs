@@ -146,6 +146,7 @@ pub(super) async fn basic(credential: &Credential) -> Option<HeaderValue> {
         CredentialSource::Static => Ok((credential.username.clone(), credential.password.clone())),
         CredentialSource::DockerConfig(path) => super::docker_config::account(path, host).await,
         CredentialSource::Helper(helper) => super::helper::account(helper, host).await,
+        CredentialSource::GcpMetadata => super::gcp::account().await,
     };
     let (username, password) = match sourced {
         Ok(account) => account,

@@ -244,7 +244,7 @@ fn a_docker_config_source_takes_no_password_and_unknown_sources_are_refused() {
             "source = \"docker-config\"\nconfig_file = \"/x\"\nusername = \"u\"",
             "no username or password",
         ),
-        ("source = \"gcp-metadata\"", "gcp-metadata"),
+        ("source = \"azure-identity\"", "azure-identity"),
         ("password = \"p\"", "give username"),
     ] {
         assert_config_error(&serve_with(&block(lines)), needle);
@@ -303,5 +303,76 @@ async fn the_account_can_come_from_a_docker_credential_helper_on_path() {
     assert!(
         !hoard.log().contains(ACCOUNT.1),
         "the secret never reaches the log"
+    );
+}
+
+/// A stand-in for the GCP metadata server on loopback: answers a token request that says
+/// `Metadata-Flavor: Google` with `token`, counting the requests.
+async fn metadata_server(token: &'static str) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let count = asked.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut head = vec![0u8; 4096];
+            let n = tcp.read(&mut head).await.unwrap_or(0);
+            let head = String::from_utf8_lossy(&head[..n]).to_ascii_lowercase();
+            let good = head
+                .starts_with("get /computemetadata/v1/instance/service-accounts/default/token")
+                && head.contains("metadata-flavor: google");
+            let body =
+                format!(r#"{{"access_token":"{token}","expires_in":3599,"token_type":"Bearer"}}"#);
+            let answer = match good {
+                true => {
+                    count.fetch_add(1, SeqCst);
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                }
+                false => "HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    .to_owned(),
+            };
+            let _ = tcp.write_all(answer.as_bytes()).await;
+        }
+    });
+    (addr, asked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_can_be_the_gcp_metadata_servers_token() {
+    init();
+    let registry = Registry::start().await;
+    registry.require("team/private", "Bearer tok");
+    registry.serve_token_to(
+        &hoard::http::basic_header("oauth2accesstoken", "ya29.a-token"),
+        r#"{"token":"tok","expires_in":300}"#,
+    );
+    let (metadata, asked) = metadata_server("ya29.a-token").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = Proxy::builder(&registry).upstream(&format!(
+        "[[upstream.credentials]]\nhost = \"{REGISTRY}\"\nsource = \"gcp-metadata\"\n"
+    ));
+    let port = free_port();
+    let path = config.write_config(dir.path(), &format!("127.0.0.1:{port}"));
+    let script = format!("GCE_METADATA_HOST={metadata} exec \"$0\" serve --config \"$1\"");
+    let mut hoard = HoardProcess::spawn(&path, port, Some(&script));
+    hoard.wait_logged("hoard listening").await;
+    let bytes = fresh_blob(BLOB_SIZE);
+    let digest = registry.add_blob(bytes.clone());
+    let got = hoard
+        .client()
+        .get(blob_path("team/private", &digest))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap(), bytes);
+    assert_eq!(asked.load(SeqCst), 1, "one token from the metadata server");
+    assert!(
+        !hoard.log().contains("ya29.a-token"),
+        "the token never reaches the log"
     );
 }
