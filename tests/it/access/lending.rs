@@ -276,13 +276,34 @@ async fn the_account_can_come_from_a_docker_credential_helper_on_path() {
     let config = Proxy::builder(&registry).upstream(&format!(
         "[[upstream.credentials]]\nhost = \"{REGISTRY}\"\nsource = \"helper\"\nhelper = \"test\"\n"
     ));
-    let port = free_port();
-    let path = config.write_config(dir.path(), &format!("127.0.0.1:{port}"));
     let script = format!(
         "PATH=\"{}:$PATH\" exec \"$0\" serve --config \"$1\"",
         bin.display()
     );
-    let mut hoard = HoardProcess::spawn(&path, port, Some(&script));
+    let hoard = pulls_private_blob(&registry, config, dir.path(), &script).await;
+    let asked = std::fs::read_to_string(dir.path().join("asked")).unwrap();
+    assert_eq!(
+        asked.trim(),
+        REGISTRY,
+        "the helper was asked for the registry"
+    );
+    assert!(
+        !hoard.log().contains(ACCOUNT.1),
+        "the secret never reaches the log"
+    );
+}
+
+/// Starts hoard as a process on `config` through `script` (which sets its environment), and
+/// pulls a new blob of the private repository through it: 200, whole.
+async fn pulls_private_blob(
+    registry: &Registry,
+    config: ProxyBuilder<'_>,
+    dir: &std::path::Path,
+    script: &str,
+) -> HoardProcess {
+    let port = free_port();
+    let path = config.write_config(dir, &format!("127.0.0.1:{port}"));
+    let mut hoard = HoardProcess::spawn(&path, port, Some(script));
     hoard.wait_logged("hoard listening").await;
     let bytes = fresh_blob(BLOB_SIZE);
     let digest = registry.add_blob(bytes.clone());
@@ -294,16 +315,7 @@ async fn the_account_can_come_from_a_docker_credential_helper_on_path() {
         .unwrap();
     assert_eq!(got.status(), 200);
     assert_eq!(got.bytes().await.unwrap(), bytes);
-    let asked = std::fs::read_to_string(dir.path().join("asked")).unwrap();
-    assert_eq!(
-        asked.trim(),
-        REGISTRY,
-        "the helper was asked for the registry"
-    );
-    assert!(
-        !hoard.log().contains(ACCOUNT.1),
-        "the secret never reaches the log"
-    );
+    hoard
 }
 
 /// A stand-in for the GCP metadata server on loopback: answers a token request that says
@@ -355,21 +367,8 @@ async fn the_account_can_be_the_gcp_metadata_servers_token() {
     let config = Proxy::builder(&registry).upstream(&format!(
         "[[upstream.credentials]]\nhost = \"{REGISTRY}\"\nsource = \"gcp-metadata\"\n"
     ));
-    let port = free_port();
-    let path = config.write_config(dir.path(), &format!("127.0.0.1:{port}"));
     let script = format!("GCE_METADATA_HOST={metadata} exec \"$0\" serve --config \"$1\"");
-    let mut hoard = HoardProcess::spawn(&path, port, Some(&script));
-    hoard.wait_logged("hoard listening").await;
-    let bytes = fresh_blob(BLOB_SIZE);
-    let digest = registry.add_blob(bytes.clone());
-    let got = hoard
-        .client()
-        .get(blob_path("team/private", &digest))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(got.status(), 200);
-    assert_eq!(got.bytes().await.unwrap(), bytes);
+    let hoard = pulls_private_blob(&registry, config, dir.path(), &script).await;
     assert_eq!(asked.load(SeqCst), 1, "one token from the metadata server");
     assert!(
         !hoard.log().contains("ya29.a-token"),
