@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
+use crate::config::{CredentialSource, LendTo};
 use crate::hoard::Hoard;
 use crate::http::CacheStatus;
 use crate::telemetry::Via;
@@ -100,6 +101,7 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; 
         entries = usage.entries,
     );
     page.push_str(&ca_section(hoard));
+    page.push_str(&accounts_table(hoard));
     let totals: Vec<Traffic> = m.history().iter().map(Minute::total).collect();
     page.push_str(&chart(&totals));
     page.push_str(&by_listener(&m.last_hour()));
@@ -140,6 +142,51 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; 
     }
     page.push_str("</table>\n<p><a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">health</a></p>\n</body></html>\n");
     page
+}
+
+/// hoard's registry accounts: where each comes from, whom it is lent to, and how its source has
+/// fared (failures and the last reason; never a secret). Absent when there are none.
+fn accounts_table(hoard: &Hoard) -> String {
+    let config = hoard.config();
+    if config.upstream.credentials.is_empty() {
+        return String::new();
+    }
+    let health = hoard.registry_auth.source_health();
+    let mut out = String::from(
+        "<h2>Registry accounts</h2>\n<table id=\"accounts\"><tr><th>registry</th><th>source</th>\
+         <th>lent to</th><th>state</th></tr>\n",
+    );
+    for credential in &config.upstream.credentials {
+        let source = credential.source.name();
+        let lent = match &credential.lend_to {
+            LendTo::Everyone => "everyone".to_owned(),
+            LendTo::Users(users) if users.is_empty() => "nobody".to_owned(),
+            LendTo::Users(users) => users.iter().cloned().collect::<Vec<_>>().join(", "),
+        };
+        let state = match health.get(&(credential.host.clone(), source)) {
+            _ if credential.source == CredentialSource::Static => "configured".to_owned(),
+            None => "not asked yet".to_owned(),
+            Some(h) => match &h.last_error {
+                Some(why) => format!("failing ({} failures): {why}", h.failures),
+                None => {
+                    let ago = h
+                        .last_ok
+                        .and_then(|at| SystemTime::now().duration_since(at).ok())
+                        .map_or(0, |d| d.as_secs());
+                    format!("ok, asked {ago} s ago ({} failures)", h.failures)
+                }
+            },
+        };
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{source}</td><td>{}</td><td>{}</td></tr>",
+            escape(&credential.host),
+            escape(&lent),
+            escape(&state)
+        );
+    }
+    out.push_str("</table>\n");
+    out
 }
 
 /// The last hour through each listener: requests, bytes from cache and from upstream.

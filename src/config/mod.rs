@@ -47,7 +47,7 @@ pub use store::{S3Config, S3Credentials, S3Section, StoreConfig, StoreSection};
 pub use units::{parse_duration, parse_size};
 pub use upstream::{
     Credential, CredentialSection, CredentialSource, LendTo, UpstreamClients, UpstreamConfig,
-    UpstreamSection,
+    UpstreamSection, valid_helper_name,
 };
 
 /// Command-line values that override the file (all optional).

@@ -99,7 +99,7 @@ pub struct Credential {
 }
 
 /// Where one of hoard's registry accounts comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CredentialSource {
     /// `username` and `password` (or `password_file`), as configured.
     Static,
@@ -111,6 +111,18 @@ pub enum CredentialSource {
     Helper(String),
     /// The VM's service-account token from the GCP metadata server.
     GcpMetadata,
+}
+
+impl CredentialSource {
+    /// The `source` value that names it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CredentialSource::Static => "static",
+            CredentialSource::DockerConfig(_) => "docker-config",
+            CredentialSource::Helper(_) => "helper",
+            CredentialSource::GcpMetadata => "gcp-metadata",
+        }
+    }
 }
 
 /// Who hoard lends one of its registry accounts to.
@@ -276,12 +288,7 @@ fn credential(
             no_static_account(&section, &host, "helper").map_err(&invalid)?;
             let helper = section
                 .helper
-                .filter(|name| {
-                    !name.is_empty()
-                        && name
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-                })
+                .filter(|name| valid_helper_name(name))
                 .ok_or_else(|| {
                     invalid(format!(
                         "{host}: source = \"helper\" needs helper, a name like \"ecr-login\""
@@ -312,6 +319,15 @@ fn credential(
         lend_to,
         source,
     })
+}
+
+/// Whether `name` may name a docker credential helper (`docker-credential-<name>`, run from
+/// `PATH`): letters, digits, `-`, `_` and `.`, so that it cannot name a path.
+pub fn valid_helper_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// A source other than `"static"` gives the account itself: no `username` or password here.

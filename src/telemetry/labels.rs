@@ -312,3 +312,12 @@ pub(super) struct TierWriteLabel {
 pub(super) struct PeerStateLabel {
     pub(super) state: &'static str,
 }
+
+/// `hoard_credential_source_failures_total`
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct CredentialSourceLabels {
+    /// The registry host of a `[[upstream.credentials]]` block (configured, so bounded).
+    pub(super) host: String,
+    /// Its `source`.
+    pub(super) source: &'static str,
+}

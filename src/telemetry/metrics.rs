@@ -11,9 +11,9 @@ use prometheus_client::registry::Registry;
 use super::activity::Activity;
 use super::labels::{
     AuthFailure, AuthFailureLabel, BytesFrom, BytesLabels, ConnectionRefused,
-    ConnectionRefusedLabel, FillSkipped, FillSkippedLabel, HostLabel, PeerFailure,
-    PeerFailureLabel, PeerStateLabel, RequestLabels, TierRead, TierReadLabel, TierWrite,
-    TierWriteLabel, UpstreamLabels, Via,
+    ConnectionRefusedLabel, CredentialSourceLabels, FillSkipped, FillSkippedLabel, HostLabel,
+    PeerFailure, PeerFailureLabel, PeerStateLabel, RequestLabels, TierRead, TierReadLabel,
+    TierWrite, TierWriteLabel, UpstreamLabels, Via,
 };
 use crate::http::CacheStatus;
 
@@ -26,6 +26,7 @@ pub(crate) struct Metrics {
     upstream_requests: Family<UpstreamLabels, Counter>,
     manifest_gets: Family<HostLabel, Counter>,
     auth_failures: Family<AuthFailureLabel, Counter>,
+    credential_source_failures: Family<CredentialSourceLabels, Counter>,
     fills_skipped: Family<FillSkippedLabel, Counter>,
     fills_abandoned: Counter,
     connections_open: Gauge,
@@ -68,6 +69,7 @@ impl Metrics {
             upstream_requests: Family::default(),
             manifest_gets: Family::default(),
             auth_failures: Family::default(),
+            credential_source_failures: Family::default(),
             fills_skipped: Family::default(),
             fills_abandoned: Counter::default(),
             connections_open: Gauge::default(),
@@ -115,6 +117,12 @@ impl Metrics {
             "auth_failures",
             "Requests refused by proxy authentication or the client allow-list",
             m.auth_failures.clone(),
+        );
+        registry.register(
+            "credential_source_failures",
+            "Times a source of hoard's registry accounts (docker-config, helper, gcp-metadata, \
+             azure-identity) gave none, by registry host and source",
+            m.credential_source_failures.clone(),
         );
         registry.register(
             "connections_open",
@@ -262,6 +270,16 @@ impl Metrics {
         }
         self.upstream_requests
             .get_or_create(&UpstreamLabels { host, status })
+            .inc();
+    }
+
+    /// Counts a source of hoard's registry accounts that gave none.
+    pub(crate) fn credential_source_failure(&self, host: &str, source: &'static str) {
+        self.credential_source_failures
+            .get_or_create(&CredentialSourceLabels {
+                host: host.to_owned(),
+                source,
+            })
             .inc();
     }
 

@@ -137,6 +137,11 @@ impl Upstream {
         })
     }
 
+    /// The metrics upstream requests are counted in.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Sends one request to an intercepted registry and waits for its response headers.
     pub(crate) async fn send(
         &self,

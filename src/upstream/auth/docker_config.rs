@@ -2,7 +2,9 @@
 //! (`~/.docker/config.json`, or a mounted `kubernetes.io/dockerconfigjson` Secret), read again each
 //! time the account is needed, so a rewritten file takes effect at once. The `auths` entry for the
 //! host is used, keyed as docker writes it (`https://index.docker.io/v1/` for Docker Hub; scheme
-//! and path ignored). Errors never quote the file: it holds secrets.
+//! and path ignored), unless the file sends the host to a credential helper, as docker does:
+//! `credHelpers` for the host first, then `credsStore`. Errors never quote the file: it holds
+//! secrets.
 
 use std::path::Path;
 
@@ -31,8 +33,17 @@ struct AuthEntry {
     password: Option<String>,
 }
 
-/// The user name and password for `host` (a registry key) in the file at `path`.
-pub(super) async fn account(path: &Path, host: &str) -> Result<(String, String), String> {
+/// What a config file says of a registry's account.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum FromFile {
+    /// The user name and password of its `auths` entry.
+    Account(String, String),
+    /// Ask this credential helper (`docker-credential-<name>`).
+    Helper(String),
+}
+
+/// What the file at `path` says of the account for `host` (a registry key).
+pub(super) async fn account(path: &Path, host: &str) -> Result<FromFile, String> {
     let file = tokio::fs::File::open(path)
         .await
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -48,22 +59,24 @@ pub(super) async fn account(path: &Path, host: &str) -> Result<(String, String),
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let config: DockerConfig = serde_json::from_slice(&text)
         .map_err(|_| format!("{} is not a docker config.json", path.display()))?;
+    let helper = config
+        .cred_helpers
+        .iter()
+        .find(|(key, _)| auths_key(key).as_deref() == Some(host))
+        .map(|(_, helper)| helper)
+        .or(config.creds_store.as_ref())
+        .filter(|name| !name.is_empty());
+    if let Some(helper) = helper {
+        return Ok(FromFile::Helper(helper.clone()));
+    }
     let entry = config
         .auths
         .iter()
         .find(|(key, _)| auths_key(key).as_deref() == Some(host))
-        .map(|(_, entry)| entry);
-    let Some(entry) = entry else {
-        if config.cred_helpers.contains_key(host) || config.creds_store.is_some() {
-            return Err(format!(
-                "{} sends {host} to a credential helper, which this hoard cannot run yet",
-                path.display()
-            ));
-        }
-        return Err(format!("{} has no auths entry for {host}", path.display()));
-    };
+        .map(|(_, entry)| entry)
+        .ok_or_else(|| format!("{} has no auths entry for {host}", path.display()))?;
     if let (Some(username), Some(password)) = (&entry.username, &entry.password) {
-        return Ok((username.clone(), password.clone()));
+        return Ok(FromFile::Account(username.clone(), password.clone()));
     }
     let decoded = entry
         .auth
@@ -86,7 +99,7 @@ pub(super) async fn account(path: &Path, host: &str) -> Result<(String, String),
             path.display()
         )
     })?;
-    Ok((username.to_owned(), password.to_owned()))
+    Ok(FromFile::Account(username.to_owned(), password.to_owned()))
 }
 
 /// The registry an `auths` key names: `https://index.docker.io/v1/` is Docker Hub, and any
@@ -114,9 +127,9 @@ mod tests {
             r#"{{"auths":{{"https://index.docker.io/v1/":{{"auth":"{auth}"}},"gcr.io":{{"username":"_json_key","password":"{{}}"}}}}}}"#
         ));
         let hub = account(&path, "registry-1.docker.io").await;
-        assert_eq!(hub, Ok(("robot".into(), "s3cret".into())));
+        assert_eq!(hub, Ok(FromFile::Account("robot".into(), "s3cret".into())));
         let gcr = account(&path, "gcr.io").await;
-        assert_eq!(gcr, Ok(("_json_key".into(), "{}".into())));
+        assert_eq!(gcr, Ok(FromFile::Account("_json_key".into(), "{}".into())));
         let missing = account(&path, "quay.io").await.err().unwrap_or_default();
         assert!(missing.contains("no auths entry"), "{missing}");
         // Rewritten (a rotated Secret): the next read sees it.
@@ -125,10 +138,15 @@ mod tests {
             r#"{{"auths":{{"docker.io":{{"auth":"{rotated}"}}}}}}"#
         ));
         let hub = account(&path, "registry-1.docker.io").await;
-        assert_eq!(hub, Ok(("robot".into(), "n3w".into())));
-        write(r#"{"credHelpers":{"quay.io":"ecr-login"}}"#.into());
-        let helper = account(&path, "quay.io").await.err().unwrap_or_default();
-        assert!(helper.contains("credential helper"), "{helper}");
+        assert_eq!(hub, Ok(FromFile::Account("robot".into(), "n3w".into())));
+        // A helper for the host first, then the store for all, as docker asks them.
+        write(format!(
+            r#"{{"credHelpers":{{"quay.io":"ecr-login"}},"credsStore":"pass","auths":{{"docker.io":{{"auth":"{rotated}"}}}}}}"#
+        ));
+        let quay = account(&path, "quay.io").await;
+        assert_eq!(quay, Ok(FromFile::Helper("ecr-login".into())));
+        let hub = account(&path, "registry-1.docker.io").await;
+        assert_eq!(hub, Ok(FromFile::Helper("pass".into())));
         write("not json s3cret".into());
         let garbage = account(&path, "quay.io").await.err().unwrap_or_default();
         assert!(

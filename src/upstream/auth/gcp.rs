@@ -23,10 +23,12 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Deserialize)]
 struct Token {
     access_token: String,
+    /// Seconds; an hour when absent (what the metadata server gives).
+    expires_in: Option<u64>,
 }
 
-/// The user name and access token the metadata server gives now.
-pub(super) async fn account() -> Result<(String, String), String> {
+/// The user name and access token the metadata server gives now, and how long the token lasts.
+pub(super) async fn account() -> Result<(String, String, Duration), String> {
     let host = std::env::var("GCE_METADATA_HOST")
         .ok()
         .filter(|h| !h.is_empty())
@@ -58,7 +60,8 @@ pub(super) async fn account() -> Result<(String, String), String> {
             .to_bytes();
         let token: Token = serde_json::from_slice(&body)
             .map_err(|_| format!("the metadata server {host} gave no access_token"))?;
-        Ok((TOKEN_USER.to_owned(), token.access_token))
+        let lifetime = Duration::from_secs(token.expires_in.unwrap_or(3600));
+        Ok((TOKEN_USER.to_owned(), token.access_token, lifetime))
     };
     tokio::time::timeout(METADATA_TIMEOUT, ask)
         .await

@@ -1,14 +1,15 @@
 //! `source = "helper"`: hoard's account for a registry from a docker credential helper, the
 //! protocol `docker login` uses: `docker-credential-<name> get`, found on `PATH`, is given the
-//! registry host on stdin and answers `{"ServerURL","Username","Secret"}` on stdout
+//! registry's server URL on stdin and answers `{"ServerURL","Username","Secret"}` on stdout
 //! (`amazon-ecr-credential-helper` for ECR, `docker-credential-gcr`, `docker-credential-acr-env`).
-//! Asked each time the account is needed (a new token, or a 401 on a remembered one); a helper
-//! that takes longer than [`HELPER_TIMEOUT`] is killed. Errors never quote its output.
+//! A helper that takes longer than [`HELPER_TIMEOUT`] is killed. Errors never quote its output.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::config::valid_helper_name;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// How long a helper may take: ECR's asks AWS for a token, a few seconds at most.
@@ -26,6 +27,9 @@ struct Answer {
 
 /// The user name and secret `docker-credential-<helper>` gives for `host`.
 pub(super) async fn account(helper: &str, host: &str) -> Result<(String, String), String> {
+    if !valid_helper_name(helper) {
+        return Err(format!("{helper:?} is not a credential helper's name"));
+    }
     let program = format!("docker-credential-{helper}");
     let mut child = tokio::process::Command::new(&program)
         .arg("get")

@@ -3,8 +3,9 @@
 //!   `Authorization`, and only to pull (GET and HEAD of the ping, manifests, blobs, tag lists and
 //!   referrers): hoard answers the registry's own challenge itself (never a redirect target's),
 //!   Basic or the Bearer token flow for a `pull` scope, and keeps tokens until they expire
-//!   (`tokens.rs`). A push, a tag change or a delete goes with the client's credentials or with
-//!   none;
+//!   (`tokens.rs`). The account itself comes from its source (`accounts.rs`, `sources.rs`), kept
+//!   until shortly before it expires and asked for again once when the registry refuses it. A
+//!   push, a tag change or a delete goes with the client's credentials or with none;
 //! - `cache.auth_on_hit = "upstream"` (`on_hit.rs`): whether a client may have a cached manifest
 //!   or blob, as the registry's [`Verdict`] on the client's own credentials.
 
@@ -17,22 +18,23 @@ use http::{HeaderMap, Method, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use sha2::Digest as _;
 
-use crate::config::Credential;
+use crate::config::{Credential, CredentialSource};
 use crate::oci::Challenge;
 use crate::upstream::{Origin, Upstream, UpstreamError};
-use tokens::{basic, fetch_token, pull_only, pull_scope};
+use accounts::Accounts;
+use tokens::{NoToken, fetch_token, pull_only, pull_scope};
 
+mod accounts;
+pub(crate) use accounts::SourceHealth;
 mod docker_config;
 mod gcp;
 mod helper;
 mod on_hit;
 pub(crate) use on_hit::Asker;
+mod sources;
 mod tokens;
 
 pub use tokens::lends_credentials;
-
-/// Basic credentials need no refresh; an hour bounds how long a changed password goes unnoticed.
-const BASIC_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// Bound on remembered tokens and verdicts; past it the oldest half is dropped.
 const MAX_REMEMBERED: usize = 10_000;
@@ -77,6 +79,8 @@ pub(crate) struct RegistryAuth {
     /// sha256(client credential, host, repository name) → when last allowed, for offline
     /// serving.
     allowed_repos: Mutex<HashMap<[u8; 32], Instant>>,
+    /// hoard's own accounts, from their sources.
+    accounts: Accounts,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -159,8 +163,33 @@ impl RegistryAuth {
         else {
             return Ok(response);
         };
+        let sourced = credential.source != CredentialSource::Static;
         let answer = match challenge {
-            Challenge::Basic => basic(credential).await.map(|h| (h, BASIC_LIFETIME)),
+            Challenge::Basic => {
+                let Some((login, lifetime)) = self.accounts.login(upstream, credential, None).await
+                else {
+                    return Ok(response); // the client sees the registry's 401
+                };
+                headers.insert(AUTHORIZATION, login.clone());
+                let response = send(method.clone(), uri.clone(), headers.clone()).await?;
+                // A refused sourced account is asked of its source again, once.
+                let refused = response.status() == StatusCode::UNAUTHORIZED && sourced;
+                let again = match refused {
+                    true => {
+                        self.accounts
+                            .login(upstream, credential, Some(&login))
+                            .await
+                    }
+                    false => None,
+                };
+                let Some((login, lifetime)) = again else {
+                    if response.status() != StatusCode::UNAUTHORIZED {
+                        self.remember(key, login, lifetime);
+                    }
+                    return Ok(response);
+                };
+                (login, lifetime)
+            }
             Challenge::Bearer {
                 realm,
                 service,
@@ -171,25 +200,55 @@ impl RegistryAuth {
                 if !pull_only(&scope) {
                     return Ok(response);
                 }
-                fetch_token(upstream, credential, &realm, service.as_deref(), &scope).await
+                let login = self.accounts.login(upstream, credential, None).await;
+                if login.is_none() && !credential.anonymous {
+                    return Ok(response); // its source gave no account: logged
+                }
+                let host = credential.host.as_str();
+                let service = service.as_deref();
+                let login = login.map(|(login, _)| login);
+                let token =
+                    match fetch_token(upstream, host, login.clone(), &realm, service, &scope).await
+                    {
+                        // A refused sourced account is asked of its source again, once.
+                        Err(NoToken::Refused) if sourced => {
+                            let again = self.accounts.login(upstream, credential, login.as_ref());
+                            match again.await {
+                                Some((login, _)) => {
+                                    fetch_token(
+                                        upstream,
+                                        host,
+                                        Some(login),
+                                        &realm,
+                                        service,
+                                        &scope,
+                                    )
+                                    .await
+                                }
+                                None => Err(NoToken::Failed),
+                            }
+                        }
+                        token => token,
+                    };
+                let Ok(token) = token else {
+                    return Ok(response); // the client sees the registry's 401
+                };
+                token
             }
         };
-        let Some((header, lifetime)) = answer else {
-            return Ok(response); // the client sees the registry's 401
-        };
+        let (header, lifetime) = answer;
+        self.remember(key, header.clone(), lifetime);
+        headers.insert(AUTHORIZATION, header);
+        send(method, uri, headers).await
+    }
+
+    /// Remembers the `Authorization` that opened `key` (registry host, scope) for `lifetime`.
+    fn remember(&self, key: (String, String), header: HeaderValue, lifetime: Duration) {
         if let Some(until) = Instant::now().checked_add(lifetime) {
             let mut tokens = lock(&self.tokens);
             bounded(&mut tokens, |r| r.until);
-            tokens.insert(
-                key,
-                Remembered {
-                    header: header.clone(),
-                    until,
-                },
-            );
+            tokens.insert(key, Remembered { header, until });
         }
-        headers.insert(AUTHORIZATION, header);
-        send(method, uri, headers).await
     }
 
     /// The remembered `Authorization` for a forwarded request that is a pull
@@ -214,6 +273,13 @@ impl RegistryAuth {
         if let Some(header) = self.remembered(&key) {
             headers.insert(AUTHORIZATION, header);
         }
+    }
+
+    /// How each sourced account's source has fared, by registry host and source name.
+    pub(crate) fn source_health(
+        &self,
+    ) -> std::collections::BTreeMap<(String, &'static str), SourceHealth> {
+        self.accounts.health()
     }
 
     fn remembered(&self, key: &(String, String)) -> Option<HeaderValue> {

@@ -7,7 +7,6 @@ use http::header::{AUTHORIZATION, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 
-use crate::config::{Credential, CredentialSource};
 use crate::error::Chain;
 use crate::oci::{Route, valid_repository};
 use crate::upstream::{RESPONSE_TIMEOUT, Upstream};
@@ -72,16 +71,26 @@ pub(super) fn pull_only(scope: &str) -> bool {
     })
 }
 
-/// Asks the token service at `realm` for a token for `scope`, with hoard's credentials: the
-/// `Authorization` value to send and how long to use it (anonymously for the anonymous
-/// stand-in), or `None` (logged) when there is none.
+/// Why a token service gave no token.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum NoToken {
+    /// It refused the login (401 or 403): a sourced account may be stale, worth one fresh ask.
+    Refused,
+    /// Anything else (unreachable, a bad answer): logged.
+    Failed,
+}
+
+/// Asks the token service at `realm` for a token for `scope` for the registry `host`, logged in
+/// with `login` (anonymously when `None`): the `Authorization` value to send and how long to
+/// use it.
 pub(super) async fn fetch_token(
     upstream: &Upstream,
-    credential: &Credential,
+    host: &str,
+    login: Option<HeaderValue>,
     realm: &str,
     service: Option<&str>,
     scope: &str,
-) -> Option<(HeaderValue, Duration)> {
+) -> Result<(HeaderValue, Duration), NoToken> {
     let mut query = Vec::new();
     if let Some(service) = service {
         query.push(format!("service={}", encode(service)));
@@ -92,72 +101,54 @@ pub(super) async fn fetch_token(
     let separator = if realm.contains('?') { '&' } else { '?' };
     let url = format!("{realm}{separator}{}", query.join("&"));
     let Ok(uri) = url.parse::<Uri>() else {
-        tracing::warn!(host = %credential.host, "registry named an unusable token realm");
-        return None;
+        tracing::warn!(host, "registry named an unusable token realm");
+        return Err(NoToken::Failed);
     };
     let mut request = Request::new(crate::http::empty_body());
     *request.uri_mut() = uri;
-    if !credential.anonymous {
-        request
-            .headers_mut()
-            .insert(AUTHORIZATION, basic(credential).await?);
+    if let Some(login) = login {
+        request.headers_mut().insert(AUTHORIZATION, login);
     }
     let response = match upstream.send_guarded(request).await {
         Ok(response) => response,
         Err(err) => {
-            tracing::warn!(host = %credential.host, error = %Chain(&err), "cannot reach the token service");
-            return None;
+            tracing::warn!(host, error = %Chain(&err), "cannot reach the token service");
+            return Err(NoToken::Failed);
         }
     };
-    if response.status() != StatusCode::OK {
-        tracing::warn!(host = %credential.host, status = %response.status(), "the token service refused hoard's credentials");
-        return None;
+    match response.status() {
+        StatusCode::OK => {}
+        status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+            tracing::warn!(host, %status, "the token service refused hoard's credentials");
+            return Err(NoToken::Refused);
+        }
+        status => {
+            tracing::warn!(host, %status, "the token service gave no token");
+            return Err(NoToken::Failed);
+        }
     }
     // A token answer (64 KiB at most) still unread after the response timeout is not coming; a
     // token service that goes silent must not hold the request (and those waiting on it).
     let read = Limited::new(response.into_body(), MAX_TOKEN_RESPONSE).collect();
     let Ok(read) = tokio::time::timeout(RESPONSE_TIMEOUT, read).await else {
-        tracing::warn!(host = %credential.host, "the token service went silent");
-        return None;
+        tracing::warn!(host, "the token service went silent");
+        return Err(NoToken::Failed);
     };
-    let body = read.ok()?.to_bytes();
-    let parsed: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    let token = parsed
-        .get("token")
-        .or_else(|| parsed.get("access_token"))?
-        .as_str()?;
-    let lifetime = token_lifetime(parsed.get("expires_in"));
-    tracing::debug!(host = %credential.host, scope, ?lifetime, "token obtained");
-    Some((
-        HeaderValue::from_str(&format!("Bearer {token}")).ok()?,
-        lifetime,
-    ))
-}
-
-/// hoard's credentials for a registry as a `Basic` `Authorization` value, marked sensitive:
-/// as configured, or read from their source now. `None` for the anonymous stand-in, or when the
-/// source has none (said in the log, never with a secret).
-pub(super) async fn basic(credential: &Credential) -> Option<HeaderValue> {
-    if credential.anonymous {
-        return None;
-    }
-    let host = credential.host.as_str();
-    let sourced = match &credential.source {
-        CredentialSource::Static => Ok((credential.username.clone(), credential.password.clone())),
-        CredentialSource::DockerConfig(path) => super::docker_config::account(path, host).await,
-        CredentialSource::Helper(helper) => super::helper::account(helper, host).await,
-        CredentialSource::GcpMetadata => super::gcp::account().await,
+    let token = read
+        .ok()
+        .and_then(|body| serde_json::from_slice::<serde_json::Value>(&body.to_bytes()).ok())
+        .and_then(|parsed| {
+            let token = parsed.get("token").or_else(|| parsed.get("access_token"))?;
+            let header = HeaderValue::from_str(&format!("Bearer {}", token.as_str()?)).ok()?;
+            Some((header, token_lifetime(parsed.get("expires_in"))))
+        });
+    let Some((mut header, lifetime)) = token else {
+        tracing::warn!(host, "the token service's answer holds no token");
+        return Err(NoToken::Failed);
     };
-    let (username, password) = match sourced {
-        Ok(account) => account,
-        Err(why) => {
-            tracing::warn!(host, %why, "no account from the credential's source");
-            return None;
-        }
-    };
-    let mut value = HeaderValue::from_str(&crate::http::basic_header(&username, &password)).ok()?;
-    value.set_sensitive(true);
-    Some(value)
+    header.set_sensitive(true);
+    tracing::debug!(host, scope, ?lifetime, "token obtained");
+    Ok((header, lifetime))
 }
 
 /// Percent-encodes a query value.

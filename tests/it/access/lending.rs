@@ -5,19 +5,19 @@
 use super::*;
 
 /// Blobs here are small: the tests are about who gets them.
-const BLOB_SIZE: usize = 64 << 10;
+pub(super) const BLOB_SIZE: usize = 64 << 10;
 
 /// The URL of a blob on the intercepted registry.
-fn blob_path(repo: &str, digest: &str) -> String {
+pub(super) fn blob_path(repo: &str, digest: &str) -> String {
     format!("https://{REGISTRY}/v2/{repo}/blobs/{digest}")
 }
 
 /// hoard's account at the fixture registry.
-const ACCOUNT: (&str, &str) = ("hoard", "s3cret");
+pub(super) const ACCOUNT: (&str, &str) = ("hoard", "s3cret");
 
-/// A private repository whose token only hoard's account gets (anyone else gets an anonymous
-/// token that does not open it).
-fn private_registry(registry: &Registry) {
+/// A private repository whose token only hoard's account gets (no login gets an anonymous token
+/// that does not open it; another login, 401).
+pub(super) fn private_registry(registry: &Registry) {
     registry.require("team/private", "Bearer tok");
     registry.serve_token_to(
         &hoard::http::basic_header(ACCOUNT.0, ACCOUNT.1),
@@ -197,181 +197,4 @@ async fn the_access_log_names_the_user_and_whether_the_account_was_lent() {
     };
     assert!(line("alice").contains("lent=true"), "{}", line("alice"));
     assert!(line("bob").contains("lent=false"), "{}", line("bob"));
-}
-
-#[tokio::test]
-async fn the_account_can_come_from_a_docker_config_file_read_when_needed() {
-    init();
-    let registry = Registry::start().await;
-    private_registry(&registry);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("config.json");
-    // Written after hoard starts: the file is read when the account is needed.
-    let proxy = Proxy::builder(&registry)
-        .upstream(&format!(
-            "[[upstream.credentials]]\nhost = \"{REGISTRY}\"\nsource = \"docker-config\"\nconfig_file = \"{}\"\n",
-            file.display()
-        ))
-        .start()
-        .await;
-    let auth = hoard::http::basic_header(ACCOUNT.0, ACCOUNT.1);
-    let auth = auth.strip_prefix("Basic ").unwrap();
-    std::fs::write(
-        &file,
-        format!(r#"{{"auths":{{"https://{REGISTRY}/v2/":{{"auth":"{auth}"}}}}}}"#),
-    )
-    .unwrap();
-    let bytes = fresh_blob(BLOB_SIZE);
-    let digest = registry.add_blob(bytes.clone());
-    let got = proxy
-        .client(false)
-        .get(blob_path("team/private", &digest))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(got.status(), 200);
-    assert_eq!(got.bytes().await.unwrap(), bytes);
-    let account = hoard::http::basic_header(ACCOUNT.0, ACCOUNT.1);
-    assert!(registry.token_logins().contains(&Some(account)));
-}
-
-#[test]
-fn a_docker_config_source_takes_no_password_and_unknown_sources_are_refused() {
-    let block = |lines: &str| format!("[[upstream.credentials]]\nhost = \"gcr.io\"\n{lines}\n");
-    for (lines, needle) in [
-        ("source = \"docker-config\"", "needs config_file"),
-        (
-            "source = \"docker-config\"\nconfig_file = \"/x\"\nusername = \"u\"",
-            "no username or password",
-        ),
-        ("source = \"azure-identity\"", "azure-identity"),
-        ("password = \"p\"", "give username"),
-    ] {
-        assert_config_error(&serve_with(&block(lines)), needle);
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_account_can_come_from_a_docker_credential_helper_on_path() {
-    use std::os::unix::fs::PermissionsExt as _;
-    init();
-    let registry = Registry::start().await;
-    private_registry(&registry);
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    let helper = bin.join("docker-credential-test");
-    std::fs::write(
-        &helper,
-        format!(
-            "#!/bin/sh\nread -r host || true\necho \"$host\" >> \"{asked}\"\n\
-             printf '{{\"ServerURL\":\"%s\",\"Username\":\"{}\",\"Secret\":\"{}\"}}' \"$host\"\n",
-            ACCOUNT.0,
-            ACCOUNT.1,
-            asked = dir.path().join("asked").display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let config = Proxy::builder(&registry).upstream(&format!(
-        "[[upstream.credentials]]\nhost = \"{REGISTRY}\"\nsource = \"helper\"\nhelper = \"test\"\n"
-    ));
-    let script = format!(
-        "PATH=\"{}:$PATH\" exec \"$0\" serve --config \"$1\"",
-        bin.display()
-    );
-    let hoard = pulls_private_blob(&registry, config, dir.path(), &script).await;
-    let asked = std::fs::read_to_string(dir.path().join("asked")).unwrap();
-    assert_eq!(
-        asked.trim(),
-        REGISTRY,
-        "the helper was asked for the registry"
-    );
-    assert!(
-        !hoard.log().contains(ACCOUNT.1),
-        "the secret never reaches the log"
-    );
-}
-
-/// Starts hoard as a process on `config` through `script` (which sets its environment), and
-/// pulls a new blob of the private repository through it: 200, whole.
-async fn pulls_private_blob(
-    registry: &Registry,
-    config: ProxyBuilder<'_>,
-    dir: &std::path::Path,
-    script: &str,
-) -> HoardProcess {
-    let port = free_port();
-    let path = config.write_config(dir, &format!("127.0.0.1:{port}"));
-    let mut hoard = HoardProcess::spawn(&path, port, Some(script));
-    hoard.wait_logged("hoard listening").await;
-    let bytes = fresh_blob(BLOB_SIZE);
-    let digest = registry.add_blob(bytes.clone());
-    let got = hoard
-        .client()
-        .get(blob_path("team/private", &digest))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(got.status(), 200);
-    assert_eq!(got.bytes().await.unwrap(), bytes);
-    hoard
-}
-
-/// A stand-in for the GCP metadata server on loopback: answers a token request that says
-/// `Metadata-Flavor: Google` with `token`, counting the requests.
-async fn metadata_server(token: &'static str) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let asked = Arc::new(AtomicUsize::new(0));
-    let count = asked.clone();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            let mut head = vec![0u8; 4096];
-            let n = tcp.read(&mut head).await.unwrap_or(0);
-            let head = String::from_utf8_lossy(&head[..n]).to_ascii_lowercase();
-            let good = head
-                .starts_with("get /computemetadata/v1/instance/service-accounts/default/token")
-                && head.contains("metadata-flavor: google");
-            let body =
-                format!(r#"{{"access_token":"{token}","expires_in":3599,"token_type":"Bearer"}}"#);
-            let answer = match good {
-                true => {
-                    count.fetch_add(1, SeqCst);
-                    format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                }
-                false => "HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                    .to_owned(),
-            };
-            let _ = tcp.write_all(answer.as_bytes()).await;
-        }
-    });
-    (addr, asked)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_account_can_be_the_gcp_metadata_servers_token() {
-    init();
-    let registry = Registry::start().await;
-    registry.require("team/private", "Bearer tok");
-    registry.serve_token_to(
-        &hoard::http::basic_header("oauth2accesstoken", "ya29.a-token"),
-        r#"{"token":"tok","expires_in":300}"#,
-    );
-    let (metadata, asked) = metadata_server("ya29.a-token").await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = Proxy::builder(&registry).upstream(&format!(
-        "[[upstream.credentials]]\nhost = \"{REGISTRY}\"\nsource = \"gcp-metadata\"\n"
-    ));
-    let script = format!("GCE_METADATA_HOST={metadata} exec \"$0\" serve --config \"$1\"");
-    let hoard = pulls_private_blob(&registry, config, dir.path(), &script).await;
-    assert_eq!(asked.load(SeqCst), 1, "one token from the metadata server");
-    assert!(
-        !hoard.log().contains("ya29.a-token"),
-        "the token never reaches the log"
-    );
 }

@@ -8,6 +8,7 @@ mod grants;
 mod guard;
 mod lending;
 mod limits;
+mod sources;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;

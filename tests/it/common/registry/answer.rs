@@ -167,7 +167,12 @@ pub(super) fn answer(
         if let Some(account) = &state.token_account
             && authorization.as_deref() != Some(account.as_str())
         {
-            return respond(StatusCode::OK, r#"{"token":"anonymous","expires_in":300}"#);
+            // A wrong login is refused, as Docker Hub's token service does; no login gets an
+            // anonymous token.
+            return match authorization {
+                Some(_) => respond(StatusCode::UNAUTHORIZED, "bad login"),
+                None => respond(StatusCode::OK, r#"{"token":"anonymous","expires_in":300}"#),
+            };
         }
         return respond(StatusCode::OK, body);
     }

@@ -76,8 +76,8 @@ struct State {
     tokens: HashMap<String, String>,
     /// The body `GET /token` answers with, if any.
     token_body: Option<String>,
-    /// When set, only a token request with this `Authorization` gets `token_body`; the others
-    /// get an anonymous token that opens no required repository.
+    /// When set, only a token request with this `Authorization` gets `token_body`; one without
+    /// any gets an anonymous token that opens no required repository, one with another 401.
     token_account: Option<String>,
     seen: Vec<Seen>,
     /// Blob body bytes handed to the connection so far.
@@ -272,7 +272,8 @@ impl Registry {
     }
 
     /// Answers `GET /token` with this JSON body only to a request logged in with
-    /// `authorization` (an account's `Basic …`); anyone else gets an anonymous token.
+    /// `authorization` (an account's `Basic …`); another login gets 401, none an anonymous
+    /// token.
     pub(crate) fn serve_token_to(&self, authorization: &str, body: &str) {
         let mut state = self.state.lock().unwrap();
         state.token_body = Some(body.to_owned());
