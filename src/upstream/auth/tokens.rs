@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, Limited};
 
 use crate::config::{Credential, CredentialSource};
 use crate::error::Chain;
+use crate::http::percent_encode;
 use crate::oci::{Route, valid_repository};
 use crate::upstream::{RESPONSE_TIMEOUT, Upstream};
 
@@ -84,10 +85,10 @@ pub(super) async fn fetch_token(
 ) -> Option<(HeaderValue, Duration)> {
     let mut query = Vec::new();
     if let Some(service) = service {
-        query.push(format!("service={}", encode(service)));
+        query.push(format!("service={}", percent_encode(service)));
     }
     if !scope.is_empty() {
-        query.push(format!("scope={}", encode(scope)));
+        query.push(format!("scope={}", percent_encode(scope)));
     }
     let separator = if realm.contains('?') { '&' } else { '?' };
     let url = format!("{realm}{separator}{}", query.join("&"));
@@ -160,19 +161,6 @@ pub(super) async fn basic(credential: &Credential) -> Option<HeaderValue> {
     Some(value)
 }
 
-/// Percent-encodes a query value.
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
@@ -208,7 +196,6 @@ mod tests {
             Some("repository:a/b:pull")
         );
         assert_eq!(pull_scope("/v2/"), None);
-        assert_eq!(encode("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
     }
 
     #[test]
