@@ -25,6 +25,7 @@ use tokens::{basic, fetch_token, pull_only, pull_scope};
 mod docker_config;
 mod gcp;
 mod helper;
+mod metadata;
 mod on_hit;
 pub(crate) use on_hit::Asker;
 mod tokens;
