@@ -22,6 +22,7 @@ use crate::oci::Challenge;
 use crate::upstream::{Origin, Upstream, UpstreamError};
 use tokens::{basic, fetch_token, pull_only, pull_scope};
 
+mod azure;
 mod docker_config;
 mod gcp;
 mod helper;
@@ -161,7 +162,9 @@ impl RegistryAuth {
             return Ok(response);
         };
         let answer = match challenge {
-            Challenge::Basic => basic(credential).await.map(|h| (h, BASIC_LIFETIME)),
+            Challenge::Basic => basic(upstream, credential)
+                .await
+                .map(|h| (h, BASIC_LIFETIME)),
             Challenge::Bearer {
                 realm,
                 service,

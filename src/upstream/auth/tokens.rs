@@ -101,7 +101,7 @@ pub(super) async fn fetch_token(
     if !credential.anonymous {
         request
             .headers_mut()
-            .insert(AUTHORIZATION, basic(credential).await?);
+            .insert(AUTHORIZATION, basic(upstream, credential).await?);
     }
     let response = match upstream.send_guarded(request).await {
         Ok(response) => response,
@@ -138,7 +138,7 @@ pub(super) async fn fetch_token(
 /// hoard's credentials for a registry as a `Basic` `Authorization` value, marked sensitive:
 /// as configured, or read from their source now. `None` for the anonymous stand-in, or when the
 /// source has none (said in the log, never with a secret).
-pub(super) async fn basic(credential: &Credential) -> Option<HeaderValue> {
+pub(super) async fn basic(upstream: &Upstream, credential: &Credential) -> Option<HeaderValue> {
     if credential.anonymous {
         return None;
     }
@@ -148,6 +148,12 @@ pub(super) async fn basic(credential: &Credential) -> Option<HeaderValue> {
         CredentialSource::DockerConfig(path) => super::docker_config::account(path, host).await,
         CredentialSource::Helper(helper) => super::helper::account(helper, host).await,
         CredentialSource::GcpMetadata => super::gcp::account().await,
+        // How long the account lasts is for the account cache still to come: unused here.
+        CredentialSource::AzureIdentity(identity) => {
+            super::azure::account(upstream, identity, host)
+                .await
+                .map(|(user, refresh_token, _lifetime)| (user, refresh_token))
+        }
     };
     let (username, password) = match sourced {
         Ok(account) => account,

@@ -244,7 +244,7 @@ fn a_docker_config_source_takes_no_password_and_unknown_sources_are_refused() {
             "source = \"docker-config\"\nconfig_file = \"/x\"\nusername = \"u\"",
             "no username or password",
         ),
-        ("source = \"azure-identity\"", "azure-identity"),
+        ("source = \"vault\"", "not one this hoard has"),
         ("password = \"p\"", "give username"),
     ] {
         assert_config_error(&serve_with(&block(lines)), needle);
