@@ -4,14 +4,6 @@
 
 use super::*;
 
-/// Blobs here are small: the tests are about who gets them.
-const BLOB_SIZE: usize = 64 << 10;
-
-/// The URL of a blob on the intercepted registry.
-fn blob_path(repo: &str, digest: &str) -> String {
-    format!("https://{REGISTRY}/v2/{repo}/blobs/{digest}")
-}
-
 /// hoard's account at the fixture registry.
 const ACCOUNT: (&str, &str) = ("hoard", "s3cret");
 
@@ -221,16 +213,7 @@ async fn the_account_can_come_from_a_docker_config_file_read_when_needed() {
         format!(r#"{{"auths":{{"https://{REGISTRY}/v2/":{{"auth":"{auth}"}}}}}}"#),
     )
     .unwrap();
-    let bytes = fresh_blob(BLOB_SIZE);
-    let digest = registry.add_blob(bytes.clone());
-    let got = proxy
-        .client(false)
-        .get(blob_path("team/private", &digest))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(got.status(), 200);
-    assert_eq!(got.bytes().await.unwrap(), bytes);
+    pulls_new_private_blob(&registry, &proxy.client(false)).await;
     let account = hoard::http::basic_header(ACCOUNT.0, ACCOUNT.1);
     assert!(registry.token_logins().contains(&Some(account)));
 }
@@ -293,66 +276,6 @@ async fn the_account_can_come_from_a_docker_credential_helper_on_path() {
     );
 }
 
-/// Starts hoard as a process on `config` through `script` (which sets its environment), and
-/// pulls a new blob of the private repository through it: 200, whole.
-async fn pulls_private_blob(
-    registry: &Registry,
-    config: ProxyBuilder<'_>,
-    dir: &std::path::Path,
-    script: &str,
-) -> HoardProcess {
-    let port = free_port();
-    let path = config.write_config(dir, &format!("127.0.0.1:{port}"));
-    let mut hoard = HoardProcess::spawn(&path, port, Some(script));
-    hoard.wait_logged("hoard listening").await;
-    let bytes = fresh_blob(BLOB_SIZE);
-    let digest = registry.add_blob(bytes.clone());
-    let got = hoard
-        .client()
-        .get(blob_path("team/private", &digest))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(got.status(), 200);
-    assert_eq!(got.bytes().await.unwrap(), bytes);
-    hoard
-}
-
-/// A stand-in for the GCP metadata server on loopback: answers a token request that says
-/// `Metadata-Flavor: Google` with `token`, counting the requests.
-async fn metadata_server(token: &'static str) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let asked = Arc::new(AtomicUsize::new(0));
-    let count = asked.clone();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            let mut head = vec![0u8; 4096];
-            let n = tcp.read(&mut head).await.unwrap_or(0);
-            let head = String::from_utf8_lossy(&head[..n]).to_ascii_lowercase();
-            let good = head
-                .starts_with("get /computemetadata/v1/instance/service-accounts/default/token")
-                && head.contains("metadata-flavor: google");
-            let body =
-                format!(r#"{{"access_token":"{token}","expires_in":3599,"token_type":"Bearer"}}"#);
-            let answer = match good {
-                true => {
-                    count.fetch_add(1, SeqCst);
-                    format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                }
-                false => "HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                    .to_owned(),
-            };
-            let _ = tcp.write_all(answer.as_bytes()).await;
-        }
-    });
-    (addr, asked)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_account_can_be_the_gcp_metadata_servers_token() {
     init();
@@ -362,7 +285,14 @@ async fn the_account_can_be_the_gcp_metadata_servers_token() {
         &hoard::http::basic_header("oauth2accesstoken", "ya29.a-token"),
         r#"{"token":"tok","expires_in":300}"#,
     );
-    let (metadata, asked) = metadata_server("ya29.a-token").await;
+    let (metadata, asked) = metadata_server(
+        |head| {
+            head.starts_with("get /computemetadata/v1/instance/service-accounts/default/token")
+                && head.contains("metadata-flavor: google")
+        },
+        r#"{"access_token":"ya29.a-token","expires_in":3599,"token_type":"Bearer"}"#.to_owned(),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let config = Proxy::builder(&registry).upstream(&format!(
         "[[upstream.credentials]]\nhost = \"{REGISTRY}\"\nsource = \"gcp-metadata\"\n"

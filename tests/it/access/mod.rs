@@ -186,3 +186,73 @@ pub(crate) fn proxy_client(proxy: &Proxy, user: &str) -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// Blobs of the credential tests are small: the tests are about who gets them.
+const BLOB_SIZE: usize = 64 << 10;
+
+/// The URL of a blob on the intercepted registry.
+fn blob_path(repo: &str, digest: &str) -> String {
+    format!("https://{REGISTRY}/v2/{repo}/blobs/{digest}")
+}
+
+/// Starts hoard as a process on `config` through `script` (which sets its environment), and
+/// pulls a new blob of the private repository `team/private` through it: 200, whole.
+async fn pulls_private_blob(
+    registry: &Registry,
+    config: ProxyBuilder<'_>,
+    dir: &std::path::Path,
+    script: &str,
+) -> HoardProcess {
+    let port = free_port();
+    let path = config.write_config(dir, &format!("127.0.0.1:{port}"));
+    let mut hoard = HoardProcess::spawn(&path, port, Some(script));
+    hoard.wait_logged("hoard listening").await;
+    pulls_new_private_blob(registry, &hoard.client()).await;
+    hoard
+}
+
+/// Pulls a new blob of the private repository `team/private` through `client`: 200, whole.
+async fn pulls_new_private_blob(registry: &Registry, client: &reqwest::Client) {
+    let bytes = fresh_blob(BLOB_SIZE);
+    let digest = registry.add_blob(bytes.clone());
+    let got = client
+        .get(blob_path("team/private", &digest))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap(), bytes);
+}
+
+/// A stand-in for a cloud's metadata service on loopback: answers a request whose head
+/// (lowercased) `asks` says is a token request with 200 and `body`, anything else with 403,
+/// counting the token answers.
+async fn metadata_server(
+    asks: fn(&str) -> bool,
+    body: String,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let count = asked.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut head = vec![0u8; 4096];
+            let n = tcp.read(&mut head).await.unwrap_or(0);
+            let head = String::from_utf8_lossy(&head[..n]).to_ascii_lowercase();
+            let answer = match asks(&head) {
+                true => {
+                    count.fetch_add(1, SeqCst);
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                }
+                false => "HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    .to_owned(),
+            };
+            let _ = tcp.write_all(answer.as_bytes()).await;
+        }
+    });
+    (addr, asked)
+}
