@@ -4,6 +4,7 @@
 //! connection bounds that a flood cannot use to lock others out.
 
 mod auth;
+mod azure;
 mod grants;
 mod guard;
 mod lending;
