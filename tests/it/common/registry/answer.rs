@@ -69,9 +69,9 @@ pub(super) async fn with_body(
     }
 }
 
-/// `POST /oauth2/exchange`, as ACR answers it: the refresh token [`super::Registry::serve_exchange`]
-/// set for a form with `grant_type=access_token`, this registry as `service` and the expected
-/// `access_token`; 401 for anything else.
+/// `POST /oauth2/exchange`, as ACR answers it: the refresh token that
+/// [`super::Registry::serve_exchange`] set, for a form with `grant_type=access_token`, this
+/// registry as `service` and the expected `access_token`; 401 for anything else.
 fn exchange(state: &State, form: &[u8]) -> Response<FixtureBody> {
     let Some((expected, refresh_token)) = &state.exchange else {
         return respond(StatusCode::NOT_FOUND, "no token exchange here");
