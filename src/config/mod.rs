@@ -46,8 +46,8 @@ pub use proxy::{Connections, ProxyConfig, ProxySection};
 pub use store::{S3Config, S3Credentials, S3Section, StoreConfig, StoreSection};
 pub use units::{parse_duration, parse_size};
 pub use upstream::{
-    Credential, CredentialSection, CredentialSource, LendTo, UpstreamClients, UpstreamConfig,
-    UpstreamSection, valid_helper_name,
+    AzureIdentity, Credential, CredentialSection, CredentialSource, LendTo, UpstreamClients,
+    UpstreamConfig, UpstreamSection, valid_helper_name,
 };
 
 /// Command-line values that override the file (all optional).

@@ -36,7 +36,8 @@ pub struct UpstreamSection {
 #[serde(deny_unknown_fields)]
 pub struct CredentialSection {
     pub host: String,
-    /// Where the account comes from: `"static"` (default), `"docker-config"` or `"helper"`.
+    /// Where the account comes from: `"static"` (default), `"docker-config"`, `"helper"`,
+    /// `"gcp-metadata"` or `"azure-identity"`.
     pub source: Option<String>,
     /// For `source = "helper"`: the docker credential helper's name (`ecr-login` runs
     /// `docker-credential-ecr-login` from `PATH`).
@@ -44,6 +45,14 @@ pub struct CredentialSection {
     /// For `source = "docker-config"`: a docker `config.json` (or a mounted
     /// `kubernetes.io/dockerconfigjson` Secret).
     pub config_file: Option<PathBuf>,
+    /// For `source = "azure-identity"`: the IMDS address, `host` or `host:port` (plain http;
+    /// default `169.254.169.254`).
+    pub endpoint: Option<String>,
+    /// For `source = "azure-identity"`: the client id of a user-assigned managed identity
+    /// (default: the system-assigned one).
+    pub client_id: Option<String>,
+    /// For `source = "azure-identity"`: the Entra tenant named in the registry's token exchange.
+    pub tenant: Option<String>,
     #[serde(default)]
     pub username: String,
     pub password: Option<String>,
@@ -111,6 +120,9 @@ pub enum CredentialSource {
     Helper(String),
     /// The VM's service-account token from the GCP metadata server.
     GcpMetadata,
+    /// An ACR refresh token for the VM's managed identity: its Entra token from IMDS, exchanged
+    /// at the registry.
+    AzureIdentity(AzureIdentity),
 }
 
 impl CredentialSource {
@@ -121,9 +133,24 @@ impl CredentialSource {
             CredentialSource::DockerConfig(_) => "docker-config",
             CredentialSource::Helper(_) => "helper",
             CredentialSource::GcpMetadata => "gcp-metadata",
+            CredentialSource::AzureIdentity(_) => "azure-identity",
         }
     }
 }
+
+/// Which managed identity `source = "azure-identity"` asks IMDS for, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AzureIdentity {
+    /// The IMDS address: `host` or `host:port`, asked over plain http.
+    pub endpoint: String,
+    /// A user-assigned identity's client id; `None`: the VM's system-assigned identity.
+    pub client_id: Option<String>,
+    /// The Entra tenant sent with the exchange, if any.
+    pub tenant: Option<String>,
+}
+
+/// Where IMDS answers on every Azure VM.
+const IMDS_ENDPOINT: &str = "169.254.169.254";
 
 /// Who hoard lends one of its registry accounts to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,7 +284,15 @@ fn credential(
     // As hoard keys registries: lowercase, port 443 dropped, Docker Hub's names folded.
     let host = registry_key(section.host.trim())
         .ok_or_else(|| invalid(format!("{:?} is not a registry host", section.host)))?;
-    let (source, username, password) = match section.source.as_deref().unwrap_or("static") {
+    let source = section.source.as_deref().unwrap_or("static");
+    if source != "azure-identity"
+        && (section.endpoint.is_some() || section.client_id.is_some() || section.tenant.is_some())
+    {
+        return Err(invalid(format!(
+            "{host}: endpoint, client_id and tenant are for source = \"azure-identity\""
+        )));
+    }
+    let (source, username, password) = match source {
         "static" => {
             if section.config_file.is_some() || section.helper.is_some() {
                 return Err(invalid(format!(
@@ -304,9 +339,19 @@ fn credential(
             no_static_account(&section, &host, "gcp-metadata").map_err(&invalid)?;
             (CredentialSource::GcpMetadata, String::new(), String::new())
         }
+        "azure-identity" => {
+            no_static_account(&section, &host, "azure-identity").map_err(&invalid)?;
+            let identity =
+                azure_identity(&section).map_err(|why| invalid(format!("{host}: {why}")))?;
+            (
+                CredentialSource::AzureIdentity(identity),
+                String::new(),
+                String::new(),
+            )
+        }
         other => {
             return Err(invalid(format!(
-                "{host}: source {other:?} is not one this hoard has (\"static\", \"docker-config\", \"helper\", \"gcp-metadata\")"
+                "{host}: source {other:?} is not one this hoard has (\"static\", \"docker-config\", \"helper\", \"gcp-metadata\", \"azure-identity\")"
             )));
         }
     };
@@ -341,6 +386,31 @@ fn no_static_account(section: &CredentialSection, host: &str, source: &str) -> R
         )),
         false => Ok(()),
     }
+}
+
+/// The identity of `source = "azure-identity"`: `endpoint` a bare `host` or `host:port` (the
+/// scheme is http, the path IMDS's own), `client_id` and `tenant` not empty when given.
+fn azure_identity(section: &CredentialSection) -> Result<AzureIdentity, String> {
+    let endpoint = section.endpoint.as_deref().unwrap_or(IMDS_ENDPOINT);
+    let bare = !endpoint.is_empty()
+        && !endpoint
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "/?#@".contains(c))
+        && endpoint.parse::<http::uri::Authority>().is_ok();
+    if !bare {
+        return Err(format!(
+            "endpoint {endpoint:?} is not an IMDS address like \"169.254.169.254\" or \"host:port\""
+        ));
+    }
+    let given = |key: &str, value: &Option<String>| match value.as_deref().map(str::trim) {
+        Some("") => Err(format!("{key} is empty")),
+        value => Ok(value.map(str::to_owned)),
+    };
+    Ok(AzureIdentity {
+        endpoint: endpoint.to_owned(),
+        client_id: given("client_id", &section.client_id)?,
+        tenant: given("tenant", &section.tenant)?,
+    })
 }
 
 /// The password of a static account: exactly one of `password` and `password_file`.

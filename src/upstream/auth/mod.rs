@@ -26,9 +26,11 @@ use tokens::{NoToken, fetch_token, pull_only, pull_scope};
 
 mod accounts;
 pub(crate) use accounts::SourceHealth;
+mod azure;
 mod docker_config;
 mod gcp;
 mod helper;
+mod metadata;
 mod on_hit;
 pub(crate) use on_hit::Asker;
 mod sources;

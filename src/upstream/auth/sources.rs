@@ -7,7 +7,7 @@ use crate::config::{Credential, CredentialSource};
 use crate::upstream::Upstream;
 
 use super::docker_config::{self, FromFile};
-use super::{gcp, helper};
+use super::{azure, gcp, helper};
 
 /// How long a credential helper's answer lasts: its protocol does not say (ECR's tokens last
 /// 12 h, gcr's an hour), so it is asked again after a few minutes, and at once on a refusal.
@@ -29,7 +29,6 @@ pub(super) async fn ask(upstream: &Upstream, credential: &Credential) -> Result<
         password,
         lifetime,
     };
-    let _ = upstream;
     match &credential.source {
         CredentialSource::Static => Ok(sourced(
             (credential.username.clone(), credential.password.clone()),
@@ -51,6 +50,12 @@ pub(super) async fn ask(upstream: &Upstream, credential: &Credential) -> Result<
         )),
         CredentialSource::GcpMetadata => {
             let (username, password, lifetime) = gcp::account().await?;
+            Ok(sourced((username, password), lifetime))
+        }
+        CredentialSource::AzureIdentity(identity) => {
+            let (username, password, lifetime) = azure::account(upstream, identity, host).await?;
+            // An exchange that says nothing of its lifetime: an hour, as Entra's tokens last.
+            let lifetime = lifetime.unwrap_or(Duration::from_secs(3600));
             Ok(sourced((username, password), lifetime))
         }
     }

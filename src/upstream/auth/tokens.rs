@@ -8,6 +8,7 @@ use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 
 use crate::error::Chain;
+use crate::http::percent_encode;
 use crate::oci::{Route, valid_repository};
 use crate::upstream::{RESPONSE_TIMEOUT, Upstream};
 
@@ -93,10 +94,10 @@ pub(super) async fn fetch_token(
 ) -> Result<(HeaderValue, Duration), NoToken> {
     let mut query = Vec::new();
     if let Some(service) = service {
-        query.push(format!("service={}", encode(service)));
+        query.push(format!("service={}", percent_encode(service)));
     }
     if !scope.is_empty() {
-        query.push(format!("scope={}", encode(scope)));
+        query.push(format!("scope={}", percent_encode(scope)));
     }
     let separator = if realm.contains('?') { '&' } else { '?' };
     let url = format!("{realm}{separator}{}", query.join("&"));
@@ -151,19 +152,6 @@ pub(super) async fn fetch_token(
     Ok((header, lifetime))
 }
 
-/// Percent-encodes a query value.
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
@@ -199,7 +187,6 @@ mod tests {
             Some("repository:a/b:pull")
         );
         assert_eq!(pull_scope("/v2/"), None);
-        assert_eq!(encode("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
     }
 
     #[test]

@@ -4,14 +4,6 @@
 
 use super::*;
 
-/// Blobs here are small: the tests are about who gets them.
-pub(super) const BLOB_SIZE: usize = 64 << 10;
-
-/// The URL of a blob on the intercepted registry.
-pub(super) fn blob_path(repo: &str, digest: &str) -> String {
-    format!("https://{REGISTRY}/v2/{repo}/blobs/{digest}")
-}
-
 /// hoard's account at the fixture registry.
 pub(super) const ACCOUNT: (&str, &str) = ("hoard", "s3cret");
 

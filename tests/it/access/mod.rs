@@ -4,6 +4,7 @@
 //! connection bounds that a flood cannot use to lock others out.
 
 mod auth;
+mod azure;
 mod grants;
 mod guard;
 mod lending;
@@ -186,4 +187,68 @@ pub(crate) fn proxy_client(proxy: &Proxy, user: &str) -> reqwest::Client {
         .tls_certs_only([reqwest::Certificate::from_pem(proxy.ca_pem.as_bytes()).unwrap()])
         .build()
         .unwrap()
+}
+
+/// Blobs of the credential tests are small: the tests are about who gets them.
+const BLOB_SIZE: usize = 64 << 10;
+
+/// The URL of a blob on the intercepted registry.
+fn blob_path(repo: &str, digest: &str) -> String {
+    format!("https://{REGISTRY}/v2/{repo}/blobs/{digest}")
+}
+
+/// Starts hoard as a process on `config` through `script` (which sets its environment).
+async fn start_process(
+    config: ProxyBuilder<'_>,
+    dir: &std::path::Path,
+    script: &str,
+) -> HoardProcess {
+    let port = free_port();
+    let path = config.write_config(dir, &format!("127.0.0.1:{port}"));
+    let mut hoard = HoardProcess::spawn(&path, port, Some(script));
+    hoard.wait_logged("hoard listening").await;
+    hoard
+}
+
+/// Pulls a new blob of the private `repo` through `client`: 200, whole.
+async fn pulls_private_blob(client: &reqwest::Client, registry: &Registry, repo: &str) {
+    let bytes = fresh_blob(BLOB_SIZE);
+    let digest = registry.add_blob(bytes.clone());
+    let got = client.get(blob_path(repo, &digest)).send().await.unwrap();
+    assert_eq!(got.status(), 200, "{repo}");
+    assert_eq!(got.bytes().await.unwrap(), bytes);
+}
+
+/// A stand-in for a cloud's metadata service on loopback: answers a request whose head
+/// (lowercased) `asks` says is a token request with 200 and the next of `bodies` (the last over
+/// and over), anything else with 403, counting the token answers.
+async fn metadata_server(
+    asks: fn(&str) -> bool,
+    bodies: Vec<String>,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let count = asked.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut head = vec![0u8; 4096];
+            let n = tcp.read(&mut head).await.unwrap_or(0);
+            let head = String::from_utf8_lossy(&head[..n]).to_ascii_lowercase();
+            let answer = match asks(&head) {
+                true => {
+                    let n = count.fetch_add(1, SeqCst);
+                    let body = &bodies[n.min(bodies.len() - 1)];
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                }
+                false => "HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    .to_owned(),
+            };
+            let _ = tcp.write_all(answer.as_bytes()).await;
+        }
+    });
+    (addr, asked)
 }

@@ -3,7 +3,7 @@
 //! expires, asked again once when the registry refuses it, its failures counted and shown, its
 //! secrets never logged.
 
-use super::lending::{ACCOUNT, BLOB_SIZE, blob_path, private_registry};
+use super::lending::{ACCOUNT, private_registry};
 use super::*;
 
 use std::path::Path;
@@ -11,24 +11,6 @@ use std::path::Path;
 /// `[[upstream.credentials]]` for the fixture registry with these lines.
 fn credentials(lines: &str) -> String {
     format!("[[upstream.credentials]]\nhost = \"{REGISTRY}\"\n{lines}\n")
-}
-
-/// Starts hoard as a process on `config` through `script` (which sets its environment).
-async fn start_process(config: ProxyBuilder<'_>, dir: &Path, script: &str) -> HoardProcess {
-    let port = free_port();
-    let path = config.write_config(dir, &format!("127.0.0.1:{port}"));
-    let mut hoard = HoardProcess::spawn(&path, port, Some(script));
-    hoard.wait_logged("hoard listening").await;
-    hoard
-}
-
-/// Pulls a new blob of the private `repo` through `client`: 200, whole.
-async fn pulls_private_blob(client: &reqwest::Client, registry: &Registry, repo: &str) {
-    let bytes = fresh_blob(BLOB_SIZE);
-    let digest = registry.add_blob(bytes.clone());
-    let got = client.get(blob_path(repo, &digest)).send().await.unwrap();
-    assert_eq!(got.status(), 200, "{repo}");
-    assert_eq!(got.bytes().await.unwrap(), bytes);
 }
 
 /// Writes `docker-credential-test` into `dir/bin`, a helper that answers the next of `secrets`
@@ -185,44 +167,11 @@ async fn a_config_files_cred_helpers_are_asked_and_a_refused_secret_is_asked_aga
     assert!(!log.contains("stale-secret") && !log.contains(ACCOUNT.1));
 }
 
-/// A stand-in for the GCP metadata server on loopback: answers each token request that says
-/// `Metadata-Flavor: Google` with the next of `tokens` (the last over and over), lasting
-/// `expires_in` seconds, counting the requests.
-async fn metadata_server(
-    tokens: &'static [&'static str],
-    expires_in: u64,
-) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let asked = Arc::new(AtomicUsize::new(0));
-    let count = asked.clone();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            let mut head = vec![0u8; 4096];
-            let n = tcp.read(&mut head).await.unwrap_or(0);
-            let head = String::from_utf8_lossy(&head[..n]).to_ascii_lowercase();
-            let good = head
-                .starts_with("get /computemetadata/v1/instance/service-accounts/default/token")
-                && head.contains("metadata-flavor: google");
-            let answer = match good {
-                true => {
-                    let n = count.fetch_add(1, SeqCst);
-                    let token = tokens[n.min(tokens.len() - 1)];
-                    let body = format!(
-                        r#"{{"access_token":"{token}","expires_in":{expires_in},"token_type":"Bearer"}}"#
-                    );
-                    format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                }
-                false => "HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                    .to_owned(),
-            };
-            let _ = tcp.write_all(answer.as_bytes()).await;
-        }
-    });
-    (addr, asked)
+/// Whether a (lowercased) request head is the GCP metadata server's token request as Google's
+/// clients send it.
+fn gcp_token_request(head: &str) -> bool {
+    head.starts_with("get /computemetadata/v1/instance/service-accounts/default/token")
+        && head.contains("metadata-flavor: google")
 }
 
 /// A registry whose token service takes the metadata token `token` (tokens lasting
@@ -243,7 +192,15 @@ async fn gcp_hoard(
         &hoard::http::basic_header("oauth2accesstoken", token),
         &format!(r#"{{"token":"tok","expires_in":{token_expires_in}}}"#),
     );
-    let (metadata, asked) = metadata_server(tokens, expires_in).await;
+    let bodies = tokens
+        .iter()
+        .map(|token| {
+            format!(
+                r#"{{"access_token":"{token}","expires_in":{expires_in},"token_type":"Bearer"}}"#
+            )
+        })
+        .collect();
+    let (metadata, asked) = metadata_server(gcp_token_request, bodies).await;
     let config = Proxy::builder(&registry).upstream(&credentials("source = \"gcp-metadata\""));
     let script = format!("GCE_METADATA_HOST={metadata} exec \"$0\" serve --config \"$1\"");
     let hoard = start_process(config, dir, &script).await;

@@ -1,5 +1,6 @@
 //! How the fixture registry answers: manifests (whole or stalled), blobs (whole, ranged, slow,
-//! stalled, cut or redirected), tokens, uploads and the CDN's redirect hops.
+//! stalled, cut or redirected), tokens, ACR's token exchange, uploads and the CDN's redirect
+//! hops.
 
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
@@ -37,8 +38,8 @@ fn redirect(status: StatusCode, location: &str) -> Response<FixtureBody> {
     response
 }
 
-/// `PUT /v2/<repo>/manifests/<tag>`: stored under the tag and its digest, 201 with the digest.
-pub(super) async fn put_manifest(
+/// A request with a body (a manifest PUT, a token exchange POST): read whole, seen, answered.
+pub(super) async fn with_body(
     req: Request<Incoming>,
     state: &Mutex<State>,
 ) -> Response<FixtureBody> {
@@ -48,7 +49,6 @@ pub(super) async fn put_manifest(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let path = parts.uri.path().to_owned();
     let authorization = parts
         .headers
         .get("authorization")
@@ -58,18 +58,62 @@ pub(super) async fn put_manifest(
     state.seen.push(Seen {
         method: parts.method.to_string(),
         host: parts.uri.host().unwrap_or(REGISTRY).to_owned(),
-        path: path.clone(),
+        path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
         authorization: authorization.clone(),
         headers: parts.headers.clone(),
     });
-    let Some((repo, tag)) = path
+    match parts.uri.path() {
+        "/oauth2/exchange" => exchange(&state, &bytes),
+        _ => put_manifest(&mut state, &parts, authorization.as_deref(), bytes),
+    }
+}
+
+/// `POST /oauth2/exchange`, as ACR answers it: the refresh token that
+/// [`super::Registry::serve_exchange`] set, for a form with `grant_type=access_token`, this
+/// registry as `service` and the expected `access_token`; 401 for anything else.
+fn exchange(state: &State, form: &[u8]) -> Response<FixtureBody> {
+    let Some((expected, refresh_token)) = &state.exchange else {
+        return respond(StatusCode::NOT_FOUND, "no token exchange here");
+    };
+    let form = String::from_utf8_lossy(form);
+    let url = reqwest::Url::parse(&format!("https://{REGISTRY}/?{form}")).unwrap();
+    let field = |name: &str| {
+        url.query_pairs()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
+    };
+    let good = field("grant_type").as_deref() == Some("access_token")
+        && field("service").as_deref() == Some(REGISTRY)
+        && field("access_token").as_ref() == Some(expected);
+    match good {
+        true => respond(
+            StatusCode::OK,
+            format!(r#"{{"refresh_token":"{refresh_token}"}}"#),
+        ),
+        false => respond(
+            StatusCode::UNAUTHORIZED,
+            r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#,
+        ),
+    }
+}
+
+/// `PUT /v2/<repo>/manifests/<tag>`: stored under the tag and its digest, 201 with the digest.
+fn put_manifest(
+    state: &mut State,
+    parts: &http::request::Parts,
+    authorization: Option<&str>,
+    bytes: Bytes,
+) -> Response<FixtureBody> {
+    let Some((repo, tag)) = parts
+        .uri
+        .path()
         .strip_prefix("/v2/")
         .and_then(|rest| rest.rsplit_once("/manifests/"))
     else {
         return respond(StatusCode::NOT_FOUND, "unknown path");
     };
-    if denied(&state, repo, authorization.as_deref()) {
+    if denied(state, repo, authorization) {
         return unauthorized();
     }
     let media_type = parts

@@ -79,6 +79,8 @@ struct State {
     /// When set, only a token request with this `Authorization` gets `token_body`; one without
     /// any gets an anonymous token that opens no required repository, one with another 401.
     token_account: Option<String>,
+    /// (Entra token expected, refresh token given) for `POST /oauth2/exchange`.
+    exchange: Option<(String, String)>,
     seen: Vec<Seen>,
     /// Blob body bytes handed to the connection so far.
     sent: Arc<AtomicU64>,
@@ -124,10 +126,13 @@ impl Registry {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (s, m) = (s.clone(), m.clone());
                         async move {
-                            if req.method() == http::Method::PUT
-                                && req.uri().path().contains("/manifests/")
-                            {
-                                return Ok::<_, Infallible>(answer::put_manifest(req, &s).await);
+                            let with_body = match *req.method() {
+                                http::Method::PUT => req.uri().path().contains("/manifests/"),
+                                http::Method::POST => req.uri().path() == "/oauth2/exchange",
+                                _ => false,
+                            };
+                            if with_body {
+                                return Ok::<_, Infallible>(answer::with_body(req, &s).await);
                             }
                             Ok::<_, Infallible>(answer::answer(req, &s, &m))
                         }
@@ -278,6 +283,13 @@ impl Registry {
         let mut state = self.state.lock().unwrap();
         state.token_body = Some(body.to_owned());
         state.token_account = Some(authorization.to_owned());
+    }
+
+    /// Answers ACR's `POST /oauth2/exchange` with `refresh_token` for a form that offers
+    /// `entra_token` for this registry; anything else gets 401.
+    pub(crate) fn serve_exchange(&self, entra_token: &str, refresh_token: &str) {
+        self.state.lock().unwrap().exchange =
+            Some((entra_token.to_owned(), refresh_token.to_owned()));
     }
 
     /// Blob body bytes sent so far (handed to the connection; a cancelled transfer stops).
