@@ -27,7 +27,7 @@ use super::harness;
 use harness::{Context as _, HoardOptions, REGISTRY_HOST, RegistryAuth, Result, fail};
 
 /// The account hoard is configured with.
-const USER: &str = "alice";
+pub(super) const USER: &str = "alice";
 /// The token server's host name: in the registry's realm and in hoard's `upstream.resolve`.
 const AUTH_HOST: &str = "auth.test";
 /// The registry's `service`, the tokens' audience.
@@ -39,12 +39,12 @@ const ISSUER: &str = "hoard-test-issuer";
 const TOKEN_LIFETIME: u64 = 300;
 
 /// A fresh password per test, so finding it in a log cannot be a coincidence.
-fn random_password() -> Result<String> {
+pub(super) fn random_password() -> Result<String> {
     Ok(format!("pw-{}", const_hex::encode(harness::urandom(12)?)))
 }
 
 /// `Authorization: Basic` value for `user:password`: must not show up in hoard's logs either.
-fn basic(user: &str, password: &str) -> String {
+pub(super) fn basic(user: &str, password: &str) -> String {
     STANDARD.encode(format!("{user}:{password}"))
 }
 
@@ -148,7 +148,7 @@ fn skopeo_pulls_a_basic_auth_registry_through_hoards_credentials() -> Result {
 }
 
 /// The Distribution registry checking an htpasswd file that holds `USER` with `password`.
-fn start_htpasswd_registry(
+pub(super) fn start_htpasswd_registry(
     scene: &mut harness::Scene,
     tools: &harness::Tools,
     pki: &harness::Pki,

@@ -22,31 +22,73 @@ pub(crate) struct Containerd {
 /// Starts containerd as the process `name`, with root, state, sockets and opt path in the
 /// folder `name` of the scene, and the CRI plugin off.
 pub(crate) fn start_containerd(scene: &mut Scene, tools: &Tools, name: &str) -> Result<Containerd> {
+    let config = scene.dir(name)?.join("config.toml");
+    fs::write(&config, containerd_config(scene, name, false)?)
+        .context("writing containerd's config.toml")?;
+    launch_containerd(scene, tools, name, &config, &[])
+}
+
+/// The config.toml of a containerd whose root, state, sockets and opt path are in the folder
+/// `name` of the scene. With `cri`, the CRI plugin (the kubelet's way in) is on, its CNI folders
+/// are in there too, and its registry section has `config_path = ""`, as `containerd config
+/// default` writes it; without, the plugin is off.
+pub(crate) fn containerd_config(scene: &Scene, name: &str, cri: bool) -> Result<String> {
     let ctd = scene.dir(name)?;
-    let sock = ctd.join("containerd.sock");
-    let config = ctd.join("config.toml");
-    fs::write(
-        &config,
+    let plugins = if cri {
+        // The plugin watches conf_dir for a pod network's CNI config, creating the folder if
+        // need be, and logs that there is none: image pulls do not need one. Kept in the scene
+        // so nothing is created in /etc/cni. The sandbox (pause) image is pulled only for a pod.
         format!(
-            "version = 2\n\
-             root = {root}\n\
-             state = {state}\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = {sock}\n\
-             [ttrpc]\n  address = {ttrpc}\n\
-             [debug]\n  address = \"\"\n  level = \"info\"\n\
-             [metrics]\n  address = \"\"\n\
-             [plugins]\n  [plugins.\"io.containerd.internal.v1.opt\"]\n    path = {opt}\n",
-            root = json_string(path_str(&ctd.join("root"))?),
-            state = json_string(path_str(&ctd.join("state"))?),
-            sock = json_string(path_str(&sock)?),
-            ttrpc = json_string(path_str(&ctd.join("containerd.sock.ttrpc"))?),
-            opt = json_string(path_str(&ctd.join("opt"))?),
-        ),
-    )
-    .context("writing containerd's config.toml")?;
+            concat!(
+                "  [plugins.\"io.containerd.grpc.v1.cri\".cni]\n",
+                "    bin_dir = {bin}\n",
+                "    conf_dir = {conf}\n",
+                "  [plugins.\"io.containerd.grpc.v1.cri\".registry]\n",
+                "    config_path = \"\"\n",
+            ),
+            bin = json_string(path_str(&ctd.join("cni/bin"))?),
+            conf = json_string(path_str(&ctd.join("cni/net.d"))?),
+        )
+    } else {
+        String::new()
+    };
+    let disabled = if cri {
+        ""
+    } else {
+        "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"
+    };
+    Ok(format!(
+        "version = 2\n\
+         root = {root}\n\
+         state = {state}\n\
+         {disabled}\
+         [grpc]\n  address = {sock}\n\
+         [ttrpc]\n  address = {ttrpc}\n\
+         [debug]\n  address = \"\"\n  level = \"info\"\n\
+         [metrics]\n  address = \"\"\n\
+         [plugins]\n  [plugins.\"io.containerd.internal.v1.opt\"]\n    path = {opt}\n{plugins}",
+        root = json_string(path_str(&ctd.join("root"))?),
+        state = json_string(path_str(&ctd.join("state"))?),
+        sock = json_string(path_str(&ctd.join("containerd.sock"))?),
+        ttrpc = json_string(path_str(&ctd.join("containerd.sock.ttrpc"))?),
+        opt = json_string(path_str(&ctd.join("opt"))?),
+    ))
+}
+
+/// Starts containerd as the process `name` with the config file `config` (one from
+/// [`containerd_config`] for the same `name`, perhaps edited) and `env` added to its environment
+/// (which has no proxy variables otherwise).
+pub(crate) fn launch_containerd(
+    scene: &mut Scene,
+    tools: &Tools,
+    name: &str,
+    config: &Path,
+    env: &[(String, String)],
+) -> Result<Containerd> {
+    let sock = scene.dir(name)?.join("containerd.sock");
     let mut containerd = tools.command("containerd");
-    containerd.arg("--config").arg(&config);
+    containerd.arg("--config").arg(config);
+    containerd.envs(env.iter().map(|(var, value)| (var, value)));
     scene.spawn(name, containerd, Duration::from_secs(10))?;
     wait_for("containerd's socket", START_TIMEOUT, || {
         scene.check_running(name)?;
@@ -113,11 +155,19 @@ impl Containerd {
         Ok(Some(digest.to_owned()))
     }
 
-    /// The digests in the content store (`ctr content ls`).
-    pub(crate) fn content(&self, scene: &mut Scene, tools: &Tools) -> Result<Vec<String>> {
+    /// The digests in the content store of `namespace` (`ctr -n <namespace> content ls`):
+    /// `default` is ctr's, `k8s.io` the CRI plugin's.
+    pub(crate) fn content(
+        &self,
+        scene: &mut Scene,
+        tools: &Tools,
+        namespace: &str,
+    ) -> Result<Vec<String>> {
         let listed = scene.exec_text(
             "ctr content ls",
-            self.ctr(tools).args(["content", "ls", "--quiet"]),
+            self.ctr(tools)
+                .args(["--namespace", namespace])
+                .args(["content", "ls", "--quiet"]),
         )?;
         Ok(listed.lines().map(|l| l.trim().to_owned()).collect())
     }

@@ -26,6 +26,8 @@ pub(crate) struct Hoard {
     pub ca_cert_dir: PathBuf,
     /// The port of the mirror listener, when [`HoardOptions::mirror`] asked for one.
     pub mirror_port: Option<u16>,
+    /// Its config file (`hoard ca fingerprint -c`).
+    pub config: PathBuf,
 }
 
 /// Process name of hoard in the scene.
@@ -152,6 +154,7 @@ pub(crate) fn start_hoard_with(
         ca_crt,
         ca_cert_dir,
         mirror_port,
+        config,
     })
 }
 
@@ -163,6 +166,25 @@ impl Hoard {
             .context(format!("{} was started without [mirror]", self.name))?;
         Ok(format!("127.0.0.1:{port}"))
     }
+}
+
+/// How many of `lines` (hoard's access log) are GETs of a blob of [`REPOSITORY`] at `host` that
+/// came in `via` its `proxy` or `mirror` listener, logged `cache=<status>`.
+pub(crate) fn logged_blob_gets(lines: &[String], via: &str, host: &str, status: &str) -> usize {
+    let via = format!(" via={via} ");
+    let host = format!(" host={host} ");
+    let blobs = format!("/{REPOSITORY}/blobs/sha256:");
+    let cache = format!(" cache={status} ");
+    lines
+        .iter()
+        .filter(|l| {
+            l.contains(&via)
+                && l.contains(&host)
+                && l.contains(" method=GET ")
+                && l.contains(&blobs)
+                && l.contains(&cache)
+        })
+        .count()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,14 +1,17 @@
 //! Support for the end-to-end tests: real programs (openssl, tar, gzip, the Distribution registry,
-//! skopeo, curl, containerd, dockerd and hoard itself) started on loopback inside one temporary
-//! folder per test, stopped by PID, with their logs printed when a test fails.
+//! skopeo, curl, containerd (by `ctr` or by its CRI plugin over gRPC), dockerd and hoard itself)
+//! started on loopback inside one temporary folder per test, stopped by PID, with their logs
+//! printed when a test fails.
 //!
 //! Nothing here writes outside the test's folder except what dockerd 20.10 insists on
 //! (`/run/docker/plugins`, an empty folder).
 
 mod containerd;
+mod cri;
 mod docker;
 mod hoard;
 mod image;
+mod node_setup;
 mod pki;
 mod registry;
 mod scene;
@@ -24,15 +27,17 @@ use std::time::{Duration, Instant};
 pub(super) use crate::common::{free_port, sha256};
 
 pub(super) use self::hoard::{
-    HOARD_PROC, Hoard, HoardOptions, skopeo_copies_at_once, skopeo_copy_by, skopeo_copy_via_hoard,
-    start_hoard, start_hoard_with, try_skopeo_copy_via_hoard,
+    HOARD_PROC, Hoard, HoardOptions, logged_blob_gets, skopeo_copies_at_once, skopeo_copy_by,
+    skopeo_copy_via_hoard, start_hoard, start_hoard_with, try_skopeo_copy_via_hoard,
 };
-pub(super) use containerd::{Containerd, start_containerd};
+pub(super) use containerd::{Containerd, containerd_config, launch_containerd, start_containerd};
+pub(super) use cri::{Cri, PullAuth};
 pub(super) use docker::{start_docker, start_docker_with};
 pub(super) use image::{Pushed, build_and_push, skopeo, urandom};
+pub(super) use node_setup::{drop_in_environment, run_containerd_setup};
 pub(super) use pki::{Pki, make_pki, make_server_cert};
 pub(super) use registry::{
-    REGISTRY_PROC, Registry, RegistryAuth, start_registry, start_registry_with,
+    REGISTRY_PROC, Registry, RegistryAuth, registry_blob_gets, start_registry, start_registry_with,
 };
 pub(super) use scene::Scene;
 

@@ -145,3 +145,13 @@ impl Registry {
         Ok(())
     }
 }
+
+/// The blob GETs the registry has answered so far (its access log).
+pub(crate) fn registry_blob_gets(scene: &Scene) -> usize {
+    let blob_get = format!("\"GET /v2/{REPOSITORY}/blobs/sha256:");
+    scene
+        .log(REGISTRY_PROC)
+        .lines()
+        .filter(|l| l.contains(&blob_get))
+        .count()
+}

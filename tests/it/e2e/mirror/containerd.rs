@@ -25,7 +25,7 @@ fn containerd_pulls_through_the_mirror_by_hosts_toml_and_from_cache_when_registr
 
         // Cold: hoard fills its cache from the registry.
         pull_and_check(scene, tools, &ctd, &hosts_dir, &reference, &pushed)?;
-        let content = ctd.content(scene, tools)?;
+        let content = ctd.content(scene, tools, "default")?;
         let missing: Vec<_> = blobs.iter().filter(|d| !content.contains(d)).collect();
         if !missing.is_empty() {
             return fail(format!(
@@ -137,7 +137,7 @@ fn forget_image(
     blobs: &[&String],
 ) -> Result {
     ctd.remove_image(scene, tools, reference)?;
-    let content = ctd.content(scene, tools)?;
+    let content = ctd.content(scene, tools, "default")?;
     let kept: Vec<_> = blobs.iter().filter(|d| content.contains(d)).collect();
     if !kept.is_empty() {
         return fail(format!(

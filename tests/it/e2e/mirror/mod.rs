@@ -9,7 +9,9 @@ mod containerd;
 mod dockerd;
 
 use super::harness;
-use harness::{HOARD_PROC, HoardOptions, REGISTRY_HOST, REPOSITORY, Result, Route, fail};
+use harness::{
+    HOARD_PROC, HoardOptions, REGISTRY_HOST, REPOSITORY, Result, Route, fail, registry_blob_gets,
+};
 
 /// hoard's `[mirror]` lines beyond `listen`: gcr.io is in `intercept.hosts` already.
 const MIRROR_LINES: &str = "";
@@ -61,7 +63,7 @@ fn skopeo_copies_through_the_mirror_by_registries_conf_byte_for_byte() -> Result
 
 /// A hoard intercepting gcr.io (resolved to `registry`) with a `[mirror]` listener holding
 /// `mirror_lines`, and more `upstream.resolve` entries.
-fn start_mirror_hoard(
+pub(super) fn start_mirror_hoard(
     scene: &mut harness::Scene,
     pki: &harness::Pki,
     registry: &harness::Registry,
@@ -100,27 +102,5 @@ fn from_store(line: &str) -> bool {
 
 /// How many of `lines` are blob GETs through the mirror for `host` with `cache=<status>`.
 fn blob_lines(lines: &[String], host: &str, status: &str) -> usize {
-    let host = format!(" host={host} ");
-    let blobs = format!("/{REPOSITORY}/blobs/sha256:");
-    let cache = format!(" cache={status} ");
-    lines
-        .iter()
-        .filter(|l| {
-            via_mirror(l)
-                && l.contains(&host)
-                && l.contains(" method=GET ")
-                && l.contains(&blobs)
-                && l.contains(&cache)
-        })
-        .count()
-}
-
-/// The blob GETs the registry has answered so far (its access log).
-fn registry_blob_gets(scene: &harness::Scene) -> usize {
-    let blob_get = format!("\"GET /v2/{REPOSITORY}/blobs/sha256:");
-    scene
-        .log(harness::REGISTRY_PROC)
-        .lines()
-        .filter(|l| l.contains(&blob_get))
-        .count()
+    harness::logged_blob_gets(lines, "mirror", host, status)
 }
