@@ -7,11 +7,12 @@ use std::process::{Command, Output, Stdio};
 
 use crate::common::{HOARD_BIN, HoardProcess, free_port};
 
+/// Fields drop in order: hoard is stopped before its folder is removed.
 pub(super) struct Sandbox {
+    hoard: HoardProcess,
     dir: tempfile::TempDir,
     bin: tempfile::TempDir,
     config: PathBuf,
-    hoard: HoardProcess,
     admin: u16,
     mirror: u16,
 }
@@ -42,10 +43,10 @@ impl Sandbox {
         let bin = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(HOARD_BIN, bin.path().join("hoard")).unwrap();
         Sandbox {
+            hoard,
             dir,
             bin,
             config,
-            hoard,
             admin,
             mirror,
         }
