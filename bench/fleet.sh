@@ -10,7 +10,7 @@
 #   bench/fleet.sh --quick    4 layers of 16 MiB, 1 run (a fast check that everything works)
 #   options: --runs N  --link MiB/s  --keep (keep the work folder)  --workdir DIR
 #
-# The report goes to stdout; progress and errors go to stderr. See BENCHMARKS.md.
+# The report goes to stdout; progress and errors go to stderr. See docs/benchmarks.md.
 set -uo pipefail
 
 MODE=full

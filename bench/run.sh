@@ -8,7 +8,7 @@
 #   options: --runs N  --no-big  --big  --keep (keep the work folder)  --workdir DIR
 #   BENCH_REGISTRY_LOG=info: the registries log every request (in the work folder's logs/)
 #
-# The report goes to stdout; progress and errors go to stderr. See BENCHMARKS.md.
+# The report goes to stdout; progress and errors go to stderr. See docs/benchmarks.md.
 set -uo pipefail
 
 MODE=full

@@ -9,6 +9,7 @@ mod admin;
 mod ca;
 mod cli;
 mod crash;
+mod docs;
 mod e2e;
 mod fills;
 mod fleet;
