@@ -12,6 +12,7 @@ mod crash;
 mod e2e;
 mod fills;
 mod fleet;
+mod kubernetes;
 mod lifecycle;
 mod mirror;
 mod ops;
