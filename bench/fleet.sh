@@ -40,26 +40,16 @@ HOST=registry.bench
 IMAGE_BYTES=$((LAYERS * LAYER_MIB * MIB))
 SEAWEEDFS_VERSION=4.48
 
-unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
-export LC_ALL=C
 . "$(dirname "$0")/lib.sh"
 
-for t in docker-registry nginx curl openssl ss awk sha256sum cargo; do
-    need "$t" || die "missing tool: $t"
-done
+need_all docker-registry nginx curl openssl ss awk sha256sum cargo
 [ -f "$STREAM_MODULE" ] || die "nginx's stream module is missing (Debian: libnginx-mod-stream)"
 WEED=${HOARD_WEED:-$HOME/.cache/hoard-ci/seaweedfs-$SEAWEEDFS_VERSION/bin/weed}
 [ -x "$WEED" ] || die "no SeaweedFS at $WEED (.ci/run installs it; or set HOARD_WEED)"
-REPO_DIR=$(cd "$(dirname "$0")/.." && pwd)
 
-log "building hoard (cargo build --release)"
-(cd "$REPO_DIR" && cargo build --release -q >&2) || die "cargo build --release failed"
-HOARD="$REPO_DIR/target/release/hoard"
+build_hoard
 
-mkdir -p "$BASE"
-WORK=$(mktemp -d "$BASE/hoard-fleet.XXXXXX") || die "mktemp"
-chmod 755 "$WORK"
-mkdir -p "$WORK/logs" "$WORK/files" "$WORK/pki"
+make_work fleet
 make_pki "$HOST"
 openssl rand -hex 32 >"$WORK/fleet.secret"
 

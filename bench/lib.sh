@@ -1,7 +1,13 @@
-# Shared by bench/run.sh and bench/fleet.sh (sourced, not run): logging, the servers' processes
+# Shared by bench/run.sh, bench/fleet.sh and bench/memory.sh (sourced, not run): logging, the servers' processes
 # and the clean-up on exit, ports, the test PKI, random blobs, the Distribution registry and
 # pushing to it, nginx serving $WORK/files, and a rate-limited TCP link. Expects MIB, KEEP and (once made) WORK; start_link
-# and push_blob use UP_PORT.
+# and push_blob use UP_PORT; make_work BASE.
+
+# No proxy of the caller's between the clients and the servers here; C sorting and number formats.
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
+export LC_ALL=C
+# The checkout the scripts are in: the hoard that build_hoard builds.
+REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -121,6 +127,24 @@ wait_port() { # pid port what logfile
 }
 
 need() { command -v "$1" >/dev/null 2>&1; }
+need_all() { # tools...: dies naming the first one missing
+    local t
+    for t in "$@"; do need "$t" || die "missing tool: $t"; done
+}
+
+build_hoard() { # -> HOARD: the release build of the checkout at REPO_DIR
+    log "building hoard (cargo build --release)"
+    (cd "$REPO_DIR" && cargo build --release -q >&2) || die "cargo build --release failed"
+    HOARD="$REPO_DIR/target/release/hoard"
+    [ -x "$HOARD" ] || die "no $HOARD"
+}
+
+make_work() { # name -> WORK: a new folder under BASE with logs/, files/ and pki/
+    mkdir -p "$BASE"
+    WORK=$(mktemp -d "$BASE/hoard-$1.XXXXXX") || die "mktemp"
+    chmod 755 "$WORK"
+    mkdir -p "$WORK/logs" "$WORK/files" "$WORK/pki"
+}
 
 make_pki() { # names -> $WORK/pki/{ca,server}.{crt,key}, CA: a test CA and one server
                # certificate for localhost, 127.0.0.1 and the names

@@ -47,10 +47,7 @@ CURL_TLS=(--tlsv1.3 --tls13-ciphers TLS_AES_128_GCM_SHA256)
 CURL_MAX=900
 TICK=$(getconf CLK_TCK)
 
-unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
-export LC_ALL=C
-
-# Shared with bench/fleet.sh: logging, processes and clean-up, ports, the PKI, blobs, the
+# Shared with bench/fleet.sh and bench/memory.sh: logging, processes and clean-up, ports, the PKI, blobs, the
 # Distribution registry, the rate-limited link.
 . "$(dirname "$0")/lib.sh"
 
@@ -72,7 +69,6 @@ fi
 for t in docker-registry curl openssl ss awk sha256sum cargo git; do
     need "$t" || die "missing tool: $t (Debian: docker-registry curl openssl iproute2 gawk coreutils)"
 done
-REPO_DIR=$(cd "$(dirname "$0")/.." && pwd)
 
 # What the hash and the cipher of a fill cost on this CPU, as the bound of a cold fill (see the
 # report's "bounds"): openssl speed, one core, 16 KiB blocks -> CPU s/GiB.
@@ -83,15 +79,9 @@ cipher_cost() { # openssl-evp-name -> CPU s/GiB
 log "measuring SHA-256 and AES-128-GCM on this CPU (openssl speed)"
 SHA_COST=$(cipher_cost sha256); AES_COST=$(cipher_cost aes-128-gcm)
 
-log "building hoard (cargo build --release)"
-(cd "$REPO_DIR" && cargo build --release -q >&2) || die "cargo build --release failed"
-HOARD="$REPO_DIR/target/release/hoard"
-[ -x "$HOARD" ] || die "no $HOARD"
+build_hoard
 
-mkdir -p "$BASE"
-WORK=$(mktemp -d "$BASE/hoard-bench.XXXXXX") || die "mktemp"
-chmod 755 "$WORK"
-mkdir -p "$WORK/logs" "$WORK/files" "$WORK/pki"
+make_work bench
 # main and par: the files, the upstream, the Distribution proxy, a cold fill, five hoard caches.
 need_kib=$(( ((MAIN_MIB + PAR_MIB) * 10 + (BIG ? BIG_MIB : 0) * 6) * 1024 ))
 free_kib=$(df -Pk "$WORK" | awk 'NR==2 {print $4}')

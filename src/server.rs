@@ -23,7 +23,8 @@ pub struct Server {
     /// The listeners' accept loops, the admin listener, the store's reconcile loop and the
     /// fleet's DNS refresh.
     tasks: JoinSet<()>,
-    /// Given at shutdown: every client listener stops accepting, `/readyz` says 503.
+    /// Given at shutdown: every client listener stops accepting, `/readyz` says 503 (on the
+    /// admin listener, and on proxy connections still open).
     stop: StopSender,
 }
 
@@ -46,7 +47,8 @@ impl Server {
 
         let (sender, stop) = Stop::new();
         let mut tasks = JoinSet::new();
-        tasks.spawn(proxy.serve(hoard.clone(), Arc::new(crate::proxy::Front), stop.clone()));
+        let front = Arc::new(crate::proxy::Front(stop.clone()));
+        tasks.spawn(proxy.serve(hoard.clone(), front, stop.clone()));
         if let Some(mirror) = mirror {
             tasks.spawn(mirror.serve(hoard.clone(), crate::mirror::service(), stop.clone()));
         }

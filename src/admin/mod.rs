@@ -50,7 +50,7 @@ pub(crate) async fn bind(admin: AdminListen) -> anyhow::Result<Option<Listener>>
     }
 }
 
-/// The admin listener's connections; `stop` tells `/readyz` the server is draining.
+/// The admin listener's connections; the stop signal tells `/readyz` the server is draining.
 #[derive(Debug)]
 pub(crate) struct Admin(
     /// The server's stop signal.
@@ -61,14 +61,14 @@ impl Serve for Admin {
     async fn serve<I: Io>(&self, connection: Accepted<I>, hoard: Arc<Hoard>) {
         let (stop, local) = (self.0.clone(), connection.local);
         let service = hyper::service::service_fn(move |request| {
-            let (hoard, draining) = (hoard.clone(), stop.is_given());
+            let (hoard, stop) = (hoard.clone(), stop.clone());
             async move {
                 let names = &hoard.config().admin.names;
                 if let Some(reason) = host::misnamed(&request, local, names) {
                     let reason = format!("{reason}\n");
                     return Ok::<_, Infallible>(text(StatusCode::MISDIRECTED_REQUEST, reason));
                 }
-                Ok(answer(&request, &hoard, draining).await)
+                Ok(answer(&request, &hoard, &stop).await)
             }
         });
         let served = http1::Builder::new()
@@ -83,7 +83,7 @@ impl Serve for Admin {
     }
 }
 
-async fn answer(request: &Request<Incoming>, hoard: &Hoard, draining: bool) -> Response<Body> {
+async fn answer(request: &Request<Incoming>, hoard: &Hoard, stop: &Stop) -> Response<Body> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
     }
@@ -103,8 +103,7 @@ async fn answer(request: &Request<Incoming>, hoard: &Hoard, draining: bool) -> R
             let (status, body) = health(hoard);
             text(status, body)
         }
-        "/readyz" if draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into()),
-        "/readyz" => text(StatusCode::OK, "ready\n".into()),
+        "/readyz" => stop.readiness(),
         "/" => {
             refresh_gauges(hoard);
             let fleet = fleet_figures(hoard).await;

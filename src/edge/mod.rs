@@ -4,13 +4,16 @@
 //! client listener's until the server's [`Stop`] signal. Below it:
 //! `admit.rs`, who may ask (allow-list, logins, 429); `map.rs` and `route.rs`, a registry-API
 //! request mapped to its registry, for the mirror and the peer endpoint alike; `setup.rs`, the
-//! host setup scripts the proxy and the TLS mirror serve.
+//! host setup scripts the proxy and the TLS mirror serve. `/readyz` is answered here, for the
+//! proxy port and the admin listener alike ([`Stop::readiness`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Response, StatusCode};
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -22,6 +25,7 @@ use tracing::Instrument as _;
 use crate::access::accept::admitted;
 use crate::access::limits::{ConnectionLimits, Ticket};
 use crate::hoard::Hoard;
+use crate::http::{Body, full_body};
 use crate::registry::conn::{self, Answer};
 use crate::telemetry::Via;
 
@@ -56,6 +60,27 @@ impl Stop {
     /// Whether the signal was given: the server is draining.
     pub(crate) fn is_given(&self) -> bool {
         *self.0.borrow()
+    }
+
+    /// `/readyz`, on the proxy port and the admin listener alike: 200 `ready` while hoard takes
+    /// connections, 503 `draining` once the signal is given. There is no answer for "the store
+    /// is not open yet": the listeners bind only after the CA and the store are open, so a
+    /// hoard that does not listen yet is the one not ready.
+    pub(crate) fn readiness(&self) -> Response<Body> {
+        let (status, text) = if self.is_given() {
+            (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        } else {
+            (StatusCode::OK, "ready\n")
+        };
+        let mut response = Response::new(full_body(text));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
     }
 }
 
@@ -290,5 +315,25 @@ pub(crate) async fn handshake<I: Io>(
         Ok(Ok(tls)) => Ok(tls),
         Ok(Err(error)) => Err(HandshakeFailed::Failed(error)),
         Err(_) => Err(HandshakeFailed::TimedOut),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_is_ready_until_the_stop_signal_then_draining() {
+        let (sender, stop) = Stop::new();
+        let ready = stop.readiness();
+        assert_eq!(ready.status(), StatusCode::OK);
+        assert_eq!(ready.headers()[CACHE_CONTROL], "no-store");
+        sender.give();
+        let draining = stop.readiness();
+        assert_eq!(draining.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            draining.headers()[CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The front door: the proxy listener. Each request is a CONNECT (tunnel or intercept), an
-//! absolute-form `http://` request (forwarded), or addressed to hoard itself (`/ca.crt`).
+//! absolute-form `http://` request (forwarded), or addressed to hoard itself (`/ca.crt`,
+//! `/healthz`, `/readyz`, `/setup/...`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use tracing::{Instrument as _, Span};
 use crate::access::User;
 use crate::access::limits::{ConnectionLimits, Held, Ticket};
 use crate::edge::admit::{Login, admit};
-use crate::edge::{Accepted, Io, Listener, Role, Serve};
+use crate::edge::{Accepted, Io, Listener, Role, Serve, Stop};
 use crate::error::Chain;
 use crate::hoard::Hoard;
 use crate::http::idle::Idle;
@@ -49,7 +50,10 @@ pub(crate) async fn bind(hoard: &Hoard) -> anyhow::Result<Listener> {
 
 /// The proxy's connections: HTTP/1.1 with upgrades (CONNECT).
 #[derive(Debug)]
-pub(crate) struct Front;
+pub(crate) struct Front(
+    /// The server's stop signal, for `/readyz`.
+    pub Stop,
+);
 
 impl Serve for Front {
     async fn serve<I: Io>(&self, connection: Accepted<I>, hoard: Arc<Hoard>) {
@@ -64,9 +68,9 @@ impl Serve for Front {
         drop(config);
         let connection_span = Span::current();
         let service = service_fn({
-            let ticket = ticket.clone();
+            let (ticket, stop) = (ticket.clone(), self.0.clone());
             move |request: Request<Incoming>| {
-                let hoard = hoard.clone();
+                let (hoard, stop) = (hoard.clone(), stop.clone());
                 let ticket = ticket.clone();
                 let busy = ticket.busy();
                 let span = tracing::info_span!(
@@ -79,7 +83,7 @@ impl Serve for Front {
                     let Some(busy) = busy else {
                         return Ok::<_, Infallible>(making_room());
                     };
-                    let response = handle(request, hoard, peer, ticket).await;
+                    let response = handle(request, hoard, peer, ticket, &stop).await;
                     Ok(response.map(|body| Held::new(body, busy).boxed()))
                 }
                 .instrument(span)
@@ -105,6 +109,7 @@ async fn handle(
     hoard: Arc<Hoard>,
     peer: SocketAddr,
     ticket: Ticket,
+    stop: &Stop,
 ) -> Response<Body> {
     let info = RequestInfo {
         metrics: hoard.metrics.clone(),
@@ -138,7 +143,7 @@ async fn handle(
             StatusCode::BAD_REQUEST,
             "only http:// URLs are forwarded; use CONNECT for https",
         ),
-        None => local(&request, &hoard),
+        None => local(&request, &hoard, stop),
     };
     logged(info, response)
 }
@@ -156,9 +161,9 @@ fn logged_host(uri: &http::Uri) -> String {
 }
 
 /// The client allow-list and proxy authentication ([`crate::edge::admit`]). `/ca.crt`,
-/// `/healthz` and the `/setup/` scripts are open to every allowed client, so a host can be set up
-/// before it has credentials: they hold nothing secret (the scripts take proxy credentials as an
-/// argument).
+/// `/healthz`, `/readyz` and the `/setup/` scripts are open to every allowed client, so a host
+/// can be set up (and a kubelet probe answered) before it has credentials: they hold nothing
+/// secret (the scripts take proxy credentials as an argument).
 async fn admitted(
     request: &Request<Incoming>,
     hoard: &Hoard,
@@ -169,20 +174,23 @@ async fn admitted(
     }
     let public = request.uri().scheme().is_none()
         && request.method() != Method::CONNECT
-        && (matches!(request.uri().path(), "/ca.crt" | "/healthz")
+        && (matches!(request.uri().path(), "/ca.crt" | "/healthz" | "/readyz")
             || request.uri().path().starts_with("/setup/"));
     let login = if public { Login::Open } else { Login::Proxy };
     admit(request.headers(), peer.ip(), hoard, login).await
 }
 
-/// Requests addressed to hoard itself.
-fn local(request: &Request<Incoming>, hoard: &Hoard) -> Response<Body> {
+/// Requests addressed to hoard itself. `/readyz` answers as the admin listener's does; while
+/// draining the proxy port takes no new connections, so only a connection already open can
+/// still hear `draining`.
+fn local(request: &Request<Incoming>, hoard: &Hoard, stop: &Stop) -> Response<Body> {
     match (request.method(), request.uri().path()) {
         (&Method::GET | &Method::HEAD, "/ca.crt") => Response::builder()
             .header(CONTENT_TYPE, "application/x-pem-file")
             .body(full_body(hoard.ca.ca_pem().to_owned()))
             .unwrap_or_else(|_| internal()),
         (&Method::GET | &Method::HEAD, "/healthz") => Response::new(full_body("ok\n")),
+        (&Method::GET | &Method::HEAD, "/readyz") => stop.readiness(),
         (&Method::GET, "/stats") => Response::builder()
             .header(CONTENT_TYPE, "application/json")
             .body(full_body(hoard.metrics.activity().to_json()))

@@ -235,9 +235,21 @@ async fn readyz_says_ready_while_hoard_takes_connections() {
     init();
     let registry = Registry::start().await;
     let proxy = Proxy::builder(&registry).start().await;
-    let ready = reqwest::get(admin_url(&proxy, "/readyz")).await.unwrap();
-    assert_eq!(ready.status(), 200);
-    assert_eq!(ready.text().await.unwrap(), "ready\n");
+    // On the admin listener and on the proxy port (what a kubelet probe asks), the same answer.
+    let proxy_port = format!("{}/readyz", proxy.url());
+    for url in [admin_url(&proxy, "/readyz"), proxy_port] {
+        let ready = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(&url)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 200, "{url}");
+        assert_eq!(ready.headers()["cache-control"], "no-store", "{url}");
+        assert_eq!(ready.text().await.unwrap(), "ready\n", "{url}");
+    }
     // Draining (503) is pinned by `shutdown::`, on a process under SIGTERM.
 }
 

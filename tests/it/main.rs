@@ -13,6 +13,7 @@ mod docs;
 mod e2e;
 mod fills;
 mod fleet;
+mod kubernetes;
 mod lifecycle;
 mod mirror;
 mod ops;

@@ -35,7 +35,7 @@ fn parse(text: &str) -> FileConfig {
 
 /// Resolves a shipped config: it listens on every interface on 3128, keeps its state under
 /// /var/lib/hoard, and would be refused as an open proxy without its allow-list.
-fn check_shipped_config(text: &str) -> Config {
+pub(crate) fn check_shipped_config(text: &str) -> Config {
     let config = Config::resolve(parse(text), Overrides::default()).unwrap();
     assert_eq!(config.proxy.listen, "0.0.0.0:3128".parse().unwrap());
     assert_eq!(config.ca.dir, Path::new("/var/lib/hoard/ca"));
@@ -67,25 +67,6 @@ fn check_shipped_config(text: &str) -> Config {
     let err = Config::resolve(open, Overrides::default()).unwrap_err();
     assert!(err.to_string().contains("open proxy"), "{err}");
     config
-}
-
-/// The block scalar under `key: |` in a YAML file, without its indentation.
-fn yaml_block(yaml: &str, key: &str) -> String {
-    let mut lines = yaml.lines();
-    let header = lines
-        .by_ref()
-        .find(|line| line.trim() == format!("{key}: |"))
-        .unwrap_or_else(|| panic!("no `{key}: |` block"));
-    let body_indent = header.len() - header.trim_start().len() + 2;
-    let mut block = String::new();
-    for line in lines {
-        if !line.trim().is_empty() && line.len() - line.trim_start().len() < body_indent {
-            break;
-        }
-        block.push_str(line.get(body_indent..).unwrap_or(""));
-        block.push('\n');
-    }
-    block
 }
 
 #[test]
@@ -173,38 +154,32 @@ fn systemd_unit_runs_the_packaged_config_hardened() {
 
 #[test]
 fn kubernetes_configmap_is_a_valid_config_matching_the_volumes() {
-    let path = "contrib/kubernetes/hoard.yaml";
-    let manifest = assert_contains(
+    let path = "deploy/kubernetes/base/hoard.yaml";
+    assert_contains(
         path,
         &[
             "readOnlyRootFilesystem: true",
             "path: /healthz",
+            "path: /readyz",
             "runAsNonRoot: true",
         ],
     );
-    let config = check_shipped_config(&yaml_block(&manifest, "config.toml"));
+    let config = check_shipped_config(&read("deploy/kubernetes/base/config.toml"));
     let ca = format!("mountPath: {}", config.ca.dir.display());
     let cache = format!("mountPath: {}", config.cache.dir.display());
     assert_contains(path, &[&ca, &cache]);
 }
 
 #[test]
-fn kubernetes_mirror_mode_is_two_lines_away_and_its_daemonset_asks_for_it() {
-    let manifest = read("contrib/kubernetes/hoard.yaml");
-    let block = yaml_block(&manifest, "config.toml");
-    let uncommented = block
-        .replace("#[mirror]\n", "[mirror]\n")
-        .replace("#listen = ", "listen = ");
-    let config = check_shipped_config(&uncommented);
-    let mirror = config
-        .mirror
-        .expect("the commented [mirror] turns mirror mode on");
+fn kubernetes_mirror_is_on_and_its_daemonset_asks_for_it() {
+    let config = check_shipped_config(&read("deploy/kubernetes/base/config.toml"));
+    let mirror = config.mirror.expect("the base config turns mirror mode on");
     assert_contains(
-        "contrib/kubernetes/hoard.yaml",
-        &[&format!("#   port: {}", mirror.listen.port())],
+        "deploy/kubernetes/base/hoard.yaml",
+        &[&format!("containerPort: {}", mirror.listen.port())],
     );
     assert_contains(
-        "contrib/kubernetes/node-setup-mirror.yaml",
+        "deploy/kubernetes/node-setup/mirror/node-setup-mirror.yaml",
         &[
             "/setup/containerd?mode=mirror\"",
             "sh /tmp/setup-containerd --root /host",
@@ -215,8 +190,8 @@ fn kubernetes_mirror_mode_is_two_lines_away_and_its_daemonset_asks_for_it() {
 #[test]
 fn kubernetes_node_setup_checks_the_ca_fingerprint_from_a_config_map() {
     for path in [
-        "contrib/kubernetes/node-setup.yaml",
-        "contrib/kubernetes/node-setup-mirror.yaml",
+        "deploy/kubernetes/node-setup/proxy/node-setup.yaml",
+        "deploy/kubernetes/node-setup/mirror/node-setup-mirror.yaml",
     ] {
         assert_contains(
             path,
@@ -233,10 +208,4 @@ fn kubernetes_node_setup_checks_the_ca_fingerprint_from_a_config_map() {
 #[test]
 fn compose_publishes_the_port_on_loopback_only() {
     assert_contains("docker-compose.yml", &[r#"- "127.0.0.1:3128:3128""#]);
-}
-
-#[test]
-fn yaml_block_reads_an_indented_literal() {
-    let yaml = "data:\n  a: |\n    x = 1\n\n    [s]\n    y = \"z\"\n  b: 2\n";
-    assert_eq!(yaml_block(yaml, "a"), "x = 1\n\n[s]\ny = \"z\"\n");
 }

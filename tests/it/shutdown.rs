@@ -1,6 +1,7 @@
 //! SIGTERM on a hoard process with every listener open (the proxy, the mirror, the fleet's peer
 //! endpoint): all of them stop accepting at once, the transfer in flight on each finishes whole,
-//! the admin listener answers until the end with `/readyz` at 503, and hoard exits with success.
+//! the admin listener answers until the end with `/readyz` at 503 (the proxy port's `/readyz`
+//! said 200 before, and takes no connection after), and hoard exits with success.
 //! A `Server` dropped stops every listener, the admin one too.
 
 use std::net::{SocketAddr, TcpStream};
@@ -38,6 +39,15 @@ async fn sigterm_closes_every_listener_at_once_and_lets_each_transfer_finish() {
     let mut hoard = HoardProcess::spawn(&path, proxy, None);
     hoard.wait_logged("fleet peer endpoint listening").await;
     hoard.wait_healthy().await;
+    let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+    for port in [proxy, admin] {
+        let ready = plain
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 200, "/readyz on port {port} before SIGTERM");
+    }
 
     registry.set_mode(SLOW);
     let blobs: Vec<_> = (0..3)
@@ -46,7 +56,6 @@ async fn sigterm_closes_every_listener_at_once_and_lets_each_transfer_finish() {
             (registry.add_blob(bytes.clone()), bytes)
         })
         .collect();
-    let plain = reqwest::Client::builder().no_proxy().build().unwrap();
     let through_proxy = hoard
         .client()
         .get(url(&format!("/v2/p/app/blobs/{}", blobs[0].0)));
@@ -94,13 +103,15 @@ async fn sigterm_closes_every_listener_at_once_and_lets_each_transfer_finish() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    // Draining: the admin listener still answers, and says hoard is not ready.
+    // Draining: the proxy port takes no connection (a kubelet's readiness probe there fails),
+    // and the admin listener still answers, saying hoard is not ready.
     let ready = plain
         .get(format!("http://127.0.0.1:{admin}/readyz"))
         .send()
         .await
         .unwrap();
     assert_eq!(ready.status(), 503);
+    assert_eq!(ready.text().await.unwrap(), "draining\n");
     let metrics = plain
         .get(format!("http://127.0.0.1:{admin}/metrics"))
         .send()

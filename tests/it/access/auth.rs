@@ -42,9 +42,14 @@ async fn proxy_authentication_guards_connect_and_plain_requests() {
             .await
             .starts_with("HTTP/1.1 407")
     );
-    // The CA certificate stays reachable without credentials.
+    // The CA certificate and the readiness probe stay reachable without credentials.
     let ca = raw_head(&proxy, b"GET /ca.crt HTTP/1.1\r\nHost: hoard\r\n\r\n").await;
     assert!(ca.starts_with("HTTP/1.1 200"), "{ca}");
+    let ready = raw_head(&proxy, b"GET /readyz HTTP/1.1\r\nHost: hoard\r\n\r\n").await;
+    assert!(
+        ready.starts_with("HTTP/1.1 200"),
+        "a kubelet probe needs no login: {ready}"
+    );
     let setup = raw_head(&proxy, b"GET /setup/docker HTTP/1.1\r\nHost: hoard\r\n\r\n").await;
     assert!(setup.starts_with("HTTP/1.1 200"), "{setup}");
     assert!(!setup.contains("wonderland"), "no secret in the script");
