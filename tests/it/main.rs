@@ -11,6 +11,7 @@ mod cli;
 mod crash;
 mod e2e;
 mod fills;
+mod first_run;
 mod fleet;
 mod lifecycle;
 mod mirror;
