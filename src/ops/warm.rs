@@ -31,7 +31,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// What `hoard warm` pulls, and through which proxy.
 #[derive(Debug, Clone, Default)]
 pub struct WarmOptions {
-    /// The proxy URL; `http://<proxy.listen>` of the config when absent.
+    /// The proxy URL; when absent, `http://<proxy.listen>` of the config, or the address a
+    /// running hoard noted in the cache folder ([`crate::ops::running`]).
     pub proxy: Option<String>,
     /// The platform picked out of an index.
     pub platform: Platform,
