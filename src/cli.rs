@@ -57,7 +57,8 @@ pub(crate) enum Command {
         /// The platform picked from multi-platform images: os/arch[/variant].
         #[arg(long, default_value = "linux/amd64")]
         platform: Platform,
-        /// The proxy to pull through [default: http://<proxy.listen of the config>].
+        /// The proxy to pull through [default: http://<proxy.listen of the config>, or where
+        /// a running hoard noted its address in the cache folder when nothing answers there].
         #[arg(long, value_name = "URL")]
         proxy: Option<String>,
     },

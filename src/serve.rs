@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use hoard::config::{Config, Overrides};
 use hoard::error::Chain;
+use hoard::ops::running::{Addresses, Noted};
 
 /// Runs until SIGTERM or SIGINT, then lets transfers in progress finish (`proxy.shutdown_grace`).
 /// SIGHUP reloads the config file; a config that does not load is refused and the old one stays.
@@ -22,7 +23,10 @@ pub(crate) fn serve(
         let mut terminate = signal(SignalKind::terminate())?;
         let mut hangup = signal(SignalKind::hangup())?;
         let mut grace = config.proxy.shutdown_grace;
+        let cache_dir = config.cache.dir.clone();
         let server = hoard::Server::start(config).await?;
+        // Removed when it drops, after the shutdown below.
+        let _noted = note_addresses(&server, &cache_dir);
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
@@ -38,6 +42,24 @@ pub(crate) fn serve(
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Notes the listeners' real addresses in the cache folder, where `hoard cache stats` and
+/// `hoard warm` look when the config's `proxy.listen` does not answer (`--listen`, port 0).
+fn note_addresses(server: &hoard::Server, cache_dir: &Path) -> Option<Noted> {
+    let addresses = Addresses {
+        pid: std::process::id(),
+        proxy: server.local_addr(),
+        admin: server.admin_addr(),
+        mirror: server.mirror_addr(),
+    };
+    match addresses.note(cache_dir) {
+        Ok(noted) => Some(noted),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot note the listeners' addresses in the cache folder; `hoard cache stats` and `hoard warm` look only at proxy.listen");
+            None
+        }
+    }
 }
 
 /// Reads the config file again and puts it in force; returns its shutdown grace.

@@ -38,6 +38,7 @@ impl Server {
         // hoard with nothing started.
         let proxy = crate::proxy::bind(&hoard).await?;
         let addr = proxy.local_addr()?;
+        announce(&hoard);
         let admin = crate::admin::bind(admin).await?;
         let admin_addr = admin.as_ref().and_then(|admin| admin.local_addr().ok());
         let mirror = crate::mirror::bind(&hoard).await?;
@@ -179,6 +180,39 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// The start-up lines after `hoard listening`: where the CA is, whether this start created it
+/// (then clients have yet to trust it) and its fingerprint, as `hoard ca fingerprint` prints it;
+/// and where the cache is. The admin and mirror listeners announce themselves as they bind.
+fn announce(hoard: &Hoard) {
+    let config = hoard.config();
+    let shown = |path: &std::path::Path| {
+        std::path::absolute(path)
+            .unwrap_or_else(|_| path.to_owned())
+            .display()
+            .to_string()
+    };
+    let path = shown(&config.ca.dir.join("ca.crt"));
+    let fingerprint = hoard.ca.fingerprint();
+    if hoard.ca.created() {
+        tracing::info!(
+            %path,
+            %fingerprint,
+            "CA created: clients must trust this certificate (GET /ca.crt on the proxy port, or \
+             a setup script from /setup/)"
+        );
+    } else {
+        tracing::info!(%path, %fingerprint, "CA loaded");
+    }
+    let usage = hoard.store.usage();
+    tracing::info!(
+        dir = %shown(&config.cache.dir),
+        entries = usage.entries,
+        bytes = usage.bytes,
+        max_size = config.cache.limits.max_size,
+        "cache folder"
+    );
 }
 
 /// How often the store's index is checked against the disk, so that entries removed by

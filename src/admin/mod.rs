@@ -41,7 +41,11 @@ pub(crate) async fn bind(admin: AdminListen) -> anyhow::Result<Option<Listener>>
     };
     let limits = ConnectionLimits::new(MAX_CONNECTIONS, MAX_CONNECTIONS);
     match Listener::bind(addr, "admin.listen", Role::Admin, limits, None).await {
-        Ok(listener) => Ok(Some(listener)),
+        Ok(listener) => {
+            let addr = listener.local_addr()?;
+            tracing::info!(addr = %format!("http://{addr}"), "admin listening: status page /, /metrics, /healthz");
+            Ok(Some(listener))
+        }
         Err(err) if !configured => {
             tracing::warn!(%addr, error = %Chain(err.as_ref()), "admin listener not started (set admin.listen to choose another address)");
             Ok(None)

@@ -1,5 +1,5 @@
 //! Operator commands that work on a cache folder: `hoard cache …` and `hoard warm`; and on the
-//! CA folder: `hoard ca …`.
+//! CA folder: `hoard ca …`. The ones that talk to a running hoard find it with [`running`].
 //!
 //! They run beside a serving hoard, so they never write into the store: they read entry files
 //! and delete whole files (hoard checks for a file before it serves it, and refetches what is
@@ -13,9 +13,11 @@ pub mod ls;
 pub mod manifest;
 pub mod prune;
 pub mod rm;
+pub mod running;
 pub mod stats;
 pub mod verify;
 pub mod warm;
+mod warm_error;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};

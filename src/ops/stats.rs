@@ -1,5 +1,5 @@
 //! `hoard cache stats`: what the cache holds, and, when hoard is running, its hit ratio since
-//! start (read from `GET /stats` on the proxy port).
+//! start (read from `GET /stats` on the proxy port, found by [`super::running`]).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -10,7 +10,8 @@ use indicatif::HumanBytes;
 use serde::{Deserialize, Serialize};
 
 use crate::ops::disk::{CacheDir, Kind};
-use crate::ops::{OpsError, Outcome, install_crypto_provider, reachable};
+use crate::ops::running::proxy_address;
+use crate::ops::{OpsError, Outcome, install_crypto_provider};
 
 /// How long to wait for a running hoard to answer.
 const STATS_TIMEOUT: Duration = Duration::from_secs(1);
@@ -68,7 +69,8 @@ struct HitRatio {
     bytes: Option<f64>,
 }
 
-/// Prints entries, bytes and the hit ratio; `listen` is hoard's proxy address from the config.
+/// Prints entries, bytes and the hit ratio; `listen` is hoard's proxy address from the config
+/// (where hoard is looked for first, then at the address it noted in the cache folder).
 pub async fn run(
     dir: &CacheDir,
     listen: SocketAddr,
@@ -84,7 +86,7 @@ pub async fn run(
     };
     let (blobs, manifests) = (usage(Kind::Blob)?, usage(Kind::Manifest)?);
     let tags = dir.tags()?.len() as u64;
-    let proxy = reachable(listen);
+    let proxy = proxy_address(listen, dir.root()).await;
     let counters = fetch_counters(proxy).await;
     let report = Report {
         cache_dir: dir.root().display().to_string(),

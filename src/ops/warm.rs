@@ -12,14 +12,13 @@ use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 
 use crate::config::Config;
-use crate::error::{Chain, Classify, Side};
+use crate::error::Chain;
 use crate::oci::{Challenge, DOCKER_MANIFEST_V2, Digest, Reference};
 use crate::ops::imageref::ImageRef;
 use crate::ops::manifest::{ACCEPT as MANIFEST_TYPES, Manifest, Platform};
-use crate::ops::{Outcome, install_crypto_provider, reachable};
-
-/// Manifests and token answers larger than this are refused (registries cap manifests at 4 MiB).
-const MAX_DOCUMENT: usize = 4 << 20;
+use crate::ops::running::proxy_address;
+use crate::ops::warm_error::{WarmError, ensure_ok, read_bounded};
+use crate::ops::{Outcome, install_crypto_provider};
 
 /// Layers fetched at once, as dockerd does by default.
 const PARALLEL_BLOBS: usize = 3;
@@ -32,44 +31,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// What `hoard warm` pulls, and through which proxy.
 #[derive(Debug, Clone, Default)]
 pub struct WarmOptions {
-    /// The proxy URL; `http://<proxy.listen>` of the config when absent.
+    /// The proxy URL; when absent, `http://<proxy.listen>` of the config, or the address a
+    /// running hoard noted in the cache folder ([`crate::ops::running`]).
     pub proxy: Option<String>,
     /// The platform picked out of an index.
     pub platform: Platform,
-}
-
-/// Why an image could not be warmed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum WarmError {
-    #[error("cannot set up the client: {0}")]
-    Setup(String),
-    #[error("GET {url}")]
-    Request { url: String, source: reqwest::Error },
-    #[error("{url}: the registry answered {status}")]
-    Status { url: String, status: StatusCode },
-    #[error("{url}: {reason}")]
-    Auth { url: String, reason: String },
-    #[error("{url}: more than {limit} bytes")]
-    TooLarge { url: String, limit: usize },
-    #[error("{url}: the content does not match {digest}")]
-    Mismatch { url: String, digest: Digest },
-    #[error("{url}: got {got} bytes where the manifest says {want}")]
-    Length { url: String, got: u64, want: u64 },
-    #[error("{url}: {reason}")]
-    Manifest { url: String, reason: String },
-    #[error("no manifest for {platform} in the index (it has: {available})")]
-    NoPlatform { platform: String, available: String },
-}
-
-/// A warm's failures are the registry's, except a client that cannot be set up or a platform
-/// the image does not have, which are the operator's.
-impl Classify for WarmError {
-    fn side(&self) -> Side {
-        match self {
-            WarmError::Setup(_) | WarmError::NoPlatform { .. } => Side::Client,
-            _ => Side::Upstream,
-        }
-    }
 }
 
 /// What a warmed image came to.
@@ -84,7 +50,7 @@ pub(crate) struct Warmed {
 /// Warms each image in turn; a failed image is reported on stderr as one line and the others
 /// still go. Progress bars are drawn on stderr when it is a terminal.
 pub async fn run(config: &Config, images: &[ImageRef], options: &WarmOptions) -> Outcome {
-    let client = match client(config, options.proxy.as_deref()) {
+    let client = match client(config, options.proxy.as_deref()).await {
         Ok(client) => client,
         Err(e) => {
             eprintln!("hoard: {}", Chain(&e));
@@ -129,14 +95,17 @@ pub async fn run(config: &Config, images: &[ImageRef], options: &WarmOptions) ->
     Outcome::from_trouble(trouble)
 }
 
-/// A client through the proxy, trusting hoard's CA, the configured extra CAs, the webpki roots
-/// and the system's.
-fn client(config: &Config, proxy: Option<&str>) -> Result<reqwest::Client, WarmError> {
+/// A client through the proxy (`proxy`, else the running hoard [`proxy_address`] finds),
+/// trusting hoard's CA, the configured extra CAs, the webpki roots and the system's.
+async fn client(config: &Config, proxy: Option<&str>) -> Result<reqwest::Client, WarmError> {
     install_crypto_provider();
     let setup = |e: &dyn std::fmt::Display| WarmError::Setup(e.to_string());
     let proxy = match proxy {
         Some(url) => url.to_owned(),
-        None => format!("http://{}", reachable(config.proxy.listen)),
+        None => format!(
+            "http://{}",
+            proxy_address(config.proxy.listen, &config.cache.dir).await
+        ),
     };
     let mut trusted = vec![config.ca.dir.join("ca.crt")];
     trusted.extend(config.upstream.clients.extra_ca_files.iter().cloned());
@@ -190,7 +159,7 @@ impl<'a> Puller<'a> {
     async fn warm(mut self, platform: &Platform) -> Result<Warmed, WarmError> {
         let ping = self.url("");
         let response = self.get(&ping, None).await?;
-        ensure_ok(&ping, &response)?;
+        ensure_ok(&ping, response).await?;
 
         let top = self.manifest(&self.image.reference()).await?;
         let image = if top.doc.is_index(&top.media_type) {
@@ -295,7 +264,7 @@ impl<'a> Puller<'a> {
         }
         let url = url.to_string();
         let response = self.send_plain(&url).await?;
-        ensure_ok(&url, &response)?;
+        let response = ensure_ok(&url, response).await?;
         let body = read_bounded(&url, response).await?;
         #[derive(serde::Deserialize)]
         struct Token {
@@ -335,7 +304,7 @@ impl<'a> Puller<'a> {
             self.image.repository
         ));
         let response = self.get(&url, Some(&MANIFEST_TYPES.join(", "))).await?;
-        ensure_ok(&url, &response)?;
+        let response = ensure_ok(&url, response).await?;
         let header = |name| {
             response
                 .headers()
@@ -433,8 +402,8 @@ impl Blob {
             url: url.clone(),
             source,
         };
-        let mut response = request.send().await.map_err(request_error)?;
-        ensure_ok(url, &response)?;
+        let response = request.send().await.map_err(request_error)?;
+        let mut response = ensure_ok(url, response).await?;
         let mut hasher = self.digest.hasher();
         let mut got = 0u64;
         while let Some(chunk) = response.chunk().await.map_err(request_error)? {
@@ -460,37 +429,4 @@ impl Blob {
         }
         Ok(got)
     }
-}
-
-fn ensure_ok(url: &str, response: &reqwest::Response) -> Result<(), WarmError> {
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        Err(WarmError::Status {
-            url: url.to_owned(),
-            status: response.status(),
-        })
-    }
-}
-
-/// Reads a small answer (a manifest, a token) whole, refusing more than [`MAX_DOCUMENT`].
-async fn read_bounded(url: &str, mut response: reqwest::Response) -> Result<Vec<u8>, WarmError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|source| WarmError::Request {
-            url: url.to_owned(),
-            source,
-        })?
-    {
-        if body.len() + chunk.len() > MAX_DOCUMENT {
-            return Err(WarmError::TooLarge {
-                url: url.to_owned(),
-                limit: MAX_DOCUMENT,
-            });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }

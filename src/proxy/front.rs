@@ -20,13 +20,12 @@ use crate::access::User;
 use crate::access::limits::{ConnectionLimits, Held, Ticket};
 use crate::edge::admit::{Login, admit};
 use crate::edge::{Accepted, Io, Listener, Role, Serve, Stop};
-use crate::error::Chain;
 use crate::hoard::Hoard;
 use crate::http::idle::Idle;
 use crate::http::{Body, error, full_body, head_too_large, internal, making_room};
 use crate::telemetry::Via;
 use crate::telemetry::access_log::{RequestInfo, logged};
-use crate::upstream::{UpstreamError, upstream_error};
+use crate::upstream::upstream_error;
 
 /// Binds the proxy's listener (`proxy.listen`), with its connection limits.
 pub(crate) async fn bind(hoard: &Hoard) -> anyhow::Result<Listener> {
@@ -123,20 +122,21 @@ async fn handle(
     };
     let user = match admitted(&request, &hoard, peer).await {
         Ok(user) => user,
-        Err(refusal) => {
-            if request.method() == Method::CONNECT {
-                tracing::info!(host = %info.host, method = %"CONNECT", %peer, status = refusal.status().as_u16(), "refused");
-            }
-            return logged(info, refusal);
-        }
+        Err(refusal) => return logged(info, refusal),
     };
-    if request.method() == Method::CONNECT {
-        return connect(request, hoard, ticket, peer, user).await;
-    }
     let info = RequestInfo {
-        user: user.map(|User(name)| name).unwrap_or_default(),
+        user: user.clone().map(|User(name)| name).unwrap_or_default(),
         ..info
     };
+    if request.method() == Method::CONNECT {
+        let response = connect(request, hoard, ticket, peer, user).await;
+        // An accepted CONNECT has its line when its tunnel closes, or one per request inside
+        // it; a refused one has its line now, like any other request.
+        if response.status().is_success() {
+            return response;
+        }
+        return logged(info, response);
+    }
     let response = match request.uri().scheme_str() {
         Some("http") => super::forward::forward(request, &hoard).await,
         Some(_) => error(
@@ -261,12 +261,7 @@ async fn connect(
     // Connect first, so a destination that cannot be reached is a 502 and not a dead tunnel.
     let server = match super::tunnel::connect(&hoard, &host, port).await {
         Ok(server) => server,
-        Err(err) => {
-            if !matches!(err, UpstreamError::Refused(_)) {
-                tracing::info!(host = %logged_host(request.uri()), method = %"CONNECT", status = 502, cache = %"TUNNEL", error = %Chain(&err), "request");
-            }
-            return upstream_error(&err, &crate::net::authority(&host, port));
-        }
+        Err(err) => return upstream_error(&err, &crate::net::authority(&host, port)),
     };
     // A tunnel's traffic is opaque: it counts as a request in flight for its whole life, so it
     // is never evicted, and closes when nothing moves for `proxy.idle_timeout`.

@@ -129,7 +129,7 @@ impl<'a> Sources<'a> {
         let (response, source) = self
             .send(Method::GET, headers.clone())
             .await
-            .map_err(|err| upstream_error(&err, self.target.authority()))?;
+            .map_err(|err| upstream_error(&err, self.target.host_port()))?;
         if response.status() != StatusCode::OK {
             return Err(pass_through(response, CacheStatus::Bypass));
         }
@@ -176,7 +176,7 @@ impl<'a> Sources<'a> {
         let (response, source) = self
             .send(Method::GET, headers)
             .await
-            .map_err(|err| upstream_error(&err, self.target.authority()))?;
+            .map_err(|err| upstream_error(&err, self.target.host_port()))?;
         if response.status() != StatusCode::OK {
             return Err(pass_through(response, CacheStatus::Bypass));
         }

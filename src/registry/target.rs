@@ -14,6 +14,8 @@ use crate::store::HostKey;
 #[derive(Debug)]
 pub(crate) struct Target {
     authority: String,
+    /// `host:port`, the port always written: what a failure names (`cannot connect to gcr.io:443`).
+    host_port: String,
     base: String,
     pub(super) key: HostKey,
     /// For requests through the mirror: hoard stands in for a client that logs in nowhere.
@@ -40,6 +42,7 @@ impl Target {
     /// `None` when `host` is not a plain host name or IP address.
     pub(crate) fn new(host: &str, port: u16) -> Option<Target> {
         let key = HostKey::new(host, port)?;
+        let host_port = crate::net::authority(&host.to_ascii_lowercase(), port);
         let host = if host.contains(':') {
             format!("[{host}]")
         } else {
@@ -53,6 +56,7 @@ impl Target {
         Some(Target {
             base: format!("https://{authority}"),
             authority,
+            host_port,
             key,
             anonymous: None,
             from_peer: false,
@@ -132,6 +136,12 @@ impl Target {
     /// `host[:port]`, as the client named it.
     pub(crate) fn authority(&self) -> &str {
         &self.authority
+    }
+
+    /// `host:port` with the port always written, as a CONNECT names it: what an upstream
+    /// failure's answer names.
+    pub(crate) fn host_port(&self) -> &str {
+        &self.host_port
     }
 
     pub(super) fn uri(&self, path_and_query: &str) -> Option<Uri> {

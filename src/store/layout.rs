@@ -16,15 +16,20 @@ pub(super) const CACHE_MARKER: &str = ".hoard-cache";
 /// The marker in [`TMP_DIR`]: hoard removes files there only when it is present.
 pub const TMP_MARKER: &str = ".hoard-tmp";
 
+/// Where a running `hoard serve` notes its listeners' addresses, for `hoard cache stats` and
+/// `hoard warm` ([`crate::ops::running`]); left behind by a hoard that was killed.
+pub const ADDRESSES_FILE: &str = ".hoard-addresses";
+
 /// What may sit at the top of the store's root: hoard's own names, the `tmp/` of stores made
 /// before [`TMP_DIR`], and a file system's `lost+found` (the root may be a mount point).
-const OWN_NAMES: [&str; 8] = [
+const OWN_NAMES: [&str; 9] = [
     "blobs",
     "manifests",
     "tags",
     "origins",
     TMP_DIR,
     CACHE_MARKER,
+    ADDRESSES_FILE,
     "tmp",
     "lost+found",
 ];

@@ -443,3 +443,7 @@ impl Drop for ConnectionGuard<'_> {
 #[cfg(test)]
 #[path = "metrics_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "exported_tests.rs"]
+mod exported_tests;

@@ -72,6 +72,8 @@ pub(crate) struct CertificateAuthority {
     pub(super) constrained: bool,
     /// When the CA certificate expires, in seconds since the Unix epoch.
     pub(super) not_after: i64,
+    /// Whether this start created the CA (clients have yet to trust it) or loaded it.
+    pub(super) created: bool,
 }
 
 impl std::fmt::Debug for CertificateAuthority {
@@ -92,7 +94,8 @@ impl CertificateAuthority {
     ) -> Result<Self, CaError> {
         let cert_path = dir.join("ca.crt");
         let key_path = dir.join("ca.key");
-        if !cert_path.exists() && !key_path.exists() {
+        let created = !cert_path.exists() && !key_path.exists();
+        if created {
             create(dir, &cert_path, &key_path, constrain_to)?;
         }
         let ca_pem = read(&cert_path)?;
@@ -135,12 +138,18 @@ impl CertificateAuthority {
             minted: std::sync::atomic::AtomicU64::new(0),
             constrained,
             not_after,
+            created,
         })
     }
 
     /// `sha256:<hex>` of the CA certificate's DER: what clients check a setup script against.
     pub(crate) fn fingerprint(&self) -> String {
         fingerprint(&self.ca_der)
+    }
+
+    /// Whether this start created the CA rather than loaded it.
+    pub(crate) fn created(&self) -> bool {
+        self.created
     }
 
     /// When the CA certificate expires, in seconds since the Unix epoch.

@@ -448,3 +448,38 @@ async fn the_admin_listener_answers_only_its_own_names() {
         assert!(answer.contains("admin.names"), "{host}: {answer}");
     }
 }
+
+/// What a running hoard serves at `/metrics` is what `docs/metrics.md` lists: each family it
+/// names (a counter's samples end in `_total`) has a row there. The page's exact list, every
+/// family with its labels, is checked against the code in `telemetry::metrics::exported_tests`.
+#[tokio::test]
+async fn the_metrics_page_documents_what_a_running_hoard_serves() {
+    init();
+    let registry = Registry::start().await;
+    let proxy = Proxy::builder(&registry).start().await;
+    let answer = proxy.client(false).get(url("/v2/")).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md")).unwrap();
+    let served = metrics(&proxy).await;
+    let families: Vec<&str> = served
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .collect();
+    assert!(families.len() >= 15, "{served}");
+    for family in families {
+        let (name, kind) = family.split_once(' ').unwrap();
+        let sample = match kind {
+            "counter" => format!("{name}_total"),
+            _ => name.to_owned(),
+        };
+        assert!(
+            served.contains(&format!("\n{sample}")),
+            "{sample}: {served}"
+        );
+        assert!(
+            docs.contains(&format!("| `{sample}` | {kind} |")),
+            "{sample} not in docs"
+        );
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::common::{HOARD_BIN, assert_config_error, free_port, serve_with};
+use crate::common::{HOARD_BIN, JsonHoard, assert_config_error, serve_with};
 
 #[test]
 fn unknown_config_keys_are_named() {
@@ -130,33 +130,10 @@ fn bad_access_settings_say_which_key() {
 /// Starts hoard with JSON logs, sends `request` to its proxy port, and returns the answer, the
 /// first log line and the request's log line.
 fn json_logged(request: &[u8]) -> (String, String, String) {
-    use std::io::{BufRead, BufReader, Read, Write};
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let path = dir.path().join("config.toml");
-    std::fs::write(
-        &path,
-        format!("[proxy]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"off\"\n[log]\nformat = \"json\"\n"),
-    )
-    .unwrap();
-    let mut child = Command::new(HOARD_BIN)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .current_dir(dir.path())
-        .env_remove("RUST_LOG")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    tcp.write_all(request).unwrap();
-    let mut answer = String::new();
-    tcp.read_to_string(&mut answer).unwrap();
-    let line = lines.next().unwrap().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    (answer, first, line)
+    let mut hoard = JsonHoard::start(dir.path(), "");
+    let (answer, line, _) = hoard.ask(request);
+    (answer, hoard.started[0].to_string(), line.to_string())
 }
 
 #[test]

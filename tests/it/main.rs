@@ -12,6 +12,7 @@ mod crash;
 mod docs;
 mod e2e;
 mod fills;
+mod first_run;
 mod fleet;
 mod kubernetes;
 mod lifecycle;

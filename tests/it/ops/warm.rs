@@ -92,3 +92,38 @@ async fn warm_follows_an_index_to_the_requested_platform() {
     assert_eq!(warm.code, Some(0), "{}", warm.stderr);
     assert_eq!(s.registry.count("GET", &amd64.blobs[1]), 1);
 }
+
+/// A pull that fails in hoard says why, with hoard's own reason from the answer's body, not only
+/// its status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_prints_the_reason_hoard_gave_for_a_failure() {
+    init();
+    let registry = Registry::start().await;
+    let closed = format!("127.0.0.1:{}", free_port());
+    let proxy = Proxy::builder(&registry)
+        .intercept(r#"["down.test"]"#)
+        .resolve(&format!(r#"{{ "down.test" = "{closed}" }}"#))
+        .start()
+        .await;
+    let config = write_config(proxy.dir.path(), &proxy.server.local_addr().to_string());
+    let args = [
+        "warm",
+        "down.test/p/app:v1",
+        "--config",
+        config.to_str().unwrap(),
+    ]
+    .map(str::to_owned);
+    let warm = tokio::task::spawn_blocking(move || run(&args))
+        .await
+        .unwrap();
+    assert_eq!(warm.code, Some(1), "{}", warm.stderr);
+    assert!(
+        warm.stderr.contains(
+            "hoard: warm down.test/p/app:v1: https://down.test/v2/p/app/manifests/v1: hoard \
+             answered 502 Bad Gateway: cannot connect to down.test:443 (hoard's log says why)"
+        ),
+        "{}",
+        warm.stderr
+    );
+    assert!(!warm.stderr.contains("127.0.0.1"), "{}", warm.stderr);
+}

@@ -122,3 +122,48 @@ async fn front_door_serves_the_ca_and_explains_bad_requests() {
         .unwrap();
     assert_eq!(again.status(), 200);
 }
+
+/// An upstream that cannot be reached is named in the 502 as the client asked for it, port
+/// included, on every path: an intercepted registry, a tunnel, a plain forward. The address it
+/// resolved to and the system's error are in hoard's log only.
+#[tokio::test]
+async fn an_unreachable_upstream_is_named_as_host_and_port_the_client_asked_for() {
+    init();
+    let registry = Registry::start().await;
+    let closed = format!("127.0.0.1:{}", free_port());
+    let proxy = Proxy::builder(&registry)
+        .intercept(r#"["down.test"]"#)
+        .resolve(&format!(
+            r#"{{ "down.test" = "{closed}", "gone.test" = "{closed}" }}"#
+        ))
+        .start()
+        .await;
+    let unexposed = |answer: &str| !answer.contains("127.0.0.1") && !answer.contains("os error");
+
+    let intercepted = proxy
+        .client(false)
+        .get("https://down.test/v2/p/app/manifests/v1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(intercepted.status(), 502);
+    let body = intercepted.text().await.unwrap();
+    assert!(body.contains("cannot connect to down.test:443"), "{body}");
+    assert!(unexposed(&body), "{body}");
+
+    for (request, named) in [
+        (
+            "CONNECT gone.test:443 HTTP/1.1\r\nHost: gone.test:443\r\n\r\n",
+            "cannot connect to gone.test:443",
+        ),
+        (
+            "GET http://gone.test/x HTTP/1.1\r\nHost: gone.test\r\n\r\n",
+            "cannot connect to gone.test:80",
+        ),
+    ] {
+        let answer = raw(&proxy, request).await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        assert!(answer.contains(named), "{answer}");
+        assert!(unexposed(&answer), "{answer}");
+    }
+}
