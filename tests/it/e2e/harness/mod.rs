@@ -28,7 +28,7 @@ pub(super) use self::hoard::{
     start_hoard, start_hoard_with, try_skopeo_copy_via_hoard,
 };
 pub(super) use containerd::{Containerd, start_containerd};
-pub(super) use docker::{start_docker, start_docker_with};
+pub(super) use docker::{Docker, start_docker, start_docker_with};
 pub(super) use image::{Pushed, build_and_push, skopeo, urandom};
 pub(super) use pki::{Pki, make_pki, make_server_cert};
 pub(super) use registry::{
