@@ -136,6 +136,37 @@ fn dockerfile_ships_the_packaged_config_and_its_folders_as_volumes() {
 }
 
 #[test]
+fn build_rootfs_takes_the_image_settings_from_the_dockerfile() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/image/build-rootfs");
+    let output = Command::new(script).arg("--changes").output().unwrap();
+    assert!(
+        output.status.success(),
+        "build-rootfs --changes: {output:?}"
+    );
+    let changes = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = changes.lines().collect();
+    for expected in [
+        "ENV HOARD_CONFIG=/etc/hoard/config.toml",
+        "USER 10001:10001",
+        "WORKDIR /var/lib/hoard",
+        r#"VOLUME ["/var/lib/hoard/ca", "/var/lib/hoard/cache"]"#,
+        "EXPOSE 3128",
+        r#"ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/hoard"]"#,
+        r#"CMD ["serve"]"#,
+    ] {
+        assert!(lines.contains(&expected), "{expected:?} not in:\n{changes}");
+    }
+    // The health check's continuation lines joined into one instruction.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("HEALTHCHECK --interval=30s")
+                && l.ends_with(r#""http://127.0.0.1:3128/healthz"]"#)),
+        "{changes}"
+    );
+}
+
+#[test]
 fn systemd_unit_runs_the_packaged_config_hardened() {
     assert_contains(
         "contrib/hoard.service",

@@ -20,16 +20,17 @@ pub(crate) struct Docker {
 /// Starts containerd and dockerd with every path inside the scene, `HTTPS_PROXY` pointing at hoard
 /// and `SSL_CERT_FILE` holding only hoard's CA.
 pub(crate) fn start_docker(scene: &mut Scene, tools: &Tools, hoard: &Hoard) -> Result<Docker> {
-    start_docker_with(scene, tools, &Route::Proxy(hoard))
+    start_docker_with(scene, tools, Some(&Route::Proxy(hoard)))
 }
 
 /// Starts containerd and dockerd with every path inside the scene, reaching registries by `route`:
 /// through the mirror, by `registry-mirrors` in daemon.json and no proxy (for Docker Hub images
 /// only; should the mirror fail, dockerd's fallback to Docker Hub itself has nowhere to go).
+/// Without a route dockerd reaches no registry at all (for images it is given, `docker import`).
 pub(crate) fn start_docker_with(
     scene: &mut Scene,
     tools: &Tools,
-    route: &Route<'_>,
+    route: Option<&Route<'_>>,
 ) -> Result<Docker> {
     let containerd = start_containerd(scene, tools, "containerd")?;
 
@@ -38,7 +39,7 @@ pub(crate) fn start_docker_with(
     let daemon_json = dk.join("daemon.json");
     // deprecated-key-path keeps dockerd 20.10 from writing /etc/docker/key.json.
     let mut daemon = serde_json::json!({ "deprecated-key-path": path_str(&dk.join("key.json"))? });
-    if let Route::Mirror(hoard) = route {
+    if let Some(Route::Mirror(hoard)) = route {
         daemon["registry-mirrors"] =
             serde_json::json!([format!("http://{}", hoard.mirror_addr()?)]);
     }
@@ -52,7 +53,7 @@ pub(crate) fn start_docker_with(
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         )
         .env("HOME", &dk);
-    if let Route::Proxy(hoard) = route {
+    if let Some(Route::Proxy(hoard)) = route {
         // Only hoard's CA: a pull can succeed only through hoard's minted certificate.
         let bundle = dk.join("hoard-ca-bundle.crt");
         fs::copy(&hoard.ca_crt, &bundle).context("copying hoard's CA")?;
@@ -112,13 +113,19 @@ impl Docker {
     /// The docker CLI talking to this dockerd (and no other configuration).
     pub(crate) fn cli(&self, tools: &Tools) -> Command {
         let mut command = tools.command("docker");
+        self.environment(&mut command);
+        command
+    }
+
+    /// Gives `command` (the docker CLI, or a script that runs it) an environment of its own that
+    /// points the docker CLI at this dockerd.
+    pub(crate) fn environment(&self, command: &mut Command) {
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &self.cli_config)
             .env("DOCKER_CONFIG", &self.cli_config)
             .env("DOCKER_HOST", &self.host);
-        command
     }
 
     /// `docker pull <reference>`.

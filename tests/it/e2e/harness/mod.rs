@@ -32,7 +32,7 @@ pub(super) use self::hoard::{
 };
 pub(super) use containerd::{Containerd, containerd_config, launch_containerd, start_containerd};
 pub(super) use cri::{Cri, PullAuth};
-pub(super) use docker::{start_docker, start_docker_with};
+pub(super) use docker::{Docker, start_docker, start_docker_with};
 pub(super) use image::{Pushed, build_and_push, skopeo, urandom};
 pub(super) use node_setup::{drop_in_environment, run_containerd_setup};
 pub(super) use pki::{Pki, make_pki, make_server_cert};

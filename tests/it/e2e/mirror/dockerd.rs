@@ -31,7 +31,7 @@ fn dockerd_pulls_a_docker_hub_image_through_the_mirror_with_an_anonymous_token()
                 &format!("registries = [\"{DOCKER_HUB_HOST}\"]"),
                 resolve,
             )?;
-            let docker = harness::start_docker_with(scene, tools, &Route::Mirror(&hoard))?;
+            let docker = harness::start_docker_with(scene, tools, Some(&Route::Mirror(&hoard)))?;
 
             // A two-component name: Docker Hub's `project/image`, no `library/`.
             let by_tag = format!("{REPOSITORY}:{}", pushed.tag);
