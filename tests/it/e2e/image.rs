@@ -408,6 +408,8 @@ fn fetch_ca(scene: &mut Scene, cli: &Cli<'_>) -> Result<Hoard> {
         ca_crt,
         ca_cert_dir,
         mirror_port: None,
+        // The config the container runs on, as the host sees it.
+        config: scene.path("container-config.toml"),
     })
 }
 
