@@ -15,6 +15,7 @@ use super::error::ConfigError;
 pub struct CacheSection {
     pub dir: Option<PathBuf>,
     pub max_size: Option<String>,
+    pub max_blob_size: Option<String>,
     pub min_free: Option<String>,
     pub tag_ttl: Option<String>,
     pub auth_on_hit: Option<String>,
@@ -62,6 +63,9 @@ pub struct FillLimits {
     pub abandoned_grace: Duration,
     /// `cache.finish_abandoned_fills`: whether a fill nobody reads goes on to the end anyway.
     pub finish_abandoned: bool,
+    /// `cache.max_blob_size`: the largest upstream `Content-Length` a fill keeps; a larger blob,
+    /// or one without a length, is streamed to its client without being kept.
+    pub max_blob_size: u64,
 }
 
 /// Whether a cached object is served to any client, or only to clients the upstream accepts.
@@ -95,6 +99,7 @@ pub(super) fn cache(
     shared: bool,
 ) -> Result<CacheConfig, ConfigError> {
     let max_size = size_key("cache.max_size", section.max_size, 20 << 30)?;
+    let max_blob_size = size_key("cache.max_blob_size", section.max_blob_size, max_size / 2)?;
     let min_free = size_key("cache.min_free", section.min_free, 1 << 30)?;
     let tag_ttl = duration_key("cache.tag_ttl", cli_tag_ttl.or(section.tag_ttl), 600)?;
     let auth_on_hit = match section.auth_on_hit.as_deref() {
@@ -126,6 +131,7 @@ pub(super) fn cache(
                 10,
             )?,
             finish_abandoned: section.finish_abandoned_fills,
+            max_blob_size,
         },
     })
 }

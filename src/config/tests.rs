@@ -19,6 +19,7 @@ fn fill_limits_must_allow_a_fill() {
             "abandoned_fill_grace = \"soon\"",
             "cache.abandoned_fill_grace",
         ),
+        ("max_blob_size = \"big\"", "cache.max_blob_size"),
     ] {
         let err = resolve(cache)
             .err()
@@ -33,6 +34,12 @@ fn fill_limits_must_allow_a_fill() {
     );
     assert_eq!(config.cache.fills.abandoned_grace, Duration::from_secs(10));
     assert!(!config.cache.fills.finish_abandoned);
+    // Half of max_size (20 GiB) unless set.
+    assert_eq!(config.cache.fills.max_blob_size, 10 << 30);
+    let config = resolve("max_size = \"1GiB\"").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.cache.fills.max_blob_size, 512 << 20);
+    let config = resolve("max_blob_size = \"3MiB\"").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.cache.fills.max_blob_size, 3 << 20);
 }
 
 #[test]

@@ -128,6 +128,17 @@ async fn fill(
         Ok(fetched) => fetched,
         Err(response) => return Filled::Response(response),
     };
+    let config = hoard.config();
+    // A blob of unknown or too great a length is not kept, and reserves nothing: the permit
+    // drops, so requests that joined look again and get the same.
+    let keep = keep.filter(|_| match bounded(length, config.cache.fills.max_blob_size) {
+        Ok(()) => true,
+        Err(reason) => {
+            hoard.metrics.fill_skipped(reason);
+            tracing::debug!(%digest, ?length, reason = reason.as_str(), "blob streamed, not kept");
+            false
+        }
+    });
     let (writer, slot) = match keep {
         Some((permit, slot)) => match permit.start(length).await {
             Ok(writer) => (Some(writer), Some(slot)),
@@ -145,7 +156,6 @@ async fn fill(
         None => CacheStatus::Bypass,
     };
     let span = tracing::info_span!("fill", %digest, source = provenance.source().as_str());
-    let config = hoard.config();
     let run = FillRun {
         digest: digest.clone(),
         length,
@@ -183,6 +193,16 @@ async fn fill(
     insert_digest_headers(headers, digest);
     out.extensions_mut().insert(status);
     Filled::Response(out)
+}
+
+/// Whether a blob of this upstream `Content-Length` may be kept: it must have one, within
+/// `cache.max_blob_size`.
+fn bounded(length: Option<u64>, max_blob_size: u64) -> Result<(), FillSkipped> {
+    match length {
+        None => Err(FillSkipped::NoLength),
+        Some(length) if length > max_blob_size => Err(FillSkipped::TooBig),
+        Some(_) => Ok(()),
+    }
 }
 
 /// What a fill needs besides its bytes, its writer and its first client.
@@ -318,6 +338,16 @@ async fn run_fill(
             let drop = usize::try_from(skip).unwrap_or(usize::MAX).min(data.len());
             let _ = data.split_to(drop);
             skip -= drop as u64;
+        }
+        if run
+            .length
+            .is_some_and(|length| received + data.len() as u64 > length)
+        {
+            // Cut at the Content-Length and not kept: the writer, dropped, deletes its file.
+            tracing::warn!(%digest, length = ?run.length, "upstream sent more than its Content-Length; cut there, not kept");
+            let cut = "upstream sent more than its Content-Length";
+            send(&mut client, Err(cut.into())).await;
+            return;
         }
         if data.is_empty() {
             // h2 ends streams with an empty DATA frame: holding it back as "the last chunk"

@@ -123,6 +123,10 @@ pub(crate) enum FillSkipped {
     MaxFills,
     /// At `cache.max_fills_per_client`.
     MaxFillsPerClient,
+    /// The upstream gave no `Content-Length`: streamed to the client, not kept.
+    NoLength,
+    /// The upstream's `Content-Length` is above `cache.max_blob_size`: streamed, not kept.
+    TooBig,
 }
 
 impl FillSkipped {
@@ -132,6 +136,8 @@ impl FillSkipped {
             FillSkipped::FarRange => "far_range",
             FillSkipped::MaxFills => "max_fills",
             FillSkipped::MaxFillsPerClient => "max_fills_per_client",
+            FillSkipped::NoLength => "no_length",
+            FillSkipped::TooBig => "too_big",
         }
     }
 }

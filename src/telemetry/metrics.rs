@@ -165,7 +165,8 @@ impl Metrics {
         registry.register(
             "fills_skipped",
             "Blob misses not made into fills, by reason (far_range: the range went upstream as \
-             a range; max_fills, max_fills_per_client: streamed to the client, not kept)",
+             a range; max_fills, max_fills_per_client, no_length (no Content-Length), too_big \
+             (above cache.max_blob_size): streamed to the client, not kept)",
             m.fills_skipped.clone(),
         );
         registry.register(

@@ -60,7 +60,7 @@ fn the_exposition_text_is_unchanged() {
     [PerClient, Full, Evicted]
         .into_iter()
         .for_each(|r| m.connection_refused(r));
-    [FarRange, MaxFills, MaxFillsPerClient]
+    [FarRange, MaxFills, MaxFillsPerClient, NoLength, TooBig]
         .into_iter()
         .for_each(|r| m.fill_skipped(r));
     PeerFailure::ALL
