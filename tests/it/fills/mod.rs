@@ -3,6 +3,7 @@
 //! that leave, a failing disk, and the size limit.
 
 mod abandoned;
+mod bounded;
 mod limits;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! How the fixture registry answers: manifests (whole or stalled), blobs (whole, ranged, slow,
-//! stalled, cut or redirected), tokens, ACR's token exchange, uploads and the CDN's redirect
-//! hops.
+//! stalled, cut, redirected, without a length, endless or longer than their length), tokens,
+//! ACR's token exchange, uploads and the CDN's redirect hops.
 
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
@@ -263,6 +263,9 @@ pub(super) fn answer(
             Mode::Truncate { after } => {
                 streamed(&state, digest, after, Duration::ZERO, Some(true), range)
             }
+            Mode::NoLength | Mode::Endless | Mode::TooLong { .. } if !head && range.is_none() => {
+                unbounded(&state, digest, mode)
+            }
             _ => blob_bytes(&state, digest, head, range),
         };
     }
@@ -452,6 +455,44 @@ fn streamed(
     response.headers_mut().insert("content-length", len.into());
     if range.is_some() {
         partial(&mut response, span, total);
+    }
+    response
+}
+
+/// A whole blob without a `Content-Length` ([`Mode::NoLength`]), under one shorter than it
+/// ([`Mode::TooLong`]), or random bytes without end ([`Mode::Endless`]), in 64 KiB frames.
+fn unbounded(state: &State, digest: &str, mode: Mode) -> Response<FixtureBody> {
+    let Some(whole) = state.blobs.get(digest).cloned() else {
+        return respond(
+            StatusCode::NOT_FOUND,
+            r#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#,
+        );
+    };
+    let frame = 64 << 10;
+    let len = whole.len();
+    let endless = mode == Mode::Endless;
+    let filler = crate::common::fresh_blob(frame);
+    let sent = state.sent.clone();
+    let stream = futures_util::stream::unfold(0usize, move |offset| {
+        let next = if endless {
+            Some(filler.clone())
+        } else {
+            (offset < len).then(|| whole.slice(offset..(offset + frame).min(len)))
+        };
+        let sent = sent.clone();
+        async move {
+            let bytes = next?;
+            sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            let offset = offset + bytes.len();
+            Some((Ok(http_body::Frame::data(bytes)), offset))
+        }
+    });
+    let mut response = Response::new(StreamBody::new(stream).boxed());
+    if let Mode::TooLong { short } = mode {
+        let declared = len.saturating_sub(short);
+        response
+            .headers_mut()
+            .insert("content-length", declared.into());
     }
     response
 }

@@ -61,6 +61,12 @@ pub(crate) enum Mode {
     RedirectToHttp,
     /// Manifest GETs get their headers, then nothing: the connection stays open, silent.
     StallManifests,
+    /// Blobs come whole, without a `Content-Length` (chunked on HTTP/1.1).
+    NoLength,
+    /// Blobs never end: random bytes without a `Content-Length`, until the reader goes.
+    Endless,
+    /// Blobs come whole under a `Content-Length` `short` bytes less than the blob.
+    TooLong { short: usize },
 }
 
 #[derive(Default)]
