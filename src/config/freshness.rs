@@ -133,7 +133,7 @@ fn duration_text(duration: Duration) -> String {
         (1_000, "s"),
     ];
     for (size, unit) in units {
-        if ms >= size && ms % size == 0 {
+        if ms >= size && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }
@@ -159,7 +159,7 @@ mod tests {
             section("gcr.io/distroless/**:latest", None, true),
             section("docker.io/library/*", Some("1h"), false),
         ])
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{e}"));
         let hub = "registry-1.docker.io";
         let default = Duration::from_secs(600);
         let of = |registry, repo, tag| tag_freshness(&rules, default, registry, repo, tag);
@@ -181,7 +181,10 @@ mod tests {
 
     #[test]
     fn a_rule_sets_exactly_one_of_tag_ttl_and_immutable() {
-        let error = |sections| rules(sections).unwrap_err().to_string();
+        let error = |sections| match rules(sections) {
+            Ok(rules) => panic!("accepted: {rules:?}"),
+            Err(e) => e.to_string(),
+        };
         assert!(error(vec![section("gcr.io/a", Some("5m"), true)]).contains("both"));
         assert!(error(vec![section("gcr.io/a", None, false)]).contains("neither"));
         assert!(error(vec![section("gcr.io/a", Some("5"), false)]).contains("tag_ttl"));
