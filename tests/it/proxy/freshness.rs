@@ -147,6 +147,9 @@ async fn auth_on_hit_upstream_still_checks_access_to_an_immutable_tag() {
     let owner = get(Some("good")).await.unwrap();
     assert_eq!(owner.status(), 200);
     assert_eq!(owner.headers()["docker-content-digest"], digest.as_str());
+    // The tag moves at the registry and a year passes: immutable, it is not revalidated.
+    let moved = Registry::manifest_json(&[], "moved");
+    registry.add_manifest("team/secret", "v1", DOCKER_V2, moved);
     proxy
         .server
         .clock()
@@ -158,7 +161,7 @@ async fn auth_on_hit_upstream_still_checks_access_to_an_immutable_tag() {
     let wrong = get(Some("bad")).await.unwrap();
     assert_eq!(wrong.status(), 401);
     assert!(registry.seen().len() > checks, "the registry was asked");
-    // The owner is served from the cache: no GET by tag again.
+    // The owner is served the tag as first fetched, from the cache: no GET by tag again.
     let again = get(Some("good")).await.unwrap();
     assert_eq!(again.status(), 200);
     assert_eq!(again.headers()["docker-content-digest"], digest.as_str());
