@@ -250,7 +250,7 @@ fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
     let dir = CacheDir::open(&config.cache.dir)?;
     let mut out = std::io::stdout();
     let outcome = match command {
-        CacheCommand::Ls { json, .. } => ops::ls::run(&dir, json, &mut out)?,
+        CacheCommand::Ls { json, .. } => ops::ls::run(&dir, &config.cache, json, &mut out)?,
         CacheCommand::Stats { json, .. } => hoard::runtime()?.block_on(ops::stats::run(
             &dir,
             config.proxy.listen,

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 
 use crate::access::limits::ConnectionLimits;
 use crate::access::{FillSlots, ProxyAuth};
-use crate::config::{Config, LendTo};
+use crate::config::{Config, LendTo, TagTtl};
 use crate::fleet::Fleet;
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -64,11 +64,15 @@ impl Clock {
         self.offset_ms.fetch_add(ms, Ordering::Relaxed);
     }
 
-    /// Whether something fetched at `fetched` is younger than `ttl`.
-    pub fn is_fresh(&self, fetched: SystemTime, ttl: Duration) -> bool {
-        self.now()
-            .duration_since(fetched)
-            .is_ok_and(|age| age < ttl)
+    /// Whether something fetched at `fetched` is younger than `ttl` (an immutable tag always is).
+    pub fn is_fresh(&self, fetched: SystemTime, ttl: TagTtl) -> bool {
+        match ttl {
+            TagTtl::Immutable => true,
+            TagTtl::For(ttl) => self
+                .now()
+                .duration_since(fetched)
+                .is_ok_and(|age| age < ttl),
+        }
     }
 }
 

@@ -79,9 +79,9 @@ impl Server {
     }
 
     /// Puts a new configuration in force without dropping a connection (SIGHUP). The intercept
-    /// list, credentials, proxy users, allow-list, ports, tag TTL, auth_on_hit and the
-    /// `[upstream]` settings take effect for the next requests; addresses, the CA and the store
-    /// need a restart. A configuration whose upstream clients cannot be built is refused whole.
+    /// list, credentials, proxy users, allow-list, ports, tag TTL and freshness rules,
+    /// auth_on_hit and the `[upstream]` settings take effect for the next requests; addresses,
+    /// the CA and the store need a restart. A configuration whose upstream clients cannot be built is refused whole.
     pub fn reload(&self, config: Config) -> anyhow::Result<()> {
         // Judged by the listener that is open, whatever proxy.listen now says.
         config.check_open_proxy(self.addr)?;

@@ -1,10 +1,10 @@
 //! The status page at `/`: what the cache holds, the last hour minute by minute and per listener
-//! (proxy, mirror, fleet), recent and most pulled images. Plain HTML and an inline SVG chart, no scripts.
+//! (proxy, mirror, fleet), the tag freshness rules, recent and most pulled images. Plain HTML and an inline SVG chart, no scripts.
 
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use crate::config::{CredentialSource, LendTo};
+use crate::config::{CacheConfig, CredentialSource, LendTo, TagTtl};
 use crate::hoard::Hoard;
 use crate::http::CacheStatus;
 use crate::telemetry::Via;
@@ -102,6 +102,7 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; 
     );
     page.push_str(&ca_section(hoard));
     page.push_str(&accounts_table(hoard));
+    page.push_str(&freshness_table(&hoard.config().cache));
     let totals: Vec<Traffic> = m.history().iter().map(Minute::total).collect();
     page.push_str(&chart(&totals));
     page.push_str(&by_listener(&m.last_hour()));
@@ -142,6 +143,31 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; 
     }
     page.push_str("</table>\n<p><a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">health</a></p>\n</body></html>\n");
     page
+}
+
+/// The `[[cache.freshness]]` rules in the order they are tried, then the default they fall back
+/// to. Absent when there are none.
+fn freshness_table(cache: &CacheConfig) -> String {
+    if cache.freshness.is_empty() {
+        return String::new();
+    }
+    let mut table = String::from(
+        "<h2>Tag freshness</h2>\n<table id=\"freshness\"><tr><th>tags</th><th>trusted for</th></tr>\n",
+    );
+    for rule in &cache.freshness {
+        let _ = writeln!(
+            table,
+            "<tr><td>{}</td><td>{}</td></tr>",
+            escape(&rule.pattern.to_string()),
+            rule.ttl.as_text()
+        );
+    }
+    let _ = writeln!(
+        table,
+        "<tr><td>any other (cache.tag_ttl)</td><td>{}</td></tr>\n</table>",
+        TagTtl::For(cache.tag_ttl).as_text()
+    );
+    table
 }
 
 /// hoard's registry accounts: where each comes from, whom it is lent to, and how its source has

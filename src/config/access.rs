@@ -89,7 +89,12 @@ pub(super) fn access(
             let repositories = grant
                 .repositories
                 .iter()
-                .map(|text| RepoPattern::parse(text))
+                .map(|text| match RepoPattern::parse(text) {
+                    Ok(pattern) if pattern.has_tag() => Err(format!(
+                        "{text:?}: grants are by repository, without a :tag"
+                    )),
+                    parsed => parsed,
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(&invalid)?;
             Ok(Grant {

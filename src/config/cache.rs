@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::check::{changed, count_key, duration_key, size_key};
 use super::error::ConfigError;
+use super::freshness::{FreshnessRule, FreshnessSection, TagFreshness, rules, tag_freshness};
 
 /// `[cache]` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -24,6 +25,9 @@ pub struct CacheSection {
     pub abandoned_fill_grace: Option<String>,
     #[serde(default)]
     pub finish_abandoned_fills: bool,
+    /// `[[cache.freshness]]`: tag TTLs by pattern.
+    #[serde(default)]
+    pub freshness: Vec<FreshnessSection>,
 }
 
 /// `[cache]`, checked.
@@ -33,8 +37,11 @@ pub struct CacheConfig {
     pub dir: PathBuf,
     /// What the store may use of its disk.
     pub limits: CacheLimits,
-    /// How long a tag → digest mapping is served without asking the upstream.
+    /// How long a tag → digest mapping is served without asking the upstream, unless a
+    /// freshness rule says otherwise.
     pub tag_ttl: Duration,
+    /// `[[cache.freshness]]`: tag TTLs and immutable tags by pattern, first match wins.
+    pub freshness: Vec<FreshnessRule>,
     /// Who gets cached objects.
     pub auth_on_hit: AuthOnHit,
     /// How many blob fills may run, and what becomes of one nobody reads.
@@ -78,6 +85,12 @@ pub enum AuthOnHit {
 }
 
 impl CacheConfig {
+    /// How long `repo:tag` of `registry` (a registry key) is trusted, and the rule that says so;
+    /// `tag` is `None` for a referrers list. The one place tag freshness is decided.
+    pub fn tag_freshness(&self, registry: &str, repo: &str, tag: Option<&str>) -> TagFreshness<'_> {
+        tag_freshness(&self.freshness, self.tag_ttl, registry, repo, tag)
+    }
+
     /// The keys whose change only a restart puts in force (the store opens with them).
     pub(super) fn restart_keys(&self, new: &CacheConfig) -> Vec<&'static str> {
         let (old_limits, new_limits) = (self.limits, new.limits);
@@ -117,6 +130,7 @@ pub(super) fn cache(
         dir: cli_dir.or(section.dir).unwrap_or_else(|| "cache".into()),
         limits: CacheLimits { max_size, min_free },
         tag_ttl,
+        freshness: rules(section.freshness)?,
         auth_on_hit,
         fills: FillLimits {
             max: count_key("cache.max_fills", section.max_fills, 64)?,

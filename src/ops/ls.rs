@@ -1,11 +1,13 @@
 //! `hoard cache ls`: the tagged images in the cache (registry/repository:tag → digest, size,
-//! last used), as an aligned table or as JSON.
+//! last used, and how long the tag is trusted by which `[[cache.freshness]]` rule), as an aligned
+//! table or as JSON.
 
 use std::io::Write;
 
 use indicatif::HumanBytes;
 use serde::Serialize;
 
+use crate::config::CacheConfig;
 use crate::oci::Digest;
 use crate::ops::disk::{CacheDir, Kind, modified};
 use crate::ops::{OpsError, Outcome, rfc3339};
@@ -23,12 +25,19 @@ pub(crate) struct Image {
     pub size: u64,
     /// The newer mtime of the tag file and the manifest file, RFC 3339 in UTC.
     pub last_used: String,
+    /// How long the tag is trusted: `5m`, or `immutable`.
+    pub tag_ttl: String,
+    /// The `[[cache.freshness]]` rule that says so (its pattern, registry as hoard keys it);
+    /// `null`: the global `cache.tag_ttl`.
+    pub freshness_rule: Option<String>,
 }
 
-/// Every tag mapping in the cache, sorted by name (a tag has one mapping per media type).
-pub(crate) fn images(dir: &CacheDir) -> Result<Vec<Image>, OpsError> {
+/// Every tag mapping in the cache, sorted by name (a tag has one mapping per media type), with
+/// its freshness by `cache`'s rules.
+pub(crate) fn images(dir: &CacheDir, cache: &CacheConfig) -> Result<Vec<Image>, OpsError> {
     let mut out = Vec::new();
     for tag in dir.tags()? {
+        let freshness = cache.tag_freshness(&tag.registry, &tag.repository, Some(&tag.tag));
         for line in &tag.lines {
             let manifest_used = dir
                 .entry(Kind::Manifest, &line.digest)
@@ -43,6 +52,8 @@ pub(crate) fn images(dir: &CacheDir) -> Result<Vec<Image>, OpsError> {
                 media_type: line.media_type.clone(),
                 size: image_size(dir, &line.digest, line.size),
                 last_used: rfc3339(last_used),
+                tag_ttl: freshness.ttl.as_text(),
+                freshness_rule: freshness.rule.map(|rule| rule.pattern.to_string()),
             });
         }
     }
@@ -72,34 +83,44 @@ fn image_size(dir: &CacheDir, digest: &Digest, manifest_size: u64) -> u64 {
 }
 
 /// Prints the images as a table with a header row, or as a JSON array with `json`.
-pub fn run(dir: &CacheDir, json: bool, out: &mut dyn Write) -> Result<Outcome, OpsError> {
-    let images = images(dir)?;
+pub fn run(
+    dir: &CacheDir,
+    cache: &CacheConfig,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<Outcome, OpsError> {
+    let images = images(dir, cache)?;
     if json {
         serde_json::to_writer_pretty(&mut *out, &images).map_err(std::io::Error::from)?;
         writeln!(out)?;
         return Ok(Outcome::Done);
     }
-    let rows: Vec<[String; 4]> = images
+    let rows: Vec<[String; 5]> = images
         .iter()
         .map(|i| {
+            let rule = i.freshness_rule.as_deref().unwrap_or("cache.tag_ttl");
             [
                 format!("{}/{}:{}", i.registry, i.repository, i.tag),
                 i.digest.clone(),
                 HumanBytes(i.size).to_string(),
                 i.last_used.clone(),
+                format!("{} ({rule})", i.tag_ttl),
             ]
         })
         .collect();
-    let header = ["IMAGE", "DIGEST", "SIZE", "LAST USED"].map(str::to_owned);
-    let mut widths = [0; 4];
+    let header = ["IMAGE", "DIGEST", "SIZE", "LAST USED", "FRESHNESS"].map(str::to_owned);
+    let mut widths = [0; 5];
     for row in std::iter::once(&header).chain(&rows) {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    for [image, digest, size, used] in std::iter::once(&header).chain(&rows) {
-        let [w0, w1, w2, _] = widths;
-        writeln!(out, "{image:<w0$}  {digest:<w1$}  {size:>w2$}  {used}")?;
+    for [image, digest, size, used, fresh] in std::iter::once(&header).chain(&rows) {
+        let [w0, w1, w2, w3, _] = widths;
+        writeln!(
+            out,
+            "{image:<w0$}  {digest:<w1$}  {size:>w2$}  {used:<w3$}  {fresh}"
+        )?;
     }
     Ok(Outcome::Done)
 }

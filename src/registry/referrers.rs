@@ -1,7 +1,9 @@
 //! The referrers API (`/v2/<name>/referrers/<digest>`, which `cosign verify` and `oras discover`
 //! ask): cached like a tag. The index the registry answers is kept as a manifest under its own
 //! digest, and the tag map names it under `<algorithm>-<hex>.referrers` (no real tag has a `.`
-//! there and that length). Fresh for `cache.tag_ttl`; then one request asks again with a GET (a
+//! there and that length). Fresh for the TTL of the first `[[cache.freshness]]` rule without a
+//! `:tag` part that matches the repository (never an immutable one: anyone may attach a
+//! signature to an image), else `cache.tag_ttl`; then one request asks again with a GET (a
 //! referrers answer has no digest a HEAD could compare), and while the registry is unusable the
 //! last answer is served stale. A filtered request (`?artifactType=`) is passed on uncached, and
 //! so is every request with `cache.auth_on_hit = "upstream"`: the registry decides who sees
@@ -50,10 +52,10 @@ pub(super) async fn referrers(
             Some(entry) => store.manifest(&entry.digest).await,
             None => None,
         };
+        let config = hoard.config();
+        let freshness = config.cache.tag_freshness(target.key.as_str(), repo, None);
         if let (Some(entry), Some(index)) = (&known, &stored)
-            && hoard
-                .clock
-                .is_fresh(entry.fetched, hoard.config().cache.tag_ttl)
+            && hoard.clock.is_fresh(entry.fetched, freshness.ttl)
         {
             let hit = serve_manifest(index.clone(), &entry.digest, head, CacheStatus::Hit);
             return ControlFlow::Break(hit);

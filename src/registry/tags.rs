@@ -1,5 +1,6 @@
-//! Manifests by tag: the tag map says which digest a tag named and when. Fresh for
-//! `cache.tag_ttl`, a tag is answered without asking the upstream; then one request revalidates
+//! Manifests by tag: the tag map says which digest a tag named and when. Fresh for its TTL (the
+//! first `[[cache.freshness]]` rule that matches, else `cache.tag_ttl`; never stale if the rule
+//! says immutable), a tag is answered without asking the upstream; then one request revalidates
 //! it with a HEAD (which Docker Hub does not count against the pull limit) for everyone asking,
 //! and while the upstream is unusable the last known manifest is served stale.
 
@@ -61,10 +62,12 @@ pub(super) async fn by_tag(
             Some(entry) if !head => store.manifest(&entry.digest).await,
             _ => None,
         };
+        let config = hoard.config();
+        let freshness = config
+            .cache
+            .tag_freshness(target.key.as_str(), repo, Some(tag));
         if let Some(entry) = &known
-            && hoard
-                .clock
-                .is_fresh(entry.fetched, hoard.config().cache.tag_ttl)
+            && hoard.clock.is_fresh(entry.fetched, freshness.ttl)
         {
             if head {
                 return ControlFlow::Break(serve_tag_head(entry, CacheStatus::Hit));

@@ -36,6 +36,40 @@ fn bad_config_values_say_which_key() {
 }
 
 #[test]
+fn bad_freshness_rules_are_one_line_naming_the_entry() {
+    let rule = |body: &str| serve_with(&format!("[[cache.freshness]]\n{body}\n"));
+    for (body, says) in [
+        (
+            "match = \"gcr.io/a\"\ntag_ttl = \"5m\"\nimmutable = true",
+            "cache.freshness: entry 1: \"gcr.io/a\" sets both tag_ttl and immutable",
+        ),
+        (
+            "match = \"gcr.io/a\"",
+            "cache.freshness: entry 1: \"gcr.io/a\" sets neither tag_ttl nor immutable",
+        ),
+        (
+            "match = \"gcr.io/a:v 1\"\nimmutable = true",
+            "is not a tag pattern",
+        ),
+        (
+            "match = \"gcr.io\"\nimmutable = true",
+            "is not registry/repository",
+        ),
+        ("tag_ttl = \"5m\"", "needs match"),
+        ("match = \"gcr.io/a\"\ntag_ttl = \"soon\"", "tag_ttl"),
+        ("match = \"gcr.io/a\"\nttl = \"5m\"", "ttl"),
+    ] {
+        assert_config_error(&rule(body), says);
+    }
+    // The second entry is named as such.
+    let second = serve_with(
+        "[[cache.freshness]]\nmatch = \"gcr.io/a\"\nimmutable = true\n\
+         [[cache.freshness]]\nmatch = \"gcr.io/*b\"\nimmutable = true\n",
+    );
+    assert_config_error(&second, "cache.freshness: entry 2:");
+}
+
+#[test]
 fn a_missing_config_file_is_a_config_error() {
     let output = Command::new(HOARD_BIN)
         .args(["serve", "--config", "/nonexistent/hoard.toml"])

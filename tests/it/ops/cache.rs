@@ -38,6 +38,73 @@ async fn ls_lists_each_tag_with_digest_size_and_last_use() {
     }
 }
 
+/// Each tag shows the `[[cache.freshness]]` rule its config gives it (first match wins), or the
+/// global `cache.tag_ttl`, in the table and in the JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ls_shows_the_freshness_rule_of_each_tag() {
+    let s = Setup::new().await;
+    let app = s.image("p/app", "1.4", &[&fresh_blob(3000)]);
+    let base = s.image("p/base", "latest", &[&fresh_blob(4000)]);
+    let tool = s.image("q/tool", "2.0", &[&fresh_blob(5000)]);
+    for image in [&app, &base, &tool] {
+        s.pull(image).await;
+    }
+    let config = std::fs::read_to_string(&s.config).unwrap();
+    let mut config = config.replacen("[cache]\n", "[cache]\ntag_ttl = \"7m\"\n", 1);
+    config.push_str(&format!(
+        "[[cache.freshness]]\nmatch = \"{REGISTRY}/p/*:1.*\"\ntag_ttl = \"5m\"\n\
+         [[cache.freshness]]\nmatch = \"{REGISTRY}/p/**\"\nimmutable = true\n"
+    ));
+    std::fs::write(&s.config, config).unwrap();
+
+    let table = s.hoard(&["cache", "ls"]).await;
+    assert_eq!(table.code, Some(0), "{}", table.stderr);
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", table.stdout);
+    assert!(lines[0].ends_with("FRESHNESS"), "{}", lines[0]);
+    let row = |image: &Image| {
+        *lines
+            .iter()
+            .find(|l| l.starts_with(&image.name()))
+            .unwrap_or_else(|| panic!("{} not in {}", image.name(), table.stdout))
+    };
+    assert!(
+        row(&app).ends_with(&format!("5m ({REGISTRY}/p/*:1.*)")),
+        "{}",
+        row(&app)
+    );
+    assert!(
+        row(&base).ends_with(&format!("immutable ({REGISTRY}/p/**)")),
+        "{}",
+        row(&base)
+    );
+    assert!(row(&tool).ends_with("7m (cache.tag_ttl)"), "{}", row(&tool));
+
+    let json = s.hoard(&["cache", "ls", "--json"]).await;
+    assert_eq!(json.code, Some(0), "{}", json.stderr);
+    let rows: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let by_repo = |repo: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["repository"] == repo)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_repo("p/app")["tag_ttl"], "5m");
+    assert_eq!(
+        by_repo("p/app")["freshness_rule"],
+        format!("{REGISTRY}/p/*:1.*")
+    );
+    assert_eq!(by_repo("p/base")["tag_ttl"], "immutable");
+    assert_eq!(
+        by_repo("p/base")["freshness_rule"],
+        format!("{REGISTRY}/p/**")
+    );
+    assert_eq!(by_repo("q/tool")["tag_ttl"], "7m");
+    assert_eq!(by_repo("q/tool")["freshness_rule"], serde_json::Value::Null);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_counts_entries_and_shows_the_hit_ratio_of_a_running_hoard() {
     let s = Setup::new().await;

@@ -3,6 +3,7 @@
 
 mod blobs;
 mod forward;
+mod freshness;
 mod manifests;
 mod redirects;
 
