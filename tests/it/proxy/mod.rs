@@ -4,6 +4,7 @@
 mod blobs;
 mod forward;
 mod manifests;
+mod ranges;
 mod redirects;
 
 use crate::common::*;
