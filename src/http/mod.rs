@@ -1,7 +1,7 @@
 //! HTTP vocabulary shared by every listener and the upstream client: the body types, hoard-made
 //! responses, hop-by-hop and digest headers, Basic credentials, percent-encoded query values,
-//! the cache status a response carries, the idle timeout for client connections and h2 write
-//! batching.
+//! the cache status a response carries, `multipart/byteranges` framing, the idle timeout for
+//! client connections and h2 write batching.
 
 mod basic;
 mod body;
