@@ -98,7 +98,10 @@ async fn several_ranges_through_the_mirror_come_as_multipart_byteranges() {
     let proxy = Proxy::builder(&registry).mirror(LISTEN).start().await;
     let blob = fresh_blob(BLOB_SIZE);
     let digest = registry.add_blob(blob.clone());
-    let url = format!("{}/v2/p/app/blobs/{digest}?ns={REGISTRY}", proxy.mirror_url());
+    let url = format!(
+        "{}/v2/p/app/blobs/{digest}?ns={REGISTRY}",
+        proxy.mirror_url()
+    );
 
     // Near the start of a cold blob: its fill starts and answers the parts.
     let ranges = |range: &str| direct().get(&url).header("range", range).send();

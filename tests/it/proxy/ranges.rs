@@ -23,16 +23,29 @@ async fn get(client: &reqwest::Client, digest: &str, range: &str) -> reqwest::Re
         .unwrap()
 }
 
-#[tokio::test]
-async fn several_ranges_of_a_cached_blob_come_as_multipart_byteranges() {
+/// A registry sending at `mode`, hoard, and a cold blob of [`LEN`] bytes.
+async fn cold_blob(mode: Mode) -> (Registry, Proxy, bytes::Bytes, String) {
     init();
     let registry = Registry::start().await;
+    registry.set_mode(mode);
     let proxy = Proxy::builder(&registry).start().await;
     let blob = fresh_blob(LEN);
     let digest = registry.add_blob(blob.clone());
+    (registry, proxy, blob, digest)
+}
+
+/// [`cold_blob`] fetched whole into the cache.
+async fn cached_blob() -> (Registry, Proxy, bytes::Bytes, String) {
+    let (registry, proxy, blob, digest) = cold_blob(Mode::Direct).await;
     let whole = proxy.client(false).get(blob_path("p/app", &digest)).send();
     assert_eq!(whole.await.unwrap().bytes().await.unwrap(), blob);
     proxy.settled().await;
+    (registry, proxy, blob, digest)
+}
+
+#[tokio::test]
+async fn several_ranges_of_a_cached_blob_come_as_multipart_byteranges() {
+    let (registry, proxy, blob, digest) = cached_blob().await;
 
     for h2 in [false, true] {
         let client = proxy.client(h2);
@@ -42,19 +55,13 @@ async fn several_ranges_of_a_cached_blob_come_as_multipart_byteranges() {
         let asked = get(&client, &digest, "bytes=1000-1099,0-99,50-199,1100-1199").await;
         assert_byteranges(asked, &blob, &[0..200, 1000..1200]).await;
     }
+    assert_eq!(registry.count("GET", "/blobs/"), 1);
 }
 
 #[tokio::test]
 async fn ranges_merged_into_one_many_ranges_and_unsatisfiable_ones() {
-    init();
-    let registry = Registry::start().await;
-    let proxy = Proxy::builder(&registry).start().await;
-    let blob = fresh_blob(LEN);
-    let digest = registry.add_blob(blob.clone());
+    let (registry, proxy, blob, digest) = cached_blob().await;
     let client = proxy.client(true);
-    let whole = client.get(blob_path("p/app", &digest)).send();
-    assert_eq!(whole.await.unwrap().bytes().await.unwrap(), blob);
-    proxy.settled().await;
 
     // Merged into one range: an ordinary single-range answer.
     let asked = get(&client, &digest, "bytes=0-99,100-199,50-60").await;
@@ -103,12 +110,7 @@ async fn ranges_merged_into_one_many_ranges_and_unsatisfiable_ones() {
 
 #[tokio::test]
 async fn several_ranges_are_answered_from_a_fill_in_progress() {
-    init();
-    let registry = Registry::start().await;
-    registry.set_mode(SLOW);
-    let proxy = Proxy::builder(&registry).start().await;
-    let blob = fresh_blob(LEN);
-    let digest = registry.add_blob(blob.clone());
+    let (registry, proxy, blob, digest) = cold_blob(SLOW).await;
     let client = proxy.client(false);
 
     let leader = tokio::spawn({
@@ -130,12 +132,7 @@ async fn several_ranges_are_answered_from_a_fill_in_progress() {
 
 #[tokio::test]
 async fn several_ranges_near_the_start_of_a_cold_blob_start_its_fill() {
-    init();
-    let registry = Registry::start().await;
-    registry.set_mode(SLOW);
-    let proxy = Proxy::builder(&registry).start().await;
-    let blob = fresh_blob(LEN);
-    let digest = registry.add_blob(blob.clone());
+    let (registry, proxy, blob, digest) = cold_blob(SLOW).await;
     let client = proxy.client(true);
 
     let asked = get(&client, &digest, "bytes=100-199,500000-500099").await;
