@@ -1,22 +1,41 @@
-//! `parse_range`, the client's `Range` header on a cached blob: an accepted range lies inside
-//! the blob, for blob lengths at the edges and near every number in the header. And
-//! `far_range`, which decides whether a range on a cold blob starts a fill: a range it lets
-//! start one begins within `RANGE_FILL_AHEAD` of the start.
+//! `ranges`, the client's `Range` header on a cached blob (one range or several): every span
+//! lies inside the blob, several are ascending and neither overlap nor touch, and there are at
+//! most `MAX_RANGES`; `parse_range` agrees with it on a single span, for blob lengths at the edges
+//! and near every number in the header. And `far_range`, which decides whether a range on a cold
+//! blob starts a fill: ranges it lets start one all begin within `RANGE_FILL_AHEAD` of the start.
 #![no_main]
 
 use http::HeaderValue;
+use hoard::oci::{MAX_RANGES, RANGE_FILL_AHEAD, Ranges, far_range, parse_range, ranges};
 use libfuzzer_sys::fuzz_target;
 
 fn check(value: &HeaderValue, len: u64) {
-    if let Ok((first, last)) = hoard::oci::parse_range(value, len) {
+    let spans = match ranges(Some(value), len) {
+        Ok(Ranges::Whole) | Err(_) => {
+            assert!(parse_range(value, len).is_err(), "{value:?} with len {len}");
+            return;
+        }
+        Ok(Ranges::One(span)) => {
+            assert_eq!(parse_range(value, len), Ok((span.start, span.end - 1)));
+            vec![span]
+        }
+        Ok(Ranges::Many(spans)) => {
+            assert!((2..=MAX_RANGES).contains(&spans.len()), "{value:?}");
+            spans
+        }
+    };
+    for span in &spans {
         assert!(
-            first <= last && last < len,
-            "{value:?} with len {len}: {first}-{last}"
+            span.start < span.end && span.end <= len,
+            "{value:?} with len {len}: {span:?}"
         );
         assert!(
-            hoard::oci::far_range(value) || first <= hoard::oci::RANGE_FILL_AHEAD,
-            "{value:?} with len {len}: starts a fill at {first}"
+            far_range(value) || span.start <= RANGE_FILL_AHEAD,
+            "{value:?} with len {len}: starts a fill for {span:?}"
         );
+    }
+    for pair in spans.windows(2) {
+        assert!(pair[0].end < pair[1].start, "{value:?}: {spans:?}");
     }
 }
 

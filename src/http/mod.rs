@@ -1,7 +1,7 @@
 //! HTTP vocabulary shared by every listener and the upstream client: the body types, hoard-made
 //! responses, hop-by-hop and digest headers, Basic credentials, percent-encoded query values,
-//! the cache status a response carries, the idle timeout for client connections and h2 write
-//! batching.
+//! the cache status a response carries, `multipart/byteranges` framing, the idle timeout for
+//! client connections and h2 write batching.
 
 mod basic;
 mod body;
@@ -9,6 +9,7 @@ mod cache_status;
 mod channel;
 mod headers;
 pub(crate) mod idle;
+mod multipart;
 mod query;
 mod response;
 pub(crate) mod write_batch;
@@ -20,6 +21,7 @@ pub(crate) use channel::{ChannelBody, Chunk, Piece};
 pub(crate) use headers::{
     API_VERSION, DOCKER_CONTENT_DIGEST, insert_digest_headers, strip_hop_by_hop, upstream_headers,
 };
+pub(crate) use multipart::Multipart;
 pub(crate) use query::percent_encode;
 pub(crate) use response::{
     ErrorReason, error, head_too_large, internal, making_room, pass_through,

@@ -3,10 +3,13 @@
 //! upstream's bytes as they arrive, and every request that comes while the fill runs reads the
 //! growing temp file. No client of a corrupt fill sees a complete body.
 
+use std::ops::Range;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use futures_util::{StreamExt as _, stream};
 use http::header::{
-    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderValue, RANGE,
+    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderName, HeaderValue, RANGE,
 };
 use http::{Method, Request, Response, StatusCode};
 use http_body::Frame;
@@ -21,11 +24,14 @@ use super::forward::{forward, pull_request};
 use super::source::{FOLLOWER_WAIT, Sources};
 
 use crate::http::insert_digest_headers;
-use crate::http::{Body, BoxError, CacheStatus, ChannelBody, Chunk, empty_body, error};
-use crate::oci::{Digest, span};
+use crate::http::{Body, BoxError, CacheStatus, ChannelBody, Chunk, Multipart, empty_body, error};
+use crate::oci::{Digest, Ranges, ranges};
 use crate::store::{
     BlobHit, FileChunks, FlightState, Joined, Lookup, Progress, chunk_len, read_at,
 };
+
+/// The `Content-Type` of every blob hoard serves, and of each part of several ranges of one.
+const BLOB_TYPE: &str = "application/octet-stream";
 
 /// Read size for serving blobs from disk: 256 KiB keeps syscalls few and TLS records full.
 const FILE_CHUNK: usize = 256 << 10;
@@ -113,10 +119,7 @@ fn head_response(digest: &Digest, len: u64) -> Response<Body> {
 
 fn blob_headers(response: &mut Response<Body>, digest: &Digest, len: u64) {
     let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(BLOB_TYPE));
     headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
     headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     insert_digest_headers(headers, digest);
@@ -130,26 +133,74 @@ fn unsatisfiable(reason: &str, len: u64) -> Response<Body> {
     response
 }
 
-fn span_response(
-    body: Body,
-    digest: &Digest,
+/// A response's body as spans of the blob, each after framing bytes (a multipart head, or none),
+/// then closing bytes; with the status and headers that say so.
+struct Plan {
     status: StatusCode,
-    (start, end, len): (u64, u64, u64),
-    cache: CacheStatus,
-) -> Response<Body> {
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    blob_headers(&mut response, digest, end - start);
-    if status == StatusCode::PARTIAL_CONTENT
-        && let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end - 1))
-    {
-        response.headers_mut().insert(CONTENT_RANGE, value);
-    }
-    response.extensions_mut().insert(cache);
-    response
+    parts: Vec<(Bytes, Range<u64>)>,
+    tail: Bytes,
+    /// The body's length.
+    length: u64,
+    /// `Content-Range` of a single range, or the `Content-Type` of several.
+    header: Option<(HeaderName, String)>,
 }
 
-/// Serves a stored blob, whole or one byte range of it.
+impl Plan {
+    /// The body for what a request asks of a blob of `len` bytes.
+    fn new(wanted: Ranges, len: u64) -> Plan {
+        let one = |status, span: Range<u64>, header| Plan {
+            status,
+            length: span.end - span.start,
+            parts: vec![(Bytes::new(), span)],
+            tail: Bytes::new(),
+            header,
+        };
+        match wanted {
+            Ranges::Whole => one(StatusCode::OK, 0..len, None),
+            Ranges::One(span) => {
+                let range = format!("bytes {}-{}/{len}", span.start, span.end - 1);
+                one(
+                    StatusCode::PARTIAL_CONTENT,
+                    span,
+                    Some((CONTENT_RANGE, range)),
+                )
+            }
+            Ranges::Many(spans) => {
+                let frame = Multipart::new(spans, len, BLOB_TYPE);
+                let parts = (frame.spans().iter().enumerate())
+                    .map(|(i, span)| (frame.head(i), span.clone()))
+                    .collect();
+                Plan {
+                    status: StatusCode::PARTIAL_CONTENT,
+                    parts,
+                    tail: frame.tail(),
+                    length: frame.content_length(),
+                    header: Some((CONTENT_TYPE, frame.content_type())),
+                }
+            }
+        }
+    }
+
+    /// Where the first span starts.
+    fn start(&self) -> u64 {
+        self.parts.first().map_or(0, |(_, span)| span.start)
+    }
+
+    fn response(&self, body: Body, digest: &Digest, cache: CacheStatus) -> Response<Body> {
+        let mut response = Response::new(body);
+        *response.status_mut() = self.status;
+        blob_headers(&mut response, digest, self.length);
+        if let Some((name, value)) = &self.header
+            && let Ok(value) = HeaderValue::from_str(value)
+        {
+            response.headers_mut().insert(name, value);
+        }
+        response.extensions_mut().insert(cache);
+        response
+    }
+}
+
+/// Serves a stored blob: whole, one byte range, or several as `multipart/byteranges`.
 async fn serve_stored(
     hit: BlobHit,
     digest: &Digest,
@@ -157,22 +208,31 @@ async fn serve_stored(
     cache: CacheStatus,
 ) -> Response<Body> {
     let BlobHit { file, len, pin } = hit;
-    let (status, start, end) = match span(range, len) {
-        Ok(span) => span,
+    let plan = match ranges(range, len) {
+        Ok(wanted) => Plan::new(wanted, len),
         Err(reason) => return unsatisfiable(reason, len),
     };
-    let stream =
-        futures_util::StreamExt::map(FileChunks::new(file, start, end, FILE_CHUNK), move |read| {
+    let file = Arc::new(file);
+    let framing = |bytes: Bytes| (!bytes.is_empty()).then_some(Ok(bytes));
+    let parts = plan.parts.clone();
+    let tail = framing(plan.tail.clone());
+    let stream = stream::iter(parts)
+        .flat_map(move |(head, span)| {
+            let chunks = FileChunks::new(file.clone(), span.start, span.end, FILE_CHUNK);
+            stream::iter(framing(head)).chain(chunks)
+        })
+        .chain(stream::iter(tail))
+        .map(move |read| {
             // The pin keeps the entry from eviction until the body is done.
             let _ = &pin;
             read.map(Frame::data).map_err(BoxError::from)
         });
-    let body = StreamBody::new(stream).boxed();
-    span_response(body, digest, status, (start, end, len), cache)
+    plan.response(BodyExt::boxed(StreamBody::new(stream)), digest, cache)
 }
 
-/// Serves a blob from a fill in progress. `None` when the range is too far ahead to wait for,
-/// or the blob's length is unknown (so a range cannot be answered).
+/// Serves a blob from a fill in progress, each span as its bytes arrive. `None` when the first
+/// span is too far ahead to wait for, or the blob's length is unknown (so a range cannot be
+/// answered).
 async fn serve_growing(
     file: std::fs::File,
     progress: watch::Receiver<Progress>,
@@ -181,38 +241,59 @@ async fn serve_growing(
     digest: &Digest,
 ) -> Option<Response<Body>> {
     let visible = progress.borrow().visible;
-    let (status, start, end) = match length {
-        Some(len) => match span(range, len) {
-            Ok(span) => span,
+    let plan = match length {
+        Some(len) => match ranges(range, len) {
+            Ok(wanted) => Plan::new(wanted, len),
             Err(reason) => return Some(unsatisfiable(reason, len)),
         },
-        None if range.is_none() => (StatusCode::OK, 0, u64::MAX),
+        None if range.is_none() => Plan::new(Ranges::Whole, u64::MAX),
         None => return None,
     };
-    if start > visible.saturating_add(RANGE_WAIT_AHEAD) {
+    if plan.start() > visible.saturating_add(RANGE_WAIT_AHEAD) {
         return None;
     }
     let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(follow(file, progress, start, end, tx).in_current_span());
-    let known = length.map(|_| end - start);
+    let (parts, tail) = (plan.parts.clone(), plan.tail.clone());
+    tokio::spawn(follow_parts(Arc::new(file), progress, parts, tail, tx).in_current_span());
+    let known = length.map(|_| plan.length);
     let body = ChannelBody::new(rx, known).boxed();
-    let len = length.unwrap_or(0);
-    let mut response = span_response(body, digest, status, (start, end, len), CacheStatus::Hit);
+    let mut response = plan.response(body, digest, CacheStatus::Hit);
     if length.is_none() {
         response.headers_mut().remove(CONTENT_LENGTH);
     }
     Some(response)
 }
 
-/// Reads `[start, end)` of a growing file as the fill makes it visible.
-async fn follow(
-    file: std::fs::File,
+/// Sends each part of a body from a growing file: its framing, then its span as the fill makes
+/// it visible; then the closing framing.
+async fn follow_parts(
+    file: Arc<std::fs::File>,
     mut progress: watch::Receiver<Progress>,
-    start: u64,
-    end: u64,
+    parts: Vec<(Bytes, Range<u64>)>,
+    tail: Bytes,
     tx: mpsc::Sender<Chunk>,
 ) {
-    let file = Arc::new(file);
+    for (head, span) in parts {
+        if !head.is_empty() && tx.send(Ok(vec![head])).await.is_err() {
+            return; // the client went away
+        }
+        if !follow(&file, &mut progress, span, &tx).await {
+            return;
+        }
+    }
+    if !tail.is_empty() {
+        let _ = tx.send(Ok(vec![tail])).await;
+    }
+}
+
+/// Reads `span` of a growing file as the fill makes it visible: `false` if the body ended
+/// short (an error sent, or the client gone).
+async fn follow(
+    file: &Arc<std::fs::File>,
+    progress: &mut watch::Receiver<Progress>,
+    Range { start, end }: Range<u64>,
+    tx: &mpsc::Sender<Chunk>,
+) -> bool {
     let mut pos = start;
     loop {
         let (state, visible) = {
@@ -223,7 +304,7 @@ async fn follow(
             let _ = tx
                 .send(Err("the upstream download of this blob failed".into()))
                 .await;
-            return;
+            return false;
         }
         let limit = visible.min(end);
         while pos < limit {
@@ -234,22 +315,22 @@ async fn follow(
                     let _ = tx
                         .send(Err("cannot read the blob being filled".into()))
                         .await;
-                    return;
+                    return false;
                 }
             };
             pos += bytes.len() as u64;
             if tx.send(Ok(vec![bytes])).await.is_err() {
-                return; // the client went away
+                return false; // the client went away
             }
         }
         if pos >= end || (state == FlightState::Done && pos >= visible) {
-            return;
+            return true;
         }
         if progress.changed().await.is_err() {
             let _ = tx
                 .send(Err("the blob's fill ended unexpectedly".into()))
                 .await;
-            return;
+            return false;
         }
     }
 }

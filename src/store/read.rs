@@ -90,9 +90,14 @@ pub(crate) struct FileChunks {
 }
 
 impl FileChunks {
-    pub(crate) fn new(file: std::fs::File, start: u64, end: u64, chunk: usize) -> FileChunks {
+    pub(crate) fn new(
+        file: impl Into<Arc<std::fs::File>>,
+        start: u64,
+        end: u64,
+        chunk: usize,
+    ) -> FileChunks {
         FileChunks {
-            file: Arc::new(file),
+            file: file.into(),
             next: start,
             end,
             chunk,

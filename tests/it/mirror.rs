@@ -92,6 +92,28 @@ async fn a_blob_fetched_through_either_port_is_a_hit_through_the_other() {
 }
 
 #[tokio::test]
+async fn several_ranges_through_the_mirror_come_as_multipart_byteranges() {
+    init();
+    let registry = Registry::start().await;
+    let proxy = Proxy::builder(&registry).mirror(LISTEN).start().await;
+    let blob = fresh_blob(BLOB_SIZE);
+    let digest = registry.add_blob(blob.clone());
+    let url = format!(
+        "{}/v2/p/app/blobs/{digest}?ns={REGISTRY}",
+        proxy.mirror_url()
+    );
+
+    // Near the start of a cold blob: its fill starts and answers the parts.
+    let ranges = |range: &str| direct().get(&url).header("range", range).send();
+    let cold = ranges("bytes=0-99,150000-150099").await.unwrap();
+    assert_byteranges(cold, &blob, &[0..100, 150_000..150_100]).await;
+    proxy.settled().await;
+    let hit = ranges("bytes=-10,10-19,0-9").await.unwrap();
+    assert_byteranges(hit, &blob, &[0..20, BLOB_SIZE - 10..BLOB_SIZE]).await;
+    assert_eq!(registry.count("GET", &digest), 1);
+}
+
+#[tokio::test]
 async fn each_client_names_the_registry_its_own_way() {
     init();
     let registry = Registry::start().await;

@@ -2,6 +2,7 @@
 //! a plain HTTP echo server, hoard started in-process or as a process, reqwest clients through
 //! it, raw sockets, SeaweedFS as an S3-API engine, and the lock that keeps heavy tests apart.
 
+mod byteranges;
 mod echo;
 mod process;
 mod proxy;
@@ -17,6 +18,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use bytes::Bytes;
 use sha2::Digest as _;
 
+pub(crate) use byteranges::assert_byteranges;
 pub(crate) use echo::echo_server;
 pub(crate) use process::{HOARD_BIN, HoardProcess, JsonHoard, assert_config_error, serve_with};
 pub(crate) use proxy::{Proxy, ProxyBuilder, client_builder_via, client_via};

@@ -5,6 +5,7 @@ mod blobs;
 mod forward;
 mod freshness;
 mod manifests;
+mod ranges;
 mod redirects;
 
 use crate::common::*;
