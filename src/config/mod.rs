@@ -26,6 +26,7 @@ mod intercept;
 mod log;
 mod mirror;
 mod proxy;
+mod shaping;
 mod store;
 mod units;
 mod upstream;
@@ -44,7 +45,8 @@ pub use log::{LogConfig, LogFormat, LogSection};
 pub use mirror::{MirrorConfig, MirrorSection, MirrorTls};
 pub use proxy::{Connections, ProxyConfig, ProxySection};
 pub use store::{S3Config, S3Credentials, S3Section, StoreConfig, StoreSection};
-pub use units::{parse_duration, parse_size};
+pub use shaping::{HostLimit, LimitSection, Shaping};
+pub use units::{parse_duration, parse_rate, parse_size};
 pub use upstream::{
     AzureIdentity, Credential, CredentialSection, CredentialSource, LendTo, UpstreamClients,
     UpstreamConfig, UpstreamSection, valid_helper_name,
