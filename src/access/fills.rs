@@ -173,7 +173,10 @@ mod tests {
         let (first, waited) = slots.take("gcr.io", 1).await;
         assert!(first.is_some());
         assert_eq!(waited, Duration::ZERO);
-        assert!(slots.take("quay.io", 1).await.0.is_some(), "another registry's slots");
+        assert!(
+            slots.take("quay.io", 1).await.0.is_some(),
+            "another registry's slots"
+        );
         let waiting = tokio::spawn({
             let slots = slots.clone();
             async move { slots.take("gcr.io", 1).await }

@@ -44,8 +44,8 @@ pub use intercept::InterceptSection;
 pub use log::{LogConfig, LogFormat, LogSection};
 pub use mirror::{MirrorConfig, MirrorSection, MirrorTls};
 pub use proxy::{Connections, ProxyConfig, ProxySection};
-pub use store::{S3Config, S3Credentials, S3Section, StoreConfig, StoreSection};
 pub use shaping::{HostLimit, LimitSection, Shaping};
+pub use store::{S3Config, S3Credentials, S3Section, StoreConfig, StoreSection};
 pub use units::{parse_duration, parse_rate, parse_size};
 pub use upstream::{
     AzureIdentity, Credential, CredentialSection, CredentialSource, LendTo, UpstreamClients,

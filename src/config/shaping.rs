@@ -124,7 +124,10 @@ mod tests {
             Ok(shaping) => panic!("accepted: {shaping:?}"),
         };
         let rate = message(shaping(Some("40MB".into()), vec![]));
-        assert!(rate.contains("upstream.max_rate") && rate.contains("Mbit"), "{rate}");
+        assert!(
+            rate.contains("upstream.max_rate") && rate.contains("Mbit"),
+            "{rate}"
+        );
         let twice = message(shaping(
             None,
             vec![limit("gcr.io", None, None), limit("GCR.io:443", None, None)],

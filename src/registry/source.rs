@@ -276,7 +276,13 @@ impl<'a> Sources<'a> {
     /// when it has no such limit.
     async fn fill_slot(&self) -> HostSlot {
         let host = self.target.key.as_str();
-        let max = self.hoard.config().upstream.shaping.limit_for(host)?.max_fills?;
+        let max = self
+            .hoard
+            .config()
+            .upstream
+            .shaping
+            .limit_for(host)?
+            .max_fills?;
         let (slot, waited) = self.hoard.host_slots.take(host, max).await;
         if !waited.is_zero() {
             tracing::debug!(host, ?waited, max_fills = max, "waited for a fill slot");
@@ -289,7 +295,10 @@ impl<'a> Sources<'a> {
     /// registry's own `max_rate`; it holds the registry's fill slot until it ends.
     pub(super) fn paced(&self, body: Body, slot: HostSlot) -> Body {
         let host = self.target.key.as_str();
-        let buckets = self.hoard.shaper.buckets(&self.hoard.config().upstream.shaping, host);
+        let buckets = self
+            .hoard
+            .shaper
+            .buckets(&self.hoard.config().upstream.shaping, host);
         if buckets.is_empty() && slot.is_none() {
             return body;
         }

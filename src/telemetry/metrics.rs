@@ -327,14 +327,18 @@ impl Metrics {
     pub(crate) fn upstream_throttled(&self, host: &str, waited: std::time::Duration) {
         let host = self.host_label(host);
         let family = &self.upstream_throttled;
-        family.get_or_create(&HostLabel { host }).inc_by(waited.as_secs_f64());
+        family
+            .get_or_create(&HostLabel { host })
+            .inc_by(waited.as_secs_f64());
     }
 
     /// Adds time a blob fetch from the registry `host` waited for one of its fill slots.
     pub(crate) fn fill_wait(&self, host: &str, waited: std::time::Duration) {
         let host = self.host_label(host);
         let family = &self.fill_waits;
-        family.get_or_create(&HostLabel { host }).inc_by(waited.as_secs_f64());
+        family
+            .get_or_create(&HostLabel { host })
+            .inc_by(waited.as_secs_f64());
     }
 
     /// Counts a fill stopped because nobody read it.

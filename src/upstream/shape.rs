@@ -66,21 +66,23 @@ impl Bucket {
     pub(crate) async fn take(&self, bytes: usize) -> Duration {
         let start = Instant::now();
         let mut tokens = self.state.lock().await;
-        self.refill(&mut tokens);
+        // A take larger than the burst fills the bucket that far for itself.
+        let cap = self.burst.max(bytes as f64);
+        self.refill(&mut tokens, cap);
         let short = bytes as f64 - tokens.available;
         if short > 0.0 {
             // The lock is held while sleeping: the next transfer's turn comes after this one.
             tokio::time::sleep(Duration::from_secs_f64(short / self.rate as f64)).await;
-            self.refill(&mut tokens);
+            self.refill(&mut tokens, cap);
         }
-        tokens.available -= bytes as f64;
+        tokens.available = (tokens.available - bytes as f64).max(0.0);
         start.elapsed()
     }
 
-    fn refill(&self, tokens: &mut Tokens) {
+    fn refill(&self, tokens: &mut Tokens, cap: f64) {
         let now = Instant::now();
         let earned = now.duration_since(tokens.at).as_secs_f64() * self.rate as f64;
-        tokens.available = (tokens.available + earned).min(self.burst);
+        tokens.available = (tokens.available + earned).min(cap);
         tokens.at = now;
     }
 }
@@ -100,7 +102,9 @@ impl Shaper {
         let mut buckets = Vec::new();
         if let Some(rate) = shaping.limit_for(host_key).and_then(|l| l.max_rate) {
             let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
-            let bucket = hosts.entry(host_key.to_owned()).or_insert_with(|| Arc::new(Bucket::new(rate)));
+            let bucket = hosts
+                .entry(host_key.to_owned())
+                .or_insert_with(|| Arc::new(Bucket::new(rate)));
             if bucket.rate != rate {
                 *bucket = Arc::new(Bucket::new(rate));
             }

@@ -16,7 +16,11 @@ async fn a_bucket_lets_its_burst_through_then_paces_at_its_rate() {
     let start = Instant::now();
     assert_eq!(bucket.take(1000).await, Duration::ZERO, "a full bucket");
     assert_eq!(bucket.take(500).await, Duration::from_millis(500));
-    assert_eq!(bucket.take(2000).await, Duration::from_secs(2), "beyond the burst");
+    assert_eq!(
+        bucket.take(2000).await,
+        Duration::from_secs(2),
+        "beyond the burst"
+    );
     assert_eq!(start.elapsed(), Duration::from_millis(2500));
     // Idle time refills it, up to the burst only.
     tokio::time::advance(Duration::from_secs(10)).await;
@@ -64,8 +68,8 @@ async fn a_paced_body_passes_every_byte_in_quanta_at_the_rate() {
         .boxed();
     let waits = Arc::new(Mutex::new(Duration::ZERO));
     let heard = waits.clone();
-    let host = Arc::new(Bucket::with_burst(50_000, 0.0));
-    let global = Arc::new(Bucket::with_burst(100_000, 0.0));
+    let host = Arc::new(Bucket::with_burst(50_000, QUANTUM as f64));
+    let global = Arc::new(Bucket::with_burst(100_000, QUANTUM as f64));
     let start = Instant::now();
     let mut body = paced(
         body,
@@ -83,13 +87,17 @@ async fn a_paced_body_passes_every_byte_in_quanta_at_the_rate() {
         got.extend_from_slice(&data);
     }
     assert_eq!(got, data);
-    // The slower bucket sets the pace: 100 000 bytes at 50 000 per second, and the faster one
-    // adds its own wait for each quantum on top.
+    // The slower bucket sets the pace: what its first full bucket does not hold, at 50 000
+    // bytes per second (1.67 s); the faster one refills meanwhile.
     let elapsed = start.elapsed();
-    assert!(elapsed >= Duration::from_secs(2), "{elapsed:?}");
-    assert!(elapsed <= Duration::from_secs(3), "{elapsed:?}");
+    let expected = Duration::from_secs_f64((100_000 - QUANTUM) as f64 / 50_000.0);
+    assert!(elapsed >= expected, "{elapsed:?}");
+    assert!(
+        elapsed <= expected + Duration::from_millis(20),
+        "{elapsed:?}"
+    );
     let waited = *waits.lock().unwrap_or_else(|e| e.into_inner());
-    assert!(waited >= Duration::from_secs(2), "{waited:?}");
+    assert!(waited >= expected, "{waited:?}");
 }
 
 #[test]
@@ -103,12 +111,23 @@ fn buckets_follow_the_config() {
             max_fills: None,
         }],
     };
-    assert_eq!(shaper.buckets(&shaping, "quay.io").len(), 1, "the global one");
+    assert_eq!(
+        shaper.buckets(&shaping, "quay.io").len(),
+        1,
+        "the global one"
+    );
     let gcr = shaper.buckets(&shaping, "gcr.io");
-    assert_eq!(gcr.iter().map(|b| b.rate).collect::<Vec<_>>(), [1_000_000, 5_000_000]);
+    assert_eq!(
+        gcr.iter().map(|b| b.rate).collect::<Vec<_>>(),
+        [1_000_000, 5_000_000]
+    );
     let again = shaper.buckets(&shaping, "gcr.io");
     assert!(Arc::ptr_eq(&gcr[0], &again[0]), "kept across requests");
     shaping.max_rate = Some(1_000);
-    assert_eq!(shaper.buckets(&shaping, "quay.io")[0].rate, 1_000, "a reload's rate");
+    assert_eq!(
+        shaper.buckets(&shaping, "quay.io")[0].rate,
+        1_000,
+        "a reload's rate"
+    );
     assert!(shaper.buckets(&Shaping::default(), "gcr.io").is_empty());
 }
