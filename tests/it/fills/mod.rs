@@ -4,6 +4,7 @@
 
 mod abandoned;
 mod limits;
+mod shaping;
 
 use std::time::{Duration, Instant};
 
