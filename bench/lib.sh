@@ -262,6 +262,28 @@ EOF
     wait_port $PID "$2" "$1" "$WORK/logs/$1.log" || { cat "$d/error.log" >&2; die "$1 did not start"; }
 }
 
+hoard_toml() { # file proxy-port admin-port [upstream lines]: a hoard config intercepting HOST,
+               # resolved to the upstream at UP_PORT (trusting CA), its CA and cache in WORK
+    cat >"$1" <<EOF
+[proxy]
+listen = "127.0.0.1:$2"
+[ca]
+dir = "$WORK/hoard-ca"
+[cache]
+dir = "$WORK/hoard-cache"
+max_size = "10GiB"
+min_free = "0"
+[intercept]
+hosts = ["$HOST"]
+[admin]
+listen = "127.0.0.1:$3"
+[upstream]
+extra_ca_files = ["$CA"]
+resolve = { "$HOST" = "127.0.0.1:$UP_PORT" }
+${4:-}
+EOF
+}
+
 push_blob() { # file digest
     local loc code
     loc=$(curl -sS --cacert "$CA" -X POST -D - -o /dev/null \

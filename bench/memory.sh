@@ -77,25 +77,8 @@ push_image a
 push_image b
 
 PROXY=$(free_port); MIRROR=$(free_port); ADMIN=$(free_port)
-cat >"$WORK/hoard.toml" <<EOF
-[proxy]
-listen = "127.0.0.1:$PROXY"
-[ca]
-dir = "$WORK/hoard-ca"
-[cache]
-dir = "$WORK/hoard-cache"
-max_size = "10GiB"
-min_free = "0"
-[intercept]
-hosts = ["$HOST"]
-[mirror]
-listen = "127.0.0.1:$MIRROR"
-[admin]
-listen = "127.0.0.1:$ADMIN"
-[upstream]
-extra_ca_files = ["$CA"]
-resolve = { "$HOST" = "127.0.0.1:$UP_PORT" }
-EOF
+hoard_toml "$WORK/hoard.toml" "$PROXY" "$ADMIN"
+printf '[mirror]\nlisten = "127.0.0.1:%s"\n' "$MIRROR" >>"$WORK/hoard.toml"
 RUST_LOG=hoard=warn "$HOARD" serve --config "$WORK/hoard.toml" >"$WORK/logs/hoard.log" 2>&1 &
 HOARD_PID=$!
 wait_port $HOARD_PID "$PROXY" hoard "$WORK/logs/hoard.log" || die "hoard did not start"

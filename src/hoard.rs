@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 
 use crate::access::limits::ConnectionLimits;
-use crate::access::{FillSlots, ProxyAuth};
+use crate::access::{FillSlots, HostSlots, ProxyAuth};
 use crate::config::{Config, LendTo, TagTtl};
 use crate::fleet::Fleet;
 use crate::store::Store;
@@ -32,6 +32,10 @@ pub(crate) struct Hoard {
     pub registry_auth: Arc<RegistryAuth>,
     /// Blob fills running, against `cache.max_fills` and `cache.max_fills_per_client`.
     pub fill_slots: FillSlots,
+    /// Blob fetches running per registry (`[[upstream.limits]]` `max_fills`).
+    pub(crate) host_slots: HostSlots,
+    /// The rate limits' buckets (`upstream.max_rate`, `[[upstream.limits]]`).
+    pub(crate) shaper: crate::upstream::shape::Shaper,
     /// The time tags are judged fresh by.
     pub clock: Clock,
     /// The other hoards of the fleet (`[fleet]`); `None`: this one is alone.
@@ -183,6 +187,8 @@ impl Hoard {
             metrics,
             registry_auth: Arc::default(),
             fill_slots: FillSlots::default(),
+            host_slots: HostSlots::default(),
+            shaper: Default::default(),
             clock: Clock::default(),
             fleet,
             tier,

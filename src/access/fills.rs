@@ -1,9 +1,15 @@
 //! Fill slots: how many blob fills run at once, in all (`cache.max_fills`) and per client address
-//! (`cache.max_fills_per_client`). A miss past a limit is streamed and verified but not kept.
+//! (`cache.max_fills_per_client`), where a miss past a limit is streamed and verified but not
+//! kept; and per registry (`[[upstream.limits]]` `max_fills`), where a fill past the limit waits
+//! for a slot.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use crate::telemetry::FillSkipped;
 
@@ -103,6 +109,39 @@ impl Drop for FillSlot {
     }
 }
 
+/// Blob fetches from each registry running now, within its `max_fills`. A fetch past it waits
+/// for a slot, first come first served.
+#[derive(Debug, Default)]
+pub(crate) struct HostSlots {
+    /// By registry key: the `max_fills` a semaphore was made for, and the semaphore. A reload
+    /// that changes `max_fills` makes a new one; slots of the old one end with their fetches.
+    hosts: Mutex<HashMap<String, (usize, Arc<Semaphore>)>>,
+}
+
+/// A registry's fill slot, held while its fetch runs; `None` when the registry has no limit.
+pub(crate) type HostSlot = Option<OwnedSemaphorePermit>;
+
+impl HostSlots {
+    /// A slot for one more fetch from `host_key`, within `max` at once: waits for one past it.
+    /// Returns the slot and how long it waited.
+    pub(crate) async fn take(&self, host_key: &str, max: usize) -> (HostSlot, Duration) {
+        let semaphore = {
+            let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = hosts
+                .entry(host_key.to_owned())
+                .or_insert_with(|| (max, Arc::new(Semaphore::new(max))));
+            if entry.0 != max {
+                *entry = (max, Arc::new(Semaphore::new(max)));
+            }
+            entry.1.clone()
+        };
+        let start = Instant::now();
+        // The semaphore is never closed.
+        let slot = semaphore.acquire_owned().await.ok();
+        (slot, start.elapsed())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +165,29 @@ mod tests {
         drop(second);
         assert!(lock_running(&slots.running).per_client.is_empty());
         assert_eq!(lock_running(&slots.running).total, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fetch_past_a_registrys_max_fills_waits_for_a_slot() {
+        let slots = Arc::new(HostSlots::default());
+        let (first, waited) = slots.take("gcr.io", 1).await;
+        assert!(first.is_some());
+        assert_eq!(waited, Duration::ZERO);
+        assert!(
+            slots.take("quay.io", 1).await.0.is_some(),
+            "another registry's slots"
+        );
+        let waiting = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.take("gcr.io", 1).await }
+        });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(!waiting.is_finished(), "waits while the slot is taken");
+        drop(first);
+        let Ok((second, waited)) = waiting.await else {
+            panic!("the waiting task failed");
+        };
+        assert!(second.is_some());
+        assert_eq!(waited, Duration::from_secs(3));
     }
 }

@@ -7,5 +7,5 @@ pub(crate) mod fills;
 pub(crate) mod limits;
 pub(crate) mod login;
 
-pub(crate) use fills::{ClientAddr, FillSlot, FillSlots};
+pub(crate) use fills::{ClientAddr, FillSlot, FillSlots, HostSlot, HostSlots};
 pub(crate) use login::{AuthVerdict, ProxyAuth, User};

@@ -27,6 +27,7 @@ mod intercept;
 mod log;
 mod mirror;
 mod proxy;
+mod shaping;
 mod store;
 mod units;
 mod upstream;
@@ -45,8 +46,9 @@ pub use intercept::InterceptSection;
 pub use log::{LogConfig, LogFormat, LogSection};
 pub use mirror::{MirrorConfig, MirrorSection, MirrorTls};
 pub use proxy::{Connections, ProxyConfig, ProxySection};
+pub use shaping::{HostLimit, LimitSection, Shaping};
 pub use store::{S3Config, S3Credentials, S3Section, StoreConfig, StoreSection};
-pub use units::{parse_duration, parse_size};
+pub use units::{parse_duration, parse_rate, parse_size};
 pub use upstream::{
     AzureIdentity, Credential, CredentialSection, CredentialSource, LendTo, UpstreamClients,
     UpstreamConfig, UpstreamSection, valid_helper_name,

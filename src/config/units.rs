@@ -31,6 +31,29 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// Parses rates such as `40Mbit`, `800kbit`, `1Gbit` (bits per second, decimal: `1Mbit` is
+/// 1 000 000 bit/s) into bytes per second.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let wrong = || format!("{text:?} is not a rate like 40Mbit (kbit, Mbit or Gbit per second)");
+    let number: u64 = number.parse().map_err(|_| wrong())?;
+    let bits: u64 = match unit.trim() {
+        "kbit" => 1_000,
+        "Mbit" => 1_000_000,
+        "Gbit" => 1_000_000_000,
+        _ => return Err(wrong()),
+    };
+    match number.checked_mul(bits).map(|bits| bits / 8) {
+        Some(0) => Err(format!("{text:?} is too slow: at least 1 byte per second")),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("{text:?} is out of range")),
+    }
+}
+
 /// Parses durations such as `10m`, `30s`, `1h`, `7d`, `250ms`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -69,5 +92,17 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("99999999999999999d").is_err());
+    }
+
+    #[test]
+    fn rates_are_decimal_bits_per_second() {
+        assert_eq!(parse_rate("40Mbit"), Ok(5_000_000));
+        assert_eq!(parse_rate("800kbit"), Ok(100_000));
+        assert_eq!(parse_rate("1Gbit"), Ok(125_000_000));
+        assert_eq!(parse_rate(" 8 Mbit "), Ok(1_000_000));
+        for wrong in ["40", "40MB", "40mbit", "1.5Mbit", "Mbit", "-1Mbit", "0kbit"] {
+            assert!(parse_rate(wrong).is_err(), "{wrong} accepted");
+        }
+        assert!(parse_rate("99999999999999999Gbit").is_err());
     }
 }

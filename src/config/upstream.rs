@@ -11,6 +11,7 @@ use super::check::duration_key;
 use super::error::ConfigError;
 use super::groups::Groups;
 use super::htpasswd::Htpasswd;
+use super::shaping::{LimitSection, Shaping, shaping};
 use crate::net::{NoProxy, Parent, ParentUrl};
 use crate::oci::registry_key;
 
@@ -29,6 +30,10 @@ pub struct UpstreamSection {
     pub proxy: Option<ParentUrl>,
     #[serde(default)]
     pub no_proxy: Vec<String>,
+    /// The most hoard reads from all registries per second, like `40Mbit`.
+    pub max_rate: Option<String>,
+    #[serde(default)]
+    pub limits: Vec<LimitSection>,
 }
 
 /// `[[upstream.credentials]]` as written.
@@ -70,6 +75,8 @@ pub struct UpstreamConfig {
     pub read_timeout: Duration,
     /// hoard's own credentials per registry host.
     pub credentials: Vec<Credential>,
+    /// How fast hoard reads from registries, and how many fills each gets at once.
+    pub shaping: Shaping,
 }
 
 /// The settings the upstream clients are built from.
@@ -257,6 +264,7 @@ pub(super) fn upstream(
         .into_iter()
         .map(|section| credential(section, lenders))
         .collect::<Result<Vec<_>, _>>()?;
+    let shaping = shaping(section.max_rate, section.limits)?;
     Ok(UpstreamConfig {
         clients: UpstreamClients {
             extra_ca_files: section.extra_ca_files,
@@ -268,6 +276,7 @@ pub(super) fn upstream(
         },
         read_timeout,
         credentials,
+        shaping,
     })
 }
 

@@ -20,6 +20,7 @@ use tracing::Instrument as _;
 use super::bucket;
 use super::peer::{self, Resume};
 use super::target::Target;
+use crate::access::HostSlot;
 use crate::hoard::Hoard;
 use crate::http::{Body, BoxError, CacheStatus, DOCKER_CONTENT_DIGEST, error, pass_through};
 use crate::oci::{DOCKER_MANIFEST_V2, Digest, Reference, Route};
@@ -126,6 +127,7 @@ impl<'a> Sources<'a> {
                 provenance,
             });
         }
+        let slot = self.fill_slot().await;
         let (response, source) = self
             .send(Method::GET, headers.clone())
             .await
@@ -149,6 +151,10 @@ impl<'a> Sources<'a> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         let body = response.into_body().map_err(BoxError::from).boxed();
+        let body = match source {
+            Source::Registry => self.paced(body, slot),
+            _ => body, // a peer's bytes are not the registry link's
+        };
         let provenance = provenance(source, resume);
         Ok(Fetched {
             body,
@@ -264,6 +270,41 @@ impl<'a> Sources<'a> {
             }
         }
         Ok((response, Source::Registry))
+    }
+
+    /// A slot within the registry's `max_fills` (`[[upstream.limits]]`), waited for; `None`
+    /// when it has no such limit.
+    async fn fill_slot(&self) -> HostSlot {
+        let host = self.target.key.as_str();
+        let max = self
+            .hoard
+            .config()
+            .upstream
+            .shaping
+            .limit_for(host)?
+            .max_fills?;
+        let (slot, waited) = self.hoard.host_slots.take(host, max).await;
+        if !waited.is_zero() {
+            tracing::debug!(host, ?waited, max_fills = max, "waited for a fill slot");
+            self.hoard.metrics.fill_wait(host, waited);
+        }
+        slot
+    }
+
+    /// A registry's blob body (or its redirect target's) paced by `upstream.max_rate` and the
+    /// registry's own `max_rate`; it holds the registry's fill slot until it ends.
+    pub(super) fn paced(&self, body: Body, slot: HostSlot) -> Body {
+        let host = self.target.key.as_str();
+        let buckets = self
+            .hoard
+            .shaper
+            .buckets(&self.hoard.config().upstream.shaping, host);
+        if buckets.is_empty() && slot.is_none() {
+            return body;
+        }
+        let (metrics, label) = (self.hoard.metrics.clone(), host.to_owned());
+        let waited = move |waited| metrics.upstream_throttled(&label, waited);
+        crate::upstream::shape::paced(body, buckets, waited, slot)
     }
 
     /// Records that the registry has `key` in this request's repository.

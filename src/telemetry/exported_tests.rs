@@ -20,6 +20,8 @@ fn every_family() -> String {
     m.credential_source_failure("gcr.io", "gcp-metadata");
     m.connection_refused(ConnectionRefused::PerClient);
     m.fill_skipped(FillSkipped::FarRange);
+    m.upstream_throttled("gcr.io", std::time::Duration::from_millis(5));
+    m.fill_wait("gcr.io", std::time::Duration::from_millis(5));
     m.duplicate_fetch(PeerFailure::Timeout);
     m.set_peers(1, 0);
     m.tier_read(TierRead::Hit);

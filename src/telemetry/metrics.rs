@@ -17,6 +17,9 @@ use super::labels::{
 };
 use crate::http::CacheStatus;
 
+/// A counter of seconds.
+type Seconds = Counter<f64, std::sync::atomic::AtomicU64>;
+
 /// Everything counted since start.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -29,6 +32,8 @@ pub(crate) struct Metrics {
     credential_source_failures: Family<CredentialSourceLabels, Counter>,
     fills_skipped: Family<FillSkippedLabel, Counter>,
     fills_abandoned: Counter,
+    upstream_throttled: Family<HostLabel, Seconds>,
+    fill_waits: Family<HostLabel, Seconds>,
     connections_open: Gauge,
     connections_total: Counter,
     connections_refused: Family<ConnectionRefusedLabel, Counter>,
@@ -72,6 +77,8 @@ impl Metrics {
             credential_source_failures: Family::default(),
             fills_skipped: Family::default(),
             fills_abandoned: Counter::default(),
+            upstream_throttled: Family::default(),
+            fill_waits: Family::default(),
             connections_open: Gauge::default(),
             connections_total: Counter::default(),
             connections_refused: Family::default(),
@@ -173,6 +180,18 @@ impl Metrics {
             "fills_abandoned",
             "Fills stopped because nobody read them for cache.abandoned_fill_grace",
             m.fills_abandoned.clone(),
+        );
+        registry.register(
+            "upstream_throttled_seconds",
+            "Time transfers from registries waited for upstream.max_rate and the registry's own \
+             max_rate, summed over transfers, by registry host",
+            m.upstream_throttled.clone(),
+        );
+        registry.register(
+            "upstream_fill_wait_seconds",
+            "Time blob fetches waited for a slot within the registry's max_fills \
+             ([[upstream.limits]]), by registry host",
+            m.fill_waits.clone(),
         );
         registry.register(
             "leaf_certificates_minted",
@@ -303,6 +322,24 @@ impl Metrics {
         self.fills_skipped
             .get_or_create(&FillSkippedLabel { reason })
             .inc();
+    }
+
+    /// Adds time a transfer from the registry `host` waited for the rate limits.
+    pub(crate) fn upstream_throttled(&self, host: &str, waited: std::time::Duration) {
+        let host = self.host_label(host);
+        let family = &self.upstream_throttled;
+        family
+            .get_or_create(&HostLabel { host })
+            .inc_by(waited.as_secs_f64());
+    }
+
+    /// Adds time a blob fetch from the registry `host` waited for one of its fill slots.
+    pub(crate) fn fill_wait(&self, host: &str, waited: std::time::Duration) {
+        let host = self.host_label(host);
+        let family = &self.fill_waits;
+        family
+            .get_or_create(&HostLabel { host })
+            .inc_by(waited.as_secs_f64());
     }
 
     /// Counts a fill stopped because nobody read it.

@@ -28,6 +28,7 @@ mod connect;
 mod parent;
 mod redirect;
 mod routes;
+pub(crate) mod shape;
 
 pub(crate) use connect::DestinationRefused;
 use redirect::same_origin;

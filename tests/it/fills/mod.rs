@@ -5,6 +5,7 @@
 mod abandoned;
 mod bounded;
 mod limits;
+mod shaping;
 
 use std::time::{Duration, Instant};
 
