@@ -168,6 +168,12 @@ impl Server {
         &self.hoard.clock
     }
 
+    /// Reconciles the store with the disk now, as hoard does every minute: entries removed or
+    /// added behind its back, and the pins of `cache.pin` and `hoard cache pin`.
+    pub async fn reconcile(&self) {
+        reconcile(&self.hoard).await;
+    }
+
     /// Where the proxy listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
@@ -220,16 +226,25 @@ fn announce(hoard: &Hoard) {
 /// entries takes well under a second of one core's time.
 const RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Reconciles at start (which works out what `cache.pin` keeps) and every
+/// [`RECONCILE_INTERVAL`] after.
 async fn reconcile_now_and_then(hoard: Arc<Hoard>) {
     let weak = Arc::downgrade(&hoard);
     drop(hoard);
     loop {
-        tokio::time::sleep(RECONCILE_INTERVAL).await;
         let Some(hoard) = weak.upgrade() else {
             return;
         };
-        hoard.store.reconcile().await;
+        reconcile(&hoard).await;
+        drop(hoard);
+        tokio::time::sleep(RECONCILE_INTERVAL).await;
     }
+}
+
+/// Brings the store's index in line with the disk and the pins in force.
+async fn reconcile(hoard: &Hoard) {
+    let pins = hoard.config().cache.pin.clone();
+    hoard.store.reconcile(&pins).await;
 }
 
 impl Drop for Server {

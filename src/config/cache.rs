@@ -8,6 +8,8 @@ use serde::Deserialize;
 
 use super::check::{changed, count_key, duration_key, size_key};
 use super::error::ConfigError;
+use crate::oci::RepoPattern;
+
 use super::freshness::{FreshnessRule, FreshnessSection, TagFreshness, rules, tag_freshness};
 
 /// `[cache]` as written.
@@ -28,6 +30,9 @@ pub struct CacheSection {
     /// `[[cache.freshness]]`: tag TTLs by pattern.
     #[serde(default)]
     pub freshness: Vec<FreshnessSection>,
+    /// `cache.pin`: images kept from eviction.
+    #[serde(default)]
+    pub pin: Vec<String>,
 }
 
 /// `[cache]`, checked.
@@ -42,6 +47,9 @@ pub struct CacheConfig {
     pub tag_ttl: Duration,
     /// `[[cache.freshness]]`: tag TTLs and immutable tags by pattern, first match wins.
     pub freshness: Vec<FreshnessRule>,
+    /// `cache.pin`: images (`registry/repo-path[:tag]`) whose manifests and blobs are kept
+    /// from eviction.
+    pub pin: Vec<RepoPattern>,
     /// Who gets cached objects.
     pub auth_on_hit: AuthOnHit,
     /// How many blob fills may run, and what becomes of one nobody reads.
@@ -131,6 +139,7 @@ pub(super) fn cache(
         limits: CacheLimits { max_size, min_free },
         tag_ttl,
         freshness: rules(section.freshness)?,
+        pin: pins(&section.pin)?,
         auth_on_hit,
         fills: FillLimits {
             max: count_key("cache.max_fills", section.max_fills, 64)?,
@@ -148,4 +157,17 @@ pub(super) fn cache(
             max_blob_size,
         },
     })
+}
+
+/// `cache.pin`, parsed.
+fn pins(patterns: &[String]) -> Result<Vec<RepoPattern>, ConfigError> {
+    patterns
+        .iter()
+        .map(|text| {
+            RepoPattern::parse(text).map_err(|message| ConfigError::Invalid {
+                key: "cache.pin",
+                message,
+            })
+        })
+        .collect()
 }

@@ -20,6 +20,7 @@ fn fill_limits_must_allow_a_fill() {
             "cache.abandoned_fill_grace",
         ),
         ("max_blob_size = \"big\"", "cache.max_blob_size"),
+        ("pin = [\"gcr.io\"]", "cache.pin"),
     ] {
         let err = resolve(cache)
             .err()

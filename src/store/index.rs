@@ -6,8 +6,10 @@
 //! `pop_first`, O(log entries), and never meets an entry being read, however many there are.
 //! An entry being read sits in `reading` instead, and goes back into `idle` under the stamp it
 //! has when its last reader leaves: its place among the others is where its last use put it.
+//! An entry kept by `cache.pin` ([`Index::keep`]) holds one reader of its own for as long as it
+//! is kept, so eviction never meets it either.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +40,8 @@ pub(super) struct Index {
     reading_bytes: u64,
     next_use: u64,
     next_cold: u64,
+    /// Keys kept from eviction (`cache.pin`); those in the index hold one reader each.
+    kept: HashSet<Key>,
 }
 
 #[derive(Debug)]
@@ -79,6 +83,7 @@ impl Index {
             reading_bytes: 0,
             next_use: FIRST_USE,
             next_cold: FIRST_USE - 1,
+            kept: HashSet::new(),
         }
     }
 
@@ -134,8 +139,41 @@ impl Index {
             readers: 0,
             touched: Instant::now(),
         };
-        self.entries.insert(key, entry);
+        let kept = self.kept.contains(&*key);
+        self.entries.insert(key.clone(), entry);
         self.bytes += size;
+        if kept {
+            self.hold(&key);
+        }
+    }
+
+    /// Keeps exactly `keys` from eviction from now on (those not in the index yet, once they
+    /// are added): each newly kept entry gains a reader, each no longer kept loses its own.
+    /// O(keys that changed).
+    pub(super) fn keep(&mut self, keys: HashSet<Key>) {
+        let old = std::mem::replace(&mut self.kept, keys);
+        let gone: Vec<Key> = old.difference(&self.kept).cloned().collect();
+        for key in gone {
+            if let Some(id) = self.entries.get(&key).map(|e| e.id) {
+                self.unpin(&key, id);
+            }
+        }
+        let new: Vec<Key> = self.kept.difference(&old).cloned().collect();
+        for key in new {
+            self.hold(&key);
+        }
+    }
+
+    /// Adds a reader to an entry without marking it used. `None` if it is not there.
+    fn hold(&mut self, key: &Key) -> Option<()> {
+        let entry = self.entries.get_mut(key)?;
+        if entry.readers == 0 {
+            let shared = self.idle.remove(&entry.stamp)?;
+            self.reading.insert(entry.stamp, shared);
+            self.reading_bytes += entry.size;
+        }
+        entry.readers += 1;
+        Some(())
     }
 
     /// Takes an entry out, read or not. Its size, if it was there.
@@ -153,16 +191,9 @@ impl Index {
 
     /// Marks an entry used now and adds a reader. `None` if it is not there.
     pub(super) fn pin(&mut self, key: &Key) -> Option<Pinned> {
+        self.hold(key)?;
         let entry = self.entries.get_mut(key)?;
-        let shared = if entry.readers == 0 {
-            self.idle.remove(&entry.stamp)
-        } else {
-            self.reading.remove(&entry.stamp)
-        }?;
-        if entry.readers == 0 {
-            self.reading_bytes += entry.size;
-        }
-        entry.readers += 1;
+        let shared = self.reading.remove(&entry.stamp)?;
         entry.stamp = self.next_use;
         self.next_use += 1;
         self.reading.insert(entry.stamp, shared);

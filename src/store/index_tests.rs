@@ -135,3 +135,31 @@ fn a_sweep_in_batches_looks_at_every_entry_read_or_not() {
     assert!(odd.iter().all(|k| index.contains(k)));
     assert_accounting(&index);
 }
+
+#[test]
+fn kept_entries_are_never_evicted_until_they_are_let_go() {
+    let mut index = Index::new();
+    index.keep([key(1), key(3)].into_iter().collect());
+    for n in 0..4 {
+        index.insert(key(n), 10);
+    }
+    assert_eq!(index.evictable_bytes(), 20);
+    let pinned = index.pin(&key(1)).map(|p| p.id);
+    assert_eq!(index.evict(40), vec![key(0), key(2)]);
+    assert_accounting(&index);
+    // A read of a kept entry ends; it stays kept.
+    if let Some(id) = pinned {
+        index.unpin(&key(1), id);
+    }
+    assert!(index.evict(10).is_empty());
+    // Replaced while kept: still kept.
+    index.insert(key(3), 15);
+    assert!(index.evict(10).is_empty());
+    index.keep([key(3)].into_iter().collect());
+    assert_accounting(&index);
+    assert_eq!(index.evict(100), vec![key(1)]);
+    index.keep(HashSet::new());
+    assert_eq!(index.evict(100), vec![key(3)]);
+    assert_accounting(&index);
+    assert_eq!(index.bytes(), 0);
+}

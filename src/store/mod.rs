@@ -10,6 +10,7 @@
 //! origins/manifests/sha256/ab/ab12…  (the same, for manifests)
 //! origins/tmp/                 origins being rewritten; its files are removed at start
 //! hoard-tmp/                   fills in progress; its files are removed at start
+//! pins                         patterns `hoard cache pin` added, one a line
 //! .hoard-cache                 marks the folder as hoard's
 //! ```
 //! hoard opens only a folder that is empty, marked as its own, or laid out as above, and at start
@@ -38,6 +39,7 @@
 //! - `evict.rs`: reservations of room for new entries, and eviction.
 //! - `scan.rs`: the scan of the folder, and the index it builds at start.
 //! - `reconcile.rs`: the periodic reconcile of the index with the disk.
+//! - `retain.rs`: the entries `cache.pin` and the pins file keep from eviction.
 //! - `manifests.rs`, `tags.rs`, `origins.rs`: reading and writing each kind of small file.
 //! - `in_flight.rs`: the flights in progress as the store's table holds them: what each asks the
 //!   upstream about, and the progress it publishes to its followers.
@@ -70,6 +72,7 @@ mod origins;
 mod pins;
 mod read;
 mod reconcile;
+mod retain;
 mod scan;
 mod tags;
 #[cfg(test)]
@@ -99,6 +102,7 @@ pub use layout::{
 };
 pub use manifests::{MAX_MANIFEST_SIZE, StoredManifest};
 pub(crate) use read::{FileChunks, chunk_len, read_at};
+pub use retain::{PINS_FILE, read_pins};
 pub(crate) use writer::BlobWriter;
 
 /// Disk errors are logged at most this often, with a count of those not logged.

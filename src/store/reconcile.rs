@@ -1,5 +1,6 @@
 //! The reconcile: while hoard runs, the index is brought in line with the disk, where `hoard
-//! cache` commands (or another hoard) remove and add files behind the store's back.
+//! cache` commands (or another hoard) remove and add files behind the store's back, and the
+//! entries `cache.pin` keeps from eviction are worked out again (`retain.rs`).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -8,7 +9,9 @@ use super::Store;
 use super::in_flight::FlightKey;
 use super::index::Sweep;
 use super::key::Key;
+use super::retain::{kept_keys, read_pins};
 use super::scan::scan;
+use crate::oci::RepoPattern;
 
 /// Entries looked at per hold of the store's lock when reconciling: ~1,000 hash look-ups keep
 /// each hold in the tens of microseconds, however large the index.
@@ -16,20 +19,26 @@ const RECONCILE_BATCH: usize = 1024;
 
 impl Store {
     /// Brings the index in line with the disk: entries removed by `hoard cache` commands are
-    /// dropped, files that appeared are added. Run now and then; costs one directory scan, on
-    /// the blocking pool, and takes the lock once per [`RECONCILE_BATCH`] entries.
-    pub(crate) async fn reconcile(&self) {
+    /// dropped, files that appeared are added, and the images that `pins` (`cache.pin`) or the
+    /// pins file match are kept from eviction until the next reconcile. Run now and then; costs
+    /// one directory scan and a read of the pinned images' tags and manifests, on the blocking
+    /// pool, and takes the lock once per [`RECONCILE_BATCH`] entries.
+    pub(crate) async fn reconcile(&self, pins: &[RepoPattern]) {
         let root = self.inner.root.clone();
+        let mut pins = pins.to_vec();
         let scan_started = Instant::now();
         let scanned = tokio::task::spawn_blocking(move || {
-            scan(&root)
+            pins.extend(read_pins(&root));
+            let on_disk = scan(&root)
                 .into_iter()
                 .map(|f| (f.key, f.size))
-                .collect::<HashMap<Key, u64>>()
+                .collect::<HashMap<Key, u64>>();
+            (on_disk, kept_keys(&root, &pins))
         });
-        let Ok(on_disk) = scanned.await else {
+        let Ok((on_disk, kept)) = scanned.await else {
             return;
         };
+        self.lock().index.keep(kept);
         // Entries admitted while the scan ran may have been missed by it: they stay.
         let mut sweep = Some(Sweep::default());
         while let Some(at) = sweep {
@@ -73,7 +82,7 @@ mod tests {
         assert_eq!(store.usage().bytes, 300);
         std::fs::remove_file(store.path(&Key::Manifest(b.clone())))
             .unwrap_or_else(|e| panic!("{e}"));
-        store.reconcile().await;
+        store.reconcile(&[]).await;
         assert_eq!(
             store.usage(),
             Usage {
@@ -93,7 +102,7 @@ mod tests {
         // Written by another hoard, say, behind this one's back.
         let other = Store::open(dir.path(), limits(1000)).unwrap_or_else(|e| panic!("{e}"));
         let b = put(&other, 300, b'b').await;
-        store.reconcile().await;
+        store.reconcile(&[]).await;
         assert_eq!((store.usage().entries, store.usage().bytes), (2, 600));
         let _c = put(&store, 600, b'c').await;
         assert!(!stored(&store, &b), "the file found later went first");

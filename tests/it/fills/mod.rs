@@ -5,6 +5,7 @@
 mod abandoned;
 mod bounded;
 mod limits;
+mod pins;
 mod shaping;
 
 use std::time::{Duration, Instant};
