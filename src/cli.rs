@@ -10,6 +10,7 @@ use hoard::config::{Config, Overrides, parse_duration, parse_size};
 use hoard::ops::disk::CacheDir;
 use hoard::ops::imageref::ImageRef;
 use hoard::ops::manifest::Platform;
+use hoard::ops::pin::PinTarget;
 use hoard::ops::prune::PruneOptions;
 use hoard::ops::warm::WarmOptions;
 use hoard::ops::{self, Outcome};
@@ -132,6 +133,22 @@ pub(crate) enum CacheCommand {
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<ImageRef>,
     },
+    /// Keep images from eviction, as cache.pin does (a running hoard from its next reconcile).
+    Pin {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Images, e.g. alpine:3.20, or patterns as cache.pin writes them, e.g. gcr.io/team/*:v*
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<PinTarget>,
+    },
+    /// Undo `hoard cache pin`; a cache.pin pattern of the config stays (exit status 1).
+    Unpin {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Images or patterns as given to `hoard cache pin`.
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<PinTarget>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -233,7 +250,9 @@ fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
         | CacheCommand::Stats { config, .. }
         | CacheCommand::Verify { config }
         | CacheCommand::Prune { config, .. }
-        | CacheCommand::Rm { config, .. } => config,
+        | CacheCommand::Rm { config, .. }
+        | CacheCommand::Pin { config, .. }
+        | CacheCommand::Unpin { config, .. } => config,
     };
     let Some(config) = load_config(config, Overrides::default()) else {
         return Ok(ExitCode::from(2));
@@ -275,6 +294,14 @@ fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
         CacheCommand::Rm { images, .. } => {
             ops::rm::run(&dir, &images, &mut out, &mut std::io::stderr())?
         }
+        CacheCommand::Pin { images, .. } => ops::pin::pin(&config.cache.dir, &images, &mut out)?,
+        CacheCommand::Unpin { images, .. } => ops::pin::unpin(
+            &config.cache.dir,
+            &config.cache.pin,
+            &images,
+            &mut out,
+            &mut std::io::stderr(),
+        )?,
     };
     Ok(exit_code(outcome))
 }

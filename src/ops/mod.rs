@@ -3,7 +3,8 @@
 //!
 //! They run beside a serving hoard, so they never write into the store: they read entry files
 //! and delete whole files (hoard checks for a file before it serves it, and refetches what is
-//! gone), and they never touch `tmp/`, where fills are in progress. Every path they build comes
+//! gone), and they never touch `tmp/`, where fills are in progress. The one file they write is
+//! the pins file (`pin.rs`), which hoard only reads. Every path they build comes
 //! from a parsed digest, a checked repository name and tag, and a checked host (see [`disk`]).
 
 pub mod ca;
@@ -11,6 +12,7 @@ pub mod disk;
 pub mod imageref;
 pub mod ls;
 pub mod manifest;
+pub mod pin;
 pub mod prune;
 pub mod rm;
 pub mod running;

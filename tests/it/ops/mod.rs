@@ -3,6 +3,7 @@
 //! on the files left, and on what the registry saw.
 
 mod cache;
+mod pin;
 mod warm;
 
 use std::path::{Path, PathBuf};
