@@ -226,18 +226,18 @@ fn announce(hoard: &Hoard) {
 /// entries takes well under a second of one core's time.
 const RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Reconciles at start (which works out what `cache.pin` keeps) and every
-/// [`RECONCILE_INTERVAL`] after.
+/// Works out what `cache.pin` keeps at start (the store was scanned as it opened), then
+/// reconciles every [`RECONCILE_INTERVAL`].
 async fn reconcile_now_and_then(hoard: Arc<Hoard>) {
+    hoard.store.retain(&hoard.config().cache.pin).await;
     let weak = Arc::downgrade(&hoard);
     drop(hoard);
     loop {
+        tokio::time::sleep(RECONCILE_INTERVAL).await;
         let Some(hoard) = weak.upgrade() else {
             return;
         };
         reconcile(&hoard).await;
-        drop(hoard);
-        tokio::time::sleep(RECONCILE_INTERVAL).await;
     }
 }
 

@@ -1,24 +1,17 @@
 //! `ranges`, the client's `Range` header on a cached blob (one range or several): every span
 //! lies inside the blob, several are ascending and neither overlap nor touch, and there are at
-//! most `MAX_RANGES`; `parse_range` agrees with it on a single span, for blob lengths at the edges
-//! and near every number in the header. And `far_range`, which decides whether a range on a cold
+//! most `MAX_RANGES`, for blob lengths at the edges and near every number in the header. And `far_range`, which decides whether a range on a cold
 //! blob starts a fill: ranges it lets start one all begin within `RANGE_FILL_AHEAD` of the start.
 #![no_main]
 
 use http::HeaderValue;
-use hoard::oci::{MAX_RANGES, RANGE_FILL_AHEAD, Ranges, far_range, parse_range, ranges};
+use hoard::oci::{MAX_RANGES, RANGE_FILL_AHEAD, Ranges, far_range, ranges};
 use libfuzzer_sys::fuzz_target;
 
 fn check(value: &HeaderValue, len: u64) {
     let spans = match ranges(Some(value), len) {
-        Ok(Ranges::Whole) | Err(_) => {
-            assert!(parse_range(value, len).is_err(), "{value:?} with len {len}");
-            return;
-        }
-        Ok(Ranges::One(span)) => {
-            assert_eq!(parse_range(value, len), Ok((span.start, span.end - 1)));
-            vec![span]
-        }
+        Ok(Ranges::Whole) | Err(_) => return,
+        Ok(Ranges::One(span)) => vec![span],
         Ok(Ranges::Many(spans)) => {
             assert!((2..=MAX_RANGES).contains(&spans.len()), "{value:?}");
             spans

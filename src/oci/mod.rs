@@ -13,6 +13,6 @@ pub(crate) use challenge::Challenge;
 pub use digest::{Algorithm, Digest, Hasher};
 pub(crate) use media::{DOCKER_MANIFEST_V2, accepts};
 pub use pattern::RepoPattern;
-pub use range::{MAX_RANGES, RANGE_FILL_AHEAD, Ranges, far_range, parse_range, ranges};
+pub use range::{MAX_RANGES, RANGE_FILL_AHEAD, Ranges, far_range, ranges};
 pub use registry::{DOCKER_HUB, names_a_registry, registry_key};
 pub use route::{Reference, Route, valid_repository, valid_tag};

@@ -18,27 +18,39 @@ use crate::oci::RepoPattern;
 const RECONCILE_BATCH: usize = 1024;
 
 impl Store {
+    /// Works out the entries that `pins` (`cache.pin`) and the pins file keep from eviction, and
+    /// keeps them until the next call: a read of the pinned images' tags and manifests on the
+    /// blocking pool, no scan of the store. Done at start, and by each reconcile.
+    pub(crate) async fn retain(&self, pins: &[RepoPattern]) {
+        let root = self.inner.root.clone();
+        let mut pins = pins.to_vec();
+        let kept = tokio::task::spawn_blocking(move || {
+            pins.extend(read_pins(&root));
+            kept_keys(&root, &pins)
+        });
+        if let Ok(kept) = kept.await {
+            self.lock().index.keep(kept);
+        }
+    }
+
     /// Brings the index in line with the disk: entries removed by `hoard cache` commands are
     /// dropped, files that appeared are added, and the images that `pins` (`cache.pin`) or the
     /// pins file match are kept from eviction until the next reconcile. Run now and then; costs
     /// one directory scan and a read of the pinned images' tags and manifests, on the blocking
     /// pool, and takes the lock once per [`RECONCILE_BATCH`] entries.
     pub(crate) async fn reconcile(&self, pins: &[RepoPattern]) {
+        self.retain(pins).await;
         let root = self.inner.root.clone();
-        let mut pins = pins.to_vec();
         let scan_started = Instant::now();
         let scanned = tokio::task::spawn_blocking(move || {
-            pins.extend(read_pins(&root));
-            let on_disk = scan(&root)
+            scan(&root)
                 .into_iter()
                 .map(|f| (f.key, f.size))
-                .collect::<HashMap<Key, u64>>();
-            (on_disk, kept_keys(&root, &pins))
+                .collect::<HashMap<Key, u64>>()
         });
-        let Ok((on_disk, kept)) = scanned.await else {
+        let Ok(on_disk) = scanned.await else {
             return;
         };
-        self.lock().index.keep(kept);
         // Entries admitted while the scan ran may have been missed by it: they stay.
         let mut sweep = Some(Sweep::default());
         while let Some(at) = sweep {
