@@ -20,14 +20,15 @@ fuzz_target!(|data: &[u8]| {
         );
         assert!(!entry.media_type.contains(' '), "{text:?}: {entry:?}");
     }
-    if let Some((host, repo)) = parse_origin_line(text) {
-        assert!(valid_repository(&repo), "{text:?}: repository {repo:?}");
+    if let Some(origin) = parse_origin_line(text) {
+        let (host, repo) = (&origin.host, &origin.repository);
+        assert!(valid_repository(repo), "{text:?}: repository {repo:?}");
         assert!(
             !host.is_empty() && !host.contains([' ', '/', '\n']),
             "{text:?}: host {host:?}"
         );
         assert_eq!(
-            format!("{host} {repo}"),
+            origin.line(),
             text,
             "nothing dropped or rewritten"
         );

@@ -15,7 +15,8 @@ use crate::hoard::Hoard;
 use crate::http::{Body, CacheStatus, error, pass_through};
 use crate::http::{strip_hop_by_hop, upstream_headers};
 use crate::oci::{Reference, Route};
-use crate::upstream::auth::{Asker, Verdict};
+use crate::store::{Key, Origin};
+use crate::upstream::auth::{Asker, RegistryAuth, Verdict};
 use crate::upstream::upstream_error;
 
 /// Forwards a request unchanged, body streamed both ways, nothing cached.
@@ -118,8 +119,8 @@ pub(super) async fn access_refused(
         }
         Verdict::Refused { status, challenge } => refused(status, challenge),
         Verdict::Unreachable => {
-            let repos = known_repos(hoard, target, route).await;
-            if auth.allowed_before(&asker, host, &repos) {
+            let known = known_origins(hoard, target, route).await;
+            if allowed_offline(auth, &asker, host, route, &known) {
                 return None;
             }
             error(
@@ -141,25 +142,53 @@ fn refused(status: StatusCode, challenge: Option<HeaderValue>) -> Response<Body>
     response
 }
 
-/// The repositories of this registry a blob or manifest is known to come from: its origins as
-/// the store keeps them (none for entries stored before origins were kept), or a tag's own.
-async fn known_repos(hoard: &Hoard, target: &Target, route: &Route) -> Vec<String> {
-    if let Route::Manifest {
-        repo,
-        reference: Reference::Tag(_),
-    } = route
-    {
-        return vec![repo.clone()];
-    }
-    let Some((_, key)) = stored_object(route) else {
+/// Where this registry had a blob or manifest, as far as hoard knows: the object's origins as the
+/// store keeps them (none for entries stored before origins were kept) or, for a tag, the tag's
+/// own repository and the origins of the manifests it points at.
+async fn known_origins(hoard: &Hoard, target: &Target, route: &Route) -> Vec<Origin> {
+    let host = target.key.as_str();
+    let keys = match route {
+        Route::Manifest {
+            repo,
+            reference: Reference::Tag(tag),
+        } => {
+            let pointed = hoard.store.tag(&target.key, repo, tag).await;
+            let mut known = vec![Origin {
+                host: host.to_owned(),
+                repository: repo.clone(),
+                imported: false,
+            }];
+            for entry in pointed {
+                known.extend(hoard.store.origins(&Key::Manifest(entry.digest)).await);
+            }
+            return known.into_iter().filter(|o| o.host == host).collect();
+        }
+        _ => stored_object(route).map(|(_, key)| key),
+    };
+    let Some(key) = keys else {
         return Vec::new();
     };
-    hoard
-        .store
-        .origins(&key)
-        .await
-        .into_iter()
-        .filter(|(host, _)| host == target.key.as_str())
-        .map(|(_, repo)| repo)
-        .collect()
+    let origins = hoard.store.origins(&key).await;
+    origins.into_iter().filter(|o| o.host == host).collect()
+}
+
+/// Whether a client that passed hoard's own checks may have an object while its registry cannot
+/// be asked: the registry accepted its credential before for a repository the object came from,
+/// or the object was imported for the repository the client asks for.
+fn allowed_offline(
+    auth: &RegistryAuth,
+    asker: &Asker,
+    host: &str,
+    route: &Route,
+    known: &[Origin],
+) -> bool {
+    let asked_repo = route.repo().unwrap_or_default();
+    if known
+        .iter()
+        .any(|o| o.imported && o.repository == asked_repo)
+    {
+        return true;
+    }
+    let repos: Vec<String> = known.iter().map(|o| o.repository.clone()).collect();
+    auth.allowed_before(asker, host, &repos)
 }

@@ -2,7 +2,8 @@
 //! first `[[cache.freshness]]` rule that matches, else `cache.tag_ttl`; never stale if the rule
 //! says immutable), a tag is answered without asking the upstream; then one request revalidates
 //! it with a HEAD (which Docker Hub does not count against the pull limit) for everyone asking,
-//! and while the upstream is unusable the last known manifest is served stale.
+//! and while the upstream is unusable the last known manifest is served stale (without asking a
+//! registry that failed in the last 30 s again: `upstream/reach.rs`).
 
 use std::ops::ControlFlow;
 use std::time::SystemTime;
@@ -133,6 +134,15 @@ pub(super) async fn by_tag(
             (false, None) => None,
         }
     };
+    // A registry that failed moments ago is not asked again for each request.
+    let down = target
+        .uri("/v2/")
+        .and_then(|uri| hoard.upstream().down_for(&uri));
+    if let Some(age) = down
+        && let Some(stale) = serve_stale(&format!("the registry failed {} s ago", age.as_secs()))
+    {
+        return stale;
+    }
     let response = match sources
         .send(Method::HEAD, without_range(headers.clone()))
         .await

@@ -227,16 +227,48 @@ pub(super) fn format_tag_line(entry: &TagEntry) -> String {
     )
 }
 
-/// One line of an origins file, `<host> <repository>`: a host key's characters (name or address,
-/// `:port`) and a valid repository name. Anything else is `None`, and ignored.
-pub fn parse_origin_line(line: &str) -> Option<(String, String)> {
-    let (host, repo) = line.split_once(' ')?;
+/// Where an entry came from: the registry `host` had it in `repository`, as the registry itself
+/// said, or as an archive said that `hoard cache import` took it from (`imported`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub host: String,
+    pub repository: String,
+    pub imported: bool,
+}
+
+/// The word that ends the line of an imported origin.
+const IMPORTED: &str = "imported";
+
+impl Origin {
+    /// The line of an origins file: `<host> <repository>`, then ` imported` for an import.
+    pub fn line(&self) -> String {
+        let (host, repo) = (&self.host, &self.repository);
+        match self.imported {
+            true => format!("{host} {repo} {IMPORTED}"),
+            false => format!("{host} {repo}"),
+        }
+    }
+}
+
+/// One line of an origins file, `<host> <repository>[ imported]`: a host key's characters (name
+/// or address, `:port`) and a valid repository name. Anything else is `None`, and ignored.
+pub fn parse_origin_line(line: &str) -> Option<Origin> {
+    let (host, rest) = line.split_once(' ')?;
+    let (repo, imported) = match rest.split_once(' ') {
+        Some((repo, IMPORTED)) => (repo, true),
+        Some(_) => return None,
+        None => (rest, false),
+    };
     let host_ok = !host.is_empty()
         && host.len() <= 300
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
-    (host_ok && valid_repository(repo)).then(|| (host.to_owned(), repo.to_owned()))
+    (host_ok && valid_repository(repo)).then(|| Origin {
+        host: host.to_owned(),
+        repository: repo.to_owned(),
+        imported,
+    })
 }
 
 #[cfg(test)]

@@ -98,7 +98,8 @@ pub use key::HostKey;
 pub(crate) use key::Key;
 pub(crate) use layout::split_manifest_file;
 pub use layout::{
-    ADDRESSES_FILE, TMP_DIR, TMP_MARKER, TagEntry, content_path, parse_origin_line, parse_tag_line,
+    ADDRESSES_FILE, Origin, TMP_DIR, TMP_MARKER, TagEntry, content_path, parse_origin_line,
+    parse_tag_line,
 };
 pub use manifests::{MAX_MANIFEST_SIZE, StoredManifest};
 pub(crate) use read::{FileChunks, chunk_len, read_at};

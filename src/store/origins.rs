@@ -1,5 +1,6 @@
-//! Provenance: where the registry had an entry, as `(host, repository)` lines in a small file
-//! beside it, so that offline access checks know which credentials may see it.
+//! Provenance: where the registry had an entry, as `<host> <repository>` lines in a small file
+//! beside it, so that offline access checks know which credentials may see it; an entry that
+//! `hoard cache import` brought in has lines ending ` imported`.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -7,7 +8,7 @@ use std::sync::Mutex;
 use super::Store;
 use super::error::{StoreError, blocking, io_error};
 use super::key::{HostKey, Key};
-use super::layout::{origins_tmp, parse_origin_line, write_file_atomically};
+use super::layout::{Origin, origin_path, origins_tmp, parse_origin_line, write_file_atomically};
 use crate::oci::valid_repository;
 
 /// Origins kept per entry; past it the oldest is dropped. 32 lines of at most ~520 bytes (a
@@ -19,9 +20,9 @@ const MAX_ORIGINS: usize = 32;
 static ORIGIN_LOCKS: [Mutex<()>; 16] = [const { Mutex::new(()) }; 16];
 
 impl Store {
-    /// Where the registry had an entry: `(host, repository)` pairs, oldest first. Empty when
-    /// nothing is known, as for entries stored by a hoard that did not record origins.
-    pub(crate) async fn origins(&self, key: &Key) -> Vec<(String, String)> {
+    /// Where the registry had an entry, oldest first. Empty when nothing is known, as for
+    /// entries stored by a hoard that did not record origins.
+    pub(crate) async fn origins(&self, key: &Key) -> Vec<Origin> {
         match tokio::fs::read_to_string(self.origin_path(key)).await {
             Ok(text) => text.lines().filter_map(parse_origin_line).collect(),
             Err(_) => Vec::new(),
@@ -35,23 +36,14 @@ impl Store {
         if !valid_repository(repo) {
             return;
         }
-        let line = format!("{} {repo}", host.as_str());
-        let (store, path) = (self.clone(), self.origin_path(&key));
-        let tmp = origins_tmp(&self.inner.root);
-        let stripe = match &key {
-            Key::Blob(d) | Key::Manifest(d) => {
-                usize::from(d.hex().bytes().next().unwrap_or(0)) % ORIGIN_LOCKS.len()
-            }
+        let origin = Origin {
+            host: host.as_str().to_owned(),
+            repository: repo.to_owned(),
+            imported: false,
         };
+        let (store, root) = (self.clone(), self.inner.root.clone());
         tokio::spawn(async move {
-            let written = blocking(move || {
-                let _serial = ORIGIN_LOCKS[stripe]
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                std::fs::create_dir_all(&tmp).map_err(io_error("create", &tmp))?;
-                add_origin_line(&tmp, &path, &line)
-            })
-            .await;
+            let written = blocking(move || add_origin(&root, &key, &origin)).await;
             if let Err(err) = written {
                 store.disk_warning("cannot record where an entry came from", &err);
             }
@@ -61,6 +53,22 @@ impl Store {
 
 /// Adds `line` to the origins file at `path` unless it is there, dropping the oldest lines past
 /// [`MAX_ORIGINS`]. The caller holds the file's lock.
+/// Adds `origin` to the origins of `key` in the store at `root` (once; at most [`MAX_ORIGINS`]),
+/// on this thread: for the store's own writes and for `hoard cache import`.
+pub(crate) fn add_origin(root: &Path, key: &Key, origin: &Origin) -> Result<(), StoreError> {
+    let stripe = match key {
+        Key::Blob(d) | Key::Manifest(d) => {
+            usize::from(d.hex().bytes().next().unwrap_or(0)) % ORIGIN_LOCKS.len()
+        }
+    };
+    let _serial = ORIGIN_LOCKS[stripe]
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let tmp = origins_tmp(root);
+    std::fs::create_dir_all(&tmp).map_err(io_error("create", &tmp))?;
+    add_origin_line(&tmp, &origin_path(root, key), &origin.line())
+}
+
 fn add_origin_line(tmp: &Path, path: &Path, line: &str) -> Result<(), StoreError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -126,18 +134,19 @@ mod tests {
         let store = Store::open(dir.path(), limits(1000)).unwrap_or_else(|e| panic!("{e}"));
         let origins = store.origins(&Key::Manifest(a.clone())).await;
         assert_eq!(origins.len(), MAX_ORIGINS, "bounded");
+        let pair = |o: &Origin| (o.host.clone(), o.repository.clone());
         assert_eq!(
-            origins[0],
+            pair(&origins[0]),
             ("gcr.io".into(), "team/repo3".into()),
             "oldest dropped"
         );
         assert_eq!(
-            origins.last(),
-            Some(&("gcr.io".into(), format!("team/repo{}", MAX_ORIGINS + 2)))
+            origins.last().map(pair),
+            Some(("gcr.io".into(), format!("team/repo{}", MAX_ORIGINS + 2)))
         );
         assert_eq!(
             store.origins(&Key::Manifest(b.clone())).await,
-            [("gcr.io".to_owned(), "team/b".to_owned())],
+            [origin("gcr.io", "team/b", false)],
             "an invalid repository is never recorded"
         );
         assert!(
@@ -150,10 +159,37 @@ mod tests {
         assert!(!store.origin_path(&Key::Manifest(a.clone())).exists());
         assert!(store.origin_path(&Key::Manifest(b.clone())).exists());
         assert_eq!(parse_origin_line("gcr.io a b"), None);
+        assert_eq!(parse_origin_line("gcr.io a imported x"), None);
         assert_eq!(parse_origin_line("gcr.io/x a"), None);
         assert_eq!(
             parse_origin_line("localhost:5000 a/b"),
-            Some(("localhost:5000".into(), "a/b".into()))
+            Some(origin("localhost:5000", "a/b", false))
+        );
+    }
+
+    fn origin(host: &str, repository: &str, imported: bool) -> Origin {
+        Origin {
+            host: host.into(),
+            repository: repository.into(),
+            imported,
+        }
+    }
+
+    #[test]
+    fn imported_origins_are_kept_apart_from_the_registrys() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let key = Key::Blob(crate::oci::Digest::sha256_of(b"x"));
+        let imported = origin("gcr.io", "team/app", true);
+        add_origin(dir.path(), &key, &imported).unwrap_or_else(|e| panic!("{e}"));
+        add_origin(dir.path(), &key, &origin("gcr.io", "team/app", false))
+            .unwrap_or_else(|e| panic!("{e}"));
+        add_origin(dir.path(), &key, &imported).unwrap_or_else(|e| panic!("{e}"));
+        let text = std::fs::read_to_string(origin_path(dir.path(), &key))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(text, "gcr.io team/app imported\ngcr.io team/app\n");
+        assert_eq!(
+            parse_origin_line("gcr.io team/app imported"),
+            Some(imported)
         );
     }
 }

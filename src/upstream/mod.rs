@@ -26,11 +26,13 @@ use routes::Routes;
 pub mod auth;
 mod connect;
 mod parent;
+mod reach;
 mod redirect;
 mod routes;
 pub(crate) mod shape;
 
 pub(crate) use connect::DestinationRefused;
+use reach::Reachability;
 use redirect::same_origin;
 pub use redirect::{Origin, join_location};
 
@@ -106,6 +108,8 @@ pub(crate) struct Upstream {
     /// How tunnels connect: the guarded client's way, without HTTP on top.
     tunnels: Connector,
     metrics: Arc<Metrics>,
+    /// The upstreams that failed lately.
+    reach: Arc<Reachability>,
 }
 
 impl Upstream {
@@ -135,12 +139,19 @@ impl Upstream {
             guarded: https_client(tls, tunnels.clone()),
             tunnels,
             metrics,
+            reach: Arc::default(),
         })
     }
 
     /// The metrics upstream requests are counted in.
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// How long ago the upstream of `uri` failed to answer, if it did lately and has not answered
+    /// since (see `reach.rs`): a caller with something to serve anyway need not ask it.
+    pub(crate) fn down_for(&self, uri: &Uri) -> Option<Duration> {
+        self.reach.down_for(uri)
     }
 
     /// Sends one request to an intercepted registry and waits for its response headers.
@@ -268,12 +279,18 @@ impl Upstream {
         // connection; an h2 client's request may well go out over h1.
         request.headers_mut().remove(HOST);
         *request.version_mut() = http::Version::HTTP_11;
-        let host = request.uri().host().unwrap_or_default().to_owned();
-        let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+        let uri = request.uri().clone();
+        let host = uri.host().unwrap_or_default().to_owned();
+        let (method, path) = (request.method().clone(), uri.path().to_owned());
         let result = match tokio::time::timeout(RESPONSE_TIMEOUT, client.request(request)).await {
             Ok(result) => result.map_err(UpstreamError::from),
             Err(_) => Err(UpstreamError::Timeout(RESPONSE_TIMEOUT)),
         };
+        match &result {
+            Ok(_) => self.reach.note(&uri, true),
+            Err(UpstreamError::Request(err)) if !err.is_connect() => {}
+            Err(_) => self.reach.note(&uri, false),
+        }
         let status = result.as_ref().map_or(0, |r| r.status().as_u16());
         self.metrics.upstream_request(&host, &method, &path, status);
         result

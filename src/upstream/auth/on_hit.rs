@@ -89,6 +89,10 @@ impl RegistryAuth {
                 verdict => verdict,
             };
         }
+        if upstream.down_for(&uri).is_some() {
+            // It failed moments ago: the caller decides without a connect timeout per request.
+            return Verdict::Unreachable;
+        }
         let mut headers = crate::http::upstream_headers(client_headers);
         headers.remove(RANGE);
         // The registry's own answer is the verdict: where it redirects to (a presigned CDN URL

@@ -1,6 +1,7 @@
 //! `[[cache.freshness]]`: a tag under a rule is revalidated at the rule's TTL, the others at
 //! `cache.tag_ttl`; an immutable tag is never asked about again, though `auth_on_hit =
-//! "upstream"` still asks the registry who may have it; the status page lists the rules.
+//! "upstream"` still asks the registry who may have it; the status page lists the rules. A
+//! registry that failed moments ago is not asked again for each stale tag.
 
 use std::time::Duration;
 
@@ -198,4 +199,36 @@ async fn the_status_page_lists_the_freshness_rules_in_order() {
         "{table}"
     );
     assert!(hub < distroless && distroless < default, "{table}");
+}
+
+#[tokio::test]
+async fn a_registry_that_just_failed_is_not_asked_again_for_each_stale_tag() {
+    init();
+    let registry = Registry::start().await;
+    let proxy = Proxy::builder(&registry)
+        .cache("tag_ttl = \"1s\"")
+        .start()
+        .await;
+    let client = proxy.client(false);
+    let v1 = registry.add_manifest(
+        "p/app",
+        "v1",
+        DOCKER_V2,
+        Registry::manifest_json(&[], "one"),
+    );
+    assert_eq!(get_tag(&client, "p/app", "v1").await, v1);
+
+    // The registry goes away; the tag goes stale. The first request finds the registry down,
+    // the next ones are served the stale tag without trying it again.
+    registry.stop();
+    proxy.server.clock().advance(Duration::from_secs(2));
+    for _ in 0..5 {
+        assert_eq!(get_tag(&client, "p/app", "v1").await, v1);
+    }
+    let metrics = proxy.admin("/metrics").await;
+    let failed = format!("hoard_upstream_requests_total{{host=\"{REGISTRY}\",status=\"0\"}} 1\n");
+    assert!(
+        metrics.contains(&failed),
+        "one failed try, not five:\n{metrics}"
+    );
 }
