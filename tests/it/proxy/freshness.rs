@@ -22,6 +22,26 @@ async fn get_tag(client: &reqwest::Client, repo: &str, tag: &str) -> String {
         .to_owned()
 }
 
+/// A hoard with `tag_ttl = "1s"` and `more` cache settings, through which `p/app:v1` was fetched
+/// once; the tag's digest.
+async fn fetched_v1(more: &str) -> (Registry, Proxy, reqwest::Client, String) {
+    init();
+    let registry = Registry::start().await;
+    let proxy = Proxy::builder(&registry)
+        .cache(&format!("tag_ttl = \"1s\"\n{more}"))
+        .start()
+        .await;
+    let client = proxy.client(false);
+    let v1 = registry.add_manifest(
+        "p/app",
+        "v1",
+        DOCKER_V2,
+        Registry::manifest_json(&[], "one"),
+    );
+    assert_eq!(get_tag(&client, "p/app", "v1").await, v1);
+    (registry, proxy, client, v1)
+}
+
 #[tokio::test]
 async fn a_tag_under_a_rule_is_revalidated_at_its_ttl_and_the_others_at_the_global_one() {
     init();
@@ -64,22 +84,8 @@ async fn a_tag_under_a_rule_is_revalidated_at_its_ttl_and_the_others_at_the_glob
 
 #[tokio::test]
 async fn an_immutable_tag_makes_no_upstream_request_after_its_first_fetch() {
-    init();
-    let registry = Registry::start().await;
-    let proxy = Proxy::builder(&registry)
-        .cache(&format!(
-            "tag_ttl = \"1s\"\n[[cache.freshness]]\nmatch = \"{REGISTRY}/p/**:v1\"\nimmutable = true"
-        ))
-        .start()
-        .await;
-    let client = proxy.client(false);
-    let v1 = registry.add_manifest(
-        "p/app",
-        "v1",
-        DOCKER_V2,
-        Registry::manifest_json(&[], "one"),
-    );
-    assert_eq!(get_tag(&client, "p/app", "v1").await, v1);
+    let rule = format!("[[cache.freshness]]\nmatch = \"{REGISTRY}/p/**:v1\"\nimmutable = true");
+    let (registry, proxy, client, v1) = fetched_v1(&rule).await;
     let seen = registry.seen().len();
     assert!(seen >= 1);
 
@@ -203,20 +209,7 @@ async fn the_status_page_lists_the_freshness_rules_in_order() {
 
 #[tokio::test]
 async fn a_registry_that_just_failed_is_not_asked_again_for_each_stale_tag() {
-    init();
-    let registry = Registry::start().await;
-    let proxy = Proxy::builder(&registry)
-        .cache("tag_ttl = \"1s\"")
-        .start()
-        .await;
-    let client = proxy.client(false);
-    let v1 = registry.add_manifest(
-        "p/app",
-        "v1",
-        DOCKER_V2,
-        Registry::manifest_json(&[], "one"),
-    );
-    assert_eq!(get_tag(&client, "p/app", "v1").await, v1);
+    let (registry, proxy, client, v1) = fetched_v1("").await;
 
     // The registry goes away; the tag goes stale. The first request finds the registry down,
     // the next ones are served the stale tag without trying it again.
