@@ -6,7 +6,7 @@
 use crate::oci::Digest;
 
 /// Which half of the layout an object is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// Under `blobs/`.
     Blob,
