@@ -45,10 +45,11 @@ pub(super) fn upload_blob(
     store: &Store,
 ) {
     let path = store.path(&Key::Blob(digest.clone()));
+    tier.uploaded(Kind::Blob, digest);
     let (tier, metrics, digest) = (tier.clone(), metrics.clone(), digest.clone());
     tokio::spawn(async move {
         let result = tier.put_blob(&digest, &path).await;
-        written(&tier, &metrics, Kind::Blob, &digest, result);
+        written(&tier, &metrics, Kind::Blob, &digest, result).await;
     });
 }
 
@@ -67,15 +68,18 @@ pub(super) fn renew(tier: &Arc<S3Tier>, metrics: &Arc<Metrics>, kind: Kind, dige
         return;
     }
     let (tier, metrics, digest) = (tier.clone(), metrics.clone(), digest.clone());
-    tokio::spawn(async move {
-        match tier.put_used(kind, &digest).await {
-            Ok(()) => metrics.tier_use_record(TierWrite::Created),
-            Err(error) => {
-                metrics.tier_use_record(TierWrite::Error);
-                tracing::debug!(%digest, error = %error_chain(&error), "cannot renew a use record in the shared tier");
-            }
+    tokio::spawn(async move { record_use(&tier, &metrics, kind, &digest).await });
+}
+
+/// Writes the use record, counts it, logs a failure at debug.
+async fn record_use(tier: &S3Tier, metrics: &Metrics, kind: Kind, digest: &Digest) {
+    match tier.put_used(kind, digest).await {
+        Ok(()) => metrics.tier_use_record(TierWrite::Created),
+        Err(error) => {
+            metrics.tier_use_record(TierWrite::Error);
+            tracing::debug!(%digest, error = %error_chain(&error), "cannot renew a use record in the shared tier");
         }
-    });
+    }
 }
 
 /// Counts a corrupt object and deletes it from the bucket, in the background.
@@ -170,12 +174,13 @@ pub(super) fn upload_manifest(hoard: &Hoard, digest: &Digest, manifest: &StoredM
         return;
     };
     let metrics = hoard.metrics.clone();
+    tier.uploaded(Kind::Manifest, digest);
     let (digest, manifest) = (digest.clone(), manifest.clone());
     tokio::spawn(async move {
         let result = tier
             .put_manifest(&digest, &manifest.media_type, manifest.bytes)
             .await;
-        written(&tier, &metrics, Kind::Manifest, &digest, result);
+        written(&tier, &metrics, Kind::Manifest, &digest, result).await;
     });
 }
 
@@ -221,11 +226,12 @@ pub(super) fn record_tag(hoard: &Hoard, target: &Target, repo: &str, tag: &str, 
     });
 }
 
-/// Counts an upload's outcome and logs a failure. An upload is the object's use for the day; one
-/// that found the object there (uploaded by another node, maybe long ago) renews its record.
-fn written(
-    tier: &Arc<S3Tier>,
-    metrics: &Arc<Metrics>,
+/// Counts an upload's outcome and logs a failure. An upload is the object's use for the day (the
+/// caller noted it as it began); one that found the object there (uploaded by another node, maybe
+/// long ago) writes its use record instead.
+async fn written(
+    tier: &S3Tier,
+    metrics: &Metrics,
     kind: Kind,
     digest: &Digest,
     result: Result<crate::tier::Put, TierError>,
@@ -233,12 +239,11 @@ fn written(
     match result {
         Ok(crate::tier::Put::Created) => {
             metrics.tier_write(TierWrite::Created);
-            tier.uploaded(kind, digest);
             tracing::debug!(%digest, "uploaded to the shared tier");
         }
         Ok(crate::tier::Put::AlreadyThere) => {
             metrics.tier_write(TierWrite::AlreadyThere);
-            renew(tier, metrics, kind, digest);
+            record_use(tier, metrics, kind, digest).await;
         }
         Err(error) => {
             metrics.tier_write(TierWrite::Error);

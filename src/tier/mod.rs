@@ -227,7 +227,7 @@ impl S3Tier {
         self.uses.due(kind, digest)
     }
 
-    /// Notes that this node uploaded `digest`'s object of `kind`: its upload is its use for the
+    /// Notes that this node uploads `digest`'s object of `kind`: the upload is its use for the
     /// day, no record needed.
     pub(crate) fn uploaded(&self, kind: Kind, digest: &Digest) {
         self.uses.note(kind, digest);

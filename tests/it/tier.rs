@@ -520,6 +520,19 @@ mod in_the_fill_path {
                 .is_some()
         })
         .await;
+        // An upload is its object's use for the day: A's hits on its disk write no use record.
+        pull(&a, "/v2/team/app/manifests/v1")
+            .await
+            .bytes()
+            .await
+            .unwrap();
+        for digest in &digests {
+            let got = pull(&a, &format!("/v2/team/app/blobs/{digest}")).await;
+            got.bytes().await.unwrap();
+        }
+        let records = "hoard_tier_use_records_total";
+        let metrics = a.admin("/metrics").await;
+        assert!(!metrics.contains(records), "{metrics}");
 
         registry.set_mode(Mode::Down);
         let before = registry.seen().len();
@@ -560,6 +573,20 @@ mod in_the_fill_path {
             page.contains("<tr><td>reads</td><td>4</td><td>0</td>"),
             "the status page counts the tier's reads: {page}"
         );
+        // What B read from the bucket renews its use there: the manifest and the two blobs.
+        let created = format!("{records}{{result=\"created\"}}");
+        eventually("B's use records", async || {
+            crate::common::sample(&b.admin("/metrics").await, &created) == 3.0
+        })
+        .await;
+        let used = [(Kind::Manifest, manifest_digest.clone())]
+            .into_iter()
+            .chain(digests.iter().map(|d| (Kind::Blob, digest_of_text(d))));
+        let raw = raw_bucket(&seaweed);
+        for (kind, digest) in used {
+            let key = object_store::path::Path::from(tier.used_key(kind, &digest).as_str());
+            assert_eq!(raw.head(&key).await.unwrap().size, 0, "{key}");
+        }
     }
 
     /// A blob of `size` bytes added to `registry`, and a copy of it with one byte changed put in
