@@ -128,8 +128,10 @@ pub fn run(
 /// Prunes the shared tier of `config` (or with `dry_run`, lists what would be pruned): every
 /// manifest and blob that no node uploaded or served within `unused_for` (the newer of its
 /// `Last-Modified` and its use record's), with its use record; then the use records whose object
-/// is not there. An object a node serves while this runs may still go (it was listed before):
-/// the next node that misses on it fills it from the registry and uploads it again.
+/// is not there. Each record is asked again before its object goes (one HEAD per removal): an
+/// object a node served since the listing is kept. One served in the moment between that HEAD
+/// and the delete still goes: the next node that misses on it fills it from the registry and
+/// uploads it again.
 pub async fn run_s3(
     config: &S3Config,
     unused_for: Duration,
@@ -144,12 +146,22 @@ pub async fn run_s3(
     let mut uses = last_uses(&tier).await?;
     let (mut objects, mut freed, mut records) = (0u64, 0u64, 0u64);
     for kind in [TierKind::Manifest, TierKind::Blob] {
+        let label = match kind {
+            TierKind::Blob => "blob",
+            TierKind::Manifest => "manifest",
+        };
         let mut listing = std::pin::pin!(tier.list(kind));
         while let Some(object) = listing.next().await {
             let object = object?;
             let used = uses.remove(&(kind, object.digest.clone()));
             let last_used = used.map_or(object.last_modified, |t| t.max(object.last_modified));
             if last_used >= cutoff {
+                continue;
+            }
+            // The records were listed first: ask again, a node may have served it since.
+            let used = tier.used_at(kind, &object.digest).await?.or(used);
+            if used.is_some_and(|t| t >= cutoff) {
+                writeln!(out, "kept {label} {} (used meanwhile)", object.digest)?;
                 continue;
             }
             if !dry_run {
@@ -161,13 +173,9 @@ pub async fn run_s3(
             objects += 1;
             records += u64::from(used.is_some());
             freed += object.size;
-            let kind = match kind {
-                TierKind::Blob => "blob",
-                TierKind::Manifest => "manifest",
-            };
             writeln!(
                 out,
-                "{verb} {kind} {} ({}, last used {})",
+                "{verb} {label} {} ({}, last used {})",
                 object.digest,
                 HumanBytes(object.size),
                 rfc3339(last_used)

@@ -133,6 +133,21 @@ impl S3Tier {
             })
     }
 
+    /// When the use record of `digest`'s object of `kind` was last renewed (a HEAD); `None`
+    /// when it has none.
+    pub async fn used_at(
+        &self,
+        kind: Kind,
+        digest: &Digest,
+    ) -> Result<Option<std::time::SystemTime>, TierError> {
+        let key = self.used_key(kind, digest);
+        match self.store.head(&Key::from(key.as_str())).await {
+            Ok(meta) => Ok(Some(meta.last_modified.into())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(request("HEAD", key, source)),
+        }
+    }
+
     /// A GET; `None` for an object that is not there.
     async fn get(
         &self,
