@@ -106,14 +106,15 @@ pub(crate) enum CacheCommand {
     },
     /// Remove entries not used for a while, or the least recently used beyond a size.
     ///
-    /// With --s3, prune the shared tier ([store.s3]) instead of the local cache: objects
-    /// uploaded longer ago than --older-than (default: store.s3.retention).
+    /// With --s3, prune the shared tier ([store.s3]) instead of the local cache: objects no node
+    /// uploaded or served for --older-than (alias --unused-for; default: store.s3.retention).
     #[command(group = clap::ArgGroup::new("limit").required(true).multiple(true))]
     Prune {
         #[command(flatten)]
         config: ConfigArg,
-        /// Remove entries not used for this long, e.g. 30d (with --s3: uploaded this long ago).
-        #[arg(long, value_parser = parse_duration, group = "limit")]
+        /// Remove entries not used for this long, e.g. 30d (with --s3: not uploaded or served by
+        /// any node for this long).
+        #[arg(long, visible_alias = "unused-for", value_parser = parse_duration, group = "limit")]
         older_than: Option<Duration>,
         /// Remove least recently used entries until the cache is at most this big, e.g. 100GiB.
         #[arg(long, value_parser = parse_size, group = "limit")]
@@ -318,7 +319,9 @@ fn prune_s3(
         return Ok(ExitCode::from(2));
     };
     let Some(older_than) = older_than.or(s3.retention) else {
-        eprintln!("hoard: --s3 needs --older-than or store.s3.retention in the config");
+        eprintln!(
+            "hoard: --s3 needs --older-than (--unused-for) or store.s3.retention in the config"
+        );
         return Ok(ExitCode::from(2));
     };
     let mut out = std::io::stdout();

@@ -55,8 +55,8 @@ pub struct S3Config {
     pub credentials: Option<S3Credentials>,
     /// Whether a plain `http://` endpoint is allowed.
     pub allow_http: bool,
-    /// How long after its upload `hoard cache prune --s3` removes an object; `None`: only when
-    /// asked with `--older-than`.
+    /// How long an object no node uploaded or served stays before `hoard cache prune --s3`
+    /// removes it; `None`: only when asked with `--older-than` (`--unused-for`).
     pub retention: Option<Duration>,
 }
 

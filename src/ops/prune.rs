@@ -4,9 +4,9 @@
 //! anyway), so `hoard cache ls` lists only what can be served.
 //!
 //! `hoard cache prune --s3` prunes the shared tier instead ([`run_s3`]), and leaves the local
-//! disk alone.
+//! disk alone. There "used" is the newer of an object's upload and its use record (`tier`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
@@ -126,45 +126,68 @@ pub fn run(
 }
 
 /// Prunes the shared tier of `config` (or with `dry_run`, lists what would be pruned): every
-/// manifest and blob uploaded more than `older_than` ago, by the bucket's `Last-Modified`. Reads
-/// do not renew an object, so a blob still in use goes too, and the next node that misses on it
-/// fills it from the registry and uploads it again.
+/// manifest and blob that no node uploaded or served within `unused_for` (the newer of its
+/// `Last-Modified` and its use record's), with its use record; then the use records whose object
+/// is not there. Each record is asked again before its object goes (one HEAD per removal): an
+/// object a node served since the listing is kept. One served in the moment between that HEAD
+/// and the delete still goes: the next node that misses on it fills it from the registry and
+/// uploads it again.
 pub async fn run_s3(
     config: &S3Config,
-    older_than: Duration,
+    unused_for: Duration,
     dry_run: bool,
     out: &mut dyn Write,
 ) -> Result<Outcome, OpsError> {
     let verb = if dry_run { "would remove" } else { "removed" };
     let tier = S3Tier::new(config)?;
     let cutoff = SystemTime::now()
-        .checked_sub(older_than)
+        .checked_sub(unused_for)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let (mut objects, mut freed) = (0u64, 0u64);
+    let mut uses = last_uses(&tier).await?;
+    let (mut objects, mut freed, mut records) = (0u64, 0u64, 0u64);
     for kind in [TierKind::Manifest, TierKind::Blob] {
+        let label = match kind {
+            TierKind::Blob => "blob",
+            TierKind::Manifest => "manifest",
+        };
         let mut listing = std::pin::pin!(tier.list(kind));
         while let Some(object) = listing.next().await {
             let object = object?;
-            if object.last_modified >= cutoff {
+            let used = uses.remove(&(kind, object.digest.clone()));
+            let last_used = used.map_or(object.last_modified, |t| t.max(object.last_modified));
+            if last_used >= cutoff {
+                continue;
+            }
+            // The records were listed first: ask again, a node may have served it since.
+            let used = tier.used_at(kind, &object.digest).await?.or(used);
+            if used.is_some_and(|t| t >= cutoff) {
+                writeln!(out, "kept {label} {} (used meanwhile)", object.digest)?;
                 continue;
             }
             if !dry_run {
                 tier.delete(kind, &object.digest).await?;
+                if used.is_some() {
+                    tier.delete_used(kind, &object.digest).await?;
+                }
             }
             objects += 1;
+            records += u64::from(used.is_some());
             freed += object.size;
-            let kind = match kind {
-                TierKind::Blob => "blob",
-                TierKind::Manifest => "manifest",
-            };
             writeln!(
                 out,
-                "{verb} {kind} {} ({}, uploaded {})",
+                "{verb} {label} {} ({}, last used {})",
                 object.digest,
                 HumanBytes(object.size),
-                rfc3339(object.last_modified)
+                rfc3339(last_used)
             )?;
         }
+    }
+    // What is left are the records of objects no longer there.
+    for (kind, digest) in uses.into_keys() {
+        if !dry_run {
+            tier.delete_used(kind, &digest).await?;
+        }
+        records += 1;
     }
     let prefix = if config.prefix.is_empty() {
         String::new()
@@ -173,12 +196,25 @@ pub async fn run_s3(
     };
     writeln!(
         out,
-        "{verb} {objects} objects from s3://{}{prefix}, {} {}",
+        "{verb} {objects} objects from s3://{}{prefix}, {} {}, and {records} use records",
         config.bucket,
         HumanBytes(freed),
         if dry_run { "to free" } else { "freed" }
     )?;
     Ok(Outcome::Done)
+}
+
+/// When each object of the tier was last served, by its use record.
+async fn last_uses(tier: &S3Tier) -> Result<HashMap<(TierKind, Digest), SystemTime>, OpsError> {
+    let mut uses = HashMap::new();
+    for kind in [TierKind::Manifest, TierKind::Blob] {
+        let mut listing = std::pin::pin!(tier.list_used(kind));
+        while let Some(record) = listing.next().await {
+            let record = record?;
+            uses.insert((kind, record.digest), record.last_modified);
+        }
+    }
+    Ok(uses)
 }
 
 #[cfg(test)]

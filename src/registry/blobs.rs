@@ -29,6 +29,7 @@ use crate::oci::{Digest, Ranges, ranges};
 use crate::store::{
     BlobHit, FileChunks, FlightState, Joined, Lookup, Progress, chunk_len, read_at,
 };
+use crate::tier::Kind;
 
 /// The `Content-Type` of every blob hoard serves, and of each part of several ranges of one.
 const BLOB_TYPE: &str = "application/octet-stream";
@@ -63,6 +64,7 @@ pub(super) async fn blob(
     for _ in 0..FOLLOW_ROUNDS {
         let follower = match hoard.store.lookup_blob(digest).await {
             Lookup::Hit(hit) => {
+                super::bucket::used(hoard, Kind::Blob, digest);
                 return serve_stored(hit, digest, range.as_ref(), CacheStatus::Hit).await;
             }
             Lookup::Lead { permit, .. } => match miss(&request, sources, digest, permit).await {

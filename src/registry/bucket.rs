@@ -7,6 +7,10 @@
 //! bucket and not read from it for a while (`tier::S3Tier::skip`), so that this request, if
 //! nothing was sent yet, and the next ones fetch it elsewhere. Tags are recorded there too, for a
 //! node that must serve a tag while the registry cannot be asked.
+//!
+//! What this node serves, from the bucket or its disk, renews the object's use record there
+//! ([`used`]), so that `hoard cache prune --s3` keeps what the fleet uses: at most once a day per
+//! object, in the background, never failing a pull.
 
 use std::sync::Arc;
 
@@ -41,11 +45,41 @@ pub(super) fn upload_blob(
     store: &Store,
 ) {
     let path = store.path(&Key::Blob(digest.clone()));
+    tier.uploaded(Kind::Blob, digest);
     let (tier, metrics, digest) = (tier.clone(), metrics.clone(), digest.clone());
     tokio::spawn(async move {
         let result = tier.put_blob(&digest, &path).await;
-        written(&metrics, &digest, result);
+        written(&tier, &metrics, Kind::Blob, &digest, result).await;
     });
+}
+
+/// Renews the bucket's use record of `digest`'s object of `kind`, which this node is serving, in
+/// the background, unless it did (or uploaded the object) within a day. A failure costs only
+/// that record: counted, logged at debug, not tried again that day.
+pub(super) fn used(hoard: &Hoard, kind: Kind, digest: &Digest) {
+    if let Some(tier) = &hoard.tier {
+        renew(tier, &hoard.metrics, kind, digest);
+    }
+}
+
+/// [`used`] for a node whose tier is at hand.
+pub(super) fn renew(tier: &Arc<S3Tier>, metrics: &Arc<Metrics>, kind: Kind, digest: &Digest) {
+    if !tier.use_due(kind, digest) {
+        return;
+    }
+    let (tier, metrics, digest) = (tier.clone(), metrics.clone(), digest.clone());
+    tokio::spawn(async move { record_use(&tier, &metrics, kind, &digest).await });
+}
+
+/// Writes the use record, counts it, logs a failure at debug.
+async fn record_use(tier: &S3Tier, metrics: &Metrics, kind: Kind, digest: &Digest) {
+    match tier.put_used(kind, digest).await {
+        Ok(()) => metrics.tier_use_record(TierWrite::Created),
+        Err(error) => {
+            metrics.tier_use_record(TierWrite::Error);
+            tracing::debug!(%digest, error = %error_chain(&error), "cannot renew a use record in the shared tier");
+        }
+    }
 }
 
 /// Counts a corrupt object and deletes it from the bucket, in the background.
@@ -112,6 +146,7 @@ pub(super) async fn manifest(hoard: &Hoard, digest: &Digest) -> Option<StoredMan
     match tier.get_manifest(digest).await {
         Ok(Some(manifest)) => {
             hoard.metrics.tier_read(TierRead::Hit);
+            renew(tier, &hoard.metrics, Kind::Manifest, digest);
             Some(StoredManifest {
                 media_type: manifest.media_type,
                 bytes: manifest.bytes,
@@ -139,12 +174,13 @@ pub(super) fn upload_manifest(hoard: &Hoard, digest: &Digest, manifest: &StoredM
         return;
     };
     let metrics = hoard.metrics.clone();
+    tier.uploaded(Kind::Manifest, digest);
     let (digest, manifest) = (digest.clone(), manifest.clone());
     tokio::spawn(async move {
         let result = tier
             .put_manifest(&digest, &manifest.media_type, manifest.bytes)
             .await;
-        written(&metrics, &digest, result);
+        written(&tier, &metrics, Kind::Manifest, &digest, result).await;
     });
 }
 
@@ -190,14 +226,25 @@ pub(super) fn record_tag(hoard: &Hoard, target: &Target, repo: &str, tag: &str, 
     });
 }
 
-/// Counts an upload's outcome and logs a failure.
-fn written(metrics: &Metrics, digest: &Digest, result: Result<crate::tier::Put, TierError>) {
+/// Counts an upload's outcome and logs a failure. An upload is the object's use for the day (the
+/// caller noted it as it began); one that found the object there (uploaded by another node, maybe
+/// long ago) writes its use record instead.
+async fn written(
+    tier: &S3Tier,
+    metrics: &Metrics,
+    kind: Kind,
+    digest: &Digest,
+    result: Result<crate::tier::Put, TierError>,
+) {
     match result {
         Ok(crate::tier::Put::Created) => {
             metrics.tier_write(TierWrite::Created);
             tracing::debug!(%digest, "uploaded to the shared tier");
         }
-        Ok(crate::tier::Put::AlreadyThere) => metrics.tier_write(TierWrite::AlreadyThere),
+        Ok(crate::tier::Put::AlreadyThere) => {
+            metrics.tier_write(TierWrite::AlreadyThere);
+            record_use(tier, metrics, kind, digest).await;
+        }
         Err(error) => {
             metrics.tier_write(TierWrite::Error);
             tracing::warn!(%digest, error = %error_chain(&error), "cannot upload to the shared tier");

@@ -14,6 +14,7 @@ use crate::http::{Body, CacheStatus, empty_body, full_body};
 use crate::http::{insert_digest_headers, upstream_headers};
 use crate::oci::Digest;
 use crate::store::{FlightKey, StoredManifest, Turn};
+use crate::tier::Kind;
 
 /// A stored manifest as the answer to a `GET` or `HEAD`.
 pub(super) fn serve_manifest(
@@ -64,7 +65,10 @@ pub(super) async fn by_digest(
     }
     let key = FlightKey::Manifest(digest.clone());
     let permit = match store.single_flight(key, FOLLOWER_WAIT, look).await {
-        Turn::Found(manifest) => return serve_manifest(manifest, digest, false, CacheStatus::Hit),
+        Turn::Found(manifest) => {
+            super::bucket::used(hoard, Kind::Manifest, digest);
+            return serve_manifest(manifest, digest, false, CacheStatus::Hit);
+        }
         Turn::Lead { permit, .. } => permit,
     };
     let headers = upstream_headers(request.headers());

@@ -376,10 +376,17 @@ impl Provenance {
         self.resume.take()
     }
 
-    /// After the blob was verified and stored: what came from a registry goes up to the tier.
+    /// After the blob was verified and stored: what came from a registry goes up to the tier,
+    /// what came from the tier renews its use there.
     pub(super) fn stored(&self, digest: &Digest, store: &Store) {
-        if let (Source::Registry, Some(tier)) = (self.source, &self.tier) {
-            bucket::upload_blob(tier, &self.metrics, digest, store);
+        match (self.source, &self.tier) {
+            (Source::Registry, Some(tier)) => {
+                bucket::upload_blob(tier, &self.metrics, digest, store);
+            }
+            (Source::Tier, Some(tier)) => {
+                bucket::renew(tier, &self.metrics, crate::tier::Kind::Blob, digest);
+            }
+            _ => {}
         }
     }
 

@@ -20,6 +20,7 @@ use crate::http::{Body, CacheStatus, DOCKER_CONTENT_DIGEST, empty_body, insert_d
 use crate::http::{pass_through, upstream_headers};
 use crate::oci::{Digest, accepts};
 use crate::store::{FlightKey, StoredManifest, TagEntry, Turn};
+use crate::tier::Kind;
 use crate::upstream::upstream_error;
 
 /// A HEAD answered from the tag map alone.
@@ -75,6 +76,7 @@ pub(super) async fn by_tag(
             }
             if let Some(manifest) = stored {
                 let digest = &entry.digest;
+                super::bucket::used(hoard, Kind::Manifest, digest);
                 return ControlFlow::Break(serve_manifest(
                     manifest,
                     digest,
@@ -181,6 +183,7 @@ pub(super) async fn by_tag(
         return serve_tag_head(&fresh, cache);
     }
     if let Some(manifest) = store.manifest(&fresh.digest).await {
+        super::bucket::used(hoard, Kind::Manifest, &fresh.digest);
         return serve_manifest(manifest, &fresh.digest, false, CacheStatus::Revalidated);
     }
     let Some(by_digest) = sources.of_manifest(&fresh.digest) else {

@@ -26,6 +26,7 @@ fn every_family() -> String {
     m.set_peers(1, 0);
     m.tier_read(TierRead::Hit);
     m.tier_write(TierWrite::Created);
+    m.tier_use_record(TierWrite::Created);
     let text = m.encode();
     let families = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
     let registered = include_str!("metrics.rs")

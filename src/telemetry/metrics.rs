@@ -1,7 +1,6 @@
 //! The Prometheus side: requests by cache status and bytes by source, each by listener (`via`:
-//! proxy, mirror or fleet), upstream requests, auth
-//! failures, connections, fills and store gauges, exposed on the admin listener at `/metrics`.
-//! Each family's labels are a type (see `labels.rs`).
+//! proxy, mirror or fleet), upstream requests, auth failures, connections, fills, the shared tier
+//! and store gauges, exposed on the admin listener at `/metrics`. Labels are types (`labels.rs`).
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -42,6 +41,7 @@ pub(crate) struct Metrics {
     peers: Family<PeerStateLabel, Gauge>,
     tier_reads: Family<TierReadLabel, Counter>,
     tier_writes: Family<TierWriteLabel, Counter>,
+    tier_use_records: Family<TierWriteLabel, Counter>,
     /// Set from the store, the CA and the fills just before each scrape.
     pub store_bytes: Gauge,
     pub store_entries: Gauge,
@@ -87,6 +87,7 @@ impl Metrics {
             peers: Family::default(),
             tier_reads: Family::default(),
             tier_writes: Family::default(),
+            tier_use_records: Family::default(),
             store_bytes: Gauge::default(),
             store_entries: Gauge::default(),
             store_reserved_bytes: Gauge::default(),
@@ -238,6 +239,11 @@ impl Metrics {
              (created, already_there, error)",
             m.tier_writes.clone(),
         );
+        registry.register(
+            "tier_use_records",
+            "Use records written to the shared S3 tier, by result (created, error)",
+            m.tier_use_records.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -369,6 +375,13 @@ impl Metrics {
     /// Counts an upload to the shared tier.
     pub(crate) fn tier_write(&self, result: TierWrite) {
         self.tier_writes
+            .get_or_create(&TierWriteLabel { result })
+            .inc();
+    }
+
+    /// Counts a use record written to the shared tier, or not.
+    pub(crate) fn tier_use_record(&self, result: TierWrite) {
+        self.tier_use_records
             .get_or_create(&TierWriteLabel { result })
             .inc();
     }

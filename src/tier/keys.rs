@@ -1,11 +1,12 @@
 //! Where objects sit in the bucket: `<prefix>/blobs/<algorithm>/<first two hex>/<hex>` and the
 //! same under `manifests/`, as the local store lays out its files (`store/layout.rs`), so an
-//! operator finds a digest in either place the same way.
+//! operator finds a digest in either place the same way. An object's use record (`uses.rs`) is the
+//! same path under `<prefix>/used/`.
 
 use crate::oci::Digest;
 
 /// Which half of the layout an object is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// Under `blobs/`.
     Blob,
@@ -32,12 +33,29 @@ pub(super) fn folder(prefix: &str, kind: Kind) -> String {
     }
 }
 
+/// The folder of the use records of `kind`: `<prefix>/used/blobs` (or `used/blobs`).
+pub(super) fn used_folder(prefix: &str, kind: Kind) -> String {
+    if prefix.is_empty() {
+        format!("used/{}", kind.as_str())
+    } else {
+        format!("{prefix}/used/{}", kind.as_str())
+    }
+}
+
 /// The key of `digest`'s object of `kind`.
 pub(super) fn key(prefix: &str, kind: Kind, digest: &Digest) -> String {
+    in_folder(&folder(prefix, kind), digest)
+}
+
+/// The key of the use record of `digest`'s object of `kind`.
+pub(super) fn used_key(prefix: &str, kind: Kind, digest: &Digest) -> String {
+    in_folder(&used_folder(prefix, kind), digest)
+}
+
+fn in_folder(folder: &str, digest: &Digest) -> String {
     let hex = digest.hex();
     format!(
-        "{}/{}/{}/{hex}",
-        folder(prefix, kind),
+        "{folder}/{}/{}/{hex}",
         digest.algorithm().as_str(),
         &hex[..2]
     )
@@ -55,10 +73,10 @@ pub(super) fn tag_key(prefix: &str, registry: &str, repo: &str, tag: &str) -> St
     format!("{folder}/{registry}/{repo}/{tag}")
 }
 
-/// The digest whose object of `kind` has `key`; `None` for a key that is not in the layout
-/// (something else under the prefix: never listed, never pruned).
-pub(super) fn parse(prefix: &str, kind: Kind, key: &str) -> Option<Digest> {
-    let rest = key.strip_prefix(&folder(prefix, kind))?.strip_prefix('/')?;
+/// The digest `key` names in `folder` (the objects of a kind, or their use records); `None` for a
+/// key that is not in the layout (something else under the prefix: never listed, never pruned).
+pub(super) fn parse_in(folder: &str, key: &str) -> Option<Digest> {
+    let rest = key.strip_prefix(folder)?.strip_prefix('/')?;
     let mut parts = rest.split('/');
     let (algorithm, fan, hex) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() || hex.get(..2) != Some(fan) {
@@ -82,11 +100,24 @@ mod tests {
             manifest,
             format!("fleet/a/manifests/sha256/{}/{hex}", &hex[..2])
         );
-        assert_eq!(parse("", Kind::Blob, &blob), Some(digest.clone()));
         assert_eq!(
-            parse("fleet/a", Kind::Manifest, &manifest),
+            parse_in(&folder("", Kind::Blob), &blob),
             Some(digest.clone())
         );
+        assert_eq!(
+            parse_in(&folder("fleet/a", Kind::Manifest), &manifest),
+            Some(digest.clone())
+        );
+        let used = used_key("fleet/a", Kind::Blob, &digest);
+        assert_eq!(
+            used,
+            format!("fleet/a/used/blobs/sha256/{}/{hex}", &hex[..2])
+        );
+        assert_eq!(
+            parse_in(&used_folder("fleet/a", Kind::Blob), &used),
+            Some(digest.clone())
+        );
+        assert_eq!(parse_in(&folder("fleet/a", Kind::Blob), &used), None);
         for foreign in [
             manifest.as_str(),
             "blobs/sha256/00/x",
@@ -96,7 +127,11 @@ mod tests {
             &format!("blobs/sha256/{}/{hex}/more", &hex[..2]),
             &format!("blobs/md5/{}/{hex}", &hex[..2]),
         ] {
-            assert_eq!(parse("", Kind::Blob, foreign), None, "{foreign}");
+            assert_eq!(
+                parse_in(&folder("", Kind::Blob), foreign),
+                None,
+                "{foreign}"
+            );
         }
     }
 }

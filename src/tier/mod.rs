@@ -11,6 +11,12 @@
 //! manifest here, whole, before it is returned. A manifest's media type is the object's
 //! `Content-Type`. Reads are in `reads.rs`, uploads and deletes in `writes.rs`.
 //!
+//! The bucket learns what the fleet uses: each object has a use record, an empty object at the
+//! same path under `<prefix>/used/` whose `Last-Modified` is the last time a node served the
+//! object (written in the background, at most once a day per node and object: `uses.rs`); an
+//! upload counts as a use by itself. `hoard cache prune --s3` removes what neither was renewed
+//! in.
+//!
 //! The requests are signed (SigV4) by the `object_store` crate, path-style when an endpoint is
 //! configured. Failures are quick (two retries within 10 s): a slow tier must not hold a pull
 //! that the registry could serve.
@@ -18,6 +24,7 @@
 pub mod keys;
 mod reads;
 mod skips;
+mod uses;
 mod writes;
 
 use std::path::PathBuf;
@@ -54,6 +61,8 @@ pub struct S3Tier {
     prefix: String,
     /// Digests found corrupt here lately, not read for a while.
     skips: Arc<skips::Skips>,
+    /// The use records this node wrote lately.
+    uses: Arc<uses::Uses>,
 }
 
 /// What an upload did.
@@ -94,7 +103,8 @@ pub struct TierObject {
     pub digest: Digest,
     /// Its length in bytes.
     pub size: u64,
-    /// When it was uploaded (S3's `Last-Modified`; reads do not change it).
+    /// When it was uploaded (S3's `Last-Modified`; reads do not change it), or for a use
+    /// record, when it was last renewed.
     pub last_modified: SystemTime,
 }
 
@@ -196,6 +206,7 @@ impl S3Tier {
             store: Arc::new(store),
             prefix: config.prefix.clone(),
             skips: Arc::default(),
+            uses: Arc::default(),
         })
     }
 
@@ -210,9 +221,26 @@ impl S3Tier {
         self.skips.skipped(digest)
     }
 
+    /// Whether this node is to renew the use record of `digest`'s object of `kind` now (it has
+    /// not within a day); if so, it counts as renewed.
+    pub(crate) fn use_due(&self, kind: Kind, digest: &Digest) -> bool {
+        self.uses.due(kind, digest)
+    }
+
+    /// Notes that this node uploads `digest`'s object of `kind`: the upload is its use for the
+    /// day, no record needed.
+    pub(crate) fn uploaded(&self, kind: Kind, digest: &Digest) {
+        self.uses.note(kind, digest);
+    }
+
     /// The key of `digest`'s object of `kind` in the bucket.
     pub fn key(&self, kind: Kind, digest: &Digest) -> String {
         keys::key(&self.prefix, kind, digest)
+    }
+
+    /// The key of the use record of `digest`'s object of `kind`.
+    pub fn used_key(&self, kind: Kind, digest: &Digest) -> String {
+        keys::used_key(&self.prefix, kind, digest)
     }
 }
 

@@ -101,14 +101,29 @@ impl S3Tier {
     /// Every object of `kind` in the layout, in the bucket's order (keys that are not in the
     /// layout are left out). Listing pages through the bucket as the stream is read.
     pub fn list(&self, kind: Kind) -> impl Stream<Item = Result<TierObject, TierError>> + use<> {
-        let folder = keys::folder(&self.prefix, kind);
-        let prefix = self.prefix.clone();
+        self.list_in(keys::folder(&self.prefix, kind), kind)
+    }
+
+    /// Every use record of objects of `kind`: the digest it is for, and when it was last renewed.
+    pub fn list_used(
+        &self,
+        kind: Kind,
+    ) -> impl Stream<Item = Result<TierObject, TierError>> + use<> {
+        self.list_in(keys::used_folder(&self.prefix, kind), kind)
+    }
+
+    fn list_in(
+        &self,
+        folder: String,
+        kind: Kind,
+    ) -> impl Stream<Item = Result<TierObject, TierError>> + use<> {
+        let listed = folder.clone();
         self.store
             .list(Some(&Key::from(folder.as_str())))
-            .map_err(move |source| request("LIST", folder.clone(), source))
+            .map_err(move |source| request("LIST", listed.clone(), source))
             .try_filter_map(move |meta| {
                 let object =
-                    keys::parse(&prefix, kind, meta.location.as_ref()).map(|digest| TierObject {
+                    keys::parse_in(&folder, meta.location.as_ref()).map(|digest| TierObject {
                         kind,
                         digest,
                         size: meta.size,
@@ -116,6 +131,21 @@ impl S3Tier {
                     });
                 std::future::ready(Ok(object))
             })
+    }
+
+    /// When the use record of `digest`'s object of `kind` was last renewed (a HEAD); `None`
+    /// when it has none.
+    pub async fn used_at(
+        &self,
+        kind: Kind,
+        digest: &Digest,
+    ) -> Result<Option<std::time::SystemTime>, TierError> {
+        let key = self.used_key(kind, digest);
+        match self.store.head(&Key::from(key.as_str())).await {
+            Ok(meta) => Ok(Some(meta.last_modified.into())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(request("HEAD", key, source)),
+        }
     }
 
     /// A GET; `None` for an object that is not there.

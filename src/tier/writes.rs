@@ -1,5 +1,5 @@
 //! Writing the bucket: blob and manifest uploads (conditional creates, checked against their
-//! digest first), tag records, and deletes.
+//! digest first), tag records, use records, and deletes.
 
 use std::path::Path;
 
@@ -130,9 +130,31 @@ impl S3Tier {
         }
     }
 
+    /// Renews the use record of `digest`'s object of `kind`: an empty object, written whether
+    /// or not there is one (its `Last-Modified` is what counts).
+    pub async fn put_used(&self, kind: Kind, digest: &Digest) -> Result<(), TierError> {
+        let key = self.used_key(kind, digest);
+        match self
+            .store
+            .put(&Key::from(key.as_str()), PutPayload::new())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(source) => Err(request("PUT", key, source)),
+        }
+    }
+
     /// Deletes `digest`'s object of `kind`; one that is not there is no error.
     pub async fn delete(&self, kind: Kind, digest: &Digest) -> Result<(), TierError> {
-        let key = self.key(kind, digest);
+        self.delete_key(self.key(kind, digest)).await
+    }
+
+    /// Deletes the use record of `digest`'s object of `kind`; none is no error.
+    pub async fn delete_used(&self, kind: Kind, digest: &Digest) -> Result<(), TierError> {
+        self.delete_key(self.used_key(kind, digest)).await
+    }
+
+    async fn delete_key(&self, key: String) -> Result<(), TierError> {
         match self.store.delete(&Key::from(key.as_str())).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(source) => Err(request("DELETE", key, source)),

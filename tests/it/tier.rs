@@ -1,7 +1,7 @@
 //! The shared S3-API tier against a real engine (SeaweedFS, `common::seaweed`): blobs and
 //! manifests round trip, uploads are conditional creates, a corrupt object never reaches a reader
 //! whole, `hoard cache prune --s3` removes only old objects, and a bad `[store.s3]` is refused on
-//! one line.
+//! one line. Retention by use (use records, `prune --s3 --unused-for`) is in `tier/uses.rs`.
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -440,6 +440,8 @@ fn a_bad_store_s3_section_is_refused_on_one_line() {
     );
 }
 
+mod uses;
+
 // ---------------------------------------------------------------------------------------------
 // The tier in the fill path: hoard nodes in front of the fixture registry and one bucket.
 
@@ -452,7 +454,7 @@ mod in_the_fill_path {
     const MIRROR: &str = "listen = \"127.0.0.1:0\"";
 
     /// A hoard node on the bucket under `prefix`, reached by its mirror port.
-    async fn node(registry: &Registry, seaweed: &Seaweed, prefix: &str) -> Proxy {
+    pub(super) async fn node(registry: &Registry, seaweed: &Seaweed, prefix: &str) -> Proxy {
         let keys = tempfile::tempdir().unwrap();
         let node = Proxy::builder(registry)
             .mirror(MIRROR)
@@ -463,7 +465,7 @@ mod in_the_fill_path {
         node
     }
 
-    async fn pull(node: &Proxy, path: &str) -> reqwest::Response {
+    pub(super) async fn pull(node: &Proxy, path: &str) -> reqwest::Response {
         reqwest::Client::builder()
             .no_proxy()
             .build()
@@ -475,7 +477,7 @@ mod in_the_fill_path {
     }
 
     /// Waits up to 10 s for `check` (uploads run in the background).
-    async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    pub(super) async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !check().await {
             assert!(Instant::now() < deadline, "{what}");
@@ -518,6 +520,19 @@ mod in_the_fill_path {
                 .is_some()
         })
         .await;
+        // An upload is its object's use for the day: A's hits on its disk write no use record.
+        pull(&a, "/v2/team/app/manifests/v1")
+            .await
+            .bytes()
+            .await
+            .unwrap();
+        for digest in &digests {
+            let got = pull(&a, &format!("/v2/team/app/blobs/{digest}")).await;
+            got.bytes().await.unwrap();
+        }
+        let records = "hoard_tier_use_records_total";
+        let metrics = a.admin("/metrics").await;
+        assert!(!metrics.contains(records), "{metrics}");
 
         registry.set_mode(Mode::Down);
         let before = registry.seen().len();
@@ -558,6 +573,20 @@ mod in_the_fill_path {
             page.contains("<tr><td>reads</td><td>4</td><td>0</td>"),
             "the status page counts the tier's reads: {page}"
         );
+        // What B read from the bucket renews its use there: the manifest and the two blobs.
+        let created = format!("{records}{{result=\"created\"}}");
+        eventually("B's use records", async || {
+            crate::common::sample(&b.admin("/metrics").await, &created) == 3.0
+        })
+        .await;
+        let used = [(Kind::Manifest, manifest_digest.clone())]
+            .into_iter()
+            .chain(digests.iter().map(|d| (Kind::Blob, digest_of_text(d))));
+        let raw = raw_bucket(&seaweed);
+        for (kind, digest) in used {
+            let key = object_store::path::Path::from(tier.used_key(kind, &digest).as_str());
+            assert_eq!(raw.head(&key).await.unwrap().size, 0, "{key}");
+        }
     }
 
     /// A blob of `size` bytes added to `registry`, and a copy of it with one byte changed put in
