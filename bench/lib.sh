@@ -361,7 +361,8 @@ image_registry() { # port -> DIGESTS, UP_PORT, UP_LOG: LAYERS random layers of L
 # pull_burst <name> <endpoint...>: CLIENTS clients at once, client i on endpoint i mod n, each
 # one curl pulling every layer in turn (starting at its own) over one connection. An endpoint is
 # a mirror listener: a port on 127.0.0.1, addr:port, or ns/addr:port to reach it from that network
-# namespace. Sets SECS (wall time) or fails the run. Uses LAYERS, LAYER_MIB, DIGESTS, REPO, HOST.
+# namespace. Sets SECS (wall time), FIRST_BYTE and FIRST_LAYER (the clients' medians, s) or fails
+# the run. Uses LAYERS, LAYER_MIB, DIGESTS, REPO, HOST.
 pull_burst() {
     local name=$1 i k ep t0 t1 bad=0 pids=() eps args pre
     shift
@@ -376,20 +377,23 @@ pull_burst() {
         done
         pre=()
         case "$ep" in */*) pre=(ip netns exec "${ep%%/*}") ;; esac
-        "${pre[@]}" curl -sS --max-time 600 -w '%{http_code} %{size_download}\n' "${args[@]}" \
+        "${pre[@]}" curl -sS --max-time 600 -w '%{http_code} %{size_download} %{time_starttransfer} %{time_total}\n' "${args[@]}" \
             >"$WORK/logs/$name.$i" 2>"$WORK/logs/$name.$i.err" &
         pids+=($!)
     done
     for i in "${!pids[@]}"; do wait "${pids[$i]}" || bad=1; done
     t1=$(date +%s%N)
     for i in $(seq 0 $((CLIENTS - 1))); do
-        if [ "$(grep -c "^200 $((LAYER_MIB * MIB))$" "$WORK/logs/$name.$i")" != $LAYERS ]; then
+        if [ "$(grep -c "^200 $((LAYER_MIB * MIB)) " "$WORK/logs/$name.$i")" != $LAYERS ]; then
             bad=1
             log "$name: client $i: $(tr '\n' ' ' <"$WORK/logs/$name.$i") $(tr '\n' ' ' <"$WORK/logs/$name.$i.err")"
         fi
     done
     [ $bad = 0 ] || die "$name: a client failed"
     SECS=$(awk -v ns=$((t1 - t0)) 'BEGIN {printf "%.2f", ns / 1e9}')
+    # Each client's first layer: its first byte and its end (the median over the clients).
+    FIRST_BYTE=$(median_of "$(for i in $(seq 0 $((CLIENTS - 1))); do awk 'NR == 1 {print $3}' "$WORK/logs/$name.$i"; done)")
+    FIRST_LAYER=$(median_of "$(for i in $(seq 0 $((CLIENTS - 1))); do awk 'NR == 1 {print $4}' "$WORK/logs/$name.$i"; done)")
 }
 
 # Bytes of blob GETs the registry has sent so far (UP_LOG, its access log: the combined format's

@@ -138,11 +138,34 @@ fleet_counts() { # namespace-suffix -> "peer reads R, answered for peers A, dupl
         END {printf "peer reads %d, answered for peers %d, duplicate fetches %d, registry requests %d", r, a, d, u}'
 }
 
+nodes_ticks() { # CPU ticks the nodes of NODE_PIDS have used
+    local p t=0
+    for p in "${NODE_PIDS[@]}"; do t=$((t + $(cpu_ticks "$p"))); done
+    echo $t
+}
+children_cpu() { # CPU seconds of this shell's waited-for children (the clients), from bash's
+                  # `times` (in this shell: in $(...) it would count the subshell's children)
+    times >"$WORK/times"
+    CHILDREN_CPU=$(awk 'NR == 2 {for (i = 1; i <= 2; i++) {split($i, a, /[ms]/); s += a[1] * 60 + a[2]}} END {printf "%.2f", s}' "$WORK/times")
+}
+# The uplink's busy time: one process in the registry's namespace samples its veth's sent bytes
+# every 50 ms; uplink_busy gives the last moment, from $1 (EPOCHREALTIME), that it sent more than
+# 64 KiB in a sample: when the registry's last bytes left.
+uplink_sampler() {
+    ip netns exec "$REG_NS" bash -c 'while :; do echo "$EPOCHREALTIME $(</sys/class/net/eth0/statistics/tx_bytes)"; sleep 0.05; done' \
+        >"$WORK/logs/uplink.samples" &
+    SAMPLER=$!
+}
+uplink_busy() {
+    stop_pid $SAMPLER
+    awk -v t0="$1" 'NR > 1 && $2 - b > 65536 {last = $1} {b = $2} END {printf "%.2f", last ? last - t0 : 0}' "$WORK/logs/uplink.samples"
+}
+
 # cold <case> <label> <nodes> [fleet]: one run of a cold burst through new nodes in the first
 # <nodes> namespaces, CLIENTS clients spread over them; adds <case>_s, _up (registry's access log)
 # and _tc (tbf's bytes).
 cold() {
-    local c=$1 label=$2 k=$3 fleet=${4:-} n eps=() up0 tc0
+    local c=$1 label=$2 k=$3 fleet=${4:-} n eps=() up0 tc0 cpu0 kids0 t0
     log "run $run of $RUNS: cold burst through $label"
     sync
     NODE_PIDS=()
@@ -154,13 +177,23 @@ cold() {
     done
     up0=$(upstream_settled)
     tc0=$(uplink_sent)
+    cpu0=$(nodes_ticks)
+    children_cpu; kids0=$CHILDREN_CPU
+    uplink_sampler
+    t0=$EPOCHREALTIME
     pull_burst "$c-$run" "${eps[@]}"
+    add_value "${c}_busy" "$(uplink_busy "$t0")"
+    children_cpu
+    add_value "${c}_kids" "$(awk -v a="$CHILDREN_CPU" -v b="$kids0" 'BEGIN {printf "%.1f", a - b}')"
+    add_value "${c}_cpu" "$(awk -v a="$(nodes_ticks)" -v b="$cpu0" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", (a - b) / hz}')"
     for n in "${NODES[@]:0:$k}"; do
         COUNTS[$c.$n]=$(fleet_counts "$n")
         log "$c $n: ${COUNTS[$c.$n]}"
     done
     for n in "${NODE_PIDS[@]}"; do stop_pid "$n"; done
     add_value "${c}_s" "$SECS"
+    add_value "${c}_fb" "$(printf '%.3f' "$FIRST_BYTE")"
+    add_value "${c}_fl" "$(printf '%.2f' "$FIRST_LAYER")"
     add_value "${c}_up" $(($(upstream_settled) - up0))
     add_value "${c}_tc" $(($(uplink_sent) - tc0))
 }
@@ -181,9 +214,11 @@ LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 over_image() { # bytes-values -> their median over the image's size
     awk -v u="$(median_of "$1")" -v i=$IMAGE_BYTES 'BEGIN {if (u == "-") print "-"; else printf "%.2f", u / i}'
 }
+ROW='| %-32s | %8s | %11s | %6s | %6s | %6s | %5s | %5s | %8s | %8s |\n'
+med() { median_of "${VALS[$1]:-}"; }
 row() { # label case
-    printf '| %-44s | %8s | %11s | %14s | %12s |\n' "$1" "$(median_of "${VALS[${2}_s]:-}")" \
-        "$(spread_of "${VALS[${2}_s]:-}")" "$(over_image "${VALS[${2}_up]:-}")x" "$(over_image "${VALS[${2}_tc]:-}")x"
+    printf "$ROW" "$1" "$(med ${2}_s)" "$(spread_of "${VALS[${2}_s]:-}")" "$(med ${2}_fb)" "$(med ${2}_fl)" "$(med ${2}_busy)" \
+        "$(med ${2}_cpu)" "$(med ${2}_kids)" "$(over_image "${VALS[${2}_up]:-}")x" "$(over_image "${VALS[${2}_tc]:-}")x"
 }
 floor=$(awk -v b=$IMAGE_BYTES -v m="$UPLINK" 'BEGIN {printf "%.2f", b * 8 / (m * 1e6)}')
 echo "hoard fleet across links (bench/fleet.sh --netns), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, kernel $(uname -r)"
@@ -191,22 +226,25 @@ echo "$("$HOARD" --version), commit $(git -C "$REPO_DIR" rev-parse --short HEAD)
 echo "mode: $MODE, $RUNS run(s), took $(($(date +%s) - T0)) s; load average at start $LOAD0, at end $LOAD1"
 echo
 echo "Image: $LAYERS layers of $LAYER_MIB MiB ($((IMAGE_BYTES / MIB)) MiB). $CLIENTS clients at once, $PER_NODE in each node's"
-echo "namespace (all $CLIENTS in one for the one-node row), each a curl pulling every layer from its node's"
-echo "mirror port. The registry: one uplink of $UPLINK Mbit/s (tbf on its veth; the image alone takes $floor s"
-echo "at that rate); nodes on an unshaped bridge. Wall time: median and min-max of the runs. Upstream:"
-echo "the registry's blob bytes (its access log) and the uplink's bytes (tbf's counter, with TCP/IP and TLS),"
+echo "namespace (all $CLIENTS in one for the one-node row), each a curl pulling every layer in turn (its"
+echo "first the layer of its number mod $LAYERS) from its node's mirror port. The registry: one uplink of"
+echo "$UPLINK Mbit/s (tbf on its veth; the image alone takes $floor s at that rate); nodes on an unshaped bridge."
+echo "wall (s): median and min-max of the runs. 1st B, 1st L (s): when a client had the first byte and"
+echo "all of its first layer (median of the clients). link (s): when the uplink sent its last bytes."
+echo "hoard, curl: CPU seconds of the hoard nodes and of the clients."
+echo "upstream: the registry's blob bytes (its access log); uplink: tbf's bytes (with TCP/IP and TLS);"
 echo "medians, over the image's size."
 echo
-printf '| %-44s | %8s | %11s | %14s | %12s |\n' case "wall (s)" "min-max" "upstream bytes" "uplink bytes"
-printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' $(seq 46))" ---------- ------------- ---------------- --------------
-row "cold burst, three nodes in a fleet" fleet
-row "cold burst, three nodes alone (reference)" alone
-row "cold burst, one node, $CLIENTS clients" one
+printf "$ROW" case "wall (s)" "min-max" "1st B" "1st L" "link" hoard curl upstream uplink
+printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' $(seq 34))" ---------- ------------- -------- -------- -------- ------- ------- ---------- ----------
+row "three nodes in a fleet" fleet
+row "three nodes alone (reference)" alone
+row "one node, $CLIENTS clients" one
 echo
 echo "Each fleet node in the last run (its /metrics):"
 for n in "${NODES[@]}"; do echo "  $n ($(node_addr "$n")): ${COUNTS[fleet.$n]:--}"; done
 echo
-speedup=$(awk -v a="$(median_of "${VALS[alone_s]:-}")" -v f="$(median_of "${VALS[fleet_s]:-}")" \
+speedup=$(awk -v a="$(med alone_s)" -v f="$(med fleet_s)" \
     'BEGIN {if (a == "-" || f == "-" || f == 0) print "-"; else printf "%.2f", a / f}')
 # The bytes target takes the worst run, not the median.
 worst=$(printf '%s\n' ${VALS[fleet_up]:-} | sort -g | tail -n 1)
