@@ -10,12 +10,18 @@
 #   bench/fleet.sh --quick    4 layers of 16 MiB, 1 run (a fast check that everything works)
 #   options: --runs N  --link MiB/s  --keep (keep the work folder)  --workdir DIR
 #
+#   bench/fleet.sh --netns    the fleet across links (issue 25, bench/netns.sh; root): registry and
+#                             nodes in network namespaces, 48 clients, 4 layers of 32 MiB (--quick
+#                             8 MiB), 3 runs (--quick 1); --uplink Mbit/s (default 200)
+#
 # The report goes to stdout; progress and errors go to stderr. See docs/benchmarks.md.
 set -uo pipefail
 
 MODE=full
 RUNS=
 LINK=100
+NETNS=0
+UPLINK=200
 KEEP=0
 BASE=${TMPDIR:-/tmp}
 while [ $# -gt 0 ]; do
@@ -23,13 +29,19 @@ while [ $# -gt 0 ]; do
         --quick) MODE=quick ;;
         --runs) RUNS=$2; shift ;;
         --link) LINK=$2; shift ;;
+        --netns) NETNS=1 ;;
+        --uplink) UPLINK=$2; shift ;;
         --keep) KEEP=1 ;;
         --workdir) BASE=$2; shift ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
+if [ "$NETNS" = 1 ]; then
+    . "$(dirname "$0")/netns.sh"
+    exit 0
+fi
 
 MIB=1048576
 LAYERS=4
@@ -57,39 +69,9 @@ openssl rand -hex 32 >"$WORK/fleet.secret"
 # The image's layers, pushed into the upstream registry (its access log on: it counts the bytes
 # each run fetched).
 
-log "writing $LAYERS random layers of $LAYER_MIB MiB"
-DIGESTS=()
-for i in $(seq $LAYERS); do
-    make_blob "layer$i" $LAYER_MIB
-    v="layer${i}_DIGEST"
-    DIGESTS+=("${!v}")
-done
-UP_PORT=$(free_port)
-BENCH_REGISTRY_LOG=info start_registry upstream "$UP_PORT" "$WORK/upstream-storage"
-UP_LOG="$WORK/logs/upstream.log"
-for i in $(seq $LAYERS); do push_blob "$WORK/files/layer$i" "${DIGESTS[$((i - 1))]}"; done
+image_registry "$(free_port)"
 LINK_PORT=$(free_port)
 start_link link "$LINK_PORT" "$LINK"
-
-# Bytes of blob GETs the registry has sent so far (its access log: the combined format's size;
-# summed as a float: mawk's %d stops at 2^31). A line is written when its request ends, so a run's
-# bytes are read after its nodes have stopped, once the log has stopped growing.
-upstream_bytes() {
-    awk '/"GET \/v2\/[^ ]*\/blobs\/sha256:/ { for (i = 1; i < NF; i++) if ($i ~ /^[0-9][0-9][0-9]$/ && $(i + 1) ~ /^[0-9]+$/ && $(i - 1) ~ /HTTP\/[0-9.]+"$/) { s += $(i + 1); break } }
-         END { printf "%.0f", s }' "$UP_LOG"
-}
-
-upstream_settled() {
-    local a b i
-    b=$(upstream_bytes)
-    for i in $(seq 50); do
-        sleep 0.2
-        a=$(upstream_bytes)
-        [ "$a" = "$b" ] && break
-        b=$a
-    done
-    echo "$b"
-}
 
 # ---------------------------------------------------------------------------------------------
 # SeaweedFS, the shared tier: `weed mini` on loopback ports, one access key, its bucket.
@@ -133,29 +115,7 @@ printf '%s\n' "$S3_SECRET" >"$WORK/s3-secret"
 start_node() { # name [self] [s3 prefix] -> PID, MIRROR (port), ADMIN (port)
     local cfg="$WORK/$1.toml" lg="$WORK/logs/$1.log" port
     port=$(free_port); MIRROR=$(free_port); ADMIN=$(free_port)
-    cat >"$cfg" <<EOF
-[proxy]
-listen = "127.0.0.1:$port"
-[ca]
-dir = "$WORK/hoard-ca"
-[cache]
-dir = "$WORK/$1-cache"
-max_size = "50GiB"
-min_free = "0"
-[intercept]
-hosts = ["$HOST"]
-[upstream]
-extra_ca_files = ["$CA"]
-resolve = { "$HOST" = "127.0.0.1:$LINK_PORT" }
-[admin]
-listen = "127.0.0.1:$ADMIN"
-[mirror]
-listen = "127.0.0.1:$MIRROR"
-EOF
-    if [ -n "${2:-}" ]; then
-        printf '[fleet]\npeers = [%s]\nself = "%s"\nlisten = "%s"\nsecret_file = "%s"\n' \
-            "$FLEET" "$2" "$2" "$WORK/fleet.secret" >>"$cfg"
-    fi
+    node_toml "$cfg" "$WORK/$1-cache" 127.0.0.1 "$port" "$MIRROR" "$ADMIN" "127.0.0.1:$LINK_PORT" "${2:-}"
     if [ -n "${3:-}" ]; then
         printf '[store.s3]\nendpoint = "http://127.0.0.1:%s"\nallow_http = true\nbucket = "hoard"\nprefix = "%s"\naccess_key_id_file = "%s"\nsecret_access_key_file = "%s"\n' \
             "$S3_PORT" "$3" "$WORK/s3-key-id" "$WORK/s3-secret" >>"$cfg"
@@ -166,40 +126,6 @@ EOF
     if [ -n "${2:-}" ]; then wait_port $PID "${2#*:}" "$1 (peers)" "$lg" || die "$1 did not start"; fi
 }
 
-# burst <name> <mirror ports...>: CLIENTS clients at once, client i on port i mod n, each pulling
-# every layer in turn (starting at its own); sets SECS (wall time) or fails the run.
-burst() {
-    local name=$1 i k j port t0 t1 bad=0 pids=() ports
-    shift
-    ports=("$@")
-    t0=$(date +%s%N)
-    for i in $(seq 0 $((CLIENTS - 1))); do
-        port=${ports[$((i % ${#ports[@]}))]}
-        (
-            for k in $(seq 0 $((LAYERS - 1))); do
-                j=$(((i + k) % LAYERS))
-                curl -sS -o /dev/null --max-time 600 -w '%{http_code} %{size_download}\n' \
-                    "http://127.0.0.1:$port/v2/$REPO/blobs/${DIGESTS[$j]}?ns=$HOST"
-            done
-        ) >"$WORK/logs/$name.$i" 2>"$WORK/logs/$name.$i.err" &
-        pids+=($!)
-    done
-    for i in "${!pids[@]}"; do wait "${pids[$i]}" || bad=1; done
-    t1=$(date +%s%N)
-    for i in $(seq 0 $((CLIENTS - 1))); do
-        if [ "$(grep -c "^200 $((LAYER_MIB * MIB))$" "$WORK/logs/$name.$i")" != $LAYERS ]; then
-            bad=1
-            log "$name: client $i: $(tr '\n' ' ' <"$WORK/logs/$name.$i") $(tr '\n' ' ' <"$WORK/logs/$name.$i.err")"
-        fi
-    done
-    [ $bad = 0 ] || die "$name: a client failed"
-    SECS=$(awk -v ns=$((t1 - t0)) 'BEGIN {printf "%.2f", ns / 1e9}')
-}
-
-# Figures per case: its runs' values, one "value" per run.
-declare -A VALS
-add() { VALS[$1]="${VALS[$1]:-} $2"; log "$1: $2"; }
-median() { printf '%s\n' $1 | sort -g | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]; else print "-"}'; }
 mibs() { awk -v b="$1" -v s="$2" -v m=$MIB 'BEGIN {printf "%.0f", b / m / s}'; }
 
 stop_nodes() { local p; for p in "$@"; do stop_pid "$p"; done; }
@@ -212,9 +138,9 @@ for run in $(seq "$RUNS"); do
     sync
     start_node "one-$run"; P1=$PID; M1=$MIRROR
     before=$(upstream_settled)
-    burst "one-$run" "$M1"
+    pull_burst "one-$run" "$M1"
     stop_nodes $P1
-    add one_s "$SECS"; add one_up $(($(upstream_settled) - before))
+    add_value one_s "$SECS"; add_value one_up $(($(upstream_settled) - before))
 
     log "run $run of $RUNS: cold burst through three nodes in a fleet"
     sync
@@ -223,18 +149,18 @@ for run in $(seq "$RUNS"); do
     pids=(); mirrors=()
     for n in 0 1 2; do start_node "fleet-$run-$n" "${peers[$n]}"; pids+=($PID); mirrors+=($MIRROR); done
     before=$(upstream_settled)
-    burst "fleet-$run" "${mirrors[@]}"
+    pull_burst "fleet-$run" "${mirrors[@]}"
     stop_nodes "${pids[@]}"
-    add fleet_s "$SECS"; add fleet_up $(($(upstream_settled) - before))
+    add_value fleet_s "$SECS"; add_value fleet_up $(($(upstream_settled) - before))
 
     log "run $run of $RUNS: cold burst through three nodes alone (no fleet)"
     sync
     pids=(); mirrors=()
     for n in 0 1 2; do start_node "alone-$run-$n"; pids+=($PID); mirrors+=($MIRROR); done
     before=$(upstream_settled)
-    burst "alone-$run" "${mirrors[@]}"
+    pull_burst "alone-$run" "${mirrors[@]}"
     stop_nodes "${pids[@]}"
-    add alone_s "$SECS"; add alone_up $(($(upstream_settled) - before))
+    add_value alone_s "$SECS"; add_value alone_up $(($(upstream_settled) - before))
 done
 
 # ---------------------------------------------------------------------------------------------
@@ -250,8 +176,8 @@ start_nginx nginx "$NGINX_PORT" plain
 
 start_node plain; PLAIN=$PID; PLAIN_M=$MIRROR
 start_node tiered "" fleet; TIERED=$PID; TIERED_M=$MIRROR; TIERED_ADMIN=$ADMIN
-burst warm-plain "$PLAIN_M"
-burst warm-tiered "$TIERED_M"
+pull_burst warm-plain "$PLAIN_M"
+pull_burst warm-tiered "$TIERED_M"
 # The tiered node uploads what it filled, in the background: wait for the four uploads.
 for i in $(seq 600); do
     done_n=$(curl -s "http://127.0.0.1:$TIERED_ADMIN/metrics" |
@@ -261,9 +187,9 @@ for i in $(seq 600); do
 done
 [ "$done_n" -ge $LAYERS ] || die "the tiered node's uploads did not finish"
 for run in $(seq "$RUNS"); do
-    burst "hit-nginx-$run" "$NGINX_PORT"; add hit_nginx "$SECS"
-    burst "hit-plain-$run" "$PLAIN_M"; add hit_plain "$SECS"
-    burst "hit-tiered-$run" "$TIERED_M"; add hit_tiered "$SECS"
+    pull_burst "hit-nginx-$run" "$NGINX_PORT"; add_value hit_nginx "$SECS"
+    pull_burst "hit-plain-$run" "$PLAIN_M"; add_value hit_plain "$SECS"
+    pull_burst "hit-tiered-$run" "$TIERED_M"; add_value hit_tiered "$SECS"
 done
 stop_nodes $PLAIN
 
@@ -272,13 +198,13 @@ for run in $(seq "$RUNS"); do
     sync
     start_node "from-tier-$run" "" fleet; P=$PID
     before=$(upstream_settled)
-    burst "from-tier-$run" "$MIRROR"
+    pull_burst "from-tier-$run" "$MIRROR"
     stop_nodes $P
-    add tier_fill_s "$SECS"; add tier_fill_up $(($(upstream_settled) - before))
+    add_value tier_fill_s "$SECS"; add_value tier_fill_up $(($(upstream_settled) - before))
     sync
     start_node "from-registry-$run"; P=$PID
-    burst "from-registry-$run" "$MIRROR"
-    add reg_fill_s "$SECS"
+    pull_burst "from-registry-$run" "$MIRROR"
+    add_value reg_fill_s "$SECS"
     stop_nodes $P
 done
 
@@ -288,9 +214,9 @@ done
 served=$((CLIENTS * IMAGE_BYTES))
 row() { # label seconds-case [upstream-case]
     local s up ratio="-"
-    s=$(median "${VALS[$2]:-}")
+    s=$(median_of "${VALS[$2]:-}")
     if [ -n "${3:-}" ]; then
-        up=$(median "${VALS[$3]:-}")
+        up=$(median_of "${VALS[$3]:-}")
         ratio=$(awk -v u="$up" -v i=$IMAGE_BYTES 'BEGIN {printf "%.2fx", u / i}')
     fi
     printf '| %-52s | %8s | %9s | %15s |\n' "$1" "$s" "$(mibs $served "$s")" "$ratio"

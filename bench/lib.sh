@@ -1,7 +1,8 @@
 # Shared by bench/run.sh, bench/fleet.sh and bench/memory.sh (sourced, not run): logging, the servers' processes
 # and the clean-up on exit, ports, the test PKI, random blobs, the Distribution registry and
-# pushing to it, nginx serving $WORK/files, and a rate-limited TCP link. Expects MIB, KEEP and (once made) WORK; start_link
-# and push_blob use UP_PORT; make_work BASE.
+# pushing to it, nginx serving $WORK/files, a rate-limited TCP link, a hoard node's config, cold
+# bursts of curl clients, the registry's byte count, medians and the targets' lines. Expects MIB,
+# KEEP and (once made) WORK; start_link and push_blob use UP_PORT (and UP_ADDR); make_work BASE.
 
 # No proxy of the caller's between the clients and the servers here; C sorting and number formats.
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
@@ -42,6 +43,7 @@ cleanup() {
         kill -KILL $pids 2>/dev/null
         wait 2>/dev/null
     fi
+    if declare -F cleanup_more >/dev/null; then cleanup_more; fi # a script's own (bench/netns.sh)
     if [ -n "$WORK" ] && [ -d "$WORK" ]; then
         if [ "$KEEP" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
     fi
@@ -113,13 +115,21 @@ free_port() { # a loopback port nothing uses, below the kernel's ephemeral range
         if ! ss -Htan "sport = :$p" | grep -q .; then echo "$p" >>"$taken"; echo $p; return; fi
     done
 }
-wait_port() { # pid port what logfile
-    local i
+# The network namespace (`ip netns`) that start_registry, wait_port and push_blob work in: "" for
+# this one (bench/netns.sh sets it per call).
+BENCH_NS=
+in_ns() { # command...: run in BENCH_NS (in the foreground: "in_ns x &" would make a subshell the job)
+    if [ -n "$BENCH_NS" ]; then ip netns exec "$BENCH_NS" "$@"; else "$@"; fi
+}
+UP_ADDR=127.0.0.1 # the upstream registry's address
+wait_port() { # pid [addr:]port what logfile (addr: 127.0.0.1 unless given)
+    local i a=127.0.0.1 p=$2
+    case "$p" in *:*) a=${p%:*}; p=${p##*:} ;; esac
     for i in $(seq 600); do
         if ! kill -0 "$1" 2>/dev/null; then
             log "$3 exited while starting; its log:"; tail -n 30 "$4" >&2; return 1
         fi
-        if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then return 0; fi
+        if in_ns bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$a" "$p" 2>/dev/null; then return 0; fi
         sleep 0.1
     done
     log "$3 did not listen on $2 within 60 s; its log:"; tail -n 30 "$4" >&2
@@ -146,8 +156,8 @@ make_work() { # name -> WORK: a new folder under BASE with logs/, files/ and pki
     mkdir -p "$WORK/logs" "$WORK/files" "$WORK/pki"
 }
 
-make_pki() { # names -> $WORK/pki/{ca,server}.{crt,key}, CA: a test CA and one server
-               # certificate for localhost, 127.0.0.1 and the names
+make_pki() { # names [addresses] -> $WORK/pki/{ca,server}.{crt,key}, CA: a test CA and one
+               # server certificate for localhost, 127.0.0.1, the names and the addresses
     log "making the test CA and server certificate"
     (
         cd "$WORK/pki" || exit 1
@@ -158,6 +168,7 @@ make_pki() { # names -> $WORK/pki/{ca,server}.{crt,key}, CA: a test CA and one s
             -keyout server.key -out server.csr
         san="DNS:localhost,IP:127.0.0.1"
         for n in $1; do san="$san,DNS:$n"; done
+        for n in ${2:-}; do san="$san,IP:$n"; done
         printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=%s\n' \
             "$san" >server.ext
         openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
@@ -183,19 +194,21 @@ registry_yml() { # file port storage [remoteurl]
             printf 'version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n'
         fi
         printf 'storage:\n  filesystem:\n    rootdirectory: %s\n  cache:\n    blobdescriptor: inmemory\n' "$3"
-        printf 'http:\n  addr: 127.0.0.1:%s\n  tls:\n    certificate: %s\n    key: %s\n' \
-            "$2" "$WORK/pki/server.crt" "$WORK/pki/server.key"
+        printf 'http:\n  addr: %s:%s\n  tls:\n    certificate: %s\n    key: %s\n' \
+            "$UP_ADDR" "$2" "$WORK/pki/server.crt" "$WORK/pki/server.key"
         [ -n "${4:-}" ] && printf 'proxy:\n  remoteurl: %s\n' "$4"
     } >"$1"
 }
-start_registry() { # name port storage [remoteurl] -> PID
+start_registry() { # name port storage [remoteurl] -> PID: on UP_ADDR, in BENCH_NS
     local yml="$WORK/$1.yml" lg="$WORK/logs/$1.log"
     registry_yml "$yml" "$2" "$3" "${4:-}"
     # Distribution's proxy mode verifies the remote's TLS with the system roots: SSL_CERT_FILE.
-    env $(env | awk -F= '/^REGISTRY_/ {printf "-u %s ", $1}') SSL_CERT_FILE="$CA" \
+    local pre=() # not in_ns: the job must be the registry itself, to stop it by its PID
+    [ -n "$BENCH_NS" ] && pre=(ip netns exec "$BENCH_NS")
+    "${pre[@]}" env $(env | awk -F= '/^REGISTRY_/ {printf "-u %s ", $1}') SSL_CERT_FILE="$CA" \
         docker-registry serve "$yml" >"$lg" 2>&1 &
     PID=$!
-    wait_port $PID "$2" "$1" "$lg" || die "$1 did not start"
+    wait_port $PID "$UP_ADDR:$2" "$1" "$lg" || die "$1 did not start"
 }
 
 start_nginx() { # name port [plain] -> PID; plain: HTTP without TLS (the plain mirror's reference)
@@ -284,14 +297,133 @@ ${4:-}
 EOF
 }
 
-push_blob() { # file digest
-    local loc code
-    loc=$(curl -sS --cacert "$CA" -X POST -D - -o /dev/null \
-        "https://127.0.0.1:$UP_PORT/v2/$REPO/blobs/uploads/" | awk -F': ' 'tolower($1) == "location" {print $2}' | tr -d '\r')
+push_blob() { # file digest: into the registry at UP_ADDR:UP_PORT, from BENCH_NS
+    local loc code up="https://$UP_ADDR:$UP_PORT"
+    loc=$(in_ns curl -sS --cacert "$CA" -X POST -D - -o /dev/null \
+        "$up/v2/$REPO/blobs/uploads/" | awk -F': ' 'tolower($1) == "location" {print $2}' | tr -d '\r')
     [ -n "$loc" ] || die "registry gave no upload location"
-    case "$loc" in /*) loc="https://127.0.0.1:$UP_PORT$loc" ;; esac
+    case "$loc" in /*) loc="$up$loc" ;; esac
     case "$loc" in *\?*) loc="$loc&digest=$2" ;; *) loc="$loc?digest=$2" ;; esac
-    code=$(curl -sS --cacert "$CA" -o /dev/null -w '%{http_code}' -T "$1" \
+    code=$(in_ns curl -sS --cacert "$CA" -o /dev/null -w '%{http_code}' -T "$1" \
         -H 'Content-Type: application/octet-stream' "$loc") || die "push of $1 failed"
     [ "$code" = 201 ] || die "push of $1: HTTP $code"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Fleet benchmarks (bench/fleet.sh, bench/netns.sh): a node's config, cold bursts, the registry's
+# bytes, figures per case and the targets' lines.
+
+node_toml() { # file cache-dir addr proxy-port mirror-port admin-port upstream [self]: a hoard node
+              # with a plain-HTTP mirror listener on addr, HOST resolved to upstream (addr:port,
+              # trusting CA); in a fleet (peers FLEET, a list of quoted addr:port) if self is given
+    cat >"$1" <<EOF2
+[proxy]
+listen = "$3:$4"
+[ca]
+dir = "$WORK/hoard-ca"
+[cache]
+dir = "$2"
+max_size = "50GiB"
+min_free = "0"
+[intercept]
+hosts = ["$HOST"]
+[upstream]
+extra_ca_files = ["$CA"]
+resolve = { "$HOST" = "$7" }
+[admin]
+listen = "$3:$6"
+[mirror]
+listen = "$3:$5"
+EOF2
+    if [ -n "${8:-}" ]; then
+        printf '[fleet]\npeers = [%s]\nself = "%s"\nlisten = "%s"\nsecret_file = "%s"\n' \
+            "$FLEET" "$8" "$8" "$WORK/fleet.secret" >>"$1"
+    fi
+}
+
+image_registry() { # port -> DIGESTS, UP_PORT, UP_LOG: LAYERS random layers of LAYER_MIB MiB,
+                   # pushed into a new registry at UP_ADDR:port (in BENCH_NS) whose access log
+                   # counts the bytes each run fetched
+    local i v
+    log "writing $LAYERS random layers of $LAYER_MIB MiB"
+    DIGESTS=()
+    for i in $(seq $LAYERS); do
+        make_blob "layer$i" $LAYER_MIB
+        v="layer${i}_DIGEST"
+        DIGESTS+=("${!v}")
+    done
+    UP_PORT=$1
+    BENCH_REGISTRY_LOG=info start_registry upstream "$UP_PORT" "$WORK/upstream-storage"
+    UP_LOG="$WORK/logs/upstream.log"
+    for i in $(seq $LAYERS); do push_blob "$WORK/files/layer$i" "${DIGESTS[$((i - 1))]}"; done
+}
+
+# pull_burst <name> <endpoint...>: CLIENTS clients at once, client i on endpoint i mod n, each
+# one curl pulling every layer in turn (starting at its own) over one connection. An endpoint is
+# a mirror listener: a port on 127.0.0.1, addr:port, or ns/addr:port to reach it from that network
+# namespace. Sets SECS (wall time), FIRST_BYTE (the last client's first byte) and FIRST_LAYER (the
+# median client's first layer done), in s, or fails the run. Uses LAYERS, LAYER_MIB, DIGESTS, REPO, HOST.
+pull_burst() {
+    local name=$1 i k ep t0 t1 bad=0 pids=() eps args pre
+    shift
+    eps=("$@")
+    t0=$(date +%s%N)
+    for i in $(seq 0 $((CLIENTS - 1))); do
+        ep=${eps[$((i % ${#eps[@]}))]}
+        case "$ep" in *:*) ;; *) ep=127.0.0.1:$ep ;; esac
+        args=()
+        for k in $(seq 0 $((LAYERS - 1))); do
+            args+=(-o /dev/null "http://${ep#*/}/v2/$REPO/blobs/${DIGESTS[$(((i + k) % LAYERS))]}?ns=$HOST")
+        done
+        pre=()
+        case "$ep" in */*) pre=(ip netns exec "${ep%%/*}") ;; esac
+        "${pre[@]}" curl -sS --max-time 600 -w '%{http_code} %{size_download} %{time_starttransfer} %{time_total}\n' "${args[@]}" \
+            >"$WORK/logs/$name.$i" 2>"$WORK/logs/$name.$i.err" &
+        pids+=($!)
+    done
+    for i in "${!pids[@]}"; do wait "${pids[$i]}" || bad=1; done
+    t1=$(date +%s%N)
+    for i in $(seq 0 $((CLIENTS - 1))); do
+        if [ "$(grep -c "^200 $((LAYER_MIB * MIB)) " "$WORK/logs/$name.$i")" != $LAYERS ]; then
+            bad=1
+            log "$name: client $i: $(tr '\n' ' ' <"$WORK/logs/$name.$i") $(tr '\n' ' ' <"$WORK/logs/$name.$i.err")"
+        fi
+    done
+    [ $bad = 0 ] || die "$name: a client failed"
+    SECS=$(awk -v ns=$((t1 - t0)) 'BEGIN {printf "%.2f", ns / 1e9}')
+    # Each client's first layer: its first byte (the last client's) and its end (the median).
+    FIRST_BYTE=$(for i in $(seq 0 $((CLIENTS - 1))); do awk 'NR == 1 {print $3}' "$WORK/logs/$name.$i"; done | sort -g | tail -n 1)
+    FIRST_LAYER=$(median_of "$(for i in $(seq 0 $((CLIENTS - 1))); do awk 'NR == 1 {print $4}' "$WORK/logs/$name.$i"; done)")
+}
+
+# Bytes of blob GETs the registry has sent so far (UP_LOG, its access log: the combined format's
+# size; summed as a float: mawk's %d stops at 2^31). A line is written when its request ends, so a
+# run's bytes are read after its nodes have stopped, once the log has stopped growing.
+upstream_bytes() {
+    awk '/"GET \/v2\/[^ ]*\/blobs\/sha256:/ { for (i = 1; i < NF; i++) if ($i ~ /^[0-9][0-9][0-9]$/ && $(i + 1) ~ /^[0-9]+$/ && $(i - 1) ~ /HTTP\/[0-9.]+"$/) { s += $(i + 1); break } }
+         END { printf "%.0f", s }' "$UP_LOG"
+}
+upstream_settled() {
+    local a b i
+    b=$(upstream_bytes)
+    for i in $(seq 50); do
+        sleep 0.2
+        a=$(upstream_bytes)
+        [ "$a" = "$b" ] && break
+        b=$a
+    done
+    echo "$b"
+}
+
+# Figures per case: its runs' values, one value per run.
+declare -A VALS
+add_value() { VALS[$1]="${VALS[$1]:-} $2"; log "$1: $2"; }
+median_of() { printf '%s\n' $1 | sort -g | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]; else print "-"}'; }
+spread_of() { printf '%s\n' $1 | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {if (NR) print lo "-" hi; else print "-"}'; }
+
+target() { # label value op limit: a line of the targets block
+    local ok
+    if [ "$2" = - ] || [ -z "$2" ]; then printf '  %-62s %-8s %s\n' "$1" "-" "NOT MEASURED"; return; fi
+    ok=$(awk -v v="$2" -v l="$4" -v op="$3" 'BEGIN { if (op == ">=") print (v >= l) ? "PASS" : "FAIL"; else print (v <= l) ? "PASS" : "FAIL" }')
+    printf '  %-62s %-8s %s\n' "$1" "$2" "$ok"
 }
