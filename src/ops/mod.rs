@@ -14,6 +14,7 @@ pub mod ls;
 pub mod manifest;
 pub mod pin;
 pub mod prune;
+mod pull;
 pub mod rm;
 pub mod running;
 pub mod stats;
