@@ -9,7 +9,10 @@
 
 pub mod ca;
 pub mod disk;
+pub mod export;
 pub mod imageref;
+pub mod import;
+mod layout_tar;
 pub mod ls;
 pub mod manifest;
 pub mod pin;
@@ -37,6 +40,9 @@ pub enum Outcome {
     /// The command finished but found trouble (corrupt entries, unknown images, failed pulls):
     /// exit status 1.
     Trouble,
+    /// The input was refused as bad (a tampered or malformed archive): exit status 2, as for bad
+    /// usage.
+    Refused,
 }
 
 impl Outcome {

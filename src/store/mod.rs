@@ -96,7 +96,8 @@ pub(crate) use in_flight::{FlightKey, FlightState, Progress};
 use index::Index;
 pub use key::HostKey;
 pub(crate) use key::Key;
-pub(crate) use layout::split_manifest_file;
+pub(crate) use origins::add_origin;
+pub(crate) use layout::{CACHE_MARKER, format_tag_line, split_manifest_file};
 pub use layout::{
     ADDRESSES_FILE, Origin, TMP_DIR, TMP_MARKER, TagEntry, content_path, parse_origin_line,
     parse_tag_line,
