@@ -18,15 +18,13 @@ use std::time::SystemTime;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::oci::Digest;
-use crate::ops::disk::{CacheDir, Kind};
+use crate::ops::disk::CacheDir;
 use crate::ops::imageref::ImageRef;
+use crate::ops::import_commit::{Plan, commit};
 use crate::ops::layout_tar::{EntryName, LayoutEntry, LayoutIndex, entry_name, named_image};
 use crate::ops::manifest::{Descriptor, Manifest, OCI_INDEX, OCI_MANIFEST};
 use crate::ops::{OpsError, Outcome, io_error};
-use crate::store::{
-    CACHE_MARKER, Key, MAX_MANIFEST_SIZE, Origin, TMP_DIR, TMP_MARKER, TagEntry, add_origin,
-    format_tag_line,
-};
+use crate::store::{CACHE_MARKER, Key, MAX_MANIFEST_SIZE, TMP_DIR, TMP_MARKER, TagEntry};
 
 /// `index.json` and `oci-layout` larger than this are refused: an index of thousands of images
 /// takes a few hundred KiB.
@@ -38,19 +36,6 @@ const MAX_DEPTH: usize = 4;
 /// Why a tar is refused: one line naming the bad entry or digest.
 #[derive(Debug)]
 struct Refused(String);
-
-/// What the tar holds once every blob is staged and checked.
-#[derive(Debug, Default)]
-struct Plan {
-    /// Manifests and their media types.
-    manifests: BTreeMap<Digest, String>,
-    /// Configs and layers.
-    blobs: BTreeSet<Digest>,
-    /// Where each entry came from: the images' registries and repositories.
-    origins: std::collections::HashMap<Key, BTreeSet<(String, String)>>,
-    /// Each image: its reference, its top manifest and what that is.
-    images: Vec<(ImageRef, TagEntry, usize)>,
-}
 
 /// Imports the tar at `file` into the cache folder `dir`. A bad tar is said in one line on
 /// stderr and changes nothing ([`Outcome::Refused`]).
@@ -142,8 +127,10 @@ fn stage(file: &Path, staging: &Path) -> Result<Staged, Staging> {
     let size = tar.metadata().map_err(io_error("read", file))?.len();
     let bar = ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr());
     bar.set_style(
-        ProgressStyle::with_template("checking {bar:30} {binary_bytes:>10}/{binary_total_bytes:<10}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "checking {bar:30} {binary_bytes:>10}/{binary_total_bytes:<10}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 20, bar.wrap_read(tar)));
     let unreadable = |e: std::io::Error| Refused(format!("the tar cannot be read: {e}"));
@@ -153,19 +140,20 @@ fn stage(file: &Path, staging: &Path) -> Result<Staged, Staging> {
         let mut entry = entry.map_err(unreadable)?;
         let path = entry.path().map_err(unreadable)?.into_owned();
         let shown = path.display().to_string();
-        let Some(name) = entry_name(&path) else {
-            return refuse(format!("entry {shown:?} is named outside the image layout"));
-        };
         match entry.header().entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Continuous => {}
-            tar::EntryType::Directory
-            | tar::EntryType::XGlobalHeader
-            | tar::EntryType::XHeader => continue,
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::Directory => {}
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => continue,
             other => {
                 return refuse(format!(
                     "entry {shown:?} is a {other:?}, not a file (links are not taken)"
                 ));
             }
+        }
+        let Some(name) = entry_name(&path) else {
+            return refuse(format!("entry {shown:?} is named outside the image layout"));
+        };
+        if entry.header().entry_type().is_dir() {
+            continue;
         }
         match name {
             EntryName::Layout => layout = Some(read_small(&mut entry, &shown)?),
@@ -202,7 +190,10 @@ fn read_small(entry: &mut impl Read, shown: &str) -> Result<Vec<u8>, Staging> {
     let read = entry.take(MAX_DOCUMENT + 1).read_to_end(&mut data);
     match read {
         Ok(_) if data.len() as u64 <= MAX_DOCUMENT => Ok(data),
-        Ok(_) => refuse(format!("{shown} is larger than {}", HumanBytes(MAX_DOCUMENT))),
+        Ok(_) => refuse(format!(
+            "{shown} is larger than {}",
+            HumanBytes(MAX_DOCUMENT)
+        )),
         Err(e) => refuse(format!("the tar cannot be read: {e}")),
     }
 }
@@ -221,7 +212,8 @@ fn stage_blob(entry: &mut impl Read, staging: &Path, digest: &Digest) -> Result<
             Err(e) => return refuse(format!("the tar cannot be read at blob {digest}: {e}")),
         };
         hasher.update(&buf[..n]);
-        file.write_all(&buf[..n]).map_err(io_error("write", &path))?;
+        file.write_all(&buf[..n])
+            .map_err(io_error("write", &path))?;
         size += n as u64;
     }
     if !hasher.matches(digest) {
@@ -243,10 +235,12 @@ fn plan(staging: &Path, staged: &Staged) -> Result<Plan, Staging> {
     for entry in &index.manifests {
         let image = image_of(entry)?;
         let top = descriptor(entry);
-        let origin = (image.registry.clone(), image.repository.clone());
-        let before = plan.blobs.len();
-        let (digest, media_type) = walk(staging, staged, &top, &origin, &mut plan, 0)?;
-        let blobs = plan.blobs.len() - before;
+        let mut seen = Seen {
+            origin: (image.registry.clone(), image.repository.clone()),
+            blobs: BTreeSet::new(),
+        };
+        let (digest, media_type) = walk(staging, staged, &top, &mut seen, &mut plan, 0)?;
+        let blobs = seen.blobs.len();
         let tag = TagEntry {
             digest,
             size: entry.size,
@@ -286,13 +280,19 @@ fn descriptor(entry: &LayoutEntry) -> Descriptor {
     }
 }
 
-/// Checks the manifest `described` and what it names, adding them to `plan` with `origin`;
-/// returns its digest and media type.
+/// One image's walk: its registry and repository, and the blobs it names.
+struct Seen {
+    origin: (String, String),
+    blobs: BTreeSet<Digest>,
+}
+
+/// Checks the manifest `described` and what it names, adding them to `plan` with the image's
+/// origin; returns its digest and media type.
 fn walk(
     staging: &Path,
     staged: &Staged,
     described: &Descriptor,
-    origin: &(String, String),
+    seen: &mut Seen,
     plan: &mut Plan,
     depth: usize,
 ) -> Result<(Digest, String), Staging> {
@@ -302,7 +302,9 @@ fn walk(
     }
     let path = staging.join(digest.hex());
     if staged.blobs.get(&digest).copied().unwrap_or(0) > MAX_MANIFEST_SIZE as u64 {
-        return refuse(format!("manifest {digest} is larger than a manifest may be"));
+        return refuse(format!(
+            "manifest {digest} is larger than a manifest may be"
+        ));
     }
     let bytes = std::fs::read(&path).map_err(io_error("read", &path))?;
     let Some(doc) = serde_json::from_slice::<serde_json::Value>(&bytes)
@@ -321,21 +323,24 @@ fn walk(
             false => OCI_INDEX.to_owned(),
         });
     if media_type.is_empty() || media_type.contains(char::is_whitespace) {
-        return refuse(format!("manifest {digest} has a bad media type {media_type:?}"));
+        return refuse(format!(
+            "manifest {digest} has a bad media type {media_type:?}"
+        ));
     }
     if doc.is_index(&media_type) {
         for child in &doc.manifests {
-            walk(staging, staged, child, origin, plan, depth + 1)?;
+            walk(staging, staged, child, seen, plan, depth + 1)?;
         }
     } else {
         for blob in doc.config.iter().chain(&doc.layers) {
             let what = format!("blob named by manifest {digest}");
             let blob = checked(staged, blob, &what)?;
-            note_origin(plan, Key::Blob(blob.clone()), origin);
+            note_origin(plan, Key::Blob(blob.clone()), &seen.origin);
+            seen.blobs.insert(blob.clone());
             plan.blobs.insert(blob);
         }
     }
-    note_origin(plan, Key::Manifest(digest.clone()), origin);
+    note_origin(plan, Key::Manifest(digest.clone()), &seen.origin);
     plan.manifests.insert(digest.clone(), media_type.clone());
     Ok((digest, media_type))
 }
@@ -357,107 +362,6 @@ fn checked(staged: &Staged, described: &Descriptor, what: &str) -> Result<Digest
 
 fn note_origin(plan: &mut Plan, key: Key, origin: &(String, String)) {
     plan.origins.entry(key).or_default().insert(origin.clone());
-}
-
-/// What the commit added.
-#[derive(Debug, Default)]
-struct Added {
-    blobs: usize,
-    manifests: usize,
-    bytes: u64,
-    present: usize,
-}
-
-/// Moves the checked entries into place (manifests with their media-type line), records their
-/// imported origins, then writes the tags, fetched now.
-fn commit(dir: &CacheDir, staging: &Path, plan: &Plan) -> Result<Added, OpsError> {
-    let root = dir.root();
-    let mut added = Added::default();
-    let mut folders = BTreeSet::new();
-    for (digest, media_type) in &plan.manifests {
-        let dest = dir.path_of(Kind::Manifest, digest);
-        if dest.is_file() {
-            added.present += 1;
-            continue;
-        }
-        let source = staging.join(digest.hex());
-        let bytes = std::fs::read(&source).map_err(io_error("read", &source))?;
-        let mut data = format!("{media_type}\n").into_bytes();
-        data.extend_from_slice(&bytes);
-        put(staging, &dest, &data, &mut folders)?;
-        added.manifests += 1;
-        added.bytes += bytes.len() as u64;
-    }
-    for digest in &plan.blobs {
-        let dest = dir.path_of(Kind::Blob, digest);
-        if dest.is_file() {
-            added.present += 1;
-            continue;
-        }
-        let source = staging.join(digest.hex());
-        let size = std::fs::metadata(&source)
-            .map_err(io_error("read", &source))?
-            .len();
-        rename_into(&source, &dest, &mut folders)?;
-        added.blobs += 1;
-        added.bytes += size;
-    }
-    for (key, origins) in &plan.origins {
-        for (host, repository) in origins {
-            let origin = Origin {
-                host: host.clone(),
-                repository: repository.clone(),
-                imported: true,
-            };
-            add_origin(root, key, &origin)
-                .map_err(|e| io_error("record the origin in", root)(std::io::Error::other(e)))?;
-        }
-    }
-    for (image, entry, _) in &plan.images {
-        let Some(tag) = &image.tag else {
-            continue;
-        };
-        let dest = root
-            .join("tags")
-            .join(&image.registry)
-            .join(&image.repository)
-            .join("_tags")
-            .join(tag);
-        put(staging, &dest, format_tag_line(entry).as_bytes(), &mut folders)?;
-    }
-    for folder in &folders {
-        File::open(folder)
-            .and_then(|f| f.sync_all())
-            .map_err(io_error("sync", folder))?;
-    }
-    Ok(added)
-}
-
-/// Writes `data` to `dest` through a synced file in `staging` and a rename.
-fn put(
-    staging: &Path,
-    dest: &Path,
-    data: &[u8],
-    folders: &mut BTreeSet<PathBuf>,
-) -> Result<(), OpsError> {
-    let mut temp = tempfile::Builder::new()
-        .prefix("put-")
-        .tempfile_in(staging)
-        .map_err(io_error("create a temp file in", staging))?;
-    temp.write_all(data)
-        .and_then(|()| temp.as_file().sync_all())
-        .map_err(io_error("write", temp.path()))?;
-    let (_, path) = temp.keep().map_err(|e| io_error("keep", staging)(e.error))?;
-    rename_into(&path, dest, folders)
-}
-
-/// Renames `source` to `dest`, making `dest`'s folder; the folder is synced at the end.
-fn rename_into(source: &Path, dest: &Path, folders: &mut BTreeSet<PathBuf>) -> Result<(), OpsError> {
-    let folder = dest.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(folder).map_err(io_error("create", folder))?;
-    std::fs::rename(source, dest).map_err(io_error("rename into", dest))?;
-    folders.insert(folder.to_owned());
-    Ok(())
 }
 
 #[cfg(test)]

@@ -132,11 +132,11 @@ mod tests {
             entry_name(Path::new(&format!("./{blob}"))),
             digest.map(EntryName::Blob)
         );
+        assert_eq!(entry_name(Path::new("index.json")), Some(EntryName::Index));
         assert_eq!(
-            entry_name(Path::new("index.json")),
-            Some(EntryName::Index)
+            entry_name(Path::new("blobs/sha256/")),
+            Some(EntryName::Other)
         );
-        assert_eq!(entry_name(Path::new("blobs/sha256/")), Some(EntryName::Other));
         for bad in [
             "../index.json",
             "/etc/passwd",

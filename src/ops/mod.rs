@@ -10,8 +10,10 @@
 pub mod ca;
 pub mod disk;
 pub mod export;
+mod export_write;
 pub mod imageref;
 pub mod import;
+mod import_commit;
 mod layout_tar;
 pub mod ls;
 pub mod manifest;

@@ -30,7 +30,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client through the proxy (`proxy`, else the running hoard [`proxy_address`] finds),
 /// trusting hoard's CA, the configured extra CAs, the webpki roots and the system's.
-pub(crate) async fn client(config: &Config, proxy: Option<&str>) -> Result<reqwest::Client, WarmError> {
+pub(crate) async fn client(
+    config: &Config,
+    proxy: Option<&str>,
+) -> Result<reqwest::Client, WarmError> {
     install_crypto_provider();
     let setup = |e: &dyn std::fmt::Display| WarmError::Setup(e.to_string());
     let proxy = match proxy {
@@ -77,7 +80,11 @@ pub(crate) struct Puller<'a> {
 }
 
 impl<'a> Puller<'a> {
-    pub(crate) fn new(client: &'a reqwest::Client, image: &'a ImageRef, bars: &'a MultiProgress) -> Self {
+    pub(crate) fn new(
+        client: &'a reqwest::Client,
+        image: &'a ImageRef,
+        bars: &'a MultiProgress,
+    ) -> Self {
         Puller {
             client,
             image,
@@ -318,7 +325,11 @@ impl Blob {
         let mut hasher = self.digest.hasher();
         let mut got = 0u64;
         let mut file = match &self.keep {
-            Some(path) => Some(tokio::fs::File::create(path).await.map_err(keep_error(path))?),
+            Some(path) => Some(
+                tokio::fs::File::create(path)
+                    .await
+                    .map_err(keep_error(path))?,
+            ),
             None => None,
         };
         while let Some(chunk) = response.chunk().await.map_err(request_error)? {

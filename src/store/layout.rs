@@ -144,7 +144,7 @@ pub(super) fn origins_tmp(root: &Path) -> PathBuf {
 }
 
 /// Writes `data` to `dest` through a synced temp file in `tmp`, then syncs `dest`'s folder.
-pub(super) fn write_file_atomically(
+pub(crate) fn write_file_atomically(
     tmp: &Path,
     dest: &Path,
     data: &[u8],
