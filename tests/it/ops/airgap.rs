@@ -138,9 +138,16 @@ async fn export_writes_every_platform_once_and_import_serves_them_with_the_regis
         }
     }
 
-    // Import into a fresh cache folder.
-    let far = tempfile::tempdir().unwrap();
-    let import = hoard_in(far.path(), &["cache", "import", out.to_str().unwrap()]).await;
+    // Import into the fresh cache folder of a running hoard whose registry is gone, and which
+    // checks access upstream.
+    let gone = Registry::start().await;
+    gone.stop();
+    let offline = Proxy::builder(&gone)
+        .cache("auth_on_hit = \"upstream\"")
+        .start()
+        .await;
+    let far = offline.dir.path();
+    let import = hoard_in(far, &["cache", "import", out.to_str().unwrap()]).await;
     assert_eq!(import.code, Some(0), "{}", import.stderr);
     assert!(
         import
@@ -154,7 +161,7 @@ async fn export_writes_every_platform_once_and_import_serves_them_with_the_regis
         "{}",
         import.stdout
     );
-    let cache = far.path().join("cache");
+    let cache = far.join("cache");
     let tag = std::fs::read_to_string(cache.join("tags").join(REGISTRY).join("p/multi/_tags/v1"))
         .unwrap();
     assert!(
@@ -185,7 +192,7 @@ async fn export_writes_every_platform_once_and_import_serves_them_with_the_regis
     assert_eq!(origins("blobs", &app.blobs[0]).lines().count(), 2);
 
     // Again: everything is there already.
-    let again = hoard_in(far.path(), &["cache", "import", out.to_str().unwrap()]).await;
+    let again = hoard_in(far, &["cache", "import", out.to_str().unwrap()]).await;
     assert_eq!(again.code, Some(0), "{}", again.stderr);
     assert!(
         again
@@ -195,14 +202,8 @@ async fn export_writes_every_platform_once_and_import_serves_them_with_the_regis
         again.stdout
     );
 
-    // A hoard over that folder whose registry is gone serves both, access checked upstream.
-    let gone = Registry::start().await;
-    gone.stop();
-    let offline = Proxy::builder(&gone)
-        .cache("auth_on_hit = \"upstream\"")
-        .dir(far)
-        .start()
-        .await;
+    // From its next reconcile, the hoard serves both.
+    offline.server.reconcile().await;
     let client = offline.client(false);
     let get = |path: String, accept: &'static str| {
         let client = client.clone();
