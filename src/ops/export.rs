@@ -269,8 +269,12 @@ impl<'a> Walk<'a> {
         let mut found = Vec::new();
         let mut absent: Vec<(Digest, u64)> = Vec::new();
         for (digest, size, what) in wanted {
+            let pulled = self.fetch.map(|f| f.staging.join(digest.hex()));
             if let Some(entry) = self.dir.entry(Kind::Blob, &digest) {
                 found.push((digest, entry.path));
+            } else if let Some(path) = pulled.filter(|p| p.is_file()) {
+                // Pulled whole for an earlier image of this export.
+                found.push((digest, path));
             } else if self.fetch.is_none() {
                 self.missing.push(format!("blob {digest} ({what})"));
             } else if !absent.iter().any(|(d, _)| *d == digest) {

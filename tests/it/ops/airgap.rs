@@ -75,6 +75,10 @@ async fn export_writes_every_platform_once_and_import_serves_them_with_the_regis
         .await;
     assert_eq!(export.code, Some(0), "{}", export.stderr);
     assert_eq!(
+        export.stderr, "",
+        "no bars nor notes when stderr is not a terminal"
+    );
+    assert_eq!(
         s.registry.count("GET", &app.blobs[1]),
         0,
         "app came from the cache"
@@ -149,6 +153,7 @@ async fn export_writes_every_platform_once_and_import_serves_them_with_the_regis
     let far = offline.dir.path();
     let import = hoard_in(far, &["cache", "import", out.to_str().unwrap()]).await;
     assert_eq!(import.code, Some(0), "{}", import.stderr);
+    assert_eq!(import.stderr, "");
     assert!(
         import
             .stdout
