@@ -14,8 +14,8 @@ use super::harness::{
 };
 use crate::common::HOARD_BIN;
 
-/// skopeo pushes and reads, curl puts the index, dockerd pulls.
-const TOOLS: [&str; 9] = [
+/// skopeo pushes and reads, curl puts the index, ctr imports the tar, dockerd pulls.
+const TOOLS: [&str; 10] = [
     "openssl",
     "tar",
     "gzip",
@@ -23,6 +23,7 @@ const TOOLS: [&str; 9] = [
     "skopeo",
     "curl",
     "containerd",
+    "ctr",
     "dockerd",
     "docker",
 ];
@@ -75,6 +76,33 @@ fn images_exported_from_one_hoard_are_pulled_from_another_whose_registry_is_gone
         if manifest != amd64.manifest {
             return fail("skopeo copied another manifest out of the tar than the one pushed");
         }
+
+        // And what containerd imports, naming the images by io.containerd.image.name.
+        let ctd = harness::start_containerd(scene, tools, "ctd-import")?;
+        let ctr = |scene: &mut harness::Scene, what: &str, args: &[&str]| {
+            let mut command = tools.command("ctr");
+            command
+                .arg("--address")
+                .arg(&ctd.sock)
+                .args(["-n", "airgap"]);
+            scene.exec(what, command.args(args), STEP_TIMEOUT)
+        };
+        ctr(
+            scene,
+            "ctr image import",
+            &["image", "import", &text(&tar)?],
+        )?;
+        let listed =
+            String::from_utf8_lossy(&ctr(scene, "ctr image ls", &["image", "ls"])?).into_owned();
+        for (name, digest) in [(&v1, &amd64.manifest_digest), (&multi, &index)] {
+            let row = listed
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(name));
+            if !row.is_some_and(|row| row.contains(digest.as_str())) {
+                return fail(format!("ctr image ls has no {name} at {digest}:\n{listed}"));
+            }
+        }
+        scene.stop(&ctd.name)?;
 
         // The far side: the registry is gone; its host name still resolves to the closed port.
         registry.stop_and_let_tags_expire(scene)?;
