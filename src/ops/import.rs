@@ -30,6 +30,12 @@ use crate::store::{CACHE_MARKER, Key, MAX_MANIFEST_SIZE, TMP_DIR, TMP_MARKER, Ta
 /// takes a few hundred KiB.
 const MAX_DOCUMENT: u64 = 4 << 20;
 
+/// The name of a staging folder in `hoard-tmp/` starts with this.
+const STAGING_PREFIX: &str = "import-";
+
+/// A staging folder untouched this long belongs to an import that was killed.
+const ABANDONED: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Indexes nested deeper than this are refused.
 const MAX_DEPTH: usize = 4;
 
@@ -43,7 +49,7 @@ pub fn run(dir: &CacheDir, file: &Path, out: &mut dyn Write) -> Result<Outcome, 
     let root = dir.root();
     let tmp = prepare(root)?;
     let staging = tempfile::Builder::new()
-        .prefix("import-")
+        .prefix(STAGING_PREFIX)
         .tempdir_in(&tmp)
         .map_err(io_error("create a staging folder in", &tmp))?;
     let plan = match stage(file, staging.path()).and_then(|staged| plan(staging.path(), &staged)) {
@@ -111,7 +117,30 @@ fn prepare(root: &Path) -> Result<PathBuf, OpsError> {
     if !tmp_marker.exists() {
         std::fs::write(&tmp_marker, b"").map_err(io_error("mark", &tmp_marker))?;
     }
+    remove_abandoned_staging(&tmp);
     Ok(tmp)
+}
+
+/// Removes the staging folders of imports that were killed: untouched for [`ABANDONED`] (a
+/// running import touches its folder with each blob it stages). Best effort.
+fn remove_abandoned_staging(tmp: &Path) {
+    let Ok(listing) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in listing.flatten() {
+        let abandoned = entry.metadata().ok().is_some_and(|meta| {
+            let idle = meta.modified().ok().and_then(|t| t.elapsed().ok());
+            meta.is_dir() && idle.is_some_and(|idle| idle > ABANDONED)
+        });
+        if abandoned
+            && entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(STAGING_PREFIX)
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// What reading the tar gave: the staged blobs and their sizes, and `index.json`.
@@ -369,7 +398,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_folder_of_other_files_is_not_imported_into() {
+    fn a_folder_of_other_files_is_not_imported_into_and_abandoned_staging_goes() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(dir.path().join("notes.txt"), b"mine").unwrap_or_else(|e| panic!("{e}"));
         assert!(prepare(dir.path()).is_err());
@@ -377,5 +406,17 @@ mod tests {
         let empty = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let tmp = prepare(empty.path()).unwrap_or_else(|e| panic!("{e}"));
         assert!(tmp.join(TMP_MARKER).exists() && empty.path().join(CACHE_MARKER).exists());
+
+        // A killed import's staging folder goes once untouched for a day; a live one stays.
+        let (old, live) = (tmp.join("import-old"), tmp.join("import-live"));
+        for dir in [&old, &live] {
+            std::fs::create_dir(dir).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let day_ago = SystemTime::now() - ABANDONED - std::time::Duration::from_secs(60);
+        File::open(&old)
+            .and_then(|f| f.set_modified(day_ago))
+            .unwrap_or_else(|e| panic!("{e}"));
+        prepare(empty.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!old.exists() && live.exists());
     }
 }
