@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use hoard::config::{Config, Overrides, parse_duration, parse_size};
 use hoard::ops::disk::CacheDir;
+use hoard::ops::export::ExportOptions;
 use hoard::ops::imageref::ImageRef;
 use hoard::ops::manifest::Platform;
 use hoard::ops::pin::PinTarget;
@@ -142,6 +143,35 @@ pub(crate) enum CacheCommand {
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<PinTarget>,
     },
+    /// Write images (every platform) from the cache into an OCI image-layout tar, to carry to
+    /// a hoard that cannot reach the registry; what the cache lacks is pulled through the
+    /// running hoard.
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Images, e.g. alpine:3.20, gcr.io/project/app@sha256:…
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<ImageRef>,
+        /// The tar to write (written as FILE.tmp, then renamed).
+        #[arg(long, short, value_name = "FILE")]
+        output: PathBuf,
+        /// Pull nothing: an image the cache does not hold whole is an error naming what lacks.
+        #[arg(long)]
+        offline: bool,
+        /// The proxy to pull through, as for `hoard warm`.
+        #[arg(long, value_name = "URL", conflicts_with = "offline")]
+        proxy: Option<String>,
+    },
+    /// Add the images of a tar from `hoard cache export` to the cache, every digest checked
+    /// first (a bad tar changes nothing: exit status 2); a running hoard serves them from its
+    /// next reconcile.
+    Import {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The tar, an OCI image layout whose images are named by their full reference.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Undo `hoard cache pin`; a cache.pin pattern of the config stays (exit status 1).
     Unpin {
         #[command(flatten)]
@@ -253,7 +283,9 @@ fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
         | CacheCommand::Prune { config, .. }
         | CacheCommand::Rm { config, .. }
         | CacheCommand::Pin { config, .. }
-        | CacheCommand::Unpin { config, .. } => config,
+        | CacheCommand::Unpin { config, .. }
+        | CacheCommand::Export { config, .. }
+        | CacheCommand::Import { config, .. } => config,
     };
     let Some(config) = load_config(config, Overrides::default()) else {
         return Ok(ExitCode::from(2));
@@ -266,6 +298,10 @@ fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
     } = command
     {
         return prune_s3(&config, older_than, dry_run);
+    }
+    if matches!(command, CacheCommand::Import { .. }) {
+        // An import may be the first thing a cache folder on the far side of an air gap gets.
+        std::fs::create_dir_all(&config.cache.dir)?;
     }
     let dir = CacheDir::open(&config.cache.dir)?;
     let mut out = std::io::stdout();
@@ -295,6 +331,22 @@ fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
         CacheCommand::Rm { images, .. } => {
             ops::rm::run(&dir, &images, &mut out, &mut std::io::stderr())?
         }
+        CacheCommand::Export {
+            images,
+            output,
+            offline,
+            proxy,
+            ..
+        } => {
+            let options = ExportOptions {
+                output,
+                offline,
+                proxy,
+            };
+            let run = ops::export::run(&config, &dir, &images, &options, &mut out);
+            hoard::runtime()?.block_on(run)?
+        }
+        CacheCommand::Import { file, .. } => ops::import::run(&dir, &file, &mut out)?,
         CacheCommand::Pin { images, .. } => ops::pin::pin(&config.cache.dir, &images, &mut out)?,
         CacheCommand::Unpin { images, .. } => ops::pin::unpin(
             &config.cache.dir,
@@ -355,5 +407,6 @@ fn exit_code(outcome: Outcome) -> ExitCode {
     match outcome {
         Outcome::Done => ExitCode::SUCCESS,
         Outcome::Trouble => ExitCode::FAILURE,
+        Outcome::Refused => ExitCode::from(2),
     }
 }

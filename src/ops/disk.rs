@@ -205,12 +205,36 @@ impl CacheDir {
 
     /// Reads a stored manifest; `None` if it is missing or has no media-type line.
     pub fn manifest(&self, digest: &Digest) -> Option<ManifestFile> {
-        let data = read_bounded(&self.path_of(Kind::Manifest, digest), MAX_MANIFEST_FILE)?;
-        let (media_type, start) = split_manifest_file(&data)?;
+        let (media_type, bytes) = self.manifest_bytes(digest)?;
         Some(ManifestFile {
-            media_type: media_type.to_owned(),
-            doc: Manifest::parse(&data[start..]).unwrap_or_default(),
+            media_type,
+            doc: Manifest::parse(&bytes).unwrap_or_default(),
         })
+    }
+
+    /// A stored manifest's media type and bytes; `None` if it is missing or has no media-type
+    /// line.
+    pub(crate) fn manifest_bytes(&self, digest: &Digest) -> Option<(String, Vec<u8>)> {
+        let mut data = read_bounded(&self.path_of(Kind::Manifest, digest), MAX_MANIFEST_FILE)?;
+        let (media_type, start) = split_manifest_file(&data)?;
+        let media_type = media_type.to_owned();
+        Some((media_type, data.split_off(start)))
+    }
+
+    /// The lines of the tag file of `registry/repository:tag`; none when it is not stored.
+    pub(crate) fn tag_lines(&self, registry: &str, repository: &str, tag: &str) -> Vec<TagLine> {
+        let host_ok = registry_key(registry).as_deref() == Some(registry);
+        if !host_ok || !valid_repository(repository) || !valid_tag(tag) {
+            return Vec::new();
+        }
+        let path = self.root.join("tags").join(registry).join(repository);
+        let Some(text) = read_bounded(&path.join("_tags").join(tag), MAX_TAG_FILE) else {
+            return Vec::new();
+        };
+        String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(crate::store::parse_tag_line)
+            .collect()
     }
 
     /// Every tag file, sorted by name.

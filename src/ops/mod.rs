@@ -3,17 +3,25 @@
 //!
 //! They run beside a serving hoard, so they never write into the store: they read entry files
 //! and delete whole files (hoard checks for a file before it serves it, and refetches what is
-//! gone), and they never touch `tmp/`, where fills are in progress. The one file they write is
-//! the pins file (`pin.rs`), which hoard only reads. Every path they build comes
+//! gone), and they never touch `tmp/`, where fills are in progress. The files they write are
+//! the pins file (`pin.rs`), which hoard only reads, and what `hoard cache import` adds: whole,
+//! checked entries renamed into place from a staging folder of its own in `hoard-tmp/`, which a
+//! running hoard admits at its next reconcile. Every path they build comes
 //! from a parsed digest, a checked repository name and tag, and a checked host (see [`disk`]).
 
 pub mod ca;
 pub mod disk;
+pub mod export;
+mod export_write;
 pub mod imageref;
+pub mod import;
+mod import_commit;
+mod layout_tar;
 pub mod ls;
 pub mod manifest;
 pub mod pin;
 pub mod prune;
+mod pull;
 pub mod rm;
 pub mod running;
 pub mod stats;
@@ -36,6 +44,9 @@ pub enum Outcome {
     /// The command finished but found trouble (corrupt entries, unknown images, failed pulls):
     /// exit status 1.
     Trouble,
+    /// The input was refused as bad (a tampered or malformed archive): exit status 2, as for bad
+    /// usage.
+    Refused,
 }
 
 impl Outcome {

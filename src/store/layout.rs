@@ -12,7 +12,7 @@ use crate::oci::{Digest, valid_repository};
 pub const TMP_DIR: &str = "hoard-tmp";
 
 /// The file that marks a folder as hoard's cache (top level) or temp folder (in [`TMP_DIR`]).
-pub(super) const CACHE_MARKER: &str = ".hoard-cache";
+pub(crate) const CACHE_MARKER: &str = ".hoard-cache";
 /// The marker in [`TMP_DIR`]: hoard removes files there only when it is present.
 pub const TMP_MARKER: &str = ".hoard-tmp";
 
@@ -144,7 +144,7 @@ pub(super) fn origins_tmp(root: &Path) -> PathBuf {
 }
 
 /// Writes `data` to `dest` through a synced temp file in `tmp`, then syncs `dest`'s folder.
-pub(super) fn write_file_atomically(
+pub(crate) fn write_file_atomically(
     tmp: &Path,
     dest: &Path,
     data: &[u8],
@@ -216,7 +216,7 @@ pub fn parse_tag_line(line: &str) -> Option<TagEntry> {
 }
 
 /// One line of a tag file, newline included.
-pub(super) fn format_tag_line(entry: &TagEntry) -> String {
+pub(crate) fn format_tag_line(entry: &TagEntry) -> String {
     let millis = entry
         .fetched
         .duration_since(UNIX_EPOCH)

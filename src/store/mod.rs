@@ -96,12 +96,15 @@ pub(crate) use in_flight::{FlightKey, FlightState, Progress};
 use index::Index;
 pub use key::HostKey;
 pub(crate) use key::Key;
-pub(crate) use layout::split_manifest_file;
 pub use layout::{
     ADDRESSES_FILE, Origin, TMP_DIR, TMP_MARKER, TagEntry, content_path, parse_origin_line,
     parse_tag_line,
 };
+pub(crate) use layout::{
+    CACHE_MARKER, format_tag_line, split_manifest_file, write_file_atomically,
+};
 pub use manifests::{MAX_MANIFEST_SIZE, StoredManifest};
+pub(crate) use origins::add_origin;
 pub(crate) use read::{FileChunks, chunk_len, read_at};
 pub use retain::{PINS_FILE, read_pins};
 pub(crate) use writer::BlobWriter;

@@ -7,6 +7,7 @@
 
 mod harness;
 
+mod airgap;
 mod auth;
 mod cri;
 mod fleet;

@@ -376,6 +376,7 @@ async fn rm_keeps_a_manifest_that_another_tag_still_names() {
         digest: v1.digest.clone(),
         blobs: v1.blobs.clone(),
         size: v1.size,
+        manifest_size: v1.manifest_size,
     };
     s.pull(&v1).await;
     s.pull(&latest).await;

@@ -2,6 +2,7 @@
 //! that hoard, running in-process over the fixture registry, filled; assertions on their output,
 //! on the files left, and on what the registry saw.
 
+mod airgap;
 mod cache;
 mod pin;
 mod warm;
@@ -33,6 +34,8 @@ struct Image {
     blobs: Vec<String>,
     /// Config plus layers, in bytes.
     size: u64,
+    /// The manifest's length.
+    manifest_size: usize,
 }
 
 impl Image {
@@ -74,6 +77,7 @@ impl Setup {
             .map(|(d, l)| (d.as_str(), l.len()))
             .collect();
         let manifest = Registry::manifest_json(&described, &format!("{repo}:{tag}"));
+        let manifest_size = manifest.len();
         let digest = self.registry.add_manifest(repo, tag, DOCKER_V2, manifest);
         Image {
             repo: repo.to_owned(),
@@ -83,7 +87,29 @@ impl Setup {
                 .chain(digests)
                 .collect(),
             size: (CONFIG_BLOB.len() + layers.iter().map(|l| l.len()).sum::<usize>()) as u64,
+            manifest_size,
         }
+    }
+
+    /// Adds `repo:tag`, an OCI index of `amd64` (linux/amd64) and `arm64` (linux/arm64/v8), to
+    /// the registry; returns its digest.
+    fn index(&self, repo: &str, tag: &str, amd64: &Image, arm64: &Image) -> String {
+        let entry = |image: &Image, platform: &str| {
+            format!(
+                r#"{{"mediaType":"{DOCKER_V2}","digest":"{}","size":{},"platform":{platform}}}"#,
+                image.digest, image.manifest_size
+            )
+        };
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{},{}]}}"#,
+            entry(amd64, r#"{"os":"linux","architecture":"amd64"}"#),
+            entry(
+                arm64,
+                r#"{"os":"linux","architecture":"arm64","variant":"v8"}"#
+            ),
+        );
+        self.registry
+            .add_manifest(repo, tag, OCI_INDEX, Bytes::from(index))
     }
 
     /// Pulls an image through hoard as a client would: the manifest by tag, then its blobs.

@@ -36,23 +36,7 @@ async fn warm_follows_an_index_to_the_requested_platform() {
     let s = Setup::new().await;
     let amd64 = s.image("p/multi", "amd64-only", &[&fresh_blob(6000)]);
     let arm64 = s.image("p/multi", "arm64-only", &[&fresh_blob(8000)]);
-    let entry = |image: &Image, platform: &str| {
-        format!(
-            r#"{{"mediaType":"{DOCKER_V2}","digest":"{}","size":1,"platform":{platform}}}"#,
-            image.digest
-        )
-    };
-    let index = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{},{}]}}"#,
-        entry(&amd64, r#"{"os":"linux","architecture":"amd64"}"#),
-        entry(
-            &arm64,
-            r#"{"os":"linux","architecture":"arm64","variant":"v8"}"#
-        ),
-    );
-    let index_digest = s
-        .registry
-        .add_manifest("p/multi", "v1", OCI_INDEX, Bytes::from(index));
+    let index_digest = s.index("p/multi", "v1", &amd64, &arm64);
     let name = format!("{REGISTRY}/p/multi:v1");
 
     let warm = s.hoard(&["warm", &name, "--platform", "linux/arm64"]).await;
