@@ -196,8 +196,8 @@ impl Store {
         layout::entry_path(&self.inner.root, key)
     }
 
-    /// Path of the file listing where an entry came from.
-    fn origin_path(&self, key: &Key) -> PathBuf {
+    /// Path of the file listing where an entry came from; tag records have none.
+    fn origin_path(&self, key: &Key) -> Option<PathBuf> {
         layout::origin_path(&self.inner.root, key)
     }
 

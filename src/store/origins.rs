@@ -22,7 +22,10 @@ impl Store {
     /// Where the registry had an entry: `(host, repository)` pairs, oldest first. Empty when
     /// nothing is known, as for entries stored by a hoard that did not record origins.
     pub(crate) async fn origins(&self, key: &Key) -> Vec<(String, String)> {
-        match tokio::fs::read_to_string(self.origin_path(key)).await {
+        let Some(path) = self.origin_path(key) else {
+            return Vec::new();
+        };
+        match tokio::fs::read_to_string(path).await {
             Ok(text) => text.lines().filter_map(parse_origin_line).collect(),
             Err(_) => Vec::new(),
         }
@@ -30,19 +33,18 @@ impl Store {
 
     /// Records, in the background, that the registry `host` has the entry `key` in repository
     /// `repo` (it served it or confirmed it there). Kept next to the entry, at most
-    /// [`MAX_ORIGINS`] of them, and removed with it when it is evicted.
+    /// [`MAX_ORIGINS`] of them, and removed with it when it is evicted. Tag records have none.
     pub(crate) fn note_origin(&self, key: Key, host: &HostKey, repo: &str) {
-        if !valid_repository(repo) {
+        let (Key::Blob(digest) | Key::Manifest(digest)) = &key else {
             return;
-        }
-        let line = format!("{} {repo}", host.as_str());
-        let (store, path) = (self.clone(), self.origin_path(&key));
-        let tmp = origins_tmp(&self.inner.root);
-        let stripe = match &key {
-            Key::Blob(d) | Key::Manifest(d) => {
-                usize::from(d.hex().bytes().next().unwrap_or(0)) % ORIGIN_LOCKS.len()
-            }
         };
+        let Some(path) = self.origin_path(&key).filter(|_| valid_repository(repo)) else {
+            return;
+        };
+        let stripe = usize::from(digest.hex().bytes().next().unwrap_or(0)) % ORIGIN_LOCKS.len();
+        let line = format!("{} {repo}", host.as_str());
+        let store = self.clone();
+        let tmp = origins_tmp(&self.inner.root);
         tokio::spawn(async move {
             let written = blocking(move || {
                 let _serial = ORIGIN_LOCKS[stripe]
@@ -89,6 +91,7 @@ mod tests {
 
     use super::super::test_util::{limits, put, stored};
     use super::*;
+    use crate::oci::Digest;
 
     #[tokio::test]
     async fn origins_are_bounded_survive_a_restart_and_go_with_their_entry() {
@@ -100,7 +103,9 @@ mod tests {
             let b = put(&store, 300, b'b').await;
             let key = Key::Manifest(a.clone());
             assert!(store.origins(&key).await.is_empty(), "nothing known yet");
-            let path = store.origin_path(&key);
+            let path = store
+                .origin_path(&key)
+                .unwrap_or_else(|| panic!("no origins"));
             let tmp = store.inner.tmp.clone();
             for i in 0..MAX_ORIGINS + 3 {
                 add_origin_line(&tmp, &path, &format!("gcr.io team/repo{i}"))
@@ -147,8 +152,9 @@ mod tests {
         // Evicting a (least recently used) takes its origins along.
         let _c = put(&store, 600, b'c').await;
         assert!(!stored(&store, &a));
-        assert!(!store.origin_path(&Key::Manifest(a.clone())).exists());
-        assert!(store.origin_path(&Key::Manifest(b.clone())).exists());
+        let origins_of = |d: &Digest| store.origin_path(&Key::Manifest(d.clone()));
+        assert!(!origins_of(&a).is_some_and(|p| p.exists()));
+        assert!(origins_of(&b).is_some_and(|p| p.exists()));
         assert_eq!(parse_origin_line("gcr.io a b"), None);
         assert_eq!(parse_origin_line("gcr.io/x a"), None);
         assert_eq!(
