@@ -13,3 +13,4 @@ mod fleet;
 mod image;
 mod mirror;
 mod pulls;
+mod retention;

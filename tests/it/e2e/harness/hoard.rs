@@ -50,6 +50,8 @@ pub(crate) struct HoardOptions {
     /// With `Some(lines)`, a `[mirror]` table listening on a free loopback port (plain HTTP),
     /// holding these lines too (`registries = [...]`, ...).
     pub mirror: Option<String>,
+    /// More lines of the `[cache]` table (`max_size = ...`, `pin = [...]`).
+    pub cache_toml: String,
 }
 
 impl Default for HoardOptions {
@@ -61,6 +63,7 @@ impl Default for HoardOptions {
             pin_registry: true,
             extra_toml: String::new(),
             mirror: None,
+            cache_toml: String::new(),
         }
     }
 }
@@ -107,7 +110,7 @@ pub(crate) fn start_hoard_with(
         format!(
             "[proxy]\nlisten = \"127.0.0.1:{port}\"\n\
              [ca]\ndir = {ca}\n\
-             [cache]\ndir = {cache}\ntag_ttl = \"{ttl}s\"\n\
+             [cache]\ndir = {cache}\ntag_ttl = \"{ttl}s\"\n{cache_toml}\n\
              [intercept]\nhosts = [{intercept}]\n\
              [upstream]\nextra_ca_files = [{extra}]\n\
              resolve = {{ {resolve} }}\n\
@@ -118,6 +121,7 @@ pub(crate) fn start_hoard_with(
             extra = json_string(path_str(&pki.ca_crt)?),
             resolve = resolve.join(", "),
             extra_toml = options.extra_toml,
+            cache_toml = options.cache_toml,
         ),
     )
     .context("writing hoard.toml")?;
