@@ -28,13 +28,17 @@ impl Store {
         let Some(_pin) = self.pin(&key) else {
             return Vec::new();
         };
-        match tokio::fs::read_to_string(self.path(&key)).await {
-            Ok(text) => text.lines().filter_map(parse_tag_line).collect(),
-            Err(_) => {
-                self.forget(&key);
-                Vec::new()
-            }
+        let entries = self.read_tag_file(&key).await;
+        if entries.is_none() {
+            self.forget(&key);
         }
+        entries.unwrap_or_default()
+    }
+
+    /// The lines of a tag record's file; `None` if it cannot be read.
+    async fn read_tag_file(&self, key: &Key) -> Option<Vec<TagEntry>> {
+        let text = tokio::fs::read_to_string(self.path(key)).await.ok()?;
+        Some(text.lines().filter_map(parse_tag_line).collect())
     }
 
     /// Records a mapping, replacing an earlier one of the same media type. The record's bytes
@@ -50,7 +54,8 @@ impl Store {
         if entry.media_type.contains(char::is_whitespace) {
             return Err(StoreError::BadKey(entry.media_type));
         }
-        let mut entries = self.tag(host, repo, tag).await;
+        // From the file, known to the index or not (yet): no line of another media type is lost.
+        let mut entries = self.read_tag_file(&key).await.unwrap_or_default();
         entries.retain(|e| e.media_type != entry.media_type);
         entries.push(entry);
         let text: String = entries.iter().map(format_tag_line).collect();
