@@ -1,5 +1,5 @@
-//! How long `Store::open` takes on a store of 100,000 blobs (plus a few hundred manifests and
-//! leftover temp files), cold and warm, next to the least any index rebuild must do: a walk of
+//! How long `Store::open` takes on a store of 100,000 blobs (plus a few hundred manifests, a few
+//! thousand tag records and leftover temp files), cold and warm, next to the least any index rebuild must do: a walk of
 //! the folders with `metadata()` of every file, and `find -type f | wc -l`.
 //!
 //! Run with `cargo bench --bench store_startup`. Cold runs drop the page cache first
@@ -17,6 +17,9 @@ use sha2::Digest as _;
 /// The figure: 100,000 entries, opened in under a second.
 const BLOBS: usize = 100_000;
 const MANIFESTS: usize = 300;
+/// Tag records, 10 per repository, in `tags/gcr.io/team<n>/app/_tags/`: counted entries too.
+const TAGS: usize = 3_000;
+const TAGS_PER_REPO: usize = 10;
 const LEFTOVERS: usize = 5;
 const RUNS: usize = 7;
 const TARGET: Duration = Duration::from_secs(1);
@@ -33,7 +36,7 @@ fn main() -> Outcome<()> {
     let started = Instant::now();
     let bytes = build_store(root)?;
     println!(
-        "store_startup: {BLOBS} blobs + {MANIFESTS} manifests + {LEFTOVERS} temp files, {:.0} MiB, in {} (built in {:.1} s)",
+        "store_startup: {BLOBS} blobs + {MANIFESTS} manifests + {TAGS} tag records + {LEFTOVERS} temp files, {:.0} MiB, in {} (built in {:.1} s)",
         bytes as f64 / f64::from(1 << 20),
         root.display(),
         started.elapsed().as_secs_f64()
@@ -60,7 +63,7 @@ fn main() -> Outcome<()> {
         let store = Store::open(root, limits)?;
         let took = start.elapsed();
         let entries = store.usage().entries;
-        if entries != BLOBS + MANIFESTS {
+        if entries != BLOBS + MANIFESTS + TAGS {
             return Err(format!("Store::open indexed {entries} entries").into());
         }
         Ok(took)
@@ -176,7 +179,7 @@ fn drop_caches() -> bool {
 
 /// Writes the store: blobs of 1–4 KiB under `blobs/sha256/<2 hex>/<64 hex>` (names are
 /// digests of a counter; the contents are not, as `Store::open` does not re-hash), manifests
-/// under `manifests/`. Returns the bytes written.
+/// under `manifests/`, tag records pointing at them under `tags/`. Returns the bytes written.
 fn build_store(root: &Path) -> Outcome<u64> {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let mut total = 0;
@@ -200,7 +203,19 @@ fn build_store(root: &Path) -> Outcome<u64> {
             total += size as u64;
         }
     }
-    std::fs::create_dir_all(root.join("tags"))?;
+    for n in 0..TAGS {
+        let dir = root
+            .join("tags/gcr.io")
+            .join(format!("team{}", n / TAGS_PER_REPO))
+            .join("app/_tags");
+        std::fs::create_dir_all(&dir)?;
+        let digest = const_hex::encode(sha2::Sha256::digest(format!("manifests{}", n % MANIFESTS)));
+        let line = format!(
+            "1700000000000 sha256:{digest} 1234 application/vnd.oci.image.manifest.v1+json\n"
+        );
+        std::fs::write(dir.join(format!("v{n}")), &line)?;
+        total += line.len() as u64;
+    }
     leftovers(root)?;
     Ok(total)
 }

@@ -1,13 +1,16 @@
-//! `hoard cache prune`: removes entries not used for a while, and the least recently used ones
-//! until the cache fits a size. "Used" is the file's mtime, which hoard sets when it serves an
-//! entry. Tag files whose manifests are all gone afterwards go too (hoard would refetch the tag
+//! `hoard cache prune`: removes entries (blobs, manifests and tag records) not used for a while,
+//! and the least recently used ones until the cache fits a size, as hoard's own eviction counts
+//! them. "Used" is the file's mtime, which hoard sets when it serves an entry or reads a tag.
+//! Tag files whose manifests are all gone afterwards go too (hoard would refetch the tag
 //! anyway), so `hoard cache ls` lists only what can be served.
 //!
 //! `hoard cache prune --s3` prunes the shared tier instead ([`run_s3`]), and leaves the local
 //! disk alone. There "used" is the newer of an object's upload and its use record (`tier`).
 
 use std::collections::{HashMap, HashSet};
+use std::fs::Metadata;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt as _;
@@ -15,7 +18,9 @@ use indicatif::HumanBytes;
 
 use crate::config::S3Config;
 use crate::oci::Digest;
-use crate::ops::disk::{CacheDir, Entry, Guard, Kind, Removal, remove_if_unchanged};
+use crate::ops::disk::{
+    CacheDir, Entry, Guard, Kind, Removal, TagFile, modified, remove_if_unchanged,
+};
 use crate::ops::{OpsError, Outcome, rfc3339};
 use crate::tier::{Kind as TierKind, S3Tier};
 
@@ -24,33 +29,68 @@ use crate::tier::{Kind as TierKind, S3Tier};
 pub struct PruneOptions {
     /// Remove entries not used for this long.
     pub older_than: Option<Duration>,
-    /// Then remove the least recently used entries until blobs and manifests take at most this
-    /// many bytes.
+    /// Then remove the least recently used entries until blobs, manifests and tag records take
+    /// at most this many bytes.
     pub max_size: Option<u64>,
     /// Report what would go, remove nothing.
     pub dry_run: bool,
 }
 
-/// The entries to remove, least recently used first: all older than the cutoff, then the
+/// A file prune may remove: a blob or manifest, or a tag record.
+#[derive(Debug, Clone)]
+pub(crate) enum Item {
+    Entry(Entry),
+    Tag(TagFile),
+}
+
+impl Item {
+    fn path(&self) -> &Path {
+        match self {
+            Item::Entry(entry) => &entry.path,
+            Item::Tag(tag) => &tag.path,
+        }
+    }
+
+    fn meta(&self) -> &Metadata {
+        match self {
+            Item::Entry(entry) => &entry.meta,
+            Item::Tag(tag) => &tag.meta,
+        }
+    }
+
+    fn size(&self) -> u64 {
+        self.meta().len()
+    }
+
+    fn modified(&self) -> SystemTime {
+        modified(self.meta())
+    }
+
+    /// `blob <digest>`, `manifest <digest>`, `tag <registry/repository:tag>`.
+    fn describe(&self) -> String {
+        match self {
+            Item::Entry(entry) => format!("{} {}", entry.kind.as_str(), entry.digest),
+            Item::Tag(tag) => format!("tag {}", tag.name()),
+        }
+    }
+}
+
+/// The items to remove, least recently used first: all older than the cutoff, then the
 /// oldest until the rest fits `max_size`.
-pub(crate) fn select(
-    mut entries: Vec<Entry>,
-    now: SystemTime,
-    options: &PruneOptions,
-) -> Vec<Entry> {
-    entries.sort_by(|a, b| a.modified().cmp(&b.modified()).then(a.path.cmp(&b.path)));
+pub(crate) fn select(mut items: Vec<Item>, now: SystemTime, options: &PruneOptions) -> Vec<Item> {
+    items.sort_by(|a, b| a.modified().cmp(&b.modified()).then(a.path().cmp(b.path())));
     let cutoff = options.older_than.and_then(|age| now.checked_sub(age));
-    let mut total: u64 = entries.iter().map(Entry::size).sum();
+    let mut total: u64 = items.iter().map(Item::size).sum();
     let mut chosen = Vec::new();
-    for entry in entries {
-        let old = cutoff.is_some_and(|cutoff| entry.modified() < cutoff);
+    for item in items {
+        let old = cutoff.is_some_and(|cutoff| item.modified() < cutoff);
         let over = options.max_size.is_some_and(|max| total > max);
-        // Sorted oldest first: once an entry is neither old nor needed to fit, none after is.
+        // Sorted oldest first: once an item is neither old nor needed to fit, none after is.
         if !old && !over {
             break;
         }
-        total -= entry.size();
-        chosen.push(entry);
+        total -= item.size();
+        chosen.push(item);
     }
     chosen
 }
@@ -66,45 +106,49 @@ pub fn run(
     } else {
         "removed"
     };
-    let chosen = select(dir.all_entries()?, SystemTime::now(), options);
+    let mut items: Vec<Item> = dir.all_entries()?.into_iter().map(Item::Entry).collect();
+    items.extend(dir.tags()?.into_iter().map(Item::Tag));
+    let chosen = select(items, SystemTime::now(), options);
     let mut removed_manifests: HashSet<Digest> = HashSet::new();
-    let (mut files, mut freed) = (0u64, 0u64);
-    for entry in &chosen {
+    let mut removed_tags: HashSet<PathBuf> = HashSet::new();
+    let (mut files, mut tags, mut freed) = (0u64, 0u64, 0u64);
+    for item in &chosen {
         if !options.dry_run {
-            match remove_if_unchanged(&entry.path, &entry.meta, Guard::Unchanged)? {
+            match remove_if_unchanged(item.path(), item.meta(), Guard::Unchanged)? {
                 Removal::Removed => {}
                 Removal::Gone => continue,
                 Removal::Changed => {
-                    writeln!(
-                        out,
-                        "kept {} {} (used meanwhile)",
-                        entry.kind.as_str(),
-                        entry.digest
-                    )?;
+                    writeln!(out, "kept {} (used meanwhile)", item.describe())?;
                     continue;
                 }
             }
         }
-        if entry.kind == Kind::Manifest {
-            removed_manifests.insert(entry.digest.clone());
+        match item {
+            Item::Entry(entry) => {
+                files += 1;
+                if entry.kind == Kind::Manifest {
+                    removed_manifests.insert(entry.digest.clone());
+                }
+            }
+            Item::Tag(tag) => {
+                tags += 1;
+                removed_tags.insert(tag.path.clone());
+            }
         }
-        files += 1;
-        freed += entry.size();
+        freed += item.size();
         writeln!(
             out,
-            "{verb} {} {} ({}, last used {})",
-            entry.kind.as_str(),
-            entry.digest,
-            HumanBytes(entry.size()),
-            rfc3339(entry.modified())
+            "{verb} {} ({}, last used {})",
+            item.describe(),
+            HumanBytes(item.size()),
+            rfc3339(item.modified())
         )?;
     }
     let stored = |digest: &Digest| {
         !removed_manifests.contains(digest) && dir.entry(Kind::Manifest, digest).is_some()
     };
-    let mut tags = 0u64;
     for tag in dir.tags()? {
-        if tag.lines.iter().any(|line| stored(&line.digest)) {
+        if removed_tags.contains(&tag.path) || tag.lines.iter().any(|line| stored(&line.digest)) {
             continue;
         }
         if !options.dry_run
@@ -222,7 +266,7 @@ mod tests {
     use super::*;
 
     /// Entries of `sizes` whose mtimes are `ages` seconds ago, made as real files.
-    fn entries(dir: &std::path::Path, files: &[(u64, u64)], now: SystemTime) -> Vec<Entry> {
+    fn entries(dir: &std::path::Path, files: &[(u64, u64)], now: SystemTime) -> Vec<Item> {
         files
             .iter()
             .enumerate()
@@ -231,20 +275,20 @@ mod tests {
                 let file = std::fs::File::create(&path).ok()?;
                 file.set_len(*size).ok()?;
                 file.set_modified(now - Duration::from_secs(*age)).ok()?;
-                Some(Entry {
+                Some(Item::Entry(Entry {
                     kind: Kind::Blob,
                     digest: Digest::sha256_of(i.to_string().as_bytes()),
                     meta: std::fs::metadata(&path).ok()?,
                     path,
-                })
+                }))
             })
             .collect()
     }
 
-    fn names(chosen: &[Entry]) -> Vec<String> {
+    fn names(chosen: &[Item]) -> Vec<String> {
         chosen
             .iter()
-            .filter_map(|e| e.path.file_name()?.to_str().map(str::to_owned))
+            .filter_map(|e| e.path().file_name()?.to_str().map(str::to_owned))
             .collect()
     }
 

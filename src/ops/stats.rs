@@ -53,8 +53,9 @@ struct Report {
     cache_dir: String,
     blobs: Usage,
     manifests: Usage,
-    tags: u64,
-    /// Bytes of blobs and manifests.
+    /// Tag records: one small file per tag.
+    tags: Usage,
+    /// Bytes of blobs, manifests and tag records: what `cache.max_size` limits.
     bytes: u64,
     proxy: String,
     running: bool,
@@ -85,7 +86,11 @@ pub async fn run(
         })
     };
     let (blobs, manifests) = (usage(Kind::Blob)?, usage(Kind::Manifest)?);
-    let tags = dir.tags()?.len() as u64;
+    let tags = dir.tags()?;
+    let tags = Usage {
+        entries: tags.len() as u64,
+        bytes: tags.iter().map(|t| t.meta.len()).sum(),
+    };
     let proxy = proxy_address(listen, dir.root()).await;
     let counters = fetch_counters(proxy).await;
     let report = Report {
@@ -93,7 +98,7 @@ pub async fn run(
         blobs,
         manifests,
         tags,
-        bytes: blobs.bytes + manifests.bytes,
+        bytes: blobs.bytes + manifests.bytes + tags.bytes,
         proxy: proxy.to_string(),
         running: counters.is_some(),
         hit_ratio: HitRatio {
@@ -120,14 +125,14 @@ fn print_text(report: &Report, out: &mut dyn Write) -> Result<(), OpsError> {
         )
     };
     let total = Usage {
-        entries: report.blobs.entries + report.manifests.entries,
+        entries: report.blobs.entries + report.manifests.entries + report.tags.entries,
         bytes: report.bytes,
     };
     writeln!(out, "{:<10} {}", "cache", report.cache_dir)?;
     writeln!(out, "{}", line("blobs", report.blobs))?;
     writeln!(out, "{}", line("manifests", report.manifests))?;
+    writeln!(out, "{}", line("tags", report.tags))?;
     writeln!(out, "{}", line("total", total))?;
-    writeln!(out, "{:<10} {:>8}", "tags", report.tags)?;
     let Some(counters) = &report.counters else {
         writeln!(out, "hoard is not running at {}", report.proxy)?;
         return Ok(());

@@ -63,7 +63,7 @@ impl Store {
             .fetch_add(victims.len() as u64, Ordering::Relaxed);
         Ok(victims
             .iter()
-            .flat_map(|key| [self.path(key), self.origin_path(key)])
+            .flat_map(|key| std::iter::once(self.path(key)).chain(self.origin_path(key)))
             .collect())
     }
 

@@ -125,15 +125,18 @@ pub(super) fn entry_path(root: &Path, key: &Key) -> PathBuf {
     match key {
         Key::Blob(d) => content_path(&root.join("blobs"), d),
         Key::Manifest(d) => content_path(&root.join("manifests"), d),
+        Key::Tag(path) => root.join("tags").join(&**path),
     }
 }
 
-/// Path of the file listing where an entry came from, in the store at `root`.
-pub(super) fn origin_path(root: &Path, key: &Key) -> PathBuf {
+/// Path of the file listing where an entry came from, in the store at `root`; tag records have
+/// none.
+pub(super) fn origin_path(root: &Path, key: &Key) -> Option<PathBuf> {
     let origins = root.join("origins");
     match key {
-        Key::Blob(d) => content_path(&origins.join("blobs"), d),
-        Key::Manifest(d) => content_path(&origins.join("manifests"), d),
+        Key::Blob(d) => Some(content_path(&origins.join("blobs"), d)),
+        Key::Manifest(d) => Some(content_path(&origins.join("manifests"), d)),
+        Key::Tag(_) => None,
     }
 }
 

@@ -23,23 +23,28 @@
 //! host names.
 //!
 //! In memory the store keeps an index of every entry in least-recently-used order, the bytes
-//! they hold, the bytes reserved by fills in progress, and the fills themselves. `max_size` and
+//! they hold, the bytes reserved by fills in progress, and the fills themselves. Entries are
+//! blobs, manifests and tag records: a tag record counts its file's length, is marked used when
+//! a tag is read or written, and goes like the rest (its empty folders stay). `max_size` and
 //! `min_free` are enforced when space is reserved: least-recently-used entries that nobody is
 //! reading are deleted first, so the folder never holds more than the limit.
 //!
 //! Where each job is done:
 //! - `mod.rs` (here): [`Store`], its shared state and lock, opening, usage, disk warnings, and
 //!   the paths and atomic writes of this store's folder.
-//! - `key.rs`: what entries and tag folders are named by (`Key`, [`HostKey`]).
+//! - `key.rs`: what entries and tag folders are named by (`Key`: a digest for blobs and
+//!   manifests, a shared path for tag records; [`HostKey`]).
 //! - `error.rs`: [`StoreError`], and the blocking pool that disk work runs on.
 //! - `layout.rs`: paths, claiming the folder at start, atomic writes, and the file formats that
 //!   `hoard cache` reads too (tag lines, origin lines, manifest files).
 //! - `index.rs`: the in-memory index in least-recently-used order, with each entry's readers.
 //! - `pins.rs`: the read pins that keep an entry from eviction; admitting and forgetting entries.
 //! - `evict.rs`: reservations of room for new entries, and eviction.
-//! - `scan.rs`: the scan of the folder, and the index it builds at start.
+//! - `scan.rs`: the scan of the folder (tag records sized from their metadata, never read), and
+//!   the index it builds at start.
 //! - `reconcile.rs`: the periodic reconcile of the index with the disk.
-//! - `retain.rs`: the entries `cache.pin` and the pins file keep from eviction.
+//! - `retain.rs`: the entries `cache.pin` and the pins file keep from eviction (a pinned tag's
+//!   record, its manifests and their blobs).
 //! - `manifests.rs`, `tags.rs`, `origins.rs`: reading and writing each kind of small file.
 //! - `in_flight.rs`: the flights in progress as the store's table holds them: what each asks the
 //!   upstream about, and the progress it publishes to its followers.
@@ -200,8 +205,8 @@ impl Store {
         layout::entry_path(&self.inner.root, key)
     }
 
-    /// Path of the file listing where an entry came from.
-    fn origin_path(&self, key: &Key) -> PathBuf {
+    /// Path of the file listing where an entry came from; tag records have none.
+    fn origin_path(&self, key: &Key) -> Option<PathBuf> {
         layout::origin_path(&self.inner.root, key)
     }
 

@@ -23,7 +23,10 @@ impl Store {
     /// Where the registry had an entry, oldest first. Empty when nothing is known, as for
     /// entries stored by a hoard that did not record origins.
     pub(crate) async fn origins(&self, key: &Key) -> Vec<Origin> {
-        match tokio::fs::read_to_string(self.origin_path(key)).await {
+        let Some(path) = self.origin_path(key) else {
+            return Vec::new();
+        };
+        match tokio::fs::read_to_string(path).await {
             Ok(text) => text.lines().filter_map(parse_origin_line).collect(),
             Err(_) => Vec::new(),
         }
@@ -31,9 +34,9 @@ impl Store {
 
     /// Records, in the background, that the registry `host` has the entry `key` in repository
     /// `repo` (it served it or confirmed it there). Kept next to the entry, at most
-    /// [`MAX_ORIGINS`] of them, and removed with it when it is evicted.
+    /// [`MAX_ORIGINS`] of them, and removed with it when it is evicted. Tag records have none.
     pub(crate) fn note_origin(&self, key: Key, host: &HostKey, repo: &str) {
-        if !valid_repository(repo) {
+        if matches!(key, Key::Tag(_)) || !valid_repository(repo) {
             return;
         }
         let origin = Origin {
@@ -51,24 +54,27 @@ impl Store {
     }
 }
 
-/// Adds `line` to the origins file at `path` unless it is there, dropping the oldest lines past
-/// [`MAX_ORIGINS`]. The caller holds the file's lock.
 /// Adds `origin` to the origins of `key` in the store at `root` (once; at most [`MAX_ORIGINS`]),
-/// on this thread: for the store's own writes and for `hoard cache import`.
+/// on this thread: for the store's own writes and for `hoard cache import`. Tag records have no
+/// origins: nothing is written for them.
 pub(crate) fn add_origin(root: &Path, key: &Key, origin: &Origin) -> Result<(), StoreError> {
-    let stripe = match key {
-        Key::Blob(d) | Key::Manifest(d) => {
-            usize::from(d.hex().bytes().next().unwrap_or(0)) % ORIGIN_LOCKS.len()
-        }
+    let (Key::Blob(digest) | Key::Manifest(digest)) = key else {
+        return Ok(());
     };
+    let Some(path) = origin_path(root, key) else {
+        return Ok(());
+    };
+    let stripe = usize::from(digest.hex().bytes().next().unwrap_or(0)) % ORIGIN_LOCKS.len();
     let _serial = ORIGIN_LOCKS[stripe]
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     let tmp = origins_tmp(root);
     std::fs::create_dir_all(&tmp).map_err(io_error("create", &tmp))?;
-    add_origin_line(&tmp, &origin_path(root, key), &origin.line())
+    add_origin_line(&tmp, &path, &origin.line())
 }
 
+/// Adds `line` to the origins file at `path` unless it is there, dropping the oldest lines past
+/// [`MAX_ORIGINS`]. The caller holds the file's lock.
 fn add_origin_line(tmp: &Path, path: &Path, line: &str) -> Result<(), StoreError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -97,6 +103,7 @@ mod tests {
 
     use super::super::test_util::{limits, put, stored};
     use super::*;
+    use crate::oci::Digest;
 
     #[tokio::test]
     async fn origins_are_bounded_survive_a_restart_and_go_with_their_entry() {
@@ -108,7 +115,9 @@ mod tests {
             let b = put(&store, 300, b'b').await;
             let key = Key::Manifest(a.clone());
             assert!(store.origins(&key).await.is_empty(), "nothing known yet");
-            let path = store.origin_path(&key);
+            let path = store
+                .origin_path(&key)
+                .unwrap_or_else(|| panic!("no origins"));
             let tmp = store.inner.tmp.clone();
             for i in 0..MAX_ORIGINS + 3 {
                 add_origin_line(&tmp, &path, &format!("gcr.io team/repo{i}"))
@@ -156,8 +165,9 @@ mod tests {
         // Evicting a (least recently used) takes its origins along.
         let _c = put(&store, 600, b'c').await;
         assert!(!stored(&store, &a));
-        assert!(!store.origin_path(&Key::Manifest(a.clone())).exists());
-        assert!(store.origin_path(&Key::Manifest(b.clone())).exists());
+        let origins_of = |d: &Digest| store.origin_path(&Key::Manifest(d.clone()));
+        assert!(!origins_of(&a).is_some_and(|p| p.exists()));
+        assert!(origins_of(&b).is_some_and(|p| p.exists()));
         assert_eq!(parse_origin_line("gcr.io a b"), None);
         assert_eq!(parse_origin_line("gcr.io a imported x"), None);
         assert_eq!(parse_origin_line("gcr.io/x a"), None);
@@ -184,7 +194,7 @@ mod tests {
         add_origin(dir.path(), &key, &origin("gcr.io", "team/app", false))
             .unwrap_or_else(|e| panic!("{e}"));
         add_origin(dir.path(), &key, &imported).unwrap_or_else(|e| panic!("{e}"));
-        let text = std::fs::read_to_string(origin_path(dir.path(), &key))
+        let text = std::fs::read_to_string(origin_path(dir.path(), &key).unwrap_or_default())
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(text, "gcr.io team/app imported\ngcr.io team/app\n");
         assert_eq!(

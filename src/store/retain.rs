@@ -1,7 +1,7 @@
 //! What `cache.pin` keeps from eviction: the images whose tags match a pin pattern (from the
 //! config, or from the `pins` file that `hoard cache pin` writes in the cache folder). A tag keeps
-//! the manifests its tag file points at, an index the manifests it lists, a manifest its config
-//! and layers. Worked out from the files on disk at each reconcile, on the blocking pool, so a
+//! its own tag record and the manifests it points at, an index the manifests it lists, a
+//! manifest its config and layers. Worked out from the files on disk at each reconcile, on the blocking pool, so a
 //! pin or an image pulled since applies from the next reconcile on.
 
 use std::collections::HashSet;
@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::key::Key;
 use super::layout::{entry_path, parse_tag_line, split_manifest_file};
+use super::scan::walk_tags;
 use crate::oci::{Digest, RepoPattern};
 
 /// The file in the cache folder holding the pins of `hoard cache pin`, one pattern a line.
@@ -50,85 +51,28 @@ struct Schema1Layer {
     blob_sum: String,
 }
 
-/// Every stored entry that an image matching one of `patterns` is made of (entries its
-/// manifests name but the store lacks included: they are kept once they arrive).
+/// Every stored entry that an image matching one of `patterns` is made of: its tag record, and
+/// the manifests and blobs it names (those the store lacks included: they are kept once they
+/// arrive).
 pub(super) fn kept_keys(root: &Path, patterns: &[RepoPattern]) -> HashSet<Key> {
     let mut kept = HashSet::new();
     if patterns.is_empty() {
         return kept;
     }
-    let Ok(hosts) = std::fs::read_dir(root.join("tags")) else {
-        return kept;
-    };
-    for host in hosts.flatten() {
-        if let Some(name) = host.file_name().to_str() {
-            let at = Place {
-                root,
-                patterns,
-                host: name,
-            };
-            at.repositories(&host.path(), "", &mut kept);
+    walk_tags(root, &mut |file| {
+        if !patterns
+            .iter()
+            .any(|p| p.matches_tag(file.host, file.repo, file.tag))
+        {
+            return;
         }
-    }
+        kept.insert(Key::tag(file.host, file.repo, file.tag));
+        let text = std::fs::read_to_string(file.entry.path()).unwrap_or_default();
+        for line in text.lines().filter_map(parse_tag_line) {
+            keep_manifest(root, line.digest, &mut kept);
+        }
+    });
     kept
-}
-
-/// Where [`kept_keys`] looks: one registry's tag folder.
-struct Place<'a> {
-    root: &'a Path,
-    patterns: &'a [RepoPattern],
-    host: &'a str,
-}
-
-impl Place<'_> {
-    /// Walks the folder of repository `repo` (`""` at the registry's top): `_tags` holds its
-    /// tags, every other folder a deeper repository.
-    fn repositories(&self, dir: &Path, repo: &str, kept: &mut HashSet<Key>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let (Some(name), Ok(kind)) = (
-                entry.file_name().to_str().map(str::to_owned),
-                entry.file_type(),
-            ) else {
-                continue;
-            };
-            if !kind.is_dir() {
-                continue;
-            }
-            if name == "_tags" && !repo.is_empty() {
-                self.tags(&entry.path(), repo, kept);
-            } else if repo.is_empty() {
-                self.repositories(&entry.path(), &name, kept);
-            } else {
-                self.repositories(&entry.path(), &format!("{repo}/{name}"), kept);
-            }
-        }
-    }
-
-    /// Keeps the images of the tags of `repo` that a pattern matches.
-    fn tags(&self, dir: &Path, repo: &str, kept: &mut HashSet<Key>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let Some(tag) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            if !self
-                .patterns
-                .iter()
-                .any(|p| p.matches_tag(self.host, repo, &tag))
-            {
-                continue;
-            }
-            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            for line in text.lines().filter_map(parse_tag_line) {
-                keep_manifest(self.root, line.digest, kept);
-            }
-        }
-    }
 }
 
 /// Keeps a manifest and, if it is stored, what it refers to.

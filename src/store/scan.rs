@@ -1,6 +1,8 @@
-//! The store's files as found on disk: the scan of the folder, and the index it builds at start.
+//! The store's files as found on disk: the scan of the folder (blobs, manifests, tag records),
+//! and the index it builds at start.
 //! The reconcile that brings the index in line with the disk while hoard runs is `reconcile.rs`.
 
+use std::fs::DirEntry;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -8,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::index::Index;
 use super::key::Key;
-use crate::oci::{Algorithm, Digest};
+use crate::oci::{Algorithm, Digest, valid_repository, valid_tag};
 
 /// Folders listed at once when scanning. With a cold page cache, a scan waits on one metadata
 /// read per entry; 16 in flight let the disk work in parallel (100,000 entries: ~0.8 s cold
@@ -34,8 +36,9 @@ pub(super) fn index_at_start(root: &Path) -> Index {
     index
 }
 
-/// Lists every entry file under `root` (blobs and manifests), ignoring anything whose name is
-/// not a digest in its right folder.
+/// Lists every entry file under `root` (blobs, manifests and tag records), ignoring anything
+/// whose name is not a digest in its right folder or a valid tag in a `_tags` folder. Tag
+/// records are sized from their metadata, never read.
 pub(crate) fn scan(root: &Path) -> Vec<Found> {
     // The prefix folders (`blobs/sha256/ab`), each listed by one of the scanning threads.
     let mut folders = Vec::new();
@@ -58,6 +61,21 @@ pub(crate) fn scan(root: &Path) -> Vec<Found> {
     let next = AtomicUsize::new(0);
     let found = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
+        // The tag records, meanwhile: far fewer than blobs, one walker is enough.
+        scope.spawn(|| {
+            let mut mine = Vec::new();
+            walk_tags(root, &mut |file| {
+                let Ok(meta) = file.entry.metadata() else {
+                    return;
+                };
+                mine.push(Found {
+                    key: Key::tag(file.host, file.repo, file.tag),
+                    size: meta.len(),
+                    modified: meta.modified().unwrap_or(UNIX_EPOCH),
+                });
+            });
+            lock_found(&found).append(&mut mine);
+        });
         for _ in 0..SCAN_THREADS.min(folders.len()) {
             scope.spawn(|| {
                 let mut mine = Vec::new();
@@ -71,6 +89,77 @@ pub(crate) fn scan(root: &Path) -> Vec<Found> {
         }
     });
     found.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A tag record's file, as [`walk_tags`] finds it.
+pub(super) struct TagFile<'a> {
+    pub(super) host: &'a str,
+    pub(super) repo: &'a str,
+    pub(super) tag: &'a str,
+    pub(super) entry: &'a DirEntry,
+}
+
+/// Calls `visit` for each tag record under `root/tags`: a plain file named by a valid tag in
+/// `<host>/<repository>/_tags/`, the repository a valid name. Links are not followed.
+pub(super) fn walk_tags(root: &Path, visit: &mut dyn FnMut(TagFile<'_>)) {
+    for host in subfolders(&root.join("tags")) {
+        if let Some(name) = host.file_name().to_str() {
+            repositories(&host.path(), name, "", visit);
+        }
+    }
+}
+
+/// Walks the folder of repository `repo` (`""` at the registry's top): `_tags` holds its tags,
+/// every other folder a deeper repository.
+fn repositories(dir: &Path, host: &str, repo: &str, visit: &mut dyn FnMut(TagFile<'_>)) {
+    // A repository name has at most 255 characters: nothing deeper is one.
+    if repo.len() > 255 {
+        return;
+    }
+    for folder in subfolders(dir) {
+        let Some(name) = folder.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if name == "_tags" && valid_repository(repo) {
+            tags(&folder, host, repo, visit);
+        } else if name != "_tags" {
+            let deeper = if repo.is_empty() {
+                name
+            } else {
+                format!("{repo}/{name}")
+            };
+            repositories(&folder.path(), host, &deeper, visit);
+        }
+    }
+}
+
+fn tags(folder: &DirEntry, host: &str, repo: &str, visit: &mut dyn FnMut(TagFile<'_>)) {
+    let Ok(files) = std::fs::read_dir(folder.path()) else {
+        return;
+    };
+    for entry in files.flatten() {
+        let name = entry.file_name();
+        let Some(tag) = name.to_str().filter(|tag| valid_tag(tag)) else {
+            continue;
+        };
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            visit(TagFile {
+                host,
+                repo,
+                tag,
+                entry: &entry,
+            });
+        }
+    }
+}
+
+/// The folders in `dir` (not links to folders).
+fn subfolders(dir: &Path) -> impl Iterator<Item = DirEntry> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
 }
 
 fn lock_found(found: &Mutex<Vec<Found>>) -> MutexGuard<'_, Vec<Found>> {

@@ -1,42 +1,48 @@
 //! The tag map: which manifest a registry's `repository:tag` pointed at, per media type, and
-//! when hoard learned it. One small file per tag, rewritten whole.
-
-use std::path::PathBuf;
+//! when hoard learned it. One small file per tag, rewritten whole; each is an entry of the index
+//! ([`Key::Tag`]) like a blob or a manifest: counted in `max_size`, marked used when read, and
+//! evicted least recently used first.
 
 use super::Store;
 use super::error::{StoreError, io_error};
-use super::key::HostKey;
+use super::key::{HostKey, Key};
 use super::layout::{TagEntry, format_tag_line, parse_tag_line};
 use crate::oci::{valid_repository, valid_tag};
 
 impl Store {
-    fn tag_path(&self, host: &HostKey, repo: &str, tag: &str) -> Result<PathBuf, StoreError> {
+    fn tag_key(&self, host: &HostKey, repo: &str, tag: &str) -> Result<Key, StoreError> {
         // Checked again here so no caller can build a path from an unchecked name.
         if !valid_repository(repo) || !valid_tag(tag) {
             return Err(StoreError::BadKey(format!("{repo}:{tag}")));
         }
-        Ok(self
-            .inner
-            .root
-            .join("tags")
-            .join(host.as_str())
-            .join(repo)
-            .join("_tags")
-            .join(tag))
+        Ok(Key::tag(host.as_str(), repo, tag))
     }
 
-    /// The known mappings of a tag (one per media type).
+    /// The known mappings of a tag (one per media type); marks the tag record used. A record
+    /// the index does not hold (yet: one written behind the store's back shows up at the next
+    /// reconcile) is not known.
     pub(crate) async fn tag(&self, host: &HostKey, repo: &str, tag: &str) -> Vec<TagEntry> {
-        let Ok(path) = self.tag_path(host, repo, tag) else {
+        let Ok(key) = self.tag_key(host, repo, tag) else {
             return Vec::new();
         };
-        match tokio::fs::read_to_string(&path).await {
-            Ok(text) => text.lines().filter_map(parse_tag_line).collect(),
-            Err(_) => Vec::new(),
+        let Some(_pin) = self.pin(&key) else {
+            return Vec::new();
+        };
+        let entries = self.read_tag_file(&key).await;
+        if entries.is_none() {
+            self.forget(&key);
         }
+        entries.unwrap_or_default()
     }
 
-    /// Records a mapping, replacing an earlier one of the same media type.
+    /// The lines of a tag record's file; `None` if it cannot be read.
+    async fn read_tag_file(&self, key: &Key) -> Option<Vec<TagEntry>> {
+        let text = tokio::fs::read_to_string(self.path(key)).await.ok()?;
+        Some(text.lines().filter_map(parse_tag_line).collect())
+    }
+
+    /// Records a mapping, replacing an earlier one of the same media type. The record's bytes
+    /// are reserved first, evicting the least recently used entries if the limit needs it.
     pub(crate) async fn put_tag(
         &self,
         host: &HostKey,
@@ -44,15 +50,21 @@ impl Store {
         tag: &str,
         entry: TagEntry,
     ) -> Result<(), StoreError> {
-        let path = self.tag_path(host, repo, tag)?;
+        let key = self.tag_key(host, repo, tag)?;
         if entry.media_type.contains(char::is_whitespace) {
             return Err(StoreError::BadKey(entry.media_type));
         }
-        let mut entries = self.tag(host, repo, tag).await;
+        // From the file, known to the index or not (yet): no line of another media type is lost.
+        let mut entries = self.read_tag_file(&key).await.unwrap_or_default();
         entries.retain(|e| e.media_type != entry.media_type);
         entries.push(entry);
         let text: String = entries.iter().map(format_tag_line).collect();
-        self.write_atomically(&path, text.into_bytes()).await
+        let size = text.len() as u64;
+        let reservation = self.reserve(size).await?;
+        self.write_atomically(&self.path(&key), text.into_bytes())
+            .await?;
+        self.admit(key, size, reservation);
+        Ok(())
     }
 
     /// Forgets a tag altogether (its upstream mapping changed through hoard, so the next pull
@@ -63,7 +75,9 @@ impl Store {
         repo: &str,
         tag: &str,
     ) -> Result<(), StoreError> {
-        let path = self.tag_path(host, repo, tag)?;
+        let key = self.tag_key(host, repo, tag)?;
+        let path = self.path(&key);
+        self.forget(&key);
         match tokio::fs::remove_file(&path).await {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
                 Err(io_error("remove", &path)(err))
@@ -72,3 +86,7 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "tags_tests.rs"]
+mod tests;

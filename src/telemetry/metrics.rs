@@ -152,7 +152,7 @@ impl Metrics {
         registry.register("store_bytes", "Bytes in the store", m.store_bytes.clone());
         registry.register(
             "store_entries",
-            "Blobs and manifests in the store",
+            "Blobs, manifests and tag records in the store",
             m.store_entries.clone(),
         );
         registry.register(

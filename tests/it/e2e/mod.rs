@@ -14,3 +14,4 @@ mod fleet;
 mod image;
 mod mirror;
 mod pulls;
+mod retention;

@@ -7,6 +7,7 @@ mod bounded;
 mod limits;
 mod pins;
 mod shaping;
+mod tag_records;
 
 use std::time::{Duration, Instant};
 

@@ -10,6 +10,15 @@ async fn pull(client: &reqwest::Client, path: &str) -> Bytes {
     response.bytes().await.unwrap()
 }
 
+fn tag_path(proxy: &Proxy, tag: &str) -> std::path::PathBuf {
+    proxy
+        .cache_dir()
+        .join("tags")
+        .join(REGISTRY)
+        .join("p/keep/_tags")
+        .join(tag)
+}
+
 fn manifest_path(proxy: &Proxy, digest: &str) -> std::path::PathBuf {
     let hex = digest.strip_prefix("sha256:").unwrap();
     proxy
@@ -61,6 +70,14 @@ async fn a_pinned_image_survives_a_flood_and_an_unpinned_one_goes() {
         !proxy.blob_path(&loose.digests[0]).exists(),
         "the unpinned layer went"
     );
+    assert!(
+        !tag_path(&proxy, "latest").exists(),
+        "and the unpinned tag record, least recently used like the rest"
+    );
+    assert!(
+        tag_path(&proxy, "v1").exists(),
+        "the pinned tag record stayed"
+    );
     for digest in [&layer, &config] {
         assert!(
             proxy.blob_path(digest).exists(),
@@ -73,6 +90,14 @@ async fn a_pinned_image_survives_a_flood_and_an_unpinned_one_goes() {
             "pinned manifest {digest} kept"
         );
     }
+    // What hoard counts is what is on disk, tag records included, within the limit.
+    let stored: u64 = ["blobs", "manifests", "tags"]
+        .iter()
+        .map(|d| disk_usage(&proxy.cache_dir().join(d)))
+        .sum();
+    assert!(stored <= 1 << 20, "{stored} bytes stored");
+    let metrics = proxy.admin("/metrics").await;
+    assert_eq!(sample(&metrics, "hoard_store_bytes"), stored as f64);
     let got = pull(&client, &format!("/v2/p/keep/blobs/{layer}")).await;
     assert_eq!(got.len(), 200_000);
     assert_eq!(registry.count("GET", &layer), 1, "served from the cache");

@@ -118,7 +118,15 @@ async fn stats_counts_entries_and_shows_the_hit_ratio_of_a_running_hoard() {
     assert_eq!(stats["blobs"]["entries"], 3);
     assert_eq!(stats["blobs"]["bytes"], app.size);
     assert_eq!(stats["manifests"]["entries"], 1);
-    assert_eq!(stats["tags"], 1);
+    // Tag records count like the rest: they are in what `cache.max_size` limits.
+    let tag_bytes = std::fs::metadata(s.tag_path(&app)).unwrap().len();
+    assert_eq!(stats["tags"]["entries"], 1);
+    assert_eq!(stats["tags"]["bytes"], tag_bytes);
+    let bytes = |kind: &str| stats[kind]["bytes"].as_u64().unwrap();
+    assert_eq!(
+        stats["bytes"].as_u64().unwrap(),
+        bytes("blobs") + bytes("manifests") + tag_bytes
+    );
     assert_eq!(stats["running"], true);
     assert_eq!(stats["hit_ratio"]["requests"], 0.5);
     assert_eq!(stats["counters"]["requests"]["MISS"], 4);
@@ -280,6 +288,47 @@ async fn prune_removes_least_recently_used_first_and_dry_run_removes_nothing() {
     assert!(files(&s.cache().join("blobs")).is_empty());
     let ls = s.hoard(&["cache", "ls"]).await;
     assert_eq!(ls.stdout.lines().count(), 1, "{}", ls.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_counts_tag_records_and_removes_the_least_recently_used_one() {
+    let s = Setup::new().await;
+    let old = s.image("p/old", "v1", &[&fresh_blob(3000)]);
+    let new = s.image("p/new", "v1", &[&fresh_blob(3000)]);
+    s.pull(&old).await;
+    s.pull(&new).await;
+    let files: Vec<PathBuf> = ["blobs", "manifests", "tags"]
+        .iter()
+        .flat_map(|d| files(&s.cache().join(d)))
+        .collect();
+    // Everything used an hour ago, but p/old's tag record three days ago.
+    for path in &files {
+        set_mtime(path, HOUR);
+    }
+    set_mtime(&s.tag_path(&old), 72 * HOUR);
+    let total: u64 = files
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+
+    let prune = s
+        .hoard(&["cache", "prune", "--max-size", &(total - 1).to_string()])
+        .await;
+    assert_eq!(prune.code, Some(0), "{}", prune.stderr);
+    assert!(
+        prune
+            .stdout
+            .starts_with(&format!("removed tag {} (", old.name())),
+        "{}",
+        prune.stdout
+    );
+    assert!(
+        prune.stdout.contains("removed 0 entries and 1 tags, "),
+        "{}",
+        prune.stdout
+    );
+    assert!(!s.tag_path(&old).exists());
+    assert!(s.manifest_path(&old.digest).exists() && s.tag_path(&new).exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

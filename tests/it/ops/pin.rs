@@ -20,6 +20,30 @@ async fn small_pinned_cache() -> Setup {
     }
 }
 
+/// Whether `hoard cache ls --json` says `repo`'s tag is pinned, and the table's PINNED cell.
+async fn listed_pinned(s: &Setup, repo: &str) -> (bool, String) {
+    let json = s.hoard(&["cache", "ls", "--json"]).await;
+    assert_eq!(json.code, Some(0), "{}", json.stderr);
+    let rows: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["repository"] == repo)
+        .unwrap_or_else(|| panic!("{repo} not listed: {}", json.stdout))
+        .clone();
+    let table = s.hoard(&["cache", "ls"]).await;
+    let header = table.stdout.lines().next().unwrap_or_default().to_owned();
+    let column = header.find("PINNED").unwrap_or_else(|| panic!("{header}"));
+    let line = table
+        .stdout
+        .lines()
+        .find(|l| l.contains(&format!("/{repo}:")))
+        .unwrap_or_else(|| panic!("{repo} not in {}", table.stdout));
+    let cell = line[column..].split_whitespace().next().unwrap_or_default();
+    (row["pinned"].as_bool().unwrap(), cell.to_owned())
+}
+
 /// Pulls 2.4 MB of other images through the 1 MiB cache.
 async fn flood(s: &Setup, round: &str) {
     for n in 0..12 {
@@ -43,6 +67,14 @@ async fn pin_keeps_an_image_from_the_next_reconcile_and_unpin_lets_it_go() {
     );
     let file = std::fs::read_to_string(s.cache().join("pins")).unwrap();
     assert_eq!(file, "registry.test/p/app:v1\n");
+    assert_eq!(listed_pinned(&s, "p/app").await, (true, "yes".to_owned()));
+    let base = s.image("p/base", "1.0", &[&fresh_blob(1000)]);
+    s.pull(&base).await;
+    assert_eq!(
+        listed_pinned(&s, "p/base").await,
+        (true, "yes".to_owned()),
+        "pinned by cache.pin in the config"
+    );
     s.proxy.server.reconcile().await;
     flood(&s, "a").await;
     for digest in std::iter::once(&app.digest) {
@@ -76,6 +108,7 @@ async fn pin_keeps_an_image_from_the_next_reconcile_and_unpin_lets_it_go() {
     assert_eq!(unpinned.code, Some(0), "{}", unpinned.stderr);
     assert_eq!(unpinned.stdout, "unpinned registry.test/p/app:v1\n");
     assert_eq!(std::fs::read_to_string(s.cache().join("pins")).unwrap(), "");
+    assert_eq!(listed_pinned(&s, "p/app").await, (false, "no".to_owned()));
     s.proxy.server.reconcile().await;
     flood(&s, "b").await;
     let layer = &app.blobs[1];
