@@ -326,7 +326,7 @@ fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
                 max_size,
                 dry_run,
             };
-            ops::prune::run(&dir, &options, &mut out)?
+            ops::prune::run(&dir, &options, &config.cache.pin, &mut out)?
         }
         CacheCommand::Rm { images, .. } => {
             ops::rm::run(&dir, &images, &mut out, &mut std::io::stderr())?

@@ -2,7 +2,8 @@
 //! and the least recently used ones until the cache fits a size, as hoard's own eviction counts
 //! them. "Used" is the file's mtime, which hoard sets when it serves an entry or reads a tag.
 //! Tag files whose manifests are all gone afterwards go too (hoard would refetch the tag
-//! anyway), so `hoard cache ls` lists only what can be served.
+//! anyway), so `hoard cache ls` lists only what can be served. Pinned images (`cache.pin`, `hoard
+//! cache pin`) stay, as they do from hoard's own eviction.
 //!
 //! `hoard cache prune --s3` prunes the shared tier instead ([`run_s3`]), and leaves the local
 //! disk alone. There "used" is the newer of an object's upload and its use record (`tier`).
@@ -17,11 +18,12 @@ use futures_util::StreamExt as _;
 use indicatif::HumanBytes;
 
 use crate::config::S3Config;
-use crate::oci::Digest;
+use crate::oci::{Digest, RepoPattern};
 use crate::ops::disk::{
     CacheDir, Entry, Guard, Kind, Removal, TagFile, modified, remove_if_unchanged,
 };
 use crate::ops::{OpsError, Outcome, rfc3339};
+use crate::store::{Key, pinned_keys, read_pins};
 use crate::tier::{Kind as TierKind, S3Tier};
 
 /// What to prune.
@@ -76,8 +78,14 @@ impl Item {
 }
 
 /// The items to remove, least recently used first: all older than the cutoff, then the
-/// oldest until the rest fits `max_size`.
-pub(crate) fn select(mut items: Vec<Item>, now: SystemTime, options: &PruneOptions) -> Vec<Item> {
+/// oldest until the rest fits `max_size`. Pinned items are never chosen (their bytes still
+/// count).
+pub(crate) fn select(
+    mut items: Vec<Item>,
+    now: SystemTime,
+    options: &PruneOptions,
+    pinned: &dyn Fn(&Item) -> bool,
+) -> Vec<Item> {
     items.sort_by(|a, b| a.modified().cmp(&b.modified()).then(a.path().cmp(b.path())));
     let cutoff = options.older_than.and_then(|age| now.checked_sub(age));
     let mut total: u64 = items.iter().map(Item::size).sum();
@@ -89,6 +97,9 @@ pub(crate) fn select(mut items: Vec<Item>, now: SystemTime, options: &PruneOptio
         if !old && !over {
             break;
         }
+        if pinned(&item) {
+            continue;
+        }
         total -= item.size();
         chosen.push(item);
     }
@@ -96,9 +107,11 @@ pub(crate) fn select(mut items: Vec<Item>, now: SystemTime, options: &PruneOptio
 }
 
 /// Prunes (or with `dry_run`, lists what would be pruned), one line per file and a summary.
+/// What the `pins` (`cache.pin`, and the pins file is read here) keep is left alone.
 pub fn run(
     dir: &CacheDir,
     options: &PruneOptions,
+    pins: &[RepoPattern],
     out: &mut dyn Write,
 ) -> Result<Outcome, OpsError> {
     let verb = if options.dry_run {
@@ -108,7 +121,17 @@ pub fn run(
     };
     let mut items: Vec<Item> = dir.all_entries()?.into_iter().map(Item::Entry).collect();
     items.extend(dir.tags()?.into_iter().map(Item::Tag));
-    let chosen = select(items, SystemTime::now(), options);
+    let mut patterns = pins.to_vec();
+    patterns.extend(read_pins(dir.root()));
+    let kept = pinned_keys(dir.root(), &patterns);
+    let pinned = |item: &Item| {
+        kept.contains(&match item {
+            Item::Entry(entry) if entry.kind == Kind::Blob => Key::Blob(entry.digest.clone()),
+            Item::Entry(entry) => Key::Manifest(entry.digest.clone()),
+            Item::Tag(tag) => Key::tag(&tag.registry, &tag.repository, &tag.tag),
+        })
+    };
+    let chosen = select(items, SystemTime::now(), options, &pinned);
     let mut removed_manifests: HashSet<Digest> = HashSet::new();
     let mut removed_tags: HashSet<PathBuf> = HashSet::new();
     let (mut files, mut tags, mut freed) = (0u64, 0u64, 0u64);
@@ -307,7 +330,7 @@ mod tests {
                 max_size,
                 dry_run: false,
             };
-            names(&select(all.clone(), now, &options))
+            names(&select(all.clone(), now, &options, &|_| false))
         };
         assert_eq!(prune(None, Some(600)), Vec::<String>::new());
         assert_eq!(prune(None, Some(599)), ["1"]);

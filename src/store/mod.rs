@@ -111,6 +111,7 @@ pub(crate) use layout::{
 pub use manifests::{MAX_MANIFEST_SIZE, StoredManifest};
 pub(crate) use origins::add_origin;
 pub(crate) use read::{FileChunks, chunk_len, read_at};
+pub(crate) use retain::kept_keys as pinned_keys;
 pub use retain::{PINS_FILE, read_pins};
 pub(crate) use writer::BlobWriter;
 

@@ -54,7 +54,7 @@ struct Schema1Layer {
 /// Every stored entry that an image matching one of `patterns` is made of: its tag record, and
 /// the manifests and blobs it names (those the store lacks included: they are kept once they
 /// arrive).
-pub(super) fn kept_keys(root: &Path, patterns: &[RepoPattern]) -> HashSet<Key> {
+pub(crate) fn kept_keys(root: &Path, patterns: &[RepoPattern]) -> HashSet<Key> {
     let mut kept = HashSet::new();
     if patterns.is_empty() {
         return kept;

@@ -1,5 +1,5 @@
 //! `hoard cache pin` / `unpin`: the pins file a running hoard picks up at its next reconcile,
-//! and config pins that `unpin` cannot undo.
+//! and config pins that `unpin` cannot undo; `hoard cache prune` leaves pinned images alone.
 
 use super::*;
 
@@ -135,5 +135,47 @@ async fn pin_keeps_an_image_from_the_next_reconcile_and_unpin_lets_it_go() {
         Some(2),
         "a digest is not a pin: {}",
         digest.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_leaves_pinned_images_and_takes_the_rest() {
+    let s = small_pinned_cache().await;
+    let app = s.image("p/app", "v1", &[&fresh_blob(3000)]);
+    let base = s.image("p/base", "1.0", &[&fresh_blob(2000)]);
+    let other = s.image("p/other", "1", &[&fresh_blob(4000)]);
+    for image in [&app, &base, &other] {
+        s.pull(image).await;
+    }
+    let pinned = s.hoard(&["cache", "pin", "registry.test/p/app:v1"]).await;
+    assert_eq!(pinned.code, Some(0), "{}", pinned.stderr);
+
+    let pruned = s.hoard(&["cache", "prune", "--max-size", "0"]).await;
+    assert_eq!(pruned.code, Some(0), "{}", pruned.stderr);
+    assert!(
+        pruned
+            .stdout
+            .contains("removed tag registry.test/p/other:1"),
+        "{}",
+        pruned.stdout
+    );
+    for (image, kept) in [(&app, true), (&base, true), (&other, false)] {
+        assert_eq!(
+            s.manifest_path(&image.digest).exists(),
+            kept,
+            "{}",
+            pruned.stdout
+        );
+        assert_eq!(
+            s.proxy.blob_path(&image.blobs[1]).exists(),
+            kept,
+            "{}",
+            pruned.stdout
+        );
+    }
+    assert!(
+        !pruned.stdout.contains("p/app") && !pruned.stdout.contains("p/base"),
+        "pinned by the pins file and by cache.pin: {}",
+        pruned.stdout
     );
 }
