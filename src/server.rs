@@ -137,9 +137,10 @@ impl Server {
 
     /// Blobs being fetched into the store. A fill outlives its first client's response: the
     /// client has its last bytes once they are verified, while the blob is still being synced
-    /// to disk.
+    /// to disk; and it counts until its fill slot (`cache.max_fills`) is free again.
     pub fn fills_in_progress(&self) -> usize {
-        self.hoard.store.usage().fills
+        let store = self.hoard.store.usage().fills;
+        store.max(self.hoard.fill_slots.running())
     }
 
     /// Where the admin listener is, if it runs.

@@ -72,6 +72,11 @@ fn lock_running(running: &Mutex<Running>) -> std::sync::MutexGuard<'_, Running> 
 }
 
 impl FillSlots {
+    /// Fills holding a slot now.
+    pub(crate) fn running(&self) -> usize {
+        lock_running(&self.running).total
+    }
+
     /// A slot for one more fill by `client`, unless a limit is reached.
     pub(crate) fn take(
         &self,
