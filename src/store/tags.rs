@@ -7,6 +7,7 @@ use super::Store;
 use super::error::{StoreError, io_error};
 use super::key::HostKey;
 use super::layout::{TagEntry, format_tag_line, parse_tag_line};
+use super::read::read_whole;
 use crate::oci::{valid_repository, valid_tag};
 
 impl Store {
@@ -30,9 +31,9 @@ impl Store {
         let Ok(path) = self.tag_path(host, repo, tag) else {
             return Vec::new();
         };
-        match tokio::fs::read_to_string(&path).await {
-            Ok(text) => text.lines().filter_map(parse_tag_line).collect(),
-            Err(_) => Vec::new(),
+        match read_whole(&path).await.map(String::from_utf8) {
+            Ok(Ok(text)) => text.lines().filter_map(parse_tag_line).collect(),
+            _ => Vec::new(),
         }
     }
 
