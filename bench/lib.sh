@@ -211,14 +211,17 @@ start_registry() { # name port storage [remoteurl] -> PID: on UP_ADDR, in BENCH_
     wait_port $PID "$UP_ADDR:$2" "$1" "$lg" || die "$1 did not start"
 }
 
-start_nginx() { # name port [plain] -> PID; plain: HTTP without TLS (the plain mirror's reference)
-    local d="$WORK/$1" u="" listen="listen 127.0.0.1:$2 ssl http2;"
+start_nginx() { # name port [plain] -> PID; plain: HTTP without TLS (the plain mirror's reference).
+                # When set: NGINX_ROOT (default $WORK/files), NGINX_WORKERS (default auto),
+                # NGINX_SERVER (more lines in the server block), NGINX_PRE (a command before nginx,
+                # e.g. taskset -c 1)
+    local d="$WORK/$1" u="" listen="listen 127.0.0.1:$2 ssl http2;" pre=(${NGINX_PRE:-})
     mkdir -p "$d/tmp"
     [ "$(id -u)" = 0 ] && u="user root;"
     [ "${3:-}" = plain ] && listen="listen 127.0.0.1:$2;"
     cat >"$d/nginx.conf" <<EOF
 $u
-worker_processes auto;
+worker_processes ${NGINX_WORKERS:-auto};
 pid $d/nginx.pid;
 error_log $d/error.log warn;
 daemon off;
@@ -237,11 +240,12 @@ http {
         ssl_certificate $WORK/pki/server.crt;
         ssl_certificate_key $WORK/pki/server.key;
         ssl_protocols TLSv1.3;
-        root $WORK/files;
+        root ${NGINX_ROOT:-$WORK/files};
+        ${NGINX_SERVER:-}
     }
 }
 EOF
-    nginx -e "$d/error.log" -p "$d" -c "$d/nginx.conf" >"$WORK/logs/$1.log" 2>&1 &
+    "${pre[@]}" nginx -e "$d/error.log" -p "$d" -c "$d/nginx.conf" >"$WORK/logs/$1.log" 2>&1 &
     PID=$!
     wait_port $PID "$2" "$1" "$WORK/logs/$1.log" || { cat "$d/error.log" >&2; die "$1 did not start"; }
 }

@@ -6,6 +6,7 @@
 #   bench/run.sh            full run: 1 GiB blob, 16 x 100 MiB, 4 GiB blob, 5 runs per case
 #   bench/run.sh --quick    smaller sizes, 3 runs (a fast check that everything works)
 #   options: --runs N  --no-big  --big  --keep (keep the work folder)  --workdir DIR
+#            --no-small (leave out bench/small.sh's small-request rows)  --small-only (only those)
 #   BENCH_REGISTRY_LOG=info: the registries log every request (in the work folder's logs/)
 #
 # The report goes to stdout; progress and errors go to stderr. See docs/benchmarks.md.
@@ -16,20 +17,27 @@ RUNS=
 BIG=
 KEEP=0
 BASE=${TMPDIR:-/tmp}
+SMALL=1
+SMALL_ARGS=() # what bench/small.sh gets of these options
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) MODE=quick ;;
         --full) MODE=full ;;
-        --runs) RUNS=$2; shift ;;
+        --runs) RUNS=$2; SMALL_ARGS+=(--runs "$2"); shift ;;
         --big) BIG=1 ;;
         --no-big) BIG=0 ;;
-        --keep) KEEP=1 ;;
-        --workdir) BASE=$2; shift ;;
-        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --no-small) SMALL=0 ;;
+        --small-only) SMALL=only ;;
+        --keep) KEEP=1; SMALL_ARGS+=(--keep) ;;
+        --workdir) BASE=$2; SMALL_ARGS+=(--workdir "$2"); shift ;;
+        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
+SMALL_ARGS+=("--$MODE")
+# Small requests (issue 25): many clients, small objects, hits only; a script of its own.
+[ "$SMALL" = only ] && exec "$(dirname "$0")/small.sh" "${SMALL_ARGS[@]}"
 
 MIB=1048576
 if [ "$MODE" = full ]; then
@@ -549,6 +557,14 @@ note_rss direct $UP_PID; RSS[direct_h2]=${RSS[direct]}
 stop_pid $UP_PID
 ELAPSED=$(( $(date +%s) - START ))
 
+# --- Small requests (bench/small.sh): its report follows this one's.
+SMALL_OUT=
+if [ "$SMALL" = 1 ]; then
+    log "small requests: bench/small.sh ${SMALL_ARGS[*]}"
+    SMALL_OUT="$WORK/small.txt"
+    "$(dirname "$0")/small.sh" "${SMALL_ARGS[@]}" >"$SMALL_OUT" || log "bench/small.sh failed (exit $?)"
+fi
+
 # ---------------------------------------------------------------------------------------------
 # Report
 
@@ -715,4 +731,5 @@ target "hoard parallel / Distribution proxy parallel > 1" "$(ratio "$(med par)" 
 for c in "${ORDER[@]}"; do
     [ -n "${ERR[$c]:-}" ] && echo "error in '${TITLE[$c]}': ${ERR[$c]}"
 done
+if [ -n "$SMALL_OUT" ]; then echo; cat "$SMALL_OUT"; fi
 exit 0

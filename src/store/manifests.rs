@@ -6,6 +6,7 @@ use super::Store;
 use super::error::StoreError;
 use super::key::Key;
 use super::layout::{manifest_file, split_manifest_file};
+use super::read::read_whole;
 use crate::oci::Digest;
 
 /// Manifests larger than this are not cached (registries themselves refuse above 4 MiB).
@@ -23,7 +24,7 @@ impl Store {
     pub async fn manifest(&self, digest: &Digest) -> Option<StoredManifest> {
         let key = Key::Manifest(digest.clone());
         let _pin = self.pin(&key)?;
-        let Ok(data) = tokio::fs::read(self.path(&key)).await else {
+        let Ok(data) = read_whole(&self.path(&key)).await else {
             self.forget(&key);
             return None;
         };

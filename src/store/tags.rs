@@ -7,6 +7,7 @@ use super::Store;
 use super::error::{StoreError, io_error};
 use super::key::{HostKey, Key};
 use super::layout::{TagEntry, format_tag_line, parse_tag_line};
+use super::read::read_whole;
 use crate::oci::{valid_repository, valid_tag};
 
 impl Store {
@@ -37,7 +38,7 @@ impl Store {
 
     /// The lines of a tag record's file; `None` if it cannot be read.
     async fn read_tag_file(&self, key: &Key) -> Option<Vec<TagEntry>> {
-        let text = tokio::fs::read_to_string(self.path(key)).await.ok()?;
+        let text = String::from_utf8(read_whole(&self.path(key)).await.ok()?).ok()?;
         Some(text.lines().filter_map(parse_tag_line).collect())
     }
 
