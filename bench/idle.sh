@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Thousands of clients (issue 25, item 4): 16 clients pulling hits from hoard's plain mirror
 # listener with and without a crowd of 10,000 idle keep-alive connections, interleaved run by run
-# in one run, and hoard's resident memory per idle connection. Two kinds of crowd, each against a
-# hoard process of its own on the same warm cache (bench/idle_clients.py):
+# in one run, and hoard's resident memory per idle connection. Two kinds of crowd, every round a
+# fresh hoard process on the same warm cache (bench/idle_clients.py):
 #   mirror  plain HTTP/1.1 keep-alive connections to the mirror listener, one HEAD each, then idle
 #   tunnel  CONNECT tunnels to the intercepted registry, TLS up, one HEAD each, then idle
 #
@@ -126,6 +126,7 @@ crowd() {
         args=(--kind mirror --path "$BLOB_PATH?ns=$HOST" --count "$IDLE" --addrs $ADDRS --server "127.0.0.1:$MPORT")
     fi
     CROWD_LOG="$WORK/logs/$2.log"
+    : >"$CROWD_LOG"
     t0=$(date +%s%N)
     python3 "$CLIENT_PY" "${args[@]}" >"$CROWD_LOG" 2>&1 &
     CROWD_PID=$!
@@ -151,16 +152,17 @@ crowd_gone() { # stops the crowd; waits until hoard has closed its side
 }
 
 declare -A VALS
-# One kind of crowd on a hoard of its own: a warm-up (the first one fills the cache), the baseline
-# RSS, then RUNS rounds of: hits without, the crowd opens, RSS, hits with, the crowd still open?
+# One kind of crowd, RUNS rounds, each on a fresh hoard process on the warm cache (a crowd's
+# memory, once freed, stays with the allocator: the next crowd's figure would be off): a warm-up,
+# the RSS before the crowd, hits without, the crowd opens, RSS, hits with, the crowd still open?
 run_kind() {
     local kind=$1 r rss0 rss1 n t0
-    start_hoard "hoard-$kind"; HPID=$PID
-    hits "warmup-$kind"; hits "warmup2-$kind"
-    sleep 1
-    rss0=$(rss_kib $HPID)
-    log "$kind: hoard RSS before any crowd: $rss0 KiB; $RUNS rounds"
+    log "$kind: $RUNS rounds"
     for r in $(seq "$RUNS"); do
+        start_hoard "hoard-$kind-$r"; HPID=$PID
+        hits "warmup-$kind-$r" # the first one fills the cache
+        sleep 1
+        rss0=$(rss_kib $HPID)
         hits "$kind-without-$r"; add_value "${kind}_without" "$SPEED"
         t0=$(date +%s)
         crowd "$kind" "crowd-$kind-$r"
@@ -173,8 +175,8 @@ run_kind() {
         add_value "${kind}_held_s" $(($(date +%s) - t0))
         [ "$n" = "$IDLE" ] || die "$kind: hoard closed $((IDLE - ${n:-0})) of the idle connections during the round"
         crowd_gone
+        stop_pid $HPID
     done
-    stop_pid $HPID
 }
 
 START=$(date +%s)
@@ -197,12 +199,12 @@ echo
 fmt='%-44s %8s %13s %9s %9s %8s\n'
 printf "$fmt" crowd "hits MiB/s" "min-max" "ratio" "KiB/conn" "open s"
 for kind in mirror tunnel; do
-    printf "$fmt" "none (the $kind rounds' hoard)" "$(med ${kind}_without)" "$(spread_of "${VALS[${kind}_without]}")" reference - -
+    printf "$fmt" "none ($kind rounds)" "$(med ${kind}_without)" "$(spread_of "${VALS[${kind}_without]}")" reference - -
     printf "$fmt" "$IDLE idle $kind connections" "$(med ${kind}_with)" "$(spread_of "${VALS[${kind}_with]}")" \
         "$(ratio "$(med ${kind}_with)" "$(med ${kind}_without)")x" "$(med ${kind}_kib)" "$(med ${kind}_open_s)"
 done
 echo
-echo "KiB/conn: (hoard's VmRSS with the crowd open - VmRSS before the first crowd) / $IDLE, median of"
+echo "KiB/conn: (hoard's VmRSS with the crowd open - VmRSS before it, after a warm-up) / $IDLE, median of"
 echo "the rounds (${VALS[mirror_kib]# } | ${VALS[tunnel_kib]# }). Every round checks that all $IDLE are still open"
 echo "after its hits (held for ${VALS[mirror_held_s]# } | ${VALS[tunnel_held_s]# } s; proxy.idle_timeout is 300 s)."
 echo
