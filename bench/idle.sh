@@ -73,6 +73,9 @@ start_hoard() { # name -> PID, PORT (proxy), MPORT (plain mirror); the cache in 
 [proxy]
 listen = "127.0.0.1:$PORT"
 max_connections = 20000
+# hyper closes a keep-alive connection waiting for its next request head after this (default
+# 30 s), before proxy.idle_timeout (300 s): long enough for the slowest crowd to stay open.
+header_read_timeout = "300s"
 [ca]
 dir = "$WORK/hoard-ca"
 [cache]
@@ -206,7 +209,8 @@ done
 echo
 echo "KiB/conn: (hoard's VmRSS with the crowd open - VmRSS before it, after a warm-up) / $IDLE, median of"
 echo "the rounds (${VALS[mirror_kib]# } | ${VALS[tunnel_kib]# }). Every round checks that all $IDLE are still open"
-echo "after its hits (held for ${VALS[mirror_held_s]# } | ${VALS[tunnel_held_s]# } s; proxy.idle_timeout is 300 s)."
+echo "after its hits (held for ${VALS[mirror_held_s]# } | ${VALS[tunnel_held_s]# } s; proxy.idle_timeout and"
+echo "header_read_timeout are 300 s here; with the default header_read_timeout idle connections close after 30 s)."
 echo
 # The targets: the worse of the two kinds.
 worst_ratio=$(printf '%s\n' "$(ratio "$(med mirror_with)" "$(med mirror_without)")" \
