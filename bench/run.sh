@@ -8,6 +8,7 @@
 #   options: --runs N  --no-big  --big  --keep (keep the work folder)  --workdir DIR
 #            --no-small (leave out bench/small.sh's small-request rows)  --small-only (only those)
 #   BENCH_REGISTRY_LOG=info: the registries log every request (in the work folder's logs/)
+#   Then bench/idle.sh (10,000 idle connections, issue 25): its targets join the targets block.
 #
 # The report goes to stdout; progress and errors go to stderr. See docs/benchmarks.md.
 set -uo pipefail
@@ -728,8 +729,20 @@ fi
 target "hoard hit h1 / Distribution proxy warm > 1" "$(ratio "$(med hit)" "$(med dist_warm)")" ">=" 1.0
 target "hoard cold h1 / Distribution proxy cold > 1" "$(ratio "$(med cold)" "$(med dist_cold)")" ">=" 1.0
 target "hoard parallel / Distribution proxy parallel > 1" "$(ratio "$(med par)" "$(med dist_par)")" ">=" 1.0
+# Thousands of clients (issue 25): bench/idle.sh, a run of its own; its targets join this block.
+IDLE_ARGS=(--runs "$RUNS" --workdir "$BASE"); [ "$MODE" = quick ] && IDLE_ARGS+=(--quick)
+log "thousands of clients: bench/idle.sh ${IDLE_ARGS[*]}"
+if IDLE_OUT=$("$(dirname "$0")/idle.sh" "${IDLE_ARGS[@]}"); then
+    sed -n '/^targets/,$p' <<<"$IDLE_OUT" | tail -n +2
+else
+    IDLE_OUT="bench/idle.sh failed (its log is above on stderr)"
+    target "hits with 10k idle >= 0.9x without" - ">=" 0.9
+    target "memory per idle connection <= 16 KiB" - "<=" 16
+fi
 for c in "${ORDER[@]}"; do
     [ -n "${ERR[$c]:-}" ] && echo "error in '${TITLE[$c]}': ${ERR[$c]}"
 done
 if [ -n "$SMALL_OUT" ]; then echo; cat "$SMALL_OUT"; fi
+echo
+sed '/^targets/,$d' <<<"$IDLE_OUT"
 exit 0
