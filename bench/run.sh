@@ -6,6 +6,8 @@
 #   bench/run.sh            full run: 1 GiB blob, 16 x 100 MiB, 4 GiB blob, 5 runs per case
 #   bench/run.sh --quick    smaller sizes, 3 runs (a fast check that everything works)
 #   options: --runs N  --no-big  --big  --keep (keep the work folder)  --workdir DIR
+#   --only cold: only the cold rows at this machine's speed (direct, Distribution proxy, hoard h1
+#   and h2); the other rows are left out and their targets print NOT MEASURED
 #   BENCH_REGISTRY_LOG=info: the registries log every request (in the work folder's logs/)
 #
 # The report goes to stdout; progress and errors go to stderr. See docs/benchmarks.md.
@@ -14,6 +16,7 @@ set -uo pipefail
 MODE=full
 RUNS=
 BIG=
+ONLY=
 KEEP=0
 BASE=${TMPDIR:-/tmp}
 while [ $# -gt 0 ]; do
@@ -24,8 +27,9 @@ while [ $# -gt 0 ]; do
         --big) BIG=1 ;;
         --no-big) BIG=0 ;;
         --keep) KEEP=1 ;;
+        --only) ONLY=$2; shift; [ "$ONLY" = cold ] || { echo "--only takes: cold" >&2; exit 2; } ;;
         --workdir) BASE=$2; shift ;;
-        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -355,7 +359,7 @@ done
 # the upstream registry), as pulls are in use: the link, not this machine's CPUs, is the limit,
 # and hoard's hashing, writing and sending may not slow the stream. Interleaved with a direct
 # fetch over the same link.
-for l in "${LINKS[@]}"; do
+[ -n "$ONLY" ] || for l in "${LINKS[@]}"; do # --only cold: not the links
     log "cold fills over a ${LINK_L[$l]} link: $RUNS runs each of direct and hoard"
     LP=$(free_port); start_link "link-$l" "$LP" "$l"; LINK_PID=$PID
     fetch "warmup-link-$l" $MAIN_BYTES --http1.1 --cacert "$CA" "https://127.0.0.1:$LP$MAIN_PATH" \
@@ -378,6 +382,8 @@ rm -rf "$WORK/dist-cold" "$WORK/hoard-cold" "$WORK/hoard-link"
 if [ ! -d "$HOARD_KEEP" ]; then mkdir -p "$HOARD_KEEP"; fi
 if [ ! -d "$DIST_KEEP" ]; then mkdir -p "$DIST_KEEP"; fi
 
+# --only cold: everything from here to the report is skipped (not indented, to keep the diff small).
+if [ -z "$ONLY" ]; then
 # --- Preparation (not measured): the parallel blob into both caches (and the main blob if a cold
 # run failed), then a copy of hoard's cache for each other hit process (h2, the three mirror ones):
 # the mirror rows serve what the proxy port filled.
@@ -544,6 +550,7 @@ for n in $HS_LIST; do
 done
 [ -n "$HS_ERR" ] && { log "FAILED handshake: $HS_ERR"; tail -n 15 "$WORK/logs/hoard-handshake.log" >&2; }
 stop_pid $HS_PID
+fi # --only
 
 note_rss direct $UP_PID; RSS[direct_h2]=${RSS[direct]}
 stop_pid $UP_PID
@@ -604,6 +611,7 @@ fmt='%-50s %8s %15s %18s %8s %9s %9s %5s\n'
 printf "$fmt" case "MiB/s" "min-max" "ratio (vs)" "peak MiB" "CPU s/GiB" "client" "cores"
 printf "$fmt" "$(printf '%.0s-' $(seq 50))" -------- --------------- ------------------ -------- --------- --------- -----
 for c in "${ORDER[@]}"; do
+    [ -n "$ONLY" ] && [ "${BYTES[$c]}" = 0 ] && [ -z "${ERR[$c]:-}" ] && continue
     if [ -n "${ERR[$c]:-}" ] && [ -z "${VALS[$c]// /}" ]; then
         printf "$fmt" "${TITLE[$c]}" FAILED - - - - - -
         continue
@@ -648,6 +656,8 @@ if [ -n "$HS_NEW" ]; then
     printf '  %-40s %8s  (%s)\n' "new - same, per name" "$hd" "$2-$3"
     [ -n "$HS_NGINX" ] && { set -- $(PREC=2 stats $HS_NGINX); printf '  %-40s %8s  (%s)\n' "for scale: nginx direct (no CONNECT)" "$1" "$2-$3"; }
     [ -n "$HS_NGINX_TUN" ] && { set -- $(PREC=2 stats $HS_NGINX_TUN); printf '  %-40s %8s  (%s)\n' "for scale: nginx through hoard's tunnel" "$1" "$2-$3"; }
+elif [ -n "$ONLY" ]; then
+    echo "TLS handshake through hoard: not measured (--only $ONLY)"
 else
     echo "TLS handshake through hoard: FAILED ($HS_ERR)"
 fi
@@ -712,6 +722,7 @@ fi
 target "hoard hit h1 / Distribution proxy warm > 1" "$(ratio "$(med hit)" "$(med dist_warm)")" ">=" 1.0
 target "hoard cold h1 / Distribution proxy cold > 1" "$(ratio "$(med cold)" "$(med dist_cold)")" ">=" 1.0
 target "hoard parallel / Distribution proxy parallel > 1" "$(ratio "$(med par)" "$(med dist_par)")" ">=" 1.0
+target "cold fill CPU s/GiB <= 1.5" "$(per_gib cold server)" "<=" 1.5
 for c in "${ORDER[@]}"; do
     [ -n "${ERR[$c]:-}" ] && echo "error in '${TITLE[$c]}': ${ERR[$c]}"
 done
