@@ -7,6 +7,8 @@
 #   bench/run.sh --quick    smaller sizes, 3 runs (a fast check that everything works)
 #   options: --runs N  --no-big  --big  --keep (keep the work folder)  --workdir DIR
 #            --no-small (leave out bench/small.sh's small-request rows)  --small-only (only those)
+#   --only cold: only the cold rows at this machine's speed (direct, Distribution proxy, hoard h1
+#   and h2); the other rows, bench/small.sh and bench/idle.sh are left out, their targets NOT MEASURED
 #   BENCH_REGISTRY_LOG=info: the registries log every request (in the work folder's logs/)
 #   Then bench/idle.sh (10,000 idle connections, issue 25): its targets join the targets block.
 #
@@ -16,6 +18,7 @@ set -uo pipefail
 MODE=full
 RUNS=
 BIG=
+ONLY=
 KEEP=0
 BASE=${TMPDIR:-/tmp}
 SMALL=1
@@ -31,7 +34,8 @@ while [ $# -gt 0 ]; do
         --small-only) SMALL=only ;;
         --keep) KEEP=1; SMALL_ARGS+=(--keep) ;;
         --workdir) BASE=$2; SMALL_ARGS+=(--workdir "$2"); shift ;;
-        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --only) ONLY=$2; SMALL=0; shift; [ "$ONLY" = cold ] || { echo "--only takes: cold" >&2; exit 2; } ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -364,7 +368,7 @@ done
 # the upstream registry), as pulls are in use: the link, not this machine's CPUs, is the limit,
 # and hoard's hashing, writing and sending may not slow the stream. Interleaved with a direct
 # fetch over the same link.
-for l in "${LINKS[@]}"; do
+[ -n "$ONLY" ] || for l in "${LINKS[@]}"; do # --only cold: not the links
     log "cold fills over a ${LINK_L[$l]} link: $RUNS runs each of direct and hoard"
     LP=$(free_port); start_link "link-$l" "$LP" "$l"; LINK_PID=$PID
     fetch "warmup-link-$l" $MAIN_BYTES --http1.1 --cacert "$CA" "https://127.0.0.1:$LP$MAIN_PATH" \
@@ -387,6 +391,8 @@ rm -rf "$WORK/dist-cold" "$WORK/hoard-cold" "$WORK/hoard-link"
 if [ ! -d "$HOARD_KEEP" ]; then mkdir -p "$HOARD_KEEP"; fi
 if [ ! -d "$DIST_KEEP" ]; then mkdir -p "$DIST_KEEP"; fi
 
+# --only cold: everything from here to the report is skipped (not indented, to keep the diff small).
+if [ -z "$ONLY" ]; then
 # --- Preparation (not measured): the parallel blob into both caches (and the main blob if a cold
 # run failed), then a copy of hoard's cache for each other hit process (h2, the three mirror ones):
 # the mirror rows serve what the proxy port filled.
@@ -553,6 +559,7 @@ for n in $HS_LIST; do
 done
 [ -n "$HS_ERR" ] && { log "FAILED handshake: $HS_ERR"; tail -n 15 "$WORK/logs/hoard-handshake.log" >&2; }
 stop_pid $HS_PID
+fi # --only
 
 note_rss direct $UP_PID; RSS[direct_h2]=${RSS[direct]}
 stop_pid $UP_PID
@@ -621,6 +628,7 @@ fmt='%-50s %8s %15s %18s %8s %9s %9s %5s\n'
 printf "$fmt" case "MiB/s" "min-max" "ratio (vs)" "peak MiB" "CPU s/GiB" "client" "cores"
 printf "$fmt" "$(printf '%.0s-' $(seq 50))" -------- --------------- ------------------ -------- --------- --------- -----
 for c in "${ORDER[@]}"; do
+    [ -n "$ONLY" ] && [ "${BYTES[$c]}" = 0 ] && [ -z "${ERR[$c]:-}" ] && continue
     if [ -n "${ERR[$c]:-}" ] && [ -z "${VALS[$c]// /}" ]; then
         printf "$fmt" "${TITLE[$c]}" FAILED - - - - - -
         continue
@@ -665,6 +673,8 @@ if [ -n "$HS_NEW" ]; then
     printf '  %-40s %8s  (%s)\n' "new - same, per name" "$hd" "$2-$3"
     [ -n "$HS_NGINX" ] && { set -- $(PREC=2 stats $HS_NGINX); printf '  %-40s %8s  (%s)\n' "for scale: nginx direct (no CONNECT)" "$1" "$2-$3"; }
     [ -n "$HS_NGINX_TUN" ] && { set -- $(PREC=2 stats $HS_NGINX_TUN); printf '  %-40s %8s  (%s)\n' "for scale: nginx through hoard's tunnel" "$1" "$2-$3"; }
+elif [ -n "$ONLY" ]; then
+    echo "TLS handshake through hoard: not measured (--only $ONLY)"
 else
     echo "TLS handshake through hoard: FAILED ($HS_ERR)"
 fi
@@ -729,13 +739,14 @@ fi
 target "hoard hit h1 / Distribution proxy warm > 1" "$(ratio "$(med hit)" "$(med dist_warm)")" ">=" 1.0
 target "hoard cold h1 / Distribution proxy cold > 1" "$(ratio "$(med cold)" "$(med dist_cold)")" ">=" 1.0
 target "hoard parallel / Distribution proxy parallel > 1" "$(ratio "$(med par)" "$(med dist_par)")" ">=" 1.0
+target "cold fill CPU s/GiB <= 1.5" "$(per_gib cold server)" "<=" 1.5
 # Thousands of clients (issue 25): bench/idle.sh, a run of its own; its targets join this block.
 IDLE_ARGS=(--runs "$RUNS" --workdir "$BASE"); [ "$MODE" = quick ] && IDLE_ARGS+=(--quick)
-log "thousands of clients: bench/idle.sh ${IDLE_ARGS[*]}"
-if IDLE_OUT=$("$(dirname "$0")/idle.sh" "${IDLE_ARGS[@]}"); then
+[ -z "$ONLY" ] && log "thousands of clients: bench/idle.sh ${IDLE_ARGS[*]}"
+if [ -z "$ONLY" ] && IDLE_OUT=$("$(dirname "$0")/idle.sh" "${IDLE_ARGS[@]}"); then
     sed -n '/^targets/,$p' <<<"$IDLE_OUT" | tail -n +2
 else
-    IDLE_OUT="bench/idle.sh failed (its log is above on stderr)"
+    IDLE_OUT="bench/idle.sh: not run (--only) or failed (its log is above on stderr)"
     target "hits with 10k idle >= 0.9x without" - ">=" 0.9
     target "memory per idle connection <= 16 KiB" - "<=" 16
 fi
