@@ -65,8 +65,9 @@ struct Node {
     id: u64,
     /// The stamp of its last use: its key in `idle` or `reading`.
     stamp: AtomicU64,
-    /// When it was admitted or its mtime last refreshed, in nanoseconds since the index's epoch.
-    touched: AtomicU64,
+    /// When it was admitted or its mtime last refreshed, in seconds since the index's epoch
+    /// (4 bytes: the node then fits 80 bytes with its `Arc`'s counts).
+    touched: AtomicU32,
     /// Responses reading it now; an entry with readers is never evicted.
     readers: AtomicU32,
 }
@@ -214,9 +215,15 @@ impl Index {
         true
     }
 
-    /// Nanoseconds from the index's epoch to now.
-    fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    /// Seconds from the index's epoch to now.
+    fn now(&self) -> u32 {
+        u32::try_from(self.epoch.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// The stamp the next use will get: every entry admitted from now on has an id at least
+    /// this (see [`Index::sweep`]).
+    pub(super) fn next_stamp(&self) -> u64 {
+        self.next_use
     }
 
     fn node(&self, key: Key, size: u64, stamp: u64) -> Shared {
@@ -225,7 +232,7 @@ impl Index {
             size,
             id: stamp,
             stamp: AtomicU64::new(stamp),
-            touched: AtomicU64::new(self.now()),
+            touched: AtomicU32::new(self.now()),
             readers: AtomicU32::new(0),
         }))
     }
@@ -293,7 +300,7 @@ impl Index {
         self.next_use += 1;
         self.reading.insert(entry.stamp(), shared);
         let touched = entry.touched.load(Relaxed);
-        let touch = Duration::from_nanos(now.saturating_sub(touched)) >= TOUCH_INTERVAL;
+        let touch = u64::from(now.saturating_sub(touched)) >= TOUCH_INTERVAL.as_secs();
         if touch {
             entry.touched.store(now, Relaxed);
         }
@@ -341,14 +348,15 @@ impl Index {
         victims
     }
 
-    /// Looks at up to `batch` entries from `at` on and removes those `gone` says are, then says
+    /// Looks at up to `batch` entries from `at` on and removes those `gone` says are (it is given
+    /// each entry's key and id: the stamp it was admitted with), then says
     /// where to go on (`None`: every entry was looked at). Entries used while a sweep goes on
     /// may be looked at twice or not at all; the next sweep looks again.
     pub(super) fn sweep(
         &mut self,
         at: Sweep,
         batch: usize,
-        gone: impl Fn(&Key, Instant) -> bool,
+        gone: impl Fn(&Key, u64) -> bool,
     ) -> Option<Sweep> {
         let order = if at.in_reading {
             &self.reading
@@ -360,8 +368,7 @@ impl Index {
         let mut doomed = Vec::new();
         for (&stamp, node) in order.range((from, Bound::Unbounded)).take(batch) {
             last = Some(stamp);
-            let touched = self.epoch + Duration::from_nanos(node.touched.load(Relaxed));
-            if gone(&node.key, touched) {
+            if gone(&node.key, node.id) {
                 doomed.push(node.key.clone());
             }
         }

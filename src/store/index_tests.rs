@@ -180,3 +180,8 @@ fn an_index_built_at_start_evicts_in_the_order_given() {
     assert_eq!(index.evict(10), [key(2_000)]);
     assert_accounting(&index);
 }
+
+#[test]
+fn a_node_fits_jemallocs_80_byte_class_with_its_arc_counts() {
+    assert!(std::mem::size_of::<Node>() + 16 <= 80);
+}
