@@ -740,6 +740,18 @@ target "hoard hit h1 / Distribution proxy warm > 1" "$(ratio "$(med hit)" "$(med
 target "hoard cold h1 / Distribution proxy cold > 1" "$(ratio "$(med cold)" "$(med dist_cold)")" ">=" 1.0
 target "hoard parallel / Distribution proxy parallel > 1" "$(ratio "$(med par)" "$(med dist_par)")" ">=" 1.0
 target "cold fill CPU s/GiB <= 1.5" "$(per_gib cold server)" "<=" 1.5
+# Issue 25, a million entries: cargo bench --bench store_startup (--quick: 100,000 entries only);
+# its target lines here, its report below.
+STORE_REPORT=
+if [ -z "$ONLY" ]; then
+    log "store at 100,000 and 1,000,000 entries (cargo bench --bench store_startup)"
+    STORE_REPORT=$(cd "$REPO_DIR" && HOARD_BENCH_DIR=$WORK cargo bench -q --bench store_startup -- \
+        $([ "$MODE" = quick ] && echo --quick) 2>&1) || STORE_REPORT+=$'\nstore_startup failed'
+fi
+sed -n '/^targets:$/,$p' <<<"$STORE_REPORT" | grep '^  ' ||
+    for t in "store open warm 1M <= 2 s" "store memory per entry <= 200 B" "eviction 1M / eviction 100k <= 2x"; do
+        target "$t" - "<=" 0
+    done
 # Thousands of clients (issue 25): bench/idle.sh, a run of its own; its targets join this block.
 IDLE_ARGS=(--runs "$RUNS" --workdir "$BASE"); [ "$MODE" = quick ] && IDLE_ARGS+=(--quick)
 [ -z "$ONLY" ] && log "thousands of clients: bench/idle.sh ${IDLE_ARGS[*]}"
@@ -753,6 +765,8 @@ fi
 for c in "${ORDER[@]}"; do
     [ -n "${ERR[$c]:-}" ] && echo "error in '${TITLE[$c]}': ${ERR[$c]}"
 done
+[ -n "$STORE_REPORT" ] &&
+    printf '\nstore at 100,000 and 1,000,000 entries (cargo bench --bench store_startup):\n%s\n' "${STORE_REPORT%%$'\n'targets:*}"
 if [ -n "$SMALL_OUT" ]; then echo; cat "$SMALL_OUT"; fi
 echo
 sed '/^targets/,$d' <<<"$IDLE_OUT"

@@ -8,7 +8,8 @@ use sha2::Digest as _;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Digest {
     algorithm: Algorithm,
-    hex: String,
+    /// Boxed, not a `String`: 8 bytes less in every key of the store's index.
+    hex: Box<str>,
 }
 
 /// The hash functions a digest may name.
@@ -50,7 +51,7 @@ impl Digest {
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         valid.then(|| Digest {
             algorithm,
-            hex: hex.to_owned(),
+            hex: hex.into(),
         })
     }
 
@@ -58,7 +59,7 @@ impl Digest {
     pub(crate) fn sha256_of(bytes: &[u8]) -> Digest {
         Digest {
             algorithm: Algorithm::Sha256,
-            hex: const_hex::encode(sha2::Sha256::digest(bytes)),
+            hex: const_hex::encode(sha2::Sha256::digest(bytes)).into(),
         }
     }
 
@@ -109,7 +110,7 @@ impl Hasher {
             Hasher::Sha256(h) => const_hex::encode(h.finalize()),
             Hasher::Sha512(h) => const_hex::encode(h.finalize()),
         };
-        hex == expected.hex
+        *hex == *expected.hex
     }
 }
 

@@ -67,6 +67,17 @@ impl Store {
             .collect())
     }
 
+    /// For `benches/store_startup.rs` only: makes room for `need` more bytes as [`Store::reserve`]
+    /// does, on this thread, deleting the victims' files before it returns. The bytes stay
+    /// reserved, as by a fill that never ends. Returns how many entries were evicted.
+    #[doc(hidden)]
+    pub fn make_room_for_bench(&self, need: u64) -> Result<u64, StoreError> {
+        let before = self.evictions();
+        let victims = self.evict_for(need)?;
+        self.delete(&victims);
+        Ok(self.evictions() - before)
+    }
+
     /// Deletes the files of evicted entries. Blocking: not on a runtime thread.
     pub(super) fn delete(&self, victims: &[PathBuf]) {
         for path in victims {

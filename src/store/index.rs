@@ -9,9 +9,12 @@
 //! An entry kept by `cache.pin` ([`Index::keep`]) holds one reader of its own for as long as it
 //! is kept, so eviction never meets it either.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ops::Bound;
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::ops::{Bound, Deref};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use super::key::Key;
@@ -27,13 +30,18 @@ const TOUCH_INTERVAL: Duration = Duration::from_secs(600);
 const FIRST_USE: u64 = 1 << 63;
 
 /// Every entry of the store, in least-recently-used order.
+///
+/// Memory: each entry is one allocation ([`Node`], 80 bytes with its key), its digest's hex (64
+/// bytes for sha256), one pointer in `entries` and one stamp and pointer in `idle` or `reading`:
+/// under 200 bytes an entry at a million entries (`cargo bench --bench store_startup`).
 #[derive(Debug)]
 pub(super) struct Index {
-    entries: HashMap<Arc<Key>, Entry>,
+    /// Every entry, found by its key.
+    entries: HashSet<Shared>,
     /// Entries nobody reads, by stamp: least recently used first. The eviction order.
-    idle: BTreeMap<u64, Arc<Key>>,
+    idle: BTreeMap<u64, Shared>,
     /// Entries being read, by stamp.
-    reading: BTreeMap<u64, Arc<Key>>,
+    reading: BTreeMap<u64, Shared>,
     /// Sum of the entries' sizes.
     bytes: u64,
     /// Sum of the sizes of the entries in `reading`.
@@ -42,20 +50,69 @@ pub(super) struct Index {
     next_cold: u64,
     /// Keys kept from eviction (`cache.pin`); those in the index hold one reader each.
     kept: HashSet<Key>,
+    /// What [`Node::touched`] counts from.
+    epoch: Instant,
 }
 
+/// An entry, shared by `entries` and the order it sits in. Its fields that change are atomics
+/// only so that the index may move between threads: every access is under the store's lock.
 #[derive(Debug)]
-struct Entry {
+struct Node {
+    key: Key,
     size: u64,
-    /// The stamp of its last use: its key in `idle` or `reading`.
-    stamp: u64,
     /// Its first stamp, which no other entry ever has: tells a pin of this entry from a pin of
     /// an earlier entry of the same key.
     id: u64,
+    /// The stamp of its last use: its key in `idle` or `reading`.
+    stamp: AtomicU64,
+    /// When it was admitted or its mtime last refreshed, in seconds since the index's epoch
+    /// (4 bytes: the node then fits 80 bytes with its `Arc`'s counts).
+    touched: AtomicU32,
     /// Responses reading it now; an entry with readers is never evicted.
-    readers: usize,
-    /// When it was admitted or its mtime last refreshed.
-    touched: Instant,
+    readers: AtomicU32,
+}
+
+impl Node {
+    fn stamp(&self) -> u64 {
+        self.stamp.load(Relaxed)
+    }
+
+    fn readers(&self) -> u32 {
+        self.readers.load(Relaxed)
+    }
+}
+
+/// A handle on a [`Node`] that hashes and compares as its key, so that `entries` is a set of
+/// pointers looked up by [`Key`].
+#[derive(Debug, Clone)]
+struct Shared(Arc<Node>);
+
+impl Deref for Shared {
+    type Target = Node;
+
+    fn deref(&self) -> &Node {
+        &self.0
+    }
+}
+
+impl Borrow<Key> for Shared {
+    fn borrow(&self) -> &Key {
+        &self.0.key
+    }
+}
+
+impl PartialEq for Shared {
+    fn eq(&self, other: &Shared) -> bool {
+        self.0.key == other.0.key
+    }
+}
+
+impl Eq for Shared {}
+
+impl Hash for Shared {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.key.hash(state);
+    }
 }
 
 /// A pin taken by [`Index::pin`].
@@ -76,7 +133,7 @@ pub(super) struct Sweep {
 impl Index {
     pub(super) fn new() -> Index {
         Index {
-            entries: HashMap::new(),
+            entries: HashSet::new(),
             idle: BTreeMap::new(),
             reading: BTreeMap::new(),
             bytes: 0,
@@ -84,7 +141,36 @@ impl Index {
             next_use: FIRST_USE,
             next_cold: FIRST_USE - 1,
             kept: HashSet::new(),
+            epoch: Instant::now(),
         }
+    }
+
+    /// The index of `files`, least recently used first, as a scan finds them at start. Built in
+    /// one go: the eviction order's nodes come out full (inserted one by one in order, they
+    /// would be half full, ~15 bytes an entry more).
+    #[expect(
+        clippy::mutable_key_type,
+        reason = "a Shared hashes and compares by its key, which never changes"
+    )]
+    pub(super) fn of_files(files: impl ExactSizeIterator<Item = (Key, u64)>) -> Index {
+        let mut index = Index::new();
+        let mut entries = HashSet::with_capacity(files.len());
+        let mut idle = Vec::with_capacity(files.len());
+        for (key, size) in files {
+            let stamp = index.next_use;
+            index.next_use += 1;
+            let node = index.node(key, size, stamp);
+            index.bytes += size;
+            if let Some(replaced) = entries.replace(node.clone()) {
+                // The same key twice: the later one stays.
+                index.bytes -= replaced.size;
+                idle.retain(|(s, _)| *s != replaced.stamp());
+            }
+            idle.push((stamp, node));
+        }
+        index.entries = entries;
+        index.idle = idle.into_iter().collect();
+        index
     }
 
     pub(super) fn len(&self) -> usize {
@@ -102,7 +188,7 @@ impl Index {
     }
 
     pub(super) fn contains(&self, key: &Key) -> bool {
-        self.entries.contains_key(key)
+        self.entries.contains(key)
     }
 
     pub(super) fn size_of(&self, key: &Key) -> Option<u64> {
@@ -120,7 +206,7 @@ impl Index {
 
     /// Adds an entry as the least recently used, unless its key is known. Whether it was added.
     pub(super) fn insert_cold(&mut self, key: Key, size: u64) -> bool {
-        if self.entries.contains_key(&key) {
+        if self.entries.contains(&key) {
             return false;
         }
         let stamp = self.next_cold;
@@ -129,21 +215,36 @@ impl Index {
         true
     }
 
-    fn add(&mut self, key: Key, size: u64, stamp: u64) {
-        let key = Arc::new(key);
-        self.idle.insert(stamp, key.clone());
-        let entry = Entry {
+    /// Seconds from the index's epoch to now.
+    fn now(&self) -> u32 {
+        u32::try_from(self.epoch.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// The stamp the next use will get: every entry admitted from now on has an id at least
+    /// this (see [`Index::sweep`]).
+    pub(super) fn next_stamp(&self) -> u64 {
+        self.next_use
+    }
+
+    fn node(&self, key: Key, size: u64, stamp: u64) -> Shared {
+        Shared(Arc::new(Node {
+            key,
             size,
-            stamp,
             id: stamp,
-            readers: 0,
-            touched: Instant::now(),
-        };
-        let kept = self.kept.contains(&*key);
-        self.entries.insert(key.clone(), entry);
+            stamp: AtomicU64::new(stamp),
+            touched: AtomicU32::new(self.now()),
+            readers: AtomicU32::new(0),
+        }))
+    }
+
+    fn add(&mut self, key: Key, size: u64, stamp: u64) {
+        let kept = self.kept.contains(&key);
+        let node = self.node(key, size, stamp);
+        self.idle.insert(stamp, node.clone());
+        self.entries.insert(node.clone());
         self.bytes += size;
         if kept {
-            self.hold(&key);
+            self.hold(&node.key);
         }
     }
 
@@ -166,23 +267,23 @@ impl Index {
 
     /// Adds a reader to an entry without marking it used. `None` if it is not there.
     fn hold(&mut self, key: &Key) -> Option<()> {
-        let entry = self.entries.get_mut(key)?;
-        if entry.readers == 0 {
-            let shared = self.idle.remove(&entry.stamp)?;
-            self.reading.insert(entry.stamp, shared);
+        let entry = self.entries.get(key)?;
+        if entry.readers() == 0 {
+            let shared = self.idle.remove(&entry.stamp())?;
+            self.reading.insert(entry.stamp(), shared);
             self.reading_bytes += entry.size;
         }
-        entry.readers += 1;
+        entry.readers.fetch_add(1, Relaxed);
         Some(())
     }
 
     /// Takes an entry out, read or not. Its size, if it was there.
     pub(super) fn remove(&mut self, key: &Key) -> Option<u64> {
-        let entry = self.entries.remove(key)?;
-        if entry.readers == 0 {
-            self.idle.remove(&entry.stamp);
+        let entry = self.entries.take(key)?;
+        if entry.readers() == 0 {
+            self.idle.remove(&entry.stamp());
         } else {
-            self.reading.remove(&entry.stamp);
+            self.reading.remove(&entry.stamp());
             self.reading_bytes -= entry.size;
         }
         self.bytes -= entry.size;
@@ -192,14 +293,16 @@ impl Index {
     /// Marks an entry used now and adds a reader. `None` if it is not there.
     pub(super) fn pin(&mut self, key: &Key) -> Option<Pinned> {
         self.hold(key)?;
-        let entry = self.entries.get_mut(key)?;
-        let shared = self.reading.remove(&entry.stamp)?;
-        entry.stamp = self.next_use;
+        let now = self.now();
+        let entry = self.entries.get(key)?;
+        let shared = self.reading.remove(&entry.stamp())?;
+        entry.stamp.store(self.next_use, Relaxed);
         self.next_use += 1;
-        self.reading.insert(entry.stamp, shared);
-        let touch = entry.touched.elapsed() >= TOUCH_INTERVAL;
+        self.reading.insert(entry.stamp(), shared);
+        let touched = entry.touched.load(Relaxed);
+        let touch = u64::from(now.saturating_sub(touched)) >= TOUCH_INTERVAL.as_secs();
         if touch {
-            entry.touched = Instant::now();
+            entry.touched.store(now, Relaxed);
         }
         Some(Pinned {
             id: entry.id,
@@ -210,16 +313,15 @@ impl Index {
     /// Takes a reader away (if the entry is still the one pinned); without readers the entry
     /// goes back to its place in the eviction order.
     pub(super) fn unpin(&mut self, key: &Key, id: u64) {
-        let Some(entry) = self.entries.get_mut(key) else {
+        let Some(entry) = self.entries.get(key) else {
             return;
         };
-        if entry.id != id || entry.readers == 0 {
+        if entry.id != id || entry.readers() == 0 {
             return;
         }
-        entry.readers -= 1;
-        if entry.readers == 0 {
-            if let Some(shared) = self.reading.remove(&entry.stamp) {
-                self.idle.insert(entry.stamp, shared);
+        if entry.readers.fetch_sub(1, Relaxed) == 1 {
+            if let Some(shared) = self.reading.remove(&entry.stamp()) {
+                self.idle.insert(entry.stamp(), shared);
             }
             self.reading_bytes -= entry.size;
         }
@@ -230,26 +332,31 @@ impl Index {
     pub(super) fn evict(&mut self, mut to_free: u64) -> Vec<Key> {
         let mut victims = Vec::new();
         while to_free > 0 {
-            let Some((_, key)) = self.idle.pop_first() else {
+            let Some((_, node)) = self.idle.pop_first() else {
                 break;
             };
-            if let Some(entry) = self.entries.remove(&*key) {
-                self.bytes -= entry.size;
-                to_free = to_free.saturating_sub(entry.size);
+            if self.entries.remove(&node.key) {
+                self.bytes -= node.size;
+                to_free = to_free.saturating_sub(node.size);
             }
-            victims.push(Arc::unwrap_or_clone(key));
+            // The last handle, once out of `entries`: the key moves out, no copy.
+            victims.push(match Arc::try_unwrap(node.0) {
+                Ok(node) => node.key,
+                Err(shared) => shared.key.clone(),
+            });
         }
         victims
     }
 
-    /// Looks at up to `batch` entries from `at` on and removes those `gone` says are, then says
+    /// Looks at up to `batch` entries from `at` on and removes those `gone` says are (it is given
+    /// each entry's key and id: the stamp it was admitted with), then says
     /// where to go on (`None`: every entry was looked at). Entries used while a sweep goes on
     /// may be looked at twice or not at all; the next sweep looks again.
     pub(super) fn sweep(
         &mut self,
         at: Sweep,
         batch: usize,
-        gone: impl Fn(&Key, Instant) -> bool,
+        gone: impl Fn(&Key, u64) -> bool,
     ) -> Option<Sweep> {
         let order = if at.in_reading {
             &self.reading
@@ -259,10 +366,10 @@ impl Index {
         let from = at.after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut last = None;
         let mut doomed = Vec::new();
-        for (&stamp, key) in order.range((from, Bound::Unbounded)).take(batch) {
+        for (&stamp, node) in order.range((from, Bound::Unbounded)).take(batch) {
             last = Some(stamp);
-            if self.entries.get(key).is_some_and(|e| gone(key, e.touched)) {
-                doomed.push(key.clone());
+            if gone(&node.key, node.id) {
+                doomed.push(node.key.clone());
             }
         }
         for key in doomed {

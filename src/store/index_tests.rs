@@ -9,23 +9,23 @@ fn key(n: u32) -> Key {
 
 /// Checks the sums against the entries themselves.
 fn assert_accounting(index: &Index) {
-    let total: u64 = index.entries.values().map(|e| e.size).sum();
+    let total: u64 = index.entries.iter().map(|e| e.size).sum();
     let reading: u64 = index
         .entries
-        .values()
-        .filter(|e| e.readers > 0)
+        .iter()
+        .filter(|e| e.readers() > 0)
         .map(|e| e.size)
         .sum();
     assert_eq!(index.bytes, total, "bytes");
     assert_eq!(index.reading_bytes, reading, "bytes being read");
     assert_eq!(index.idle.len() + index.reading.len(), index.entries.len());
-    assert!(index.entries.values().all(|e| {
-        let order = if e.readers > 0 {
+    assert!(index.entries.iter().all(|e| {
+        let order = if e.readers() > 0 {
             &index.reading
         } else {
             &index.idle
         };
-        order.contains_key(&e.stamp)
+        order.contains_key(&e.stamp())
     }));
 }
 
@@ -162,4 +162,26 @@ fn kept_entries_are_never_evicted_until_they_are_let_go() {
     assert_eq!(index.evict(100), vec![key(3)]);
     assert_accounting(&index);
     assert_eq!(index.bytes(), 0);
+}
+
+#[test]
+fn an_index_built_at_start_evicts_in_the_order_given() {
+    let files = (0..1_000).map(|n| (key(n), 10)).chain([(key(5), 30)]);
+    let mut index = Index::of_files(files.collect::<Vec<_>>().into_iter());
+    assert_eq!(index.len(), 1_000);
+    assert_eq!(index.bytes(), 10_020, "the later of the two key(5) stays");
+    assert_accounting(&index);
+    assert_eq!(index.evict(40), [key(0), key(1), key(2), key(3)]);
+    assert_eq!(index.evict(10), [key(4)]);
+    assert_eq!(index.evict(10), [key(6)], "key(5) was found last");
+    index.insert(key(2_000), 10);
+    assert_eq!(index.evict(9_930), (7..1_000).map(key).collect::<Vec<_>>());
+    assert_eq!(index.evict(30), [key(5)]);
+    assert_eq!(index.evict(10), [key(2_000)]);
+    assert_accounting(&index);
+}
+
+#[test]
+fn a_node_fits_jemallocs_80_byte_class_with_its_arc_counts() {
+    assert!(std::mem::size_of::<Node>() + 16 <= 80);
 }

@@ -3,7 +3,6 @@
 //! entries `cache.pin` keeps from eviction are worked out again (`retain.rs`).
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use super::Store;
 use super::in_flight::FlightKey;
@@ -41,7 +40,8 @@ impl Store {
     pub(crate) async fn reconcile(&self, pins: &[RepoPattern]) {
         self.retain(pins).await;
         let root = self.inner.root.clone();
-        let scan_started = Instant::now();
+        // Entries admitted from here on have ids at least this.
+        let scan_started = self.lock().index.next_stamp();
         let scanned = tokio::task::spawn_blocking(move || {
             scan(&root)
                 .into_iter()
@@ -54,12 +54,9 @@ impl Store {
         // Entries admitted while the scan ran may have been missed by it: they stay.
         let mut sweep = Some(Sweep::default());
         while let Some(at) = sweep {
-            sweep = self
-                .lock()
-                .index
-                .sweep(at, RECONCILE_BATCH, |key, touched| {
-                    !on_disk.contains_key(key) && touched < scan_started
-                });
+            sweep = self.lock().index.sweep(at, RECONCILE_BATCH, |key, id| {
+                !on_disk.contains_key(key) && id < scan_started
+            });
         }
         let on_disk: Vec<(Key, u64)> = on_disk.into_iter().collect();
         for batch in on_disk.chunks(RECONCILE_BATCH) {

@@ -29,11 +29,7 @@ pub(crate) struct Found {
 pub(super) fn index_at_start(root: &Path) -> Index {
     let mut found = scan(root);
     found.sort_by_key(|f| f.modified);
-    let mut index = Index::new();
-    for file in found {
-        index.insert(file.key, file.size);
-    }
-    index
+    Index::of_files(found.into_iter().map(|f| (f.key, f.size)))
 }
 
 /// Lists every entry file under `root` (blobs, manifests and tag records), ignoring anything
