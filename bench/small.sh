@@ -60,7 +60,7 @@ ON_CLIENT=(taskset -c "$CLIENT_CPUS")
 build_hoard
 log "building the proxy-port load client (cargo bench --no-run --bench small_requests)"
 LOADER=$(cd "$REPO_DIR" && cargo bench -q --no-run --bench small_requests --message-format=json 2>/dev/null |
-    grep -o '"executable":"[^"]*"' | tail -n 1 | cut -d'"' -f4)
+    grep '"name":"small_requests"' | grep -o '"executable":"[^"]*"' | tail -n 1 | cut -d'"' -f4)
 [ -x "$LOADER" ] || die "cannot build benches/small_requests.rs (cargo bench --no-run --bench small_requests)"
 
 make_work small
