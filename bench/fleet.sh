@@ -221,7 +221,7 @@ row() { # label seconds-case [upstream-case]
     fi
     printf '| %-52s | %8s | %9s | %15s |\n' "$1" "$s" "$(mibs $served "$s")" "$ratio"
 }
-echo "hoard fleet benchmark, $(date -u +%Y-%m-%d), $(nproc) CPUs, $("$HOARD" --version), SeaweedFS $SEAWEEDFS_VERSION"
+echo "hoard fleet benchmark, $(date -u +%Y-%m-%d), $(nproc) CPUs, hoard $(hoard_rev), SeaweedFS $SEAWEEDFS_VERSION"
 echo
 echo "Image: $LAYERS layers of $LAYER_MIB MiB ($((IMAGE_BYTES / MIB)) MiB); $CLIENTS clients at once, each"
 echo "pulling every layer through a node's mirror port; upstream: the Distribution registry behind a relay"

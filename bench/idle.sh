@@ -195,7 +195,7 @@ echo "# hoard with thousands of idle clients"
 echo
 echo "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)," \
     "load average at start: $LOAD0, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "hoard $(git -C "$REPO_DIR" describe --always --dirty 2>/dev/null), mode: $MODE, $RUNS runs, $(date -u +%Y-%m-%dT%H:%MZ), took ${ELAPSED}s"
+echo "hoard $(hoard_rev), mode: $MODE, $RUNS runs, $(date -u +%Y-%m-%dT%H:%MZ), took ${ELAPSED}s"
 echo "hits: $CLIENTS curls on the plain mirror, each pulling the $BLOB_MIB MiB blob $PULLS times over one connection"
 echo "crowd: $IDLE idle connections from $ADDRS source addresses (127.0.0.10-), one HEAD hit each"
 echo

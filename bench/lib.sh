@@ -142,11 +142,22 @@ need_all() { # tools...: dies naming the first one missing
     for t in "$@"; do need "$t" || die "missing tool: $t"; done
 }
 
-build_hoard() { # -> HOARD: the release build of the checkout at REPO_DIR
+build_hoard() { # -> HOARD: the release build of the checkout at REPO_DIR, or HOARD_BIN if set
+                # (another build to measure, e.g. an earlier commit's for a before/after)
+    if [ -n "${HOARD_BIN:-}" ]; then
+        HOARD=$HOARD_BIN
+        [ -x "$HOARD" ] || die "HOARD_BIN=$HOARD_BIN is not an executable"
+        log "measuring $HOARD (HOARD_BIN)"
+        return
+    fi
     log "building hoard (cargo build --release)"
     (cd "$REPO_DIR" && cargo build --release -q >&2) || die "cargo build --release failed"
     HOARD="$REPO_DIR/target/release/hoard"
     [ -x "$HOARD" ] || die "no $HOARD"
+}
+
+hoard_rev() { # which hoard is measured: the checkout's commit, or HOARD_BIN
+    if [ -n "${HOARD_BIN:-}" ]; then echo "$HOARD_BIN"; else git -C "$REPO_DIR" describe --always --dirty 2>/dev/null; fi
 }
 
 make_work() { # name -> WORK: a new folder under BASE with logs/, files/ and pki/

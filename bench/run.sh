@@ -613,7 +613,7 @@ desc_machine() {
         "$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, kernel $(uname -r)," \
         "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "versions: $(nginx -v 2>&1 | sed 's/^nginx version: //'), docker-registry $(docker-registry --version 2>/dev/null | awk '{print $NF}')," \
-        "$(curl --version | head -1 | awk '{print "curl " $2 ", " $5}'), hoard $(git -C "$REPO_DIR" describe --always --dirty 2>/dev/null)" \
+        "$(curl --version | head -1 | awk '{print "curl " $2 ", " $5}'), hoard $(hoard_rev)" \
         "($(rustc --version 2>/dev/null | awk '{print $1, $2}'))"
     echo "mode: $MODE, $RUNS runs per case, TLS 1.3 TLS_AES_128_GCM_SHA256 on every client connection, $(date -u +%Y-%m-%dT%H:%MZ), took ${ELAPSED}s"
     echo "free page reporting: $PAGE_REPORTING_NOTE"

@@ -317,7 +317,7 @@ echo
 echo "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)," \
     "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "versions: $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}'), $(h2load --version | head -1)," \
-    "hoard $(git -C "$REPO_DIR" describe --always --dirty 2>/dev/null)"
+    "hoard $(hoard_rev)"
 echo "mode: $MODE, $RUNS runs of ${SECS}s per row, $CLIENTS keep-alive clients, servers on CPUs $SERVER_CPUS ($SERVER_N workers each)," \
     "load generators on CPUs $CLIENT_CPUS, $(date -u +%Y-%m-%dT%H:%MZ), took ${ELAPSED}s"
 echo
