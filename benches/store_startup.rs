@@ -142,6 +142,7 @@ fn measure(
     let unlimited = CacheLimits {
         max_size: u64::MAX,
         min_free: 0,
+        memory: 0,
     };
     let open = |cold: bool| -> Outcome<Duration> {
         // Store::open empties tmp/: put the leftovers back each time, outside the timing.
@@ -223,6 +224,7 @@ fn measure(
         CacheLimits {
             max_size: bytes,
             min_free: 0,
+            memory: 0,
         },
     )?;
     let mut times = Vec::with_capacity(EVICTIONS);
@@ -274,6 +276,7 @@ fn memory_child(root: &str) -> Outcome<()> {
         CacheLimits {
             max_size: u64::MAX,
             min_free: 0,
+            memory: 0,
         },
     )?;
     let after = resident()?;

@@ -80,7 +80,7 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; 
 <div class="card"><b>{byte_ratio}</b>hit ratio (bytes)</div>
 <div class="card" id="bytes-saved"><b>{saved}</b>served from cache</div>
 <div class="card"><b>{fetched}</b>fetched from registries</div>
-<div class="card" id="store-use"><b>{used}</b>of {limit} in {entries} entries</div>
+<div class="card" id="store-use"><b>{used}</b>of {limit} in {entries} entries, {memory} of them also in memory</div>
 </div>
 "#,
         listen = hoard.config().proxy.listen,
@@ -99,6 +99,7 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ text-align: left; 
         used = human(usage.bytes),
         limit = human(limit),
         entries = usage.entries,
+        memory = human(usage.memory),
     );
     page.push_str(&ca_section(hoard));
     page.push_str(&accounts_table(hoard));

@@ -20,6 +20,7 @@ pub struct CacheSection {
     pub max_size: Option<String>,
     pub max_blob_size: Option<String>,
     pub min_free: Option<String>,
+    pub memory: Option<String>,
     pub tag_ttl: Option<String>,
     pub auth_on_hit: Option<String>,
     pub max_fills: Option<usize>,
@@ -63,6 +64,9 @@ pub struct CacheLimits {
     pub max_size: u64,
     /// `cache.min_free`: free space the store leaves on its file system, in bytes.
     pub min_free: u64,
+    /// `cache.memory`: bytes of small blobs and manifests (64 KiB or less each) also kept in
+    /// memory, so that a hit on one touches no file; 0 keeps none.
+    pub memory: u64,
 }
 
 /// Blob fills: how many run at once, and what becomes of one nobody reads any more.
@@ -106,6 +110,7 @@ impl CacheConfig {
             ("cache.dir", self.dir != new.dir),
             ("cache.max_size", old_limits.max_size != new_limits.max_size),
             ("cache.min_free", old_limits.min_free != new_limits.min_free),
+            ("cache.memory", old_limits.memory != new_limits.memory),
         ])
     }
 }
@@ -122,6 +127,7 @@ pub(super) fn cache(
     let max_size = size_key("cache.max_size", section.max_size, 20 << 30)?;
     let max_blob_size = size_key("cache.max_blob_size", section.max_blob_size, max_size / 2)?;
     let min_free = size_key("cache.min_free", section.min_free, 1 << 30)?;
+    let memory = size_key("cache.memory", section.memory, 64 << 20)?;
     let tag_ttl = duration_key("cache.tag_ttl", cli_tag_ttl.or(section.tag_ttl), 600)?;
     let auth_on_hit = match section.auth_on_hit.as_deref() {
         None if shared => AuthOnHit::Upstream,
@@ -136,7 +142,11 @@ pub(super) fn cache(
     };
     Ok(CacheConfig {
         dir: cli_dir.or(section.dir).unwrap_or_else(|| "cache".into()),
-        limits: CacheLimits { max_size, min_free },
+        limits: CacheLimits {
+            max_size,
+            min_free,
+            memory,
+        },
         tag_ttl,
         freshness: rules(section.freshness)?,
         pin: pins(&section.pin)?,

@@ -42,13 +42,17 @@ pub(crate) const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 pub(crate) const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
 
 pub(crate) fn insert_digest_headers(headers: &mut HeaderMap, digest: &Digest) {
-    if let Ok(value) = HeaderValue::from_str(&digest.to_string()) {
-        headers.insert(DOCKER_CONTENT_DIGEST, value);
-    }
-    if let Ok(value) = HeaderValue::from_str(&format!("\"{digest}\"")) {
+    // Named once at compile time: a `&str` name is parsed again on every insert.
+    const DIGEST: HeaderName = HeaderName::from_static(DOCKER_CONTENT_DIGEST);
+    const VERSION: HeaderName = HeaderName::from_static(API_VERSION.0);
+    let text = digest.to_string();
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{text}\"")) {
         headers.insert(ETAG, value);
     }
-    headers.insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
+    if let Ok(value) = HeaderValue::try_from(text) {
+        headers.insert(DIGEST, value);
+    }
+    headers.insert(VERSION, HeaderValue::from_static(API_VERSION.1));
 }
 
 pub(crate) fn upstream_headers(client: &HeaderMap) -> HeaderMap {

@@ -6,14 +6,14 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt as _, stream};
 use http::header::{
     ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderName, HeaderValue, RANGE,
 };
 use http::{Method, Request, Response, StatusCode};
 use http_body::Frame;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -27,7 +27,7 @@ use crate::http::insert_digest_headers;
 use crate::http::{Body, BoxError, CacheStatus, ChannelBody, Chunk, Multipart, empty_body, error};
 use crate::oci::{Digest, Ranges, ranges};
 use crate::store::{
-    BlobHit, FileChunks, FlightState, Joined, Lookup, Progress, chunk_len, read_at,
+    BlobHit, FileChunks, FlightState, Joined, Lookup, Progress, ReadPin, Stored, chunk_len, read_at,
 };
 use crate::tier::Kind;
 
@@ -209,11 +209,42 @@ async fn serve_stored(
     range: Option<&HeaderValue>,
     cache: CacheStatus,
 ) -> Response<Body> {
-    let BlobHit { file, len, pin } = hit;
+    let BlobHit { len, stored } = hit;
     let plan = match ranges(range, len) {
         Ok(wanted) => Plan::new(wanted, len),
         Err(reason) => return unsatisfiable(reason, len),
     };
+    let body = match stored {
+        Stored::Memory(data) => from_memory(&plan, &data),
+        Stored::File(file, pin) => from_file(&plan, file, pin),
+    };
+    plan.response(body, digest, cache)
+}
+
+/// A planned body from a blob's bytes in memory: one frame.
+fn from_memory(plan: &Plan, data: &Bytes) -> Body {
+    let slice = |span: &Range<u64>| {
+        let (start, end) = (span.start as usize, span.end as usize);
+        data.slice(start.min(data.len())..end.min(data.len()))
+    };
+    let body = match plan.parts.as_slice() {
+        [(head, span)] if head.is_empty() && plan.tail.is_empty() => slice(span),
+        parts => {
+            let mut body = BytesMut::with_capacity(usize::try_from(plan.length).unwrap_or(0));
+            for (head, span) in parts {
+                body.extend_from_slice(head);
+                body.extend_from_slice(&slice(span));
+            }
+            body.extend_from_slice(&plan.tail);
+            body.freeze()
+        }
+    };
+    Full::new(body).map_err(BoxError::from).boxed()
+}
+
+/// A planned body read from a blob's file in chunks; `pin` keeps the entry from eviction until
+/// the body is done.
+fn from_file(plan: &Plan, file: std::fs::File, pin: ReadPin) -> Body {
     let file = Arc::new(file);
     let framing = |bytes: Bytes| (!bytes.is_empty()).then_some(Ok(bytes));
     let parts = plan.parts.clone();
@@ -225,11 +256,10 @@ async fn serve_stored(
         })
         .chain(stream::iter(tail))
         .map(move |read| {
-            // The pin keeps the entry from eviction until the body is done.
             let _ = &pin;
             read.map(Frame::data).map_err(BoxError::from)
         });
-    plan.response(BodyExt::boxed(StreamBody::new(stream)), digest, cache)
+    BodyExt::boxed(StreamBody::new(stream))
 }
 
 /// Serves a blob from a fill in progress, each span as its bytes arrive. `None` when the first

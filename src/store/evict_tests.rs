@@ -122,6 +122,7 @@ async fn a_reservation_near_u64_max_is_refused_not_wrapped() {
     let floor = crate::config::CacheLimits {
         max_size: u64::MAX,
         min_free: u64::MAX - 10,
+        memory: 0,
     };
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let store = Store::open(dir.path(), floor).unwrap_or_else(|e| panic!("{e}"));

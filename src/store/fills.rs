@@ -5,6 +5,7 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -14,17 +15,24 @@ use super::flight::{Follower, Lookup, Permit, Waited};
 use super::in_flight::{FlightKey, FlightState, Progress};
 use super::key::Key;
 use super::pins::ReadPin;
-use super::read::open_sized;
+use super::read::{open_sized, read_cached_len};
 use super::writer::BlobWriter;
 use crate::oci::Digest;
 
-/// A stored blob, open for reading. The entry is not evicted while this (or the [`ReadPin`]
-/// taken from it) lives.
+/// A stored blob: its length, and its bytes from memory or its file open for reading.
 #[derive(Debug)]
 pub(crate) struct BlobHit {
-    pub file: std::fs::File,
     pub len: u64,
-    pub pin: ReadPin,
+    pub stored: Stored,
+}
+
+/// Where a hit's bytes are.
+#[derive(Debug)]
+pub(crate) enum Stored {
+    /// A small blob's bytes, from memory (`cache.memory`).
+    Memory(Bytes),
+    /// The blob's file. The entry is not evicted while the [`ReadPin`] lives.
+    File(std::fs::File, ReadPin),
 }
 
 impl Store {
@@ -33,11 +41,18 @@ impl Store {
     pub(crate) async fn lookup_blob(&self, digest: &Digest) -> Lookup<BlobHit> {
         let key = Key::Blob(digest.clone());
         let look = || async {
+            if let Some(data) = self.in_memory(&key) {
+                let len = data.len() as u64;
+                return ControlFlow::Break(BlobHit {
+                    len,
+                    stored: Stored::Memory(data),
+                });
+            }
             let Some(pin) = self.pin(&key) else {
                 return ControlFlow::Continue(());
             };
             match open_sized(&self.path(&key)).await {
-                Ok((file, len)) => ControlFlow::Break(BlobHit { file, len, pin }),
+                Ok((file, len)) => ControlFlow::Break(self.opened(&key, file, len, pin)),
                 Err(_) => {
                     self.forget(&key);
                     ControlFlow::Continue(())
@@ -45,6 +60,25 @@ impl Store {
             }
         };
         self.lookup(FlightKey::Blob(digest.clone()), look).await
+    }
+
+    /// A hit on a blob's opened file: a small one is read into memory now if the page cache
+    /// holds it, and kept there for the hits after it.
+    fn opened(&self, key: &Key, file: std::fs::File, len: u64, pin: ReadPin) -> BlobHit {
+        if self.memory_takes(len)
+            && let Some(data) = read_cached_len(&file, len).filter(|data| data.len() as u64 == len)
+        {
+            let data = Bytes::from(data);
+            self.remember(key, pin.id(), &data, None);
+            return BlobHit {
+                len,
+                stored: Stored::Memory(data),
+            };
+        }
+        BlobHit {
+            len,
+            stored: Stored::File(file, pin),
+        }
     }
 
     /// The length of a blob if it is stored or being filled with a known length.

@@ -89,6 +89,7 @@ async fn followers_read_a_fill_through_its_commit_and_the_entry_is_admitted() {
         bytes: 600_000,
         reserved: 0,
         fills: 0,
+        memory: 0,
     };
     assert_eq!(usage, expected);
     match store.lookup_blob(&digest).await {

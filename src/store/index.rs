@@ -293,12 +293,23 @@ impl Index {
     /// Marks an entry used now and adds a reader. `None` if it is not there.
     pub(super) fn pin(&mut self, key: &Key) -> Option<Pinned> {
         self.hold(key)?;
+        self.used(key)
+    }
+
+    /// Marks an entry used now, reader or not: it moves to the end of the order it sits in.
+    /// `None` if it is not there.
+    pub(super) fn used(&mut self, key: &Key) -> Option<Pinned> {
         let now = self.now();
         let entry = self.entries.get(key)?;
-        let shared = self.reading.remove(&entry.stamp())?;
+        let order = if entry.readers() == 0 {
+            &mut self.idle
+        } else {
+            &mut self.reading
+        };
+        let shared = order.remove(&entry.stamp())?;
         entry.stamp.store(self.next_use, Relaxed);
         self.next_use += 1;
-        self.reading.insert(entry.stamp(), shared);
+        order.insert(entry.stamp(), shared);
         let touched = entry.touched.load(Relaxed);
         let touch = u64::from(now.saturating_sub(touched)) >= TOUCH_INTERVAL.as_secs();
         if touch {
@@ -308,6 +319,11 @@ impl Index {
             id: entry.id,
             touch,
         })
+    }
+
+    /// The id of an entry (its first stamp): tells it from an earlier entry of the same key.
+    pub(super) fn id_of(&self, key: &Key) -> Option<u64> {
+        self.entries.get(key).map(|e| e.id)
     }
 
     /// Takes a reader away (if the entry is still the one pinned); without readers the entry

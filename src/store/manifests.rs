@@ -20,20 +20,27 @@ pub struct StoredManifest {
 }
 
 impl Store {
-    /// Reads a stored manifest.
+    /// Reads a stored manifest: from memory if a copy is there, else from its file (keeping a
+    /// copy of a small one).
     pub async fn manifest(&self, digest: &Digest) -> Option<StoredManifest> {
         let key = Key::Manifest(digest.clone());
-        let _pin = self.pin(&key)?;
-        let Ok(data) = read_whole(&self.path(&key)).await else {
-            self.forget(&key);
-            return None;
+        let data = match self.in_memory(&key) {
+            Some(data) => data,
+            None => {
+                let pin = self.pin(&key)?;
+                let Ok(data) = read_whole(&self.path(&key)).await else {
+                    self.forget(&key);
+                    return None;
+                };
+                let data = Bytes::from(data.data);
+                self.remember(&key, pin.id(), &data, None);
+                data
+            }
         };
         let (media_type, start) = split_manifest_file(&data)?;
-        let media_type = media_type.to_owned();
-        let mut bytes = Bytes::from(data);
         Some(StoredManifest {
-            media_type,
-            bytes: bytes.split_off(start),
+            media_type: media_type.to_owned(),
+            bytes: data.slice(start..),
         })
     }
 

@@ -38,7 +38,10 @@
 //! - `layout.rs`: paths, claiming the folder at start, atomic writes, and the file formats that
 //!   `hoard cache` reads too (tag lines, origin lines, manifest files).
 //! - `index.rs`: the in-memory index in least-recently-used order, with each entry's readers.
-//! - `pins.rs`: the read pins that keep an entry from eviction; admitting and forgetting entries.
+//! - `hot.rs`: copies of small blobs and manifests in memory (`cache.memory`), each tied to the
+//!   index entry it was read from.
+//! - `pins.rs`: the read pins that keep an entry from eviction; serving and keeping the copies
+//!   in memory; admitting and forgetting entries.
 //! - `evict.rs`: reservations of room for new entries, and eviction.
 //! - `scan.rs`: the scan of the folder (tag records sized from their metadata, never read), and
 //!   the index it builds at start.
@@ -56,7 +59,7 @@
 //! - `read.rs`: reading stored files in chunks, from the page cache or the blocking pool.
 //!
 //! The files that opening the store and `State` need (`key.rs`, `error.rs`, `layout.rs`,
-//! `index.rs`, `scan.rs`, `in_flight.rs`) never name `Store`; the ones that add its methods do, and
+//! `index.rs`, `hot.rs`, `scan.rs`, `in_flight.rs`) never name `Store`; the ones that add its methods do, and
 //! this file names none of them (`.ci/layers`: no import loops between files).
 //!
 //! Locking: one `std` mutex guards `State`. A critical section costs O(log entries) for each
@@ -68,11 +71,14 @@ mod error;
 mod evict;
 mod fills;
 mod flight;
+mod hot;
 mod in_flight;
 mod index;
 mod key;
 mod layout;
 mod manifests;
+#[cfg(test)]
+mod memory_tests;
 mod origins;
 mod pins;
 mod read;
@@ -94,8 +100,9 @@ use crate::config::CacheLimits;
 
 pub use error::StoreError;
 use error::blocking;
-pub(crate) use fills::{BlobHit, Joined};
+pub(crate) use fills::{BlobHit, Joined, Stored};
 pub(crate) use flight::{Follower, Lookup, Permit, Turn};
+use hot::Hot;
 use in_flight::Flights;
 pub(crate) use in_flight::{FlightKey, FlightState, Progress};
 use index::Index;
@@ -110,6 +117,7 @@ pub(crate) use layout::{
 };
 pub use manifests::{MAX_MANIFEST_SIZE, StoredManifest};
 pub(crate) use origins::add_origin;
+pub(crate) use pins::ReadPin;
 pub(crate) use read::{FileChunks, chunk_len, read_at};
 pub(crate) use retain::kept_keys as pinned_keys;
 pub use retain::{PINS_FILE, read_pins};
@@ -123,6 +131,8 @@ const DISK_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 struct State {
     /// Every entry, with its size and place in least-recently-used order.
     index: Index,
+    /// Copies of small entries in memory.
+    hot: Hot,
     /// Bytes promised to fills in progress (their temp files count against the limit).
     reserved: u64,
     /// The single flight: blob fills, manifest and tag fetches in progress, for followers to
@@ -153,6 +163,8 @@ pub struct Usage {
     pub bytes: u64,
     pub reserved: u64,
     pub fills: usize,
+    /// Bytes of the copies of small entries in memory.
+    pub memory: u64,
 }
 
 impl Store {
@@ -168,6 +180,7 @@ impl Store {
                 limits,
                 state: Mutex::new(State {
                     index,
+                    hot: Hot::new(limits.memory),
                     reserved: 0,
                     flights: HashMap::new(),
                 }),
@@ -198,6 +211,7 @@ impl Store {
                 .keys()
                 .filter(|key| matches!(key, FlightKey::Blob(_)))
                 .count(),
+            memory: state.hot.bytes(),
         }
     }
 

@@ -1,11 +1,15 @@
 //! The store's entries in the index: read pins, which mark an entry used and keep it from
-//! eviction while a response reads it, and admitting and forgetting entries.
+//! eviction while a response reads it, copies of small entries served from memory (`hot.rs`),
+//! and admitting and forgetting entries.
 
 use std::time::SystemTime;
+
+use bytes::Bytes;
 
 use super::Store;
 use super::evict::Reservation;
 use super::key::Key;
+use super::read::inode_of;
 
 /// Keeps an entry from eviction while a response reads it.
 #[derive(Debug)]
@@ -13,6 +17,13 @@ pub(crate) struct ReadPin {
     store: Store,
     key: Key,
     id: u64,
+}
+
+impl ReadPin {
+    /// The id of the index entry pinned.
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
 }
 
 impl Drop for ReadPin {
@@ -26,19 +37,67 @@ impl Store {
     pub(super) fn pin(&self, key: &Key) -> Option<ReadPin> {
         let pinned = self.lock().index.pin(key)?;
         if pinned.touch {
-            let path = self.path(key);
-            tokio::task::spawn_blocking(move || {
-                let _ = std::fs::File::options()
-                    .write(true)
-                    .open(path)
-                    .and_then(|f| f.set_modified(SystemTime::now()));
-            });
+            self.touch(key);
         }
         Some(ReadPin {
             store: self.clone(),
             key: key.clone(),
             id: pinned.id,
         })
+    }
+
+    /// A blob's or manifest's bytes from memory, marked used as a read from its file would
+    /// (refreshing the file's mtime when due). `None` when memory holds no copy of the entry
+    /// the index has.
+    pub(super) fn in_memory(&self, key: &Key) -> Option<Bytes> {
+        self.copy_of(key).map(|(data, _)| data)
+    }
+
+    /// A tag record's bytes from memory, as [`Store::in_memory`], if its file is still the
+    /// one they were read from.
+    pub(super) fn record_in_memory(&self, key: &Key) -> Option<Bytes> {
+        let (data, inode) = self.copy_of(key)?;
+        (inode.is_some() && inode == inode_of(&self.path(key))).then_some(data)
+    }
+
+    fn copy_of(&self, key: &Key) -> Option<(Bytes, Option<u64>)> {
+        let mut state = self.lock();
+        let id = state.index.id_of(key)?;
+        let copy = state.hot.get(key, id)?;
+        let used = state.index.used(key)?;
+        drop(state);
+        if used.touch {
+            self.touch(key);
+        }
+        Some(copy)
+    }
+
+    /// Keeps a copy of `data`, read from entry `id` of `key` (from the file of `inode`, for a
+    /// tag record), if that entry is still the index's and the copy fits.
+    pub(super) fn remember(&self, key: &Key, id: u64, data: &Bytes, inode: Option<u64>) {
+        if !self.memory_takes(data.len() as u64) {
+            return;
+        }
+        let mut state = self.lock();
+        if state.index.id_of(key) == Some(id) {
+            state.hot.put(key.clone(), id, data.clone(), inode);
+        }
+    }
+
+    /// Whether an entry of `len` bytes would be kept in memory.
+    pub(super) fn memory_takes(&self, len: u64) -> bool {
+        super::hot::takes(len, self.inner.limits.memory)
+    }
+
+    /// Refreshes an entry's mtime, its last use that survives restarts, on the blocking pool.
+    fn touch(&self, key: &Key) {
+        let path = self.path(key);
+        tokio::task::spawn_blocking(move || {
+            let _ = std::fs::File::options()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_modified(SystemTime::now()));
+        });
     }
 
     /// Drops an entry whose file has gone (removed by `hoard cache prune`, say).

@@ -1,6 +1,8 @@
 //! Reading stored files: opening an entry, and reading a span of it in chunks, at once from the
 //! kernel's caches or on the blocking pool from the disk.
 
+use std::io::Read as _;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -47,21 +49,45 @@ pub(super) async fn open_sized(path: &Path) -> std::io::Result<(std::fs::File, u
     opened.await.map_err(std::io::Error::other)?
 }
 
+/// A whole small file as read, and its inode number (a stored file is replaced by a rename,
+/// which gives it a new inode).
+pub(super) struct Whole {
+    pub(super) data: Vec<u8>,
+    pub(super) inode: u64,
+}
+
 /// Reads a whole small file (a manifest, a tag's record): at once when the kernel has its path
 /// and its pages cached ([`open_cached`], then `RWF_NOWAIT` reads), else on the blocking pool.
-pub(super) async fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
-    if let Some(data) = open_cached(path).and_then(|file| read_cached(&file)) {
-        return Ok(data);
+pub(super) async fn read_whole(path: &Path) -> std::io::Result<Whole> {
+    if let Some(file) = open_cached(path)
+        && let Ok(meta) = file.metadata()
+        && let Some(data) = read_cached_len(&file, meta.len())
+    {
+        return Ok(Whole {
+            data,
+            inode: meta.ino(),
+        });
     }
     let path = path.to_owned();
-    let read = tokio::task::spawn_blocking(move || std::fs::read(path));
+    let read = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(path)?;
+        let inode = file.metadata()?.ino();
+        let mut data = Vec::new();
+        file.read_to_end(&mut data)?;
+        Ok(Whole { data, inode })
+    });
     read.await.map_err(std::io::Error::other)?
 }
 
-/// All of a file of at most [`INLINE_READ_MAX`] bytes if the page cache holds it, else `None`.
+/// The inode number of the file at `path` now.
+pub(super) fn inode_of(path: &Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|meta| meta.ino())
+}
+
+/// All of a file of `len` bytes (at most [`INLINE_READ_MAX`]) if the page cache holds it, else
+/// `None`; fewer bytes if it ends first.
 /// Stored files are replaced by rename, never changed in place: the length is the content's.
-fn read_cached(file: &std::fs::File) -> Option<Vec<u8>> {
-    let len = file.metadata().ok()?.len();
+pub(super) fn read_cached_len(file: &std::fs::File, len: u64) -> Option<Vec<u8>> {
     if len > INLINE_READ_MAX {
         return None;
     }
@@ -287,7 +313,8 @@ mod tests {
         let read = read_whole(&small)
             .now_or_never()
             .ok_or_else(|| std::io::Error::other("a cached file must read at once"))??;
-        assert_eq!(read, b"{\"schemaVersion\":2}");
+        assert_eq!(read.data, b"{\"schemaVersion\":2}");
+        assert_eq!(Some(read.inode), inode_of(&small));
         let (_, len) = open_sized(&small)
             .now_or_never()
             .ok_or_else(|| std::io::Error::other("a cached file must open at once"))??;
@@ -298,7 +325,7 @@ mod tests {
         let data = vec![5u8; INLINE_READ_MAX as usize + 1];
         std::fs::write(&big, &data)?;
         assert!(read_whole(&big).now_or_never().is_none());
-        assert_eq!(read_whole(&big).await?, data);
+        assert_eq!(read_whole(&big).await?.data, data);
 
         let missing = read_whole(&dir.path().join("missing")).await;
         assert_eq!(

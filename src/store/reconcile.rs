@@ -98,7 +98,8 @@ mod tests {
                 entries: 0,
                 bytes: 0,
                 reserved: 0,
-                fills: 0
+                fills: 0,
+                memory: 0,
             }
         );
     }

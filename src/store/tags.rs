@@ -3,12 +3,20 @@
 //! ([`Key::Tag`]) like a blob or a manifest: counted in `max_size`, marked used when read, and
 //! evicted least recently used first.
 
+use bytes::Bytes;
+
 use super::Store;
 use super::error::{StoreError, io_error};
 use super::key::{HostKey, Key};
 use super::layout::{TagEntry, format_tag_line, parse_tag_line};
 use super::read::read_whole;
 use crate::oci::{valid_repository, valid_tag};
+
+/// The lines of a tag record; `None` if it is not text.
+fn parse_tag_file(data: &[u8]) -> Option<Vec<TagEntry>> {
+    let text = std::str::from_utf8(data).ok()?;
+    Some(text.lines().filter_map(parse_tag_line).collect())
+}
 
 impl Store {
     fn tag_key(&self, host: &HostKey, repo: &str, tag: &str) -> Result<Key, StoreError> {
@@ -26,20 +34,30 @@ impl Store {
         let Ok(key) = self.tag_key(host, repo, tag) else {
             return Vec::new();
         };
-        let Some(_pin) = self.pin(&key) else {
-            return Vec::new();
+        let text = match self.record_in_memory(&key) {
+            Some(text) => text,
+            None => {
+                let Some(pin) = self.pin(&key) else {
+                    return Vec::new();
+                };
+                let Ok(read) = read_whole(&self.path(&key)).await else {
+                    self.forget(&key);
+                    return Vec::new();
+                };
+                let text = Bytes::from(read.data);
+                self.remember(&key, pin.id(), &text, Some(read.inode));
+                text
+            }
         };
-        let entries = self.read_tag_file(&key).await;
-        if entries.is_none() {
+        parse_tag_file(&text).unwrap_or_else(|| {
             self.forget(&key);
-        }
-        entries.unwrap_or_default()
+            Vec::new()
+        })
     }
 
     /// The lines of a tag record's file; `None` if it cannot be read.
     async fn read_tag_file(&self, key: &Key) -> Option<Vec<TagEntry>> {
-        let text = String::from_utf8(read_whole(&self.path(key)).await.ok()?).ok()?;
-        Some(text.lines().filter_map(parse_tag_line).collect())
+        parse_tag_file(&read_whole(&self.path(key)).await.ok()?.data)
     }
 
     /// Records a mapping, replacing an earlier one of the same media type. The record's bytes

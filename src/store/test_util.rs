@@ -8,6 +8,7 @@ pub(super) fn limits(max_size: u64) -> crate::config::CacheLimits {
     crate::config::CacheLimits {
         max_size,
         min_free: 0,
+        memory: 0,
     }
 }
 
