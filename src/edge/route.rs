@@ -68,10 +68,11 @@ fn key(name: &str) -> Result<String, String> {
 /// The repository name and the call after it (`/manifests/v1`), split at the last call marker:
 /// a repository may itself hold `blobs` or `manifests` as a component.
 fn split_name(rest: &str) -> Option<(&str, &str)> {
-    let at = CALLS
-        .iter()
-        .filter_map(|call| rest.rfind(call))
-        .max()
+    // Every marker starts at a '/': the rightmost '/' that starts one is where the call is.
+    let at = rest
+        .rmatch_indices('/')
+        .map(|(at, _)| at)
+        .find(|&at| CALLS.iter().any(|call| rest[at..].starts_with(call)))
         .filter(|at| *at > 0)?;
     Some(rest.split_at(at))
 }

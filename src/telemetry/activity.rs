@@ -138,7 +138,8 @@ impl Activity {
         status: u16,
         cache: CacheStatus,
     ) {
-        if status != 200 {
+        // Only pulls by tag are noted: most requests (blobs) go without parsing the path.
+        if status != 200 || !path.contains("/manifests/") {
             return;
         }
         let Route::Manifest {
