@@ -94,7 +94,7 @@ pub(crate) struct Client {
 /// flight for `proxy.idle_timeout` (closed gracefully). h2 PINGs move bytes but are not
 /// requests, so they do not keep a connection open.
 pub(crate) async fn serve<I, A>(
-    io: I,
+    mut io: I,
     h2: bool,
     hoard: Arc<Hoard>,
     ticket: Ticket,
@@ -117,16 +117,9 @@ where
     if h2 {
         // h2 writes a frame at a time; gathering them gives TLS full records and the socket
         // large writes. HTTP/1.1 already writes whole body chunks.
-        let io = TokioIo::new(Coalesce::new(io));
-        let builder = auto_builder(settings);
-        return until_ended(
-            Box::pin(builder.serve_connection(io, service)),
-            &ticket,
-            idle_timeout,
-        )
-        .await;
+        let io = Coalesce::new(io);
+        return Box::pin(serve_auto(io, service, &ticket, settings, idle_timeout)).await;
     }
-    let mut io = io;
     let served = tokio::select! {
         served = h1::serve(&mut io, &service, &requests, &ticket, settings) => served?,
         ending = ticket.ended(idle_timeout, Activity::Requests) => {
@@ -141,14 +134,33 @@ where
         return Ok(());
     };
     // h2 without TLS (it opened with the preface): hyper's auto connection, as it read nothing.
-    let io = TokioIo::new(Replay::new(io, ahead, None));
+    let io = Replay::new(io, ahead, None);
+    Box::pin(serve_auto(io, service, &ticket, settings, idle_timeout)).await
+}
+
+/// Serves `io` on hyper's auto connection (h2, or HTTP/1.1 by what the client opens with).
+/// Boxed by the callers: an HTTP/1.1 connection's task keeps no room for it.
+async fn serve_auto<I>(
+    io: I,
+    service: impl Service<
+        Request<Incoming>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future = Answering,
+    > + Clone
+    + Send
+    + Sync
+    + 'static,
+    ticket: &Ticket,
+    settings: h1::Settings,
+    idle_timeout: Duration,
+) -> Result<(), BoxError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let builder = auto_builder(settings);
-    until_ended(
-        Box::pin(builder.serve_connection(io, service)),
-        &ticket,
-        idle_timeout,
-    )
-    .await
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    until_ended(Box::pin(connection), ticket, idle_timeout).await
 }
 
 /// A request's answer as the service gives it, boxed: hyper keeps room for one per connection.

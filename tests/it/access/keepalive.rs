@@ -1,7 +1,8 @@
 //! Idle HTTP/1.1 keep-alive connections (hoard sets their hyper state down between requests):
 //! the next request is served however it arrives (after a pause, split across writes with a
-//! pause between, pipelined), on the mirror and in an intercepted tunnel alike, and an idle or
-//! dribbling client still closes at `proxy.header_read_timeout`.
+//! pause between, pipelined), on the mirror and in an intercepted tunnel alike; an idle or
+//! dribbling client still closes at `proxy.header_read_timeout`; h2 opened by its preface on the
+//! plain mirror is still served.
 
 use super::*;
 
@@ -184,4 +185,29 @@ async fn idle_and_dribbling_keepalive_connections_close_at_header_read_timeout()
         (Duration::from_millis(900)..Duration::from_secs(3)).contains(&after),
         "closed after {after:?}"
     );
+}
+
+#[tokio::test]
+async fn the_plain_mirror_still_serves_h2_to_a_client_that_opens_with_its_preface() {
+    init();
+    let registry = Registry::start().await;
+    let proxy = Proxy::builder(&registry)
+        .mirror("listen = \"127.0.0.1:0\"")
+        .start()
+        .await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let ping = client
+            .get(format!("{}/v2/", proxy.mirror_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ping.version(), reqwest::Version::HTTP_2);
+        assert_eq!(ping.status(), 200);
+        tokio::time::sleep(PAUSE).await;
+    }
 }
