@@ -11,13 +11,15 @@
 //! - it is set down by `graceful_shutdown`, which closes an idle hyper connection at once
 //!   (nothing is sent: the response before it is complete) and hands back the bytes it held;
 //!   they are replayed ([`Replay`]) to the next hyper connection, made when more bytes arrive.
-//! - `proxy.header_read_timeout` runs from the end of the last request (or the connection's
-//!   start) across the turns: waiting here, then in hyper, as hyper alone did.
+//! - `proxy.header_read_timeout` for the next head runs from the end of the last request (or the
+//!   connection's start) across the turns, as it did in hyper alone: waiting here, then in each
+//!   turn until its first request (a client sending a head a few bytes at a time gets no more);
+//!   hyper times the heads after that.
 //!
 //! A client that opens with the h2 preface (h2 without TLS) is left to hyper's auto connection.
 
 use std::convert::Infallible;
-use std::future::poll_fn;
+use std::future::{Future as _, poll_fn};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Poll;
@@ -117,9 +119,8 @@ pub(super) async fn serve<I: Io>(
             return Ok(Ended::H2(ahead));
         }
         let calls = requests.calls();
-        let timeout = deadline.saturating_duration_since(Instant::now());
         match turn(
-            &mut *io, ahead, service, requests, ticket, settings, timeout,
+            &mut *io, ahead, service, requests, ticket, settings, deadline,
         )
         .await?
         {
@@ -144,9 +145,7 @@ async fn read_more<I: AsyncRead + Unpin>(
     let mut buf = [0u8; FIRST_READ];
     let read = tokio::time::timeout_at(deadline, io.read(&mut buf)).await;
     let Ok(read) = read else {
-        return Err(
-            io::Error::new(io::ErrorKind::TimedOut, "read header from client timeout").into(),
-        );
+        return Err(head_timed_out());
     };
     let n = read?;
     ahead.extend_from_slice(&buf[..n]);
@@ -159,8 +158,14 @@ fn opens_h2(ahead: &[u8]) -> bool {
     n > 0 && ahead[..n] == H2_PREFACE[..n]
 }
 
-/// One hyper connection on `io`, `ahead` read first, with the head read `timeout`: the bytes it
-/// held when it was set down idle, or `None` when it closed (the client's or hyper's doing).
+/// The error hyper gives for a head not read in time.
+fn head_timed_out() -> BoxError {
+    io::Error::new(io::ErrorKind::TimedOut, "read header from client timeout").into()
+}
+
+/// One hyper connection on `io`, `ahead` read first, its first request head due by `deadline`
+/// (hyper times the later ones): the bytes it held when it was set down idle, or `None` when it
+/// closed (the client's or hyper's doing).
 async fn turn<I: Io>(
     io: &mut I,
     ahead: Vec<u8>,
@@ -168,22 +173,27 @@ async fn turn<I: Io>(
     requests: &Requests,
     ticket: &Ticket,
     settings: Settings,
-    timeout: Duration,
+    deadline: Instant,
 ) -> Result<Option<Vec<u8>>, BoxError> {
     let watch = Watch::default();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(timeout)
+        .header_read_timeout(settings.header_read_timeout)
         .max_buf_size(settings.max_buf_size);
     let io = TokioIo::new(Replay::new(io, ahead, Some(&watch)));
     // Boxed: it exists only while the turn does, not in the waiting connection's task.
     let mut connection = Box::new(builder.serve_connection(io, service));
+    let mut first_head = std::pin::pin!(tokio::time::sleep_until(deadline));
+    let calls = requests.calls();
     let mut set_down = false;
     poll_fn(|cx| {
         loop {
             if let Poll::Ready(done) = connection.poll_without_shutdown(cx) {
-                return Poll::Ready(done);
+                return Poll::Ready(done.map_err(BoxError::from));
+            }
+            if requests.calls() == calls && first_head.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(head_timed_out()));
             }
             let idle =
                 watch.quiet() && ticket.at_rest() && !requests.with_body.load(Ordering::Relaxed);
