@@ -8,9 +8,10 @@
 //!   read it whole), everything written was flushed, and hyper's last read found nothing to read
 //!   ([`Watch`]). hyper reads only after it has parsed every whole request head it holds, so it
 //!   then holds at most the start of the next head.
-//! - it is set down by `graceful_shutdown`, which closes an idle hyper connection at once
-//!   (nothing is sent: the response before it is complete) and hands back the bytes it held;
-//!   they are replayed ([`Replay`]) to the next hyper connection, made when more bytes arrive.
+//! - it is set down once idle for [`SET_DOWN_AFTER`] (at once if it served no request yet), by
+//!   `graceful_shutdown`, which closes an idle hyper connection at once (nothing is sent: the
+//!   response before it is complete) and hands back the bytes it held; they are replayed
+//!   ([`Replay`]) to the next hyper connection, made when more bytes arrive.
 //! - `proxy.header_read_timeout` for the next head runs from the end of the last request (or the
 //!   connection's start) across the turns, as it did in hyper alone: waiting here, then in each
 //!   turn until its first request (a client sending a head a few bytes at a time gets no more);
@@ -39,6 +40,11 @@ use crate::http::{Body, BoxError};
 
 /// The h2 connection preface, which a client speaking h2 without TLS opens with.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long a turn that served requests stays idle before it is set down: a client asking
+/// again at once (the next blob of a pull, a benchmark's next request) keeps its hyper
+/// connection; an idle one holds it this long at most.
+const SET_DOWN_AFTER: Duration = Duration::from_millis(50);
 
 /// How much a waiting connection reads at once before a hyper connection takes over.
 const FIRST_READ: usize = 256;
@@ -184,20 +190,29 @@ async fn turn<I: Io>(
     let io = TokioIo::new(Replay::new(io, ahead, Some(&watch)));
     // Boxed: it exists only while the turn does, not in the waiting connection's task.
     let mut connection = Box::new(builder.serve_connection(io, service));
-    let mut first_head = std::pin::pin!(tokio::time::sleep_until(deadline));
+    // Until the turn's first request: its head's deadline. After: when an idle spell set it
+    // down, so a client that asks again at once finds the same hyper connection.
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
     let calls = requests.calls();
-    let mut set_down = false;
+    let (mut idle_since_request, mut set_down) = (false, false);
     poll_fn(|cx| {
         loop {
             if let Poll::Ready(done) = connection.poll_without_shutdown(cx) {
                 return Poll::Ready(done.map_err(BoxError::from));
             }
-            if requests.calls() == calls && first_head.as_mut().poll(cx).is_ready() {
+            let first = requests.calls() == calls;
+            if first && timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Err(head_timed_out()));
             }
             let idle =
                 watch.quiet() && ticket.at_rest() && !requests.with_body.load(Ordering::Relaxed);
-            if set_down || !idle {
+            if !first && idle && !idle_since_request {
+                timer.as_mut().reset(Instant::now() + SET_DOWN_AFTER);
+            }
+            idle_since_request = idle && !first;
+            // A turn that has served no request holds the start of a head at most: at once.
+            let due = first || timer.as_mut().poll(cx).is_ready();
+            if set_down || !idle || !due {
                 return Poll::Pending;
             }
             std::pin::Pin::new(&mut *connection).graceful_shutdown();
