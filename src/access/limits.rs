@@ -279,6 +279,11 @@ impl Ticket {
         Some(Busy(self.clone()))
     }
 
+    /// Whether no request is in flight (an evicted connection's count no longer says).
+    pub(crate) fn at_rest(&self) -> bool {
+        self.0.shared.busy.load(Ordering::SeqCst) == 0
+    }
+
     /// Records activity now.
     pub(crate) fn touch(&self) {
         let now = self.0.limits.now_ms();

@@ -16,7 +16,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Response, StatusCode};
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -232,43 +232,55 @@ impl Listener {
                     let _open = drained.then(|| metrics.connection());
                     let _ = stream.set_nodelay(true);
                     let local = stream.local_addr().ok();
-                    let Some(tls) = tls else {
-                        let accepted = Accepted {
-                            io: stream,
-                            h2: false,
-                            client,
-                            local,
-                            ticket,
-                            role,
-                        };
-                        return service.serve(accepted, hoard).await;
-                    };
-                    let io = match handshake(&tls, stream, &ticket).await {
-                        Ok(io) => io,
-                        Err(failed) => {
-                            let hint = format!(
-                                "does it trust the {} listener's certificate?",
-                                role.as_str()
-                            );
-                            return failed.log(&hint);
-                        }
-                    };
-                    let h2 = io.get_ref().1.alpn_protocol() == Some(b"h2");
                     let accepted = Accepted {
-                        io,
-                        h2,
+                        io: stream,
+                        h2: false,
                         client,
                         local,
                         ticket,
                         role,
                     };
-                    service.serve(accepted, hoard).await;
+                    match tls {
+                        None => service.serve(accepted, hoard).await,
+                        // Boxed: a plain connection's task keeps no room for a TLS stream.
+                        Some(tls) => Box::pin(serve_tls(&tls, accepted, &*service, hoard)).await,
+                    }
                 }
                 .instrument(span),
             );
         }
         tracing::info!(via = role.as_str(), "listener closed");
     }
+}
+
+/// Serves `accepted` over TLS, once its handshake is done.
+async fn serve_tls<S: Serve>(
+    tls: &TlsAcceptor,
+    accepted: Accepted<TcpStream>,
+    service: &S,
+    hoard: Arc<Hoard>,
+) {
+    let role = accepted.role;
+    let io = match handshake(tls, accepted.io, &accepted.ticket).await {
+        Ok(io) => io,
+        Err(failed) => {
+            let hint = format!(
+                "does it trust the {} listener's certificate?",
+                role.as_str()
+            );
+            return failed.log(&hint);
+        }
+    };
+    let h2 = io.get_ref().1.alpn_protocol() == Some(b"h2");
+    let accepted = Accepted {
+        io,
+        h2,
+        client: accepted.client,
+        local: accepted.local,
+        ticket: accepted.ticket,
+        role,
+    };
+    service.serve(accepted, hoard).await;
 }
 
 /// Why a TLS handshake gave no connection.

@@ -1,7 +1,7 @@
 //! HTTP vocabulary shared by every listener and the upstream client: the body types, hoard-made
 //! responses, hop-by-hop and digest headers, Basic credentials, percent-encoded query values,
 //! the cache status a response carries, `multipart/byteranges` framing, the idle timeout for
-//! client connections and h2 write batching.
+//! client connections, replaying bytes read ahead and h2 write batching.
 
 mod basic;
 mod body;
@@ -11,6 +11,7 @@ mod headers;
 pub(crate) mod idle;
 mod multipart;
 mod query;
+pub(crate) mod replay;
 mod response;
 pub(crate) mod write_batch;
 

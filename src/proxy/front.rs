@@ -78,14 +78,17 @@ impl Serve for Front {
                     method = %request.method(),
                     host = %logged_host(request.uri()),
                 );
-                async move {
-                    let Some(busy) = busy else {
-                        return Ok::<_, Infallible>(making_room());
-                    };
-                    let response = handle(request, hoard, peer, ticket, &stop).await;
-                    Ok(response.map(|body| Held::new(body, busy).boxed()))
-                }
-                .instrument(span)
+                // Boxed: hyper keeps room for one answer all the connection's life.
+                Box::pin(
+                    async move {
+                        let Some(busy) = busy else {
+                            return Ok::<_, Infallible>(making_room());
+                        };
+                        let response = handle(request, hoard, peer, ticket, &stop).await;
+                        Ok(response.map(|body| Held::new(body, busy).boxed()))
+                    }
+                    .instrument(span),
+                )
             }
         });
         let connection = builder.serve_connection(io, service).with_upgrades();

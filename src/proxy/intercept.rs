@@ -32,23 +32,27 @@ pub(super) async fn serve(
             return;
         }
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let tls = match handshake(&acceptor, TokioIo::new(upgraded), &ticket).await {
-        Ok(tls) => tls,
-        Err(failed) => return failed.log("does it trust hoard's CA?"),
+    // In a block of its own, and the handshake boxed: the task waiting on an idle connection
+    // keeps room only for the stream conn::serve holds, not for the handshake nor a second one.
+    let serving = {
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let tls = match Box::pin(handshake(&acceptor, TokioIo::new(upgraded), &ticket)).await {
+            Ok(tls) => tls,
+            Err(failed) => return failed.log("does it trust hoard's CA?"),
+        };
+        let target = crate::registry::Target::new(&host, port).map(|t| t.borrowed_by(user));
+        let Some(target) = target else {
+            tracing::warn!(%host, "not a usable registry host name");
+            return;
+        };
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let client = Client {
+            ip: client,
+            via: Via::Proxy,
+        };
+        conn::serve(tls, h2, hoard, ticket, client, Arc::new(target))
     };
-
-    let target = crate::registry::Target::new(&host, port).map(|t| t.borrowed_by(user));
-    let Some(target) = target else {
-        tracing::warn!(%host, "not a usable registry host name");
-        return;
-    };
-    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let client = Client {
-        ip: client,
-        via: Via::Proxy,
-    };
-    let served = conn::serve(tls, h2, hoard, ticket, client, Arc::new(target)).await;
+    let served = serving.await;
     if let Err(error) = served {
         tracing::debug!(%host, %error, "intercepted connection ended");
     }

@@ -12,20 +12,24 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
+use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tracing::{Instrument as _, Span};
 
 use crate::access::ClientAddr;
 use crate::access::limits::{Activity, Ending, Held, Ticket};
 use crate::fleet::{TRACEPARENT, TraceParent};
 use crate::hoard::Hoard;
+use crate::http::replay::Replay;
 use crate::http::write_batch::Coalesce;
 use crate::http::{Body, BoxError, head_too_large, making_room};
 use crate::telemetry::Via;
 use crate::telemetry::access_log::{RequestInfo, logged};
+
+use super::h1;
 
 /// h2 flow-control windows. A stream runs at most at window / RTT; hyper's defaults are small
 /// for multi-GiB blobs. 8 MiB per stream and 32 MiB per connection keep a blob at disk speed
@@ -36,7 +40,7 @@ const H2_CONNECTION_WINDOW: u32 = 32 << 20;
 /// Time a connection closed for idleness gets to say goodbye (an h2 GOAWAY).
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// An HTTP/1.1 or h2 connection being served.
+/// An h2 connection (or HTTP/1.1 on hyper's auto connection) being served.
 type Served<'a> =
     Pin<Box<dyn GracefulConnection<Error = BoxError, Output = Result<(), BoxError>> + Send + 'a>>;
 
@@ -90,7 +94,7 @@ pub(crate) struct Client {
 /// flight for `proxy.idle_timeout` (closed gracefully). h2 PINGs move bytes but are not
 /// requests, so they do not keep a connection open.
 pub(crate) async fn serve<I, A>(
-    io: I,
+    mut io: I,
     h2: bool,
     hoard: Arc<Hoard>,
     ticket: Ticket,
@@ -102,35 +106,103 @@ where
     A: Answer,
 {
     let config = hoard.config();
-    let (header_read_timeout, max_header_size, idle_timeout) = (
-        config.proxy.header_read_timeout,
-        config.proxy.max_header_size,
-        config.proxy.idle_timeout,
-    );
+    let settings = h1::Settings {
+        header_read_timeout: config.proxy.header_read_timeout,
+        max_buf_size: config.proxy.max_header_size,
+    };
+    let idle_timeout = config.proxy.idle_timeout;
     drop(config);
+    let requests = Arc::new(h1::Requests::default());
+    let service = service(hoard, ticket.clone(), client, answer, requests.clone());
+    if h2 {
+        // h2 writes a frame at a time; gathering them gives TLS full records and the socket
+        // large writes. HTTP/1.1 already writes whole body chunks.
+        let io = Coalesce::new(io);
+        return Box::pin(serve_auto(io, service, &ticket, settings, idle_timeout)).await;
+    }
+    let served = tokio::select! {
+        served = h1::serve(&mut io, &service, &requests, &ticket, settings) => served?,
+        ending = ticket.ended(idle_timeout, Activity::Requests) => {
+            tracing::debug!(reason = ?ending, "closing registry connection");
+            if ending == Ending::Idle {
+                let _ = tokio::time::timeout(CLOSE_GRACE, io.shutdown()).await;
+            }
+            return Ok(());
+        }
+    };
+    let h1::Ended::H2(ahead) = served else {
+        return Ok(());
+    };
+    // h2 without TLS (it opened with the preface): hyper's auto connection, as it read nothing.
+    let io = Replay::new(io, ahead, None);
+    Box::pin(serve_auto(io, service, &ticket, settings, idle_timeout)).await
+}
+
+/// Serves `io` on hyper's auto connection (h2, or HTTP/1.1 by what the client opens with).
+/// Boxed by the callers: an HTTP/1.1 connection's task keeps no room for it.
+async fn serve_auto<I>(
+    io: I,
+    service: impl Service<
+        Request<Incoming>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future = Answering,
+    > + Clone
+    + Send
+    + Sync
+    + 'static,
+    ticket: &Ticket,
+    settings: h1::Settings,
+    idle_timeout: Duration,
+) -> Result<(), BoxError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let builder = auto_builder(settings);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    until_ended(Box::pin(connection), ticket, idle_timeout).await
+}
+
+/// A request's answer as the service gives it, boxed: hyper keeps room for one per connection.
+type Answering = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+/// The service of a registry connection: each request answered by `answer`, logged, and counted
+/// against `ticket` (and noted in `requests`) while in flight.
+fn service<A: Answer>(
+    hoard: Arc<Hoard>,
+    ticket: Ticket,
+    client: Client,
+    answer: Arc<A>,
+    requests: Arc<h1::Requests>,
+) -> impl Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future = Answering>
++ Clone
++ Unpin
++ Send
++ Sync
++ 'static {
     // hyper runs each h2 stream in a task of its own: the request span names its parent.
     let connection_span = Span::current();
-    let service = hyper::service::service_fn({
-        let ticket = ticket.clone();
-        move |mut request: Request<Incoming>| {
-            let span = tracing::info_span!(
-                parent: &connection_span,
-                "request",
-                method = %request.method(),
-                path = %request.uri().path(),
-                trace_id = tracing::field::Empty,
-            );
-            // A fleet node asking its owner names the trace both nodes log.
-            if let Some(trace) = request
-                .headers()
-                .get(TRACEPARENT)
-                .and_then(|v| v.to_str().ok())
-                .and_then(TraceParent::parse)
-            {
-                span.record("trace_id", tracing::field::display(trace.trace_id()));
-            }
-            request.extensions_mut().insert(ClientAddr(client.ip));
-            let (hoard, answer, busy) = (hoard.clone(), answer.clone(), ticket.busy());
+    hyper::service::service_fn(move |mut request: Request<Incoming>| -> Answering {
+        requests.called(!hyper::body::Body::is_end_stream(request.body()));
+        let span = tracing::info_span!(
+            parent: &connection_span,
+            "request",
+            method = %request.method(),
+            path = %request.uri().path(),
+            trace_id = tracing::field::Empty,
+        );
+        // A fleet node asking its owner names the trace both nodes log.
+        if let Some(trace) = request
+            .headers()
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceParent::parse)
+        {
+            span.record("trace_id", tracing::field::display(trace.trace_id()));
+        }
+        request.extensions_mut().insert(ClientAddr(client.ip));
+        let (hoard, answer, busy) = (hoard.clone(), answer.clone(), ticket.busy());
+        Box::pin(
             async move {
                 let Some(busy) = busy else {
                     return Ok::<_, Infallible>(making_room());
@@ -161,32 +233,27 @@ where
                 let response = logged(info, response);
                 Ok(response.map(|body| Held::new(body, busy).boxed()))
             }
-            .instrument(span)
-        }
-    });
+            .instrument(span),
+        )
+    })
+}
 
+/// hyper's auto connection (HTTP/1.1 or h2, by what the client opens with), for h2.
+fn auto_builder(settings: h1::Settings) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .max_buf_size(max_header_size);
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(settings.max_buf_size);
     builder
         .http2()
         .timer(TokioTimer::new())
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
-        .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX))
+        .max_header_list_size(u32::try_from(settings.max_buf_size).unwrap_or(u32::MAX))
         .keep_alive_interval(Duration::from_secs(30));
-    // h2 writes a frame at a time; gathering them gives TLS full records and the socket large
-    // writes. HTTP/1.1 already writes whole body chunks.
-    let connection: Served<'_> = if h2 {
-        let io = TokioIo::new(Coalesce::new(io));
-        Box::pin(builder.serve_connection(io, service))
-    } else {
-        Box::pin(builder.serve_connection(TokioIo::new(io), service))
-    };
-    until_ended(connection, &ticket, idle_timeout).await
+    builder
 }
 
 async fn until_ended(

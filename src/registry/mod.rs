@@ -18,7 +18,8 @@
 //! - `source.rs`: where bytes come from, in one place: the shared tier (`bucket.rs`), the fleet
 //!   peer that owns the object (`peer.rs`), then the registry, and what follows from each;
 //! - `target.rs`: the registry a request goes to, and how it is reached;
-//! - `conn.rs`: a registry connection served, for the intercept and the mirror alike.
+//! - `conn.rs`: a registry connection served, for the intercept and the mirror alike; `h1.rs`,
+//!   its HTTP/1.1 requests, in turns that hold no hyper state while the connection is idle.
 //!
 //! Everything else (pushes, tag lists, the catalog…) is forwarded unchanged. A request's route is
 //! parsed once, in [`handle`]; the local store is looked in first, under the store's single
@@ -39,6 +40,7 @@ mod bucket;
 pub(crate) mod conn;
 mod fill;
 mod forward;
+mod h1;
 mod manifests;
 mod peer;
 mod ping;

@@ -1,12 +1,13 @@
 //! Safe to run for a team: proxy authentication (throttled, with no user-name probing), the
 //! client allow-list, the tunnel guard, private content behind `auth_on_hit = "upstream"`, the
 //! name-constrained CA, hostile input answered with a 4xx while hoard goes on serving, and
-//! connection bounds that a flood cannot use to lock others out.
+//! connection bounds that a flood cannot use to lock others out, and idle keep-alive connections.
 
 mod auth;
 mod azure;
 mod grants;
 mod guard;
+mod keepalive;
 mod lending;
 mod limits;
 mod sources;
