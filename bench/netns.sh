@@ -222,7 +222,7 @@ row() { # label case
 }
 floor=$(awk -v b=$IMAGE_BYTES -v m="$UPLINK" 'BEGIN {printf "%.2f", b * 8 / (m * 1e6)}')
 echo "hoard fleet across links (bench/fleet.sh --netns), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, kernel $(uname -r)"
-echo "$("$HOARD" --version), commit $(git -C "$REPO_DIR" rev-parse --short HEAD)$(git -C "$REPO_DIR" diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo -dirty)"
+echo "hoard $(hoard_rev)"
 echo "mode: $MODE, $RUNS run(s), took $(($(date +%s) - T0)) s; load average at start $LOAD0, at end $LOAD1"
 echo
 echo "Image: $LAYERS layers of $LAYER_MIB MiB ($((IMAGE_BYTES / MIB)) MiB). $CLIENTS clients at once, $PER_NODE in each node's"
