@@ -69,27 +69,11 @@ BLOB_PATH="/v2/$REPO/blobs/$blob_DIGEST"
 start_hoard() { # name -> PID, PORT (proxy), MPORT (plain mirror); the cache in WORK/hoard-cache
     local cfg="$WORK/$1.toml" lg="$WORK/logs/$1.log"
     PORT=$(free_port); MPORT=$(free_port)
-    cat >"$cfg" <<EOF
-[proxy]
-listen = "127.0.0.1:$PORT"
-max_connections = 20000
-# hyper closes a keep-alive connection waiting for its next request head after this (default
-# 30 s), before proxy.idle_timeout (300 s): long enough for the slowest crowd to stay open.
-header_read_timeout = "300s"
-[ca]
-dir = "$WORK/hoard-ca"
-[cache]
-dir = "$WORK/hoard-cache"
-max_size = "10GiB"
-min_free = "0"
-[intercept]
-hosts = ["$HOST"]
-[upstream]
-extra_ca_files = ["$CA"]
-resolve = { "$HOST" = "127.0.0.1:$UP_PORT" }
-[mirror]
-listen = "127.0.0.1:$MPORT"
-EOF
+    # hyper closes a keep-alive connection waiting for its next request head after
+    # header_read_timeout (default 30 s), before proxy.idle_timeout (300 s): long enough here for
+    # the slowest crowd to stay open.
+    hoard_toml "$cfg" "$PORT" "$(free_port)" "$(printf '[mirror]\nlisten = "127.0.0.1:%s"' "$MPORT")" \
+        "$(printf 'max_connections = 20000\nheader_read_timeout = "300s"')"
     RUST_LOG=hoard=warn "$HOARD" serve --config "$cfg" >"$lg" 2>&1 &
     PID=$!
     wait_port $PID "$PORT" "$1" "$lg" || die "$1 did not start"

@@ -290,11 +290,13 @@ EOF
     wait_port $PID "$2" "$1" "$WORK/logs/$1.log" || { cat "$d/error.log" >&2; die "$1 did not start"; }
 }
 
-hoard_toml() { # file proxy-port admin-port [upstream lines]: a hoard config intercepting HOST,
-               # resolved to the upstream at UP_PORT (trusting CA), its CA and cache in WORK
+hoard_toml() { # file proxy-port admin-port [upstream lines] [proxy lines]: a hoard config
+               # intercepting HOST, resolved to the upstream at UP_PORT (trusting CA), its CA and
+               # cache in WORK; other sections may follow the upstream lines
     cat >"$1" <<EOF
 [proxy]
 listen = "127.0.0.1:$2"
+${5:-}
 [ca]
 dir = "$WORK/hoard-ca"
 [cache]
