@@ -50,11 +50,6 @@ impl Hot {
         }
     }
 
-    /// Whether an entry of `len` bytes would be kept.
-    pub(super) fn takes(&self, len: u64) -> bool {
-        takes(len, self.budget)
-    }
-
     /// The copy of entry `id` of `key`, marked used; one of another entry is dropped.
     pub(super) fn get(&mut self, key: &Key, id: u64) -> Option<(Bytes, Option<u64>)> {
         let copy = self.copies.get(key)?;
@@ -69,7 +64,7 @@ impl Hot {
     /// room from.
     pub(super) fn put(&mut self, key: Key, id: u64, data: Bytes, inode: Option<u64>) {
         let len = data.len() as u64;
-        if !self.takes(len) {
+        if !takes(len, self.budget) {
             return;
         }
         self.remove(&key);
@@ -130,10 +125,10 @@ mod tests {
         assert!(hot.get(&key(4), 4).is_none());
         assert_eq!(hot.bytes(), 8);
         let mut big = Hot::new(1 << 30);
-        assert!(!big.takes(HOT_MAX + 1) && big.takes(HOT_MAX));
+        assert!(!takes(HOT_MAX + 1, 1 << 30) && takes(HOT_MAX, 1 << 30));
         big.put(key(5), 5, Bytes::from(vec![0; HOT_MAX as usize + 1]), None);
         assert_eq!(big.bytes(), 0);
-        assert!(!Hot::new(0).takes(1), "cache.memory = 0 keeps nothing");
+        assert!(!takes(1, 0), "cache.memory = 0 keeps nothing");
     }
 
     #[test]
