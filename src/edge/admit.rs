@@ -66,16 +66,7 @@ pub(crate) async fn admit(
     hoard: &Hoard,
     login: Login,
 ) -> Result<Option<User>, Response<Body>> {
-    let allowed = {
-        let config = hoard.config();
-        config.proxy.allow_clients.is_empty()
-            || config
-                .proxy
-                .allow_clients
-                .iter()
-                .any(|c| c.contains(client))
-    };
-    if !allowed {
+    if !allowed(client, hoard) {
         hoard.metrics.auth_failure(AuthFailure::AllowList);
         return Err(error(
             StatusCode::FORBIDDEN,
@@ -98,6 +89,18 @@ pub(crate) async fn admit(
         .headers_mut()
         .insert(challenge, HeaderValue::from_static("Basic realm=\"hoard\""));
     Err(refusal)
+}
+
+/// Whether `client` may ask without a login: [`admit`] lets it in without reading one.
+pub(crate) fn open_to(client: IpAddr, hoard: &Hoard) -> bool {
+    allowed(client, hoard) && hoard.proxy_auth().is_none()
+}
+
+/// Whether `client` is on `proxy.allow_clients` (everyone is when it is empty).
+fn allowed(client: IpAddr, hoard: &Hoard) -> bool {
+    let config = hoard.config();
+    let allow = &config.proxy.allow_clients;
+    allow.is_empty() || allow.iter().any(|c| c.contains(client))
 }
 
 /// The answer to a login from an address with too many failed ones: 429 and when to retry.

@@ -90,9 +90,34 @@ pub(crate) fn mapped(
         };
         return Err(Rejection::new(StatusCode::METHOD_NOT_ALLOWED, reason));
     }
+    let keep_authorization = how.keep_authorization;
     let uri = request.uri();
-    let (registry, path) = match map(uri.path(), uri.query(), how.default_registry) {
-        Ok(route::Routed::Ping) => return Ok(Mapped::Ping),
+    let Some((target, path)) = registry_of(uri.path(), uri.query(), hoard, how)? else {
+        return Ok(Mapped::Ping);
+    };
+    let Ok(uri) = path.parse::<Uri>() else {
+        return Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "request path is not a valid URI",
+        ));
+    };
+    *request.uri_mut() = uri;
+    if !keep_authorization {
+        request.headers_mut().remove(AUTHORIZATION);
+    }
+    Ok(Mapped::Registry(target, request))
+}
+
+/// The registry a pull's `path` and `query` name as `how` says, and the path and query to ask
+/// it; `None` for `/v2/`.
+pub(crate) fn registry_of(
+    path: &str,
+    query: Option<&str>,
+    hoard: &Hoard,
+    how: Mapping<'_>,
+) -> Result<Option<(Target, String)>, Rejection> {
+    let (registry, path) = match map(path, query, how.default_registry) {
+        Ok(route::Routed::Ping) => return Ok(None),
         Ok(route::Routed::Registry { registry, .. }) if registry.is_empty() => {
             return Err(Rejection::new(
                 StatusCode::BAD_REQUEST,
@@ -100,7 +125,7 @@ pub(crate) fn mapped(
             ));
         }
         Ok(route::Routed::Registry { registry, path }) => (registry, path),
-        Err(reason) if uri.path().starts_with("/v2") => {
+        Err(reason) if path.starts_with("/v2") => {
             return Err(Rejection::new(StatusCode::BAD_REQUEST, reason));
         }
         Err(reason) => return Err(Rejection::new(StatusCode::NOT_FOUND, reason)),
@@ -135,22 +160,12 @@ pub(crate) fn mapped(
             "not a registry host",
         ));
     };
-    let Ok(uri) = path.parse::<Uri>() else {
-        return Err(Rejection::new(
-            StatusCode::BAD_REQUEST,
-            "request path is not a valid URI",
-        ));
-    };
-    *request.uri_mut() = uri;
-    if !how.keep_authorization {
-        request.headers_mut().remove(AUTHORIZATION);
-    }
     let target = if how.for_peer {
         target.for_peer(how.mode.lent())
     } else {
         target.borrowed_by(how.user)
     };
-    Ok(Mapped::Registry(target, request))
+    Ok(Some((target, path)))
 }
 
 /// A mapped request answered by the registry rules, logged under its registry and the path the

@@ -1,6 +1,7 @@
 //! Headers hoard takes off or puts on: hop-by-hop headers (never forwarded) and the digest
 //! headers of a registry response.
 
+use bytes::Bytes;
 use http::HeaderMap;
 use http::header::{CONNECTION, ETAG, HeaderName, HeaderValue};
 
@@ -45,11 +46,19 @@ pub(crate) fn insert_digest_headers(headers: &mut HeaderMap, digest: &Digest) {
     // Named once at compile time: a `&str` name is parsed again on every insert.
     const DIGEST: HeaderName = HeaderName::from_static(DOCKER_CONTENT_DIGEST);
     const VERSION: HeaderName = HeaderName::from_static(API_VERSION.0);
-    let text = digest.to_string();
-    if let Ok(value) = HeaderValue::from_str(&format!("\"{text}\"")) {
+    // Put together by hand: this runs for every hit, and formatting costs more than the rest.
+    let (algorithm, hex) = (digest.algorithm().as_str(), digest.hex());
+    let mut quoted = String::with_capacity(algorithm.len() + hex.len() + 3);
+    for part in ["\"", algorithm, ":", hex, "\""] {
+        quoted.push_str(part);
+    }
+    // One allocation for both values: the digest is the ETag without its quotes.
+    let quoted = Bytes::from(quoted);
+    let bare = quoted.slice(1..quoted.len() - 1);
+    if let Ok(value) = HeaderValue::from_maybe_shared(quoted) {
         headers.insert(ETAG, value);
     }
-    if let Ok(value) = HeaderValue::try_from(text) {
+    if let Ok(value) = HeaderValue::from_maybe_shared(bare) {
         headers.insert(DIGEST, value);
     }
     headers.insert(VERSION, HeaderValue::from_static(API_VERSION.1));

@@ -5,17 +5,21 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::access::ClientAddr;
-use crate::edge::admit::{Login, admit};
-use crate::edge::map::{Mapped, Mapping, answered, mapped};
+use crate::access::User;
+use crate::config::MirrorConfig;
+use crate::edge::admit::{Login, admit, open_to};
+use crate::edge::map::{Mapped, Mapping, answered, mapped, registry_of};
 use crate::fleet::Mode;
 use crate::hoard::Hoard;
 use crate::http::{API_VERSION, Body, error, full_body};
 use crate::registry::conn::{Answer, Answered};
+use crate::registry::quick::{self, Ask};
 
 /// Mirror requests, each to the registry it names.
 #[derive(Debug)]
@@ -31,6 +35,33 @@ impl Answer for Mirrored {
             Ok(Mapped::Ping) => Answered::here(ping()),
             Err(refusal) => Answered::here(refusal),
         }
+    }
+
+    fn quick(&self, ask: &Ask<'_>, hoard: &Hoard) -> Option<Answered<Bytes>> {
+        if !open_to(ask.client, hoard) {
+            return None;
+        }
+        let (target, path) = {
+            let config = hoard.config();
+            let how = mapping(config.mirror.as_ref()?, None);
+            registry_of(ask.path, ask.query, hoard, how).ok()??
+        };
+        let path = path.split_once('?').map_or(path.as_str(), |(path, _)| path);
+        let mut answered = quick::answer(&target, path, ask, hoard)?;
+        answered.path = Some(path.to_owned());
+        Some(answered)
+    }
+}
+
+/// How the mirror maps the requests of `user`.
+fn mapping(mirror: &MirrorConfig, user: Option<User>) -> Mapping<'_> {
+    Mapping {
+        default_registry: &mirror.default_registry,
+        // Whether the account is lent is decided by the target, which knows the user.
+        mode: Mode::Mirror { lent: false },
+        keep_authorization: mirror.forward_authorization,
+        for_peer: false,
+        user,
     }
 }
 
@@ -62,15 +93,7 @@ async fn mirrored(request: Request<Incoming>, hoard: &Hoard) -> Result<Mapped, R
         ));
     };
     let user = admit(request.headers(), client(&request), hoard, Login::Mirror).await?;
-    let how = Mapping {
-        default_registry: &mirror.default_registry,
-        // Whether the account is lent is decided by the target, which knows the user.
-        mode: Mode::Mirror { lent: false },
-        keep_authorization: mirror.forward_authorization,
-        for_peer: false,
-        user,
-    };
-    mapped(request, hoard, how).map_err(|rejection| rejection.response())
+    mapped(request, hoard, mapping(mirror, user)).map_err(|rejection| rejection.response())
 }
 
 /// `/v2/`: hoard answers for every registry behind it.

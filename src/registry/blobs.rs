@@ -9,7 +9,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt as _, stream};
 use http::header::{
-    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderName, HeaderValue, RANGE,
+    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue,
+    RANGE,
 };
 use http::{Method, Request, Response, StatusCode};
 use http_body::Frame;
@@ -24,7 +25,7 @@ use super::forward::{forward, pull_request};
 use super::source::{FOLLOWER_WAIT, Sources};
 
 use crate::http::insert_digest_headers;
-use crate::http::{Body, BoxError, CacheStatus, ChannelBody, Chunk, Multipart, empty_body, error};
+use crate::http::{Body, BoxError, CacheStatus, ChannelBody, Chunk, Multipart, error, full_body};
 use crate::oci::{Digest, Ranges, ranges};
 use crate::store::{
     BlobHit, FileChunks, FlightState, Joined, Lookup, Progress, ReadPin, Stored, chunk_len, read_at,
@@ -113,14 +114,19 @@ pub(super) async fn blob(
 }
 
 fn head_response(digest: &Digest, len: u64) -> Response<Body> {
-    let mut response = Response::new(empty_body());
-    blob_headers(&mut response, digest, len);
-    response.extensions_mut().insert(CacheStatus::Hit);
+    whole(digest, len, Bytes::new(), CacheStatus::Hit).map(full_body)
+}
+
+/// A blob asked for without a range: `data` is all of it (or nothing, for a `HEAD`), `len`
+/// bytes long.
+pub(super) fn whole(digest: &Digest, len: u64, data: Bytes, cache: CacheStatus) -> Response<Bytes> {
+    let mut response = Response::new(data);
+    blob_headers(response.headers_mut(), digest, len);
+    response.extensions_mut().insert(cache);
     response
 }
 
-fn blob_headers(response: &mut Response<Body>, digest: &Digest, len: u64) {
-    let headers = response.headers_mut();
+fn blob_headers(headers: &mut HeaderMap, digest: &Digest, len: u64) {
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(BLOB_TYPE));
     headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
     headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -191,7 +197,7 @@ impl Plan {
     fn response(&self, body: Body, digest: &Digest, cache: CacheStatus) -> Response<Body> {
         let mut response = Response::new(body);
         *response.status_mut() = self.status;
-        blob_headers(&mut response, digest, self.length);
+        blob_headers(response.headers_mut(), digest, self.length);
         if let Some((name, value)) = &self.header
             && let Ok(value) = HeaderValue::from_str(value)
         {

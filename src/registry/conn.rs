@@ -9,7 +9,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
+use bytes::Bytes;
+use http::{Method, Request, Response};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::service::Service;
@@ -27,9 +28,11 @@ use crate::http::replay::Replay;
 use crate::http::write_batch::Coalesce;
 use crate::http::{Body, BoxError, head_too_large, making_room};
 use crate::telemetry::Via;
-use crate::telemetry::access_log::{RequestInfo, logged};
+use crate::telemetry::access_log::{RequestInfo, Unsent, logged};
 
+pub(crate) use super::answered::Answered;
 use super::h1;
+use super::quick::Ask;
 
 /// h2 flow-control windows. A stream runs at most at window / RTT; hyper's defaults are small
 /// for multi-GiB blobs. 8 MiB per stream and 32 MiB per connection keep a blob at disk speed
@@ -52,31 +55,12 @@ pub(crate) trait Answer: Send + Sync + 'static {
         request: Request<Incoming>,
         hoard: Arc<Hoard>,
     ) -> impl Future<Output = Answered> + Send;
-}
 
-/// A response, with the registry host and path its log line names.
-pub(crate) struct Answered {
-    pub response: Response<Body>,
-    /// The registry host; empty when hoard answered for none (`/v2/` on the mirror, a refusal).
-    pub host: String,
-    /// The path as the registry got it, when it differs from the client's (the mirror's).
-    pub path: Option<String>,
-    /// The hoard user the request logged in as; empty when none.
-    pub user: String,
-    /// Whether hoard's account for the registry was lent to the request.
-    pub lent: bool,
-}
-
-impl Answered {
-    /// A response of the listener's own, for no registry (`/v2/` on the mirror, a refusal).
-    pub(crate) fn here(response: Response<Body>) -> Answered {
-        Answered {
-            response,
-            host: String::new(),
-            path: None,
-            user: String::new(),
-            lent: false,
-        }
+    /// The answer from memory to `ask` (`quick.rs`), when there is one; the request is then not
+    /// given to [`Answer::answer`].
+    fn quick(&self, ask: &Ask<'_>, hoard: &Hoard) -> Option<Answered<Bytes>> {
+        let _ = (ask, hoard);
+        None
     }
 }
 
@@ -113,6 +97,13 @@ where
     let idle_timeout = config.proxy.idle_timeout;
     drop(config);
     let requests = Arc::new(h1::Requests::default());
+    let quick = Quickly {
+        hoard: hoard.clone(),
+        answer: answer.clone(),
+        ticket: ticket.clone(),
+        client,
+        span: Span::current(),
+    };
     let service = service(hoard, ticket.clone(), client, answer, requests.clone());
     if h2 {
         // h2 writes a frame at a time; gathering them gives TLS full records and the socket
@@ -121,7 +112,7 @@ where
         return Box::pin(serve_auto(io, service, &ticket, settings, idle_timeout)).await;
     }
     let served = tokio::select! {
-        served = h1::serve(&mut io, &service, &requests, &ticket, settings) => served?,
+        served = h1::serve(&mut io, &service, &quick, &requests, &ticket, settings, client.ip) => served?,
         ending = ticket.ended(idle_timeout, Activity::Requests) => {
             tracing::debug!(reason = ?ending, "closing registry connection");
             if ending == Ending::Idle {
@@ -184,13 +175,7 @@ fn service<A: Answer>(
     let connection_span = Span::current();
     hyper::service::service_fn(move |mut request: Request<Incoming>| -> Answering {
         requests.called(!hyper::body::Body::is_end_stream(request.body()));
-        let span = tracing::info_span!(
-            parent: &connection_span,
-            "request",
-            method = %request.method(),
-            path = %request.uri().path(),
-            trace_id = tracing::field::Empty,
-        );
+        let span = request_span(&connection_span, request.method(), request.uri().path());
         // A fleet node asking its owner names the trace both nodes log.
         if let Some(trace) = request
             .headers()
@@ -221,7 +206,13 @@ fn service<A: Answer>(
                 let response = match head_too_large(&request, limit) {
                     Some(too_big) => too_big,
                     None => {
-                        let answered = answer.answer(request, hoard).await;
+                        let quick = Ask::of(&request, client.ip)
+                            .and_then(|ask| answer.quick(&ask, &hoard))
+                            .map(Answered::boxed);
+                        let answered = match quick {
+                            Some(answered) => answered,
+                            None => answer.answer(request, hoard).await,
+                        };
                         info.host = answered.host;
                         (info.user, info.lent) = (answered.user, answered.lent);
                         if let Some(path) = answered.path {
@@ -236,6 +227,55 @@ fn service<A: Answer>(
             .instrument(span),
         )
     })
+}
+
+/// A request's span, within its connection's.
+fn request_span(connection: &Span, method: &Method, path: &str) -> Span {
+    tracing::info_span!(
+        parent: connection,
+        "request",
+        method = %method,
+        path = %path,
+        trace_id = tracing::field::Empty,
+    )
+}
+
+/// A connection's quick answers from memory (`h1.rs`): [`Answer::quick`], logged and counted
+/// against the connection's ticket as the service's answers are.
+struct Quickly<A> {
+    hoard: Arc<Hoard>,
+    answer: Arc<A>,
+    ticket: Ticket,
+    client: Client,
+    /// The connection's span.
+    span: Span,
+}
+
+impl<A: Answer> h1::Quick for Quickly<A> {
+    fn answer(&self, ask: &Ask<'_>) -> Option<h1::Sending> {
+        let start = Instant::now();
+        let method = ask.method();
+        let span = request_span(&self.span, &method, ask.path);
+        let _entered = span.enter();
+        // An evicted connection's request is for the service to answer (with a refusal).
+        let busy = self.ticket.busy()?;
+        let answered = self.answer.quick(ask, &self.hoard)?;
+        let info = RequestInfo {
+            metrics: self.hoard.metrics.clone(),
+            host: answered.host,
+            method,
+            path: answered.path.unwrap_or_else(|| ask.path.to_owned()),
+            start,
+            via: self.client.via,
+            user: answered.user,
+            lent: answered.lent,
+        };
+        Some(h1::Sending {
+            line: Unsent::of(info, &answered.response),
+            response: answered.response,
+            busy,
+        })
+    }
 }
 
 /// hyper's auto connection (HTTP/1.1 or h2, by what the client opens with), for h2.

@@ -17,26 +17,38 @@
 //!   turn until its first request (a client sending a head a few bytes at a time gets no more);
 //!   hyper times the heads after that.
 //!
+//! Before a turn is made, the heads already read are offered to the quick path: a plain `GET`
+//! or `HEAD` that memory answers whole (`quick.rs`) is answered here, its head parsed in place
+//! and its answer written at once (`h1_wire.rs`), with no hyper connection at all; the first
+//! head it does not take (and everything after it) goes to a turn. So a keep-alive client
+//! asking for small hits costs one read and one write each.
+//!
 //! A client that opens with the h2 preface (h2 without TLS) is left to hyper's auto connection.
 
 use std::convert::Infallible;
 use std::future::{Future as _, poll_fn};
 use std::io;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::time::Instant;
 
-use crate::access::limits::Ticket;
+use crate::access::limits::{Busy, Ticket};
 use crate::http::replay::{Replay, Watch};
 use crate::http::{Body, BoxError};
+use crate::telemetry::access_log::Unsent;
+
+use super::h1_wire;
+use super::quick::Ask;
 
 /// The h2 connection preface, which a client speaking h2 without TLS opens with.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -46,8 +58,9 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// connection; an idle one holds it this long at most.
 const SET_DOWN_AFTER: Duration = Duration::from_millis(50);
 
-/// How much a waiting connection reads at once before a hyper connection takes over.
-const FIRST_READ: usize = 256;
+/// How much a waiting connection reads at once: a request head whole, as a rule. The buffer is
+/// on the stack only while a read is polled, not in the waiting connection's task.
+const READ_SIZE: usize = 4096;
 
 /// A stream an HTTP/1.1 connection is served on.
 pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -65,6 +78,20 @@ impl<S> Serves for S where
     S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Unpin>
         + Unpin
 {
+}
+
+/// The quick path's answers from memory, for the heads a connection parsed itself.
+pub(super) trait Quick {
+    /// The answer to `ask`, ready to send; `None` when hyper's turn is to answer it.
+    fn answer(&self, ask: &Ask<'_>) -> Option<Sending>;
+}
+
+/// A quick answer being sent: the response, its log line, and the mark that the connection has
+/// a request in flight.
+pub(super) struct Sending {
+    pub response: Response<Bytes>,
+    pub line: Unsent,
+    pub busy: Busy,
 }
 
 /// The requests a connection's service was called for.
@@ -109,9 +136,11 @@ pub(super) enum Ended {
 pub(super) async fn serve<I: Io>(
     io: &mut I,
     service: &impl Serves,
+    quick: &impl Quick,
     requests: &Requests,
     ticket: &Ticket,
     settings: Settings,
+    client: IpAddr,
 ) -> Result<Ended, BoxError> {
     let mut ahead = Vec::new();
     let mut deadline = Instant::now() + settings.header_read_timeout;
@@ -123,6 +152,13 @@ pub(super) async fn serve<I: Io>(
         }
         if std::mem::take(&mut first) && opens_h2(&ahead) {
             return Ok(Ended::H2(ahead));
+        }
+        let (answered, next) = answer_quickly(io, &mut ahead, quick, &settings, client).await?;
+        if answered > 0 {
+            deadline = Instant::now() + settings.header_read_timeout;
+        }
+        if next == Next::Read {
+            continue;
         }
         let calls = requests.calls();
         match turn(
@@ -142,20 +178,88 @@ pub(super) async fn serve<I: Io>(
     }
 }
 
+/// What a connection does after the quick path.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Read more: everything read was answered, or what is left is the start of a head.
+    Read,
+    /// Give what is left to a hyper turn.
+    Turn,
+}
+
+/// Answers the heads at the start of `ahead` that the quick path takes, one after the other
+/// (a client may pipeline), dropping each from `ahead`: how many, and what next.
+async fn answer_quickly<I: Io>(
+    io: &mut I,
+    ahead: &mut Vec<u8>,
+    quick: &impl Quick,
+    settings: &Settings,
+    client: IpAddr,
+) -> Result<(usize, Next), BoxError> {
+    let mut answered = 0;
+    while !ahead.is_empty() {
+        let (sending, len) = match h1_wire::parse(ahead, settings.max_buf_size, client) {
+            h1_wire::Parsed::Partial => return Ok((answered, Next::Read)),
+            h1_wire::Parsed::Other => return Ok((answered, Next::Turn)),
+            h1_wire::Parsed::Ask { ask, len } => match quick.answer(&ask) {
+                Some(sending) => (sending, len),
+                None => return Ok((answered, Next::Turn)),
+            },
+        };
+        ahead.drain(..len);
+        send(io, sending).await?;
+        answered += 1;
+    }
+    Ok((answered, Next::Read))
+}
+
+/// Writes a quick answer whole (its head and body in one write, as a rule) and logs it.
+async fn send<I: Io>(io: &mut I, sending: Sending) -> Result<(), BoxError> {
+    let Sending {
+        response,
+        line,
+        busy,
+    } = sending;
+    let head = h1_wire::encode_head(&response);
+    let body = response.body();
+    let (mut head_left, mut body_left) = (&head[..], &body[..]);
+    let written = async {
+        while !head_left.is_empty() || !body_left.is_empty() {
+            let slices = [io::IoSlice::new(head_left), io::IoSlice::new(body_left)];
+            let n = io.write_vectored(&slices).await?;
+            if n == 0 {
+                return Err(io::Error::from(io::ErrorKind::WriteZero));
+            }
+            let from_head = n.min(head_left.len());
+            head_left = &head_left[from_head..];
+            body_left = &body_left[n - from_head..];
+        }
+        io.flush().await
+    }
+    .await;
+    let sent = (body.len() - body_left.len()) as u64;
+    line.sent(sent, written.is_ok());
+    drop(busy);
+    Ok(written?)
+}
+
 /// Reads what the client sends next onto `ahead`, by `deadline`; false at the end of the stream.
 async fn read_more<I: AsyncRead + Unpin>(
     io: &mut I,
     ahead: &mut Vec<u8>,
     deadline: Instant,
 ) -> Result<bool, BoxError> {
-    let mut buf = [0u8; FIRST_READ];
-    let read = tokio::time::timeout_at(deadline, io.read(&mut buf)).await;
-    let Ok(read) = read else {
+    let read = poll_fn(|cx| {
+        let mut buf = [std::mem::MaybeUninit::uninit(); READ_SIZE];
+        let mut buf = ReadBuf::uninit(&mut buf);
+        std::task::ready!(std::pin::Pin::new(&mut *io).poll_read(cx, &mut buf))?;
+        ahead.extend_from_slice(buf.filled());
+        Poll::Ready(Ok::<_, io::Error>(buf.filled().len()))
+    });
+    let Ok(read) = tokio::time::timeout_at(deadline, read).await else {
         return Err(head_timed_out());
     };
-    let n = read?;
-    ahead.extend_from_slice(&buf[..n]);
-    Ok(n > 0)
+    Ok(read? > 0)
 }
 
 /// Whether `ahead` is the h2 preface, or as much of it as arrived.

@@ -4,13 +4,15 @@
 
 use std::ops::ControlFlow;
 
+use bytes::Bytes;
+
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use super::forward::forward;
 use super::source::{FOLLOWER_WAIT, Sources};
-use crate::http::{Body, CacheStatus, empty_body, full_body};
+use crate::http::{Body, CacheStatus, full_body};
 use crate::http::{insert_digest_headers, upstream_headers};
 use crate::oci::Digest;
 use crate::store::{FlightKey, StoredManifest, Turn};
@@ -23,11 +25,21 @@ pub(super) fn serve_manifest(
     head: bool,
     cache: CacheStatus,
 ) -> Response<Body> {
+    manifest_answer(&manifest, digest, head, cache).map(full_body)
+}
+
+/// [`serve_manifest`], its body whole.
+pub(super) fn manifest_answer(
+    manifest: &StoredManifest,
+    digest: &Digest,
+    head: bool,
+    cache: CacheStatus,
+) -> Response<Bytes> {
     let length = manifest.bytes.len() as u64;
     let body = if head {
-        empty_body()
+        Bytes::new()
     } else {
-        full_body(manifest.bytes)
+        manifest.bytes.clone()
     };
     let mut response = Response::new(body);
     let headers = response.headers_mut();

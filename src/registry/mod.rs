@@ -18,8 +18,11 @@
 //! - `source.rs`: where bytes come from, in one place: the shared tier (`bucket.rs`), the fleet
 //!   peer that owns the object (`peer.rs`), then the registry, and what follows from each;
 //! - `target.rs`: the registry a request goes to, and how it is reached;
-//! - `conn.rs`: a registry connection served, for the intercept and the mirror alike; `h1.rs`,
-//!   its HTTP/1.1 requests, in turns that hold no hyper state while the connection is idle.
+//! - `quick.rs`: hits answered whole from memory, asked first on every listener;
+//! - `conn.rs`: a registry connection served, for the intercept and the mirror alike, its
+//!   answers shaped as `answered.rs` says; `h1.rs`, its HTTP/1.1 requests, answered from memory
+//!   on the connection itself (`h1_wire.rs`) or in hyper turns that hold no hyper state while
+//!   the connection is idle.
 //!
 //! Everything else (pushes, tag lists, the catalog…) is forwarded unchanged. A request's route is
 //! parsed once, in [`handle`]; the local store is looked in first, under the store's single
@@ -35,15 +38,18 @@ use forward::{access_refused, forward};
 use source::Sources;
 use target::{invalid_path, path_and_query};
 
+mod answered;
 mod blobs;
 mod bucket;
 pub(crate) mod conn;
 mod fill;
 mod forward;
 mod h1;
+mod h1_wire;
 mod manifests;
 mod peer;
 mod ping;
+pub(crate) mod quick;
 mod referrers;
 mod source;
 mod tags;
@@ -66,6 +72,10 @@ impl conn::Answer for Target {
             lent,
             response: handle(request, self, &hoard).await,
         }
+    }
+
+    fn quick(&self, ask: &quick::Ask<'_>, hoard: &Hoard) -> Option<conn::Answered<bytes::Bytes>> {
+        quick::answer(self, ask.path, ask, hoard)
     }
 }
 

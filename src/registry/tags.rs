@@ -8,24 +8,31 @@
 use std::ops::ControlFlow;
 use std::time::SystemTime;
 
+use bytes::Bytes;
+
 use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RANGE};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::manifests::serve_manifest;
+use super::manifests::{manifest_answer, serve_manifest};
 use super::source::{FOLLOWER_WAIT, Sources};
 use super::target::{Target, invalid_path, unusable};
 use crate::hoard::Hoard;
-use crate::http::{Body, CacheStatus, DOCKER_CONTENT_DIGEST, empty_body, insert_digest_headers};
+use crate::http::{Body, CacheStatus, DOCKER_CONTENT_DIGEST, full_body, insert_digest_headers};
 use crate::http::{pass_through, upstream_headers};
 use crate::oci::{Digest, accepts};
-use crate::store::{FlightKey, StoredManifest, TagEntry, Turn};
+use crate::store::{FlightKey, HostKey, StoredManifest, TagEntry, Turn};
 use crate::tier::Kind;
 use crate::upstream::upstream_error;
 
 /// A HEAD answered from the tag map alone.
 fn serve_tag_head(entry: &TagEntry, cache: CacheStatus) -> Response<Body> {
-    let mut response = Response::new(empty_body());
+    tag_head(entry, cache).map(full_body)
+}
+
+/// [`serve_tag_head`], its (empty) body whole.
+fn tag_head(entry: &TagEntry, cache: CacheStatus) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::new());
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&entry.media_type) {
         headers.insert(CONTENT_TYPE, value);
@@ -34,6 +41,49 @@ fn serve_tag_head(entry: &TagEntry, cache: CacheStatus) -> Response<Body> {
     insert_digest_headers(headers, &entry.digest);
     response.extensions_mut().insert(cache);
     response
+}
+
+/// Of a tag's mappings, the one a request answers from: the latest of a media type its
+/// `Accept` takes.
+pub(super) fn pick<'a>(
+    entries: Vec<TagEntry>,
+    accept: impl Iterator<Item = &'a str> + Clone,
+) -> Option<TagEntry> {
+    entries
+        .into_iter()
+        .filter(|e| accepts(accept.clone(), &e.media_type))
+        .max_by_key(|e| e.fetched)
+}
+
+/// The answer the mapping `entry` of `key`'s `repo:tag` gives without asking the upstream, if
+/// it is fresh: a HEAD's from the tag map alone, a GET's with the manifest `stored` (`None`
+/// when it is not at hand).
+pub(super) fn fresh_hit(
+    hoard: &Hoard,
+    (key, repo, tag): (&HostKey, &str, &str),
+    entry: &TagEntry,
+    head: bool,
+    stored: Option<&StoredManifest>,
+) -> Option<Response<Bytes>> {
+    let freshness = hoard
+        .config()
+        .cache
+        .tag_freshness(key.as_str(), repo, Some(tag))
+        .ttl;
+    if !hoard.clock.is_fresh(entry.fetched, freshness) {
+        return None;
+    }
+    if head {
+        return Some(tag_head(entry, CacheStatus::Hit));
+    }
+    let manifest = stored?;
+    super::bucket::used(hoard, Kind::Manifest, &entry.digest);
+    Some(manifest_answer(
+        manifest,
+        &entry.digest,
+        false,
+        CacheStatus::Hit,
+    ))
 }
 
 /// Answers `GET` or `HEAD` for `/v2/<name>/manifests/<tag>`.
@@ -54,36 +104,17 @@ pub(super) async fn by_tag(
         .collect::<Vec<_>>();
     // Fresh: no upstream call at all. Else what is known of the tag, for revalidation.
     let look = || async move {
-        let known = store
-            .tag(&target.key, repo, tag)
-            .await
-            .into_iter()
-            .filter(|e| accepts(accept.iter().map(String::as_str), &e.media_type))
-            .max_by_key(|e| e.fetched);
+        let accept = accept.iter().map(String::as_str);
+        let known = pick(store.tag(&target.key, repo, tag).await, accept);
         let stored = match &known {
             Some(entry) if !head => store.manifest(&entry.digest).await,
             _ => None,
         };
-        let config = hoard.config();
-        let freshness = config
-            .cache
-            .tag_freshness(target.key.as_str(), repo, Some(tag));
+        let named = (&target.key, repo, tag);
         if let Some(entry) = &known
-            && hoard.clock.is_fresh(entry.fetched, freshness.ttl)
+            && let Some(hit) = fresh_hit(hoard, named, entry, head, stored.as_ref())
         {
-            if head {
-                return ControlFlow::Break(serve_tag_head(entry, CacheStatus::Hit));
-            }
-            if let Some(manifest) = stored {
-                let digest = &entry.digest;
-                super::bucket::used(hoard, Kind::Manifest, digest);
-                return ControlFlow::Break(serve_manifest(
-                    manifest,
-                    digest,
-                    false,
-                    CacheStatus::Hit,
-                ));
-            }
+            return ControlFlow::Break(hit.map(full_body));
         }
         ControlFlow::Continue((known, stored))
     };

@@ -16,7 +16,6 @@ pub(crate) struct Target {
     authority: String,
     /// `host:port`, the port always written: what a failure names (`cannot connect to gcr.io:443`).
     host_port: String,
-    base: String,
     pub(super) key: HostKey,
     /// For requests through the mirror: hoard stands in for a client that logs in nowhere.
     pub(super) anonymous: Option<Credential>,
@@ -54,7 +53,6 @@ impl Target {
             format!("{host}:{port}")
         };
         Some(Target {
-            base: format!("https://{authority}"),
             authority,
             host_port,
             key,
@@ -145,7 +143,9 @@ impl Target {
     }
 
     pub(super) fn uri(&self, path_and_query: &str) -> Option<Uri> {
-        format!("{}{path_and_query}", self.base).parse().ok()
+        format!("https://{}{path_and_query}", self.authority)
+            .parse()
+            .ok()
     }
 }
 

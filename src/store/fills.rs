@@ -41,7 +41,7 @@ impl Store {
     pub(crate) async fn lookup_blob(&self, digest: &Digest) -> Lookup<BlobHit> {
         let key = Key::Blob(digest.clone());
         let look = || async {
-            if let Some(data) = self.in_memory(&key) {
+            if let Some(data) = self.blob_in_memory(digest) {
                 let len = data.len() as u64;
                 return ControlFlow::Break(BlobHit {
                     len,
@@ -60,6 +60,12 @@ impl Store {
             }
         };
         self.lookup(FlightKey::Blob(digest.clone()), look).await
+    }
+
+    /// A blob's bytes from memory alone (`cache.memory`), marked used; `None` when memory holds
+    /// no copy of it.
+    pub(crate) fn blob_in_memory(&self, digest: &Digest) -> Option<Bytes> {
+        self.in_memory(&Key::Blob(digest.clone()))
     }
 
     /// A hit on a blob's opened file: a small one is read into memory now if the page cache

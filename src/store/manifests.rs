@@ -37,11 +37,13 @@ impl Store {
                 data
             }
         };
-        let (media_type, start) = split_manifest_file(&data)?;
-        Some(StoredManifest {
-            media_type: media_type.to_owned(),
-            bytes: data.slice(start..),
-        })
+        stored_manifest(&data)
+    }
+
+    /// A stored manifest from memory alone (`cache.memory`), marked used; `None` when memory
+    /// holds no copy of it.
+    pub(crate) fn manifest_in_memory(&self, digest: &Digest) -> Option<StoredManifest> {
+        stored_manifest(&self.in_memory(&Key::Manifest(digest.clone()))?)
     }
 
     /// Stores a manifest after checking it against `digest`.
@@ -64,4 +66,13 @@ impl Store {
         self.admit(key, size, reservation);
         Ok(())
     }
+}
+
+/// A manifest file's bytes, taken apart.
+fn stored_manifest(data: &Bytes) -> Option<StoredManifest> {
+    let (media_type, start) = split_manifest_file(data)?;
+    Some(StoredManifest {
+        media_type: media_type.to_owned(),
+        bytes: data.slice(start..),
+    })
 }

@@ -49,8 +49,26 @@ impl Store {
                 text
             }
         };
-        parse_tag_file(&text).unwrap_or_else(|| {
-            self.forget(&key);
+        self.entries(&key, &text)
+    }
+
+    /// The known mappings of a tag, from memory alone (`cache.memory`), marked used; `None`
+    /// when memory holds no copy of its record (or its file changed since).
+    pub(crate) fn tag_in_memory(
+        &self,
+        host: &HostKey,
+        repo: &str,
+        tag: &str,
+    ) -> Option<Vec<TagEntry>> {
+        let key = self.tag_key(host, repo, tag).ok()?;
+        let text = self.record_in_memory(&key)?;
+        Some(self.entries(&key, &text))
+    }
+
+    /// The mappings of a tag record's bytes; a record that is not text is forgotten.
+    fn entries(&self, key: &Key, text: &[u8]) -> Vec<TagEntry> {
+        parse_tag_file(text).unwrap_or_else(|| {
+            self.forget(key);
             Vec::new()
         })
     }

@@ -36,18 +36,7 @@ pub(crate) struct RequestInfo {
 }
 
 /// Wraps a response so that its log line is written when the body is finished or dropped.
-/// The handler states the cache status as a response extension; none means [`CacheStatus::Local`].
 pub(crate) fn logged(info: RequestInfo, response: Response<Body>) -> Response<Body> {
-    let status = response.status();
-    let cache = response
-        .extensions()
-        .get::<CacheStatus>()
-        .copied()
-        .unwrap_or(CacheStatus::Local);
-    let error = response
-        .extensions()
-        .get::<ErrorReason>()
-        .map(|reason| reason.0.clone());
     // hyper stops polling a body once Content-Length bytes are out, so "complete" is judged by
     // the count as well as by the end of the stream.
     let expected = response
@@ -55,21 +44,32 @@ pub(crate) fn logged(info: RequestInfo, response: Response<Body>) -> Response<Bo
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
+    let line = Line::of(info, &response);
     response.map(|body| {
         LoggedBody {
             inner: body,
             expected,
-            line: Some(Line {
-                info,
-                status,
-                cache,
-                bytes: 0,
-                error,
-                span: tracing::Span::current(),
-            }),
+            line: Some(line),
         }
         .boxed()
     })
+}
+
+/// The log line of a response sent whole by hoard itself (not through hyper), to be written
+/// once it is sent.
+pub(crate) struct Unsent(Line);
+
+impl Unsent {
+    /// The line of `response`, answering the request `info` describes.
+    pub(crate) fn of<B>(info: RequestInfo, response: &Response<B>) -> Unsent {
+        Unsent(Line::of(info, response))
+    }
+
+    /// Writes the line: `bytes` of the body were sent, all of it when `complete`.
+    pub(crate) fn sent(mut self, bytes: u64, complete: bool) {
+        self.0.bytes = bytes;
+        self.0.write(complete);
+    }
 }
 
 struct Line {
@@ -83,6 +83,25 @@ struct Line {
 }
 
 impl Line {
+    /// The line of `response`, before any of its body is sent. The handler states the cache
+    /// status as a response extension; none means [`CacheStatus::Local`].
+    fn of<B>(info: RequestInfo, response: &Response<B>) -> Line {
+        let extensions = response.extensions();
+        Line {
+            info,
+            status: response.status(),
+            cache: extensions
+                .get::<CacheStatus>()
+                .copied()
+                .unwrap_or(CacheStatus::Local),
+            bytes: 0,
+            error: extensions
+                .get::<ErrorReason>()
+                .map(|reason| reason.0.clone()),
+            span: tracing::Span::current(),
+        }
+    }
+
     fn write(self, complete: bool) {
         let metrics = &self.info.metrics;
         let via = self.info.via;

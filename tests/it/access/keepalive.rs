@@ -36,8 +36,8 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Client<S> {
         n > 0
     }
 
-    /// The next response's status line (its body, by content-length, read past).
-    async fn response(&mut self) -> String {
+    /// The next response's head and body (none after a `HEAD`, by content-length otherwise).
+    async fn answer(&mut self, to_head: bool) -> (String, Vec<u8>) {
         let end = loop {
             if let Some(at) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break at + 4;
@@ -45,24 +45,35 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Client<S> {
             assert!(self.fill().await, "closed mid-head: {:?}", self.buf);
         };
         let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-        let length: usize = head
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse().ok())?
-            })
-            .unwrap_or_else(|| panic!("no content-length: {head}"));
+        let length = if to_head { 0 } else { content_length(&head) };
         while self.buf.len() < end + length {
             assert!(self.fill().await, "closed mid-body");
         }
+        let body = self.buf[end..end + length].to_vec();
         self.buf.drain(..end + length);
+        (head, body)
+    }
+
+    /// The next response's status line (its body, by content-length, read past).
+    async fn response(&mut self) -> String {
+        let (head, _) = self.answer(false).await;
         head.lines().next().unwrap_or_default().to_owned()
     }
 
     async fn closed(&mut self) -> bool {
         closed_within(&mut self.stream, Duration::from_secs(5)).await
     }
+}
+
+/// A response head's `content-length`.
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no content-length: {head}"))
 }
 
 const PAUSE: Duration = Duration::from_millis(300);
@@ -210,4 +221,74 @@ async fn the_plain_mirror_still_serves_h2_to_a_client_that_opens_with_its_prefac
         assert_eq!(ping.status(), 200);
         tokio::time::sleep(PAUSE).await;
     }
+}
+
+/// Hits answered from memory on the connection itself (no hyper): pipelined with requests hyper
+/// answers (a range), each in order and whole, with the headers hyper's answer has, each
+/// counted as a hit; and a pipelined request after them in the same write still answered.
+#[tokio::test]
+async fn hits_from_memory_are_answered_in_order_among_the_others() {
+    init();
+    let registry = Registry::start().await;
+    let blob = fresh_blob(4096);
+    let digest = registry.add_blob(blob.clone());
+    let proxy = Proxy::builder(&registry)
+        .mirror("listen = \"127.0.0.1:0\"")
+        .start()
+        .await;
+    let mirror = proxy.server.mirror_addr().unwrap();
+    let path = format!("/v2/p/app/blobs/{digest}?ns={REGISTRY}");
+    // A miss that fills, then a hit read from the file, which memory keeps.
+    for _ in 0..2 {
+        let got = reqwest::get(format!("http://{mirror}{path}"))
+            .await
+            .unwrap();
+        assert_eq!(got.bytes().await.unwrap(), blob);
+    }
+    let hits = |metrics: &str| {
+        sample(
+            metrics,
+            "hoard_requests_total{cache=\"HIT\",via=\"mirror\"}",
+        )
+    };
+    let before = hits(&proxy.admin("/metrics").await);
+
+    let mut client = Client::new(TcpStream::connect(mirror).await.unwrap());
+    let get = format!("GET {path} HTTP/1.1\r\nhost: {mirror}\r\n\r\n");
+    let head = format!("HEAD {path} HTTP/1.1\r\nhost: {mirror}\r\n\r\n");
+    let range = format!("GET {path} HTTP/1.1\r\nhost: {mirror}\r\nrange: bytes=0-9\r\n\r\n");
+    client.send(&format!("{get}{head}{range}{get}")).await;
+    let (first, body) = client.answer(false).await;
+    assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{first}");
+    assert_eq!(body, blob, "the GET's body");
+    for line in [
+        format!("docker-content-digest: {digest}\r\n"),
+        format!("etag: \"{digest}\"\r\n"),
+        "content-length: 4096\r\n".to_owned(),
+        "accept-ranges: bytes\r\n".to_owned(),
+        "date: ".to_owned(),
+    ] {
+        assert!(first.contains(&line), "{line:?} missing from {first}");
+    }
+    let (headed, body) = client.answer(true).await;
+    assert!(headed.starts_with("HTTP/1.1 200 OK\r\n"), "{headed}");
+    assert_eq!(content_length(&headed), 4096);
+    assert!(body.is_empty());
+    let (ranged, body) = client.answer(false).await;
+    assert!(ranged.starts_with("HTTP/1.1 206 "), "{ranged}");
+    assert_eq!(body, blob[..10]);
+    let (last, body) = client.answer(false).await;
+    assert!(last.starts_with("HTTP/1.1 200 OK\r\n"), "{last}");
+    assert_eq!(body, blob, "the last GET's body");
+    // Nothing more was sent than the four answers.
+    assert!(!closed_within(&mut client.stream, Duration::from_millis(200)).await);
+    assert!(client.buf.is_empty(), "{:?}", client.buf);
+    // Each is a hit in the metrics (the range too), logged once it was sent.
+    let after = hits(&proxy.admin("/metrics").await);
+    assert_eq!(after - before, 4.0, "hits counted");
+    assert_eq!(
+        registry.count("GET", &digest),
+        1,
+        "the registry was asked once"
+    );
 }

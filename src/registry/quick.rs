@@ -1,0 +1,153 @@
+//! Hits answered whole from memory (`cache.memory`), before and without the rest of a request's
+//! path: a blob or a manifest by digest whose bytes memory holds, a blob's `HEAD`, and a tag
+//! within its TTL whose record (and, for a `GET`, manifest) memory holds. Every listener asks
+//! here first: hyper's connections in their service, and an HTTP/1.1 registry connection with
+//! the head it parsed itself (`h1.rs`), which then sends the answer without hyper.
+//!
+//! An answer here is the one the full path would give: the same response makers (`blobs.rs`,
+//! `manifests.rs`, `tags.rs`), the same use marks, the same log line. Whatever could make the
+//! full path answer otherwise declines, and the request takes the full path:
+//! - the request asks for part of an object, or conditionally (`Range`, `If-*`);
+//! - its answer depends on who asks (`access.grants`, `cache.auth_on_hit`, a mirror login or
+//!   allow-list that refuses it) or on a fleet peer;
+//! - memory holds no copy of what it asks for, or the tag is not fresh.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::header::{
+    ACCEPT, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
+};
+use http::{HeaderName, Method, Request};
+
+use super::answered::Answered;
+use super::target::Target;
+use crate::config::AuthOnHit;
+use crate::hoard::Hoard;
+use crate::http::CacheStatus;
+use crate::oci::{Reference, Route};
+use crate::tier::Kind;
+
+/// Request headers that ask for part of an object or for it conditionally: a request that
+/// carries one takes the full path.
+pub(crate) const PARTIAL_OR_CONDITIONAL: [HeaderName; 6] = [
+    RANGE,
+    IF_MATCH,
+    IF_NONE_MATCH,
+    IF_MODIFIED_SINCE,
+    IF_UNMODIFIED_SINCE,
+    IF_RANGE,
+];
+
+/// A `GET` or `HEAD` as far as an answer from memory needs it.
+#[derive(Debug)]
+pub(crate) struct Ask<'a> {
+    /// A `HEAD`, else a `GET`.
+    pub head: bool,
+    /// The path, without the query.
+    pub path: &'a str,
+    /// The query, if any.
+    pub query: Option<&'a str>,
+    /// The values of the `Accept` headers.
+    pub accept: Vec<&'a str>,
+    /// The client's address.
+    pub client: IpAddr,
+}
+
+impl<'a> Ask<'a> {
+    /// `request` as an [`Ask`]; `None` when it is not a `GET` or `HEAD` that memory could answer
+    /// whole.
+    pub(crate) fn of<B>(request: &'a Request<B>, client: IpAddr) -> Option<Ask<'a>> {
+        let head = match *request.method() {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => return None,
+        };
+        let headers = request.headers();
+        if PARTIAL_OR_CONDITIONAL
+            .iter()
+            .any(|name| headers.contains_key(name))
+        {
+            return None;
+        }
+        let accept = headers
+            .get_all(ACCEPT)
+            .iter()
+            .map(|value| value.to_str().ok())
+            .collect::<Option<Vec<_>>>()?;
+        Some(Ask {
+            head,
+            path: request.uri().path(),
+            query: request.uri().query(),
+            accept,
+            client,
+        })
+    }
+
+    /// The method, for the log line.
+    pub(crate) fn method(&self) -> Method {
+        if self.head { Method::HEAD } else { Method::GET }
+    }
+}
+
+/// The answer from memory to `ask` for `path` (the path as `target` is to get it), or `None`
+/// when the full path must answer (see the module docs).
+pub(crate) fn answer(
+    target: &Target,
+    path: &str,
+    ask: &Ask<'_>,
+    hoard: &Hoard,
+) -> Option<Answered<Bytes>> {
+    let (user, lent) = {
+        let config = hoard.config();
+        let open = config.access.grants.is_empty() && config.cache.auth_on_hit == AuthOnHit::None;
+        if !open || target.from_peer {
+            return None;
+        }
+        target.borrower(&config)
+    };
+    let store = &hoard.store;
+    let response = match Route::parse(path) {
+        Route::Blob { digest, .. } if ask.head => {
+            let len = store.blob_length(&digest)?;
+            super::blobs::whole(&digest, len, Bytes::new(), CacheStatus::Hit)
+        }
+        Route::Blob { digest, .. } => {
+            let data = store.blob_in_memory(&digest)?;
+            super::bucket::used(hoard, Kind::Blob, &digest);
+            let len = data.len() as u64;
+            super::blobs::whole(&digest, len, data, CacheStatus::Hit)
+        }
+        Route::Manifest {
+            reference: Reference::Digest(digest),
+            ..
+        } => {
+            let manifest = store.manifest_in_memory(&digest)?;
+            if !ask.head {
+                super::bucket::used(hoard, Kind::Manifest, &digest);
+            }
+            super::manifests::manifest_answer(&manifest, &digest, ask.head, CacheStatus::Hit)
+        }
+        Route::Manifest {
+            repo,
+            reference: Reference::Tag(tag),
+        } => {
+            let entries = store.tag_in_memory(&target.key, &repo, &tag)?;
+            let entry = super::tags::pick(entries, ask.accept.iter().copied())?;
+            let stored = match ask.head {
+                true => None,
+                false => Some(store.manifest_in_memory(&entry.digest)?),
+            };
+            let named = (&target.key, repo.as_str(), tag.as_str());
+            super::tags::fresh_hit(hoard, named, &entry, ask.head, stored.as_ref())?
+        }
+        _ => return None,
+    };
+    Some(Answered {
+        response,
+        host: target.authority().to_owned(),
+        path: None,
+        user,
+        lent,
+    })
+}
