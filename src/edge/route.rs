@@ -44,15 +44,20 @@ pub(crate) fn map(path: &str, query: Option<&str>, default: &str) -> Result<Rout
     if call.starts_with("/blobs/uploads") {
         return Err("a registry mirror takes no pushes".into());
     }
+    let with_library;
     let name = if registry == DOCKER_HUB && !name.contains('/') {
-        format!("library/{name}")
+        with_library = format!("library/{name}");
+        &with_library
     } else {
-        name.to_owned()
+        name
     };
-    if !valid_repository(&name) {
+    if !valid_repository(name) {
         return Err(format!("{name:?} is not a repository name"));
     }
-    let mut path = format!("/v2/{name}{call}");
+    let mut path = String::with_capacity("/v2/?".len() + name.len() + call.len() + query.len());
+    for part in ["/v2/", name, call] {
+        path.push_str(part);
+    }
     if !query.is_empty() {
         path.push('?');
         path.push_str(&query);

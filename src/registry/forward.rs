@@ -42,7 +42,7 @@ pub(super) async fn forward(
     let upstream = Request::from_parts(parts, body.map_err(Into::into).boxed());
     match hoard.upstream().send(upstream).await {
         Ok(response) => pass_through(response, CacheStatus::Bypass),
-        Err(err) => upstream_error(&err, target.host_port()),
+        Err(err) => upstream_error(&err, &target.host_port()),
     }
 }
 
@@ -57,7 +57,7 @@ pub(super) async fn pull(
 ) -> Response<Body> {
     match sources.send(method, headers).await {
         Ok((response, _)) => pass_through(response, CacheStatus::Bypass),
-        Err(err) => upstream_error(&err, sources.target.host_port()),
+        Err(err) => upstream_error(&err, &sources.target.host_port()),
     }
 }
 

@@ -131,7 +131,7 @@ impl<'a> Sources<'a> {
         let (response, source) = self
             .send(Method::GET, headers.clone())
             .await
-            .map_err(|err| upstream_error(&err, self.target.host_port()))?;
+            .map_err(|err| upstream_error(&err, &self.target.host_port()))?;
         if response.status() != StatusCode::OK {
             return Err(pass_through(response, CacheStatus::Bypass));
         }
@@ -182,7 +182,7 @@ impl<'a> Sources<'a> {
         let (response, source) = self
             .send(Method::GET, headers)
             .await
-            .map_err(|err| upstream_error(&err, self.target.host_port()))?;
+            .map_err(|err| upstream_error(&err, &self.target.host_port()))?;
         if response.status() != StatusCode::OK {
             return Err(pass_through(response, CacheStatus::Bypass));
         }

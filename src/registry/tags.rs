@@ -183,7 +183,7 @@ pub(super) async fn by_tag(
         Ok((response, _)) => response,
         Err(err) => {
             return serve_stale(&err.to_string())
-                .unwrap_or_else(|| upstream_error(&err, target.host_port()));
+                .unwrap_or_else(|| upstream_error(&err, &target.host_port()));
         }
     };
     if unusable(response.status()) {
@@ -241,7 +241,7 @@ async fn head_unknown_tag(sources: &Sources<'_>, tag: &str, headers: HeaderMap) 
             }
             return match failed {
                 Ok((response, _)) => pass_through(response, CacheStatus::Bypass),
-                Err(err) => upstream_error(&err, target.host_port()),
+                Err(err) => upstream_error(&err, &target.host_port()),
             };
         }
     };

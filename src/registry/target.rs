@@ -13,9 +13,9 @@ use crate::store::HostKey;
 /// The intercepted registry a connection talks to.
 #[derive(Debug)]
 pub(crate) struct Target {
-    authority: String,
-    /// `host:port`, the port always written: what a failure names (`cannot connect to gcr.io:443`).
-    host_port: String,
+    /// The authority of an IPv6 address, in brackets; any other's is its key.
+    bracketed: Option<String>,
+    port: u16,
     pub(super) key: HostKey,
     /// For requests through the mirror: hoard stands in for a client that logs in nowhere.
     pub(super) anonymous: Option<Credential>,
@@ -41,20 +41,17 @@ impl Target {
     /// `None` when `host` is not a plain host name or IP address.
     pub(crate) fn new(host: &str, port: u16) -> Option<Target> {
         let key = HostKey::new(host, port)?;
-        let host_port = crate::net::authority(&host.to_ascii_lowercase(), port);
-        let host = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host.to_ascii_lowercase()
-        };
-        let authority = if port == 443 {
-            host
-        } else {
-            format!("{host}:{port}")
-        };
+        // The key is the authority but for an IPv6 address's brackets.
+        let bracketed = host.contains(':').then(|| {
+            let host = host.to_ascii_lowercase();
+            match port {
+                443 => format!("[{host}]"),
+                _ => format!("[{host}]:{port}"),
+            }
+        });
         Some(Target {
-            authority,
-            host_port,
+            bracketed,
+            port,
             key,
             anonymous: None,
             from_peer: false,
@@ -133,17 +130,20 @@ impl Target {
 
     /// `host[:port]`, as the client named it.
     pub(crate) fn authority(&self) -> &str {
-        &self.authority
+        self.bracketed.as_deref().unwrap_or(self.key.as_str())
     }
 
     /// `host:port` with the port always written, as a CONNECT names it: what an upstream
-    /// failure's answer names.
-    pub(crate) fn host_port(&self) -> &str {
-        &self.host_port
+    /// failure's answer names (`cannot connect to gcr.io:443`).
+    pub(crate) fn host_port(&self) -> String {
+        match self.port {
+            443 => format!("{}:443", self.authority()),
+            _ => self.authority().to_owned(),
+        }
     }
 
     pub(super) fn uri(&self, path_and_query: &str) -> Option<Uri> {
-        format!("https://{}{path_and_query}", self.authority)
+        format!("https://{}{path_and_query}", self.authority())
             .parse()
             .ok()
     }

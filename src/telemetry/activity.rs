@@ -158,7 +158,12 @@ impl Activity {
                 let cutoff = counts[counts.len() / 2];
                 popular.retain(|_, n| *n > cutoff);
             }
-            *popular.entry(image.clone()).or_default() += 1;
+            match popular.get_mut(&image) {
+                Some(pulls) => *pulls += 1,
+                None => {
+                    popular.insert(image.clone(), 1);
+                }
+            }
         }
         let mut recent = lock(&self.recent);
         recent.push_front(Pull {
