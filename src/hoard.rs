@@ -2,6 +2,7 @@
 //! upstream clients, the metrics and the registry's in-flight work. Built once at start; a reload
 //! swaps the configuration and, when their settings changed, the upstream clients.
 
+use arc_swap::{ArcSwap, Guard};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -22,7 +23,7 @@ use crate::upstream::auth::RegistryAuth;
 /// Everything a connection needs, shared by all of them.
 #[derive(Debug)]
 pub(crate) struct Hoard {
-    config: RwLock<Arc<Config>>,
+    config: ArcSwap<Config>,
     /// The proxy users' checker, made anew from `config.proxy.users` by every reload.
     proxy_auth: RwLock<Option<Arc<ProxyAuth>>>,
     pub ca: CertificateAuthority,
@@ -82,11 +83,8 @@ impl Clock {
 
 impl Hoard {
     /// The configuration in force (replaced as a whole by a reload).
-    pub(crate) fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    pub(crate) fn config(&self) -> Guard<Arc<Config>> {
+        self.config.load()
     }
 
     /// The proxy users' checker in force, if `proxy.auth_file` is set.
@@ -150,7 +148,7 @@ impl Hoard {
             fleet.reconfigure(peers);
         }
         *self.proxy_auth.write().unwrap_or_else(|e| e.into_inner()) = proxy_auth_for(&config);
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        self.config.store(Arc::new(config));
         Ok(())
     }
 
@@ -180,7 +178,7 @@ impl Hoard {
         };
         Ok(Hoard {
             proxy_auth: RwLock::new(proxy_auth_for(&config)),
-            config: RwLock::new(Arc::new(config)),
+            config: ArcSwap::from_pointee(config),
             ca,
             store,
             upstream: RwLock::new(Arc::new(upstream)),

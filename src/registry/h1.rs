@@ -29,6 +29,7 @@ use std::convert::Infallible;
 use std::future::{Future as _, poll_fn};
 use std::io;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
@@ -40,7 +41,7 @@ use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::access::limits::{Busy, Ticket};
 use crate::http::replay::{Replay, Watch};
@@ -144,9 +145,12 @@ pub(super) async fn serve<I: Io>(
 ) -> Result<Ended, BoxError> {
     let mut ahead = Vec::new();
     let mut deadline = Instant::now() + settings.header_read_timeout;
+    // One timer for the connection's life, moved on only when it fires before the deadline:
+    // a request answered costs no timer of its own.
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
     let mut first = true;
     loop {
-        if !read_more(io, &mut ahead, deadline).await? {
+        if !read_more(io, &mut ahead, timer.as_mut(), deadline).await? {
             let _ = io.shutdown().await;
             return Ok(Ended::Closed);
         }
@@ -243,23 +247,31 @@ async fn send<I: Io>(io: &mut I, sending: Sending) -> Result<(), BoxError> {
     Ok(written?)
 }
 
-/// Reads what the client sends next onto `ahead`, by `deadline`; false at the end of the stream.
+/// Reads what the client sends next onto `ahead`, by `deadline` (`timer` fires at or before
+/// it); false at the end of the stream.
 async fn read_more<I: AsyncRead + Unpin>(
     io: &mut I,
     ahead: &mut Vec<u8>,
+    mut timer: Pin<&mut Sleep>,
     deadline: Instant,
 ) -> Result<bool, BoxError> {
     let read = poll_fn(|cx| {
         let mut buf = [std::mem::MaybeUninit::uninit(); READ_SIZE];
         let mut buf = ReadBuf::uninit(&mut buf);
-        std::task::ready!(std::pin::Pin::new(&mut *io).poll_read(cx, &mut buf))?;
-        ahead.extend_from_slice(buf.filled());
-        Poll::Ready(Ok::<_, io::Error>(buf.filled().len()))
+        if let Poll::Ready(read) = Pin::new(&mut *io).poll_read(cx, &mut buf) {
+            read?;
+            ahead.extend_from_slice(buf.filled());
+            return Poll::Ready(Ok(buf.filled().len()));
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                return Poll::Ready(Err(head_timed_out()));
+            }
+            timer.as_mut().reset(deadline);
+        }
+        Poll::Pending
     });
-    let Ok(read) = tokio::time::timeout_at(deadline, read).await else {
-        return Err(head_timed_out());
-    };
-    Ok(read? > 0)
+    Ok(read.await? > 0)
 }
 
 /// Whether `ahead` is the h2 preface, or as much of it as arrived.

@@ -60,16 +60,17 @@ impl Store {
         (inode.is_some() && inode == inode_of(&self.path(key))).then_some(data)
     }
 
+    /// Marks the entry used (a read from its file that follows marks it again) and gives the
+    /// copy memory holds of it, if any.
     fn copy_of(&self, key: &Key) -> Option<(Bytes, Option<u64>)> {
         let mut state = self.lock();
-        let id = state.index.id_of(key)?;
-        let copy = state.hot.get(key, id)?;
         let used = state.index.used(key)?;
+        let copy = state.hot.get(key, used.id);
         drop(state);
         if used.touch {
             self.touch(key);
         }
-        Some(copy)
+        copy
     }
 
     /// Keeps a copy of `data`, read from entry `id` of `key` (from the file of `inode`, for a
