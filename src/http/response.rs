@@ -46,7 +46,13 @@ pub(crate) fn making_room() -> Response<Body> {
 /// hyper bounds the buffer a request head is read into, but not exactly at the limit: the head
 /// itself is measured here. `None` when it is within `limit` bytes.
 pub(crate) fn head_too_large<B>(request: &Request<B>, limit: usize) -> Option<Response<Body>> {
-    let size: usize = request.uri().to_string().len()
+    let uri = request.uri();
+    // The length of the URI as written (`scheme://authority/path?query`), without writing it.
+    let target = uri.scheme_str().map_or(0, |s| s.len() + "://".len())
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path().len()
+        + uri.query().map_or(0, |q| "?".len() + q.len());
+    let size: usize = target
         + request
             .headers()
             .iter()
@@ -67,4 +73,38 @@ pub(crate) fn pass_through(response: Response<Incoming>, status: CacheStatus) ->
     parts.extensions = http::Extensions::new();
     parts.extensions.insert(status);
     Response::from_parts(parts, body.map_err(Into::into).boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_is_measured_as_written() {
+        for uri in [
+            "/v2/",
+            "/v2/a/blobs/sha256:00?ns=gcr.io",
+            "https://gcr.io/v2/x/manifests/v1?n=1",
+            "gcr.io:443",
+            "http://h",
+        ] {
+            let request = Request::get(uri)
+                .header("x-a", "bc")
+                .body(())
+                .unwrap_or_default();
+            let written = uri
+                .parse::<http::Uri>()
+                .map(|u| u.to_string().len())
+                .unwrap_or(0);
+            let limit = written + "x-a".len() + "bc".len() + 4;
+            assert!(
+                head_too_large(&request, limit).is_none(),
+                "{uri} at its size"
+            );
+            assert!(
+                head_too_large(&request, limit - 1).is_some(),
+                "{uri} one byte over"
+            );
+        }
+    }
 }

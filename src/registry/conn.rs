@@ -185,7 +185,6 @@ fn service<A: Answer>(
         {
             span.record("trace_id", tracing::field::display(trace.trace_id()));
         }
-        request.extensions_mut().insert(ClientAddr(client.ip));
         let (hoard, answer, busy) = (hoard.clone(), answer.clone(), ticket.busy());
         Box::pin(
             async move {
@@ -211,7 +210,10 @@ fn service<A: Answer>(
                             .map(Answered::boxed);
                         let answered = match quick {
                             Some(answered) => answered,
-                            None => answer.answer(request, hoard).await,
+                            None => {
+                                request.extensions_mut().insert(ClientAddr(client.ip));
+                                answer.answer(request, hoard).await
+                            }
                         };
                         info.host = answered.host;
                         (info.user, info.lent) = (answered.user, answered.lent);
