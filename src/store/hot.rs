@@ -7,7 +7,10 @@
 //! was replaced, is never served, whichever way the entry left the index (eviction, a reconcile,
 //! a forgotten file). A blob's or manifest's bytes never change (they were verified against
 //! their digest before they were stored); a tag record's may, behind hoard's back (`hoard cache
-//! rm`), so its copy also names the file's inode, which the caller checks against the file's.
+//! rm`), so its copy also names the file's inode, which the caller checks against the file's
+//! (at most once a [`RECHECK`]).
+
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lru::LruCache;
@@ -18,6 +21,11 @@ use super::key::Key;
 pub(super) const HOT_MAX: u64 = 64 << 10;
 
 /// Whether an entry of `len` bytes is kept within a budget of `budget` bytes.
+/// How long a tag record's copy is served after its file was last found in place, before the
+/// file is looked at again: `hoard cache rm` of a tag takes effect within this. (A `statx` of
+/// the record's path was the largest single cost of a tag hit.)
+pub(super) const RECHECK: Duration = Duration::from_secs(1);
+
 pub(super) fn takes(len: u64, budget: u64) -> bool {
     len <= HOT_MAX && len <= budget
 }
@@ -37,8 +45,16 @@ struct Copy {
     /// The id of the index entry the bytes were read from.
     id: u64,
     data: Bytes,
-    /// The inode of the file they were read from, where the caller checks it.
-    inode: Option<u64>,
+    /// The file they were read from, where the caller checks it.
+    inode: Option<Inode>,
+}
+
+/// The file a tag record's copy was read from: its inode number, and when the file at the
+/// record's path was last found to be that one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Inode {
+    pub number: u64,
+    pub checked: Instant,
 }
 
 impl Hot {
@@ -51,7 +67,7 @@ impl Hot {
     }
 
     /// The copy of entry `id` of `key`, marked used; one of another entry is dropped.
-    pub(super) fn get(&mut self, key: &Key, id: u64) -> Option<(Bytes, Option<u64>)> {
+    pub(super) fn get(&mut self, key: &Key, id: u64) -> Option<(Bytes, Option<Inode>)> {
         let copy = self.copies.get(key)?;
         if copy.id == id {
             return Some((copy.data.clone(), copy.inode));
@@ -60,9 +76,19 @@ impl Hot {
         None
     }
 
+    /// Notes that the file of `key`'s copy (of entry `id`) was found in place at `at`.
+    pub(super) fn checked(&mut self, key: &Key, id: u64, at: Instant) {
+        if let Some(copy) = self.copies.peek_mut(key)
+            && copy.id == id
+            && let Some(inode) = &mut copy.inode
+        {
+            inode.checked = at;
+        }
+    }
+
     /// Keeps a copy of entry `id` of `key`, dropping the least recently used copies it needs
     /// room from.
-    pub(super) fn put(&mut self, key: Key, id: u64, data: Bytes, inode: Option<u64>) {
+    pub(super) fn put(&mut self, key: Key, id: u64, data: Bytes, inode: Option<Inode>) {
         let len = data.len() as u64;
         if !takes(len, self.budget) {
             return;

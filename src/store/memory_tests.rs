@@ -96,7 +96,9 @@ async fn a_tag_record_copy_follows_its_rewrites_and_its_file() {
         [entry(2, "a").digest]
     );
 
-    // Removed behind hoard's back (`hoard cache rm`): known no more at once, copy or not.
+    // Removed behind hoard's back (`hoard cache rm`): known no more once the copy's file is
+    // looked at again, within RECHECK.
     remove(&store, &Key::tag("gcr.io", "app", "v1"));
+    tokio::time::sleep(super::hot::RECHECK + std::time::Duration::from_millis(100)).await;
     assert!(store.tag(&host, "app", "v1").await.is_empty());
 }

@@ -2,13 +2,14 @@
 //! eviction while a response reads it, copies of small entries served from memory (`hot.rs`),
 //! and admitting and forgetting entries.
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 
 use super::Store;
 use super::evict::Reservation;
 use super::key::Key;
+use super::hot::{Inode, RECHECK};
 use super::read::inode_of;
 
 /// Keeps an entry from eviction while a response reads it.
@@ -50,19 +51,27 @@ impl Store {
     /// (refreshing the file's mtime when due). `None` when memory holds no copy of the entry
     /// the index has.
     pub(super) fn in_memory(&self, key: &Key) -> Option<Bytes> {
-        self.copy_of(key).map(|(data, _)| data)
+        self.copy_of(key).map(|(data, _, _)| data)
     }
 
     /// A tag record's bytes from memory, as [`Store::in_memory`], if its file is still the
-    /// one they were read from.
+    /// one they were read from (looked at again once the last look is [`RECHECK`] old).
     pub(super) fn record_in_memory(&self, key: &Key) -> Option<Bytes> {
-        let (data, inode) = self.copy_of(key)?;
-        (inode.is_some() && inode == inode_of(&self.path(key))).then_some(data)
+        let (data, id, inode) = self.copy_of(key)?;
+        let inode = inode?;
+        if inode.checked.elapsed() < RECHECK {
+            return Some(data);
+        }
+        if inode_of(&self.path(key)) != Some(inode.number) {
+            return None;
+        }
+        self.lock().hot.checked(key, id, Instant::now());
+        Some(data)
     }
 
     /// Marks the entry used (a read from its file that follows marks it again) and gives the
-    /// copy memory holds of it, if any.
-    fn copy_of(&self, key: &Key) -> Option<(Bytes, Option<u64>)> {
+    /// copy memory holds of it, if any, with the entry's id.
+    fn copy_of(&self, key: &Key) -> Option<(Bytes, u64, Option<Inode>)> {
         let mut state = self.lock();
         let used = state.index.used(key)?;
         let copy = state.hot.get(key, used.id);
@@ -70,12 +79,16 @@ impl Store {
         if used.touch {
             self.touch(key);
         }
-        copy
+        copy.map(|(data, inode)| (data, used.id, inode))
     }
 
     /// Keeps a copy of `data`, read from entry `id` of `key` (from the file of `inode`, for a
     /// tag record), if that entry is still the index's and the copy fits.
     pub(super) fn remember(&self, key: &Key, id: u64, data: &Bytes, inode: Option<u64>) {
+        let inode = inode.map(|number| Inode {
+            number,
+            checked: Instant::now(),
+        });
         if !self.memory_takes(data.len() as u64) {
             return;
         }
