@@ -8,8 +8,8 @@ use bytes::Bytes;
 
 use super::Store;
 use super::evict::Reservation;
-use super::key::Key;
 use super::hot::{Inode, RECHECK};
+use super::key::Key;
 use super::read::inode_of;
 
 /// Keeps an entry from eviction while a response reads it.
