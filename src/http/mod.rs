@@ -1,7 +1,8 @@
 //! HTTP vocabulary shared by every listener and the upstream client: the body types, hoard-made
 //! responses, hop-by-hop and digest headers, Basic credentials, percent-encoded query values,
 //! the cache status a response carries, `multipart/byteranges` framing, the idle timeout for
-//! client connections, replaying bytes read ahead and h2 write batching.
+//! client connections, replaying bytes read ahead, h2 write batching, and a plain `GET` on the
+//! wire of HTTP/1.1 (`plain_get.rs`).
 
 mod basic;
 mod body;
@@ -10,6 +11,7 @@ mod channel;
 mod headers;
 pub(crate) mod idle;
 mod multipart;
+pub mod plain_get;
 mod query;
 pub(crate) mod replay;
 mod response;

@@ -44,7 +44,7 @@ impl Answer for Mirrored {
         let (target, path) = {
             let config = hoard.config();
             let how = mapping(config.mirror.as_ref()?, None);
-            registry_of(ask.path, ask.query, hoard, how).ok()??
+            registry_of(ask.get.path, ask.get.query, hoard, how).ok()??
         };
         let path = path.split_once('?').map_or(path.as_str(), |(path, _)| path);
         let mut answered = quick::answer(&target, path, ask, hoard)?;

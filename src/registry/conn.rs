@@ -256,8 +256,8 @@ struct Quickly<A> {
 impl<A: Answer> h1::Quick for Quickly<A> {
     fn answer(&self, ask: &Ask<'_>) -> Option<h1::Sending> {
         let start = Instant::now();
-        let method = ask.method();
-        let span = request_span(&self.span, &method, ask.path);
+        let method = ask.get.method();
+        let span = request_span(&self.span, &method, ask.get.path);
         let _entered = span.enter();
         // An evicted connection's request is for the service to answer (with a refusal).
         let busy = self.ticket.busy()?;
@@ -266,7 +266,7 @@ impl<A: Answer> h1::Quick for Quickly<A> {
             metrics: self.hoard.metrics.clone(),
             host: answered.host,
             method,
-            path: answered.path.unwrap_or_else(|| ask.path.to_owned()),
+            path: answered.path.unwrap_or_else(|| ask.get.path.to_owned()),
             start,
             via: self.client.via,
             user: answered.user,

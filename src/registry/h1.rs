@@ -19,7 +19,7 @@
 //!
 //! Before a turn is made, the heads already read are offered to the quick path: a plain `GET`
 //! or `HEAD` that memory answers whole (`quick.rs`) is answered here, its head parsed in place
-//! and its answer written at once (`h1_wire.rs`), with no hyper connection at all; the first
+//! and its answer written at once (`http/plain_get.rs`), with no hyper connection at all; the first
 //! head it does not take (and everything after it) goes to a turn. So a keep-alive client
 //! asking for small hits costs one read and one write each.
 //!
@@ -44,11 +44,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::access::limits::{Busy, Ticket};
+use crate::http::plain_get::{self, Parsed};
 use crate::http::replay::{Replay, Watch};
 use crate::http::{Body, BoxError};
 use crate::telemetry::access_log::Unsent;
 
-use super::h1_wire;
 use super::quick::Ask;
 
 /// The h2 connection preface, which a client speaking h2 without TLS opens with.
@@ -202,10 +202,10 @@ async fn answer_quickly<I: Io>(
 ) -> Result<(usize, Next), BoxError> {
     let mut answered = 0;
     while !ahead.is_empty() {
-        let (sending, len) = match h1_wire::parse(ahead, settings.max_buf_size, client) {
-            h1_wire::Parsed::Partial => return Ok((answered, Next::Read)),
-            h1_wire::Parsed::Other => return Ok((answered, Next::Turn)),
-            h1_wire::Parsed::Ask { ask, len } => match quick.answer(&ask) {
+        let (sending, len) = match plain_get::parse(ahead, settings.max_buf_size) {
+            Parsed::Partial => return Ok((answered, Next::Read)),
+            Parsed::Other => return Ok((answered, Next::Turn)),
+            Parsed::Get { get, len } => match quick.answer(&Ask { get, client }) {
                 Some(sending) => (sending, len),
                 None => return Ok((answered, Next::Turn)),
             },
@@ -224,7 +224,7 @@ async fn send<I: Io>(io: &mut I, sending: Sending) -> Result<(), BoxError> {
         line,
         busy,
     } = sending;
-    let head = h1_wire::encode_head(&response);
+    let head = plain_get::encode_head(&response);
     let body = response.body();
     let (mut head_left, mut body_left) = (&head[..], &body[..]);
     let written = async {
@@ -236,7 +236,7 @@ async fn send<I: Io>(io: &mut I, sending: Sending) -> Result<(), BoxError> {
             }
             let from_head = n.min(head_left.len());
             head_left = &head_left[from_head..];
-            body_left = &body_left[n - from_head..];
+            body_left = body_left.get(n - from_head..).unwrap_or_default();
         }
         io.flush().await
     }

@@ -21,7 +21,7 @@
 //! - `quick.rs`: hits answered whole from memory, asked first on every listener;
 //! - `conn.rs`: a registry connection served, for the intercept and the mirror alike, its
 //!   answers shaped as `answered.rs` says; `h1.rs`, its HTTP/1.1 requests, answered from memory
-//!   on the connection itself (`h1_wire.rs`) or in hyper turns that hold no hyper state while
+//!   on the connection itself (`http/plain_get.rs`) or in hyper turns that hold no hyper state while
 //!   the connection is idle.
 //!
 //! Everything else (pushes, tag lists, the catalog…) is forwarded unchanged. A request's route is
@@ -45,7 +45,6 @@ pub(crate) mod conn;
 mod fill;
 mod forward;
 mod h1;
-mod h1_wire;
 mod manifests;
 mod peer;
 mod ping;
@@ -75,7 +74,7 @@ impl conn::Answer for Target {
     }
 
     fn quick(&self, ask: &quick::Ask<'_>, hoard: &Hoard) -> Option<conn::Answered<bytes::Bytes>> {
-        quick::answer(self, ask.path, ask, hoard)
+        quick::answer(self, ask.get.path, ask, hoard)
     }
 }
 

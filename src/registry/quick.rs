@@ -15,78 +15,32 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use http::header::{
-    ACCEPT, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
-};
-use http::{HeaderName, Method, Request};
+use http::Request;
 
 use super::answered::Answered;
 use super::target::Target;
 use crate::config::AuthOnHit;
 use crate::hoard::Hoard;
 use crate::http::CacheStatus;
+use crate::http::plain_get::PlainGet;
 use crate::oci::{Reference, Route};
 use crate::tier::Kind;
 
-/// Request headers that ask for part of an object or for it conditionally: a request that
-/// carries one takes the full path.
-pub(crate) const PARTIAL_OR_CONDITIONAL: [HeaderName; 6] = [
-    RANGE,
-    IF_MATCH,
-    IF_NONE_MATCH,
-    IF_MODIFIED_SINCE,
-    IF_UNMODIFIED_SINCE,
-    IF_RANGE,
-];
-
-/// A `GET` or `HEAD` as far as an answer from memory needs it.
+/// A plain `GET` or `HEAD` from a client, as far as an answer from memory needs it.
 #[derive(Debug)]
 pub(crate) struct Ask<'a> {
-    /// A `HEAD`, else a `GET`.
-    pub head: bool,
-    /// The path, without the query.
-    pub path: &'a str,
-    /// The query, if any.
-    pub query: Option<&'a str>,
-    /// The values of the `Accept` headers.
-    pub accept: Vec<&'a str>,
+    /// The request.
+    pub get: PlainGet<'a>,
     /// The client's address.
     pub client: IpAddr,
 }
 
 impl<'a> Ask<'a> {
-    /// `request` as an [`Ask`]; `None` when it is not a `GET` or `HEAD` that memory could answer
-    /// whole.
+    /// `request` from `client` as an [`Ask`]; `None` when it is not a `GET` or `HEAD` that
+    /// memory could answer whole.
     pub(crate) fn of<B>(request: &'a Request<B>, client: IpAddr) -> Option<Ask<'a>> {
-        let head = match *request.method() {
-            Method::GET => false,
-            Method::HEAD => true,
-            _ => return None,
-        };
-        let headers = request.headers();
-        if PARTIAL_OR_CONDITIONAL
-            .iter()
-            .any(|name| headers.contains_key(name))
-        {
-            return None;
-        }
-        let accept = headers
-            .get_all(ACCEPT)
-            .iter()
-            .map(|value| value.to_str().ok())
-            .collect::<Option<Vec<_>>>()?;
-        Some(Ask {
-            head,
-            path: request.uri().path(),
-            query: request.uri().query(),
-            accept,
-            client,
-        })
-    }
-
-    /// The method, for the log line.
-    pub(crate) fn method(&self) -> Method {
-        if self.head { Method::HEAD } else { Method::GET }
+        let get = PlainGet::of(request)?;
+        Some(Ask { get, client })
     }
 }
 
@@ -108,7 +62,7 @@ pub(crate) fn answer(
     };
     let store = &hoard.store;
     let response = match Route::parse(path) {
-        Route::Blob { digest, .. } if ask.head => {
+        Route::Blob { digest, .. } if ask.get.head => {
             let len = store.blob_length(&digest)?;
             super::blobs::whole(&digest, len, Bytes::new(), CacheStatus::Hit)
         }
@@ -123,23 +77,23 @@ pub(crate) fn answer(
             ..
         } => {
             let manifest = store.manifest_in_memory(&digest)?;
-            if !ask.head {
+            if !ask.get.head {
                 super::bucket::used(hoard, Kind::Manifest, &digest);
             }
-            super::manifests::manifest_answer(&manifest, &digest, ask.head, CacheStatus::Hit)
+            super::manifests::manifest_answer(&manifest, &digest, ask.get.head, CacheStatus::Hit)
         }
         Route::Manifest {
             repo,
             reference: Reference::Tag(tag),
         } => {
             let entries = store.tag_in_memory(&target.key, &repo, &tag)?;
-            let entry = super::tags::pick(entries, ask.accept.iter().copied())?;
-            let stored = match ask.head {
+            let entry = super::tags::pick(entries, ask.get.accept.iter().copied())?;
+            let stored = match ask.get.head {
                 true => None,
                 false => Some(store.manifest_in_memory(&entry.digest)?),
             };
             let named = (&target.key, repo.as_str(), tag.as_str());
-            super::tags::fresh_hit(hoard, named, &entry, ask.head, stored.as_ref())?
+            super::tags::fresh_hit(hoard, named, &entry, ask.get.head, stored.as_ref())?
         }
         _ => return None,
     };

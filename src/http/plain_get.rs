@@ -1,26 +1,86 @@
-//! The HTTP/1.1 wire of the quick path (`h1.rs`): a request head parsed in place into an
-//! [`Ask`] (with httparse, hyper's own parser), and a whole response's head written out as
-//! hyper would write it. A head that is anything but a plain `GET` or `HEAD` without a body is
-//! left to hyper, which answers it (or its error) as it always did.
+//! A plain `GET` or `HEAD` on the wire of HTTP/1.1, for the registry's quick path
+//! (`registry/h1.rs`): a request head parsed in place (with httparse, hyper's own parser) when it
+//! is a `GET` or `HEAD` with nothing that would make its answer other than a whole object (no
+//! body, range or condition, no connection management), and a whole response's head written out
+//! as hyper would write it. Anything else is left to hyper, which answers it (or its error) as
+//! it always did.
 
 use std::cell::RefCell;
-use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::Response;
-use http::header::{ACCEPT, CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
+use http::header::{
+    ACCEPT, CONNECTION, CONTENT_LENGTH, EXPECT, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, TRANSFER_ENCODING, UPGRADE,
+};
+use http::{HeaderName, Method, Request, Response};
 
-use super::quick::{Ask, PARTIAL_OR_CONDITIONAL};
+/// Request headers that ask for part of an object or for it conditionally.
+pub const PARTIAL_OR_CONDITIONAL: [HeaderName; 6] = [
+    RANGE,
+    IF_MATCH,
+    IF_NONE_MATCH,
+    IF_MODIFIED_SINCE,
+    IF_UNMODIFIED_SINCE,
+    IF_RANGE,
+];
+
+/// A `GET` or `HEAD` that asks for a whole object and nothing else.
+#[derive(Debug)]
+pub struct PlainGet<'a> {
+    /// A `HEAD`, else a `GET`.
+    pub head: bool,
+    /// The path, without the query.
+    pub path: &'a str,
+    /// The query, if any.
+    pub query: Option<&'a str>,
+    /// The values of the `Accept` headers.
+    pub accept: Vec<&'a str>,
+}
+
+impl<'a> PlainGet<'a> {
+    /// `request` as a [`PlainGet`]; `None` when it is not a `GET` or `HEAD`, or asks for part of
+    /// an object or for it conditionally. (hyper has dealt with the connection's headers.)
+    pub fn of<B>(request: &'a Request<B>) -> Option<PlainGet<'a>> {
+        let head = match *request.method() {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => return None,
+        };
+        let headers = request.headers();
+        if PARTIAL_OR_CONDITIONAL
+            .iter()
+            .any(|name| headers.contains_key(name))
+        {
+            return None;
+        }
+        let accept = headers
+            .get_all(ACCEPT)
+            .iter()
+            .map(|value| value.to_str().ok())
+            .collect::<Option<Vec<_>>>()?;
+        Some(PlainGet {
+            head,
+            path: request.uri().path(),
+            query: request.uri().query(),
+            accept,
+        })
+    }
+
+    /// The method.
+    pub fn method(&self) -> Method {
+        if self.head { Method::HEAD } else { Method::GET }
+    }
+}
 
 /// Headers a quick request may carry at most; more, and hyper takes it.
 const MAX_HEADERS: usize = 32;
 
 /// What the bytes at the start of a connection's buffer are.
 #[derive(Debug)]
-pub(super) enum Parsed<'a> {
+pub enum Parsed<'a> {
     /// A plain `GET` or `HEAD`, `len` bytes of head and no body.
-    Ask { ask: Ask<'a>, len: usize },
+    Get { get: PlainGet<'a>, len: usize },
     /// The start of a head, within the size limit: more bytes are needed to say.
     Partial,
     /// Anything else (another method, a body, a header the quick path does not take, an
@@ -28,9 +88,8 @@ pub(super) enum Parsed<'a> {
     Other,
 }
 
-/// Parses the head at the start of `buf`, of at most `limit` bytes (`proxy.max_header_size`),
-/// from `client`.
-pub(super) fn parse(buf: &[u8], limit: usize, client: IpAddr) -> Parsed<'_> {
+/// Parses the head at the start of `buf`, of at most `limit` bytes (`proxy.max_header_size`).
+pub fn parse(buf: &[u8], limit: usize) -> Parsed<'_> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let len = match request.parse(buf) {
@@ -79,14 +138,13 @@ pub(super) fn parse(buf: &[u8], limit: usize, client: IpAddr) -> Parsed<'_> {
             accept.push(value);
         }
     }
-    let ask = Ask {
+    let get = PlainGet {
         head,
         path,
         query,
         accept,
-        client,
     };
-    Parsed::Ask { ask, len }
+    Parsed::Get { get, len }
 }
 
 /// Whether a request target may hold `byte` (RFC 3986: unreserved, reserved and `%`, no
@@ -96,7 +154,7 @@ fn in_uri(byte: u8) -> bool {
 }
 
 /// The head of `response` as hyper writes it: the status line, its headers and `date`.
-pub(super) fn encode_head(response: &Response<Bytes>) -> Vec<u8> {
+pub(crate) fn encode_head(response: &Response<Bytes>) -> Vec<u8> {
     let lines: usize = response
         .headers()
         .iter()
@@ -150,16 +208,14 @@ impl Date {
 mod tests {
     use super::*;
 
-    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-
     fn parsed(head: &str) -> String {
-        match parse(head.as_bytes(), 8192, CLIENT) {
-            Parsed::Ask { ask, len } => format!(
+        match parse(head.as_bytes(), 8192) {
+            Parsed::Get { get, len } => format!(
                 "{} {} {:?} {:?} {}",
-                ask.method(),
-                ask.path,
-                ask.query,
-                ask.accept,
+                get.method(),
+                get.path,
+                get.query,
+                get.accept,
                 len == head.len()
             ),
             Parsed::Partial => "partial".into(),
@@ -186,10 +242,7 @@ mod tests {
             "partial"
         );
         let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(9000));
-        assert!(matches!(
-            parse(long.as_bytes(), 8192, CLIENT),
-            Parsed::Other
-        ));
+        assert!(matches!(parse(long.as_bytes(), 8192), Parsed::Other));
     }
 
     #[test]
@@ -212,7 +265,7 @@ mod tests {
             assert_eq!(parsed(head), "other", "{head:?}");
         }
         let not_text = b"GET /v2/ HTTP/1.1\r\nAccept: \xff\r\n\r\n";
-        assert!(matches!(parse(not_text, 8192, CLIENT), Parsed::Other));
+        assert!(matches!(parse(not_text, 8192), Parsed::Other));
         let many: String = (0..40).map(|i| format!("x-{i}: y\r\n")).collect();
         assert_eq!(parsed(&format!("GET /v2/ HTTP/1.1\r\n{many}\r\n")), "other");
     }
