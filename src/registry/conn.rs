@@ -111,8 +111,11 @@ where
         let io = Coalesce::new(io);
         return Box::pin(serve_auto(io, service, &ticket, settings, idle_timeout)).await;
     }
+    let serving = h1::serve(
+        &mut io, &service, &quick, &requests, &ticket, settings, client.ip,
+    );
     let served = tokio::select! {
-        served = h1::serve(&mut io, &service, &quick, &requests, &ticket, settings, client.ip) => served?,
+        served = serving => served?,
         ending = ticket.ended(idle_timeout, Activity::Requests) => {
             tracing::debug!(reason = ?ending, "closing registry connection");
             if ending == Ending::Idle {

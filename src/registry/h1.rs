@@ -19,9 +19,9 @@
 //!
 //! Before a turn is made, the heads already read are offered to the quick path: a plain `GET`
 //! or `HEAD` that memory answers whole (`quick.rs`) is answered here, its head parsed in place
-//! and its answer written at once (`http/plain_get.rs`), with no hyper connection at all; the first
-//! head it does not take (and everything after it) goes to a turn. So a keep-alive client
-//! asking for small hits costs one read and one write each.
+//! and its answer written at once (`http/plain_get.rs`), with no hyper connection at all; the
+//! first head it does not take (and everything after it) goes to a turn. So a keep-alive
+//! client asking for small hits costs one read and one write each.
 //!
 //! A client that opens with the h2 preface (h2 without TLS) is left to hyper's auto connection.
 
