@@ -2,6 +2,8 @@
 //! `host:port` entries that let the mirror and the peer endpoint reach a registry on another
 //! port than 443.
 
+use std::borrow::Cow;
+
 use super::host::is_dns_name;
 
 /// What an intercepted host matched in [`HostPatterns`].
@@ -51,19 +53,22 @@ impl HostPatterns {
     /// Whether the registry at `host` and `port` is listed: on 443 as a name or pattern, on
     /// another port as `host:port` exactly.
     pub fn matches_at(&self, host: &str, port: u16) -> bool {
-        let host = host.to_ascii_lowercase();
+        let host = lowercase(host);
         (port == 443 && self.matching(&host).is_some())
-            || self.with_port.iter().any(|(h, p)| *h == host && *p == port)
+            || self
+                .with_port
+                .iter()
+                .any(|(h, p)| *h == *host && *p == port)
     }
 
     /// Whether `host` (no port) is intercepted (`host:port` entries aside).
     pub fn matches(&self, host: &str) -> bool {
-        self.matching(&host.to_ascii_lowercase()).is_some()
+        self.matching(&lowercase(host)).is_some()
     }
 
     /// The pattern `host` (no port) matches: the name itself when listed, else `*.domain`.
     pub(crate) fn pattern_for(&self, host: &str) -> Option<String> {
-        match self.matching(&host.to_ascii_lowercase())? {
+        match self.matching(&lowercase(host))? {
             Pattern::Exact(name) => Some(name.to_owned()),
             Pattern::Suffix(suffix) => Some(format!("*{suffix}")),
         }
@@ -86,6 +91,16 @@ impl HostPatterns {
             .iter()
             .cloned()
             .chain(self.suffixes.iter().map(|s| format!("*{s}")))
+    }
+}
+
+/// `host` in lowercase, copied only when it is not already (it is, as a rule: every request
+/// asks whether its host is listed).
+fn lowercase(host: &str) -> Cow<'_, str> {
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
     }
 }
 
