@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::Response;
 
 use crate::http::{Body, full_body};
+use crate::telemetry::access_log::RequestInfo;
 
 /// A response, with the registry host and path its log line names.
 pub(crate) struct Answered<B = Body> {
@@ -17,6 +18,18 @@ pub(crate) struct Answered<B = Body> {
     pub user: String,
     /// Whether hoard's account for the registry was lent to the request.
     pub lent: bool,
+}
+
+impl<B> Answered<B> {
+    /// The response, its registry host, path and borrower noted in `info` for the log line.
+    pub(super) fn logged_as(self, info: &mut RequestInfo) -> Response<B> {
+        info.host = self.host;
+        (info.user, info.lent) = (self.user, self.lent);
+        if let Some(path) = self.path {
+            info.path = path;
+        }
+        self.response
+    }
 }
 
 impl Answered<Bytes> {

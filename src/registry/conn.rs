@@ -218,12 +218,7 @@ fn service<A: Answer>(
                                 answer.answer(request, hoard).await
                             }
                         };
-                        info.host = answered.host;
-                        (info.user, info.lent) = (answered.user, answered.lent);
-                        if let Some(path) = answered.path {
-                            info.path = path;
-                        }
-                        answered.response
+                        answered.logged_as(&mut info)
                     }
                 };
                 let response = logged(info, response);
@@ -265,19 +260,23 @@ impl<A: Answer> h1::Quick for Quickly<A> {
         // An evicted connection's request is for the service to answer (with a refusal).
         let busy = self.ticket.busy()?;
         let answered = self.answer.quick(ask, &self.hoard)?;
-        let info = RequestInfo {
+        let mut info = RequestInfo {
             metrics: self.hoard.metrics.clone(),
-            host: answered.host,
+            host: String::new(),
             method,
-            path: answered.path.unwrap_or_else(|| ask.get.path.to_owned()),
+            path: String::new(),
             start,
             via: self.client.via,
-            user: answered.user,
-            lent: answered.lent,
+            user: String::new(),
+            lent: false,
         };
+        if answered.path.is_none() {
+            info.path = ask.get.path.to_owned();
+        }
+        let response = answered.logged_as(&mut info);
         Some(h1::Sending {
-            line: Unsent::of(info, &answered.response),
-            response: answered.response,
+            line: Unsent::of(info, &response),
+            response,
             busy,
         })
     }

@@ -85,13 +85,13 @@ impl Store {
     /// Keeps a copy of `data`, read from entry `id` of `key` (from the file of `inode`, for a
     /// tag record), if that entry is still the index's and the copy fits.
     pub(super) fn remember(&self, key: &Key, id: u64, data: &Bytes, inode: Option<u64>) {
+        if !self.memory_takes(data.len() as u64) {
+            return;
+        }
         let inode = inode.map(|number| Inode {
             number,
             checked: Instant::now(),
         });
-        if !self.memory_takes(data.len() as u64) {
-            return;
-        }
         let mut state = self.lock();
         if state.index.id_of(key) == Some(id) {
             state.hot.put(key.clone(), id, data.clone(), inode);

@@ -78,6 +78,14 @@ fn content_length(head: &str) -> usize {
 
 const PAUSE: Duration = Duration::from_millis(300);
 
+/// A hoard in front of `registry`, with a plain mirror listener.
+async fn with_mirror(registry: &Registry) -> Proxy {
+    Proxy::builder(registry)
+        .mirror("listen = \"127.0.0.1:0\"")
+        .start()
+        .await
+}
+
 /// Requests on one keep-alive connection, after pauses, split, pipelined; then one that asks
 /// to close it.
 async fn exercise<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(stream: S, host: &str) {
@@ -133,10 +141,7 @@ async fn exercise<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(strea
 async fn idle_keepalive_connections_serve_their_next_requests_however_they_arrive() {
     init();
     let registry = Registry::start().await;
-    let proxy = Proxy::builder(&registry)
-        .mirror("listen = \"127.0.0.1:0\"")
-        .start()
-        .await;
+    let proxy = with_mirror(&registry).await;
     let mirror = proxy.server.mirror_addr().unwrap();
     exercise(
         TcpStream::connect(mirror).await.unwrap(),
@@ -202,10 +207,7 @@ async fn idle_and_dribbling_keepalive_connections_close_at_header_read_timeout()
 async fn the_plain_mirror_still_serves_h2_to_a_client_that_opens_with_its_preface() {
     init();
     let registry = Registry::start().await;
-    let proxy = Proxy::builder(&registry)
-        .mirror("listen = \"127.0.0.1:0\"")
-        .start()
-        .await;
+    let proxy = with_mirror(&registry).await;
     let client = reqwest::Client::builder()
         .no_proxy()
         .http2_prior_knowledge()
@@ -232,10 +234,7 @@ async fn hits_from_memory_are_answered_in_order_among_the_others() {
     let registry = Registry::start().await;
     let blob = fresh_blob(4096);
     let digest = registry.add_blob(blob.clone());
-    let proxy = Proxy::builder(&registry)
-        .mirror("listen = \"127.0.0.1:0\"")
-        .start()
-        .await;
+    let proxy = with_mirror(&registry).await;
     let mirror = proxy.server.mirror_addr().unwrap();
     let path = format!("/v2/p/app/blobs/{digest}?ns={REGISTRY}");
     // A miss that fills, then a hit read from the file, which memory keeps.
