@@ -1,14 +1,15 @@
 //! HTTP vocabulary shared by every listener and the upstream client: the body types, hoard-made
 //! responses, hop-by-hop and digest headers, Basic credentials, percent-encoded query values,
 //! the cache status a response carries, `multipart/byteranges` framing, the idle timeout for
-//! client connections, replaying bytes read ahead, h2 write batching, and a plain `GET` on the
-//! wire of HTTP/1.1 (`plain_get.rs`).
+//! client connections, replaying bytes read ahead, h2 write batching, a plain `GET` on the
+//! wire of HTTP/1.1 (`plain_get.rs`), and HPACK, h2's header compression (`hpack/`).
 
 mod basic;
 mod body;
 mod cache_status;
 mod channel;
 mod headers;
+pub mod hpack;
 pub(crate) mod idle;
 mod multipart;
 pub mod plain_get;
