@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::header::{
     ACCEPT, CONNECTION, CONTENT_LENGTH, EXPECT, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, TRANSFER_ENCODING, UPGRADE,
+    IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, TE, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderName, Method, Request, Response};
 
@@ -67,6 +67,51 @@ impl<'a> PlainGet<'a> {
         })
     }
 
+    /// A request of `method` for `target` with `headers` (names in any case) as a
+    /// [`PlainGet`]; `None` when it is not a `GET` or `HEAD` of an origin-form target that
+    /// asks for a whole object with nothing else: no body, connection header, range or
+    /// condition. The one check for HTTP/1.1 heads parsed here and for h2 requests
+    /// (`registry/h2`).
+    pub fn of_parts<'h>(
+        method: &[u8],
+        target: &'a [u8],
+        headers: impl Iterator<Item = (&'h [u8], &'a [u8])>,
+    ) -> Option<PlainGet<'a>> {
+        let head = match method {
+            b"GET" => false,
+            b"HEAD" => true,
+            _ => return None,
+        };
+        if !target.starts_with(b"/") || !target.iter().all(|&b| in_uri(b)) {
+            return None;
+        }
+        // All ASCII, as `in_uri` holds.
+        let target = std::str::from_utf8(target).ok()?;
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        let mut accept = Vec::new();
+        for (name, value) in headers {
+            if REFUSED
+                .iter()
+                .chain(&PARTIAL_OR_CONDITIONAL)
+                .any(|refused| name.eq_ignore_ascii_case(refused.as_str().as_bytes()))
+            {
+                return None;
+            }
+            if name.eq_ignore_ascii_case(ACCEPT.as_str().as_bytes()) {
+                accept.push(std::str::from_utf8(value).ok()?);
+            }
+        }
+        Some(PlainGet {
+            head,
+            path,
+            query,
+            accept,
+        })
+    }
+
     /// The method.
     pub fn method(&self) -> Method {
         if self.head { Method::HEAD } else { Method::GET }
@@ -97,55 +142,31 @@ pub fn parse(buf: &[u8], limit: usize) -> Parsed<'_> {
         Ok(httparse::Status::Partial) if buf.len() <= limit => return Parsed::Partial,
         _ => return Parsed::Other,
     };
-    let head = match request.method {
-        Some("GET") => false,
-        Some("HEAD") => true,
-        _ => return Parsed::Other,
-    };
-    let Some(target) = request
-        .path
-        .filter(|t| t.starts_with('/') && t.bytes().all(in_uri))
-    else {
-        return Parsed::Other;
-    };
     if request.version != Some(1) {
         return Parsed::Other;
     }
-    let (path, query) = match target.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (target, None),
+    let (Some(method), Some(target)) = (request.method, request.path) else {
+        return Parsed::Other;
     };
-    let mut accept = Vec::new();
-    for header in request.headers.iter() {
-        let name = header.name;
-        if [
-            CONTENT_LENGTH,
-            TRANSFER_ENCODING,
-            CONNECTION,
-            EXPECT,
-            UPGRADE,
-        ]
-        .iter()
-        .chain(&PARTIAL_OR_CONDITIONAL)
-        .any(|refused| name.eq_ignore_ascii_case(refused.as_str()))
-        {
-            return Parsed::Other;
-        }
-        if name.eq_ignore_ascii_case(ACCEPT.as_str()) {
-            let Ok(value) = std::str::from_utf8(header.value) else {
-                return Parsed::Other;
-            };
-            accept.push(value);
-        }
+    let headers = request.headers.iter().map(|h| (h.name.as_bytes(), h.value));
+    match PlainGet::of_parts(method.as_bytes(), target.as_bytes(), headers) {
+        Some(get) => Parsed::Get { get, len },
+        None => Parsed::Other,
     }
-    let get = PlainGet {
-        head,
-        path,
-        query,
-        accept,
-    };
-    Parsed::Get { get, len }
 }
+
+/// Headers that make a request more than a plain `GET`, or that hyper may refuse it for: a
+/// body, or the connection's own (which h2 forbids). [`PARTIAL_OR_CONDITIONAL`] too.
+const REFUSED: [HeaderName; 8] = [
+    CONTENT_LENGTH,
+    TRANSFER_ENCODING,
+    CONNECTION,
+    EXPECT,
+    UPGRADE,
+    TE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
 
 /// Whether a request target may hold `byte` (RFC 3986: unreserved, reserved and `%`, no
 /// fragment), as the URI hyper would parse.
@@ -175,9 +196,15 @@ pub(crate) fn encode_head(response: &Response<Bytes>) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"date: ");
-    DATE.with(|date| out.extend_from_slice(date.borrow_mut().now().as_bytes()));
+    with_date(|date| out.extend_from_slice(date.as_bytes()));
     out.extend_from_slice(b"\r\n\r\n");
     out
+}
+
+/// Calls `f` with the `date` header's value for now (made at most once a second on each
+/// thread), as hyper sends it with each response.
+pub(crate) fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
+    DATE.with(|date| f(date.borrow_mut().now()))
 }
 
 thread_local! {

@@ -31,8 +31,8 @@ use crate::telemetry::Via;
 use crate::telemetry::access_log::{RequestInfo, Unsent, logged};
 
 pub(crate) use super::answered::Answered;
-use super::h1;
-use super::quick::Ask;
+use super::quick::{Ask, Quick, Sending};
+use super::{h1, h2};
 
 /// h2 flow-control windows. A stream runs at most at window / RTT; hyper's defaults are small
 /// for multi-GiB blobs. 8 MiB per stream and 32 MiB per connection keep a blob at disk speed
@@ -106,9 +106,10 @@ where
     };
     let service = service(hoard, ticket.clone(), client, answer, requests.clone());
     if h2 {
-        // h2 writes a frame at a time; gathering them gives TLS full records and the socket
-        // large writes. HTTP/1.1 already writes whole body chunks.
-        let io = Coalesce::new(io);
+        // Hits from memory are answered before hyper (`h2/`). h2 writes a frame at a time;
+        // gathering them gives TLS full records and the socket large writes. HTTP/1.1 already
+        // writes whole body chunks.
+        let io = Coalesce::new(h2::Front::new(io, quick, client.ip, settings.max_buf_size));
         return Box::pin(serve_auto(io, service, &ticket, settings, idle_timeout)).await;
     }
     let serving = h1::serve(
@@ -127,8 +128,14 @@ where
     let h1::Ended::H2(ahead) = served else {
         return Ok(());
     };
-    // h2 without TLS (it opened with the preface): hyper's auto connection, as it read nothing.
-    let io = Replay::new(io, ahead, None);
+    // h2 without TLS (it opened with the preface): hyper's auto connection behind the front,
+    // as if nothing had been read.
+    let io = h2::Front::new(
+        Replay::new(io, ahead, None),
+        quick,
+        client.ip,
+        settings.max_buf_size,
+    );
     Box::pin(serve_auto(io, service, &ticket, settings, idle_timeout)).await
 }
 
@@ -251,8 +258,8 @@ struct Quickly<A> {
     span: Span,
 }
 
-impl<A: Answer> h1::Quick for Quickly<A> {
-    fn answer(&self, ask: &Ask<'_>) -> Option<h1::Sending> {
+impl<A: Answer> Quick for Quickly<A> {
+    fn answer(&self, ask: &Ask<'_>) -> Option<Sending> {
         let start = Instant::now();
         let method = ask.get.method();
         let span = request_span(&self.span, &method, ask.get.path);
@@ -274,7 +281,7 @@ impl<A: Answer> h1::Quick for Quickly<A> {
             info.path = ask.get.path.to_owned();
         }
         let response = answered.logged_as(&mut info);
-        Some(h1::Sending {
+        Some(Sending {
             line: Unsent::of(info, &response),
             response,
             busy,

@@ -34,7 +34,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -43,13 +42,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::access::limits::{Busy, Ticket};
+use crate::access::limits::Ticket;
 use crate::http::plain_get::{self, Parsed};
 use crate::http::replay::{Replay, Watch};
 use crate::http::{Body, BoxError};
-use crate::telemetry::access_log::Unsent;
 
-use super::quick::Ask;
+use super::quick::{Ask, Quick, Sending};
 
 /// The h2 connection preface, which a client speaking h2 without TLS opens with.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -79,20 +77,6 @@ impl<S> Serves for S where
     S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Unpin>
         + Unpin
 {
-}
-
-/// The quick path's answers from memory, for the heads a connection parsed itself.
-pub(super) trait Quick {
-    /// The answer to `ask`, ready to send; `None` when hyper's turn is to answer it.
-    fn answer(&self, ask: &Ask<'_>) -> Option<Sending>;
-}
-
-/// A quick answer being sent: the response, its log line, and the mark that the connection has
-/// a request in flight.
-pub(super) struct Sending {
-    pub response: Response<Bytes>,
-    pub line: Unsent,
-    pub busy: Busy,
 }
 
 /// The requests a connection's service was called for.

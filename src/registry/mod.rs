@@ -45,6 +45,7 @@ pub(crate) mod conn;
 mod fill;
 mod forward;
 mod h1;
+mod h2;
 mod manifests;
 mod peer;
 mod ping;

@@ -15,15 +15,17 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use http::Request;
+use http::{Request, Response};
 
 use super::answered::Answered;
 use super::target::Target;
+use crate::access::limits::Busy;
 use crate::config::AuthOnHit;
 use crate::hoard::Hoard;
 use crate::http::CacheStatus;
 use crate::http::plain_get::PlainGet;
 use crate::oci::{Reference, Route};
+use crate::telemetry::access_log::Unsent;
 use crate::tier::Kind;
 
 /// A plain `GET` or `HEAD` from a client, as far as an answer from memory needs it.
@@ -104,4 +106,19 @@ pub(crate) fn answer(
         user,
         lent,
     })
+}
+
+/// The quick path's answers from memory, for the requests a connection parsed itself (`h1.rs`,
+/// `h2/`), ready to send.
+pub(super) trait Quick {
+    /// The answer to `ask`, ready to send; `None` when the connection's hyper server is to answer it.
+    fn answer(&self, ask: &Ask<'_>) -> Option<Sending>;
+}
+
+/// A quick answer being sent: the response, its log line, and the mark that the connection has
+/// a request in flight.
+pub(super) struct Sending {
+    pub response: Response<Bytes>,
+    pub line: Unsent,
+    pub busy: Busy,
 }

@@ -18,7 +18,7 @@ use lru::LruCache;
 use super::key::Key;
 
 /// The largest entry kept in memory.
-pub(super) const HOT_MAX: u64 = 64 << 10;
+pub(crate) const HOT_MAX: u64 = 64 << 10;
 
 /// Whether an entry of `len` bytes is kept within a budget of `budget` bytes.
 /// How long a tag record's copy is served after its file was last found in place, before the

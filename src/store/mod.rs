@@ -102,6 +102,7 @@ pub use error::StoreError;
 use error::blocking;
 pub(crate) use fills::{BlobHit, Joined, Stored};
 pub(crate) use flight::{Follower, Lookup, Permit, Turn};
+pub(crate) use hot::HOT_MAX as MEMORY_OBJECT_MAX;
 use hot::Hot;
 use in_flight::Flights;
 pub(crate) use in_flight::{FlightKey, FlightState, Progress};

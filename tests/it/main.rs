@@ -17,6 +17,7 @@ mod fleet;
 mod kubernetes;
 mod lifecycle;
 mod mirror;
+mod mirror_h2;
 mod ops;
 mod packaging;
 mod parent;
