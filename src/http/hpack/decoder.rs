@@ -82,6 +82,12 @@ impl Decoder {
         self.table.len()
     }
 
+    /// The capacities of the dynamic table's buffer and entry list.
+    #[cfg(test)]
+    pub(super) fn table_capacity(&self) -> (usize, usize) {
+        self.table.capacity()
+    }
+
     /// The dynamic table's entry at `index` (from 62).
     #[cfg(test)]
     pub(super) fn table_entry(&self, index: usize) -> Option<(&[u8], &[u8])> {

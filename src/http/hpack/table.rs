@@ -129,6 +129,12 @@ impl Table {
         self.entries.len()
     }
 
+    /// The capacities of the buffer and the entry list.
+    #[cfg(test)]
+    pub(super) fn capacity(&self) -> (usize, usize) {
+        (self.bytes.capacity(), self.entries.capacity())
+    }
+
     /// The name and value at `index` (from 1), if there is one.
     pub(super) fn get(&self, index: usize) -> Option<(&[u8], &[u8])> {
         match index.checked_sub(STATIC.len() + 1) {
