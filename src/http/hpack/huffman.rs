@@ -234,10 +234,10 @@ pub(super) fn decode(src: &[u8], dst: &mut Vec<u8>, cap: usize) -> Result<bool, 
     }
 }
 
-/// The symbol whose code starts `bits` (left-aligned), a code longer than `SHORT_BITS`, and
-/// the code's length. The bits past the end of the string are zeros, so the length may be more
-/// than the bits there are. The canonical code's codes of one length are
-/// consecutive, so the first length whose range holds the bits' start is the code's.
+/// The symbol whose code, longer than `SHORT_BITS`, starts `bits` (left-aligned), and the
+/// code's length, which may be more than the bits there are (the bits past the string's end are
+/// zeros). The canonical code's codes of one length are consecutive, so the first length whose
+/// range holds the bits' start is the code's.
 fn long(bits: u64) -> (u16, u32) {
     let window = (bits >> 32) as u32;
     for len in SHORT_BITS as usize + 1..=MAX_LENGTH {
