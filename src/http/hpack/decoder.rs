@@ -8,6 +8,7 @@ use super::table::{ENTRY_OVERHEAD, Table, append};
 
 /// A header block decoder: one per connection, fed every header block the peer sends, in
 /// order.
+#[derive(Debug)]
 pub struct Decoder {
     /// The static and dynamic tables.
     table: Table,
@@ -80,6 +81,12 @@ impl Decoder {
     #[cfg(test)]
     pub(super) fn table_len(&self) -> usize {
         self.table.len()
+    }
+
+    /// The capacities of the dynamic table's buffer and entry list.
+    #[cfg(test)]
+    pub(super) fn table_capacity(&self) -> (usize, usize) {
+        self.table.capacity()
     }
 
     /// The dynamic table's entry at `index` (from 62).
@@ -174,14 +181,18 @@ fn insert(table: &mut Table, name: Name<'_>, value: Str<'_>) -> Result<(), Error
 /// A literal field's name: at an index of the table, or a string of its own.
 #[derive(Clone, Copy)]
 enum Name<'a> {
+    /// The name of the entry at this index (from 1).
     Indexed(usize),
+    /// A string literal.
     Literal(Str<'a>),
 }
 
 /// A string literal (§5.2), as the block holds it.
 #[derive(Clone, Copy)]
 enum Str<'a> {
+    /// As it is.
     Raw(&'a [u8]),
+    /// Huffman-coded (§5.2, Appendix B).
     Huffman(&'a [u8]),
 }
 
@@ -247,6 +258,7 @@ impl Budget {
 
 /// The bytes of a block not read yet.
 struct Cursor<'a> {
+    /// From the next byte to the block's end.
     rest: &'a [u8],
 }
 

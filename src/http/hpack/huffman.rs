@@ -1,8 +1,9 @@
 //! The Huffman code of HPACK (RFC 7541 §5.2, Appendix B), decoding only: hoard writes its own
-//! strings as they are. A string is decoded symbol by symbol through a table of the next
-//! `SHORT_BITS` bits, made at compile time, which holds every code of 12 bits or fewer (all of
-//! printable ASCII but `$ < @ [ \ ] ^ ` { } ~`); the longer codes are found by the canonical
-//! code's per-length limits.
+//! strings as they are. A string is decoded through a table of the next 12 bits, made at compile
+//! time, which holds every code of 12 bits or fewer (all of printable ASCII but
+//! `$ < @ [ \ ] ^ ` { } ~`), and the second code too when both fit in the 12 bits (two symbols
+//! of a path at a time, as its letters, digits and `/` take 5 to 6 bits); the longer codes are
+//! found by the canonical code's per-length limits.
 
 use super::Error;
 
@@ -45,7 +46,7 @@ const EOS: u16 = 256;
 /// The longest code, EOS's.
 const MAX_LENGTH: usize = 30;
 
-/// The bits the short table decodes at once: 2^12 entries of 2 bytes, 8 KiB, which stays in
+/// The bits the short table decodes at once: 2^12 entries of 4 bytes, 16 KiB, which stays in
 /// the L1 cache while a block is decoded.
 const SHORT_BITS: u32 = 12;
 
@@ -64,9 +65,10 @@ const OFFSET: [u16; MAX_LENGTH + 1] = offsets();
 /// The symbols by code: by length, then by symbol.
 const SORTED: [u16; 257] = sorted();
 
-/// By the next `SHORT_BITS` bits: the symbol whose code starts them, in the low byte, and the
-/// code's length, in the high byte; 0 when the code is longer.
-static SHORT: [u16; 1 << SHORT_BITS] = short();
+/// By the next `SHORT_BITS` bits: the symbol whose code starts them (bits 0 to 7) and the
+/// code's length (bits 16 to 19, 0 when the code is longer); and when a second code follows
+/// within the bits, its symbol (bits 8 to 15) and the two codes' length (bits 20 to 23, else 0).
+static PAIRS: [u32; 1 << SHORT_BITS] = pairs();
 
 /// The canonical codes of `LENGTHS`.
 const fn codes() -> [u32; 257] {
@@ -137,7 +139,8 @@ const fn sorted() -> [u16; 257] {
     sorted
 }
 
-/// `SHORT`.
+/// By the next `SHORT_BITS` bits: the symbol whose code starts them, in the low byte, and the
+/// code's length, in the high byte; 0 when the code is longer.
 const fn short() -> [u16; 1 << SHORT_BITS] {
     let mut short = [0; 1 << SHORT_BITS];
     let mut symbol = 0;
@@ -155,6 +158,27 @@ const fn short() -> [u16; 1 << SHORT_BITS] {
         symbol += 1;
     }
     short
+}
+
+/// `PAIRS`, from `short()`'s single codes.
+const fn pairs() -> [u32; 1 << SHORT_BITS] {
+    let short = short();
+    let mut pairs = [0; 1 << SHORT_BITS];
+    let mut bits = 0;
+    while bits < 1 << SHORT_BITS {
+        let first = short[bits] as u32;
+        let len = first >> 8;
+        if len != 0 {
+            pairs[bits] = (first & 0xff) | len << 16;
+            let second = short[(bits << len) & ((1 << SHORT_BITS) - 1)] as u32;
+            let both = len + (second >> 8);
+            if second != 0 && both <= SHORT_BITS {
+                pairs[bits] |= (second & 0xff) << 8 | both << 20;
+            }
+        }
+        bits += 1;
+    }
+    pairs
 }
 
 /// Appends the Huffman-coded string `src`, decoded, to `dst` as long as `dst` stays within
@@ -182,7 +206,18 @@ pub(super) fn decode(src: &[u8], dst: &mut Vec<u8>, cap: usize) -> Result<bool, 
         if count == 0 {
             return Ok(fits);
         }
-        let (symbol, len) = next(bits);
+        let entry = PAIRS[(bits >> (64 - SHORT_BITS)) as usize];
+        let both = entry >> 20;
+        if both != 0 && both <= count && dst.len() + 2 <= cap {
+            dst.extend_from_slice(&[entry as u8, (entry >> 8) as u8]);
+            bits <<= both;
+            count -= both;
+            continue;
+        }
+        let (symbol, len) = match (entry >> 16) & 0xf {
+            0 => long(bits),
+            len => ((entry & 0xff) as u16, len),
+        };
         if len > count {
             return padding(bits, count).map(|()| fits);
         }
@@ -199,18 +234,10 @@ pub(super) fn decode(src: &[u8], dst: &mut Vec<u8>, cap: usize) -> Result<bool, 
     }
 }
 
-/// The symbol whose code starts `bits` (left-aligned) and the code's length. The bits past the
-/// end of the string are zeros, so the length may be more than the bits there are.
-fn next(bits: u64) -> (u16, u32) {
-    let entry = SHORT[(bits >> (64 - SHORT_BITS)) as usize];
-    if entry != 0 {
-        return (entry & 0xff, u32::from(entry >> 8));
-    }
-    long(bits)
-}
-
-/// `next` for a code longer than `SHORT_BITS`: the canonical code's codes of one length are
-/// consecutive, so the first length whose range holds the bits' start is the code's.
+/// The symbol whose code, longer than `SHORT_BITS`, starts `bits` (left-aligned), and the
+/// code's length, which may be more than the bits there are (the bits past the string's end are
+/// zeros). The canonical code's codes of one length are consecutive, so the first length whose
+/// range holds the bits' start is the code's.
 fn long(bits: u64) -> (u16, u32) {
     let window = (bits >> 32) as u32;
     for len in SHORT_BITS as usize + 1..=MAX_LENGTH {

@@ -52,6 +52,12 @@ impl HeaderList {
         })
     }
 
+    /// The capacities of the byte buffer and the field list.
+    #[cfg(test)]
+    pub(super) fn capacity(&self) -> (usize, usize) {
+        (self.bytes.capacity(), self.ends.capacity())
+    }
+
     /// The last field, if any.
     pub(super) fn last(&self) -> Option<(&[u8], &[u8])> {
         let &(name_end, value_end) = self.ends.last()?;

@@ -79,6 +79,7 @@ pub(super) fn static_name(name: &[u8]) -> Option<usize> {
 
 /// The static table and a dynamic table (RFC 7541 §2.3.3: index 1 is the static table's first
 /// entry, index 62 the dynamic table's newest).
+#[derive(Debug)]
 pub(super) struct Table {
     /// The entries' names and values, oldest first, from `bytes[first..]`; an entry being added
     /// follows them.
@@ -97,10 +98,13 @@ pub(super) struct Table {
 }
 
 /// A dynamic table entry: where its bytes start and how long its name and value are.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct Entry {
+    /// Where its bytes start, in the count of all bytes ever added.
     start: usize,
+    /// Its name's length.
     name: usize,
+    /// Its value's length.
     value: usize,
 }
 
@@ -127,6 +131,12 @@ impl Table {
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// The capacities of the buffer and the entry list.
+    #[cfg(test)]
+    pub(super) fn capacity(&self) -> (usize, usize) {
+        (self.bytes.capacity(), self.entries.capacity())
     }
 
     /// The name and value at `index` (from 1), if there is one.

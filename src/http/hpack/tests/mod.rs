@@ -174,6 +174,42 @@ fn huffman_strings_with_eos_or_bad_padding_are_errors() {
 }
 
 #[test]
+fn decoding_allocates_nothing_after_warm_up() {
+    let mut decoder = Decoder::new(4096);
+    let mut list = HeaderList::new();
+    // Requests as a Go client sends them: each path added to the table, raw or Huffman-coded,
+    // 20 to 120 bytes long, so that the table evicts all the time.
+    let mut round = |i: usize| {
+        let path = format!("/v2/library/{}/blobs/sha256:{i:x}", "x".repeat(i % 101));
+        let mut block = hex("82 87");
+        block.push(0x44);
+        match i % 2 {
+            0 => {
+                super::encoder::integer(path.len(), 7, 0x00, &mut block);
+                block.extend_from_slice(path.as_bytes());
+            }
+            _ => {
+                let coded = huffman_encode(path.as_bytes());
+                super::encoder::integer(coded.len(), 7, 0x80, &mut block);
+                block.extend_from_slice(&coded);
+            }
+        }
+        block.extend_from_slice(&hex("be be"));
+        assert_eq!(decoder.decode(&block, 16384, &mut list), Ok(true));
+        assert_eq!(list.len(), 5);
+        (decoder.table_capacity(), list.capacity())
+    };
+    let warm = (0..1000).map(&mut round).last();
+    assert!(
+        warm.is_some_and(|((bytes, _), _)| bytes <= 3 * 4096),
+        "{warm:?}"
+    );
+    for i in 1000..5000 {
+        assert_eq!(Some(round(i)), warm, "{i}");
+    }
+}
+
+#[test]
 fn encode_names_static_entries_by_index() {
     let mut dst = Vec::new();
     encode(b":path", b"/v2/", &mut dst);
@@ -223,30 +259,33 @@ fn encoded_fields_decode_as_they_were_and_leave_the_table_empty() {
     assert_eq!((decoder.table_size(), decoder.table_len()), (0, 0));
 }
 
-/// A one-off figure, not a test: how long a typical request's `:path`, Huffman-coded, takes to
-/// decode. `cargo test --release --lib hpack::tests::path_decode_time -- --ignored --nocapture`
+/// A one-off figure, not a test: how long a typical request's `:path` takes to decode,
+/// Huffman-coded and not. `cargo test --release --lib hpack::tests::path_decode_time --
+/// --ignored --nocapture`
 #[test]
 #[ignore]
 fn path_decode_time() {
     let path = "/v2/library/ubuntu/blobs/sha256:".to_string() + &"3f5ad8c90b".repeat(6) + "2e4f";
     let coded = huffman_encode(path.as_bytes());
-    let mut block = vec![0x04];
-    super::encoder::integer(coded.len(), 7, 0x80, &mut block);
-    block.extend_from_slice(&coded);
-    let mut decoder = Decoder::new(4096);
-    let mut list = HeaderList::new();
-    let rounds = 1_000_000;
-    let start = std::time::Instant::now();
-    for _ in 0..rounds {
-        assert_eq!(
-            decoder.decode(std::hint::black_box(&block), 16384, &mut list),
-            Ok(true)
+    let mut huffman = vec![0x04];
+    super::encoder::integer(coded.len(), 7, 0x80, &mut huffman);
+    huffman.extend_from_slice(&coded);
+    let mut raw = Vec::new();
+    encode(b":path", path.as_bytes(), &mut raw);
+    for (block, how) in [(huffman, "Huffman-coded"), (raw, "raw")] {
+        let mut decoder = Decoder::new(4096);
+        let mut list = HeaderList::new();
+        let rounds = 1_000_000;
+        let start = std::time::Instant::now();
+        for _ in 0..rounds {
+            let decoded = decoder.decode(std::hint::black_box(&block), 16384, &mut list);
+            assert_eq!(decoded, Ok(true));
+        }
+        let each = start.elapsed() / rounds;
+        println!(
+            "{} chars of path, {how} in {} bytes: {each:?} a block",
+            path.len(),
+            block.len()
         );
     }
-    let each = start.elapsed() / rounds;
-    println!(
-        "{} chars of path, {} bytes coded: {each:?} a block",
-        path.len(),
-        coded.len()
-    );
 }
