@@ -28,9 +28,9 @@ use super::frame::{
 /// with.
 const TABLE_SIZE: usize = 4096;
 
-/// A connection WINDOW_UPDATE this large or larger is split between hyper and the front; a
-/// smaller one is all hyper's (see [`Window`]).
-const SPLIT_FROM: u32 = 1 << 20;
+/// New window this large or larger (in a connection WINDOW_UPDATE, beyond what it gives back)
+/// is split between hyper and the front; a smaller one is all hyper's (see [`Window`]).
+const SPLIT_FROM: u64 = 1 << 20;
 
 /// The largest window RFC 9113 allows.
 const MAX_WINDOW: u32 = (1 << 31) - 1;
@@ -40,24 +40,44 @@ const MAX_WINDOW: u32 = (1 << 31) - 1;
 pub(super) const OURS_MAX: usize = 1 << 20;
 
 /// The client's connection-level send window (RFC 9113 §6.9.1), shared by hyper and the front.
-/// hyper counts only the WINDOW_UPDATEs it is given, so the front keeps part of the large ones
-/// (half of each of 1 MiB or more: clients open with one of hundreds of MiB) as `slack`, and
-/// spends only that on its answers. hyper is given every small update whole and at least half
-/// of a large one, so it is never starved, and never sends more than the client allows.
+/// hyper counts only the WINDOW_UPDATEs it is given, so the front keeps part of each as its
+/// `slack` and spends only that on its answers; hyper never sends more than the client allows.
+/// What a connection WINDOW_UPDATE gives back is shared in proportion to what each sent and
+/// has not had back; what it adds beyond that (clients open with hundreds of MiB) is halved
+/// when it is 1 MiB or more, else hyper's whole. So hyper is never starved, and a front that
+/// answers many requests keeps answering.
 #[derive(Debug, Default)]
 struct Window {
     slack: u32,
+    /// Bytes the front sent that no WINDOW_UPDATE has given back yet.
+    front_out: u64,
+    /// The same of hyper's.
+    hyper_out: u64,
 }
 
 impl Window {
     /// What hyper is given of a connection WINDOW_UPDATE of `increment`; the rest is kept.
     fn split(&mut self, increment: u32) -> u32 {
-        if increment < SPLIT_FROM {
-            return increment;
-        }
-        let keep = (increment / 2).min(MAX_WINDOW - self.slack);
-        self.slack += keep;
-        increment - keep
+        let increment64 = u64::from(increment);
+        let out = self.front_out + self.hyper_out;
+        let back = increment64.min(out);
+        let front_back = (u128::from(back) * u128::from(self.front_out))
+            .checked_div(u128::from(out))
+            .map_or(0, |b| u64::try_from(b).unwrap_or(0));
+        self.front_out = self.front_out.saturating_sub(front_back);
+        self.hyper_out = self.hyper_out.saturating_sub(back - front_back);
+        let fresh = increment64 - back;
+        let fresh_kept = if fresh >= SPLIT_FROM { fresh / 2 } else { 0 };
+        let room = u64::from(MAX_WINDOW - self.slack);
+        let kept = u32::try_from((front_back + fresh_kept).min(room)).unwrap_or(0);
+        self.slack += kept;
+        increment - kept
+    }
+
+    /// Notes `n` bytes of DATA the front sent (within its slack).
+    fn spend(&mut self, n: u32) {
+        self.slack -= n;
+        self.front_out += u64::from(n);
     }
 }
 
@@ -159,6 +179,11 @@ impl<Q> Inbound<Q> {
             self.for_hyper.clear();
             self.given = 0;
         }
+    }
+
+    /// Notes `n` bytes of DATA payload hyper sent (against the connection's window).
+    pub(super) fn hyper_sent(&mut self, n: usize) {
+        self.window.hyper_out += n as u64;
     }
 
     /// The front's frames not written yet.
@@ -379,7 +404,7 @@ impl<Q: Quick> Inbound<Q> {
         if len32 > self.window.slack || len32 > self.stream_window {
             return false;
         }
-        self.window.slack -= len32;
+        self.window.spend(len32);
         self.send(stream, sending);
         true
     }

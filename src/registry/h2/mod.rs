@@ -27,7 +27,7 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::quick::Quick;
-use frame::{GOAWAY, HEAD_LEN, Head};
+use frame::{DATA, GOAWAY, HEAD_LEN, Head};
 use inbound::{Inbound, OURS_MAX};
 
 mod frame;
@@ -125,7 +125,9 @@ impl<T: AsyncWrite + Unpin, Q: Unpin> AsyncWrite for Front<T, Q> {
             false => &data[..this.outbound.frame_end(data.len())],
         };
         let n = ready!(Pin::new(&mut this.io).poll_write(cx, data))?;
-        if this.outbound.pass(&data[..n]) {
+        let passed = this.outbound.pass(&data[..n]);
+        this.inbound.hyper_sent(passed.data);
+        if passed.goaway {
             this.inbound.hyper_only = true;
         }
         Poll::Ready(Ok(n))
@@ -173,9 +175,9 @@ impl Outbound {
         }
     }
 
-    /// Follows `data`, written by hyper; true when a GOAWAY frame began in it.
-    fn pass(&mut self, mut data: &[u8]) -> bool {
-        let mut goaway = false;
+    /// Follows `data`, written by hyper.
+    fn pass(&mut self, mut data: &[u8]) -> Passed {
+        let mut passed = Passed::default();
         while !data.is_empty() {
             if self.left > 0 {
                 let n = self.left.min(data.len());
@@ -188,14 +190,27 @@ impl Outbound {
             self.have += n;
             data = &data[n..];
             if let Some(head) = Head::parse(&self.head[..self.have]) {
-                goaway |= head.kind == GOAWAY;
+                match head.kind {
+                    GOAWAY => passed.goaway = true,
+                    DATA => passed.data += head.len,
+                    _ => {}
+                }
                 self.started = true;
                 self.left = head.len;
                 self.have = 0;
             }
         }
-        goaway
+        passed
     }
+}
+
+/// What hyper wrote, as far as the front needs to know.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Passed {
+    /// A GOAWAY frame began.
+    goaway: bool,
+    /// The payload bytes of the DATA frames that began.
+    data: usize,
 }
 
 #[cfg(test)]

@@ -7,9 +7,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::Response;
 
-use super::Outbound;
 use super::frame::*;
 use super::inbound::Inbound;
+use super::{Outbound, Passed};
 use crate::access::limits::{ConnectionLimits, Ticket};
 use crate::http::hpack::{self, Decoder, HeaderList};
 use crate::registry::quick::{Ask, Quick, Sending};
@@ -227,6 +227,31 @@ fn small_windows_leave_every_request_to_hyper() {
 }
 
 #[test]
+fn what_a_window_update_gives_back_goes_to_whoever_sent_it() {
+    let mut inbound = inbound();
+    let mut input = opening(&[], 2 << 20);
+    input.extend(get(1, "GET", "/small", &[]));
+    inbound.feed(&input).unwrap_or_else(|e| panic!("{e}"));
+    // The front sent 5 bytes ("hello"); hyper 95 of its own.
+    inbound.hyper_sent(95);
+    let before = inbound.for_hyper().len();
+    let update = |n: u32| frame(WINDOW_UPDATE, 0, 0, &n.to_be_bytes());
+    inbound.feed(&update(100)).unwrap_or_else(|e| panic!("{e}"));
+    let given = frames(&inbound.for_hyper()[before..]);
+    assert_eq!(
+        increment(&given[0].1),
+        Some(95),
+        "hyper's own back, the front's kept"
+    );
+    // With nothing out, a small update is all hyper's.
+    inbound
+        .feed(&update(1000))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let given = frames(&inbound.for_hyper()[before..]);
+    assert_eq!(increment(&given[1].1), Some(1000));
+}
+
+#[test]
 fn frames_on_streams_answered_here_are_kept_from_hyper() {
     let mut inbound = inbound();
     let mut input = opening(&[], 1 << 30);
@@ -344,14 +369,19 @@ fn once_hyper_says_goaway_every_request_is_its_own() {
     );
     let settings = frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 1]);
     let data = frame(DATA, 0, 1, &[1; 100]);
-    assert!(!outbound.pass(&settings[..4]));
+    let nothing = Passed::default();
+    assert_eq!(outbound.pass(&settings[..4]), nothing);
     assert!(!outbound.between_frames());
-    assert!(!outbound.pass(&settings[4..]));
+    assert_eq!(outbound.pass(&settings[4..]), nothing);
     assert!(outbound.between_frames());
-    assert!(!outbound.pass(&data[..20]));
+    let data_begun = Passed {
+        goaway: false,
+        data: 100,
+    };
+    assert_eq!(outbound.pass(&data[..20]), data_begun);
     assert_eq!(outbound.frame_end(500), 89, "the rest of the DATA frame");
-    assert!(!outbound.pass(&data[20..]));
-    assert!(outbound.pass(&frame(GOAWAY, 0, 0, &[0; 8])));
+    assert_eq!(outbound.pass(&data[20..]), nothing);
+    assert!(outbound.pass(&frame(GOAWAY, 0, 0, &[0; 8])).goaway);
     assert!(outbound.between_frames());
 }
 
