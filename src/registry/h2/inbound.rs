@@ -28,9 +28,10 @@ use super::frame::{
 /// with.
 const TABLE_SIZE: usize = 4096;
 
-/// New window this large or larger (in a connection WINDOW_UPDATE, beyond what it gives back)
-/// is split between hyper and the front; a smaller one is all hyper's (see [`Window`]).
-const SPLIT_FROM: u64 = 1 << 20;
+/// Of new window (in a connection WINDOW_UPDATE, beyond what it gives back), what hyper keeps
+/// at least before the front takes any (see [`Window`]): a long, fast link needs a large
+/// window for a blob, and a client of hyper's own opens with 5 MiB.
+const HYPER_KEEPS: u64 = 4 << 20;
 
 /// The largest window RFC 9113 allows.
 const MAX_WINDOW: u32 = (1 << 31) - 1;
@@ -43,9 +44,9 @@ pub(super) const OURS_MAX: usize = 1 << 20;
 /// hyper counts only the WINDOW_UPDATEs it is given, so the front keeps part of each as its
 /// `slack` and spends only that on its answers; hyper never sends more than the client allows.
 /// What a connection WINDOW_UPDATE gives back is shared in proportion to what each sent and
-/// has not had back; what it adds beyond that (clients open with hundreds of MiB) is halved
-/// when it is 1 MiB or more, else hyper's whole. So hyper is never starved, and a front that
-/// answers many requests keeps answering.
+/// has not had back; what it adds beyond that (Go's and nghttp2's clients open with 1 GiB) is
+/// halved, hyper keeping at least [`HYPER_KEEPS`] of it. So hyper is never starved, and a
+/// front that answers many requests keeps answering.
 #[derive(Debug, Default)]
 struct Window {
     slack: u32,
@@ -67,7 +68,7 @@ impl Window {
         self.front_out = self.front_out.saturating_sub(front_back);
         self.hyper_out = self.hyper_out.saturating_sub(back - front_back);
         let fresh = increment64 - back;
-        let fresh_kept = if fresh >= SPLIT_FROM { fresh / 2 } else { 0 };
+        let fresh_kept = (fresh / 2).min(fresh.saturating_sub(HYPER_KEEPS));
         let room = u64::from(MAX_WINDOW - self.slack);
         let kept = u32::try_from((front_back + fresh_kept).min(room)).unwrap_or(0);
         self.slack += kept;

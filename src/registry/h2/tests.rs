@@ -218,20 +218,22 @@ fn small_windows_leave_every_request_to_hyper() {
     inbound.feed(&input).unwrap_or_else(|e| panic!("{e}"));
     assert!(inbound.unwritten().is_empty());
 
-    // A small update is hyper's whole.
+    // An update of up to 4 MiB is hyper's whole.
     let mut inbound = self::inbound();
     inbound
-        .feed(&opening(&[], 60_000))
+        .feed(&opening(&[], 4 << 20))
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(increment(&hyper_frames(&inbound)[1].1), Some(60_000));
+    assert_eq!(increment(&hyper_frames(&inbound)[1].1), Some(4 << 20));
 }
 
 #[test]
 fn what_a_window_update_gives_back_goes_to_whoever_sent_it() {
     let mut inbound = inbound();
-    let mut input = opening(&[], 2 << 20);
+    let mut input = opening(&[], 6 << 20);
     input.extend(get(1, "GET", "/small", &[]));
     inbound.feed(&input).unwrap_or_else(|e| panic!("{e}"));
+    // Of the new 6 MiB, hyper keeps 4.
+    assert_eq!(increment(&hyper_frames(&inbound)[1].1), Some(4 << 20));
     // The front sent 5 bytes ("hello"); hyper 95 of its own.
     inbound.hyper_sent(95);
     let before = inbound.for_hyper().len();
