@@ -297,6 +297,8 @@ fn auto_builder(settings: h1::Settings) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
         .max_buf_size(settings.max_buf_size);
+    // SETTINGS_MAX_FRAME_SIZE stays at its default (16 KiB): the front (`h2/`) follows only
+    // frames of that size, and passes a connection with larger ones to hyper as it is.
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -6,7 +6,7 @@
 //! Streams hyper never saw (the ones answered here) stay hidden from it: a later
 //! WINDOW_UPDATE, RST_STREAM or PRIORITY on one is dropped, and DATA on one (a client that
 //! sends a body after the answer said it needs none) is dropped with its flow-control credit
-//! given back. The client's connection send window is shared: see [`Window`].
+//! given back. The client's connection send window is shared: see `window.rs`.
 
 use std::io;
 use std::net::IpAddr;
@@ -22,65 +22,16 @@ use super::frame::{
     HEADERS, INITIAL_WINDOW_SIZE, MAX_PAYLOAD, PREFACE, PRIORITY, RST_STREAM, SETTINGS,
     WINDOW_UPDATE,
 };
+use super::window::Window;
 
 /// The default HPACK table size (SETTINGS_HEADER_TABLE_SIZE): the most the client's encoder
 /// may use (hyper leaves its own setting at the default), and the size hyper's encoder starts
 /// with.
 const TABLE_SIZE: usize = 4096;
 
-/// Of new window (in a connection WINDOW_UPDATE, beyond what it gives back), what hyper keeps
-/// at least before the front takes any (see [`Window`]): a long, fast link needs a large
-/// window for a blob, and a client of hyper's own opens with 5 MiB.
-const HYPER_KEEPS: u64 = 4 << 20;
-
-/// The largest window RFC 9113 allows.
-const MAX_WINDOW: u32 = (1 << 31) - 1;
-
 /// Frames of the front's own waiting to be written, past which no more requests are read: a
 /// client that asks and does not read is not answered into memory without end.
 pub(super) const OURS_MAX: usize = 1 << 20;
-
-/// The client's connection-level send window (RFC 9113 §6.9.1), shared by hyper and the front.
-/// hyper counts only the WINDOW_UPDATEs it is given, so the front keeps part of each as its
-/// `slack` and spends only that on its answers; hyper never sends more than the client allows.
-/// What a connection WINDOW_UPDATE gives back is shared in proportion to what each sent and
-/// has not had back; what it adds beyond that (Go's and nghttp2's clients open with 1 GiB) is
-/// halved, hyper keeping at least [`HYPER_KEEPS`] of it. So hyper is never starved, and a
-/// front that answers many requests keeps answering.
-#[derive(Debug, Default)]
-struct Window {
-    slack: u32,
-    /// Bytes the front sent that no WINDOW_UPDATE has given back yet.
-    front_out: u64,
-    /// The same of hyper's.
-    hyper_out: u64,
-}
-
-impl Window {
-    /// What hyper is given of a connection WINDOW_UPDATE of `increment`; the rest is kept.
-    fn split(&mut self, increment: u32) -> u32 {
-        let increment64 = u64::from(increment);
-        let out = self.front_out + self.hyper_out;
-        let back = increment64.min(out);
-        let front_back = (u128::from(back) * u128::from(self.front_out))
-            .checked_div(u128::from(out))
-            .map_or(0, |b| u64::try_from(b).unwrap_or(0));
-        self.front_out = self.front_out.saturating_sub(front_back);
-        self.hyper_out = self.hyper_out.saturating_sub(back - front_back);
-        let fresh = increment64 - back;
-        let fresh_kept = (fresh / 2).min(fresh.saturating_sub(HYPER_KEEPS));
-        let room = u64::from(MAX_WINDOW - self.slack);
-        let kept = u32::try_from((front_back + fresh_kept).min(room)).unwrap_or(0);
-        self.slack += kept;
-        increment - kept
-    }
-
-    /// Notes `n` bytes of DATA the front sent (within its slack).
-    fn spend(&mut self, n: u32) {
-        self.slack -= n;
-        self.front_out += u64::from(n);
-    }
-}
 
 /// The streams the client opened.
 #[derive(Debug, Default)]
@@ -179,12 +130,13 @@ impl<Q> Inbound<Q> {
         if self.given == self.for_hyper.len() {
             self.for_hyper.clear();
             self.given = 0;
+            forget_large(&mut self.for_hyper);
         }
     }
 
     /// Notes `n` bytes of DATA payload hyper sent (against the connection's window).
     pub(super) fn hyper_sent(&mut self, n: usize) {
-        self.window.hyper_out += n as u64;
+        self.window.hyper_sent(n);
     }
 
     /// The front's frames not written yet.
@@ -198,6 +150,7 @@ impl<Q> Inbound<Q> {
         if self.written == self.ours.len() {
             self.ours.clear();
             self.written = 0;
+            forget_large(&mut self.ours);
         }
     }
 }
@@ -430,6 +383,15 @@ impl<Q: Quick> Inbound<Q> {
         frame::write_data(stream, body, &mut self.ours);
         line.sent(body.len() as u64, true);
         drop(busy);
+    }
+}
+
+/// Frees `buf` (empty) when it grew past what a connection's usual traffic needs: an idle
+/// connection keeps no more than that.
+fn forget_large(buf: &mut Vec<u8>) {
+    const KEPT: usize = 32 * 1024;
+    if buf.capacity() > KEPT {
+        *buf = Vec::new();
     }
 }
 

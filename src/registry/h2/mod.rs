@@ -12,7 +12,7 @@
 //!   hyper re-encoded without the table; hoard's own blocks leave the client's table alone, so
 //!   hyper's encoder and the front's never disagree;
 //! - the frame stream: the front's frames go out only between two of hyper's ([`Outbound`]);
-//! - the connection's send window: see `inbound.rs`.
+//! - the connection's send window: see `window.rs`.
 //!
 //! The front stops answering once hyper sends GOAWAY (or the client shrinks the HPACK table
 //! hyper's encoder uses), and does not answer a request whose answer would not fit the
@@ -32,6 +32,7 @@ use inbound::{Inbound, OURS_MAX};
 
 mod frame;
 mod inbound;
+mod window;
 
 /// How much is read from the stream at once: a TLS record's plaintext, at most. The buffer is
 /// on the stack only while a read is polled.
