@@ -22,7 +22,8 @@
 //! - `conn.rs`: a registry connection served, for the intercept and the mirror alike, its
 //!   answers shaped as `answered.rs` says; `h1.rs`, its HTTP/1.1 requests, answered from memory
 //!   on the connection itself (`http/plain_get.rs`) or in hyper turns that hold no hyper state while
-//!   the connection is idle.
+//!   the connection is idle; `h2/`, a frame layer in front of hyper's h2 server that answers
+//!   those hits itself.
 //!
 //! Everything else (pushes, tag lists, the catalog…) is forwarded unchanged. A request's route is
 //! parsed once, in [`handle`]; the local store is looked in first, under the store's single
