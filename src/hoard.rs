@@ -2,12 +2,12 @@
 //! upstream clients, the metrics and the registry's in-flight work. Built once at start; a reload
 //! swaps the configuration and, when their settings changed, the upstream clients.
 
-use arc_swap::{ArcSwap, Guard};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use arc_swap::{ArcSwap, Guard};
 
 use crate::access::limits::ConnectionLimits;
 use crate::access::{FillSlots, HostSlots, ProxyAuth};

@@ -1,9 +1,9 @@
-//! A plain `GET` or `HEAD` on the wire of HTTP/1.1, for the registry's quick path
-//! (`registry/h1.rs`): a request head parsed in place (with httparse, hyper's own parser) when it
-//! is a `GET` or `HEAD` with nothing that would make its answer other than a whole object (no
-//! body, range or condition, no connection management), and a whole response's head written out
-//! as hyper would write it. Anything else is left to hyper, which answers it (or its error) as
-//! it always did.
+//! A plain `GET` or `HEAD`, for the registry's quick path: a `GET` or `HEAD` with nothing that
+//! would make its answer other than a whole object (no body, range or condition, no connection
+//! management), whether hyper parsed it, hoard's h2 front decoded it (`registry/h2/`) or an
+//! HTTP/1.1 head is parsed here in place (with httparse, hyper's own parser, for
+//! `registry/h1.rs`); and a whole response's head written out as hyper would write it. Anything
+//! else is left to hyper, which answers it (or its error) as it always did.
 
 use std::cell::RefCell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

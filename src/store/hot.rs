@@ -20,12 +20,12 @@ use super::key::Key;
 /// The largest entry kept in memory.
 pub(crate) const HOT_MAX: u64 = 64 << 10;
 
-/// Whether an entry of `len` bytes is kept within a budget of `budget` bytes.
 /// How long a tag record's copy is served after its file was last found in place, before the
 /// file is looked at again: `hoard cache rm` of a tag takes effect within this. (A `statx` of
 /// the record's path was the largest single cost of a tag hit.)
 pub(super) const RECHECK: Duration = Duration::from_secs(1);
 
+/// Whether an entry of `len` bytes is kept within a budget of `budget` bytes.
 pub(super) fn takes(len: u64, budget: u64) -> bool {
     len <= HOT_MAX && len <= budget
 }

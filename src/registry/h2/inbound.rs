@@ -86,8 +86,8 @@ pub(super) struct Inbound<Q> {
     for_hyper: Vec<u8>,
     given: usize,
     /// Frames of the front's own for the client, from `written` on.
-    pub ours: Vec<u8>,
-    pub written: usize,
+    ours: Vec<u8>,
+    written: usize,
 }
 
 impl<Q: Quick> Inbound<Q> {

@@ -169,10 +169,10 @@ impl Outbound {
     /// Of `n` bytes hyper writes next, how many may go before the front's frames: up to the end
     /// of the frame it is in (all of them when its next head is not whole yet: at least one).
     fn frame_end(&self, n: usize) -> usize {
-        match (self.have, self.left) {
-            (0, 0) => n,
-            (0, left) => n.min(left),
-            _ => n,
+        if self.have == 0 && self.left > 0 {
+            n.min(self.left)
+        } else {
+            n
         }
     }
 
