@@ -37,7 +37,7 @@ const FIRST_USE: u64 = 1 << 63;
 #[derive(Debug)]
 pub(super) struct Index {
     /// Every entry, found by its key.
-    entries: HashSet<Shared>,
+    entries: HashSet<Shared, foldhash::fast::RandomState>,
     /// Entries nobody reads, by stamp: least recently used first. The eviction order.
     idle: BTreeMap<u64, Shared>,
     /// Entries being read, by stamp.
@@ -133,7 +133,7 @@ pub(super) struct Sweep {
 impl Index {
     pub(super) fn new() -> Index {
         Index {
-            entries: HashSet::new(),
+            entries: HashSet::default(),
             idle: BTreeMap::new(),
             reading: BTreeMap::new(),
             bytes: 0,
@@ -154,7 +154,7 @@ impl Index {
     )]
     pub(super) fn of_files(files: impl ExactSizeIterator<Item = (Key, u64)>) -> Index {
         let mut index = Index::new();
-        let mut entries = HashSet::with_capacity(files.len());
+        let mut entries = HashSet::with_capacity_and_hasher(files.len(), Default::default());
         let mut idle = Vec::with_capacity(files.len());
         for (key, size) in files {
             let stamp = index.next_use;
