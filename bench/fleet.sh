@@ -12,7 +12,9 @@
 #
 #   bench/fleet.sh --netns    the fleet across links (issue 25, bench/netns.sh; root): registry and
 #                             nodes in network namespaces, 48 clients, 4 layers of 32 MiB (--quick
-#                             8 MiB), 3 runs (--quick 1); --uplink Mbit/s (default 200)
+#                             8 MiB), 3 runs (--quick 1); --uplink Mbit/s (default 200); --parallel N:
+#                             layers each client pulls at once (default 3, as dockerd; 1: in turn);
+#                             NODE_LOG=hoard=info: the nodes log every request (kept with --keep)
 #
 # The report goes to stdout; progress and errors go to stderr. See docs/benchmarks.md.
 set -uo pipefail
@@ -22,6 +24,7 @@ RUNS=
 LINK=100
 NETNS=0
 UPLINK=200
+PULL_PARALLEL=
 KEEP=0
 BASE=${TMPDIR:-/tmp}
 while [ $# -gt 0 ]; do
@@ -31,13 +34,15 @@ while [ $# -gt 0 ]; do
         --link) LINK=$2; shift ;;
         --netns) NETNS=1 ;;
         --uplink) UPLINK=$2; shift ;;
+        --parallel) PULL_PARALLEL=$2; shift ;;
         --keep) KEEP=1 ;;
         --workdir) BASE=$2; shift ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
+[ -n "$PULL_PARALLEL" ] && [ "$NETNS" = 0 ] && { echo "--parallel is for --netns" >&2; exit 2; }
 if [ "$NETNS" = 1 ]; then
     . "$(dirname "$0")/netns.sh"
     exit 0

@@ -376,14 +376,17 @@ image_registry() { # port -> DIGESTS, UP_PORT, UP_LOG: LAYERS random layers of L
 }
 
 # pull_burst <name> <endpoint...>: CLIENTS clients at once, client i on endpoint i mod n, each
-# one curl pulling every layer in turn (starting at its own) over one connection. An endpoint is
+# one curl pulling every layer in turn (starting at its own) over one connection, or
+# PULL_PARALLEL of them at once (curl --parallel, a connection each), as dockerd pulls an
+# image's layers (its max-concurrent-downloads, 3 by default). An endpoint is
 # a mirror listener: a port on 127.0.0.1, addr:port, or ns/addr:port to reach it from that network
-# namespace. Sets SECS (wall time), FIRST_BYTE (the last client's first byte) and FIRST_LAYER (the
-# median client's first layer done), in s, or fails the run. Uses LAYERS, LAYER_MIB, DIGESTS, REPO, HOST.
+# namespace. Sets SECS (wall time), FIRST_BYTE (the last client's first byte: of the layer it ended
+# first) and FIRST_LAYER (the median client's first layer done), in s, or fails the run. Uses LAYERS, LAYER_MIB, DIGESTS, REPO, HOST.
 pull_burst() {
-    local name=$1 i k ep t0 t1 bad=0 pids=() eps args pre
+    local name=$1 i k ep t0 t1 bad=0 pids=() eps args pre par=()
     shift
     eps=("$@")
+    [ "${PULL_PARALLEL:-1}" -gt 1 ] && par=(--parallel --parallel-immediate --parallel-max "$PULL_PARALLEL")
     t0=$(date +%s%N)
     for i in $(seq 0 $((CLIENTS - 1))); do
         ep=${eps[$((i % ${#eps[@]}))]}
@@ -394,7 +397,7 @@ pull_burst() {
         done
         pre=()
         case "$ep" in */*) pre=(ip netns exec "${ep%%/*}") ;; esac
-        "${pre[@]}" curl -sS --max-time 600 -w '%{http_code} %{size_download} %{time_starttransfer} %{time_total}\n' "${args[@]}" \
+        "${pre[@]}" curl -sS "${par[@]}" --max-time 600 -w '%{http_code} %{size_download} %{time_starttransfer} %{time_total}\n' "${args[@]}" \
             >"$WORK/logs/$name.$i" 2>"$WORK/logs/$name.$i.err" &
         pids+=($!)
     done
@@ -409,6 +412,8 @@ pull_burst() {
     [ $bad = 0 ] || die "$name: a client failed"
     SECS=$(awk -v ns=$((t1 - t0)) 'BEGIN {printf "%.2f", ns / 1e9}')
     # Each client's first layer: its first byte (the last client's) and its end (the median).
+    # Each transfer's times count from its own start. The first line is the first transfer to
+    # end, which started with the client (also at once: a queued one starts when another ends).
     FIRST_BYTE=$(for i in $(seq 0 $((CLIENTS - 1))); do awk 'NR == 1 {print $3}' "$WORK/logs/$name.$i"; done | sort -g | tail -n 1)
     FIRST_LAYER=$(median_of "$(for i in $(seq 0 $((CLIENTS - 1))); do awk 'NR == 1 {print $4}' "$WORK/logs/$name.$i"; done)")
 }

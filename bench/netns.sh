@@ -7,7 +7,8 @@
 # 127.100.0.0/24 (route_localnet on in each namespace); loopback's own 127.0.0.0/8 route is cut
 # to 127.0.0.1/32 there so that the other 127.100.0.x addresses leave by the veth.
 #
-# Rows, each a cold burst (CLIENTS clients at once pulling every layer, on new and empty caches):
+# Rows, each a cold burst (CLIENTS clients at once pulling every layer, PULL_PARALLEL at a time as
+# dockerd and containerd pull an image, on new and empty caches):
 # through three nodes in a fleet (16 clients in each node's namespace, on their own node), through
 # three nodes alone (the same, no [fleet]), and through one node with all 48 clients.
 
@@ -15,6 +16,7 @@ MIB=1048576
 LAYERS=4
 if [ "$MODE" = full ]; then LAYER_MIB=32; : "${RUNS:=3}"; else LAYER_MIB=8; : "${RUNS:=1}"; fi
 PER_NODE=16
+: "${PULL_PARALLEL:=3}" # layers each client pulls at once: dockerd's max-concurrent-downloads
 CLIENTS=$((3 * PER_NODE))
 REPO=bench
 HOST=registry.bench
@@ -121,7 +123,7 @@ start_ns_node() { # namespace-suffix name [fleet] -> PID, in NODE_PIDS; ENDPOINT
     a=$(node_addr "$1")
     [ -n "${3:-}" ] && self=$a:$PEER_PORT
     node_toml "$cfg" "$WORK/$2-cache" "$a" $PROXY_PORT $MIRROR_PORT $ADMIN_PORT "$UP_ADDR:$UP_PORT" "$self"
-    ip netns exec "$NS-$1" env RUST_LOG=hoard=warn "$HOARD" serve --config "$cfg" >"$lg" 2>&1 &
+    ip netns exec "$NS-$1" env RUST_LOG=${NODE_LOG:-hoard=warn} "$HOARD" serve --config "$cfg" >"$lg" 2>&1 &
     PID=$!
     NODE_PIDS+=($PID)
     BENCH_NS=$NS-$1 wait_port $PID "$a:$MIRROR_PORT" "$2" "$lg" || die "$2 did not start"
@@ -226,8 +228,13 @@ echo "hoard $(hoard_rev)"
 echo "mode: $MODE, $RUNS run(s), took $(($(date +%s) - T0)) s; load average at start $LOAD0, at end $LOAD1"
 echo
 echo "Image: $LAYERS layers of $LAYER_MIB MiB ($((IMAGE_BYTES / MIB)) MiB). $CLIENTS clients at once, $PER_NODE in each node's"
-echo "namespace (all $CLIENTS in one for the one-node row), each a curl pulling every layer in turn (its"
-echo "first the layer of its number mod $LAYERS) from its node's mirror port. The registry: one uplink of"
+if [ "$PULL_PARALLEL" -gt 1 ]; then
+    echo "namespace (all $CLIENTS in one for the one-node row), each a curl pulling every layer, $PULL_PARALLEL at once"
+    echo "as dockerd does (from the layer of its number mod $LAYERS on), from its node's mirror port. The registry: one uplink of"
+else
+    echo "namespace (all $CLIENTS in one for the one-node row), each a curl pulling every layer in turn (its"
+    echo "first the layer of its number mod $LAYERS) from its node's mirror port. The registry: one uplink of"
+fi
 echo "$UPLINK Mbit/s (tbf on its veth; the image alone takes $floor s at that rate); nodes on an unshaped bridge."
 echo "wall (s): median and min-max of the runs. 1st B (s): when the last client had its first byte;"
 echo "1st L (s): when the median client had all of its first layer; link (s): when the uplink sent its"
