@@ -47,10 +47,8 @@ use crate::http::plain_get::{self, Parsed};
 use crate::http::replay::{Replay, Watch};
 use crate::http::{Body, BoxError};
 
+use super::h2::PREFACE;
 use super::quick::{Ask, Quick, Sending};
-
-/// The h2 connection preface, which a client speaking h2 without TLS opens with.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How long a turn that served requests stays idle before it is set down: a client asking
 /// again at once (the next blob of a pull, a benchmark's next request) keeps its hyper
@@ -260,8 +258,8 @@ async fn read_more<I: AsyncRead + Unpin>(
 
 /// Whether `ahead` is the h2 preface, or as much of it as arrived.
 fn opens_h2(ahead: &[u8]) -> bool {
-    let n = ahead.len().min(H2_PREFACE.len());
-    n > 0 && ahead[..n] == H2_PREFACE[..n]
+    let n = ahead.len().min(PREFACE.len());
+    n > 0 && ahead[..n] == PREFACE[..n]
 }
 
 /// The error hyper gives for a head not read in time.

@@ -1,8 +1,8 @@
 //! h2 frames as the front reads and writes them (RFC 9113 §4.1 and §6): the 9-byte head, and
 //! the few frames the front writes itself.
 
-/// The connection preface a client opens with.
-pub(super) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The connection preface a client opens with (`h1.rs` looks for it too: h2 without TLS).
+pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A frame head's length.
 pub(super) const HEAD_LEN: usize = 9;

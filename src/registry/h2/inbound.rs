@@ -82,12 +82,10 @@ pub(super) struct Inbound<Q> {
     /// the client shrank the HPACK table hyper's encoder uses (the next header block the client
     /// gets must then say so, and only hyper's encoder can).
     pub hyper_only: bool,
-    /// Bytes for hyper, from `given` on.
-    for_hyper: Vec<u8>,
-    given: usize,
-    /// Frames of the front's own for the client, from `written` on.
-    ours: Vec<u8>,
-    written: usize,
+    /// Bytes for hyper.
+    for_hyper: Queue,
+    /// Frames of the front's own for the client.
+    ours: Queue,
 }
 
 impl<Q: Quick> Inbound<Q> {
@@ -110,10 +108,8 @@ impl<Q: Quick> Inbound<Q> {
             stream_window: DEFAULT_WINDOW,
             passing: false,
             hyper_only: false,
-            for_hyper: Vec::new(),
-            given: 0,
-            ours: Vec::new(),
-            written: 0,
+            for_hyper: Queue::default(),
+            ours: Queue::default(),
         }
     }
 }
@@ -121,17 +117,12 @@ impl<Q: Quick> Inbound<Q> {
 impl<Q> Inbound<Q> {
     /// The bytes hyper is to read next.
     pub(super) fn for_hyper(&self) -> &[u8] {
-        &self.for_hyper[self.given..]
+        self.for_hyper.pending()
     }
 
     /// Notes that hyper read `n` of [`Inbound::for_hyper`].
     pub(super) fn gave(&mut self, n: usize) {
-        self.given += n;
-        if self.given == self.for_hyper.len() {
-            self.for_hyper.clear();
-            self.given = 0;
-            forget_large(&mut self.for_hyper);
-        }
+        self.for_hyper.took(n);
     }
 
     /// Notes `n` bytes of DATA payload hyper sent (against the connection's window).
@@ -141,17 +132,12 @@ impl<Q> Inbound<Q> {
 
     /// The front's frames not written yet.
     pub(super) fn unwritten(&self) -> &[u8] {
-        &self.ours[self.written..]
+        self.ours.pending()
     }
 
     /// Notes that `n` of [`Inbound::unwritten`] were written.
     pub(super) fn wrote(&mut self, n: usize) {
-        self.written += n;
-        if self.written == self.ours.len() {
-            self.ours.clear();
-            self.written = 0;
-            forget_large(&mut self.ours);
-        }
+        self.ours.took(n);
     }
 }
 
@@ -162,7 +148,7 @@ impl<Q: Quick> Inbound<Q> {
             data = self.preface(data);
         }
         if self.passing {
-            self.for_hyper.extend_from_slice(data);
+            self.for_hyper.bytes.extend_from_slice(data);
             return Ok(());
         }
         if !self.partial.is_empty() {
@@ -181,7 +167,7 @@ impl<Q: Quick> Inbound<Q> {
             data = &data[whole.len()..];
         }
         if self.passing {
-            self.for_hyper.extend_from_slice(data);
+            self.for_hyper.bytes.extend_from_slice(data);
         } else {
             self.partial.extend_from_slice(data);
         }
@@ -196,7 +182,7 @@ impl<Q: Quick> Inbound<Q> {
             self.passing = true;
             return data;
         }
-        self.for_hyper.extend_from_slice(&data[..n]);
+        self.for_hyper.bytes.extend_from_slice(&data[..n]);
         self.preface_left -= n;
         &data[n..]
     }
@@ -215,7 +201,7 @@ impl<Q: Quick> Inbound<Q> {
         };
         if head.len > MAX_PAYLOAD {
             self.passing = true;
-            self.for_hyper.append(&mut self.partial);
+            self.for_hyper.bytes.append(&mut self.partial);
             return Ok(data);
         }
         let n = (HEAD_LEN + head.len - self.partial.len()).min(data.len());
@@ -256,24 +242,24 @@ impl<Q: Quick> Inbound<Q> {
                         _ => {}
                     }
                 }
-                self.for_hyper.extend_from_slice(raw);
+                self.for_hyper.bytes.extend_from_slice(raw);
             }
             WINDOW_UPDATE if head.stream == 0 => match frame::increment(payload) {
                 Some(increment) if increment > 0 => {
                     let given = self.window.split(increment);
                     if given > 0 {
-                        frame::write_window_update(0, given, &mut self.for_hyper);
+                        frame::write_window_update(0, given, &mut self.for_hyper.bytes);
                     }
                 }
-                _ => self.for_hyper.extend_from_slice(raw),
+                _ => self.for_hyper.bytes.extend_from_slice(raw),
             },
             DATA if self.streams.hidden(head.stream) => {
                 if let Ok(credit @ 1..) = u32::try_from(head.len) {
-                    frame::write_window_update(0, credit, &mut self.ours);
+                    frame::write_window_update(0, credit, &mut self.ours.bytes);
                 }
             }
             WINDOW_UPDATE | RST_STREAM | PRIORITY if self.streams.hidden(head.stream) => {}
-            _ => self.for_hyper.extend_from_slice(raw),
+            _ => self.for_hyper.bytes.extend_from_slice(raw),
         }
         Ok(())
     }
@@ -326,7 +312,7 @@ impl<Q: Quick> Inbound<Q> {
             self.streams.hyper = stream;
         }
         let fields = &self.fields;
-        frame::write_headers_with(stream, end_stream, &mut self.for_hyper, |block| {
+        frame::write_headers_with(stream, end_stream, &mut self.for_hyper.bytes, |block| {
             for (name, value) in fields.iter() {
                 hpack::encode(name, value, block);
             }
@@ -338,7 +324,7 @@ impl<Q: Quick> Inbound<Q> {
     /// answer and the client's windows take it whole; false when hyper is to answer it.
     fn answer(&mut self, stream: u32) -> bool {
         if self.hyper_only
-            || self.ours.len() >= OURS_MAX
+            || self.ours.bytes.len() >= OURS_MAX
             || u64::from(self.window.slack) < MEMORY_OBJECT_MAX
         {
             return false;
@@ -371,7 +357,7 @@ impl<Q: Quick> Inbound<Q> {
             busy,
         } = sending;
         let body = response.body();
-        frame::write_headers_with(stream, body.is_empty(), &mut self.ours, |block| {
+        frame::write_headers_with(stream, body.is_empty(), &mut self.ours.bytes, |block| {
             hpack::encode_status(response.status().as_u16(), block);
             for (name, value) in response.headers() {
                 hpack::encode(name.as_str().as_bytes(), value.as_bytes(), block);
@@ -380,18 +366,40 @@ impl<Q: Quick> Inbound<Q> {
                 hpack::encode(b"date", date.as_bytes(), block)
             });
         });
-        frame::write_data(stream, body, &mut self.ours);
+        frame::write_data(stream, body, &mut self.ours.bytes);
         line.sent(body.len() as u64, true);
         drop(busy);
     }
 }
 
-/// Frees `buf` (empty) when it grew past what a connection's usual traffic needs: an idle
-/// connection keeps no more than that.
-fn forget_large(buf: &mut Vec<u8>) {
-    const KEPT: usize = 32 * 1024;
-    if buf.capacity() > KEPT {
-        *buf = Vec::new();
+/// Bytes queued for a reader that takes them in pieces (hyper, the client's socket).
+#[derive(Debug, Default)]
+struct Queue {
+    bytes: Vec<u8>,
+    /// How many of `bytes` the reader took.
+    taken: usize,
+}
+
+impl Queue {
+    /// The bytes not taken yet.
+    fn pending(&self) -> &[u8] {
+        &self.bytes[self.taken..]
+    }
+
+    /// Notes that the reader took `n` of [`Queue::pending`]. Once it took all, the buffer is
+    /// emptied, and freed when it grew past what a connection's usual traffic needs: an idle
+    /// connection keeps no more than that.
+    fn took(&mut self, n: usize) {
+        const KEPT: usize = 32 * 1024;
+        self.taken += n;
+        if self.taken == self.bytes.len() {
+            self.taken = 0;
+            if self.bytes.capacity() > KEPT {
+                self.bytes = Vec::new();
+            } else {
+                self.bytes.clear();
+            }
+        }
     }
 }
 

@@ -27,6 +27,7 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::quick::Quick;
+pub(super) use frame::PREFACE;
 use frame::{DATA, GOAWAY, HEAD_LEN, Head};
 use inbound::{Inbound, OURS_MAX};
 
